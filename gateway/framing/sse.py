@@ -178,8 +178,10 @@ class SSEDecoder:
         if name == b"event":
             self._event = value
         elif name == b"data":  # "data" without a colon: an empty data line
-            self._data.append(value)
             self._data_len += 1
+            if self._data_len > self._max:
+                raise _too_large(self._max)
+            self._data.append(value)
         elif name == b"id":
             if b"\x00" not in value:
                 self.last_event_id = _text(value)

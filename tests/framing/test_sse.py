@@ -146,6 +146,12 @@ def test_accumulated_event_data_over_limit_raises() -> None:
             dec.feed(b"data: " + b"z" * 90 + b"\n")
 
 
+def test_bare_data_lines_count_towards_the_event_limit() -> None:
+    dec = SSEDecoder(max_message_bytes=100)
+    with pytest.raises(UpstreamProtocolError):
+        dec.feed(b"data\n" * 101)
+
+
 def test_data_limit_is_per_event() -> None:
     dec = SSEDecoder(max_message_bytes=1000)
     out: list[Message] = []
