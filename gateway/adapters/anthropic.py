@@ -1,0 +1,275 @@
+"""Anthropic Messages (``POST {base_url}/v1/messages``, SSE with named events). Pure.
+
+Request: system/developer messages go to ``system``; assistant tool calls become ``tool_use``
+blocks; tool results become ``tool_result`` blocks in one user message per run of results;
+reasoning effort becomes ``thinking.budget_tokens`` (option ``thinking_budgets``).
+
+Stream: ``message_start`` (input usage) -> content blocks (``text_delta`` -> ``delta``,
+``thinking_delta`` -> ``reasoning``, ``tool_use`` start + ``input_json_delta`` -> ``tool_call``)
+-> ``message_delta`` (stop reason, cumulative output usage) -> ``message_stop`` (``usage`` then
+``end``). ``event: error`` is a terminal error with the provider's error type. EOF before
+``message_stop`` is ``upstream_truncated`` (the base :meth:`Translator.close`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway import events as ev
+from gateway.adapters._kit import (
+    arguments_object,
+    effort_budgets,
+    load_object,
+    non_empty_str,
+    positive_int,
+    require_model,
+    validate_options,
+)
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.errors import UpstreamError
+from gateway.events import Event, FinishReason
+from gateway.framing import Message
+from gateway.jsonutil import dumps
+from gateway.request import ChatRequest
+
+_OPTIONS = {
+    "anthropic_version": ("2023-06-01", non_empty_str),
+    "max_tokens": (4096, positive_int),
+    # Anthropic's minimum budget is 1024; "minimal" (0) means "do not enable thinking".
+    "thinking_budgets": (
+        {"minimal": 0, "low": 1024, "medium": 4096, "high": 16384},
+        effort_budgets,
+    ),
+}
+_MIN_THINKING_BUDGET = 1024
+
+_STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_RETRYABLE = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+# Events whose payload carries nothing for the token protocol: skip them without parsing JSON.
+_SKIP = frozenset({"ping", "content_block_stop"})
+
+
+class AnthropicAdapter(Adapter):
+    """Anthropic Messages API. Options: ``anthropic_version``, ``max_tokens`` (default when the
+    request gives none; Anthropic requires one), ``thinking_budgets`` (effort -> budget_tokens)."""
+
+    name = "anthropic"
+    framing = "sse"
+    default_base_url = "https://api.anthropic.com"
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        return validate_options(cls.name, options, path, _OPTIONS)
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.upstream.api_key
+        return {"x-api-key": key} if key else {}
+
+    def _request(self, body: dict[str, Any]) -> UpstreamRequest:
+        headers = {"anthropic-version": self.options["anthropic_version"], **self.common_headers()}
+        return UpstreamRequest("POST", f"{self.base_url}/v1/messages", headers, dumps(body))
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The native streaming body; raises ``InvalidRequest`` for bad tool arguments."""
+        max_tokens = request.max_tokens or self.options["max_tokens"]
+        body: dict[str, Any] = {
+            "model": require_model(self.model_for(request), self.name),
+            "max_tokens": max_tokens,
+        }
+        if system := request.system_text:
+            body["system"] = system
+        body["messages"] = _messages(request)
+        budget = self._thinking_budget(request.reasoning_effort, max_tokens)
+        if budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        else:
+            # Anthropic rejects temperature/top_p changes while thinking, so send them only here.
+            if request.temperature is not None:
+                body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+            if request.top_p is not None:
+                body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if request.tools:
+            body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+        body["stream"] = True
+        return self._request(body)
+
+    def _thinking_budget(self, effort: str | None, max_tokens: int) -> int:
+        """The budget for ``effort``, capped below ``max_tokens`` (which includes thinking);
+        0 (no thinking) when no effort was asked or the cap falls under Anthropic's minimum."""
+        if effort is None:
+            return 0
+        budget = min(int(self.options["thinking_budgets"].get(effort, 0)), max_tokens - 1)
+        return budget if budget >= _MIN_THINKING_BUDGET else 0
+
+    def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
+        """Forward a Messages body: streaming on, the route's model (if set) wins, and the default
+        ``max_tokens`` fills in when absent. Other fields pass through untouched."""
+        native = dict(body)
+        native["model"] = require_model(self.upstream.model or native.get("model"), self.name)
+        native.setdefault("max_tokens", self.options["max_tokens"])
+        native["stream"] = True
+        return self._request(native)
+
+    def new_translator(self) -> Translator:
+        return AnthropicTranslator()
+
+
+def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
+    tool: dict[str, Any] = {"name": name}
+    if description:
+        tool["description"] = description
+    tool["input_schema"] = parameters
+    return tool
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(request.messages):
+        if m.role in ("system", "developer"):
+            continue
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            last = out[-1] if out else None
+            # Anthropic wants every result for one assistant turn in a single user message.
+            if last is not None and last.get("_results"):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block], "_results": True})
+        elif m.role == "assistant" and m.tool_calls:
+            blocks: list[dict[str, Any]] = []
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            for j, call in enumerate(m.tool_calls):
+                path = f"messages[{i}].tool_calls[{j}].arguments"
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.id,
+                        "name": call.name,
+                        "input": arguments_object(call.arguments, path),
+                    }
+                )
+            out.append({"role": "assistant", "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    for message in out:
+        message.pop("_results", None)
+    return out
+
+
+class AnthropicTranslator(Translator):
+    """Messages stream events -> token events. See the module docstring for the mapping."""
+
+    __slots__ = ("_cached", "_input", "_output", "_stop_reason", "_tools")
+
+    def __init__(self) -> None:
+        self._input: int | None = None
+        self._output: int | None = None
+        self._cached: int | None = None
+        self._stop_reason: str | None = None
+        self._tools: dict[int, int] = {}  # content block index -> tool-call ordinal
+
+    def feed(self, message: Message) -> list[Event]:
+        kind = message.event
+        if kind in _SKIP:
+            return []
+        obj = load_object(message.data, "anthropic")
+        if kind == "message":  # no event: line; the payload's type says the same thing
+            kind = obj.get("type", "")
+        if kind == "content_block_delta":
+            return self._delta(obj)
+        if kind == "content_block_start":
+            return self._block_start(obj)
+        if kind == "message_start":
+            message_obj = obj.get("message")
+            if isinstance(message_obj, dict):
+                self._take_usage(message_obj.get("usage"))
+            return []
+        if kind == "message_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and delta.get("stop_reason"):
+                self._stop_reason = delta["stop_reason"]
+            self._take_usage(obj.get("usage"))
+            return []
+        if kind == "message_stop":
+            return self._finish()
+        if kind == "error":
+            self._raise_error(obj)
+        return []  # unknown event types are to be ignored (Anthropic docs)
+
+    def _delta(self, obj: dict[str, Any]) -> list[Event]:
+        delta = obj.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            return [ev.delta(text)] if text else []
+        if kind == "thinking_delta":
+            text = delta.get("thinking")
+            return [ev.reasoning(text)] if text else []
+        if kind == "input_json_delta":
+            ordinal = self._tools.get(obj.get("index", -1))
+            piece = delta.get("partial_json")
+            if ordinal is None or not piece:
+                return []  # a server tool's input, or the usual empty first piece
+            return [ev.tool_call(ordinal, piece)]
+        return []  # signature_delta, citations_delta: nothing for the token protocol
+
+    def _block_start(self, obj: dict[str, Any]) -> list[Event]:
+        block = obj.get("content_block") or {}
+        if block.get("type") != "tool_use":
+            return []
+        ordinal = len(self._tools)
+        self._tools[obj.get("index", ordinal)] = ordinal
+        # input:{} here is a placeholder; the real input streams as input_json_delta.
+        return [ev.tool_call(ordinal, "", id=block.get("id"), name=block.get("name"))]
+
+    def _take_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        if "input_tokens" in usage:
+            # Anthropic counts cached and cache-written input apart; ours is all of it.
+            self._cached = usage.get("cache_read_input_tokens") or 0
+            self._input = (
+                (usage.get("input_tokens") or 0)
+                + self._cached
+                + (usage.get("cache_creation_input_tokens") or 0)
+            )
+        if "output_tokens" in usage:
+            self._output = usage["output_tokens"]
+
+    def _finish(self) -> list[Event]:
+        self.finished = True
+        out: list[Event] = []
+        if self._input is not None or self._output is not None:
+            out.append(
+                ev.usage(
+                    input_tokens=self._input,
+                    output_tokens=self._output,
+                    cached_input_tokens=self._cached,
+                )
+            )
+        native = self._stop_reason
+        out.append(ev.end(_STOP_REASONS.get(native or "", "other"), native))
+        return out
+
+    def _raise_error(self, obj: dict[str, Any]) -> None:
+        self.finished = True
+        err = obj.get("error")
+        err = err if isinstance(err, dict) else {}
+        kind = err.get("type")
+        message = err.get("message") or "the upstream reported an error"
+        raise UpstreamError(
+            str(message), retryable=kind in _RETRYABLE, provider_type=str(kind) if kind else None
+        )

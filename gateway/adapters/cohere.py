@@ -1,0 +1,227 @@
+"""Cohere v2 chat (``POST {base_url}/v2/chat``, SSE with hyphenated named events). Pure.
+
+Request: ``messages`` (system/developer -> system; assistant tool calls with JSON-string
+arguments; tool results as role ``tool`` with ``tool_call_id``), ``tools`` in the function shape,
+``max_tokens``, ``temperature``, ``p``, ``stop_sequences``, ``thinking`` for a reasoning effort,
+``stream: true``; Bearer auth.
+
+Stream: ``content-delta`` text -> ``delta``, thinking -> ``reasoning``; ``tool-plan-delta``
+(the model's plan before calling tools) -> ``reasoning``; ``tool-call-start`` / ``-delta`` ->
+``tool_call`` pieces; ``message-end`` -> ``usage`` + ``end`` (finish reason ``ERROR`` /
+``TIMEOUT`` -> terminal error instead). A ``data: [DONE]`` line is ignored. EOF before
+``message-end`` is ``upstream_truncated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway import events as ev
+from gateway.adapters._kit import (
+    effort_budgets,
+    load_object,
+    require_model,
+    validate_options,
+)
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.errors import UpstreamError
+from gateway.events import Event, FinishReason
+from gateway.framing import Message
+from gateway.jsonutil import dumps
+from gateway.request import ChatRequest
+
+_OPTIONS = {
+    # thinking.token_budget per effort; 0 sends thinking {type: disabled}.
+    "thinking_budgets": (
+        {"minimal": 0, "low": 1024, "medium": 4096, "high": 16384},
+        effort_budgets,
+    ),
+}
+_FINISH: dict[str, FinishReason] = {
+    "COMPLETE": "stop",
+    "STOP_SEQUENCE": "stop",
+    "MAX_TOKENS": "length",
+    "TOOL_CALL": "tool_calls",
+}
+_FAILED = frozenset({"ERROR", "TIMEOUT"})
+_SKIP = frozenset({"message-start", "content-start", "content-end", "tool-call-end"})
+
+
+class CohereAdapter(Adapter):
+    """Cohere v2 chat. Options: ``thinking_budgets`` (effort -> thinking.token_budget)."""
+
+    name = "cohere"
+    framing = "sse"
+    default_base_url = "https://api.cohere.com"
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        return validate_options(cls.name, options, path, _OPTIONS)
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.upstream.api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def _request(self, body: dict[str, Any]) -> UpstreamRequest:
+        return UpstreamRequest(
+            "POST", f"{self.base_url}/v2/chat", self.common_headers(), dumps(body)
+        )
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The native streaming body for ``request``."""
+        body: dict[str, Any] = {
+            "model": require_model(self.model_for(request), self.name),
+            "messages": _messages(request),
+        }
+        if request.tools:
+            body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        effort = request.reasoning_effort
+        if effort is not None:
+            budget = int(self.options["thinking_budgets"].get(effort, 0))
+            body["thinking"] = (
+                {"type": "enabled", "token_budget": budget} if budget else {"type": "disabled"}
+            )
+        body["stream"] = True
+        return self._request(body)
+
+    def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
+        """Forward a v2 chat body: ``stream`` forced true, the route's model (if set) wins."""
+        native = dict(body)
+        native["model"] = require_model(self.upstream.model or native.get("model"), self.name)
+        native["stream"] = True
+        return self._request(native)
+
+    def new_translator(self) -> Translator:
+        return CohereTranslator()
+
+
+def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name}
+    if description:
+        function["description"] = description
+    function["parameters"] = parameters
+    return {"type": "function", "function": function}
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in request.messages:
+        if m.role in ("system", "developer"):
+            out.append({"role": "system", "content": m.content})
+        elif m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            message: dict[str, Any] = {"role": "assistant"}
+            if m.content:
+                # Text said before calling tools is Cohere's tool plan.
+                message["tool_plan"] = m.content
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments or "{}"},
+                }
+                for call in m.tool_calls
+            ]
+            out.append(message)
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _inner(obj: dict[str, Any], key: str) -> Any:
+    """``obj.delta.message[key]`` or ``None``."""
+    delta = obj.get("delta")
+    message = delta.get("message") if isinstance(delta, dict) else None
+    return message.get(key) if isinstance(message, dict) else None
+
+
+class CohereTranslator(Translator):
+    """v2 chat stream events -> token events. See the module docstring."""
+
+    def __init__(self) -> None:
+        self._tools: dict[int, int] = {}  # Cohere tool-call index -> ordinal
+
+    def feed(self, message: Message) -> list[Event]:
+        kind = message.event
+        if kind in _SKIP:
+            return []
+        data = message.data
+        if data == "[DONE]":
+            return []  # the SDK tolerates it after message-end; it carries nothing
+        obj = load_object(data, "cohere")
+        if kind == "message":  # no event: line; the payload's type says the same thing
+            kind = obj.get("type", "")
+        if kind == "content-delta":
+            content = _inner(obj, "content")
+            if not isinstance(content, dict):
+                return []
+            text = content.get("text")
+            if text:
+                return [ev.delta(text)]
+            thinking = content.get("thinking")
+            return [ev.reasoning(thinking)] if thinking else []
+        if kind == "tool-call-delta":
+            return self._tool_piece(obj, start=False)
+        if kind == "tool-plan-delta":
+            plan = _inner(obj, "tool_plan")
+            return [ev.reasoning(plan)] if plan else []
+        if kind == "tool-call-start":
+            return self._tool_piece(obj, start=True)
+        if kind == "message-end":
+            return self._end(obj)
+        return []  # citations, debug, and event types added later
+
+    def _tool_piece(self, obj: dict[str, Any], *, start: bool) -> list[Event]:
+        call = _inner(obj, "tool_calls")
+        if isinstance(call, list):  # documented as one object; tolerate a one-item list
+            call = call[0] if call else None
+        if not isinstance(call, dict):
+            return []
+        key = obj.get("index", len(self._tools))
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or ""
+        if start:
+            first = self._tools.setdefault(key, len(self._tools))
+            return [ev.tool_call(first, arguments, id=call.get("id"), name=function.get("name"))]
+        ordinal = self._tools.get(key)
+        if ordinal is None or not arguments:
+            return []
+        return [ev.tool_call(ordinal, arguments)]
+
+    def _end(self, obj: dict[str, Any]) -> list[Event]:
+        self.finished = True
+        delta = obj.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        native = delta.get("finish_reason")
+        if native in _FAILED:
+            message = delta.get("error") or f"the upstream generation failed ({native})"
+            raise UpstreamError(str(message), retryable=native == "TIMEOUT", provider_type=native)
+        out: list[Event] = []
+        usage = delta.get("usage")
+        if isinstance(usage, dict):
+            out.append(_usage(usage))
+        out.append(ev.end(_FINISH.get(native or "", "other"), native))
+        return out
+
+
+def _usage(usage: dict[str, Any]) -> Event:
+    # ``tokens`` counts what the model processed; ``billed_units`` what was charged (often less).
+    counts = usage.get("tokens") or usage.get("billed_units") or {}
+    cached = usage.get("cached_tokens")
+    return ev.usage(
+        input_tokens=counts.get("input_tokens"),
+        output_tokens=counts.get("output_tokens"),
+        cached_input_tokens=int(cached) if cached is not None else None,
+    )

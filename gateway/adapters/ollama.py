@@ -1,0 +1,216 @@
+"""Ollama native NDJSON (``POST {base_url}/api/chat``, or ``/api/generate``). Pure.
+
+Request (chat): ``messages`` with roles system/user/assistant/tool (assistant tool calls carry
+their arguments as objects), ``options`` {num_predict, temperature, top_p, stop}, ``tools`` in the
+function-tool shape, ``think`` when a reasoning effort is given, ``stream: true``. With option
+``endpoint: generate`` the request is a single-turn ``prompt`` (+ ``system``).
+
+Stream: one JSON object per line. ``message.thinking`` / ``thinking`` -> ``reasoning``,
+``message.content`` / ``response`` -> ``delta`` (the final ``done`` object may carry text too),
+``message.tool_calls`` (whole) -> one ``tool_call`` each with a synthesised id and the arguments
+as a JSON string. ``done: true`` -> ``usage`` + ``end``. ``{"error": "..."}`` -> terminal error.
+EOF before ``done`` is ``upstream_truncated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway import events as ev
+from gateway.adapters._kit import (
+    arguments_object,
+    boolean,
+    load_object,
+    new_call_id,
+    one_of,
+    require_model,
+    tool_names_by_id,
+    validate_options,
+)
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.errors import InvalidRequest, UpstreamError
+from gateway.events import Event, FinishReason
+from gateway.framing import Message
+from gateway.jsonutil import dumps, dumps_str
+from gateway.request import ChatRequest
+
+_OPTIONS = {
+    "endpoint": ("chat", one_of("chat", "generate")),
+    # gpt-oss takes think: "low"|"medium"|"high"; other thinking models take true/false.
+    "think_level": (False, boolean),
+}
+_DONE_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
+
+
+class OllamaAdapter(Adapter):
+    """Ollama's own API. Options: ``endpoint`` (chat | generate), ``think_level``."""
+
+    name = "ollama"
+    framing = "ndjson"
+    default_base_url = "http://127.0.0.1:11434"
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        return validate_options(cls.name, options, path, _OPTIONS)
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.upstream.api_key  # ollama.com's hosted API; a local server needs none
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def common_headers(self) -> dict[str, str]:
+        headers = super().common_headers()
+        headers["accept"] = self.upstream.headers.get("accept", "application/x-ndjson")
+        return headers
+
+    def _request(self, body: dict[str, Any]) -> UpstreamRequest:
+        url = f"{self.base_url}/api/{self.options['endpoint']}"
+        return UpstreamRequest("POST", url, self.common_headers(), dumps(body))
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The native body; raises ``InvalidRequest`` for tool arguments that are not a JSON
+        object, or (endpoint generate) for a multi-turn conversation or tools."""
+        body: dict[str, Any] = {"model": require_model(self.model_for(request), self.name)}
+        if self.options["endpoint"] == "generate":
+            body.update(_generate_prompt(request))
+        else:
+            body["messages"] = _messages(request)
+            if request.tools:
+                body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+        body["stream"] = True
+        options: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            options["num_predict"] = request.max_tokens
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        if request.stop:
+            options["stop"] = list(request.stop)
+        if options:
+            body["options"] = options
+        effort = request.reasoning_effort
+        if effort is not None:
+            if self.options["think_level"]:
+                body["think"] = "low" if effort == "minimal" else effort
+            else:
+                body["think"] = effort != "minimal"
+        return self._request(body)
+
+    def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
+        """Forward an Ollama body: ``stream`` forced true, the route's model (if set) wins."""
+        native = dict(body)
+        native["model"] = require_model(self.upstream.model or native.get("model"), self.name)
+        native["stream"] = True
+        return self._request(native)
+
+    def new_translator(self) -> Translator:
+        return OllamaTranslator()
+
+
+def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name}
+    if description:
+        function["description"] = description
+    function["parameters"] = parameters
+    return {"type": "function", "function": function}
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    names = tool_names_by_id(request.messages)
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(request.messages):
+        role = "system" if m.role == "developer" else m.role
+        message: dict[str, Any] = {"role": role, "content": m.content}
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "function": {
+                        "name": call.name,
+                        "arguments": arguments_object(
+                            call.arguments, f"messages[{i}].tool_calls[{j}].arguments"
+                        ),
+                    }
+                }
+                for j, call in enumerate(m.tool_calls)
+            ]
+        if role == "tool" and m.tool_call_id in names:
+            message["tool_name"] = names[m.tool_call_id]
+        out.append(message)
+    return out
+
+
+def _generate_prompt(request: ChatRequest) -> dict[str, Any]:
+    if request.tools:
+        raise InvalidRequest("tools: not supported by provider 'ollama' with endpoint generate")
+    prompts = []
+    for i, m in enumerate(request.messages):
+        if m.role in ("assistant", "tool"):
+            raise InvalidRequest(
+                f"messages[{i}].role: endpoint generate takes a single-turn prompt"
+            )
+        if m.role == "user":
+            prompts.append(m.content)
+    out: dict[str, Any] = {"prompt": "\n\n".join(prompts)}
+    if system := request.system_text:
+        out["system"] = system
+    return out
+
+
+class OllamaTranslator(Translator):
+    """``/api/chat`` and ``/api/generate`` stream lines -> token events."""
+
+    def __init__(self) -> None:
+        self._tools = 0
+
+    def feed(self, message: Message) -> list[Event]:
+        obj = load_object(message.data, "ollama")
+        if "error" in obj:
+            self.finished = True
+            raise UpstreamError(str(obj["error"]), retryable=False)
+        out: list[Event] = []
+        msg = obj.get("message")
+        if isinstance(msg, dict):  # /api/chat
+            thinking, content = msg.get("thinking"), msg.get("content")
+            calls = msg.get("tool_calls")
+        else:  # /api/generate
+            thinking, content, calls = obj.get("thinking"), obj.get("response"), None
+        if thinking:
+            out.append(ev.reasoning(thinking))
+        if content:
+            out.append(ev.delta(content))
+        if calls:
+            self._tool_calls(calls, out)
+        if obj.get("done") is True:
+            self.finished = True
+            self._done(obj, out)
+        return out
+
+    def _tool_calls(self, calls: Any, out: list[Event]) -> None:
+        for call in calls:
+            function = call.get("function") or {}
+            args = function.get("arguments")
+            arguments = (
+                args if isinstance(args, str) else dumps_str(args if args is not None else {})
+            )
+            out.append(
+                ev.tool_call(
+                    self._tools,
+                    arguments,
+                    id=call.get("id") or new_call_id(),
+                    name=function.get("name"),
+                )
+            )
+            self._tools += 1
+
+    @staticmethod
+    def _done(obj: dict[str, Any], out: list[Event]) -> None:
+        prompt, generated = obj.get("prompt_eval_count"), obj.get("eval_count")
+        if prompt is not None or generated is not None:
+            out.append(ev.usage(input_tokens=prompt, output_tokens=generated))
+        native = obj.get("done_reason")
+        # Ollama before done_reason existed only ever finished normally.
+        reason = _DONE_REASONS.get(native, "other") if native else "stop"
+        out.append(ev.end(reason, native))
