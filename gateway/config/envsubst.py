@@ -1,0 +1,81 @@
+"""``${VAR}`` interpolation in config values (contract section 2). Pure.
+
+Syntax, inside any string value at any depth (lists, maps, header values, api keys):
+
+- ``${VAR}``: the value of ``VAR``; an error when ``VAR`` is not set (an empty value is kept).
+- ``${VAR:-default}``: ``default`` when ``VAR`` is unset *or empty* (as in the POSIX shell);
+  ``default`` is literal text up to the first ``}`` and may be empty.
+- ``$$``: a literal ``$`` (so ``$${HOME}`` gives the text ``${HOME}``).
+- any other ``$`` is kept as is.
+
+Only values are interpolated, never mapping keys, and substituted text is not scanned again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_REF = re.compile(r"\$(?:(?P<esc>\$)|\{(?P<body>[^}]*)\}|(?P<open>\{))")
+_BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
+
+
+def join_path(path: str, key: object) -> str:
+    """``path.key``, or ``key`` at the root; integer keys become ``path[i]``."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+Problems = list[tuple[str, str]]
+"""``(key path, message)`` pairs."""
+
+
+def interpolate(doc: Any, env: Mapping[str, str], path: str = "") -> tuple[Any, Problems]:
+    """Replace references in every string value of ``doc``.
+
+    Input: a decoded YAML document (dicts, lists, scalars), the environment, the path of
+    ``doc`` (``""`` for the root). Output: a new document with the same shape (inputs are not
+    mutated) and the problems as ``(path, message)`` pairs, e.g. ``("routes[1].upstream.api_key",
+    "environment variable OPENAI_API_KEY is not set")``.
+    A value with an error keeps its text unreplaced. Never raises.
+    """
+    errors: Problems = []
+    return _walk(doc, env, path, errors), errors
+
+
+def _walk(node: Any, env: Mapping[str, str], path: str, errors: Problems) -> Any:
+    if isinstance(node, str):
+        return substitute(node, env, path, errors) if "$" in node else node
+    if isinstance(node, dict):
+        return {k: _walk(v, env, join_path(path, k), errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk(v, env, join_path(path, i), errors) for i, v in enumerate(node)]
+    return node
+
+
+def substitute(text: str, env: Mapping[str, str], path: str, errors: Problems) -> str:
+    """Interpolate one string; append ``(path, message)`` problems to ``errors``."""
+
+    def replace(m: re.Match[str]) -> str:
+        if m.group("esc"):
+            return "$"
+        if m.group("open"):
+            errors.append((path, "unterminated '${' (write '$$' for a literal '$')"))
+            return m.group(0)
+        body = m.group("body")
+        ref = _BODY.fullmatch(body)
+        if ref is None:
+            errors.append((path, f"invalid variable reference '${{{body}}}'"))
+            return m.group(0)
+        name, default = ref.group("name"), ref.group("default")
+        value = env.get(name)
+        if default is not None:
+            return value if value else default
+        if value is None:
+            errors.append((path, f"environment variable {name} is not set"))
+            return m.group(0)
+        return value
+
+    return _REF.sub(replace, text)

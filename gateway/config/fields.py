@@ -1,0 +1,288 @@
+"""Reading a decoded config document while collecting every error with its key path. Pure.
+
+A :class:`Reader` walks the document; each section is described by a *spec*, a mapping of key
+-> converter. A converter takes ``(reader, value, path)`` and returns the converted value, or
+:data:`BAD` after recording an error. Section keys outside the spec are errors with a
+"did you mean" suggestion. Nothing here raises on bad input: the caller raises one
+:class:`~gateway.errors.ConfigError` with the whole list at the end.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+from gateway.config.envsubst import join_path
+from gateway.config.units import parse_duration, parse_size
+
+T = TypeVar("T")
+BAD: Final = object()
+"""Returned by a converter whose value was rejected (the error is already recorded)."""
+
+Conv = Callable[["Reader", Any, str], Any]
+
+_INT = re.compile(r"^\s*[+-]?\d+\s*$")
+# RFC 9110 token characters: anything else cannot be a header name.
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def kind(value: Any) -> str:
+    """A YAML-ish name for the type of ``value``, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def unknown_key_message(key: object, known: Collection[str]) -> str:
+    """``unknown key (did you mean 'idle'?)``, or the list of known keys when none is close."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    if close:
+        return f"unknown key (did you mean '{close[0]}'?)"
+    return f"unknown key (known: {', '.join(sorted(known))})"
+
+
+class Reader:
+    """Collects errors (``path: message``) while a document is read.
+
+    Errors at a path in ``silenced`` are dropped: a value whose ``${VAR}`` failed was already
+    reported, and "expected an integer, got a string" on it would only be noise.
+    """
+
+    def __init__(self, silenced: Collection[str] = ()) -> None:
+        self.errors: list[str] = []
+        self.silenced = silenced
+
+    def error(self, path: str, message: str) -> None:
+        if path not in self.silenced:
+            self.errors.append(f"{path}: {message}")
+
+    def mapping(self, raw: Any, path: str, known: Collection[str]) -> dict[str, Any] | None:
+        """The known keys of ``raw``; ``None`` (absent or empty section) reads as ``{}``.
+
+        Unknown keys are reported and dropped; a non-mapping is reported and gives ``None``.
+        """
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a mapping, got {kind(raw)}")
+            return None
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(key, str) and key in known:
+                out[key] = value
+            else:
+                self.error(join_path(path, key), unknown_key_message(key, known))
+        return out
+
+    def free_mapping(self, raw: Any, path: str) -> dict[str, Any] | None:
+        """``raw`` as a mapping with any string keys (``None`` reads as ``{}``)."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.error(path, f"expected a mapping, got {kind(raw)}")
+            return None
+        bad = [k for k in raw if not isinstance(k, str)]
+        for key in bad:
+            self.error(join_path(path, key), f"keys must be strings, got {kind(key)}")
+        return None if bad else raw
+
+    def sequence(self, raw: Any, path: str) -> list[Any] | None:
+        """``raw`` as a list (``None`` reads as ``[]``); a non-list is reported, giving ``None``."""
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error(path, f"expected a list, got {kind(raw)}")
+            return None
+        return raw
+
+    def fields(
+        self, section: Mapping[str, Any], path: str, spec: Mapping[str, Conv]
+    ) -> dict[str, Any]:
+        """Convert each present key of ``section`` with its converter; rejected ones are dropped."""
+        out: dict[str, Any] = {}
+        for key, raw in section.items():
+            conv = spec.get(key)
+            if conv is None:
+                continue
+            value = conv(self, raw, join_path(path, key))
+            if value is not BAD:
+                out[key] = value
+        return out
+
+    def build(self, cls: type[T], raw: Any, path: str, spec: Mapping[str, Conv]) -> T:
+        """A ``cls`` from the section at ``path``; absent or rejected fields keep their defaults."""
+        section = self.mapping(raw, path, spec)
+        return cls(**self.fields(section or {}, path, spec))
+
+
+def string(*, nonempty: bool = True, nullable: bool = False) -> Conv:
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str):
+            r.error(path, f"expected a string, got {kind(v)}")
+            return BAD
+        if nonempty and not v.strip():
+            r.error(path, "must not be empty")
+            return BAD
+        return v
+
+    return conv
+
+
+def boolean(r: Reader, v: Any, path: str) -> Any:
+    """``true``/``false``; also the strings, so ``${FLAG:-true}`` works."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    r.error(path, f"expected true or false, got {kind(v)}")
+    return BAD
+
+
+def integer(*, lo: int = 1, hi: int | None = None, nullable: bool = False) -> Conv:
+    """An int in ``[lo, hi]``; a string of digits is accepted (values from ``${VAR}``)."""
+    rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        if v is None and nullable:
+            return None
+        if isinstance(v, str) and _INT.match(v):
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            r.error(path, f"expected an integer, got {kind(v)}")
+            return BAD
+        if v < lo or (hi is not None and v > hi):
+            r.error(path, f"must be {rng} (got {v})")
+            return BAD
+        return v
+
+    return conv
+
+
+def duration(*, positive: bool = True, nullable: bool = False) -> Conv:
+    """Seconds from a number or ``"15s"``-style string; zero only when not ``positive``."""
+
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        if v is None and nullable:
+            return None
+        try:
+            seconds = parse_duration(v)
+        except ValueError as exc:
+            r.error(path, str(exc))
+            return BAD
+        if positive and seconds <= 0:
+            r.error(path, f"must be greater than zero (got {v!r})")
+            return BAD
+        return seconds
+
+    return conv
+
+
+def size(*, nullable: bool = False) -> Conv:
+    """Bytes from an int or ``"1MiB"``-style string; always greater than zero."""
+
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        if v is None and nullable:
+            return None
+        try:
+            n = parse_size(v)
+        except ValueError as exc:
+            r.error(path, str(exc))
+            return BAD
+        if n <= 0:
+            r.error(path, f"must be greater than zero (got {v!r})")
+            return BAD
+        return n
+
+    return conv
+
+
+def choice(*options: str) -> Conv:
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        if isinstance(v, str) and v in options:
+            return v
+        r.error(path, f"must be one of {', '.join(options)} (got {v!r})")
+        return BAD
+
+    return conv
+
+
+def str_tuple(item: Conv | None = None) -> Conv:
+    """A list of non-empty strings as a tuple; ``item`` checks each one further."""
+    check = item or string()
+
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        items = r.sequence(v, path)
+        if items is None:
+            return BAD
+        out = [check(r, x, join_path(path, i)) for i, x in enumerate(items)]
+        return BAD if any(x is BAD for x in out) else tuple(out)
+
+    return conv
+
+
+def url(*schemes: str) -> Conv:
+    """An absolute URL with one of ``schemes`` and a host (or a path for ``unix``)."""
+
+    def conv(r: Reader, v: Any, path: str) -> Any:
+        if not isinstance(v, str):
+            r.error(path, f"expected a URL string, got {kind(v)}")
+            return BAD
+        try:
+            parts = urlsplit(v)
+        except ValueError as exc:
+            r.error(path, f"invalid URL {v!r} ({exc})")
+            return BAD
+        if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+            r.error(
+                path, f"invalid URL {v!r} (expected {' or '.join(s + '://...' for s in schemes)})"
+            )
+            return BAD
+        if any(c.isspace() for c in v):
+            r.error(path, f"invalid URL {v!r} (contains whitespace)")
+            return BAD
+        return v
+
+    return conv
+
+
+def header_name(r: Reader, v: Any, path: str) -> Any:
+    """A header name, lower-cased (HTTP header names are case-insensitive)."""
+    if isinstance(v, str) and HEADER_NAME.match(v):
+        return v.lower()
+    r.error(path, f"invalid header name {v!r}")
+    return BAD
+
+
+def headers(r: Reader, v: Any, path: str) -> Any:
+    """Extra HTTP headers: valid names, string values without CR/LF (no header injection)."""
+    m = r.free_mapping(v, path)
+    if m is None:
+        return BAD
+    ok = True
+    for name, value in m.items():
+        where = join_path(path, name)
+        if not HEADER_NAME.match(name):
+            r.error(where, "invalid header name")
+            ok = False
+        elif not isinstance(value, str):
+            r.error(where, f"expected a string header value, got {kind(value)} (quote it)")
+            ok = False
+        elif "\r" in value or "\n" in value or "\0" in value:
+            r.error(where, "header value must not contain CR, LF or NUL")
+            ok = False
+    return dict(m) if ok else BAD
