@@ -86,39 +86,53 @@ class EventStreamDecoder:
     a total length below 16 bytes or above ``max_message_bytes``, a headers length that does not
     fit the frame, a malformed header block, an unknown message type. ``close()`` at EOF returns
     nothing; bytes of an incomplete frame left over raise
-    :class:`~gateway.errors.UpstreamTruncated`. After an error the decoder must not be used again.
+    :class:`~gateway.errors.UpstreamTruncated`. When a chunk completes good frames and then hits
+    an error, the good frames are returned and the error is raised by the next ``feed`` or
+    ``close``. After an error the decoder must not be used again.
     """
 
-    __slots__ = ("_buf", "_max", "_total")
+    __slots__ = ("_buf", "_error", "_max", "_total")
 
     def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._buf = bytearray()
         self._max = max_message_bytes
+        self._error: UpstreamProtocolError | None = None
         # Verified total length of the frame at the head of the buffer; 0 until its prelude is in.
         self._total = 0
 
     def feed(self, data: bytes) -> list[Message]:
+        if self._error is not None:
+            raise self._error
         buf = self._buf
         buf += data
         out: list[Message] = []
         pos = 0
         size = len(buf)
-        while True:
-            if not self._total:
-                if size - pos < _PRELUDE:
+        try:
+            while True:
+                if not self._total:
+                    if size - pos < _PRELUDE:
+                        break
+                    self._total = self._prelude(pos)
+                total = self._total
+                if size - pos < total:
                     break
-                self._total = self._prelude(pos)
-            total = self._total
-            if size - pos < total:
-                break
-            out.append(self._frame(pos, total))
-            pos += total
-            self._total = 0
+                out.append(self._frame(pos, total))
+                pos += total
+                self._total = 0
+        except UpstreamProtocolError as exc:
+            if not out:
+                raise
+            # Deliver the good frames that came before the bad one in this chunk; the error
+            # follows on the next call, so the outcome does not depend on how bytes were split.
+            self._error = exc
         if pos:
             del buf[:pos]
         return out
 
     def close(self) -> list[Message]:
+        if self._error is not None:
+            raise self._error
         if self._buf:
             raise UpstreamTruncated("the upstream event stream ended inside a frame")
         return []

@@ -232,3 +232,24 @@ def test_registered_as_aws_eventstream() -> None:
     assert isinstance(decoder, EventStreamDecoder)
     with pytest.raises(UpstreamProtocolError, match="larger than 4096"):
         decoder.feed(_prelude(4097, 0))
+
+
+def test_good_frames_before_a_bad_one_are_delivered_whatever_the_split() -> None:
+    good = event("messageStart", {"role": "assistant"})
+    bad = bytearray(event("contentBlockStop", {}))
+    bad[-1] ^= 0x01
+    data = good + bytes(bad)
+    for cut in range(len(data) + 1):
+        decoder = EventStreamDecoder()
+        got: list[Message] = []
+        with pytest.raises(UpstreamProtocolError, match="message CRC32"):
+            for chunk in (data[:cut], data[cut:]):
+                got.extend(decoder.feed(chunk))
+            decoder.close()
+        assert got == [Message("messageStart", '{"role":"assistant"}')], cut
+    decoder = EventStreamDecoder()
+    assert decoder.feed(data) == [Message("messageStart", '{"role":"assistant"}')]
+    with pytest.raises(UpstreamProtocolError):
+        decoder.feed(b"")
+    with pytest.raises(UpstreamProtocolError):
+        decoder.close()

@@ -1,0 +1,346 @@
+"""Amazon Bedrock ConverseStream (``POST {base_url}/model/{modelId}/converse-stream``). Pure.
+
+Request: the Converse shape. System/developer text goes to ``system``; consecutive messages of
+one role are merged (Converse wants strict user/assistant alternation); assistant tool calls
+become ``toolUse`` blocks and tool results ``toolResult`` blocks in the following user turn;
+``max_tokens``/``temperature``/``top_p``/``stop`` go to ``inferenceConfig``, tools to
+``toolConfig``. Signed with SigV4 (service ``bedrock``) from the configured access keys, or sent
+with ``Authorization: Bearer <upstream.api_key>`` (a Bedrock API key) when no keys are set.
+
+Stream (AWS binary event stream, one JSON payload per frame, the event name in a header):
+``contentBlockStart`` with ``start.toolUse`` opens a ``tool_call``; ``contentBlockDelta``
+carries ``delta.text`` -> ``delta``, ``delta.reasoningContent.text`` -> ``reasoning``,
+``delta.toolUse.input`` -> ``tool_call`` pieces; ``messageStop.stopReason`` is remembered, and
+``metadata`` (usage) arrives *after* it: ``usage`` then ``end`` are emitted at ``metadata``, or
+``end`` alone at EOF when ``metadata`` never came. An exception frame is a terminal ``error``
+carrying the exception type. EOF before ``messageStop`` is ``upstream_truncated``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import events as ev
+from gateway.adapters._kit import arguments_object, load_object, require_model
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.adapters.sigv4 import AwsCredentials, quote_path_segment, sign_headers
+from gateway.config.model import UpstreamConfig
+from gateway.errors import ConfigError, UpstreamError
+from gateway.events import Event, FinishReason
+from gateway.framing import Message
+from gateway.jsonutil import dumps
+from gateway.request import ChatMessage, ChatRequest, Tool
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
+_KEYS = ("region", "access_key_id", "secret_access_key", "session_token")
+_STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+_RETRYABLE = frozenset(
+    {
+        "throttlingException",
+        "serviceUnavailableException",
+        "internalServerException",
+        "modelStreamErrorException",
+    }
+)
+_SKIP = frozenset({"messageStart", "contentBlockStop"})
+
+
+def utc_now() -> datetime:
+    """The default signing clock: the current time, in UTC."""
+    return datetime.now(UTC)
+
+
+class BedrockAdapter(Adapter):
+    """Bedrock Runtime ConverseStream.
+
+    Options (strings, ``${ENV}`` allowed): ``region`` (required; also picks the default
+    ``base_url`` ``https://bedrock-runtime.{region}.amazonaws.com``), ``access_key_id`` and
+    ``secret_access_key`` (together), ``session_token`` (temporary credentials; an empty
+    string means none), and
+    ``additional_model_request_fields`` (a mapping sent verbatim as
+    ``additionalModelRequestFields``, e.g. a thinking budget). Without access keys,
+    ``upstream.api_key`` is sent as a bearer token; with neither, construction raises
+    :class:`~gateway.errors.ConfigError`.
+    """
+
+    name = "bedrock"
+    framing = "aws-eventstream"
+
+    def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
+        super().__init__(upstream, options)
+        self.clock: Callable[[], datetime] = utc_now
+        """The signing clock; tests pin it (the signature covers the time)."""
+        key_id = options.get("access_key_id")
+        self._credentials = (
+            AwsCredentials(key_id, options["secret_access_key"], options.get("session_token"))
+            if key_id
+            else None
+        )
+        if self._credentials is None and not upstream.api_key:
+            raise ConfigError(
+                "provider 'bedrock' needs options.access_key_id and options.secret_access_key,"
+                " or upstream.api_key (a Bedrock API key)"
+            )
+        self._region: str = options["region"]
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        out: dict[str, Any] = {}
+        errors: list[str] = []
+        for key, value in options.items():
+            if key == "additional_model_request_fields":
+                if not isinstance(value, Mapping):
+                    errors.append(f"{path}.{key}: must be a mapping")
+                else:
+                    out[key] = dict(value)
+            elif key not in _KEYS:
+                errors.append(f"{path}.{key}: unknown option for provider '{cls.name}'")
+            elif key == "session_token" and value == "":
+                continue  # ${AWS_SESSION_TOKEN:-} with no token set: long-lived keys
+            elif not isinstance(value, str) or not value:
+                errors.append(f"{path}.{key}: must be a non-empty string")
+            else:
+                out[key] = value
+        region = out.get("region")
+        if "region" not in options:
+            errors.append(f"{path}.region: is required (e.g. us-east-1)")
+        elif region is not None and not _REGION.match(region):
+            errors.append(f"{path}.region: '{region}' is not an AWS region name (e.g. us-east-1)")
+        if ("access_key_id" in out) != ("secret_access_key" in out):
+            errors.append(f"{path}: access_key_id and secret_access_key go together")
+        if "session_token" in out and "access_key_id" not in out:
+            errors.append(f"{path}.session_token: needs access_key_id and secret_access_key")
+        return out, errors
+
+    @property
+    def base_url(self) -> str:
+        configured = self.upstream.base_url
+        if configured:
+            return configured.rstrip("/")
+        return f"https://bedrock-runtime.{self._region}.amazonaws.com"
+
+    def auth_headers(self) -> dict[str, str]:
+        if self._credentials is None and self.upstream.api_key:
+            return {"authorization": f"Bearer {self.upstream.api_key}"}
+        return {}
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The Converse body for ``request``, signed; raises ``InvalidRequest`` for a missing
+        model or tool-call arguments that are not a JSON object."""
+        body: dict[str, Any] = {"messages": _messages(request.messages)}
+        if system := request.system_text:
+            body["system"] = [{"text": system}]
+        inference: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            inference["maxTokens"] = request.max_tokens
+        if request.temperature is not None:
+            inference["temperature"] = min(request.temperature, 1.0)  # Bedrock's range is 0..1
+        if request.top_p is not None:
+            inference["topP"] = request.top_p
+        if request.stop:
+            inference["stopSequences"] = list(request.stop)
+        if inference:
+            body["inferenceConfig"] = inference
+        if request.tools:
+            body["toolConfig"] = {"tools": [_tool(t) for t in request.tools]}
+        if extra := self.options.get("additional_model_request_fields"):
+            body["additionalModelRequestFields"] = extra
+        return self._request(require_model(self.model_for(request), self.name), body)
+
+    def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
+        """Forward a Converse body; the model is the route's, else the body's ``modelId``."""
+        native = dict(body)
+        model_id = native.pop("modelId", None)
+        return self._request(require_model(self.upstream.model or model_id, self.name), native)
+
+    def _request(self, model_id: str, body: dict[str, Any]) -> UpstreamRequest:
+        url = f"{self.base_url}/model/{quote_path_segment(model_id)}/converse-stream"
+        raw = dumps(body)
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/vnd.amazon.eventstream",
+            **self.auth_headers(),
+            **self.upstream.headers,
+        }
+        if self._credentials is not None:
+            headers = sign_headers(
+                "POST",
+                url,
+                headers,
+                raw,
+                credentials=self._credentials,
+                region=self._region,
+                service="bedrock",
+                now=self.clock(),
+            )
+        return UpstreamRequest("POST", url, headers, raw)
+
+    def new_translator(self) -> Translator:
+        return BedrockTranslator()
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        spec["description"] = tool.description
+    spec["inputSchema"] = {"json": tool.parameters}
+    return {"toolSpec": spec}
+
+
+def _blocks(m: ChatMessage, i: int) -> list[dict[str, Any]]:
+    if m.role == "tool":
+        result = {"toolUseId": m.tool_call_id, "content": [{"text": m.content}]}
+        return [{"toolResult": result}]
+    # Converse rejects empty text blocks, so an assistant turn of only tool calls has none.
+    blocks: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
+    for j, call in enumerate(m.tool_calls):
+        path = f"messages[{i}].tool_calls[{j}].arguments"
+        use = {
+            "toolUseId": call.id,
+            "name": call.name,
+            "input": arguments_object(call.arguments, path),
+        }
+        blocks.append({"toolUse": use})
+    return blocks
+
+
+def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            continue
+        role = "assistant" if m.role == "assistant" else "user"
+        blocks = _blocks(m, i)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return out
+
+
+class BedrockTranslator(Translator):
+    """ConverseStream events -> token events. See the module docstring for the mapping."""
+
+    __slots__ = ("_stop_reason", "_stopped", "_tools")
+
+    def __init__(self) -> None:
+        self._stopped = False
+        self._stop_reason: str | None = None
+        self._tools: dict[int, int] = {}  # contentBlockIndex -> tool-call ordinal
+
+    def feed(self, message: Message) -> list[Event]:
+        kind = message.event
+        if kind in _SKIP:
+            return []
+        if kind.startswith(("exception:", "error:")):
+            self._raise(kind.partition(":")[2], message.data)
+        obj = load_object(message.data, "bedrock")
+        if kind == "contentBlockDelta":
+            return self._delta(obj)
+        if kind == "contentBlockStart":
+            return self._block_start(obj)
+        if kind == "messageStop":
+            self._stopped = True
+            reason = obj.get("stopReason")
+            self._stop_reason = reason if isinstance(reason, str) else None
+            return []
+        if kind == "metadata":
+            return self._metadata(obj)
+        return []  # unknown events: new ones may be added to the union
+
+    def close(self) -> list[Event]:
+        if self.finished:
+            return []
+        if self._stopped:
+            return [self._end()]
+        return super().close()
+
+    def _delta(self, obj: dict[str, Any]) -> list[Event]:
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
+            return []
+        text = delta.get("text")
+        if isinstance(text, str):
+            return [ev.delta(text)] if text else []
+        reasoning = delta.get("reasoningContent")
+        if isinstance(reasoning, dict):
+            # signature / redactedContent carry nothing for the token protocol
+            text = reasoning.get("text")
+            return [ev.reasoning(text)] if isinstance(text, str) and text else []
+        use = delta.get("toolUse")
+        if isinstance(use, dict):
+            ordinal = self._tools.get(obj.get("contentBlockIndex", -1))
+            piece = use.get("input")
+            if ordinal is None or not isinstance(piece, str) or not piece:
+                return []
+            return [ev.tool_call(ordinal, piece)]
+        return []  # citation, image: not part of the token protocol
+
+    def _block_start(self, obj: dict[str, Any]) -> list[Event]:
+        start = obj.get("start")
+        use = start.get("toolUse") if isinstance(start, dict) else None
+        if not isinstance(use, dict):
+            return []
+        ordinal = len(self._tools)
+        self._tools[obj.get("contentBlockIndex", ordinal)] = ordinal
+        return [ev.tool_call(ordinal, "", id=use.get("toolUseId"), name=use.get("name"))]
+
+    def _metadata(self, obj: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            cached = usage.get("cacheReadInputTokens")
+            written = usage.get("cacheWriteInputTokens")
+            given = usage.get("inputTokens")
+            # Bedrock counts cached input apart; the protocol's input_tokens is all of it.
+            total_input = None
+            if given is not None:
+                total_input = int(given) + int(cached or 0) + int(written or 0)
+            out.append(
+                ev.usage(
+                    input_tokens=total_input,
+                    output_tokens=usage.get("outputTokens"),
+                    cached_input_tokens=cached,
+                )
+            )
+        if self._stopped:
+            out.append(self._end())
+        return out
+
+    def _end(self) -> Event:
+        self.finished = True
+        native = self._stop_reason
+        return ev.end(_STOP_REASONS.get(native or "", "other"), native)
+
+    def _raise(self, kind: str, data: str) -> None:
+        self.finished = True
+        message = "the upstream reported an error"
+        try:
+            obj = load_object(data, "bedrock")
+        except UpstreamError:
+            obj = {}
+        for key in ("message", "Message", "originalMessage"):
+            if isinstance(obj.get(key), str) and obj[key]:
+                message = obj[key]
+                break
+        else:
+            if data and not data.lstrip().startswith("{"):
+                message = data[:500]  # an error frame's text from its header
+        # Exception types arrive lower-camel in frames ("throttlingException").
+        kind = kind[:1].lower() + kind[1:]
+        raise UpstreamError(message, retryable=kind in _RETRYABLE, provider_type=kind or None)
