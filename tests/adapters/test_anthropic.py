@@ -1,0 +1,267 @@
+"""Anthropic adapter: request building, options, and the stream contract on every fixture."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.adapters.anthropic import AnthropicAdapter
+from gateway.config.model import UpstreamConfig
+from gateway.errors import InvalidRequest
+from gateway.events import Event
+from gateway.framing import Message
+from gateway.jsonutil import loads
+from gateway.request import parse_request
+from tests.adapters.harness import make_adapter, replay
+from tests.adapters.native_contract import CONVERSATION, check_fixture
+
+
+@pytest.mark.parametrize(
+    ("fixture", "terminal", "error"),
+    [
+        ("anthropic_basic.sse", ("end", "stop"), {}),
+        ("anthropic_thinking_tool_use.sse", ("end", "tool_calls"), {}),
+        ("anthropic_max_tokens.sse", ("end", "length"), {}),
+        (
+            "anthropic_error_midstream.sse",
+            ("error", "upstream_error"),
+            {"retryable": True, "type": "overloaded_error", "message": "Overloaded"},
+        ),
+        ("anthropic_truncated.sse", ("error", "upstream_truncated"), {}),
+    ],
+)
+def test_contract(fixture: str, terminal: tuple[str, str], error: dict[str, object]) -> None:
+    check_fixture(AnthropicAdapter, fixture, terminal, **error)
+
+
+def test_build_request_maps_every_field() -> None:
+    adapter = make_adapter(
+        AnthropicAdapter, api_key="sk-ant", model="route-model", headers={"x-extra": "1"}
+    )
+    req = adapter.build_request(parse_request(CONVERSATION))
+    assert req.method == "POST"
+    assert req.url == "https://api.anthropic.com/v1/messages"
+    assert req.headers == {
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+        "x-api-key": "sk-ant",
+        "x-extra": "1",
+    }
+    assert loads(req.body) == {
+        "model": "claude-x",
+        "max_tokens": 8000,
+        "system": "Be brief.\n\nUse tools.",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "weather",
+                        "input": {"city": "Paris"},
+                    },
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_2",
+                        "name": "weather",
+                        "input": {"city": "Rome"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "21C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "25C"},
+                ],
+            },
+            {"role": "user", "content": "Thanks"},
+        ],
+        # thinking on: temperature is not sent (Anthropic rejects it with thinking)
+        "thinking": {"type": "enabled", "budget_tokens": 4096},
+        "stop_sequences": ["END"],
+        "tools": [
+            {
+                "name": "weather",
+                "description": "Current weather",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+            }
+        ],
+        "stream": True,
+    }
+
+
+def test_build_request_defaults_and_options() -> None:
+    adapter = make_adapter(
+        AnthropicAdapter,
+        {"anthropic_version": "2024-01-01", "max_tokens": 300},
+        model="claude-route",
+        base_url="http://proxy.local/",
+    )
+    req = adapter.build_request(
+        parse_request({"messages": [{"role": "user", "content": "hi"}], "temperature": 1.5})
+    )
+    assert req.url == "http://proxy.local/v1/messages"
+    assert req.headers["anthropic-version"] == "2024-01-01"
+    assert "x-api-key" not in req.headers
+    assert loads(req.body) == {
+        "model": "claude-route",
+        "max_tokens": 300,
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 1.0,  # Anthropic's range is 0..1
+        "stream": True,
+    }
+
+
+def test_thinking_budget_capped_below_max_tokens_or_dropped() -> None:
+    adapter = make_adapter(AnthropicAdapter, model="m")
+    body = loads(
+        adapter.build_request(
+            parse_request(
+                {
+                    "messages": [{"role": "user", "content": "x"}],
+                    "reasoning": {"effort": "high"},
+                    "max_tokens": 2000,
+                }
+            )
+        ).body
+    )
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1999}
+    small = parse_request(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "reasoning": {"effort": "high"},
+            "max_tokens": 500,
+        }
+    )
+    assert "thinking" not in loads(adapter.build_request(small).body)
+    minimal = parse_request(
+        {"messages": [{"role": "user", "content": "x"}], "reasoning": {"effort": "minimal"}}
+    )
+    assert "thinking" not in loads(adapter.build_request(minimal).body)
+
+
+def test_bad_tool_arguments_name_the_field() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "a", "name": "f", "arguments": "[1]"}]},
+        ]
+    }
+    with pytest.raises(InvalidRequest, match=r"messages\[1\]\.tool_calls\[0\]\.arguments"):
+        make_adapter(AnthropicAdapter, model="m").build_request(parse_request(body))
+
+
+def test_native_request_forces_stream_applies_route_model_and_keeps_fields() -> None:
+    adapter = make_adapter(AnthropicAdapter, model="pinned", api_key="k")
+    req = adapter.build_native_request(
+        {
+            "model": "other",
+            "messages": [],
+            "stream": False,
+            "top_k": 5,
+            "metadata": {"user_id": "u"},
+        }
+    )
+    assert loads(req.body) == {
+        "model": "pinned",
+        "messages": [],
+        "stream": True,
+        "top_k": 5,
+        "metadata": {"user_id": "u"},
+        "max_tokens": 4096,
+    }
+    unpinned = make_adapter(AnthropicAdapter)
+    assert (
+        loads(unpinned.build_native_request({"model": "mine", "max_tokens": 9}).body)["model"]
+        == "mine"
+    )
+
+
+def test_parse_options_rejects_unknown_and_bad_values() -> None:
+    opts, errors = AnthropicAdapter.parse_options(
+        {"max_tokens": 0, "nope": 1, "thinking_budgets": {"huge": 5}}, "routes.a.options"
+    )
+    assert sorted(errors) == [
+        "routes.a.options.max_tokens: must be a positive integer",
+        "routes.a.options.nope: unknown option for provider 'anthropic'",
+        "routes.a.options.thinking_budgets: unknown effort 'huge'"
+        " (expected one of minimal, low, medium, high)",
+    ]
+    opts, errors = AnthropicAdapter.parse_options({"thinking_budgets": {"low": 2048}}, "o")
+    assert not errors
+    assert opts["thinking_budgets"] == {"minimal": 0, "low": 2048, "medium": 4096, "high": 16384}
+    assert opts["max_tokens"] == 4096 and opts["anthropic_version"] == "2023-06-01"
+
+
+def _feed(*messages: Message) -> list[Event]:
+    translator = make_adapter(AnthropicAdapter).new_translator()
+    out: list[Event] = []
+    for m in messages:
+        out.extend(translator.feed(m))
+    return out
+
+
+def test_unknown_events_and_data_without_event_name() -> None:
+    events = _feed(
+        Message("some_future_event", '{"type": "some_future_event"}'),
+        Message(
+            "message",
+            '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}',
+        ),
+    )
+    assert [(e.type, e.data) for e in events] == [("delta", {"text": "hi"})]
+
+
+def test_refusal_and_pause_turn_reasons() -> None:
+    for native, reason in (("refusal", "content_filter"), ("pause_turn", "other")):
+        events = _feed(
+            Message(
+                "message_delta",
+                json.dumps({"type": "message_delta", "delta": {"stop_reason": native}}),
+            ),
+            Message("message_stop", '{"type":"message_stop"}'),
+        )
+        assert events[-1].data == {"reason": reason, "provider_reason": native}
+
+
+def test_malformed_json_is_a_protocol_error() -> None:
+    adapter = make_adapter(AnthropicAdapter)
+    events = replay(adapter, [b"event: message_start\ndata: {not json\n\n"])
+    assert events[-1].type == "error" and events[-1].data["code"] == "upstream_protocol"
+
+
+def _sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def test_cached_input_counts_in_input_tokens() -> None:
+    usage = {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 90,
+        "cache_creation_input_tokens": 5,
+        "output_tokens": 1,
+    }
+    start = _sse(
+        {"type": "message_start", "message": {"usage": usage}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 7},
+        },
+        {"type": "message_stop"},
+    )
+    events = replay(make_adapter(AnthropicAdapter), [start])
+    usage = next(e for e in events if e.type == "usage")
+    assert usage.data == {"input_tokens": 105, "output_tokens": 7, "cached_input_tokens": 90}
+
+
+def test_upstream_config_base_url_default() -> None:
+    adapter = AnthropicAdapter(UpstreamConfig(), AnthropicAdapter.parse_options({}, "o")[0])
+    assert adapter.base_url == "https://api.anthropic.com"

@@ -1,0 +1,191 @@
+"""Gemini adapter: request building, options, and the stream contract on every fixture."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.adapters.gemini import GeminiAdapter
+from gateway.errors import InvalidRequest
+from gateway.jsonutil import loads
+from gateway.request import parse_request
+from tests.adapters.harness import make_adapter, replay
+from tests.adapters.native_contract import CONVERSATION, check_fixture
+
+
+@pytest.mark.parametrize(
+    ("fixture", "terminal", "error"),
+    [
+        ("gemini_basic.sse", ("end", "stop"), {}),
+        ("gemini_thinking_tool_call.sse", ("end", "tool_calls"), {}),
+        ("gemini_max_tokens.sse", ("end", "length"), {}),
+        ("gemini_safety.sse", ("end", "content_filter"), {}),
+        ("gemini_prompt_blocked.sse", ("end", "content_filter"), {}),
+        (
+            "gemini_error_midstream.sse",
+            ("error", "upstream_error"),
+            {
+                "retryable": True,
+                "type": "UNAVAILABLE",
+                "message": "The model is overloaded. Please try again later.",
+            },
+        ),
+    ],
+)
+def test_contract(fixture: str, terminal: tuple[str, str], error: dict[str, object]) -> None:
+    check_fixture(GeminiAdapter, fixture, terminal, **error)
+
+
+def test_build_request_maps_every_field() -> None:
+    adapter = make_adapter(GeminiAdapter, api_key="g-key", model="route-model")
+    req = adapter.build_request(parse_request(CONVERSATION))
+    assert req.url == (
+        "https://generativelanguage.googleapis.com/v1beta/models/claude-x:streamGenerateContent?alt=sse"
+    )
+    assert req.headers == {
+        "content-type": "application/json",
+        "accept": "text/event-stream",
+        "x-goog-api-key": "g-key",
+    }
+    assert loads(req.body) == {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather in Paris and Rome?"}]},
+            {
+                "role": "model",
+                "parts": [
+                    {"text": "Checking."},
+                    {"functionCall": {"name": "weather", "args": {"city": "Paris"}}},
+                    {"functionCall": {"name": "weather", "args": {"city": "Rome"}}},
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "weather", "response": {"result": "21C"}}},
+                    {"functionResponse": {"name": "weather", "response": {"result": "25C"}}},
+                ],
+            },
+            {"role": "user", "parts": [{"text": "Thanks"}]},
+        ],
+        "systemInstruction": {"parts": [{"text": "Be brief.\n\nUse tools."}]},
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "weather",
+                        "description": "Current weather",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                        },
+                    }
+                ]
+            }
+        ],
+        "generationConfig": {
+            "maxOutputTokens": 8000,
+            "temperature": 0.5,
+            "stopSequences": ["END"],
+            "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 8192},
+        },
+    }
+
+
+def test_thinking_level_option_and_minimal_request() -> None:
+    adapter = make_adapter(
+        GeminiAdapter,
+        {"thinking_level": True, "include_thoughts": False},
+        model="models/gemini-3-pro",
+    )
+    req = adapter.build_request(
+        parse_request(
+            {"messages": [{"role": "user", "content": "hi"}], "reasoning": {"effort": "low"}}
+        )
+    )
+    assert req.url.endswith("/v1beta/models/gemini-3-pro:streamGenerateContent?alt=sse")
+    assert loads(req.body) == {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"thinkingConfig": {"thinkingLevel": "low"}},
+    }
+    plain = adapter.build_request(parse_request({"messages": [{"role": "user", "content": "hi"}]}))
+    assert "generationConfig" not in loads(plain.body)
+
+
+def test_tool_result_without_matching_call_is_rejected() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "tool", "tool_call_id": "nope", "content": "1"},
+        ]
+    }
+    with pytest.raises(InvalidRequest, match=r"messages\[1\]\.tool_call_id"):
+        make_adapter(GeminiAdapter, model="m").build_request(parse_request(body))
+
+
+def test_native_request_model_goes_to_the_url() -> None:
+    adapter = make_adapter(GeminiAdapter)
+    req = adapter.build_native_request(
+        {"model": "gemini-2.5-flash", "contents": [], "cachedContent": "c/1"}
+    )
+    assert "/models/gemini-2.5-flash:streamGenerateContent?alt=sse" in req.url
+    assert loads(req.body) == {"contents": [], "cachedContent": "c/1"}
+    pinned = make_adapter(GeminiAdapter, model="gemini-pinned")
+    assert (
+        "/models/gemini-pinned:" in pinned.build_native_request({"model": "x", "contents": []}).url
+    )
+
+
+def test_parse_options_errors() -> None:
+    _, errors = GeminiAdapter.parse_options({"thinking_level": "yes", "x": 1}, "p")
+    assert sorted(errors) == [
+        "p.thinking_level: must be true or false",
+        "p.x: unknown option for provider 'gemini'",
+    ]
+
+
+def _sse(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+
+
+def _text_chunk(text: str, **candidate: Any) -> dict[str, Any]:
+    return {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, **candidate}]}
+
+
+def test_error_as_data_event_is_terminal() -> None:
+    error = {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}
+    events = replay(make_adapter(GeminiAdapter), [_sse(_text_chunk("Hi"), {"error": error})])
+    assert [e.type for e in events] == ["thinking", "clear", "delta", "error"]
+    assert events[-1].data == {
+        "code": "upstream_error",
+        "message": "Resource exhausted",
+        "retryable": True,
+        "type": "RESOURCE_EXHAUSTED",
+    }
+
+
+def test_eof_without_finish_reason_is_truncated() -> None:
+    events = replay(make_adapter(GeminiAdapter), [_sse(_text_chunk("Hi"))])
+    assert events[-1].data["code"] == "upstream_truncated"
+
+
+def test_raw_text_that_is_not_an_error_is_a_protocol_error() -> None:
+    events = replay(make_adapter(GeminiAdapter), [b"<html>oops</html>\n"])
+    assert events[-1].type == "error" and events[-1].data["code"] == "upstream_protocol"
+
+
+def test_usage_is_the_last_cumulative_value_emitted_once() -> None:
+    def usage(n: int) -> dict[str, int]:
+        return {"promptTokenCount": 3, "candidatesTokenCount": n, "cachedContentTokenCount": 2}
+
+    data = _sse(
+        {**_text_chunk("a"), "usageMetadata": usage(1)},
+        {**_text_chunk("b", finishReason="OTHER"), "usageMetadata": usage(4)},
+    )
+    events = replay(make_adapter(GeminiAdapter), [data])
+    usages = [e for e in events if e.type == "usage"]
+    assert [u.data for u in usages] == [
+        {"input_tokens": 3, "output_tokens": 4, "cached_input_tokens": 2}
+    ]
+    assert events[-1].data == {"reason": "other", "provider_reason": "OTHER"}
