@@ -1,0 +1,300 @@
+"""OpenAI Chat Completions and compatible servers (``POST {base_url}/chat/completions``, streaming).
+
+Compatible servers: vLLM, llama.cpp, Ollama's ``/v1``, Groq, Mistral, DeepSeek, OpenRouter ...
+
+Request: ``{model, messages, max_tokens|max_completion_tokens, temperature, top_p, stop, tools,
+reasoning_effort, stream: true, stream_options: {include_usage: true}}``. Assistant tool calls
+go out in the Chat shape ``{id, type: function, function: {name, arguments}}`` (content ``null``
+when the assistant said nothing), tool results as ``{role: tool, tool_call_id, content}``.
+
+Options (route ``options``):
+
+``max_tokens_field``: ``"max_tokens"`` (default) or ``"max_completion_tokens"``. The default is
+the field every compatible server understands; OpenAI's own reasoning models (o-series, gpt-5)
+reject it and need ``max_completion_tokens``.
+``include_usage``: boolean, default true: send ``stream_options.include_usage`` so the stream
+ends with token counts. Turn it off for servers that reject ``stream_options``.
+
+Stream: data-only SSE, one ``chat.completion.chunk`` per message, ``data: [DONE]`` at the end.
+Only ``choices[0]`` is read (the gateway never asks for ``n > 1``).
+
+=====================================  =====================================================
+upstream                               token events
+=====================================  =====================================================
+delta.content                          delta
+delta.reasoning / delta.reasoning_     reasoning (vLLM >= late 2025 / DeepSeek, older vLLM;
+content                                one of them per chunk, ``reasoning`` preferred, since
+                                       transitional vLLM sent both with the same text)
+delta.refusal                          delta; the end reason becomes ``content_filter``
+delta.tool_calls[] (keyed by index)    tool_call {index, id and name on the first piece,
+                                       arguments piece}; an id is synthesised when missing
+usage (``choices: []`` chunk, or on    remembered; one ``usage`` event right before ``end``
+the finish chunk for DeepSeek)
+finish_reason                          remembered: stop, length, tool_calls (function_call),
+                                       content_filter; anything else is ``other``
+data: [DONE]                           usage, end(reason seen, or ``other`` if none)
+{"error": {...}} / {"object":          error(upstream_error, message, type); also a chunk
+"error", ...} (vLLM)                   with finish_reason ``error``
+=====================================  =====================================================
+
+EOF: many compatible servers close the stream without ``[DONE]``. A stream that already carried
+a ``finish_reason`` therefore ends normally at EOF (usage, then end); one that did not is
+``upstream_truncated``. Malformed JSON is ``upstream_protocol``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from gateway import events as ev
+from gateway.adapters._openai_common import (
+    Option,
+    bearer_headers,
+    count,
+    load_object,
+    new_call_id,
+    obj,
+    parse_options,
+    text,
+    upstream_error,
+)
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.events import Event, FinishReason
+from gateway.framing import Message
+from gateway.jsonutil import dumps, dumps_str
+from gateway.request import ChatMessage, ChatRequest
+
+_OPTIONS: Mapping[str, Option] = {
+    "max_tokens_field": Option("max_tokens", str, ("max_tokens", "max_completion_tokens")),
+    "include_usage": Option(True, bool),
+}
+
+_FINISH_REASONS: Mapping[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+_NOTHING: list[Event] = []
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """The Chat Completions message for one common message."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if not message.tool_calls:
+        return {"role": message.role, "content": message.content}
+    return {
+        "role": "assistant",
+        "content": message.content or None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ],
+    }
+
+
+class OpenAIChatAdapter(Adapter):
+    """The ``openai-chat`` provider. See the module docstring for the full mapping."""
+
+    name: ClassVar[str] = "openai-chat"
+    default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Validate ``max_tokens_field`` and ``include_usage``; any other key is an error."""
+        return parse_options(_OPTIONS, options, path, cls.name)
+
+    def auth_headers(self) -> dict[str, str]:
+        return bearer_headers(self.upstream.api_key)
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The streaming ``/chat/completions`` request for ``request``."""
+        body: dict[str, Any] = {}
+        model = self.model_for(request)
+        if model is not None:
+            body["model"] = model
+        body["messages"] = [_message(m) for m in request.messages]
+        if request.max_tokens is not None:
+            body[self.options.get("max_tokens_field", "max_tokens")] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        **({"description": tool.description} if tool.description else {}),
+                        "parameters": tool.parameters,
+                    },
+                }
+                for tool in request.tools
+            ]
+        if request.reasoning_effort is not None:
+            body["reasoning_effort"] = request.reasoning_effort
+        body["stream"] = True
+        if self.options.get("include_usage", True):
+            body["stream_options"] = {"include_usage": True}
+        return self._post(body)
+
+    def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
+        """Forward the client's own Chat body: streaming forced, the route's model applied.
+
+        ``stream_options.include_usage`` is added (when the option is on) unless the client set it.
+        """
+        native = dict(body)
+        native["stream"] = True
+        if self.upstream.model:
+            native["model"] = self.upstream.model
+        if self.options.get("include_usage", True):
+            client = native.get("stream_options")
+            stream_options = dict(client) if isinstance(client, dict) else {}
+            stream_options.setdefault("include_usage", True)
+            native["stream_options"] = stream_options
+        return self._post(native)
+
+    def _post(self, body: dict[str, Any]) -> UpstreamRequest:
+        url = f"{self.base_url}/chat/completions"
+        return UpstreamRequest("POST", url, self.common_headers(), dumps(body))
+
+    def new_translator(self) -> ChatTranslator:
+        return ChatTranslator()
+
+
+class ChatTranslator(Translator):
+    """One Chat Completions stream. ``feed`` takes one SSE message; see the module table.
+
+    ``close`` ends normally when a ``finish_reason`` was seen (servers that omit ``[DONE]``),
+    else raises ``UpstreamTruncated``. ``feed`` raises ``UpstreamProtocolError`` on malformed
+    JSON. After a terminal event every further message is ignored.
+    """
+
+    __slots__ = ("_calls", "_finish", "_next_index", "_refused", "_usage", "finished", "model")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.model: str | None = None
+        self._finish: str | None = None
+        self._usage: Event | None = None
+        self._refused = False
+        # provider index -> (our index, provider call id)
+        self._calls: dict[int, tuple[int, str | None]] = {}
+        self._next_index = 0
+
+    def feed(self, message: Message) -> list[Event]:
+        if self.finished:
+            return _NOTHING
+        data = message.data
+        if data == "[DONE]":
+            return self._end()
+        doc = load_object(data)
+        err = doc.get("error")
+        if err or doc.get("object") == "error":
+            self.finished = True
+            return [upstream_error(_error_object(err, doc))]
+        if self.model is None and isinstance(doc.get("model"), str):
+            self.model = doc["model"]
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            self._usage = _usage(usage)
+        choices = doc.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return _NOTHING
+        return self._choice(obj(choices[0]))
+
+    def close(self) -> list[Event]:
+        if not self.finished and self._finish is not None:
+            return self._end()
+        return super().close()
+
+    def _choice(self, choice: Mapping[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            piece = text(delta.get("reasoning")) or text(delta.get("reasoning_content"))
+            if piece is not None:
+                out.append(ev.reasoning(piece))
+            piece = text(delta.get("content"))
+            if piece is not None:
+                out.append(ev.delta(piece))
+            piece = text(delta.get("refusal"))
+            if piece is not None:
+                self._refused = True
+                out.append(ev.delta(piece))
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list):
+                for call in calls:
+                    if isinstance(call, dict):
+                        self._tool_piece(call, out)
+        finish = choice.get("finish_reason")
+        if isinstance(finish, str) and finish:
+            if finish == "error":
+                self.finished = True
+                out.append(upstream_error({}, "error"))
+            else:
+                self._finish = finish
+        return out
+
+    def _tool_piece(self, call: Mapping[str, Any], out: list[Event]) -> None:
+        function = obj(call.get("function"))
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # some servers send the arguments whole, as an object
+            arguments = dumps_str(arguments)
+        elif not isinstance(arguments, str):
+            arguments = ""
+        call_id = text(call.get("id"))
+        # Servers that omit the index send calls one after another: key them all as -1.
+        provider_index = count(call.get("index"))
+        key = -1 if provider_index is None else provider_index
+        known = self._calls.get(key)
+        # A known index with a different id starts a new call (servers that reuse index 0).
+        if known is not None and (call_id is None or call_id == known[1]):
+            if arguments:
+                out.append(ev.tool_call(known[0], arguments))
+            return
+        index = self._next_index
+        self._next_index += 1
+        self._calls[key] = (index, call_id)
+        name = text(function.get("name")) or ""
+        out.append(ev.tool_call(index, arguments, id=call_id or new_call_id(), name=name))
+
+    def _end(self) -> list[Event]:
+        self.finished = True
+        finish = self._finish
+        reason: FinishReason = _FINISH_REASONS.get(finish, "other") if finish else "other"
+        if self._refused and reason == "stop":
+            reason = "content_filter"
+        end = ev.end(reason, finish)
+        return [self._usage, end] if self._usage is not None else [end]
+
+
+def _error_object(err: Any, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The error object of an in-stream error payload, whatever its shape."""
+    if isinstance(err, dict):
+        return err
+    if isinstance(err, str):
+        return {"message": err}
+    return doc  # vLLM: {"object": "error", "message", "type", "code"} at the top level
+
+
+def _usage(usage: Mapping[str, Any]) -> Event:
+    return ev.usage(
+        input_tokens=count(usage.get("prompt_tokens")),
+        output_tokens=count(usage.get("completion_tokens")),
+        reasoning_tokens=count(obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+        cached_input_tokens=count(obj(usage.get("prompt_tokens_details")).get("cached_tokens")),
+    )

@@ -1,0 +1,323 @@
+"""OpenAI Responses API: the mapping the seed generalises.
+
+Endpoint ``POST {base_url}/responses``. Request: the common request becomes ``{model, input,
+max_output_tokens, temperature, top_p, tools, reasoning, stream: true}``. ``input`` holds one
+item per message: ``system``/``developer``/``user``/``assistant`` text as message items (role
+kept), an assistant's earlier tool calls as ``function_call`` items and ``tool`` messages as
+``function_call_output`` items. The common ``stop`` has no Responses equivalent and is ignored.
+Function tools are sent with ``strict`` false unless the ``strict_tools`` option is set, because
+the Responses API defaults to strict schemas and rejects ordinary JSON schemas that are not
+strict-compatible.
+
+Options (route ``options``):
+
+``reasoning_summary``: ``"auto"`` (default), ``"concise"``, ``"detailed"`` or ``null`` (ask for
+no summary). Sent as ``reasoning.summary`` only when the request gives a reasoning effort.
+``strict_tools``: boolean, default false.
+
+Stream: SSE with named events; every JSON repeats its ``type``, which is what we dispatch on.
+
+=======================================  ==================================================
+upstream event                           token events
+=======================================  ==================================================
+response.created                         none (the edge sends ``created``); model remembered
+response.in_progress                     thinking
+response.content_part.added              clear (``output_text`` or ``refusal`` part)
+response.output_text.delta               delta
+response.refusal.delta                   delta; the end reason becomes ``content_filter``
+response.reasoning_summary_text.delta,   reasoning
+response.reasoning_text.delta
+response.output_item.added               tool_call {index, id: call_id, name, arguments: ""}
+  (function_call item)                   (index in order of appearance)
+response.function_call_arguments.delta   tool_call {index, arguments} (looked up by item_id)
+response.function_call_arguments.done    the whole arguments, only if none were streamed
+response.completed                       usage, end(stop, provider_reason "completed")
+response.incomplete                      usage, end(length|content_filter|other, reason)
+response.failed                          error(upstream_error), retryable by error code
+error (flat or nested shape)             error(upstream_error); the stream is finished
+data: [DONE] (appended by some proxies)  ignored
+anything else                            ignored
+=======================================  ==================================================
+
+EOF without ``response.completed|incomplete|failed`` or ``error`` is ``upstream_truncated``.
+Malformed JSON is ``upstream_protocol``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from gateway import events as ev
+from gateway.adapters._openai_common import (
+    Option,
+    bearer_headers,
+    count,
+    load_object,
+    new_call_id,
+    obj,
+    parse_options,
+    text,
+    upstream_error,
+)
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.errors import UpstreamProtocolError
+from gateway.events import Event, FinishReason
+from gateway.framing import Message
+from gateway.jsonutil import dumps
+from gateway.request import ChatMessage, ChatRequest
+
+_OPTIONS: Mapping[str, Option] = {
+    "reasoning_summary": Option("auto", str, ("auto", "concise", "detailed"), nullable=True),
+    "strict_tools": Option(False, bool),
+}
+
+_INCOMPLETE_REASONS: Mapping[str, FinishReason] = {
+    "max_output_tokens": "length",
+    "content_filter": "content_filter",
+}
+
+_VISIBLE_PARTS = frozenset({"output_text", "refusal"})
+_NOTHING: list[Event] = []
+
+
+def _input_items(message: ChatMessage) -> list[dict[str, Any]]:
+    """The Responses input items for one common message."""
+    if message.role == "tool":
+        return [
+            {
+                "type": "function_call_output",
+                "call_id": message.tool_call_id,
+                "output": message.content,
+            }
+        ]
+    items: list[dict[str, Any]] = []
+    if message.content or not message.tool_calls:
+        items.append({"type": "message", "role": message.role, "content": message.content})
+    for call in message.tool_calls:
+        items.append(
+            {
+                "type": "function_call",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+            }
+        )
+    return items
+
+
+class OpenAIResponsesAdapter(Adapter):
+    """The ``openai-responses`` provider. See the module docstring for the full mapping."""
+
+    name: ClassVar[str] = "openai-responses"
+    default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Validate ``reasoning_summary`` and ``strict_tools``; any other key is an error."""
+        return parse_options(_OPTIONS, options, path, cls.name)
+
+    def auth_headers(self) -> dict[str, str]:
+        return bearer_headers(self.upstream.api_key)
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The streaming ``/responses`` request for ``request`` (``stop`` is not supported)."""
+        body: dict[str, Any] = {}
+        model = self.model_for(request)
+        if model is not None:
+            body["model"] = model
+        body["input"] = [item for m in request.messages for item in _input_items(m)]
+        if request.max_tokens is not None:
+            body["max_output_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.tools:
+            strict = bool(self.options.get("strict_tools", False))
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "name": tool.name,
+                    **({"description": tool.description} if tool.description else {}),
+                    "parameters": tool.parameters,
+                    "strict": strict,
+                }
+                for tool in request.tools
+            ]
+        if request.reasoning_effort is not None:
+            reasoning: dict[str, Any] = {"effort": request.reasoning_effort}
+            summary = self.options.get("reasoning_summary", "auto")
+            if summary is not None:
+                reasoning["summary"] = summary
+            body["reasoning"] = reasoning
+        body["stream"] = True
+        return self._post(body)
+
+    def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
+        """Forward the client's own Responses body: streaming forced, the route's model applied."""
+        native = dict(body)
+        native["stream"] = True
+        if self.upstream.model:
+            native["model"] = self.upstream.model
+        return self._post(native)
+
+    def _post(self, body: dict[str, Any]) -> UpstreamRequest:
+        return UpstreamRequest(
+            "POST", f"{self.base_url}/responses", self.common_headers(), dumps(body)
+        )
+
+    def new_translator(self) -> ResponsesTranslator:
+        return ResponsesTranslator()
+
+
+Handler = Callable[["ResponsesTranslator", dict[str, Any]], list[Event]]
+
+
+class ResponsesTranslator(Translator):
+    """One Responses stream. ``feed`` takes one SSE message; see the module table.
+
+    Raises :class:`UpstreamProtocolError` on malformed JSON or on argument deltas for a function
+    call that was never announced. After a terminal event every further message is ignored.
+    """
+
+    __slots__ = ("_calls", "_refused", "finished", "model")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.model: str | None = None
+        self._refused = False
+        # item_id -> [index, arguments streamed so far?]
+        self._calls: dict[str, list[Any]] = {}
+
+    def feed(self, message: Message) -> list[Event]:
+        if self.finished:
+            return _NOTHING
+        data = message.data
+        if data == "[DONE]":
+            return _NOTHING
+        doc = load_object(data)
+        handler = _HANDLERS.get(doc.get("type") or "")
+        return handler(self, doc) if handler is not None else _NOTHING
+
+    def _created(self, doc: dict[str, Any]) -> list[Event]:
+        model = obj(doc.get("response")).get("model")
+        if isinstance(model, str):
+            self.model = model
+        return _NOTHING
+
+    def _in_progress(self, doc: dict[str, Any]) -> list[Event]:
+        return [ev.thinking()]
+
+    def _part_added(self, doc: dict[str, Any]) -> list[Event]:
+        if obj(doc.get("part")).get("type") in _VISIBLE_PARTS:
+            return [ev.clear()]
+        return _NOTHING
+
+    def _text(self, doc: dict[str, Any]) -> list[Event]:
+        piece = text(doc.get("delta"))
+        return [ev.delta(piece)] if piece is not None else _NOTHING
+
+    def _refusal(self, doc: dict[str, Any]) -> list[Event]:
+        self._refused = True
+        return self._text(doc)
+
+    def _reasoning(self, doc: dict[str, Any]) -> list[Event]:
+        piece = text(doc.get("delta"))
+        return [ev.reasoning(piece)] if piece is not None else _NOTHING
+
+    def _item_added(self, doc: dict[str, Any]) -> list[Event]:
+        item = obj(doc.get("item"))
+        if item.get("type") != "function_call":
+            return _NOTHING
+        item_id = item.get("id")
+        index = len(self._calls)
+        arguments = text(item.get("arguments")) or ""
+        key = item_id if isinstance(item_id, str) else f"\x00{index}"
+        self._calls[key] = [index, bool(arguments)]
+        call_id = text(item.get("call_id")) or (item_id if isinstance(item_id, str) else None)
+        return [
+            ev.tool_call(
+                index, arguments, id=call_id or new_call_id(), name=text(item.get("name")) or ""
+            )
+        ]
+
+    def _call_for(self, doc: dict[str, Any]) -> list[Any]:
+        call = self._calls.get(doc.get("item_id") or "")
+        if call is None:
+            raise UpstreamProtocolError("function call arguments for an item never announced")
+        return call
+
+    def _arguments(self, doc: dict[str, Any]) -> list[Event]:
+        call = self._call_for(doc)
+        piece = text(doc.get("delta"))
+        if piece is None:
+            return _NOTHING
+        call[1] = True
+        return [ev.tool_call(call[0], piece)]
+
+    def _arguments_done(self, doc: dict[str, Any]) -> list[Event]:
+        # Some servers send no deltas, only the whole arguments here; never send them twice.
+        call = self._call_for(doc)
+        whole = text(doc.get("arguments"))
+        if call[1] or whole is None:
+            return _NOTHING
+        call[1] = True
+        return [ev.tool_call(call[0], whole)]
+
+    def _completed(self, doc: dict[str, Any]) -> list[Event]:
+        self.finished = True
+        reason: FinishReason = "content_filter" if self._refused else "stop"
+        return [*_usage(doc), ev.end(reason, "completed")]
+
+    def _incomplete(self, doc: dict[str, Any]) -> list[Event]:
+        self.finished = True
+        why = obj(obj(doc.get("response")).get("incomplete_details")).get("reason")
+        provider_reason = why if isinstance(why, str) else "incomplete"
+        reason = _INCOMPLETE_REASONS.get(provider_reason, "other")
+        return [*_usage(doc), ev.end(reason, provider_reason)]
+
+    def _failed(self, doc: dict[str, Any]) -> list[Event]:
+        self.finished = True
+        return [upstream_error(obj(obj(doc.get("response")).get("error")))]
+
+    def _error(self, doc: dict[str, Any]) -> list[Event]:
+        # Documented flat shape {type: error, code, message}; the live API nests it in "error".
+        self.finished = True
+        nested = doc.get("error")
+        return [upstream_error(nested if isinstance(nested, dict) else doc)]
+
+
+def _usage(doc: dict[str, Any]) -> list[Event]:
+    """The ``usage`` event from a terminal event's ``response.usage`` (none when absent)."""
+    usage = obj(doc.get("response")).get("usage")
+    if not isinstance(usage, dict):
+        return _NOTHING
+    return [
+        ev.usage(
+            input_tokens=count(usage.get("input_tokens")),
+            output_tokens=count(usage.get("output_tokens")),
+            reasoning_tokens=count(obj(usage.get("output_tokens_details")).get("reasoning_tokens")),
+            cached_input_tokens=count(obj(usage.get("input_tokens_details")).get("cached_tokens")),
+        )
+    ]
+
+
+_HANDLERS: dict[str, Handler] = {
+    "response.created": ResponsesTranslator._created,
+    "response.in_progress": ResponsesTranslator._in_progress,
+    "response.content_part.added": ResponsesTranslator._part_added,
+    "response.output_text.delta": ResponsesTranslator._text,
+    "response.refusal.delta": ResponsesTranslator._refusal,
+    "response.reasoning_summary_text.delta": ResponsesTranslator._reasoning,
+    "response.reasoning_text.delta": ResponsesTranslator._reasoning,
+    "response.output_item.added": ResponsesTranslator._item_added,
+    "response.function_call_arguments.delta": ResponsesTranslator._arguments,
+    "response.function_call_arguments.done": ResponsesTranslator._arguments_done,
+    "response.completed": ResponsesTranslator._completed,
+    "response.incomplete": ResponsesTranslator._incomplete,
+    "response.failed": ResponsesTranslator._failed,
+    "error": ResponsesTranslator._error,
+}
