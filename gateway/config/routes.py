@@ -108,11 +108,11 @@ def parse_target(
     one and has no default), ``timeouts``, and ``options`` through the adapter's
     ``parse_options``. Returns ``None`` when the provider is missing or unknown.
     """
+    adapter = _adapter(r, m, path, adapters)
     upstream = r.build(UpstreamConfig, m.get("upstream"), join_path(path, "upstream"), _UPSTREAM)
     timeouts = r.build(Timeouts, m.get("timeouts"), join_path(path, "timeouts"), _TIMEOUTS)
     options_path = join_path(path, "options")
     options = r.free_mapping(m.get("options"), options_path)
-    adapter = _adapter(r, m, path, adapters)
     if adapter is None:
         return None
     block = m.get("upstream")
