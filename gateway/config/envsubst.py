@@ -38,7 +38,7 @@ def interpolate(doc: Any, env: Mapping[str, str], path: str = "") -> tuple[Any, 
     Input: a decoded YAML document (dicts, lists, scalars), the environment, the path of
     ``doc`` (``""`` for the root). Output: a new document with the same shape (inputs are not
     mutated) and the problems as ``(path, message)`` pairs, e.g. ``("routes[1].upstream.api_key",
-    "environment variable OPENAI_API_KEY is not set")``.
+    "environment variable API_KEY is not set")``.
     A value with an error keeps its text unreplaced. Never raises.
     """
     errors: Problems = []

@@ -244,6 +244,7 @@ def url(*schemes: str) -> Conv:
             return BAD
         try:
             parts = urlsplit(v)
+            parts.port  # noqa: B018 (validates the port, which urlsplit alone does not)
         except ValueError as exc:
             r.error(path, f"invalid URL {v!r} ({exc})")
             return BAD
