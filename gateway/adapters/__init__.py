@@ -1,0 +1,29 @@
+"""The adapter registry: provider name -> adapter class. One line per provider.
+
+Resolved at config load; an unknown name is a config error listing these keys.
+"""
+
+from __future__ import annotations
+
+from gateway.adapters.anthropic import AnthropicAdapter
+from gateway.adapters.base import Adapter, LocalScript, Translator, UpstreamRequest
+from gateway.adapters.bedrock import BedrockAdapter
+from gateway.adapters.cohere import CohereAdapter
+from gateway.adapters.gemini import GeminiAdapter
+from gateway.adapters.ollama import OllamaAdapter
+from gateway.adapters.openai_chat import OpenAIChatAdapter
+from gateway.adapters.openai_responses import OpenAIResponsesAdapter
+from gateway.adapters.simulated import SimulatedAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    SimulatedAdapter.name: SimulatedAdapter,
+    OpenAIResponsesAdapter.name: OpenAIResponsesAdapter,
+    OpenAIChatAdapter.name: OpenAIChatAdapter,
+    AnthropicAdapter.name: AnthropicAdapter,
+    GeminiAdapter.name: GeminiAdapter,
+    OllamaAdapter.name: OllamaAdapter,
+    CohereAdapter.name: CohereAdapter,
+    BedrockAdapter.name: BedrockAdapter,
+}
+
+__all__ = ["ADAPTERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]

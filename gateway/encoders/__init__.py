@@ -1,0 +1,19 @@
+"""The encoder registry: output format name -> encoder class. One line per format.
+
+A route's ``format`` and a request's ``?format=`` are looked up here.
+"""
+
+from __future__ import annotations
+
+from gateway.encoders.base import Encoder
+from gateway.encoders.ndjson import NDJSONEncoder
+from gateway.encoders.text import TextEncoder
+from gateway.encoders.tokens import TokensEncoder
+
+ENCODERS: dict[str, type[Encoder]] = {
+    TokensEncoder.name: TokensEncoder,
+    TextEncoder.name: TextEncoder,
+    NDJSONEncoder.name: NDJSONEncoder,
+}
+
+__all__ = ["ENCODERS", "Encoder"]

@@ -1,0 +1,37 @@
+"""The encoder interface: token-protocol events to the client's wire format. Pure.
+
+One encoder instance per stream (it may keep state, such as the SSE ``id`` counter). ``encode``
+returns the bytes for one event (possibly ``b""``); ``heartbeat`` the bytes to send during
+silence (``b""`` where the format has no way to say nothing). Payload text can never break a
+frame: JSON encoding escapes newlines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from gateway.config.model import RouteConfig
+from gateway.events import Event
+
+
+class Encoder(ABC):
+    name: ClassVar[str]
+    content_type: ClassVar[str]
+    extra_headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, route: RouteConfig, request_id: str) -> None:
+        self.route = route
+        self.request_id = request_id
+
+    @abstractmethod
+    def encode(self, event: Event) -> bytes:
+        """The bytes for ``event``."""
+
+    def heartbeat(self) -> bytes:
+        """Bytes that keep proxies from cutting a silent stream; ``b""`` for none."""
+        return b""
+
+    def close(self) -> bytes:
+        """Bytes written after the terminal event's own bytes (e.g. a ``[DONE]`` sentinel)."""
+        return b""

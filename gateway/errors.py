@@ -1,0 +1,237 @@
+"""The gateway's one exception tree.
+
+Every failure the gateway reports, to a client or in a log, is one of these. Foreign exceptions
+(aiohttp, asyncio timeouts, OS errors) are translated into this tree at the I/O edge, once
+(``upstream.py``, ``server.py``); the pure core raises only these.
+
+::
+
+    GatewayError                      code            status  retryable
+    ├── ConfigError                   (start-up only, never sent to a client)
+    ├── RequestError                  client mistakes, always before the stream
+    │   ├── InvalidJSON               invalid_json            400
+    │   ├── InvalidRequest            invalid_request         400
+    │   ├── Unauthorized              unauthorized            401
+    │   ├── NotFound                  not_found               404
+    │   ├── MethodNotAllowed          method_not_allowed      405
+    │   ├── BodyTooLarge              body_too_large          413
+    │   ├── UnsupportedMediaType      unsupported_media_type  415
+    │   └── RateLimited               rate_limited            429  yes
+    ├── Unavailable                   unavailable             503  yes
+    ├── UpstreamError                 upstream_error          502  (per provider)
+    │   ├── UpstreamConnectError      upstream_connect        502  yes
+    │   ├── UpstreamStatusError       upstream_error / rate_limited (429)
+    │   ├── UpstreamTimeout           upstream_timeout        504  yes
+    │   ├── UpstreamTruncated         upstream_truncated      502  yes
+    │   └── UpstreamProtocolError     upstream_protocol       502  no
+    ├── LimitExceeded                 limit_exceeded          (mid-stream only)
+    ├── ShutdownError                 shutdown                503  yes
+    └── InternalError                 internal                500  no
+
+Before the first byte of a stream an error becomes a JSON body ``{"error": {"code", "message"}}``
+with ``status``; after it, a terminal ``error`` event ``{"code", "message", "retryable"}``.
+Messages are written for clients: they never carry a secret, a traceback or request text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """Base of every gateway error.
+
+    ``code`` is the stable machine-readable name (contract sections 3 and 5), ``status`` the HTTP
+    status used when the error happens before the stream starts, ``retryable`` whether the same
+    request may succeed if sent again. ``headers`` are extra response headers (``Retry-After``).
+    """
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @property
+    def error_code(self) -> str:
+        """The code reported to clients (a subclass may choose it per instance)."""
+        return self.code
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status reported before the stream (a subclass may choose it per instance)."""
+        return self.status
+
+    def to_json(self) -> dict[str, Any]:
+        """The pre-stream JSON error body."""
+        return {"error": {"code": self.error_code, "message": self.message}}
+
+    def to_event_data(self) -> dict[str, Any]:
+        """The data of the terminal ``error`` event."""
+        return {"code": self.error_code, "message": self.message, "retryable": self.retryable}
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid. ``errors`` lists every problem, each naming its key path."""
+
+    code = "config"
+
+    def __init__(self, errors: list[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class RequestError(GatewayError):
+    """The client's request is wrong; always reported before any stream byte."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidJSON(RequestError):
+    code = "invalid_json"
+
+
+class InvalidRequest(RequestError):
+    code = "invalid_request"
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFound(RequestError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class BodyTooLarge(RequestError):
+    code = "body_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class RateLimited(RequestError):
+    code = "rate_limited"
+    status = 429
+    default_retryable = True
+
+
+class Unavailable(GatewayError):
+    code = "unavailable"
+    status = 503
+    default_retryable = True
+
+
+class UpstreamError(GatewayError):
+    """The upstream failed. Mid-stream, a provider-reported error uses this class directly.
+
+    ``provider_type`` keeps the provider's own error type (``overloaded_error``, ``server_error``)
+    so clients can tell kinds apart; it is included in the ``error`` event when set.
+    """
+
+    code = "upstream_error"
+    status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        headers: dict[str, str] | None = None,
+        provider_type: str | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable, headers=headers)
+        self.provider_type = provider_type
+
+    def to_event_data(self) -> dict[str, Any]:
+        data = super().to_event_data()
+        if self.provider_type:
+            data["type"] = self.provider_type
+        return data
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connect"
+    default_retryable = True
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered non-2xx before streaming. A 429 is reported as ``rate_limited``."""
+
+    def __init__(
+        self,
+        upstream_status: int,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider_type: str | None = None,
+    ) -> None:
+        retryable = upstream_status == 429 or upstream_status >= 500
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        super().__init__(message, retryable=retryable, headers=headers, provider_type=provider_type)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+    @property
+    def error_code(self) -> str:
+        return "rate_limited" if self.upstream_status == 429 else "upstream_error"
+
+    @property
+    def http_status(self) -> int:
+        return 429 if self.upstream_status == 429 else 502
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "upstream_timeout"
+    status = 504
+    default_retryable = True
+
+
+class UpstreamTruncated(UpstreamError):
+    code = "upstream_truncated"
+    default_retryable = True
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol"
+
+
+class LimitExceeded(GatewayError):
+    """A per-stream bound was hit (duration, output bytes, slow client)."""
+
+    code = "limit_exceeded"
+    status = 429
+
+
+class ShutdownError(GatewayError):
+    code = "shutdown"
+    status = 503
+    default_retryable = True
+
+
+class InternalError(GatewayError):
+    code = "internal"
+    status = 500

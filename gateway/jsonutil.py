@@ -1,0 +1,37 @@
+"""JSON for the hot path: orjson when installed (about 4x faster to parse), else the stdlib.
+
+``dumps`` returns compact UTF-8 bytes with no raw newlines, so a payload can never break an SSE
+frame or an NDJSON line. ``loads`` accepts ``str`` or ``bytes`` and raises ``ValueError`` on
+malformed input (``orjson.JSONDecodeError`` and ``json.JSONDecodeError`` both subclass it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+try:  # pragma: no cover - exercised whichever way the environment is set up
+    import orjson
+
+    loads: Callable[[str | bytes], Any] = orjson.loads
+
+    def dumps(obj: Any) -> bytes:
+        """Serialise ``obj`` to compact JSON bytes."""
+        return orjson.dumps(obj)
+
+    FAST = True
+except ImportError:  # pragma: no cover
+    _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    loads = json.loads
+
+    def dumps(obj: Any) -> bytes:
+        """Serialise ``obj`` to compact JSON bytes."""
+        return _encoder.encode(obj).encode()
+
+    FAST = False
+
+
+def dumps_str(obj: Any) -> str:
+    """Serialise ``obj`` to a compact JSON string."""
+    return dumps(obj).decode()

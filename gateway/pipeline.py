@@ -1,0 +1,123 @@
+"""Upstream bytes to token-protocol events: framing decoder + adapter translator + protocol guard.
+
+Pure and incremental: ``feed(bytes)`` may be called with any split of the upstream byte stream
+and yields the same events. The :class:`Pipeline` is what makes contract section 5 rule 1 hold for
+every adapter, whatever it emits:
+
+* ``thinking`` at most once (the edge calls :meth:`Pipeline.accepted` when the upstream answers),
+* ``clear`` exactly once, right before the first ``delta`` or ``tool_call``,
+* ``end.reason`` is ``tool_calls`` whenever a ``tool_call`` went out,
+* exactly one terminal event, last; anything after it is dropped; a stream that ends without one
+  gets ``error{code: upstream_truncated}``,
+* an :class:`~gateway.errors.GatewayError` raised by decoder or translator becomes the terminal
+  ``error`` event instead of escaping.
+
+``created`` is written by the edge before anything else (it knows the request id and route).
+"""
+
+from __future__ import annotations
+
+from gateway import events as ev
+from gateway.adapters.base import Adapter, Translator
+from gateway.errors import GatewayError, UpstreamTruncated
+from gateway.events import Event
+from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Decoder, new_decoder
+
+_VISIBLE = frozenset({ev.DELTA, ev.TOOL_CALL})
+
+
+class Pipeline:
+    """One stream's translation state. Not thread-safe; one per stream.
+
+    After a terminal event has been returned, :attr:`done` is true and further input is ignored.
+    """
+
+    __slots__ = ("_decoder", "_translator", "cleared", "done", "terminal", "thought", "tool_called")
+
+    def __init__(
+        self, adapter: Adapter, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self._decoder: Decoder = new_decoder(adapter.framing, max_message_bytes)
+        self._translator: Translator = adapter.new_translator()
+        self.thought = False
+        self.cleared = False
+        self.tool_called = False
+        self.done = False
+        self.terminal: Event | None = None
+
+    def accepted(self) -> list[Event]:
+        """The upstream answered 2xx: the model is working (``thinking``, once)."""
+        if self.thought or self.done:
+            return []
+        self.thought = True
+        return [ev.thinking()]
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Translate a chunk of upstream bytes. Never raises a :class:`GatewayError`."""
+        if self.done:
+            return []
+        out: list[Event] = []
+        try:
+            for message in self._decoder.feed(data):
+                self._guard(self._translator.feed(message), out)
+                if self.done:
+                    break
+        except GatewayError as exc:
+            self._guard([Event(ev.ERROR, exc.to_event_data())], out)
+        return out
+
+    def close(self) -> list[Event]:
+        """Upstream EOF: flush, and guarantee a terminal event."""
+        if self.done:
+            return []
+        out: list[Event] = []
+        try:
+            for message in self._decoder.close():
+                self._guard(self._translator.feed(message), out)
+                if self.done:
+                    return out
+            self._guard(self._translator.close(), out)
+            if not self.done:
+                raise UpstreamTruncated("the upstream stream ended before its terminator")
+        except GatewayError as exc:
+            self._guard([Event(ev.ERROR, exc.to_event_data())], out)
+        return out
+
+    def fail(self, exc: GatewayError) -> list[Event]:
+        """End the stream with ``exc`` (timeouts, limits, shutdown) unless it already ended."""
+        if self.done:
+            return []
+        out: list[Event] = []
+        self._guard([Event(ev.ERROR, exc.to_event_data())], out)
+        return out
+
+    def _guard(self, produced: list[Event], out: list[Event]) -> None:
+        for event in produced:
+            if self.done:
+                return
+            kind = event.type
+            if kind in _VISIBLE:
+                if not self.cleared:
+                    self.cleared = True
+                    out.append(ev.clear())
+                if kind == ev.TOOL_CALL:
+                    self.tool_called = True
+            elif kind == ev.CLEAR:
+                if self.cleared:
+                    continue
+                self.cleared = True
+            elif kind == ev.THINKING:
+                if self.thought:
+                    continue
+                self.thought = True
+            elif kind == ev.END:
+                self.done = True
+                if self.tool_called and event.data.get("reason") == "stop":
+                    event = Event(ev.END, {**event.data, "reason": "tool_calls"})
+                self.terminal = event
+            elif kind == ev.ERROR:
+                self.done = True
+                self.terminal = event
+            elif kind == ev.CREATED:
+                continue  # the edge owns created
+            out.append(event)

@@ -1,0 +1,207 @@
+"""The common request (contract section 3): parsed and validated from the client's JSON body. Pure.
+
+:func:`parse_request` turns the decoded body into a frozen :class:`ChatRequest` or raises
+:class:`~gateway.errors.InvalidRequest` whose message names the offending field
+(``messages[2].role: must be one of ...``). Unknown top-level fields are kept in ``extra`` and
+never forwarded by the common adapters; ``metadata`` is never forwarded upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import InvalidRequest
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+EFFORTS = ("minimal", "low", "medium", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call made by the assistant in an earlier turn; ``arguments`` is a JSON string."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """The validated common request. ``raw`` is the decoded body as the client sent it."""
+
+    messages: tuple[ChatMessage, ...]
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    reasoning_effort: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def system_text(self) -> str:
+        """System and developer messages joined by blank lines (providers with one system slot)."""
+        return "\n\n".join(m.content for m in self.messages if m.role in ("system", "developer"))
+
+
+def _fail(path: str, problem: str) -> InvalidRequest:
+    return InvalidRequest(f"{path}: {problem}")
+
+
+def _opt_number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(key, "must be a number")
+    if not lo <= value <= hi:
+        raise _fail(key, f"must be between {lo:g} and {hi:g}")
+    return float(value)
+
+
+def _parse_tool_calls(value: Any, path: str) -> tuple[ToolCall, ...]:
+    if not isinstance(value, list):
+        raise _fail(path, "must be a list")
+    calls = []
+    for i, item in enumerate(value):
+        p = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(p, "must be an object")
+        call_id, name, arguments = item.get("id"), item.get("name"), item.get("arguments", "{}")
+        if not isinstance(call_id, str) or not call_id:
+            raise _fail(f"{p}.id", "must be a non-empty string")
+        if not isinstance(name, str) or not name:
+            raise _fail(f"{p}.name", "must be a non-empty string")
+        if isinstance(arguments, dict):
+            from gateway.jsonutil import dumps_str
+
+            arguments = dumps_str(arguments)
+        if not isinstance(arguments, str):
+            raise _fail(f"{p}.arguments", "must be a JSON string or an object")
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
+
+
+def _parse_message(item: Any, path: str) -> ChatMessage:
+    if not isinstance(item, dict):
+        raise _fail(path, "must be an object")
+    role = item.get("role")
+    if role not in ROLES:
+        raise _fail(f"{path}.role", f"must be one of {', '.join(ROLES)}")
+    content = item.get("content", "")
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise _fail(f"{path}.content", "must be a string")
+    tool_calls: tuple[ToolCall, ...] = ()
+    if "tool_calls" in item and item["tool_calls"] is not None:
+        if role != "assistant":
+            raise _fail(f"{path}.tool_calls", "only assistant messages carry tool calls")
+        tool_calls = _parse_tool_calls(item["tool_calls"], f"{path}.tool_calls")
+    tool_call_id = item.get("tool_call_id")
+    if role == "tool":
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            raise _fail(f"{path}.tool_call_id", "is required for role tool")
+    elif tool_call_id is not None:
+        raise _fail(f"{path}.tool_call_id", "only tool messages carry tool_call_id")
+    return ChatMessage(role, content, tool_calls, tool_call_id)
+
+
+def _parse_tools(value: Any) -> tuple[Tool, ...]:
+    if not isinstance(value, list):
+        raise _fail("tools", "must be a list")
+    tools = []
+    for i, item in enumerate(value):
+        p = f"tools[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(p, "must be an object")
+        if item.get("type", "function") != "function":
+            raise _fail(f"{p}.type", "must be 'function'")
+        # Accept the Chat Completions nesting {"type":"function","function":{...}} too.
+        spec = item.get("function", item)
+        if not isinstance(spec, dict):
+            raise _fail(f"{p}.function", "must be an object")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise _fail(f"{p}.name", "must be a non-empty string")
+        description = spec.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _fail(f"{p}.description", "must be a string")
+        parameters = spec.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(parameters, dict):
+            raise _fail(f"{p}.parameters", "must be an object (a JSON schema)")
+        tools.append(Tool(name, description, parameters))
+    return tuple(tools)
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """Validate a decoded JSON body as the common request.
+
+    Raises :class:`InvalidRequest` naming the first field that is wrong.
+    """
+    if not isinstance(body, dict):
+        raise _fail("body", "must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _fail("messages", "is required and must be a non-empty list")
+    parsed = tuple(_parse_message(m, f"messages[{i}]") for i, m in enumerate(messages))
+
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise _fail("model", "must be a non-empty string")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise _fail("max_tokens", "must be a positive integer")
+    stop = body.get("stop")
+    if stop is None:
+        stop_t: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stop_t = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stop_t = tuple(stop)
+    else:
+        raise _fail("stop", "must be a string or a list of strings")
+    tools = _parse_tools(body["tools"]) if body.get("tools") is not None else ()
+    effort = None
+    reasoning = body.get("reasoning")
+    if reasoning is not None:
+        if not isinstance(reasoning, dict):
+            raise _fail("reasoning", "must be an object")
+        effort = reasoning.get("effort")
+        if effort is not None and effort not in EFFORTS:
+            raise _fail("reasoning.effort", f"must be one of {', '.join(EFFORTS)}")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise _fail("metadata", "must be an object")
+    return ChatRequest(
+        messages=parsed,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=_opt_number(body, "temperature", 0, 2),
+        top_p=_opt_number(body, "top_p", 0, 1),
+        stop=stop_t,
+        tools=tools,
+        reasoning_effort=effort,
+        metadata=metadata,
+        raw=body,
+    )
