@@ -1,0 +1,34 @@
+"""SIGHUP: reload the config file. New streams use the new config; open streams finish on the
+old one. An invalid file is refused with its errors logged, and the old config stays."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.config import load_config_file
+from gateway.errors import ConfigError
+from gateway.logs import log_event
+
+
+def reload_config(app: web.Application, path: str) -> bool:
+    """Swap in the config at ``path``; returns whether it was accepted."""
+    from gateway.features import install_features
+    from gateway.server import SESSION, STATE
+    from gateway.state import build_state
+
+    holder = app[STATE]
+    try:
+        config = load_config_file(path)
+    except ConfigError as exc:
+        log_event("reload_refused", logging.ERROR, errors=exc.errors)
+        return False
+    old = holder.current
+    state = build_state(config, old.metrics)
+    state.session = app[SESSION]
+    state.sessions = old.sessions  # shutdown must still see streams started before the reload
+    install_features(app, state)
+    holder.current = state
+    log_event("reloaded", routes=[r.name for r in config.routes])
+    return True

@@ -1,0 +1,444 @@
+"""The aiohttp application: app factory, handlers, and the production runner.
+
+``build_app(config)`` is shared by the CLI and the tests. ``serve(...)`` runs it the production
+way: ``handler_cancellation=True`` (a client disconnect cancels its handler at once, which is
+what closes the upstream), graceful drain on SIGTERM, config reload on SIGHUP.
+
+Endpoints: one ``POST`` per configured route; ``GET /metrics``, ``/healthz``, ``/readyz``;
+``GET /`` (playground), ``/static/...``, ``GET /v1/routes`` (route list for the playground, no
+secrets). Any error before the first stream byte is a JSON body with the right status, never
+HTML or a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config.model import GatewayConfig
+from gateway.encoders import ENCODERS
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidJSON,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from gateway.http import json_error, json_response, read_body
+from gateway.jsonutil import loads
+from gateway.logs import log_event
+from gateway.metrics import Metrics
+from gateway.request import ChatRequest, parse_request
+from gateway.state import GatewayState, RouteRuntime, build_state
+from gateway.stream import Attempt, StreamSession
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class StateHolder:
+    """The current state; replaced whole on reload (streams keep the one they started with)."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.current = state
+
+
+STATE: web.AppKey[StateHolder] = web.AppKey("gateway_state", StateHolder)
+Hook = Callable[[web.Request, GatewayState, RouteRuntime], Awaitable[dict[str, Any]]]
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("gateway_session", aiohttp.ClientSession)
+HOOKS: web.AppKey[list[Hook]] = web.AppKey("gateway_hooks", list)
+
+
+# -- the stream handler ------------------------------------------------------------------------
+
+
+def _check_content_type(request: web.Request) -> None:
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return loads(body)
+    except ValueError:
+        raise InvalidJSON("request body is not valid JSON") from None
+
+
+def _pick_encoder(request: web.Request, runtime: RouteRuntime) -> str:
+    fmt = request.query.get("format") or runtime.config.format
+    if fmt not in ENCODERS:
+        raise InvalidRequest(f"format: unknown format (known: {', '.join(ENCODERS)})")
+    return fmt
+
+
+def _build_attempts(
+    runtime: RouteRuntime, chat: ChatRequest | None, body: dict[str, Any]
+) -> list[Attempt]:
+    attempts = []
+    for target, adapter in runtime.targets:
+        native = runtime.config.request == "native"
+        built = adapter.build_native_request(body) if native else adapter.build_request(chat)  # type: ignore[arg-type]
+        attempts.append(Attempt(target, adapter, built))
+    return attempts
+
+
+async def handle_stream(request: web.Request) -> web.StreamResponse:
+    """``POST <route path>``: validate, then stream (contract sections 3, 5, 6)."""
+    received = time.monotonic()
+    state = request.app[STATE].current
+    runtime = state.routes_by_path.get(request.path)
+    if runtime is None:  # a reload removed the route
+        return json_error(NotFound(f"no route at {request.path}"))
+    route = runtime.config
+    request_id = uuid.uuid4().hex
+    cors = _cors_headers(request, route)
+    headers = {"X-Request-Id": request_id, **cors}
+    metrics = state.route_metrics[route.name]
+    app_name: str | None = None
+    context: dict[str, Any] = {}
+    try:
+        if state.draining:
+            raise Unavailable("the gateway is shutting down")
+        for hook in state.hooks:
+            context.update(await hook(request, state, runtime))
+        app_name = context.get("app")
+        _check_content_type(request)
+        server = state.config.server
+        body = _decode_json(
+            await read_body(request, server.max_body_bytes, server.request_read_timeout)
+        )
+        fmt = _pick_encoder(request, runtime)
+        chat: ChatRequest | None = None
+        if route.request == "native":
+            if not isinstance(body, dict):
+                raise InvalidRequest("body: must be a JSON object")
+        else:
+            chat = parse_request(body)
+            if chat.model is not None and not route.allow_model_override:
+                raise InvalidRequest("model: this route does not allow choosing the model")
+        attempts = _build_attempts(runtime, chat, body)
+        if len(state.sessions) >= state.config.limits.max_concurrent_streams:
+            raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
+    except GatewayError as exc:
+        metrics.rejected(exc.error_code, app_name)
+        release = context.get("release")
+        if callable(release):
+            release({})
+        log_event("rejected", route=route.name, id=request_id, code=exc.error_code, app=app_name)
+        return json_error(exc, headers)
+    session = StreamSession(
+        state,
+        route,
+        request,
+        ENCODERS[fmt](route, request_id),
+        attempts,
+        request_id=request_id,
+        received=received,
+        app=app_name,
+        model=chat.model if chat is not None else None,
+        extra_headers=cors,
+        on_finish=context.get("release"),
+    )
+    return await session.run()
+
+
+def _cors_headers(request: web.Request, route: Any) -> dict[str, str]:
+    cors = route.cors
+    origin = request.headers.get("Origin")
+    if cors is None or origin is None:
+        return {}
+    if "*" in cors.allow_origins:
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Request-Id"}
+    if origin in cors.allow_origins:
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": "X-Request-Id",
+            "Vary": "Origin",
+        }
+    return {}
+
+
+async def handle_preflight(request: web.Request) -> web.StreamResponse:
+    """``OPTIONS <route path>``: CORS preflight for routes with ``cors.allow_origins``."""
+    state = request.app[STATE].current
+    runtime = state.routes_by_path.get(request.path)
+    if runtime is None or runtime.config.cors is None:
+        return json_error(MethodNotAllowed("use POST"), {"Allow": "POST"})
+    headers = _cors_headers(request, runtime.config)
+    if not headers:
+        return web.Response(status=403)
+    cors = runtime.config.cors
+    headers.update(
+        {
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": ", ".join(cors.allow_headers),
+            "Access-Control-Max-Age": str(int(cors.max_age)),
+        }
+    )
+    return web.Response(status=204, headers=headers)
+
+
+async def handle_wrong_method(request: web.Request) -> web.StreamResponse:
+    return json_error(
+        MethodNotAllowed(f"{request.method} is not allowed here; use POST"), {"Allow": "POST"}
+    )
+
+
+# -- operations endpoints ----------------------------------------------------------------------
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[STATE].current.metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE].current
+    if state.draining:
+        return json_response({"status": "draining"}, status=503)
+    return json_response({"status": "ready", "streams": len(state.sessions)})
+
+
+async def handle_routes(request: web.Request) -> web.Response:
+    """Route names, paths, providers and formats for the playground; never upstream details."""
+    state = request.app[STATE].current
+    routes = [
+        {
+            "name": r.config.name,
+            "path": r.config.path,
+            "provider": r.config.provider,
+            "format": r.config.format,
+        }
+        for r in state.routes.values()
+    ]
+    return json_response({"routes": routes})
+
+
+async def handle_index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# -- app factory -------------------------------------------------------------------------------
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error before a stream starts becomes JSON; no HTML pages, no tracebacks."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return json_error(NotFound(f"no route at {request.path}"))
+    except web.HTTPMethodNotAllowed as exc:
+        allow = ", ".join(sorted(exc.allowed_methods))
+        return json_error(
+            MethodNotAllowed(f"{request.method} is not allowed here"), {"Allow": allow}
+        )
+    except web.HTTPRequestEntityTooLarge:
+        from gateway.errors import BodyTooLarge
+
+        return json_error(BodyTooLarge("request body is too large"))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = "invalid_request" if exc.status < 500 else "internal"
+            doc = {"error": {"code": code, "message": exc.reason}}
+            return json_response(doc, status=exc.status)
+        raise
+    except GatewayError as exc:
+        return json_error(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logging.getLogger("gateway").exception("unhandled error in %s", request.path)
+        return json_error(InternalError("internal error"))
+
+
+async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One shared ClientSession for every upstream call, closed at shutdown."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+    )
+    app[SESSION] = session
+    app[STATE].current.session = session
+    yield
+    await session.close()
+
+
+def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.Application:
+    """The application for ``config``: one POST endpoint per route plus operations endpoints."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+    )
+    state = build_state(config, metrics)
+    app[STATE] = StateHolder(state)
+    app.cleanup_ctx.append(_client_session_ctx)
+    from gateway.features import install_features
+
+    install_features(app, state)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    if config.server.playground:
+        app.router.add_get("/v1/routes", handle_routes)
+        app.router.add_get("/", handle_index)
+        app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    # Configured routes are looked up in the current state's table (so a reload can change
+    # them); request text never builds a path.
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[STATE].current.routes_by_path.get(request.path)
+    if runtime is None:
+        return json_error(NotFound(f"no route at {request.path}"))
+    if request.method == "POST":
+        return await handle_stream(request)
+    if request.method == "OPTIONS":
+        return await handle_preflight(request)
+    return await handle_wrong_method(request)
+
+
+# -- the production runner ---------------------------------------------------------------------
+
+
+async def drain_and_stop(state: GatewayState, grace: float) -> None:
+    """SIGTERM: refuse new streams, let open ones finish for ``grace`` seconds, then end the rest.
+
+    Polls the set of open streams every 50 ms: simpler than signalling every stream end, and
+    shutdown is not a hot path.
+    """
+    state.draining = True
+    log_event("draining", streams=len(state.sessions), grace_s=grace)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while state.sessions and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    for session in list(state.sessions):
+        session.shutdown()
+    end = loop.time() + 5.0
+    while state.sessions and loop.time() < end:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def start_app(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` the production way on a real socket; returns the runner and the bound port.
+
+    ``handler_cancellation=True`` is what turns a client disconnect into an immediate
+    cancellation of its handler (and so of the upstream request). Tests use this too, never
+    aiohttp's test server, which forces the flag on and would hide its absence here.
+    """
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound
+
+
+async def run_server(
+    config: GatewayConfig,
+    *,
+    host: str,
+    port: int,
+    config_path: str | None = None,
+    reuse_port: bool = False,
+) -> int:
+    """Serve until SIGTERM/SIGINT; reload on SIGHUP. Returns the exit code."""
+    app = build_app(config)
+    runner, bound = await start_app(app, host, port, reuse_port=reuse_port)
+    print_banner(config, host, bound)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if config_path is not None:
+        from gateway.reload import reload_config
+
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, config_path))
+    await stop.wait()
+    state = app[STATE].current
+    await drain_and_stop(state, state.config.server.shutdown_timeout)
+    await runner.cleanup()
+    log_event("stopped")
+    return 0
+
+
+def serve(
+    config: GatewayConfig,
+    *,
+    config_path: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+) -> int:
+    """The CLI's entry: run the gateway (N worker processes when ``workers`` > 1)."""
+    from gateway.logs import setup_logging
+
+    setup_logging(log_level)
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    if workers > 1:
+        from gateway.workers import run_workers
+
+        return run_workers(config, config_path=config_path, host=host, port=port, workers=workers)
+    _warn_if_open(config, host)
+    _install_fast_loop()
+    return asyncio.run(run_server(config, host=host, port=port, config_path=config_path))
+
+
+def _warn_if_open(config: GatewayConfig, host: str) -> None:
+    if config.auth is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log_event(
+            "warning_no_auth",
+            logging.WARNING,
+            detail=f"listening on {host} without auth: any client can use every route",
+        )
+
+
+def _install_fast_loop() -> None:
+    if os.environ.get("GATEWAY_NO_UVLOOP"):
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def print_banner(config: GatewayConfig, host: str, port: int) -> None:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{shown}:{port}"
+    first = config.routes[0]
+    print(f"gateway listening on {base}", flush=True)
+    if config.server.playground:
+        print(f"  playground: {base}/", flush=True)
+    print(
+        f"  try: curl -N {base}{first.path} -H 'Content-Type: application/json' "
+        '-d \'{"messages":[{"role":"user","content":"Hello"}]}\'',
+        flush=True,
+    )

@@ -1,0 +1,517 @@
+"""One client stream, from upstream answer to terminal event: the I/O edge of the hot path.
+
+:class:`StreamSession` owns a stream's lifetime once the request is validated: it opens the
+upstream (trying fallbacks before the first byte), starts the client response, pumps
+``upstream bytes -> Pipeline -> Encoder -> response.write``, and records the outcome in
+``finally``. One lazily re-armed timer per stream (:meth:`_tick`) enforces every deadline with no
+per-event timer work: upstream ``first_event`` / ``idle`` / ``total`` silence, heartbeats toward the
+client, and the slow-client write deadline.
+
+Cancellation: the server runs with ``handler_cancellation=True``, so a client disconnect cancels
+the handler task inside :meth:`run`; the ``except CancelledError`` path closes the upstream at once
+(or hands it to a drain task when the route says ``on_client_abort: drain``), records the abort
+phase and the cancel latency, and re-raises. Shutdown and deadline failures never cancel the
+task: they interrupt the pending upstream read, so the normal path writes the terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway import events as ev
+from gateway.adapters.base import Adapter, LocalScript, UpstreamRequest
+from gateway.config.model import RouteConfig, UpstreamTarget
+from gateway.encoders.base import Encoder
+from gateway.errors import (
+    GatewayError,
+    LimitExceeded,
+    ShutdownError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from gateway.events import Event
+from gateway.logs import log_event
+from gateway.pipeline import Pipeline
+from gateway.upstream import UpstreamStream, open_upstream
+
+_now = time.monotonic
+
+if TYPE_CHECKING:
+    from gateway.state import GatewayState
+
+_CONTENT = ev.CONTENT_TYPES
+_OUTCOME_BY_CODE = {
+    "upstream_timeout": "upstream_timeout",
+    "upstream_truncated": "upstream_truncated",
+    "shutdown": "shutdown",
+    "limit_exceeded": "limit_exceeded",
+    "internal": "internal",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream to try: a route target with its adapter and the request built for it."""
+
+    target: UpstreamTarget
+    adapter: Adapter
+    request: UpstreamRequest | LocalScript
+
+
+class StreamSession:
+    """The state of one stream. Created per request by the route handler, then :meth:`run`."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        route: RouteConfig,
+        http_request: web.Request,
+        encoder: Encoder,
+        attempts: list[Attempt],
+        *,
+        request_id: str,
+        received: float,
+        app: str | None,
+        model: str | None,
+        extra_headers: dict[str, str],
+        on_finish: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.route = route
+        self.http_request = http_request
+        self.encoder = encoder
+        self.attempts = attempts
+        self.request_id = request_id
+        self.app = app
+        self.model = model
+        self.extra_headers = extra_headers
+        self.on_finish = on_finish
+        self.metrics = state.route_metrics[route.name]
+        self.loop = asyncio.get_running_loop()
+        self.t0 = received
+        self.task: asyncio.Task[Any] | None = None
+
+        self.response: web.StreamResponse | None = None
+        self.upstream: UpstreamStream | None = None
+        self.pipeline: Pipeline | None = None
+        self.served_by: Attempt = attempts[0]
+        self.outcome = "internal"
+        self.error_code: str | None = None
+        self.usage: dict[str, int] = {}
+        self.events_written = 0
+        self.bytes_written = 0
+
+        self.started = False
+        self.writing = False
+        self.write_since = 0.0
+        self.last_write = received
+        self.t_request_sent = received
+        self.last_upstream = 0.0
+        self.t_headers: float | None = None
+        self.t_first_content: float | None = None
+        self.last_content = 0.0
+        self.max_gap = 0.0
+        self.failure: GatewayError | None = None
+        self.slow_client = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._side_task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+
+        server = state.config.server
+        self.heartbeat_interval = server.heartbeat_interval
+        self.write_timeout = server.write_timeout
+        total = self.served_by.target.timeouts.total
+        if route.max_stream_duration is not None:
+            total = min(total, route.max_stream_duration)
+        self.deadline_total = received + total
+
+    # -- the main path -----------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        """Serve the stream. Returns the response (a JSON error response if nothing was sent)."""
+        self.task = asyncio.current_task()
+        self.state.sessions.add(self)
+        self.metrics.active.inc()
+        self._arm(self.t0 + self.heartbeat_interval)
+        try:
+            await self._open()
+            await self._pump()
+        except asyncio.CancelledError:
+            if self.failure is None:
+                self._client_gone()
+                raise
+            # Our own cancel (shutdown before the upstream answered): report it, do not raise.
+            if self.task is not None:
+                self.task.uncancel()
+            await self._fail(self.failure)
+        except GatewayError as exc:
+            await self._fail(exc)
+        except Exception as exc:  # a bug: never a traceback to the client
+            log_event("internal_error", logging.ERROR, route=self.route.name, id=self.request_id)
+            logging.getLogger("gateway").exception("unexpected error in stream")
+            await self._fail(_internal(exc))
+        finally:
+            self._finish()
+        assert self.response is not None
+        return self.response
+
+    async def _open(self) -> None:
+        """Try each attempt in order until one answers 2xx (fallbacks only before any byte)."""
+        last: GatewayError | None = None
+        for attempt in self.attempts:
+            if self.started and last is not None:
+                break  # bytes went out (a heartbeat): no more fallbacks
+            self.served_by = attempt
+            self.t_request_sent = _now()
+            try:
+                upstream = await open_upstream(
+                    self.state.session, attempt.adapter, attempt.request, attempt.target.timeouts
+                )
+            except GatewayError as exc:
+                status = exc.upstream_status if isinstance(exc, UpstreamStatusError) else None
+                self.metrics.upstream_status(status)
+                self.state.metrics.upstream_attempts.labels(
+                    self.route.name, attempt.target.label, _attempt_result(exc)
+                ).inc()
+                last = self._scrub(exc, attempt)
+                if not _should_fall_back(exc):
+                    raise last from None
+                continue
+            self.upstream = upstream
+            self.metrics.upstream_status(upstream.status)
+            self.state.metrics.upstream_attempts.labels(
+                self.route.name, attempt.target.label, "ok"
+            ).inc()
+            now = _now()
+            self.t_headers = self.last_upstream = now
+            self.metrics.upstream_headers.observe(now - self.t0)
+            self.pipeline = Pipeline(
+                attempt.adapter, self.state.config.server.max_upstream_event_bytes
+            )
+            self._rearm_now()
+            return
+        assert last is not None
+        raise last
+
+    async def _pump(self) -> None:
+        assert self.upstream is not None and self.pipeline is not None
+        pipeline, upstream = self.pipeline, self.upstream
+        await self._start()
+        await self._write(pipeline.accepted())
+        read = upstream.read
+        overhead = self.metrics.overhead.observe
+        while not pipeline.done:
+            chunk = await read()
+            self.last_upstream = t_read = _now()
+            produced = pipeline.feed(chunk) if chunk else pipeline.close()
+            if produced:
+                await self._write(produced)
+                overhead(_now() - t_read)
+            if self.failure is not None and not pipeline.done:
+                await self._write(pipeline.fail(self.failure))
+        self._set_outcome(pipeline.terminal)
+
+    # -- starting and writing ----------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Send the response headers and ``created`` (once; a heartbeat may get here first)."""
+        async with self._start_lock:
+            if self.started:
+                return
+            headers = {
+                "Content-Type": self.encoder.content_type,
+                "Cache-Control": "no-cache, no-transform",
+                "X-Accel-Buffering": "no",
+                "X-Request-Id": self.request_id,
+                **self.encoder.extra_headers,
+                **self.extra_headers,
+            }
+            response = web.StreamResponse(status=200, headers=headers)
+            await response.prepare(self.http_request)
+            transport = self.http_request.transport
+            if transport is not None:
+                transport.set_write_buffer_limits(
+                    high=self.state.config.server.max_write_buffer_bytes
+                )
+            self.response = response
+            self.started = True
+            target = self.served_by.target
+            primary = self.served_by is self.attempts[0]
+            model = (self.model if primary else None) or self.served_by.adapter.model_for(None)
+            await self._write(
+                [ev.created(self.request_id, self.route.name, target.provider, model)]
+            )
+
+    async def _write(self, events: list[Event]) -> None:
+        """Encode ``events`` into one write; record first-token and gap metrics."""
+        if not events:
+            return
+        encode = self.encoder.encode
+        counters = self.metrics.events
+        content = False
+        parts = []
+        for event in events:
+            parts.append(encode(event))
+            counters[event.type].inc()
+            kind = event.type
+            if kind in _CONTENT:
+                content = True
+            elif kind == ev.USAGE:
+                self.usage.update(event.data)
+        if events[-1].is_terminal:
+            parts.append(self.encoder.close())
+        data = b"".join(parts)
+        self.events_written += len(events)
+        if content:
+            now = _now()
+            if self.t_first_content is None:
+                self.t_first_content = now
+                self.metrics.ttft.observe(now - self.t0)
+            else:
+                gap = now - self.last_content
+                self.metrics.inter_token.observe(gap)
+                if gap > self.max_gap:
+                    self.max_gap = gap
+            self.last_content = now
+        if data:
+            await self._send(data)
+
+    async def _send(self, data: bytes) -> None:
+        response = self.response
+        assert response is not None
+        side = self._side_task
+        if side is not None and not side.done() and side is not asyncio.current_task():
+            await side  # a heartbeat write is in flight: keep frames whole and in order
+        self.writing = True
+        self.write_since = _now()
+        try:
+            await response.write(data)
+        except ConnectionResetError:
+            # The transport closed before the cancellation landed: the client is gone.
+            raise asyncio.CancelledError() from None
+        finally:
+            self.writing = False
+        self.last_write = _now()
+        self.bytes_written += len(data)
+        limit = self.route.max_output_bytes
+        if limit is not None and self.bytes_written > limit and self.failure is None:
+            self.interrupt(LimitExceeded(f"stream output exceeded {limit} bytes"))
+
+    # -- deadlines, heartbeats, shutdown -----------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(max(0.0, when - _now()), self._tick)
+
+    def _rearm_now(self) -> None:
+        self._arm(_now())
+
+    def _tick(self) -> None:
+        """Check every deadline; act on those passed; re-arm at the nearest next one."""
+        self._timer = None
+        if self.pipeline is not None and self.pipeline.done:
+            return
+        now = _now()
+        timeouts = self.served_by.target.timeouts
+        nxt = self.deadline_total
+        if now >= self.deadline_total and self.failure is None:
+            self.interrupt(UpstreamTimeout("the stream exceeded its total duration limit"))
+            return
+        if self.upstream is not None:
+            got_event = self.last_upstream > (self.t_headers or 0.0)
+            limit = timeouts.idle if got_event else timeouts.first_event
+            upstream_deadline = self.last_upstream + limit
+            if now >= upstream_deadline and self.failure is None:
+                what = "sent nothing" if not got_event else "went silent"
+                self.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
+                return
+            nxt = min(nxt, upstream_deadline)
+        if self.writing:
+            stall_deadline = self.write_since + self.write_timeout
+            if now >= stall_deadline:
+                self._cut_slow_client()
+                return
+            nxt = min(nxt, stall_deadline)
+        else:
+            beat = self.last_write + self.heartbeat_interval
+            if now >= beat:
+                self._heartbeat()
+                beat = now + self.heartbeat_interval
+            nxt = min(nxt, beat)
+        self._arm(nxt)
+
+    def _heartbeat(self) -> None:
+        side = self._side_task
+        if side is not None and not side.done():
+            return
+        self.last_write = _now()
+        self._side_task = asyncio.ensure_future(self._send_heartbeat())
+
+    async def _send_heartbeat(self) -> None:
+        try:
+            if not self.started:
+                await self._start()
+            data = self.encoder.heartbeat()
+            if data and self.response is not None and not self.writing:
+                self.writing = True
+                self.write_since = _now()
+                try:
+                    await self.response.write(data)
+                finally:
+                    self.writing = False
+                self.last_write = _now()
+                self.metrics.heartbeats.inc()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client is gone; the handler's cancellation reports it
+
+    def _cut_slow_client(self) -> None:
+        self.slow_client = True
+        self.state.metrics.slow_clients.labels(self.route.name).inc()
+        transport = self.http_request.transport
+        if transport is not None:
+            transport.abort()
+
+    def interrupt(self, exc: GatewayError) -> None:
+        """End the stream with ``exc`` (deadline, limit, shutdown) from outside the read loop."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        if self.upstream is not None:
+            self.upstream.interrupt(exc)
+        elif self.task is not None:
+            self.task.cancel()  # still waiting for the upstream to answer
+
+    def shutdown(self) -> None:
+        self.interrupt(ShutdownError("the gateway is shutting down; retry the request"))
+
+    # -- endings -----------------------------------------------------------------------------
+
+    async def _fail(self, exc: GatewayError) -> None:
+        self.error_code = exc.error_code
+        self.outcome = _outcome_for(exc)
+        if not self.started:
+            from gateway.http import json_error
+
+            self.response = json_error(exc, self.extra_headers)
+            return
+        pipeline = self.pipeline
+        events = (
+            pipeline.fail(exc) if pipeline is not None else [Event(ev.ERROR, exc.to_event_data())]
+        )
+        try:
+            await self._write(events)
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.outcome = "client_abort"
+
+    def _set_outcome(self, terminal: Event | None) -> None:
+        if terminal is None or terminal.type == ev.END:
+            self.outcome = "completed"
+            return
+        code = str(terminal.data.get("code"))
+        self.error_code = code
+        self.outcome = _OUTCOME_BY_CODE.get(code, "upstream_error")
+
+    def _client_gone(self) -> None:
+        """The client disconnected (or a slow client was cut): close or drain the upstream."""
+        if self.slow_client:
+            self.outcome = "limit_exceeded"
+            self.error_code = "slow_client"
+        else:
+            self.outcome = "client_abort"
+            if self.upstream is None:
+                phase = "before_upstream_headers"
+            elif self.t_first_content is None:
+                phase = "before_first_token"
+            else:
+                phase = "mid_stream"
+            self.metrics.abort(phase)
+        upstream = self.upstream
+        if upstream is None:
+            return  # open_upstream closes its own connection when cancelled
+        if self.route.on_client_abort == "drain" and self.state.try_drain(self):
+            self.upstream = None  # the drainer owns it now
+            return
+        t = _now()
+        upstream.close()
+        self.metrics.cancel.observe(_now() - t)
+        self.upstream = None
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.upstream is not None:
+            self.upstream.close()
+        self.metrics.active.dec()
+        self.state.sessions.discard(self)
+        now = _now()
+        if self.t_first_content is not None:
+            self.metrics.max_gap.observe(self.max_gap)
+        if self.usage:
+            self.metrics.tokens(self.usage)
+        self.metrics.finish(self.outcome, now - self.t0, self.app)
+        if self.on_finish is not None:
+            self.on_finish(self.usage)
+        log_event(
+            "stream",
+            route=self.route.name,
+            id=self.request_id,
+            app=self.app,
+            upstream=self.served_by.target.provider,
+            outcome=self.outcome,
+            code=self.error_code,
+            ttft_ms=_ms(self.t_first_content, self.t0),
+            headers_ms=_ms(self.t_headers, self.t0),
+            duration_ms=round((now - self.t0) * 1000, 3),
+            events=self.events_written,
+            bytes=self.bytes_written,
+            **{k: v for k, v in self.usage.items() if isinstance(v, int)},
+        )
+
+    def _scrub(self, exc: GatewayError, attempt: Attempt) -> GatewayError:
+        """Remove the provider credential from an upstream error message (defence in depth)."""
+        key = attempt.target.upstream.api_key
+        if key and len(key) >= 4 and key in exc.message:
+            exc.message = exc.message.replace(key, "[redacted]")
+            exc.args = (exc.message,)
+        return exc
+
+
+def _ms(t: float | None, t0: float) -> float | None:
+    return None if t is None else round((t - t0) * 1000, 3)
+
+
+def _outcome_for(exc: GatewayError) -> str:
+    if isinstance(exc, UpstreamError):
+        return _OUTCOME_BY_CODE.get(exc.error_code, "upstream_error")
+    return _OUTCOME_BY_CODE.get(exc.error_code, "rejected")
+
+
+def _attempt_result(exc: GatewayError) -> str:
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamStatusError):
+        return "status_error"
+    return "connect_error"
+
+
+def _should_fall_back(exc: GatewayError) -> bool:
+    """Fallbacks and retries only for failures another upstream may not have."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.upstream_status == 429 or exc.upstream_status >= 500
+    return isinstance(exc, UpstreamError) and exc.retryable
+
+
+def _internal(exc: BaseException) -> GatewayError:
+    from gateway.errors import InternalError
+
+    return InternalError("the gateway failed to serve this stream")

@@ -1,0 +1,199 @@
+"""The only aiohttp client code: open an upstream stream and read its bytes.
+
+:func:`open_upstream` sends an :class:`~gateway.adapters.base.UpstreamRequest` with the one shared
+``ClientSession`` (or plays a :class:`~gateway.adapters.base.LocalScript`) and returns an
+:class:`UpstreamStream` once the upstream answered 2xx. Every foreign exception is translated
+here, once, into :mod:`gateway.errors` (:func:`map_client_errors`).
+
+Cancellation is design: a cancelled caller closes the upstream connection (``close()`` in every
+exit path), so a client abort reaches the provider at once. Timeouts before the response headers
+(``connect``, ``first_event``) are enforced here; the silence deadlines while streaming
+(``first_event`` for the first bytes, ``idle``, ``total``) are enforced by the stream's watchdog in
+``server.py``, which interrupts a pending read with :meth:`UpstreamStream.interrupt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Protocol
+
+import aiohttp
+
+from gateway.adapters.base import Adapter, LocalScript, UpstreamRequest
+from gateway.config.model import Timeouts
+from gateway.errors import (
+    GatewayError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+MAX_ERROR_BODY = 64 * 1024
+READ_CHUNK = 64 * 1024
+
+
+class UpstreamStream(Protocol):
+    """An upstream that answered 2xx. ``read()`` returns the next bytes, ``b""`` at EOF."""
+
+    status: int
+
+    async def read(self) -> bytes: ...
+
+    def interrupt(self, exc: GatewayError) -> None:
+        """Make the pending (or next) ``read()`` raise ``exc`` (deadline watchdog)."""
+
+    def close(self) -> None:
+        """Close the upstream connection now (idempotent)."""
+
+
+@contextlib.contextmanager
+def map_client_errors(what: str = "upstream") -> Iterator[None]:
+    """Translate aiohttp and OS errors into the gateway's tree. CancelledError passes through."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"{what} did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamConnectError(f"could not connect to {what}") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamError(f"{what} sent a broken body", retryable=True) from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
+        raise UpstreamConnectError(f"{what} closed the connection") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{what} request failed: {type(exc).__name__}") from exc
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in both forms (delta-seconds or an HTTP date), as seconds >= 0."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _HTTPStream:
+    __slots__ = ("_content", "_resp", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self._content = resp.content
+        self.status = resp.status
+
+    async def read(self) -> bytes:
+        with map_client_errors():
+            return await self._content.readany()
+
+    def interrupt(self, exc: GatewayError) -> None:
+        self._content.set_exception(exc)
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+class _ScriptStream:
+    """Plays a LocalScript: sleeps each chunk's delay, then returns its bytes."""
+
+    __slots__ = ("_chunks", "_error", "_pos", "_waiter", "status")
+
+    def __init__(self, script: LocalScript) -> None:
+        self._chunks = script.chunks
+        self._pos = 0
+        self.status = script.status
+        self._error: GatewayError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def read(self) -> bytes:
+        if self._error is not None:
+            raise self._error
+        if self._pos >= len(self._chunks):
+            return b""
+        delay, data = self._chunks[self._pos]
+        self._pos += 1
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            handle = loop.call_later(delay, _wake, self._waiter)
+            try:
+                await self._waiter
+            finally:
+                handle.cancel()
+                self._waiter = None
+        if self._error is not None:
+            raise self._error
+        return data
+
+    def interrupt(self, exc: GatewayError) -> None:
+        self._error = exc
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def close(self) -> None:
+        self._pos = len(self._chunks)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    adapter: Adapter,
+    request: UpstreamRequest | LocalScript,
+    timeouts: Timeouts,
+) -> UpstreamStream:
+    """Send ``request`` and wait for the upstream's answer (connect + headers).
+
+    Returns a stream once the answer is 2xx. A non-2xx answer is read (at most 64 KiB) and
+    raised as the adapter's :meth:`~Adapter.status_error`; a connect failure as
+    :class:`UpstreamConnectError`; no headers within ``timeouts.first_event`` as
+    :class:`UpstreamTimeout`. If the caller is cancelled meanwhile, the connection is closed.
+    """
+    if isinstance(request, LocalScript):
+        return _ScriptStream(request)
+    client_timeout = aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=timeouts.connect, sock_read=None
+    )
+    resp: aiohttp.ClientResponse | None = None
+    try:
+        with map_client_errors():
+            async with asyncio.timeout(timeouts.first_event):
+                resp = await session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.body,
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                    auto_decompress=True,
+                )
+                if resp.status >= 300:
+                    body = await resp.content.read(MAX_ERROR_BODY)
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                    raise adapter.status_error(resp.status, body, retry_after)
+    except BaseException:
+        if resp is not None:
+            resp.close()
+        raise
+    return _HTTPStream(resp)
+
+
+async def iterate(stream: UpstreamStream) -> AsyncIterator[bytes]:
+    """Convenience for tests and tools: the stream's chunks until EOF, closed at the end."""
+    try:
+        while chunk := await stream.read():
+            yield chunk
+    finally:
+        stream.close()
