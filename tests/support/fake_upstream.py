@@ -1,0 +1,111 @@
+"""A scriptable fake upstream provider on loopback, run with aiohttp's production runner.
+
+Each request to any path is answered by the next :class:`Script` (or the default one): an
+optional delay before headers, a status and headers, then body chunks each after its own delay,
+then EOF (or an abrupt close). The fake records every request (path, headers, JSON body) and,
+for each, when the gateway closed the connection: that is how abort propagation is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.jsonutil import loads
+
+
+@dataclass
+class Script:
+    chunks: Sequence[tuple[float, bytes]] = ()
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/event-stream"})
+    delay_before_headers: float = 0.0
+    hang_after: bool = False
+    """After the last chunk, keep the connection open and silent (until the client leaves)."""
+    reset_after: bool = False
+    """After the last chunk, close the connection abruptly (no chunked terminator)."""
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    started: float
+    closed_at: float | None = None
+    completed: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def chunks_of(
+    data: bytes, pieces: list[bytes] | None = None, gap: float = 0.0
+) -> list[tuple[float, bytes]]:
+    return [(gap, p) for p in (pieces if pieces is not None else [data])]
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.scripts: list[Script] = []
+        self.default = Script()
+        self.seen: list[Seen] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def push(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    async def start(self) -> FakeUpstream:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        seen = Seen(request.path_qs, dict(request.headers), body, time.monotonic())
+        self.seen.append(seen)
+        script = self.scripts.pop(0) if self.scripts else self.default
+        try:
+            if script.delay_before_headers:
+                await asyncio.sleep(script.delay_before_headers)
+            if script.status >= 300 and not script.chunks:
+                return web.Response(status=script.status, headers=script.headers)
+            resp = web.StreamResponse(status=script.status, headers=script.headers)
+            await resp.prepare(request)
+            for delay, data in script.chunks:
+                if delay:
+                    await asyncio.sleep(delay)
+                await resp.write(data)
+            if script.hang_after:
+                await asyncio.sleep(3600)
+            if script.reset_after:
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+            await resp.write_eof()
+            seen.completed = True
+            return resp
+        finally:
+            seen.closed_at = time.monotonic()
+            seen.closed.set()
