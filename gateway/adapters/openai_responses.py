@@ -199,7 +199,9 @@ class ResponsesTranslator(Translator):
         if data == "[DONE]":
             return _NOTHING
         doc = load_object(data)
-        handler = _HANDLERS.get(doc.get("type") or "")
+        kind = doc.get("type")
+        # A non-string type (a list is unhashable) is just an event we do not know.
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         return handler(self, doc) if handler is not None else _NOTHING
 
     def _created(self, doc: dict[str, Any]) -> list[Event]:
@@ -212,7 +214,8 @@ class ResponsesTranslator(Translator):
         return [ev.thinking()]
 
     def _part_added(self, doc: dict[str, Any]) -> list[Event]:
-        if obj(doc.get("part")).get("type") in _VISIBLE_PARTS:
+        kind = obj(doc.get("part")).get("type")
+        if isinstance(kind, str) and kind in _VISIBLE_PARTS:
             return [ev.clear()]
         return _NOTHING
 
@@ -245,7 +248,8 @@ class ResponsesTranslator(Translator):
         ]
 
     def _call_for(self, doc: dict[str, Any]) -> list[Any]:
-        call = self._calls.get(doc.get("item_id") or "")
+        item_id = doc.get("item_id")
+        call = self._calls.get(item_id) if isinstance(item_id, str) else None
         if call is None:
             raise UpstreamProtocolError("function call arguments for an item never announced")
         return call
