@@ -447,3 +447,15 @@ def test_parse_options_defaults() -> None:
     parsed, errors = OpenAIChatAdapter.parse_options({}, "options")
     assert errors == []
     assert parsed == {"max_tokens_field": "max_tokens", "include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable"),
+    [(429, "rate_limited", True), (500, "upstream_error", True), (401, "upstream_error", False)],
+)
+def test_status_error_reads_the_openai_error_body(status: int, code: str, retryable: bool) -> None:
+    body = b'{"error":{"message":"Nope","type":"invalid_request_error","param":null,"code":null}}'
+    error = make_adapter(OpenAIChatAdapter).status_error(status, body, 2.0)
+    assert (error.error_code, error.retryable) == (code, retryable)
+    assert "Nope" in error.message
+    assert error.to_event_data()["type"] == "invalid_request_error"
