@@ -1,0 +1,326 @@
+"""``mapped``: any SSE or NDJSON upstream, described by configuration alone. Pure.
+
+No code runs from the config: the request is a JSON template with a fixed set of placeholders,
+and each upstream message is parsed once and read at precompiled dotted paths (where the text,
+reasoning, tool calls, usage, finish reason and errors sit, and what ends the stream). The
+option reference, with the YAML that re-creates the built-in ``openai-chat`` and ``ollama``
+adapters, is ``docs/adapters/mapped.md``.
+
+Per message, in this order: the terminator's ``data`` (before any JSON parsing), the error
+rules (the first that matches ends the stream with ``error``), then ``reasoning``, ``text``,
+``refusal``, ``tool_call``, ``usage`` (remembered), ``finish_reason`` (remembered), and last the
+terminator's ``type``/``path`` test, which emits the remembered ``usage`` then ``end``. A path
+that is missing is simply absent; text values that are not non-empty strings are ignored. EOF
+before the terminator is ``upstream_truncated`` unless ``eof_after_finish`` is set and a finish
+reason was seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from gateway import events as ev
+from gateway.adapters._kit import new_call_id
+from gateway.adapters._mapped_config import compile_options
+from gateway.adapters._mapped_spec import MISSING, ErrorRule, Rule, Spec, first, lookup, render
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.adapters.sigv4 import quote_path_segment
+from gateway.config.model import UpstreamConfig
+from gateway.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamProtocolError
+from gateway.events import Event, FinishReason
+from gateway.framing import RAW_EVENT, Message
+from gateway.jsonutil import dumps, dumps_str, loads
+from gateway.request import ChatRequest
+
+_DEFAULT_HEADERS = (("authorization", "Bearer {api_key}"),)
+_ACCEPT = {"ndjson": "application/x-ndjson"}
+
+
+class MappedAdapter(Adapter):
+    """An upstream mapped by ``options`` (see the module docstring and docs/adapters/mapped.md).
+
+    ``framing`` is per instance (``options.framing``). Construction raises
+    :class:`~gateway.errors.ConfigError` when ``upstream.api_key`` contains a line break.
+    """
+
+    name = "mapped"
+
+    def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
+        super().__init__(upstream, options)
+        spec = options["spec"]
+        assert isinstance(spec, Spec)
+        self.spec = spec
+        # The pipeline reads adapter.framing; here it is chosen by configuration, per instance.
+        setattr(self, "framing", spec.framing)  # noqa: B010 - a ClassVar elsewhere
+        if upstream.api_key and any(ch in upstream.api_key for ch in "\r\n\x00"):
+            raise ConfigError("upstream.api_key: must not contain line breaks")
+
+    @classmethod
+    def parse_options(
+        cls, options: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Validate and compile the mapping; the result holds the compiled ``spec``."""
+        spec, errors = compile_options(options, path)
+        return ({"spec": spec} if spec is not None else {}), errors
+
+    def build_request(self, request: ChatRequest) -> UpstreamRequest:
+        """The configured request with its placeholders filled from ``request``.
+
+        Raises :class:`InvalidRequest` when the model has a line break (it may reach a header).
+        """
+        values = _values(request, self.model_for(request), self.upstream.api_key)
+        model = values["model"]
+        if model is not None and any(ch in model for ch in "\r\n\x00"):
+            raise InvalidRequest("model: must not contain line breaks")
+        spec = self.spec
+        path = render(spec.path, {"model": quote_path_segment(model or "")})
+        headers = {
+            "content-type": "application/json",
+            "accept": _ACCEPT.get(spec.framing, "text/event-stream"),
+        }
+        for name, template in spec.headers or _DEFAULT_HEADERS:
+            if "{api_key}" in template and not values["api_key"]:
+                continue  # no key configured: send no credential header at all
+            headers[name] = render(template, values)
+        headers.update(self.upstream.headers)
+        body = _fill(spec.body, values)
+        return UpstreamRequest(spec.method, self.base_url + path, headers, dumps(body))
+
+    def new_translator(self) -> Translator:
+        return MappedTranslator(self.spec)
+
+
+def _values(request: ChatRequest, model: str | None, api_key: str | None) -> dict[str, Any]:
+    messages = []
+    for m in request.messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            item["tool_calls"] = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls
+            ]
+        if m.tool_call_id is not None:
+            item["tool_call_id"] = m.tool_call_id
+        messages.append(item)
+    users = [m.content for m in request.messages if m.role == "user"]
+    tools = [
+        {
+            "type": "function",
+            "name": t.name,
+            "description": t.description,
+            "parameters": t.parameters,
+        }
+        for t in request.tools
+    ]
+    return {
+        "model": model,
+        "api_key": api_key,
+        "messages": messages,
+        "messages_text": "\n".join(f"{m.role}: {m.content}" for m in request.messages),
+        "system": request.system_text or None,
+        "prompt": users[-1] if users else None,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "stop": list(request.stop) or None,
+        "tools": tools or None,
+        "tools_function": [
+            {"type": "function", "function": {k: v for k, v in t.items() if k != "type"}}
+            for t in tools
+        ]
+        or None,
+        "reasoning_effort": request.reasoning_effort,
+    }
+
+
+_DROP = object()
+
+
+def _fill(node: Any, values: Mapping[str, Any]) -> Any:
+    """The body template with placeholders filled. A whole-value placeholder keeps the value's
+    JSON type; one whose value is unset drops its key (or list item)."""
+    if isinstance(node, str):
+        if node.startswith("{") and node.endswith("}") and node[1:-1] in values:
+            value = values[node[1:-1]]
+            return _DROP if value is None else value
+        return render(node, {k: "" if v is None else v for k, v in values.items()})
+    if isinstance(node, dict):
+        filled = {k: _fill(v, values) for k, v in node.items()}
+        return {k: v for k, v in filled.items() if v is not _DROP}
+    if isinstance(node, list):
+        return [v for v in (_fill(item, values) for item in node) if v is not _DROP]
+    return node
+
+
+def _text(doc: Any, rules: tuple[Rule, ...], kind: str | None) -> str | None:
+    """The first non-empty string found by ``rules`` (alternatives) for event type ``kind``."""
+    for rule in rules:
+        if rule.types is not None and kind not in rule.types:
+            continue
+        for path in rule.paths:
+            value = lookup(doc, path)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class MappedTranslator(Translator):
+    """One stream read through a compiled :class:`Spec`; see the module docstring for the order.
+
+    ``feed`` raises :class:`UpstreamProtocolError` for a message that is not JSON (raw side-channel
+    text that is not JSON is ignored) and :class:`UpstreamError` when an error rule matches.
+    """
+
+    __slots__ = ("_calls", "_finish", "_next", "_refused", "_spec", "_usage")
+
+    def __init__(self, spec: Spec) -> None:
+        self._spec = spec
+        self._finish: str | None = None
+        self._usage: Event | None = None
+        self._refused = False
+        self._calls: dict[int, tuple[int, str | None]] = {}  # upstream index -> (ours, id)
+        self._next = 0
+
+    def feed(self, message: Message) -> list[Event]:
+        if self.finished:
+            return []
+        spec = self._spec
+        data = message.data
+        term = spec.terminator
+        if term.data is not None and data == term.data:
+            return self._end()
+        if not data.strip():
+            return []
+        try:
+            doc = loads(data)
+        except ValueError:
+            if message.event == RAW_EVENT:
+                return []
+            raise UpstreamProtocolError("the upstream sent a message that is not JSON") from None
+        kind = self._kind(doc, message)
+        for rule in spec.errors:
+            if rule.types is None or kind in rule.types:
+                self._check_error(rule, doc)
+        out: list[Event] = []
+        if piece := _text(doc, spec.reasoning, kind):
+            out.append(ev.reasoning(piece))
+        if piece := _text(doc, spec.text, kind):
+            out.append(ev.delta(piece))
+        if piece := _text(doc, spec.refusal, kind):
+            self._refused = True
+            out.append(ev.delta(piece))
+        if spec.tool_call is not None:
+            self._tools(doc, kind, out)
+        if spec.usage is not None:
+            self._take_usage(doc, kind)
+        if spec.finish is not None and (spec.finish.types is None or kind in spec.finish.types):
+            value = first(doc, spec.finish.paths)
+            if isinstance(value, str) and value:
+                self._finish = value
+        if (term.type is not None and kind == term.type) or (
+            term.paths and first(doc, term.paths) == term.equals
+        ):
+            out.extend(self._end())
+        return out
+
+    def close(self) -> list[Event]:
+        if self.finished:
+            return []
+        if self._spec.terminator.eof_after_finish and self._finish is not None:
+            return self._end()
+        return super().close()
+
+    def _kind(self, doc: Any, message: Message) -> str | None:
+        spec = self._spec
+        if spec.type_from_sse:
+            return message.event
+        if spec.type_path is not None:
+            value = lookup(doc, spec.type_path)
+            return value if isinstance(value, str) else None
+        return None
+
+    def _check_error(self, rule: ErrorRule, doc: Any) -> None:
+        value = first(doc, rule.paths)
+        if value is MISSING or (rule.equals is MISSING and not value):
+            return
+        if rule.equals is not MISSING and value != rule.equals:
+            return
+        message = first(doc, rule.message_paths) if rule.message_paths else value
+        if not isinstance(message, str) or not message:
+            message = "the upstream reported an error"
+        found = [lookup(doc, p) for p in rule.type_paths]
+        kinds = [k for k in found if isinstance(k, str) and k]
+        status = next(
+            (s for s in map(_count, (lookup(doc, p) for p in rule.status_paths)) if s), None
+        )
+        retryable = any(k in rule.retryable_types for k in kinds) or (
+            status is not None and (status == 429 or status >= 500)
+        )
+        self.finished = True
+        label = kinds[0] if kinds else rule.type
+        raise UpstreamError(message, retryable=retryable, provider_type=label)
+
+    def _tools(self, doc: Any, kind: str | None, out: list[Event]) -> None:
+        rule = self._spec.tool_call
+        assert rule is not None
+        if rule.types is not None and kind not in rule.types:
+            return
+        calls = lookup(doc, rule.list_path)
+        if isinstance(calls, dict):
+            calls = [calls]  # one call object instead of a list
+        if not isinstance(calls, list):
+            return
+        for call in calls:
+            call_id = lookup(call, rule.id_path) if rule.id_path else None
+            call_id = call_id if isinstance(call_id, str) and call_id else None
+            args = lookup(call, rule.arguments_path) if rule.arguments_path else MISSING
+            if isinstance(args, dict | list):
+                arguments = dumps_str(args)  # sent whole, as an object
+            elif isinstance(args, str):
+                arguments = args
+            else:
+                arguments = "" if rule.index_path else "{}"
+            if rule.index_path is not None:
+                key = _count(lookup(call, rule.index_path))
+                known = self._calls.get(-1 if key is None else key)
+                # A known index with a different id starts a new call (servers reusing index 0).
+                if known is not None and (call_id is None or call_id == known[1]):
+                    if arguments:
+                        out.append(ev.tool_call(known[0], arguments))
+                    continue
+                self._calls[-1 if key is None else key] = (self._next, call_id)
+            name = lookup(call, rule.name_path) if rule.name_path else None
+            out.append(
+                ev.tool_call(
+                    self._next,
+                    arguments,
+                    id=call_id or new_call_id(),
+                    name=name if isinstance(name, str) else "",
+                )
+            )
+            self._next += 1
+
+    def _take_usage(self, doc: Any, kind: str | None) -> None:
+        rule = self._spec.usage
+        assert rule is not None
+        if rule.types is not None and kind not in rule.types:
+            return
+        counts = {key: _count(first(doc, paths)) for key, paths in rule.fields}
+        if any(v is not None for v in counts.values()):
+            self._usage = ev.usage(**counts)
+
+    def _end(self) -> list[Event]:
+        self.finished = True
+        finish = self._spec.finish
+        native = self._finish
+        reason: Any = "other"
+        if finish is not None:
+            reason = finish.map.get(native, "other") if native else finish.default
+        if self._refused and reason == "stop":
+            reason = "content_filter"
+        end = ev.end(cast(FinishReason, reason), native)  # config restricted it to the reasons
+        return [self._usage, end] if self._usage is not None else [end]
