@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""Default bound for one message or line. Generous: Gemini thought signatures exceed 128 KiB."""
+"""Default bound for one message or line. Generous: real thought signatures exceed 128 KiB."""
 
 RAW_EVENT = "\x00raw"
 """``Message.event`` of text outside the framing (e.g. pretty-printed JSON between SSE events)."""

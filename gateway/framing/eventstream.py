@@ -1,4 +1,4 @@
-"""Incremental decoder for the AWS binary event stream (``application/vnd.amazon.eventstream``).
+"""Incremental decoder for the binary event-stream framing (``application/vnd.amazon.eventstream``).
 
 Each message is one self-delimiting binary frame, all integers big-endian::
 
@@ -74,7 +74,7 @@ def _message(headers: dict[str, str], payload: str) -> Message:
 
 
 class EventStreamDecoder:
-    """Bytes of an AWS event stream in, one :class:`Message` per frame out.
+    """Bytes of a binary event stream in, one :class:`Message` per frame out.
 
     ``feed(data)`` returns the messages completed by ``data``; any split of the byte stream gives
     the same messages. An ``event`` frame becomes ``Message(<:event-type>, <payload text>)``, an
