@@ -10,6 +10,7 @@ from gateway.adapters.base import Adapter, LocalScript, Translator, UpstreamRequ
 from gateway.adapters.bedrock import BedrockAdapter
 from gateway.adapters.cohere import CohereAdapter
 from gateway.adapters.gemini import GeminiAdapter
+from gateway.adapters.mapped import MappedAdapter
 from gateway.adapters.ollama import OllamaAdapter
 from gateway.adapters.openai_chat import OpenAIChatAdapter
 from gateway.adapters.openai_responses import OpenAIResponsesAdapter
@@ -24,6 +25,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     OllamaAdapter.name: OllamaAdapter,
     CohereAdapter.name: CohereAdapter,
     BedrockAdapter.name: BedrockAdapter,
+    MappedAdapter.name: MappedAdapter,
 }
 
 __all__ = ["ADAPTERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]
