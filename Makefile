@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= config.yaml
+LINTED := gateway tests $(wildcard bench)
 
 .PHONY: run test check bench fmt clean
 
@@ -24,8 +25,8 @@ test: $(STAMP)
 
 ## check: formatting, lint and strict typing of gateway/
 check: $(STAMP)
-	$(BIN)/ruff format --check gateway tests bench
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy --strict gateway
 
 ## bench: the benchmark (not part of `make test`); writes bench/results/
@@ -33,8 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 fmt: $(STAMP)
-	$(BIN)/ruff format gateway tests bench
-	$(BIN)/ruff check --fix gateway tests bench
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
