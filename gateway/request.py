@@ -190,7 +190,9 @@ def parse_request(body: Any) -> ChatRequest:
         effort = reasoning.get("effort")
         if effort is not None and effort not in EFFORTS:
             raise _fail("reasoning.effort", f"must be one of {', '.join(EFFORTS)}")
-    metadata = body.get("metadata") or {}
+    metadata = body.get("metadata")
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         raise _fail("metadata", "must be an object")
     return ChatRequest(

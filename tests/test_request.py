@@ -1,0 +1,111 @@
+"""The common request (contract section 3): every field validated, each error names its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.request import ChatMessage, Tool, ToolCall, parse_request
+
+USER = {"role": "user", "content": "hi"}
+
+
+def test_a_full_request_parses() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": "Use metric units."},
+            USER,
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "c1", "name": "f", "arguments": {"a": 1}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+        "model": "m",
+        "max_tokens": 5,
+        "temperature": 0.5,
+        "top_p": 1,
+        "stop": "END",
+        "tools": [
+            {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}},
+            {"type": "function", "function": {"name": "g", "parameters": {}}},
+        ],
+        "reasoning": {"effort": "high"},
+        "metadata": {"user": "u1"},
+    }
+    req = parse_request(body)
+    assert req.messages[3] == ChatMessage("assistant", "", (ToolCall("c1", "f", '{"a":1}'),))
+    assert req.messages[4].tool_call_id == "c1"
+    assert (
+        req.stop == ("END",) and req.max_tokens == 5 and req.temperature == 0.5 and req.top_p == 1.0
+    )
+    assert req.tools == (Tool("f", "d", {"type": "object"}), Tool("g", None, {}))
+    assert req.reasoning_effort == "high" and req.metadata == {"user": "u1"} and req.model == "m"
+    assert req.system_text == "Be brief.\n\nUse metric units."
+    assert req.raw is body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([], "body"),
+        ({}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": "hi"}, "messages"),
+        ({"messages": [5]}, "messages[0]"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [USER, {"role": "user", "content": ["x"]}]}, "messages[1].content"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        (
+            {"messages": [{"role": "user", "content": "x", "tool_call_id": "c"}]},
+            "messages[0].tool_call_id",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x", "tool_calls": []}]},
+            "messages[0].tool_calls",
+        ),
+        (
+            {"messages": [{"role": "assistant", "tool_calls": [{"name": "f"}]}]},
+            "messages[0].tool_calls[0].id",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "tool_calls": [{"id": "c", "name": "f", "arguments": 3}]}
+                ]
+            },
+            "arguments",
+        ),
+        ({"messages": [USER], "model": ""}, "model"),
+        ({"messages": [USER], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [USER], "max_tokens": True}, "max_tokens"),
+        ({"messages": [USER], "max_tokens": 1.5}, "max_tokens"),
+        ({"messages": [USER], "temperature": 3}, "temperature"),
+        ({"messages": [USER], "temperature": "hot"}, "temperature"),
+        ({"messages": [USER], "top_p": -0.1}, "top_p"),
+        ({"messages": [USER], "stop": [1]}, "stop"),
+        ({"messages": [USER], "tools": {}}, "tools"),
+        ({"messages": [USER], "tools": [{"type": "code"}]}, "tools[0].type"),
+        ({"messages": [USER], "tools": [{"type": "function"}]}, "tools[0].name"),
+        ({"messages": [USER], "tools": [{"name": "f", "parameters": []}]}, "tools[0].parameters"),
+        ({"messages": [USER], "reasoning": "high"}, "reasoning"),
+        ({"messages": [USER], "reasoning": {"effort": "max"}}, "reasoning.effort"),
+        ({"messages": [USER], "metadata": []}, "metadata"),
+    ],
+)
+def test_each_error_names_its_field(body: Any, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(body)
+    assert info.value.message.startswith(field) or f"{field}:" in info.value.message
+    assert info.value.http_status == 400 and info.value.error_code == "invalid_request"
+
+
+def test_null_content_is_empty_text() -> None:
+    assert (
+        parse_request({"messages": [{"role": "assistant", "content": None}]}).messages[0].content
+        == ""
+    )
