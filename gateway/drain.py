@@ -2,40 +2,67 @@
 
 The provider bills the whole generation anyway, and sends usage last. Draining reads the rest of
 the stream, up to the route's ``drain_timeout``, writes nothing to anyone, and records the usage
-and the output tokens generated after the abort. The number of streams draining at once is
-bounded by ``limits.max_draining_streams``; past it, aborted streams are cancelled as usual.
+the provider reports (``gateway_tokens_total``) plus the output tokens reported after the client
+left (``gateway_tokens_after_abort_total``). The number of streams draining at once is bounded by
+``limits.max_draining_streams`` (``GatewayState.try_drain``); past it, aborted streams are
+cancelled as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from gateway import events as ev
 from gateway.errors import GatewayError
 from gateway.logs import log_event
 
 if TYPE_CHECKING:
+    from gateway.metrics import RouteMetrics
+    from gateway.pipeline import Pipeline
     from gateway.stream import StreamSession
+    from gateway.upstream import UpstreamStream
 
 
-async def drain_stream(session: StreamSession) -> None:
-    """Read ``session``'s upstream to its end (or the drain deadline) and record usage."""
-    upstream, pipeline = session.upstream, session.pipeline
-    if upstream is None or pipeline is None:
+def drain_stream(session: StreamSession) -> Coroutine[Any, Any, None]:
+    """The drain of ``session``'s upstream, as a coroutine to schedule.
+
+    Everything is captured now, synchronously: the session hands its upstream over and forgets it
+    right after this call (so its own ``finally`` does not close it), before the task first runs.
+    """
+    return _drain(
+        session.upstream,
+        session.pipeline,
+        dict(session.usage),
+        session.metrics,
+        session.route.drain_timeout,
+        session.request_id,
+    )
+
+
+async def _drain(
+    upstream: UpstreamStream | None,
+    pipeline: Pipeline | None,
+    before: dict[str, int],
+    metrics: RouteMetrics,
+    drain_timeout: float,
+    request_id: str,
+) -> None:
+    """Read to the end (or ``drain_timeout``), close the upstream, record the new usage."""
+    if upstream is None:
         return
-    route = session.route
-    usage: dict[str, int] = {}
-    content_before = dict(session.usage)
+    usage = dict(before)
     outcome = "drained"
     try:
-        async with asyncio.timeout(route.drain_timeout):
-            while not pipeline.done:
-                chunk = await upstream.read()
-                for event in pipeline.feed(chunk) if chunk else pipeline.close():
-                    if event.type == ev.USAGE:
-                        usage.update(event.data)
+        if pipeline is not None:
+            async with asyncio.timeout(drain_timeout):
+                while not pipeline.done:
+                    chunk = await upstream.read()
+                    for event in pipeline.feed(chunk) if chunk else pipeline.close():
+                        if event.type == ev.USAGE:
+                            usage.update(event.data)
     except TimeoutError:
         outcome = "drain_timeout"
     except GatewayError as exc:
@@ -43,10 +70,12 @@ async def drain_stream(session: StreamSession) -> None:
     finally:
         with contextlib.suppress(Exception):
             upstream.close()
-    metrics = session.metrics
-    if usage:
-        metrics.tokens(usage)
-        after = usage.get("output_tokens", 0) - content_before.get("output_tokens", 0)
-        if after > 0:
-            metrics.metrics.tokens_after_abort.labels(route.name).inc(after)
-    log_event("drain", route=route.name, id=session.request_id, outcome=outcome, **usage)
+    # The session already recorded the usage it wrote; record only what came after.
+    fresh = {k: v - before.get(k, 0) for k, v in usage.items() if isinstance(v, int)}
+    fresh = {k: v for k, v in fresh.items() if v > 0}
+    if fresh:
+        metrics.tokens(fresh)
+        after = fresh.get("output_tokens", 0)
+        if after:
+            metrics.metrics.tokens_after_abort.labels(metrics.route).inc(after)
+    log_event("drain", route=metrics.route, id=request_id, outcome=outcome, **usage)

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from gateway.state import GatewayState
 
 _CONTENT = ev.CONTENT_TYPES
+RETRY_AFTER_CAP = 2.0
+"""Longest upstream ``Retry-After`` (seconds) the gateway waits out before one retry."""
 _OUTCOME_BY_CODE = {
     "upstream_timeout": "upstream_timeout",
     "upstream_truncated": "upstream_truncated",
@@ -119,19 +121,24 @@ class StreamSession:
         self.t_first_content: float | None = None
         self.last_content = 0.0
         self.max_gap = 0.0
+        self.content_writes = 0  # writes carrying content: drain mode's tokens-after-abort share
         self.failure: GatewayError | None = None
         self.slow_client = False
         self._timer: asyncio.TimerHandle | None = None
         self._side_task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
+        self.held: list[Event] = []
+        """Events read but not yet written: the first events of an attempt that may fail over."""
+        self.held_back = False
+        self.closed = False
 
         server = state.config.server
         self.heartbeat_interval = server.heartbeat_interval
         self.write_timeout = server.write_timeout
         total = self.served_by.target.timeouts.total
-        if route.max_stream_duration is not None:
-            total = min(total, route.max_stream_duration)
-        self.deadline_total = received + total
+        limit = route.max_stream_duration
+        self.duration_is_limit = limit is not None and limit < total
+        self.deadline_total = received + (limit if limit is not None and limit < total else total)
 
     # -- the main path -----------------------------------------------------------------------
 
@@ -164,48 +171,124 @@ class StreamSession:
         return self.response
 
     async def _open(self) -> None:
-        """Try each attempt in order until one answers 2xx (fallbacks only before any byte)."""
+        """Try each attempt in order until one serves (fallbacks only before any byte).
+
+        An attempt fails over on connect failure, 5xx, 429, a first-event timeout, or (when
+        another target remains) an ``error`` event before any content: its first events are
+        held back until the first content or terminal event, so nothing has reached the client.
+        Once a heartbeat has started the response, there are no more fallbacks.
+        """
         last: GatewayError | None = None
-        for attempt in self.attempts:
+        final = len(self.attempts) - 1
+        for index, attempt in enumerate(self.attempts):
             if self.started and last is not None:
                 break  # bytes went out (a heartbeat): no more fallbacks
-            self.served_by = attempt
+            try:
+                await self._connect(attempt, retry_429=index == final)
+                if index < final and not self.started:
+                    await self._hold_first_events()
+            except GatewayError as exc:
+                if self.upstream is not None:  # failed while held back: count it here
+                    self._count_attempt(attempt, exc)
+                last = self._scrub(exc, attempt)
+                if self.started or not self._may_fall_back(exc):
+                    raise last from None
+                self._discard_attempt()
+                continue
+            if self.held_back:
+                self._count_attempt(attempt, None)
+            return
+        assert last is not None
+        raise last
+
+    async def _connect(self, attempt: Attempt, *, retry_429: bool) -> None:
+        """Open ``attempt``'s upstream (one capped ``Retry-After`` retry on the last target)."""
+        self.served_by = attempt
+        retried = False
+        while True:
             self.t_request_sent = _now()
             try:
                 upstream = await open_upstream(
                     self.state.session, attempt.adapter, attempt.request, attempt.target.timeouts
                 )
+                break
             except GatewayError as exc:
                 status = exc.upstream_status if isinstance(exc, UpstreamStatusError) else None
                 self.metrics.upstream_status(status)
-                self.state.metrics.upstream_attempts.labels(
-                    self.route.name, attempt.target.label, _attempt_result(exc)
-                ).inc()
-                last = self._scrub(exc, attempt)
-                if not _should_fall_back(exc):
-                    raise last from None
-                continue
-            self.upstream = upstream
-            self.metrics.upstream_status(upstream.status)
-            self.state.metrics.upstream_attempts.labels(
-                self.route.name, attempt.target.label, "ok"
-            ).inc()
-            now = _now()
-            self.t_headers = self.last_upstream = now
-            self.metrics.upstream_headers.observe(now - self.t0)
-            self.pipeline = Pipeline(
-                attempt.adapter, self.state.config.server.max_upstream_event_bytes
-            )
-            self._rearm_now()
-            return
-        assert last is not None
-        raise last
+                self._count_attempt(attempt, exc)
+                wait = _retry_wait(exc)
+                if not retry_429 or retried or wait is None or self.started:
+                    raise
+                retried = True
+                await asyncio.sleep(wait)  # cancellable: abort, shutdown and deadlines
+                if self.started:
+                    raise  # a heartbeat went out meanwhile: no retry after the first byte
+        self.upstream = upstream
+        self.metrics.upstream_status(upstream.status)
+        now = _now()
+        self.t_headers = self.last_upstream = now
+        self.metrics.upstream_headers.observe(now - self.t0)
+        pipeline = Pipeline(attempt.adapter, self.state.config.server.max_upstream_event_bytes)
+        self.pipeline = pipeline
+        self.held = pipeline.accepted()
+        self.held_back = not retry_429
+        if retry_429:  # the last target: the response starts now (contract 5 rule 6)
+            self._count_attempt(attempt, None)
+        self._rearm_now()
+
+    async def _hold_first_events(self) -> None:
+        """Read until the first content or terminal event (or a heartbeat started the response).
+
+        Raises the upstream's error when the first terminal event is an ``error`` before any
+        content, so :meth:`_open` can try the next target.
+        """
+        upstream, pipeline, held = self.upstream, self.pipeline, self.held
+        assert upstream is not None and pipeline is not None
+        while not self.started:
+            chunk = await upstream.read()
+            self.last_upstream = _now()
+            produced = pipeline.feed(chunk) if chunk else pipeline.close()
+            held.extend(produced)
+            if pipeline.done:
+                terminal = pipeline.terminal
+                early = terminal is not None and terminal.type == ev.ERROR
+                if early and not any(e.type in _CONTENT for e in held):
+                    assert terminal is not None
+                    raise EarlyError(terminal)
+                return
+            if any(e.type in _CONTENT for e in produced):
+                return
+
+    def _may_fall_back(self, exc: GatewayError) -> bool:
+        if not _should_fall_back(exc) or _now() >= self.deadline_total:
+            return False
+        # Our own first-event interrupt may fall back; any other interrupt (shutdown) may not.
+        return self.failure is None or (self.failure is exc and isinstance(exc, UpstreamTimeout))
+
+    def _discard_attempt(self) -> None:
+        """Close a failed attempt's upstream and forget its state before the next target."""
+        if self.upstream is not None:
+            self.upstream.close()
+        self.upstream = None
+        self.pipeline = None
+        self.held = []
+        self.held_back = False
+        self.t_headers = None
+        self.failure = None
+        self._rearm_now()  # the timer stops once a pipeline is done: restart it
+
+    def _count_attempt(self, attempt: Attempt, exc: GatewayError | None) -> None:
+        result = "ok" if exc is None else _attempt_result(exc)
+        self.state.metrics.upstream_attempts.labels(
+            self.route.name, attempt.target.label, result
+        ).inc()
 
     async def _pump(self) -> None:
         assert self.upstream is not None and self.pipeline is not None
         pipeline, upstream = self.pipeline, self.upstream
         await self._start()
-        await self._write(pipeline.accepted())
+        held, self.held = self.held, []
+        await self._write(held)
         read = upstream.read
         overhead = self.metrics.overhead.observe
         while not pipeline.done:
@@ -224,7 +307,7 @@ class StreamSession:
     async def _start(self) -> None:
         """Send the response headers and ``created`` (once; a heartbeat may get here first)."""
         async with self._start_lock:
-            if self.started:
+            if self.started or self.closed:
                 return
             headers = {
                 "Content-Type": self.encoder.content_type,
@@ -281,6 +364,7 @@ class StreamSession:
                 if gap > self.max_gap:
                     self.max_gap = gap
             self.last_content = now
+            self.content_writes += 1
         if data:
             await self._send(data)
 
@@ -324,7 +408,7 @@ class StreamSession:
         timeouts = self.served_by.target.timeouts
         nxt = self.deadline_total
         if now >= self.deadline_total and self.failure is None:
-            self.interrupt(UpstreamTimeout("the stream exceeded its total duration limit"))
+            self.interrupt(self._duration_error())
             return
         if self.upstream is not None:
             got_event = self.last_upstream > (self.t_headers or 0.0)
@@ -348,6 +432,12 @@ class StreamSession:
                 beat = now + self.heartbeat_interval
             nxt = min(nxt, beat)
         self._arm(nxt)
+
+    def _duration_error(self) -> GatewayError:
+        if self.duration_is_limit:
+            limit = self.route.max_stream_duration
+            return LimitExceeded(f"the stream exceeded max_stream_duration ({limit:g}s)")
+        return UpstreamTimeout("the stream exceeded its total timeout")
 
     def _heartbeat(self) -> None:
         side = self._side_task
@@ -398,13 +488,18 @@ class StreamSession:
     async def _fail(self, exc: GatewayError) -> None:
         self.error_code = exc.error_code
         self.outcome = _outcome_for(exc)
-        if not self.started:
-            from gateway.http import json_error
+        async with self._start_lock:  # a heartbeat may be starting the response right now
+            if not self.started:
+                from gateway.http import json_error
 
-            self.response = json_error(exc, self.extra_headers)
-            return
+                self.closed = True
+                self.response = json_error(exc, self.extra_headers)
+                return
         pipeline = self.pipeline
-        events = (
+        # Held-back events go first; when the pipeline already ended (an early error event that
+        # a heartbeat kept from failing over), its terminal event is among them.
+        held, self.held = self.held, []
+        events = held + (
             pipeline.fail(exc) if pipeline is not None else [Event(ev.ERROR, exc.to_event_data())]
         )
         try:
@@ -446,6 +541,7 @@ class StreamSession:
         self.upstream = None
 
     def _finish(self) -> None:
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -497,6 +593,8 @@ def _outcome_for(exc: GatewayError) -> str:
 
 
 def _attempt_result(exc: GatewayError) -> str:
+    if isinstance(exc, EarlyError):
+        return "early_error"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
     if isinstance(exc, UpstreamStatusError):
@@ -506,6 +604,8 @@ def _attempt_result(exc: GatewayError) -> str:
 
 def _should_fall_back(exc: GatewayError) -> bool:
     """Fallbacks and retries only for failures another upstream may not have."""
+    if isinstance(exc, EarlyError):
+        return True
     if isinstance(exc, UpstreamStatusError):
         return exc.upstream_status == 429 or exc.upstream_status >= 500
     return isinstance(exc, UpstreamError) and exc.retryable
@@ -515,3 +615,40 @@ def _internal(exc: BaseException) -> GatewayError:
     from gateway.errors import InternalError
 
     return InternalError("the gateway failed to serve this stream")
+
+
+def _retry_wait(exc: GatewayError) -> float | None:
+    """Seconds to wait before retrying the same upstream after a 429, or None: do not retry.
+
+    Only a ``Retry-After`` (either form) of at most :data:`RETRY_AFTER_CAP` is waited for; a
+    longer one is passed on to the client with the 429.
+    """
+    if isinstance(exc, UpstreamStatusError) and exc.upstream_status == 429:
+        wait = exc.retry_after
+        if wait is not None and wait <= RETRY_AFTER_CAP:
+            return wait
+    return None
+
+
+class EarlyError(UpstreamError):
+    """An ``error`` event that came before any content: the attempt failed, another may not.
+
+    Reported exactly as the upstream's event said (code, message, retryable) if no other target
+    serves.
+    """
+
+    def __init__(self, event: Event) -> None:
+        data = event.data
+        super().__init__(str(data.get("message", "")), retryable=bool(data.get("retryable")))
+        self.event = event
+
+    @property
+    def error_code(self) -> str:
+        return str(self.event.data.get("code", "upstream_error"))
+
+    @property
+    def http_status(self) -> int:
+        return 504 if self.error_code == "upstream_timeout" else 502
+
+    def to_event_data(self) -> dict[str, Any]:
+        return dict(self.event.data)

@@ -30,6 +30,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamTruncated,
 )
 
 MAX_ERROR_BODY = 64 * 1024
@@ -92,8 +93,17 @@ class _HTTPStream:
         self.status = resp.status
 
     async def read(self) -> bytes:
-        with map_client_errors():
+        # A plain try (no context manager per read: this is the hot path).
+        try:
             return await self._content.readany()
+        except GatewayError:
+            raise
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, OSError) as exc:
+            # Headers came, then the connection broke: contract 5 rule 1 calls that truncated.
+            raise UpstreamTruncated("the upstream connection broke mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            with map_client_errors():
+                raise exc from None
 
     def interrupt(self, exc: GatewayError) -> None:
         self._content.set_exception(exc)
