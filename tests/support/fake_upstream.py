@@ -9,6 +9,8 @@ for each, when the gateway closed the connection: that is how abort propagation 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,10 @@ class Script:
     """After the last chunk, keep the connection open and silent (until the client leaves)."""
     reset_after: bool = False
     """After the last chunk, close the connection abruptly (no chunked terminator)."""
+    rst_after_bytes: int | None = None
+    """Send only this many body bytes of ``chunks``, then a TCP RST (SO_LINGER 0)."""
+    endless: tuple[float, bytes] | None = None
+    """After ``chunks``, write these bytes after this delay, forever (until the client leaves)."""
 
 
 @dataclass
@@ -39,6 +45,8 @@ class Seen:
     started: float
     closed_at: float | None = None
     completed: bool = False
+    bytes_sent: int = 0
+    """Body bytes written by ``Script.endless`` (how far a stream got)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -46,6 +54,16 @@ def chunks_of(
     data: bytes, pieces: list[bytes] | None = None, gap: float = 0.0
 ) -> list[tuple[float, bytes]]:
     return [(gap, p) for p in (pieces if pieces is not None else [data])]
+
+
+def _rst(request: web.Request) -> None:
+    """Close with a TCP RST: SO_LINGER with a zero timeout, then close."""
+    transport = request.transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class FakeUpstream:
@@ -62,6 +80,11 @@ class FakeUpstream:
 
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
+
+    @property
+    def open_connections(self) -> int:
+        """Requests whose connection the gateway has not closed yet."""
+        return sum(1 for s in self.seen if s.closed_at is None)
 
     async def start(self) -> FakeUpstream:
         app = web.Application()
@@ -93,10 +116,23 @@ class FakeUpstream:
                 return web.Response(status=script.status, headers=script.headers)
             resp = web.StreamResponse(status=script.status, headers=script.headers)
             await resp.prepare(request)
+            budget = script.rst_after_bytes
             for delay, data in script.chunks:
                 if delay:
                     await asyncio.sleep(delay)
+                if budget is not None:
+                    data, budget = data[:budget], budget - min(budget, len(data))
                 await resp.write(data)
+                if budget == 0:
+                    _rst(request)
+                    return resp
+            if script.endless is not None:
+                gap, data = script.endless
+                while True:
+                    if gap:
+                        await asyncio.sleep(gap)
+                    await resp.write(data)
+                    seen.bytes_sent += len(data)
             if script.hang_after:
                 await asyncio.sleep(3600)
             if script.reset_after:

@@ -1,0 +1,109 @@
+"""Shared helpers for the fault, fallback, shutdown and bad-input suites.
+
+Upstream byte builders (an OpenAI-chat-compatible SSE stream; the fixtures for NDJSON), a
+plain HTTP client that returns status, headers and the parsed token-protocol frames, and route
+builders. Nothing here talks to the internet: every upstream is a :class:`FakeUpstream`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from tests.adapters.harness import fixture_bytes, fixture_expected
+
+HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
+SSE = {"Content-Type": "text/event-stream"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+SECRET = "sk-fault-suite-secret-0123456789"
+
+OLLAMA_OK = fixture_bytes("ollama_chat.ndjson")
+OLLAMA_TEXT = str(fixture_expected("ollama_chat.ndjson")["text"])
+
+
+def chat_chunk(text: str, finish: str | None = None) -> bytes:
+    """One chat-completions-compatible SSE chunk carrying ``text``."""
+    doc = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def chat_usage(prompt: int, completion: int) -> bytes:
+    doc = {"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def chat_error(message: str = "overloaded", kind: str = "server_error") -> bytes:
+    doc = {"error": {"message": message, "type": kind}}
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def chat_stream(*texts: str, usage: tuple[int, int] | None = None) -> bytes:
+    """A whole, well-terminated stream with ``texts`` as deltas."""
+    body = b"".join(chat_chunk(t) for t in texts) + chat_chunk("", "stop")
+    if usage is not None:
+        body += chat_usage(*usage)
+    return body + DONE
+
+
+def chat_route(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "provider": "openai-chat",
+        "upstream": {"base_url": base_url, "api_key": SECRET, "model": "m-1"},
+        **extra,
+    }
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    raw: bytes
+    frames: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    comments: int = 0
+
+    @property
+    def types(self) -> list[str]:
+        return [kind for kind, _ in self.frames]
+
+    @property
+    def text(self) -> str:
+        return "".join(str(d.get("text", "")) for k, d in self.frames if k == "delta")
+
+    @property
+    def last(self) -> tuple[str, dict[str, Any]]:
+        return self.frames[-1]
+
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+
+def parse_frames(raw: bytes) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """Token-protocol SSE frames ``(event, data)`` and the number of comment (ping) lines."""
+    frames: list[tuple[str, dict[str, Any]]] = []
+    comments = 0
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        lines = block.split("\n")
+        comments += sum(1 for line in lines if line.startswith(":"))
+        fields = dict(line.split(": ", 1) for line in lines if not line.startswith(":"))
+        if "event" in fields:
+            frames.append((fields["event"], json.loads(fields["data"])))
+    return frames, comments
+
+
+async def post(url: str, body: Any = HELLO, **kw: Any) -> Reply:
+    """POST and read the whole answer; SSE answers are parsed into frames."""
+    async with aiohttp.ClientSession() as s, s.post(url, json=body, **kw) as r:
+        raw = await r.read()
+        reply = Reply(r.status, dict(r.headers), raw)
+    if reply.headers.get("Content-Type", "").startswith("text/event-stream"):
+        reply.frames, reply.comments = parse_frames(raw)
+    return reply
