@@ -1,10 +1,13 @@
 """Every metric the gateway exports, and the small objects that record them.
 
-Labels are bounded by the configuration only (route names, provider names, app key names,
-outcomes, event types, phases), never by request data. Every label set is pre-created at 0 when
-the app starts (:func:`Metrics.precreate`) so dashboards and ``rate()`` see series from the first
-scrape. The hot path never looks labels up per event: :class:`RouteMetrics` binds each route's
-children once.
+Reference for operators: ``docs/operations.md`` (every series, its labels, meaning and buckets).
+
+Labels are bounded by the configuration only (route names, provider names, app key names) and by
+closed sets defined here (outcomes, abort phases, token kinds, status classes, event types, error
+codes), never by request data. Every label set is pre-created at 0 when the app starts
+(:func:`Metrics.precreate`) so dashboards and ``rate()`` see series from the first scrape. The
+hot path never looks labels up per event: :class:`RouteMetrics` binds each route's children once,
+and the per-stream calls (:meth:`RouteMetrics.finish`, ...) index small dicts of bound children.
 
 Bucket choices (seconds) and why:
 
@@ -14,9 +17,13 @@ Bucket choices (seconds) and why:
   stalls.
 * max gap per stream: 10 ms to 5 min: the worst stall a user saw in each stream.
 * stream duration: 100 ms to 1 h (the default ``total`` timeout is 30 min).
-* gateway overhead per event: 2 µs to 10 ms: the gateway's own work per event is microseconds; a
-  millisecond here means something is wrong (GC pauses, a blocked loop).
+* gateway overhead per upstream read: 2 µs to 10 ms: the gateway's own work per read is tens of
+  microseconds; a millisecond here means something is wrong (GC pauses, a blocked loop, a client
+  that does not read).
 * upstream cancel: 50 µs to 1 s: the target is well under 100 ms.
+
+The ``*_created`` samples of prometheus_client are switched off: they double the series count,
+the multiprocess view does not have them, and ``rate()`` does not need them.
 
 Multi-process: when ``PROMETHEUS_MULTIPROC_DIR`` is set (``gateway --workers N`` sets it), each
 worker writes its values to files there and ``/metrics`` aggregates all workers
@@ -26,18 +33,21 @@ worker writes its values to files there and ``/metrics`` aggregates all workers
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.events import EVENT_TYPES
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = (
     "completed",
@@ -50,12 +60,28 @@ OUTCOMES = (
     "shutdown",
     "internal",
 )
-"""Closed set of stream outcomes (``gateway_requests_total{outcome}``)."""
+"""Closed set of stream outcomes (``gateway_requests_total{outcome}``).
+
+``limit_exceeded`` (a gateway limit ended a started stream: output size, slow client) and
+``internal`` (a gateway bug) are not in the issue's list but are neither the upstream's nor the
+client's doing, so they get their own values instead of hiding inside another one.
+"""
 
 ABORT_PHASES = ("before_upstream_headers", "before_first_token", "mid_stream")
 TOKEN_KINDS = ("input", "output", "reasoning", "cached_input")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 ATTEMPT_RESULTS = ("ok", "connect_error", "status_error", "timeout", "early_error")
+REJECTION_CODES = (
+    "invalid_json",
+    "invalid_request",
+    "unauthorized",
+    "body_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "unavailable",
+)
+"""The codes a request can be refused with before streaming (pre-created; the error tree bounds
+any other code a feature may raise)."""
 
 TTFT_BUCKETS = (
     0.025,
@@ -108,6 +134,13 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def status_class(status: int | None) -> str:
+    """``2xx`` .. ``5xx`` for an upstream status, ``error`` when no response came (closed set)."""
+    if status is None or status < 200:
+        return "error"
+    return f"{min(status // 100, 5)}xx"
+
+
 class Metrics:
     """The gateway's metric families, registered in their own registry (one per app)."""
 
@@ -146,21 +179,21 @@ class Metrics:
         )
         self.inter_token = Histogram(
             "gateway_inter_token_seconds",
-            "Each gap between content events written to the client.",
+            "Each gap between writes of content events to the client.",
             ["route"],
             buckets=GAP_BUCKETS,
             registry=r,
         )
         self.max_gap = Histogram(
             "gateway_stream_max_gap_seconds",
-            "The longest gap between content events, one observation per stream.",
+            "The longest gap between content writes, one observation per stream.",
             ["route"],
             buckets=MAX_GAP_BUCKETS,
             registry=r,
         )
         self.duration = Histogram(
             "gateway_stream_duration_seconds",
-            "Request received -> stream ended.",
+            "Request received -> stream ended (rejected requests are not timed).",
             ["route", "outcome"],
             buckets=DURATION_BUCKETS,
             registry=r,
@@ -198,14 +231,14 @@ class Metrics:
         )
         self.cancel = Histogram(
             "gateway_upstream_cancel_seconds",
-            "Client abort -> upstream connection closed.",
+            "Client abort seen -> upstream connection closed.",
             ["route"],
             buckets=CANCEL_BUCKETS,
             registry=r,
         )
         self.tokens_after_abort = Counter(
             "gateway_tokens_after_abort",
-            "Output tokens generated after the client left (drain mode).",
+            "Output tokens generated after the client left (drain mode; estimated share).",
             ["route"],
             registry=r,
         )
@@ -233,39 +266,22 @@ class Metrics:
     def precreate(
         self,
         routes: Iterable[str],
-        upstreams: dict[str, Iterable[str]] | None = None,
+        upstreams: Mapping[str, Iterable[str]] | None = None,
         apps: Iterable[str] = (),
     ) -> None:
         """Create every bounded label set at 0 so series exist before traffic."""
         apps = tuple(apps)
         for route in routes:
-            for outcome in OUTCOMES:
-                self.requests.labels(route, outcome)
-                self.duration.labels(route, outcome)
-                for app in apps:
-                    self.app_requests.labels(app, route, outcome)
-            self.active.labels(route)
-            for h in (self.upstream_headers, self.ttft, self.inter_token, self.max_gap):
-                h.labels(route)
-            self.overhead.labels(route)
-            self.cancel.labels(route)
-            self.tokens_after_abort.labels(route)
-            self.heartbeats.labels(route)
+            RouteMetrics(self, route, apps)  # binds (and so creates) the per-route children
             self.slow_clients.labels(route)
-            for kind in EVENT_TYPES:
-                self.events.labels(route, kind)
-            for kind in TOKEN_KINDS:
-                self.tokens.labels(route, kind)
-            for cls in STATUS_CLASSES:
-                self.upstream_responses.labels(route, cls)
-            for phase in ABORT_PHASES:
-                self.aborts.labels(route, phase)
+            for code in REJECTION_CODES:
+                self.rejections.labels(route, code)
             for upstream in (upstreams or {}).get(route, ()):
                 for result in ATTEMPT_RESULTS:
                     self.upstream_attempts.labels(route, upstream, result)
 
-    def route(self, name: str) -> RouteMetrics:
-        return RouteMetrics(self, name)
+    def route(self, name: str, apps: Iterable[str] = ()) -> RouteMetrics:
+        return RouteMetrics(self, name, apps)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type (aggregated across workers if multiprocess)."""
@@ -280,9 +296,20 @@ class Metrics:
 
 
 class RouteMetrics:
-    """One route's children, bound once (no label lookups on the per-event path)."""
+    """One route's children, bound once (no label lookups on the per-event path).
+
+    Per event: ``events[type].inc()``, ``inter_token.observe``, ``overhead.observe``. Per stream:
+    the methods below, which pick a bound child from a small dict. An ``app`` that was not
+    configured (a feature passing an unexpected name) falls back to a label lookup.
+    """
 
     __slots__ = (
+        "_aborts",
+        "_app_requests",
+        "_duration",
+        "_requests",
+        "_statuses",
+        "_tokens",
         "active",
         "cancel",
         "events",
@@ -292,11 +319,12 @@ class RouteMetrics:
         "metrics",
         "overhead",
         "route",
+        "tokens_after_abort",
         "ttft",
         "upstream_headers",
     )
 
-    def __init__(self, metrics: Metrics, route: str) -> None:
+    def __init__(self, metrics: Metrics, route: str, apps: Iterable[str] = ()) -> None:
         self.metrics = metrics
         self.route = route
         self.active = metrics.active.labels(route)
@@ -307,28 +335,45 @@ class RouteMetrics:
         self.upstream_headers = metrics.upstream_headers.labels(route)
         self.cancel = metrics.cancel.labels(route)
         self.heartbeats = metrics.heartbeats.labels(route)
+        self.tokens_after_abort = metrics.tokens_after_abort.labels(route)
         self.events = {kind: metrics.events.labels(route, kind) for kind in EVENT_TYPES}
+        self._requests = {o: metrics.requests.labels(route, o) for o in OUTCOMES}
+        self._duration = {o: metrics.duration.labels(route, o) for o in OUTCOMES}
+        self._app_requests = {
+            (app, o): metrics.app_requests.labels(app, route, o) for app in apps for o in OUTCOMES
+        }
+        self._tokens = {kind: metrics.tokens.labels(route, kind) for kind in TOKEN_KINDS}
+        self._statuses = {
+            cls: metrics.upstream_responses.labels(route, cls) for cls in STATUS_CLASSES
+        }
+        self._aborts = {phase: metrics.aborts.labels(route, phase) for phase in ABORT_PHASES}
 
-    def finish(self, outcome: str, duration: float, app: str | None) -> None:
-        m = self.metrics
-        m.requests.labels(self.route, outcome).inc()
-        m.duration.labels(self.route, outcome).observe(duration)
+    def finish(self, outcome: str, duration: float | None, app: str | None) -> None:
+        """Count a stream's outcome (one of :data:`OUTCOMES`); time it unless ``duration`` is
+        None."""
+        self._requests[outcome].inc()
+        if duration is not None:
+            self._duration[outcome].observe(duration)
         if app is not None:
-            m.app_requests.labels(app, self.route, outcome).inc()
+            child = self._app_requests.get((app, outcome))
+            if child is None:
+                child = self.metrics.app_requests.labels(app, self.route, outcome)
+            child.inc()
 
-    def tokens(self, usage: dict[str, int]) -> None:
-        for kind in ("input", "output", "reasoning", "cached_input"):
+    def tokens(self, usage: Mapping[str, int]) -> None:
+        """Add a stream's provider-reported usage (``<kind>_tokens`` keys) to the token counters."""
+        for kind, child in self._tokens.items():
             value = usage.get(f"{kind}_tokens")
-            if value:
-                self.metrics.tokens.labels(self.route, kind).inc(value)
+            if isinstance(value, int) and value > 0:
+                child.inc(value)
 
     def upstream_status(self, status: int | None) -> None:
-        cls = "error" if status is None else f"{min(status // 100, 5)}xx"
-        self.metrics.upstream_responses.labels(self.route, cls).inc()
+        self._statuses[status_class(status)].inc()
 
     def abort(self, phase: str) -> None:
-        self.metrics.aborts.labels(self.route, phase).inc()
+        self._aborts[phase].inc()
 
     def rejected(self, code: str, app: str | None) -> None:
+        """A request refused before streaming: counted by code and as outcome ``rejected``."""
         self.metrics.rejections.labels(self.route, code).inc()
-        self.finish("rejected", 0.0, app)
+        self.finish("rejected", None, app)
