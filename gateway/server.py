@@ -19,6 +19,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config.model import GatewayConfig
-from gateway.encoders import ENCODERS
+from gateway.encoders import ENCODERS, Encoder
+from gateway.encoders.ai_sdk import from_ui_messages
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -95,13 +97,38 @@ def _build_attempts(
     return attempts
 
 
-async def handle_stream(request: web.Request) -> web.StreamResponse:
-    """``POST <route path>``: validate, then stream (contract sections 3, 5, 6)."""
-    received = time.monotonic()
-    state = request.app[STATE].current
-    runtime = state.routes_by_path.get(request.path)
-    if runtime is None:  # a reload removed the route
-        return json_error(NotFound(f"no route at {request.path}"))
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """What a validated request streams: its encoder, the upstream attempts, the model asked for.
+
+    ``session_type`` lets an endpoint run a :class:`StreamSession` subclass (the chat-completions
+    front door's non-streaming mode holds the answer back until the terminal event).
+    """
+
+    encoder: Encoder
+    attempts: list[Attempt]
+    model: str | None = None
+    session_type: type[StreamSession] = StreamSession
+
+
+Prepare = Callable[[str], Awaitable[StreamPlan]]
+"""``prepare(request_id)``: read and validate the request, build its plan; raises GatewayError."""
+
+
+async def start_stream(
+    request: web.Request,
+    state: GatewayState,
+    runtime: RouteRuntime,
+    prepare: Prepare,
+    *,
+    received: float,
+) -> web.StreamResponse:
+    """The core shared by every streaming endpoint (contract sections 3, 5, 6).
+
+    Runs the request hooks (auth, limits), then ``prepare``, then the concurrency cap, then a
+    :class:`StreamSession`. A :class:`GatewayError` before the stream is counted as a rejection,
+    releases what a hook took, and becomes the JSON error response.
+    """
     route = runtime.config
     request_id = uuid.uuid4().hex
     cors = _cors_headers(request, route)
@@ -115,6 +142,42 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
         for hook in state.hooks:
             context.update(await hook(request, state, runtime))
         app_name = context.get("app")
+        plan = await prepare(request_id)
+        if len(state.sessions) >= state.config.limits.max_concurrent_streams:
+            raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
+    except GatewayError as exc:
+        metrics.rejected(exc.error_code, app_name)
+        release = context.get("release")
+        if callable(release):
+            release({})
+        log_event("rejected", route=route.name, id=request_id, code=exc.error_code, app=app_name)
+        return json_error(exc, headers)
+    session = plan.session_type(
+        state,
+        route,
+        request,
+        plan.encoder,
+        plan.attempts,
+        request_id=request_id,
+        received=received,
+        app=app_name,
+        model=plan.model,
+        extra_headers=cors,
+        on_finish=context.get("release"),
+    )
+    return await session.run()
+
+
+async def handle_stream(request: web.Request) -> web.StreamResponse:
+    """``POST <route path>``: validate, then stream (contract sections 3, 5, 6)."""
+    received = time.monotonic()
+    state = request.app[STATE].current
+    runtime = state.routes_by_path.get(request.path)
+    if runtime is None:  # a reload removed the route
+        return json_error(NotFound(f"no route at {request.path}"))
+    route = runtime.config
+
+    async def prepare(request_id: str) -> StreamPlan:
         _check_content_type(request)
         server = state.config.server
         body = _decode_json(
@@ -126,33 +189,16 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
             if not isinstance(body, dict):
                 raise InvalidRequest("body: must be a JSON object")
         else:
+            # useChat's DefaultChatTransport sends UIMessages (``parts``); others pass unchanged.
+            body = from_ui_messages(body)
             chat = parse_request(body)
             if chat.model is not None and not route.allow_model_override:
                 raise InvalidRequest("model: this route does not allow choosing the model")
         attempts = _build_attempts(runtime, chat, body)
-        if len(state.sessions) >= state.config.limits.max_concurrent_streams:
-            raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
-    except GatewayError as exc:
-        metrics.rejected(exc.error_code, app_name)
-        release = context.get("release")
-        if callable(release):
-            release({})
-        log_event("rejected", route=route.name, id=request_id, code=exc.error_code, app=app_name)
-        return json_error(exc, headers)
-    session = StreamSession(
-        state,
-        route,
-        request,
-        ENCODERS[fmt](route, request_id),
-        attempts,
-        request_id=request_id,
-        received=received,
-        app=app_name,
-        model=chat.model if chat is not None else None,
-        extra_headers=cors,
-        on_finish=context.get("release"),
-    )
-    return await session.run()
+        model = chat.model if chat is not None else None
+        return StreamPlan(ENCODERS[fmt](route, request_id), attempts, model)
+
+    return await start_stream(request, state, runtime, prepare, received=received)
 
 
 def _cors_headers(request: web.Request, route: Any) -> dict[str, str]:
@@ -301,6 +347,9 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
         app.router.add_get("/v1/routes", handle_routes)
         app.router.add_get("/", handle_index)
         app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    from gateway.frontdoor import install_frontdoor
+
+    install_frontdoor(app)
     # Configured routes are looked up in the current state's table (so a reload can change
     # them); request text never builds a path.
     app.router.add_route("*", "/{tail:.*}", dispatch)

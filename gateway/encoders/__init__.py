@@ -5,6 +5,7 @@ A route's ``format`` and a request's ``?format=`` are looked up here.
 
 from __future__ import annotations
 
+from gateway.encoders.ai_sdk import AISDKEncoder, AISDKFinishReasonEncoder
 from gateway.encoders.base import Encoder
 from gateway.encoders.ndjson import NDJSONEncoder
 from gateway.encoders.text import TextEncoder
@@ -14,6 +15,8 @@ ENCODERS: dict[str, type[Encoder]] = {
     TokensEncoder.name: TokensEncoder,
     TextEncoder.name: TextEncoder,
     NDJSONEncoder.name: NDJSONEncoder,
+    AISDKEncoder.name: AISDKEncoder,
+    AISDKFinishReasonEncoder.name: AISDKFinishReasonEncoder,
 }
 
 __all__ = ["ENCODERS", "Encoder"]

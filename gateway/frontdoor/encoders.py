@@ -1,0 +1,260 @@
+"""Token events to OpenAI-compatible Chat Completions answers: streamed chunks, or one JSON. Pure.
+
+:class:`ChatChunkEncoder` (``stream: true``) writes ``chat.completion.chunk`` SSE frames::
+
+    created    -> a role chunk: delta {"role": "assistant", "content": ""}
+    reasoning  -> delta {"reasoning_content": text}   (the field most compatible servers use)
+    delta      -> delta {"content": text}
+    tool_call  -> delta {"tool_calls": [{index, id, type, function: {name, arguments}}]}
+                  (id, type and name on the first piece of an index, as upstream)
+    usage      -> remembered; sent as a final ``choices: []`` chunk when the client asked for
+                  ``stream_options.include_usage``
+    end        -> a chunk with ``finish_reason``, the usage chunk, then ``data: [DONE]``
+    error      -> ``data: {"error": {message, type, param, code}}`` and the stream ends (no
+                  ``[DONE]``: the OpenAI SDK raises on an ``error`` frame)
+    thinking, clear -> nothing
+
+:class:`CompletionEncoder` (``stream`` false) collects the same events and writes one
+``chat.completion`` JSON at ``end`` (or an error body at ``error``, with :attr:`status`).
+``finish_reason`` ``other`` becomes ``stop``: the OpenAI SDK's enum has no ``other``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from gateway import events as ev
+from gateway.config.model import RouteConfig
+from gateway.encoders.base import Encoder
+from gateway.events import Event
+from gateway.jsonutil import dumps
+
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+}
+_STATUS = {
+    "upstream_error": 502,
+    "upstream_connect": 502,
+    "upstream_truncated": 502,
+    "upstream_protocol": 502,
+    "upstream_timeout": 504,
+    "rate_limited": 429,
+    "shutdown": 503,
+    "unavailable": 503,
+}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def status_for(code: str) -> int:
+    """The HTTP status for an error ``code`` reported by a held (non-streaming) answer."""
+    return _STATUS.get(code, 500)
+
+
+def error_body(code: str, message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """The OpenAI-compatible error document ``{"error": {message, type, param, code}}``."""
+    kind = _TYPES.get(status, "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
+    """Token-protocol usage as Chat Completions ``usage`` (unknown counts are 0)."""
+    prompt = usage.get("input_tokens", 0)
+    completion = usage.get("output_tokens", 0)
+    doc: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if "reasoning_tokens" in usage:
+        doc["completion_tokens_details"] = {"reasoning_tokens": usage["reasoning_tokens"]}
+    if "cached_input_tokens" in usage:
+        doc["prompt_tokens_details"] = {"cached_tokens": usage["cached_input_tokens"]}
+    return doc
+
+
+def finish_reason(reason: object) -> str:
+    return _FINISH.get(str(reason), "stop")
+
+
+class _Base(Encoder):
+    """Shared: identity of the answer (id, created, model) and the collected usage."""
+
+    name = "chat-completions"
+
+    def __init__(self, route: RouteConfig, request_id: str, *, model: str, created: int) -> None:
+        super().__init__(route, request_id)
+        self.model = model
+        self.created = created
+        self.usage: dict[str, int] = {}
+
+
+class ChatChunkEncoder(_Base):
+    """``stream: true``: ``data: {chunk}\\n\\n`` frames, then ``data: [DONE]``."""
+
+    content_type = "text/event-stream; charset=utf-8"
+    extra_headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        route: RouteConfig,
+        request_id: str,
+        *,
+        model: str,
+        created: int,
+        include_usage: bool = False,
+    ) -> None:
+        super().__init__(route, request_id, model=model, created=created)
+        self.include_usage = include_usage
+        self._seen_tools: set[int] = set()
+        self._failed = False
+        # The envelope around each delta is the same for the whole stream: build it once.
+        head = dumps(
+            {
+                "id": "chatcmpl-" + request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
+        )
+        self._head = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
+        self._tail = b',"finish_reason":null}]}\n\n'
+        self._envelope = head[:-1]
+
+    def _chunk(self, delta: dict[str, Any]) -> bytes:
+        return self._head + dumps(delta) + self._tail
+
+    def encode(self, event: Event) -> bytes:
+        kind = event.type
+        data = event.data
+        if kind == ev.DELTA:
+            return self._chunk({"content": data["text"]})
+        if kind == ev.REASONING:
+            return self._chunk({"reasoning_content": data["text"]})
+        if kind == ev.TOOL_CALL:
+            return self._chunk({"tool_calls": [self._tool_piece(data)]})
+        if kind == ev.CREATED:
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == ev.USAGE:
+            self.usage.update(data)
+            return b""
+        if kind == ev.END:
+            reason = dumps(finish_reason(data.get("reason")))
+            out = self._head + b"{}" + b',"finish_reason":' + reason + b"}]}\n\n"
+            if self.include_usage:
+                usage = dumps(usage_doc(self.usage))
+                out += b"data: " + self._envelope + b',"choices":[],"usage":' + usage + b"}\n\n"
+            return out
+        if kind == ev.ERROR:
+            self._failed = True
+            code = str(data.get("code", "internal"))
+            body = error_body(code, str(data.get("message", "")), status_for(code))
+            return b"data: " + dumps(body) + b"\n\n"
+        return b""
+
+    def _tool_piece(self, data: dict[str, Any]) -> dict[str, Any]:
+        index = data.get("index", 0)
+        arguments = data.get("arguments", "")
+        if index in self._seen_tools:
+            return {"index": index, "function": {"arguments": arguments}}
+        self._seen_tools.add(index)
+        return {
+            "index": index,
+            "id": data.get("id") or f"call_{self.request_id[:16]}_{index}",
+            "type": "function",
+            "function": {"name": data.get("name", ""), "arguments": arguments},
+        }
+
+    def heartbeat(self) -> bytes:
+        return b": ping\n\n"
+
+    def close(self) -> bytes:
+        return b"" if self._failed else b"data: [DONE]\n\n"
+
+
+class CompletionEncoder(_Base):
+    """``stream`` false: nothing until the terminal event, then one JSON document.
+
+    :attr:`status` is the HTTP status for that document (200, or the error's status) for a
+    response still held back; heartbeats are newlines, which JSON allows before a value.
+    """
+
+    content_type = "application/json"
+
+    def __init__(self, route: RouteConfig, request_id: str, *, model: str, created: int) -> None:
+        super().__init__(route, request_id, model=model, created=created)
+        self.status = 200
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tools: dict[int, dict[str, Any]] = {}
+
+    def encode(self, event: Event) -> bytes:
+        kind = event.type
+        data = event.data
+        if kind == ev.DELTA:
+            self._text.append(data["text"])
+        elif kind == ev.REASONING:
+            self._reasoning.append(data["text"])
+        elif kind == ev.TOOL_CALL:
+            self._tool_piece(data)
+        elif kind == ev.USAGE:
+            self.usage.update(data)
+        elif kind == ev.END:
+            return dumps(self.completion(finish_reason(data.get("reason"))))
+        elif kind == ev.ERROR:
+            code = str(data.get("code", "internal"))
+            self.status = status_for(code)
+            return dumps(error_body(code, str(data.get("message", "")), self.status))
+        return b""
+
+    def _tool_piece(self, data: dict[str, Any]) -> None:
+        index = int(data.get("index", 0))
+        call = self._tools.get(index)
+        if call is None:
+            call_id = data.get("id") or f"call_{self.request_id[:16]}_{index}"
+            call = self._tools[index] = {"id": call_id, "name": data.get("name", ""), "args": []}
+        call["args"].append(data.get("arguments", ""))
+
+    def completion(self, reason: str) -> dict[str, Any]:
+        """The ``chat.completion`` document from what was collected."""
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(self._text) if self._text or not self._tools else None,
+            "refusal": None,
+        }
+        if self._reasoning:
+            message["reasoning_content"] = "".join(self._reasoning)
+        if self._tools:
+            message["tool_calls"] = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": "".join(call["args"])},
+                }
+                for _, call in sorted(self._tools.items())
+            ]
+        doc: dict[str, Any] = {
+            "id": "chatcmpl-" + self.request_id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
+            ],
+        }
+        if self.usage:
+            doc["usage"] = usage_doc(self.usage)
+        return doc
+
+    def heartbeat(self) -> bytes:
+        return b"\n"
