@@ -1,19 +1,104 @@
 """Optional request features (auth, limits) plugged into the stream handler as hooks.
 
 A hook is ``async (request, state, runtime) -> dict`` run before the body is read; it may raise
-a :class:`~gateway.errors.GatewayError` (401, 429 ...) and may return context such as
-``{"app": "<key name>", "release": callable}`` (``release(usage)`` is called when the stream ends).
+a :class:`~gateway.errors.GatewayError` (401, 429 ...) and may return context:
+
+* ``"app"``: the app key's name (the ``app`` label in metrics and logs);
+* ``"reserve"``: ``async (max_tokens) -> None``, awaited once the request is valid, just before
+  the stream starts; it counts the request against the limits and may raise 429 or 503;
+* ``"release"``: ``(usage) -> None``, called when the stream ends (or the request is refused).
+
+:func:`install_features` runs once per config state (at start-up and on every SIGHUP reload).
+Limits backends live as long as the app, not the state: they are created on first need, shared
+by every state with the same backend settings (so a reload keeps the counts and the Redis
+connection), and closed by one ``cleanup_ctx`` registered on the first call (a started app is
+frozen, so a reload cannot add one).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.auth import Authenticator
+from gateway.limits import BACKENDS, ErrorReporter, LimitBackend, Limiter, has_limits
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    from gateway.config.model import GatewayConfig, LimitsConfig
+    from gateway.metrics import Metrics
+    from gateway.state import GatewayState, RouteRuntime
 
-    from gateway.state import GatewayState
+
+class Features:
+    """App-lifetime holder of the limits backends (one per backend and URL)."""
+
+    def __init__(self) -> None:
+        self.backends: dict[tuple[str, str], tuple[LimitBackend, ErrorReporter]] = {}
+
+    def backend(self, config: LimitsConfig, metrics: Metrics) -> tuple[LimitBackend, ErrorReporter]:
+        """The shared backend for ``config`` and its error reporter (created on first use)."""
+        ident = (config.backend, config.redis_url if config.backend == "redis" else "")
+        found = self.backends.get(ident)
+        if found is None:
+            report = ErrorReporter(metrics)
+            found = self.backends[ident] = (BACKENDS[config.backend](config, report), report)
+        return found
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        for backend, _ in self.backends.values():
+            await backend.close()
+        self.backends.clear()
+
+
+FEATURES: web.AppKey[Features] = web.AppKey("gateway_features", Features)
+
+
+def _features(app: web.Application) -> Features:
+    holder = app.get(FEATURES)
+    if holder is None:
+        holder = Features()
+        if not app.frozen:
+            app[FEATURES] = holder
+            app.cleanup_ctx.append(holder.cleanup_ctx)
+    return holder
+
+
+def needs_limits(config: GatewayConfig) -> bool:
+    keys = config.auth.keys if config.auth is not None else ()
+    return any(has_limits(r.limits) for r in config.routes) or any(
+        has_limits(k.limits) for k in keys
+    )
 
 
 def install_features(app: web.Application, state: GatewayState) -> None:
-    """Register the hooks the configuration asks for (none by default)."""
+    """Register the hooks the configuration asks for (none without ``auth`` and limits)."""
+    config = state.config
+    auth = Authenticator(config.auth) if config.auth is not None else None
+    limiter = None
+    if needs_limits(config):
+        backend, report = _features(app).backend(config.limits, state.metrics)
+        limiter = Limiter(config, backend, report)
+        state.extras["limiter"] = limiter
+    if auth is None and limiter is None:
+        return
+
+    async def hook(
+        request: web.Request, state: GatewayState, runtime: RouteRuntime
+    ) -> dict[str, Any]:
+        key = None
+        context: dict[str, Any] = {}
+        if auth is not None:
+            key = auth.authenticate(request.headers)
+            context["app"] = key.name
+            auth.authorize(key, runtime.config, request.path)
+        if limiter is not None:
+            ticket = limiter.ticket(key, runtime.config)
+            if ticket is not None:
+                context["reserve"] = ticket.reserve
+                context["release"] = ticket.release
+        return context
+
+    state.hooks.append(hook)

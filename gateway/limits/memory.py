@@ -1,0 +1,105 @@
+"""In-process limits backend (the default): exact, instant, and private to one process.
+
+Every check runs without an ``await`` in between, so on one event loop it is atomic. With
+several replicas or ``--workers N`` each process has its own budget: use the Redis backend to
+share one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.limits import window as w
+from gateway.limits.base import Denied, Grant, LimitBackend, Scope
+
+
+@dataclass(slots=True)
+class _Window:
+    """The counts of one limit: the current window (number ``index``) and the one before."""
+
+    index: int = 0
+    cur: int = 0
+    prev: int = 0
+
+    def roll(self, index: int) -> None:
+        if index == self.index:
+            return
+        self.prev = self.cur if index == self.index + 1 else 0
+        self.cur = 0
+        self.index = index
+
+    def check(self, elapsed: float, cost: int, limit: int) -> float | None:
+        """``None`` when ``cost`` fits, else seconds to wait."""
+        if w.admits(self.prev, self.cur, elapsed, cost, limit):
+            return None
+        return w.retry_after(self.prev, self.cur, elapsed, cost, limit)
+
+
+class MemoryBackend(LimitBackend):
+    """Counters in dicts keyed by scope name (bounded by the configuration)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, int] = {}
+        self.windows: dict[tuple[str, str], _Window] = {}
+
+    def _window(self, scope: str, kind: str, index: int) -> _Window:
+        win = self.windows.get((scope, kind))
+        if win is None:
+            win = self.windows[(scope, kind)] = _Window(index)
+        win.roll(index)
+        return win
+
+    async def acquire(
+        self, scopes: Sequence[Scope], tokens: int, now: float, lease: str
+    ) -> Grant | Denied:
+        index, elapsed = w.window_index(now), w.elapsed_in_window(now)
+        worst: Denied | None = None
+        for scope in scopes:
+            for denied in self._check(scope, tokens, index, elapsed):
+                if worst is None or denied.retry_after > worst.retry_after:
+                    worst = denied
+        if worst is not None:
+            return worst
+        for scope in scopes:
+            lim = scope.limits
+            if lim.concurrent_streams is not None:
+                self.streams[scope.name] = self.streams.get(scope.name, 0) + 1
+            if lim.requests_per_minute is not None:
+                self._window(scope.name, "rpm", index).cur += 1
+            if lim.tokens_per_minute is not None:
+                self._window(scope.name, "tpm", index).cur += tokens
+        return Grant(tuple(scopes), tokens, index, lease)
+
+    def _check(self, scope: Scope, tokens: int, index: int, elapsed: float) -> list[Denied]:
+        lim, name, out = scope.limits, scope.name, []
+        conc = lim.concurrent_streams
+        if conc is not None and self.streams.get(name, 0) >= conc:
+            out.append(Denied(name, "concurrent_streams", 1.0))
+        if lim.requests_per_minute is not None:
+            wait = self._window(name, "rpm", index).check(elapsed, 1, lim.requests_per_minute)
+            if wait is not None:
+                out.append(Denied(name, "requests_per_minute", wait))
+        if lim.tokens_per_minute is not None:
+            wait = self._window(name, "tpm", index).check(elapsed, tokens, lim.tokens_per_minute)
+            if wait is not None:
+                out.append(Denied(name, "tokens_per_minute", wait))
+        return out
+
+    def release(self, grant: Grant, tokens_used: int | None, now: float) -> None:
+        index = w.window_index(now)
+        for scope in grant.scopes:
+            lim = scope.limits
+            if lim.concurrent_streams is not None:
+                self.streams[scope.name] = max(0, self.streams.get(scope.name, 0) - 1)
+            if lim.tokens_per_minute is None or tokens_used is None:
+                continue
+            win = self._window(scope.name, "tpm", index)
+            delta = tokens_used - grant.tokens
+            if delta > 0:
+                win.cur += delta  # the extra is charged when it is known: now
+            elif grant.window == index:
+                win.cur = max(0, win.cur + delta)
+            elif grant.window == index - 1:
+                win.prev = max(0, win.prev + delta)
+            # a refund for a window that no longer counts is dropped

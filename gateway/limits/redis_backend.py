@@ -1,0 +1,300 @@
+"""Redis limits backend: one budget shared by every gateway replica that points at one Redis.
+
+Keys (``<p>`` = ``gateway:limits:<scope>``, scope ``app:<name>`` or ``route:<name>``):
+
+* ``<p>:rpm:<n>`` and ``<p>:tpm:<n>``: integer counters of window number ``n`` (60 s windows,
+  ``window.py``); each expires when it can no longer count, at the end of window ``n + 1``.
+* ``<p>:streams``: a sorted set of concurrency leases, member = lease id, score = the time the
+  lease expires. A replica refreshes the leases of its open streams every ``lease_ttl / 3``
+  seconds; a crashed replica stops refreshing, so its slots free themselves within
+  ``lease_ttl`` (expired members are dropped before every count).
+
+Check-and-count is one Lua script (atomic in Redis): every limit of every scope is checked,
+then all are counted, or none. Release is another script (free the lease, reconcile tokens).
+Time comes from the gateway (``now`` argument), so replicas need clocks in sync (NTP is plenty
+for 60 s windows). Single Redis or a primary: keys of several scopes meet in one script, so Redis
+Cluster is not supported.
+
+The client is created lazily on first use (no connection at start-up, none for a config that
+never limits) with short timeouts and one retry, so a dead Redis costs a request about a
+second at most before the limiter fails open or closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.limits import window as w
+from gateway.limits.base import BackendError, Denied, Grant, LimitBackend, Scope
+
+PREFIX = "gateway:limits:"
+LEASE_TTL = 30.0
+TIMEOUT = 1.0
+
+# KEYS per scope: streams, rpm cur, rpm prev, tpm cur, tpm prev.
+# ARGV: now, elapsed, window, lease, lease expiry, tokens, window ttl, then per scope:
+#       concurrent, rpm, tpm limits (0 = none).
+# Returns {} when admitted, else {scope index (1-based), limit kind, wait seconds as string}.
+ACQUIRE = """
+local now, elapsed, W = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local lease, expiry, cost = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local wttl = tonumber(ARGV[7])
+local n = #KEYS / 5
+local function retry(prev, cur, c, limit)
+  local remaining = W - elapsed
+  local room = limit - cur - c
+  if room >= 0 and prev > 0 then
+    local wait = remaining - W * room / prev
+    if wait < remaining then return math.max(wait, 0) end
+  end
+  local room_next = limit - c
+  local later = 0
+  if cur > room_next then later = W - W * room_next / cur end
+  return remaining + later
+end
+local function check(kcur, kprev, c, limit)
+  local cur = tonumber(redis.call('GET', kcur) or '0')
+  local prev = tonumber(redis.call('GET', kprev) or '0')
+  if prev * (W - elapsed) / W + cur + c <= limit then return -1 end
+  return retry(prev, cur, c, limit)
+end
+local worst, wscope, wkind = -1, 0, ''
+for i = 0, n - 1 do
+  local k, a = i * 5, 8 + i * 3
+  local conc, rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local waits = {}
+  if conc > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', now)
+    if redis.call('ZCARD', KEYS[k + 1]) >= conc then waits.concurrent_streams = 1 end
+  end
+  if rpm > 0 then
+    local wait = check(KEYS[k + 2], KEYS[k + 3], 1, rpm)
+    if wait >= 0 then waits.requests_per_minute = wait end
+  end
+  if tpm > 0 then
+    local wait = check(KEYS[k + 4], KEYS[k + 5], cost, tpm)
+    if wait >= 0 then waits.tokens_per_minute = wait end
+  end
+  for kind, wait in pairs(waits) do
+    if wait > worst then worst, wscope, wkind = wait, i + 1, kind end
+  end
+end
+if worst >= 0 then return {wscope, wkind, tostring(worst)} end
+for i = 0, n - 1 do
+  local k, a = i * 5, 8 + i * 3
+  local conc, rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  if conc > 0 then
+    redis.call('ZADD', KEYS[k + 1], expiry, lease)
+    redis.call('EXPIRE', KEYS[k + 1], math.ceil(expiry - now) + 1)
+  end
+  if rpm > 0 then
+    redis.call('INCR', KEYS[k + 2])
+    redis.call('EXPIRE', KEYS[k + 2], wttl)
+  end
+  if tpm > 0 and cost > 0 then
+    redis.call('INCRBY', KEYS[k + 4], cost)
+    redis.call('EXPIRE', KEYS[k + 4], wttl)
+  end
+end
+return {}
+"""
+
+# KEYS per scope: streams, tpm of the reservation's window, tpm now (or '' placeholders).
+# ARGV: lease, delta (tokens used - reserved; 0 = no reconciliation), window ttl.
+RELEASE = """
+local lease, delta, wttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 0, #KEYS / 3 - 1 do
+  local k = i * 3
+  if KEYS[k + 1] ~= '' then redis.call('ZREM', KEYS[k + 1], lease) end
+  if KEYS[k + 3] ~= '' and delta > 0 then
+    redis.call('INCRBY', KEYS[k + 3], delta)
+    redis.call('EXPIRE', KEYS[k + 3], wttl)
+  elseif KEYS[k + 2] ~= '' and delta < 0 then
+    local have = tonumber(redis.call('GET', KEYS[k + 2]) or '0')
+    if have > 0 then redis.call('DECRBY', KEYS[k + 2], math.min(have, -delta)) end
+  end
+end
+return 0
+"""
+
+
+def _window_ttl(now: float) -> int:
+    """Seconds until the current window stops counting (the end of the next one), plus slack."""
+    end = (w.window_index(now) + 2) * w.WINDOW
+    return int(end - now) + 2
+
+
+class RedisBackend(LimitBackend):
+    """Limits in Redis (``redis.asyncio``), shared by replicas. See the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_error: Callable[[Exception], None] | None = None,
+        lease_ttl: float = LEASE_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.on_error = on_error
+        self.lease_ttl = lease_ttl
+        self.clock = clock
+        self._client: Any = None
+        self._acquire: Any = None
+        self._release: Any = None
+        self.held: dict[str, tuple[str, ...]] = {}
+        """Open leases of this process: lease id -> the sorted-set keys it sits in."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+
+    def _connect(self) -> None:
+        if self._client is not None:
+            return
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self._client = Redis.from_url(
+            self.url,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._acquire = self._client.register_script(ACQUIRE)
+        self._release = self._client.register_script(RELEASE)
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script; any failure of the store becomes :class:`BackendError` (the one edge)."""
+        from redis.exceptions import RedisError
+
+        self._connect()
+        script = self._acquire if name == "acquire" else self._release
+        try:
+            async with asyncio.timeout(2 * TIMEOUT + 0.5):
+                return await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendError(f"limits backend: {type(exc).__name__}") from exc
+
+    async def acquire(
+        self, scopes: Sequence[Scope], tokens: int, now: float, lease: str
+    ) -> Grant | Denied:
+        index = w.window_index(now)
+        keys: list[str] = []
+        args: list[Any] = [
+            repr(now),
+            repr(w.elapsed_in_window(now)),
+            repr(w.WINDOW),
+            lease,
+            repr(now + self.lease_ttl),
+            tokens,
+            _window_ttl(now),
+        ]
+        for scope in scopes:
+            p, lim = PREFIX + scope.name, scope.limits
+            keys += [
+                f"{p}:streams",
+                f"{p}:rpm:{index}",
+                f"{p}:rpm:{index - 1}",
+                f"{p}:tpm:{index}",
+                f"{p}:tpm:{index - 1}",
+            ]
+            args += [
+                lim.concurrent_streams or 0,
+                lim.requests_per_minute or 0,
+                lim.tokens_per_minute or 0,
+            ]
+        result = await self._call("acquire", keys, args)
+        if result:
+            scope_no, kind, wait = result
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            return Denied(scopes[int(scope_no) - 1].name, kind, float(wait))
+        streams = tuple(
+            f"{PREFIX}{s.name}:streams" for s in scopes if s.limits.concurrent_streams is not None
+        )
+        if streams:
+            self.held[lease] = streams
+            self._ensure_refresher()
+        return Grant(tuple(scopes), tokens, index, lease)
+
+    def release(self, grant: Grant, tokens_used: int | None, now: float) -> None:
+        self.held.pop(grant.lease, None)
+        index = w.window_index(now)
+        delta = 0 if tokens_used is None else tokens_used - grant.tokens
+        keys: list[str] = []
+        for scope in grant.scopes:
+            p, lim = PREFIX + scope.name, scope.limits
+            tpm = lim.tokens_per_minute is not None
+            live = grant.window in (index, index - 1)
+            keys += [
+                f"{p}:streams" if lim.concurrent_streams is not None else "",
+                f"{p}:tpm:{grant.window}" if tpm and live else "",
+                f"{p}:tpm:{index}" if tpm else "",
+            ]
+        if not any(keys):
+            return
+        task = asyncio.ensure_future(
+            self._release_now(keys, [grant.lease, delta, _window_ttl(now)])
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release_now(self, keys: list[str], args: list[Any]) -> None:
+        try:
+            await self._call("release", keys, args)
+        except BackendError as exc:
+            # The lease expires on its own within lease_ttl; the reconciliation is lost.
+            self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def _ensure_refresher(self) -> None:
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.ensure_future(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        """Keep this process's leases alive while their streams run (every lease_ttl / 3)."""
+        while self.held:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                await self.refresh()
+            except BackendError as exc:
+                self._report(exc)
+
+    async def refresh(self) -> None:
+        """Push every open lease's expiry to now + lease_ttl (re-adding any that expired)."""
+        if not self.held:
+            return
+        self._connect()
+        from redis.exceptions import RedisError
+
+        expiry = self.clock() + self.lease_ttl
+        try:
+            async with asyncio.timeout(2 * TIMEOUT + 0.5):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for lease, keys in list(self.held.items()):
+                        for key in keys:
+                            pipe.zadd(key, {lease: expiry})
+                            pipe.expire(key, int(self.lease_ttl) + 2)
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendError(f"limits backend: {type(exc).__name__}") from exc
+
+    async def flush(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2 * TIMEOUT + 1)
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.flush()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
