@@ -400,17 +400,33 @@ class StreamSession:
         self._arm(_now())
 
     def _tick(self) -> None:
-        """Check every deadline; act on those passed; re-arm at the nearest next one."""
+        """Check every deadline; act on those passed; re-arm at the nearest next one.
+
+        A write that blocks on the client is noticed by the next tick, so while the response is
+        open the timer never sleeps longer than half the write timeout: a stalled client is cut
+        between 1 and 1.5 ``write_timeout`` after its last progress (also on the final write).
+        """
         self._timer = None
-        if self.pipeline is not None and self.pipeline.done:
+        if self.closed:
             return
         now = _now()
-        timeouts = self.served_by.target.timeouts
-        nxt = self.deadline_total
+        if self.writing:  # blocked on the client: the upstream is silent because we stopped reading
+            stall_deadline = self.write_since + self.write_timeout
+            if now >= stall_deadline:
+                self._cut_slow_client()
+                return
+            self._arm(stall_deadline)
+            return
+        nxt = now + self.write_timeout / 2 if self.started else self.deadline_total
+        if self.pipeline is not None and self.pipeline.done:
+            self._arm(nxt)  # only the last write is left
+            return
         if now >= self.deadline_total and self.failure is None:
             self.interrupt(self._duration_error())
             return
+        nxt = min(nxt, self.deadline_total)
         if self.upstream is not None:
+            timeouts = self.served_by.target.timeouts
             got_event = self.last_upstream > (self.t_headers or 0.0)
             limit = timeouts.idle if got_event else timeouts.first_event
             upstream_deadline = self.last_upstream + limit
@@ -419,19 +435,11 @@ class StreamSession:
                 self.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
                 return
             nxt = min(nxt, upstream_deadline)
-        if self.writing:
-            stall_deadline = self.write_since + self.write_timeout
-            if now >= stall_deadline:
-                self._cut_slow_client()
-                return
-            nxt = min(nxt, stall_deadline)
-        else:
-            beat = self.last_write + self.heartbeat_interval
-            if now >= beat:
-                self._heartbeat()
-                beat = now + self.heartbeat_interval
-            nxt = min(nxt, beat)
-        self._arm(nxt)
+        beat = self.last_write + self.heartbeat_interval
+        if now >= beat:
+            self._heartbeat()
+            beat = now + self.heartbeat_interval
+        self._arm(min(nxt, beat))
 
     def _duration_error(self) -> GatewayError:
         if self.duration_is_limit:

@@ -129,8 +129,7 @@ class FakeUpstream:
             if script.endless is not None:
                 gap, data = script.endless
                 while True:
-                    if gap:
-                        await asyncio.sleep(gap)
+                    await asyncio.sleep(gap)  # yields even at gap 0: the loop stays fair
                     await resp.write(data)
                     seen.bytes_sent += len(data)
             if script.hang_after:
