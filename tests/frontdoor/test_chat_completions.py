@@ -1,0 +1,358 @@
+"""The OpenAI-compatible front door, used through the official ``openai`` Python package.
+
+Routes backed by a fake Chat Completions upstream, a fake Messages upstream (thinking + tool
+use) and the simulated provider; streaming and not; tool calls; usage; an abort; errors.
+Every streamed chunk is validated with ``ChatCompletionChunk`` and every whole answer with
+``ChatCompletion`` (the SDK's own pydantic types) on top of the SDK consuming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from tests.adapters.harness import fixture_bytes, fixture_expected
+from tests.support.fake_upstream import FakeUpstream, Script
+from tests.support.gateway import running_gateway
+
+USER = [{"role": "user", "content": "Hello"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = await FakeUpstream().start()
+    yield fake
+    await fake.stop()
+
+
+def routes(base_url: str) -> dict[str, Any]:
+    def fake(name: str, provider: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "provider": provider,
+            "upstream": {"base_url": base_url, "api_key": "sk-test", "model": "up-model"},
+        }
+
+    sim = {
+        "name": "sim",
+        "provider": "simulated",
+        "options": {
+            "text": "Hello there, world!",
+            "reasoning": "Think.",
+            "first_token_delay": 0,
+            "token_interval": 0,
+        },
+    }
+    broken = {**sim, "name": "broken", "options": {**sim["options"], "fail_after": 2}}
+    return {"routes": [fake("chat", "openai-chat"), fake("msgs", "anthropic"), sim, broken]}
+
+
+def client_for(url: str) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=10)
+
+
+def assemble_chunks(chunks: list[ChatCompletionChunk]) -> dict[str, Any]:
+    """What an SDK user rebuilds from chunks: text, reasoning, tool calls, finish, usage."""
+    text, reasoning, calls = "", "", {}
+    finish, usage = None, None
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk.to_dict())
+        if chunk.usage is not None:
+            usage = chunk.usage.to_dict()
+        for choice in chunk.choices:
+            delta = choice.delta
+            text += delta.content or ""
+            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+            for piece in delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": None, "name": None, "arguments": ""})
+                if piece.id:
+                    call["id"] = piece.id
+                if piece.function and piece.function.name:
+                    call["name"] = piece.function.name
+                if piece.function and piece.function.arguments:
+                    call["arguments"] += piece.function.arguments
+            finish = choice.finish_reason or finish
+    tools = [calls[i] for i in sorted(calls)]
+    return {"text": text, "reasoning": reasoning, "tools": tools, "finish": finish, "usage": usage}
+
+
+def expected_tools(fixture: str) -> list[dict[str, Any]]:
+    return [
+        {"id": c["id"], "name": c["name"], "arguments": c["arguments"]}
+        for c in fixture_expected(fixture)["tool_calls"]
+    ]
+
+
+async def test_models_lists_the_routes(upstream: FakeUpstream) -> None:
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        models = await client.models.list()
+    assert [m.id for m in models.data] == ["chat", "msgs", "sim", "broken"]
+
+
+async def test_stream_tool_calls_from_a_chat_upstream(upstream: FakeUpstream) -> None:
+    fixture = "openai_chat_tool_calls.sse"
+    upstream.push(Script(chunks=[(0, fixture_bytes(fixture))]))
+    history = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "And "}, {"type": "text", "text": "now?"}],
+        },
+    ]
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        stream = await client.chat.completions.create(
+            model="chat",
+            messages=history,  # type: ignore[arg-type]
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            max_completion_tokens=100,
+            reasoning_effort="low",
+            stream=True,
+        )
+        chunks = [chunk async for chunk in stream]
+    got = assemble_chunks(chunks)
+    assert got["tools"] == expected_tools(fixture)
+    assert got["text"] == "" and got["finish"] == "tool_calls"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].model == "chat"
+    sent = upstream.seen[0].body
+    assert sent["model"] == "up-model" and sent["stream"] is True
+    assert sent["messages"][1]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city":"Rome"}',
+    }
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    assert sent["messages"][3]["content"] == "And now?"
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+
+
+async def test_whole_answer_with_tool_calls(upstream: FakeUpstream) -> None:
+    fixture = "openai_chat_tool_calls.sse"
+    upstream.push(Script(chunks=[(0, fixture_bytes(fixture))]))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="chat",
+            messages=USER,
+            tools=[WEATHER_TOOL],  # type: ignore[list-item,arg-type]
+        )
+        completion = raw.parse()
+    ChatCompletion.model_validate_json(raw.content)
+    assert raw.headers["content-type"] == "application/json"
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    calls = [
+        {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}  # type: ignore[union-attr]
+        for c in choice.message.tool_calls or []
+    ]
+    assert calls == expected_tools(fixture)
+    assert completion.usage is not None and completion.usage.prompt_tokens == 149
+    assert completion.usage.total_tokens == 209
+
+
+async def test_usage_chunk_when_asked(upstream: FakeUpstream) -> None:
+    fixture = "openai_chat_usage.sse"
+    upstream.push(*[Script(chunks=[(0, fixture_bytes(fixture))]) for _ in range(2)])
+    want = fixture_expected(fixture)
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        with_usage = [
+            c
+            async for c in await client.chat.completions.create(
+                model="chat",
+                messages=USER,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        ]
+        without = [
+            c
+            async for c in await client.chat.completions.create(
+                model="chat",
+                messages=USER,  # type: ignore[arg-type]
+                stream=True,
+            )
+        ]
+    got = assemble_chunks(with_usage)
+    assert got["text"] == want["text"] and got["finish"] == "stop"
+    assert with_usage[-1].choices == []
+    assert got["usage"]["prompt_tokens"] == 16 and got["usage"]["completion_tokens"] == 11
+    assert got["usage"]["total_tokens"] == 27
+    assert all(c.usage is None for c in without)
+    assert assemble_chunks(without)["text"] == want["text"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_thinking_and_tool_use_upstream(upstream: FakeUpstream, stream: bool) -> None:
+    fixture = "anthropic_thinking_tool_use.sse"
+    upstream.push(Script(chunks=[(0, fixture_bytes(fixture))]))
+    want = fixture_expected(fixture)
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        if stream:
+            chunks = [
+                c
+                async for c in await client.chat.completions.create(
+                    model="msgs",
+                    messages=USER,  # type: ignore[arg-type]
+                    tools=[WEATHER_TOOL],  # type: ignore[list-item]
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            ]
+            got = assemble_chunks(chunks)
+        else:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="msgs",
+                messages=USER,
+                tools=[WEATHER_TOOL],  # type: ignore[list-item,arg-type]
+            )
+            ChatCompletion.model_validate_json(raw.content)
+            message = raw.parse().choices[0].message
+            got = {
+                "text": message.content,
+                "reasoning": (message.model_extra or {}).get("reasoning_content"),
+                "tools": [
+                    {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}  # type: ignore[union-attr]
+                    for c in message.tool_calls or []
+                ],
+                "finish": raw.parse().choices[0].finish_reason,
+                "usage": raw.parse().usage.to_dict(),  # type: ignore[union-attr]
+            }
+    assert got["text"] == want["text"]
+    assert got["reasoning"] == want["reasoning"]
+    assert [(t["id"], t["name"]) for t in got["tools"]] == [
+        (c["id"], c["name"]) for c in want["tool_calls"]
+    ]
+    assert [json.loads(t["arguments"]) for t in got["tools"]] == [
+        json.loads(c["arguments"]) for c in want["tool_calls"]
+    ]
+    assert got["finish"] == "tool_calls"
+    assert got["usage"]["prompt_tokens"] == 423 and got["usage"]["completion_tokens"] == 119
+    assert upstream.seen[0].path == "/v1/messages"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_simulated_route(upstream: FakeUpstream, stream: bool) -> None:
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        if stream:
+            chunks = [
+                c
+                async for c in await client.chat.completions.create(
+                    model="sim",
+                    messages=USER,  # type: ignore[arg-type]
+                    stream=True,
+                )
+            ]
+            got = assemble_chunks(chunks)
+            text, reasoning = got["text"], got["reasoning"]
+        else:
+            done = await client.chat.completions.create(model="sim", messages=USER)  # type: ignore[arg-type]
+            ChatCompletion.model_validate(done.to_dict())
+            text = done.choices[0].message.content
+            reasoning = (done.choices[0].message.model_extra or {})["reasoning_content"]
+    assert text == "Hello there, world!"
+    assert reasoning == "Think."
+
+
+async def test_abort_closes_the_upstream(upstream: FakeUpstream) -> None:
+    first = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
+    upstream.push(Script(chunks=[(0, first)], hang_after=True))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        stream = await client.chat.completions.create(
+            model="chat",
+            messages=USER,  # type: ignore[arg-type]
+            stream=True,
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        t0 = time.monotonic()
+        await stream.close()
+        seen = upstream.seen[0]
+        await asyncio.wait_for(seen.closed.wait(), 2)
+    assert seen.closed_at is not None and seen.closed_at - t0 < 0.5
+    assert not seen.completed
+
+
+async def test_errors_in_the_compatible_shape(upstream: FakeUpstream) -> None:
+    upstream.push(Script(status=500, chunks=(), headers={"Content-Type": "application/json"}))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        with pytest.raises(openai.NotFoundError) as not_found:
+            await client.chat.completions.create(model="nope", messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError) as bad:
+            await client.chat.completions.create(
+                model="sim",
+                messages=[{"role": "wizard", "content": "x"}],  # type: ignore[list-item]
+            )
+        with pytest.raises(openai.APIStatusError) as upstream_down:
+            await client.chat.completions.create(model="chat", messages=USER)  # type: ignore[arg-type]
+        # Mid-stream failure: an error frame, which the SDK raises while iterating.
+        stream = await client.chat.completions.create(
+            model="broken",
+            messages=USER,  # type: ignore[arg-type]
+            stream=True,
+        )
+        texts = []
+        with pytest.raises(openai.APIError, match="simulated upstream failure"):
+            async for chunk in stream:
+                texts.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+        # Non-streaming: the answer was held back, so the failure is still a status.
+        with pytest.raises(openai.APIStatusError) as held:
+            await client.chat.completions.create(model="broken", messages=USER)  # type: ignore[arg-type]
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{gw.url}/v1/chat/completions", data="{") as r:
+                ctype = (r.status, await r.json())
+            async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "sim"}) as r:
+                missing = (r.status, await r.json())
+    assert not_found.value.status_code == 404
+    assert not_found.value.code == "model_not_found"
+    assert not_found.value.body["param"] == "model"  # type: ignore[index]
+    assert bad.value.status_code == 400 and bad.value.code == "invalid_request"
+    assert "messages[0].role" in bad.value.message
+    assert bad.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert upstream_down.value.status_code == 502
+    assert "".join(texts) == "Hello there, "
+    assert held.value.status_code == 502 and held.value.code == "upstream_error"
+    assert ctype[0] == 415 and ctype[1]["error"]["code"] == "unsupported_media_type"
+    assert missing[0] == 400 and "messages" in missing[1]["error"]["message"]
+    assert set(missing[1]["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_whole_answer_commits_on_heartbeat_and_stays_valid_json(
+    upstream: FakeUpstream,
+) -> None:
+    """A slow non-streaming answer sends headers and newlines at heartbeat time; JSON still parses."""
+    doc = routes(upstream.url)
+    doc["server"] = {"heartbeat_interval": "100ms"}
+    doc["routes"][2]["options"] = {"text": "slow", "first_token_delay": "350ms"}
+    async with running_gateway(doc) as gw, client_for(gw.url) as client:
+        raw = await client.chat.completions.with_raw_response.create(model="sim", messages=USER)  # type: ignore[arg-type]
+    assert raw.content.startswith(b"\n")
+    assert ChatCompletion.model_validate_json(raw.content).choices[0].message.content == "slow"
