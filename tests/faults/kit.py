@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,3 +144,18 @@ async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float
             assert chunk, f"connection closed before {marker!r}: {buf!r}"
             buf += chunk
     return buf
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for a subprocess without blocking the loop (fake upstreams live on it)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the process did not exit in time")
+        await asyncio.sleep(0.02)
+    return proc.returncode
+
+
+async def get_status(url: str) -> int:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status

@@ -1,0 +1,72 @@
+"""SIGHUP reloads the config file (issue 5 item 6), with the real ``python -m gateway`` process.
+
+New streams use the new config; a stream open during the reload finishes on the old one; an
+invalid new file is refused, its error logged with the key path, and the old config kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gateway.client import collect
+from tests.faults.kit import HELLO, post
+from tests.support.gateway import gateway_process, wait_for
+
+
+def demo(text: str, interval: str = "0ms", **extra: Any) -> dict[str, Any]:
+    options = {"text": text, "first_token_delay": 0, "token_interval": interval, "reasoning": False}
+    return {"name": "demo", "provider": "simulated", "options": options, **extra}
+
+
+async def text_of(url: str) -> str:
+    reply = await post(url)
+    assert reply.status == 200, reply.raw
+    return reply.text
+
+
+async def test_sighup_reloads_new_streams_use_it_open_ones_finish_on_the_old(
+    tmp_path: Path,
+) -> None:
+    old_text = " ".join(f"old{i}" for i in range(30))
+    with gateway_process(tmp_path, {"routes": [demo(old_text, "50ms")]}) as gw:
+        url = f"{gw.url}/v1/stream/demo"
+        async with aiohttp.ClientSession() as http:
+            open_stream = asyncio.ensure_future(collect(http, url, HELLO))
+            await asyncio.sleep(0.3)  # streaming, about 6 tokens in
+            new = {"routes": [demo("brand new"), {"name": "extra", "provider": "simulated"}]}
+            (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(new))
+            gw.signal(signal.SIGHUP)
+            for _ in range(100):
+                if await text_of(url) == "brand new":
+                    break
+                await asyncio.sleep(0.05)
+            assert await text_of(url) == "brand new"
+            assert (await post(f"{gw.url}/v1/stream/extra")).status == 200
+            events = await asyncio.wait_for(open_stream, 10)
+        assert events[-1].type == "end"
+        assert "".join(e.data.get("text", "") for e in events if e.type == "delta") == old_text
+        assert '"reloaded"' in gw.log()
+
+
+async def test_invalid_config_is_refused_and_the_old_one_kept(tmp_path: Path) -> None:
+    with gateway_process(tmp_path, {"routes": [demo("still here")]}) as gw:
+        url = f"{gw.url}/v1/stream/demo"
+        bad = {"routes": [{"name": "demo", "provider": "no-such-provider"}]}
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(bad))
+        gw.signal(signal.SIGHUP)
+        await wait_for(lambda: "reload_refused" in gw.log(), 5)
+        log = gw.log()
+        assert "routes[0].provider" in log
+        assert await text_of(url) == "still here"
+        (tmp_path / "gateway.yaml").write_text("routes: [unclosed")
+        gw.signal(signal.SIGHUP)
+        await wait_for(lambda: gw.log().count("reload_refused") == 2, 5)
+        assert await text_of(url) == "still here"
+        assert gw.proc.poll() is None
+        assert "Traceback" not in gw.log()
