@@ -76,10 +76,11 @@ def needs_limits(config: GatewayConfig) -> bool:
 def install_features(app: web.Application, state: GatewayState) -> None:
     """Register the hooks the configuration asks for (none without ``auth`` and limits)."""
     config = state.config
+    holder = _features(app)  # registered on the first call, even if limits come with a reload
     auth = Authenticator(config.auth) if config.auth is not None else None
     limiter = None
     if needs_limits(config):
-        backend, report = _features(app).backend(config.limits, state.metrics)
+        backend, report = holder.backend(config.limits, state.metrics)
         limiter = Limiter(config, backend, report)
         state.extras["limiter"] = limiter
     if auth is None and limiter is None:
