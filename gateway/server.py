@@ -109,6 +109,8 @@ class StreamPlan:
     attempts: list[Attempt]
     model: str | None = None
     session_type: type[StreamSession] = StreamSession
+    max_tokens: int | None = None
+    """The request's ``max_tokens``: the token reservation of the limits (``features.py``)."""
 
 
 Prepare = Callable[[str], Awaitable[StreamPlan]]
@@ -145,6 +147,9 @@ async def start_stream(
         plan = await prepare(request_id)
         if len(state.sessions) >= state.config.limits.max_concurrent_streams:
             raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
+        reserve = context.get("reserve")  # limits: counted last, once the request is valid
+        if reserve is not None:
+            await reserve(plan.max_tokens)
     except GatewayError as exc:
         metrics.rejected(exc.error_code, app_name)
         release = context.get("release")
@@ -196,7 +201,8 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
                 raise InvalidRequest("model: this route does not allow choosing the model")
         attempts = _build_attempts(runtime, chat, body)
         model = chat.model if chat is not None else None
-        return StreamPlan(ENCODERS[fmt](route, request_id), attempts, model)
+        max_tokens = chat.max_tokens if chat is not None else None
+        return StreamPlan(ENCODERS[fmt](route, request_id), attempts, model, max_tokens=max_tokens)
 
     return await start_stream(request, state, runtime, prepare, received=received)
 
