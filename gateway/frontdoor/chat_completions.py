@@ -153,9 +153,9 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
             chunks = ChatChunkEncoder(
                 route, request_id, model=route.name, created=created, include_usage=include_usage
             )
-            return StreamPlan(chunks, attempts)
+            return StreamPlan(chunks, attempts, max_tokens=chat.max_tokens)
         whole = CompletionEncoder(route, request_id, model=route.name, created=created)
-        return StreamPlan(whole, attempts, session_type=HeldSession)
+        return StreamPlan(whole, attempts, session_type=HeldSession, max_tokens=chat.max_tokens)
 
     response = await start_stream(request, state, runtime, prepare, received=received)
     return _reshape_error(response)
