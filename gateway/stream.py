@@ -337,6 +337,8 @@ class StreamSession:
         """Encode ``events`` into one write; record first-token and gap metrics."""
         if not events:
             return
+        if events[-1].type == ev.ERROR:  # once per stream: providers echo keys in errors
+            events[-1] = self._scrub_event(events[-1])
         encode = self.encoder.encode
         counters = self.metrics.events
         content = False
@@ -580,6 +582,14 @@ class StreamSession:
             bytes=self.bytes_written,
             **{k: v for k, v in self.usage.items() if isinstance(v, int)},
         )
+
+    def _scrub_event(self, event: Event) -> Event:
+        """An ``error`` event without the provider credential in its message."""
+        key = self.served_by.target.upstream.api_key
+        message = event.data.get("message")
+        if key and len(key) >= 4 and isinstance(message, str) and key in message:
+            return Event(ev.ERROR, {**event.data, "message": message.replace(key, "[redacted]")})
+        return event
 
     def _scrub(self, exc: GatewayError, attempt: Attempt) -> GatewayError:
         """Remove the provider credential from an upstream error message (defence in depth)."""
