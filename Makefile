@@ -31,7 +31,7 @@ check: $(STAMP)
 
 ## bench: the benchmark (not part of `make test`); writes bench/results/
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format $(LINTED)

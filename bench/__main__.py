@@ -1,0 +1,232 @@
+"""``python -m bench`` (``make bench``): every peer side by side against one fake upstream.
+
+Per repetition, each peer is started fresh (pinned to core 0), warmed up, run through every
+selected scenario, then stopped; the fake upstream and this process (the load client) stay on
+core 1. Then the per-adapter translator micro-benchmark runs, the medians and ratios are
+printed as markdown, and everything is written to ``bench/results/<timestamp>.json``.
+
+    python -m bench                      # the full run (several minutes)
+    python -m bench --quick              # 1 repetition, short windows, 1,000 idle streams
+    python -m bench --peers nginx,gateway --scenarios chat-b2b,abort
+    python -m bench --profile 15         # also: py-spy profile of the gateway under chat-b2b
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+from bench.adapters import measure as measure_adapters
+from bench.fake_upstream import install_uvloop, raise_fd_limit
+from bench.peers import (
+    LAUNCHERS,
+    LOAD_CORE,
+    PEERS,
+    Peer,
+    PeerUnavailable,
+    ensure_installed,
+    pinned,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 rep, short windows, few idle")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
+    parser.add_argument(
+        "--scenarios", default="all", help=f"'all' or a subset of {','.join(scenarios.SCENARIOS)}"
+    )
+    parser.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
+    parser.add_argument("--idle", type=int, help="idle streams (default 10000; 1000 --quick)")
+    parser.add_argument("--probes", type=int, help="abort probes per phase (default 20)")
+    parser.add_argument("--no-install", action="store_true", help="do not install nginx/LiteLLM")
+    parser.add_argument("--no-adapters", action="store_true", help="skip the adapter benchmark")
+    parser.add_argument("--profile", type=float, default=0, metavar="S", help="py-spy S seconds")
+    return parser
+
+
+def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
+    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != b"ready":
+        raise SystemExit("the fake upstream did not start")
+    return proc, int(line[1])
+
+
+async def run_peer(
+    peer: Peer, args: argparse.Namespace, chosen: list[str], rep: int
+) -> dict[str, Any]:
+    """Every chosen scenario against one started peer: ``scenario -> figures``."""
+    control = ("127.0.0.1", args.upstream_port)
+    factor = 0.3 if args.quick else 1.0
+    warm = scenarios.Load("warm-up", "chat", 200, 0, 0, 8, 1.0)
+    await scenarios.run_load(peer, warm)
+    out: dict[str, Any] = {}
+    for load in scenarios.LOADS:
+        if load.name in chosen:
+            out[load.name] = await scenarios.run_load(peer, load.scaled(factor))
+            log(f"  {peer.name} {load.name}: {_brief(out[load.name])}")
+    if "abort" in chosen:
+        out["abort"] = await scenarios.run_abort(peer, control, args.probes)
+        brief = {k: (v["p50_ms"], v["max_ms"], v["missing"]) for k, v in out["abort"].items()}
+        log(f"  {peer.name} abort (p50, max, missing): {brief}")
+    if "idle" in chosen and rep == 0 and peer.name != "direct":
+        budget = 300.0 if peer.name == "litellm" else 120.0
+        out["idle"] = await scenarios.run_idle(peer, control, args.idle, budget)
+        log(f"  {peer.name} idle: {_brief(out['idle'])}")
+    return out
+
+
+def _brief(figures: dict[str, Any]) -> str:
+    keys = ("events_per_s", "cpu_us_per_event", "cpu_us_per_stream", "ttft_p99_ms")
+    keys += ("gap_p99_ms", "failed", "kib_per_stream", "held_upstream")
+    return ", ".join(f"{k}={figures[k]}" for k in keys if figures.get(k) is not None)
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    versions = {}
+    for dist in ("aiohttp", "uvloop", "orjson"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **versions,
+        "cpu_pressure": Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        if Path("/proc/pressure/cpu").exists()
+        else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.idle = args.idle or (1000 if args.quick else 10_000)
+    args.probes = args.probes or (10 if args.quick else 20)
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = [p for p in peers if p not in LAUNCHERS]
+    chosen = list(scenarios.SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+    bad = [s for s in chosen if s not in scenarios.SCENARIOS]
+    if unknown or bad:
+        raise SystemExit(f"unknown peers {unknown} or scenarios {bad}")
+    raise_fd_limit()
+    os.sched_setaffinity(0, {LOAD_CORE})
+    install_uvloop()
+    unavailable = {} if args.no_install else ensure_installed(peers, log)
+    upstream, args.upstream_port = start_upstream()
+    started = datetime.now(UTC)
+    runs: report.Runs = {}
+    try:
+        for rep in range(args.reps):
+            for name in peers:
+                if name in unavailable:
+                    continue
+                log(f"rep {rep + 1}/{args.reps}: {name}")
+                try:
+                    peer = LAUNCHERS[name](args.upstream_port)
+                except PeerUnavailable as exc:
+                    unavailable[name] = str(exc)
+                    log(f"  {name} unavailable: {exc}")
+                    continue
+                try:
+                    figures = asyncio.run(run_peer(peer, args, chosen, rep))
+                finally:
+                    peer.stop()
+                for scenario, value in figures.items():
+                    runs.setdefault(name, {}).setdefault(scenario, []).append(value)
+        profile = None
+        if args.profile and "gateway" in peers:
+            from bench.profile import profile_gateway
+
+            log(f"profiling the gateway for {args.profile:g}s (py-spy) ...")
+            profile = asyncio.run(profile_gateway(args.upstream_port, args.profile, RESULTS))
+    finally:
+        upstream.terminate()
+        upstream.wait(5)
+    adapters = [] if args.no_adapters else measure_adapters(0.2 if args.quick else 1.0)
+    return _report(args, argv, peers, runs, unavailable, adapters, profile, started)
+
+
+def _report(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    peers: list[str],
+    runs: report.Runs,
+    unavailable: dict[str, str],
+    adapters: list[dict[str, Any]],
+    profile: dict[str, Any] | None,
+    started: datetime,
+) -> int:
+    summary = report.summarise(runs)
+    shown = [p for p in peers if p in runs]
+    goals = report.targets(summary, args.idle)
+    print("\n## Comparison (medians over repetitions)\n")
+    print(report.table(summary, shown))
+    print("\n## Targets (issue 7)\n")
+    print(report.targets_table(goals))
+    if adapters:
+        print("\n## Translator cost per adapter\n")
+        print(report.adapters_table(adapters))
+    for name, why in unavailable.items():
+        print(f"\n{name}: not measured: {why.splitlines()[0]}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    doc = {
+        "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(),
+        "options": {k: v for k, v in vars(args).items() if k != "upstream_port"},
+        "scenarios": {load.name: load.__dict__ for load in scenarios.LOADS},
+        "unavailable": unavailable,
+        "runs": runs,
+        "summary": summary,
+        "targets": goals,
+        "adapters": adapters,
+        "profile": profile,
+        "tables": {
+            "comparison": report.table(summary, shown),
+            "targets": report.targets_table(goals),
+            "adapters": report.adapters_table(adapters) if adapters else "",
+        },
+    }
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""The things measured side by side, each behind the same fake upstream.
+
+``direct``  the client talks to the fake upstream itself: the limit, no proxy process.
+``nginx``   a plain reverse proxy (``proxy_buffering off``, upstream keep-alive, 1 worker): the C
+            anchor.
+``litellm`` LiteLLM proxy from its own venv (``bench/.venv-litellm``), the fake upstream as an
+            OpenAI-compatible ``api_base``: the Python gateway users would otherwise pick.
+``gateway`` this project, ``python -m gateway`` on a generated config with an ``openai-chat``
+            and an ``openai-responses`` route, output format ``tokens``.
+
+Every proxy runs pinned to core 0 (the fake upstream and the load client run on core 1) with a
+raised open-files limit. CPU and memory are read from ``/proc`` for the proxy's whole process
+tree (nginx's worker, LiteLLM's workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.loadgen import post
+
+ROOT = Path(__file__).resolve().parent.parent
+LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
+PROXY_CORE, LOAD_CORE = 0, 1
+FD_LIMIT = 200_000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+ROUTES = ("chat", "responses")
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run here (not installed, failed to start); the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pinned(core: int) -> Callable[[], None]:
+    """A ``preexec_fn``: pin to ``core`` and raise the open-files limit (inherited by workers)."""
+
+    def setup() -> None:
+        os.sched_setaffinity(0, {core})
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+        os.setpgrp()
+
+    return setup
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant alive now."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, ()))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (``/proc/<pid>/stat`` fields 14 and 15), in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Resident memory of ``pids`` in KiB (``/proc/<pid>/statm``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * PAGE_KIB
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class Peer:
+    """A running peer: where to send requests and which processes to measure."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    bodies: dict[str, Callable[[str], bytes]] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, route: str, spec: str) -> bytes:
+        """The HTTP request for one stream on ``route`` whose fake upstream follows ``spec``."""
+        return post(self.paths[route], self.host, self.bodies[route](spec), self.headers)
+
+    def pids(self) -> list[int]:
+        return [] if self.proc is None else process_tree(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _openai_bodies(model: str) -> dict[str, Callable[[str], bytes]]:
+    def chat(spec: str) -> bytes:
+        doc = {
+            "model": model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": spec}],
+        }
+        return json.dumps(doc).encode()
+
+    def responses(spec: str) -> bytes:
+        return json.dumps({"model": model, "stream": True, "input": spec}).encode()
+
+    return {"chat": chat, "responses": responses}
+
+
+_OPENAI_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
+
+
+def _spawn(
+    name: str, cmd: list[str], workdir: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=pinned(PROXY_CORE),
+        env={**os.environ, **(env or {})},
+        cwd=workdir,
+    )
+
+
+def _wait_ready(peer: Peer, path: str | None, timeout: float) -> None:
+    """Poll until the peer answers (``path`` over HTTP, else a TCP connect) or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if peer.proc is not None and peer.proc.poll() is not None:
+            break
+        try:
+            if path is None:
+                socket.create_connection((peer.host, peer.port), 0.5).close()
+                return
+            with urllib.request.urlopen(f"http://{peer.host}:{peer.port}{path}", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    log = ""
+    if peer.workdir is not None:
+        logs = sorted(peer.workdir.glob("*.log"))
+        log = logs[0].read_text(errors="replace")[-2000:] if logs else ""
+    peer.stop()
+    raise PeerUnavailable(f"{peer.name} did not become ready in {timeout:g}s\n{log}")
+
+
+# -- launchers ---------------------------------------------------------------------------------
+
+
+def start_direct(upstream_port: int) -> Peer:
+    return Peer("direct", upstream_port, paths=_OPENAI_PATHS, bodies=_openai_bodies("bench"))
+
+
+NGINX_CONF = """\
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile {fd_limit};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 65000; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream fake {{ server 127.0.0.1:{upstream}; keepalive 1024; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None
+    )
+
+
+def start_nginx(upstream_port: int) -> Peer:
+    binary = nginx_binary()
+    if binary is None:
+        raise PeerUnavailable("nginx is not installed (apt-get install nginx-light)")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    port = free_port()
+    conf = NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=port, fd_limit=FD_LIMIT)
+    (workdir / "nginx.conf").write_text(conf)
+    proc = _spawn("nginx", [binary, "-p", str(workdir), "-c", str(workdir / "nginx.conf")], workdir)
+    peer = Peer("nginx", port, proc, workdir, _OPENAI_PATHS, _openai_bodies("bench"))
+    _wait_ready(peer, None, 10)
+    return peer
+
+
+LITELLM_CONF = """\
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: http://127.0.0.1:{upstream}/v1
+      api_key: sk-bench
+litellm_settings:
+  telemetry: false
+general_settings:
+  master_key: {key}
+"""
+LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+
+
+def start_litellm(upstream_port: int) -> Peer:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        raise PeerUnavailable(f"LiteLLM is not installed in {LITELLM_VENV}")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
+    port = free_port()
+    (workdir / "litellm.yaml").write_text(
+        LITELLM_CONF.format(upstream=upstream_port, key=LITELLM_KEY)
+    )
+    cmd = [str(binary), "--config", str(workdir / "litellm.yaml"), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--num_workers", "1"]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "NO_DOCS": "True"}
+    proc = _spawn("litellm", cmd, workdir, env)
+    peer = Peer("litellm", port, proc, workdir, _OPENAI_PATHS, _openai_bodies("bench"))
+    peer.headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
+    _wait_ready(peer, "/health/liveliness", 180)
+    return peer
+
+
+GATEWAY_CONF = """\
+server:
+  host: 127.0.0.1
+  port: {port}
+limits:
+  max_concurrent_streams: 1000000
+routes:
+  - name: chat
+    provider: openai-chat
+    format: tokens
+    upstream: {{base_url: "http://127.0.0.1:{upstream}/v1", api_key: sk-bench, model: bench}}
+  - name: responses
+    provider: openai-responses
+    format: tokens
+    upstream: {{base_url: "http://127.0.0.1:{upstream}/v1", api_key: sk-bench, model: bench}}
+"""
+
+
+def _gateway_bodies() -> dict[str, Callable[[str], bytes]]:
+    def body(spec: str) -> bytes:
+        return json.dumps({"messages": [{"role": "user", "content": spec}]}).encode()
+
+    return {"chat": body, "responses": body}
+
+
+def start_gateway(upstream_port: int) -> Peer:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    port = free_port()
+    (workdir / "gateway.yaml").write_text(GATEWAY_CONF.format(port=port, upstream=upstream_port))
+    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
+    proc = _spawn("gateway", cmd, workdir, {"PYTHONPATH": str(ROOT)})
+    paths = {r: f"/v1/stream/{r}" for r in ROUTES}
+    peer = Peer("gateway", port, proc, workdir, paths, _gateway_bodies())
+    _wait_ready(peer, "/healthz", 30)
+    return peer
+
+
+LAUNCHERS: dict[str, Callable[[int], Peer]] = {
+    "direct": start_direct,
+    "nginx": start_nginx,
+    "litellm": start_litellm,
+    "gateway": start_gateway,
+}
+PEERS = tuple(LAUNCHERS)
+
+
+# -- installing what the peers need ------------------------------------------------------------
+
+
+def ensure_installed(names: list[str], log: Callable[[str], None]) -> dict[str, str]:
+    """Install missing peers (nginx with apt-get, LiteLLM in its own venv).
+
+    Returns ``{peer: reason}`` for the peers that still cannot run; never raises.
+    """
+    missing: dict[str, str] = {}
+    if "nginx" in names and nginx_binary() is None:
+        log("installing nginx-light with apt-get ...")
+        if os.geteuid() == 0 and shutil.which("apt-get"):
+            quiet = subprocess.DEVNULL
+            subprocess.run(["apt-get", "update", "-q"], stdout=quiet, stderr=quiet, check=False)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "nginx-light"],
+                stdout=quiet,
+                stderr=quiet,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                check=False,
+            )
+        if nginx_binary() is None:
+            missing["nginx"] = "nginx is not installed and apt-get could not install it"
+    if "litellm" in names and not (LITELLM_VENV / "bin" / "litellm").exists():
+        log(f"installing litellm[proxy] into {LITELLM_VENV} (a few minutes) ...")
+        python = shutil.which("python3") or sys.executable
+        logfile = ROOT / "bench" / "results" / "litellm-install.log"
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(logfile, "wb") as out:
+            ok = subprocess.run([python, "-m", "venv", str(LITELLM_VENV)], stdout=out, stderr=out)
+            if ok.returncode == 0:
+                pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"]
+                ok = subprocess.run(pip, stdout=out, stderr=out)
+        if not (LITELLM_VENV / "bin" / "litellm").exists():
+            missing["litellm"] = f"pip install 'litellm[proxy]' failed (see {logfile})"
+    return missing
