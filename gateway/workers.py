@@ -1,31 +1,92 @@
 """``gateway --workers N``: N processes serving one port (SO_REUSEPORT), one metrics view.
 
-The parent process does not serve. It points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory
-(unless one is set), starts N worker processes that each bind the port with SO_REUSEPORT, and
-forwards SIGTERM/SIGINT (graceful drain) and SIGHUP (reload) to them. Every worker's ``/metrics``
-aggregates all workers through prometheus_client's multiprocess mode, so any scrape, whichever
-worker answers it, sees the same totals. When a worker exits its live gauges are marked dead.
+The parent process does not serve; it supervises::
+
+    parent ── prepares PROMETHEUS_MULTIPROC_DIR (fresh, or wiped) ── installs signal handlers
+      ├─ worker 1 ─┐  each binds host:port with SO_REUSEPORT (the kernel spreads connections)
+      └─ worker N ─┘  and writes its metric values to files in that directory
+
+* Metrics: every worker's ``/metrics`` aggregates all workers (prometheus_client multiprocess
+  mode), so any scrape, whichever worker answers it, sees the same totals; no saw-tooth.
+  ``gateway_active_streams`` is a ``livesum`` gauge: the files of a worker that exited are removed
+  (``mark_process_dead``), so it counts live workers only.
+* Stale values: a directory set by the operator is wiped of ``*.db`` files at start. Values of a
+  previous run would otherwise be summed in, and with PIDs reused across container restarts a
+  new worker would even continue an old worker's counters. A directory the parent created itself
+  is removed at exit.
+* Signals: SIGTERM and SIGINT are forwarded to every worker (each drains for
+  ``server.shutdown_timeout``, then exits 0); SIGHUP is forwarded (each reloads the config).
+  Handlers are installed before the first worker starts, so no signal is lost in between.
+* A worker that exits while no stop was asked for (a crash, an OOM kill) stops the whole group:
+  the others drain gracefully and the parent exits non-zero, so systemd (``Restart=on-failure``)
+  or Kubernetes restarts a clean group. One process per container is the simpler alternative
+  (see docs/operations/deploy.md).
+* Orphans: each worker watches its parent; if the parent dies (SIGKILL), the worker drains and
+  exits by itself instead of serving on unsupervised.
+* Exit code: 0 when every worker exited 0 after a stop; otherwise the first failing worker's code
+  (128 + signal number for a worker killed by a signal, as a shell reports it).
+* Logs: in this mode every log line carries ``worker`` (the worker's PID).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from types import FrameType
+from typing import Any
 
 from gateway.config.model import GatewayConfig
+from gateway.logs import log_event
+
+PARENT_POLL = 1.0
+"""Seconds between a worker's checks that its parent is still alive."""
+
+
+# -- in the worker ---------------------------------------------------------------------------
+
+
+class _WorkerField(logging.Filter):
+    """Adds ``worker: <pid>`` to every JSON log line of this process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None)
+        pid = {"worker": os.getpid()}
+        record.fields = {**fields, **pid} if isinstance(fields, dict) else pid
+        return True
+
+
+def _watch_parent(parent: int) -> None:
+    """Thread: when the parent is gone (re-parented), ask this worker to drain and exit."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _worker(config: GatewayConfig, config_path: str | None, host: str, port: int) -> None:
+    """One serving process (the target of a spawned ``multiprocessing.Process``)."""
+    # Until run_server installs its handlers: a stop exits at once (nothing to drain yet) and
+    # a reload is meaningless (the config is being loaded), rather than killing the worker.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import asyncio
 
     from gateway.logs import setup_logging
     from gateway.server import _install_fast_loop, run_server
 
     setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "info"))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerField())
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     _install_fast_loop()
     code = asyncio.run(
         run_server(config, host=host, port=port, config_path=config_path, reuse_port=True)
@@ -33,42 +94,97 @@ def _worker(config: GatewayConfig, config_path: str | None, host: str, port: int
     raise SystemExit(code)
 
 
+# -- in the parent ---------------------------------------------------------------------------
+
+
+def prepare_metrics_dir() -> tuple[str, bool]:
+    """The multiprocess metrics directory and whether the parent created it (and removes it).
+
+    Uses ``$PROMETHEUS_MULTIPROC_DIR`` when set (created if missing, stale ``*.db`` files
+    removed), else a new temporary directory; either way exported for the workers.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        os.makedirs(configured, exist_ok=True)
+        for path in glob.glob(os.path.join(configured, "*.db")):
+            os.remove(path)
+        return configured, False
+    directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory, True
+
+
+def exit_code(code: int | None) -> int:
+    """A process exit code as a shell reports it: 128 + N for death by signal N."""
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
+
+
+class Supervisor:
+    """Starts the workers, forwards signals, and reaps them (see the module docs)."""
+
+    def __init__(self, target: Any, args: tuple[Any, ...], workers: int, directory: str) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no forked event loops or sockets
+        self.procs = [ctx.Process(target=target, args=args, daemon=False) for _ in range(workers)]
+        self.directory = directory
+        self.stopping = False
+        self.failure: int | None = None
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.pid is not None and proc.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):  # exited since the check
+                    os.kill(proc.pid, signum)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        for proc in self.procs:
+            proc.start()
+        log_event("workers_started", pids=[p.pid for p in self.procs])
+        running = list(self.procs)
+        while running:
+            multiprocessing.connection.wait([p.sentinel for p in running], timeout=0.5)
+            for proc in [p for p in running if p.exitcode is not None]:
+                running.remove(proc)
+                self._reap(proc)
+        codes = [exit_code(p.exitcode) for p in self.procs]
+        if self.failure is not None:
+            return self.failure
+        return max(codes, default=0)
+
+    def _reap(self, proc: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(proc.pid, self.directory)  # type: ignore[no-untyped-call]
+        code = exit_code(proc.exitcode)
+        log_event("worker_exited", worker=proc.pid, code=code, stopping=self.stopping)
+        if self.stopping:
+            return
+        # Nobody asked for a stop: the group is degraded. Drain the rest and let the supervisor
+        # above (systemd, Kubernetes) restart a clean group.
+        self.failure = code or 1
+        self.stopping = True
+        log_event("worker_lost", logging.ERROR, worker=proc.pid, code=code)
+        self._forward(signal.SIGTERM)
+
+
 def run_workers(
     config: GatewayConfig, *, config_path: str | None, host: str, port: int, workers: int
 ) -> int:
-    """Run ``workers`` serving processes until they all exit; returns the worst exit code."""
-    own_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    """Run ``workers`` serving processes until they all exit; returns the exit code."""
     if port == 0:
         raise SystemExit("--workers needs a fixed --port (SO_REUSEPORT shares one port)")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker, args=(config, config_path, host, port), daemon=False)
-        for _ in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+    directory, owned = prepare_metrics_dir()
     try:
-        codes = []
-        for proc in procs:
-            while proc.is_alive():
-                proc.join(0.2)
-            codes.append(proc.exitcode or 0)
-            if own_dir and proc.pid is not None:
-                from prometheus_client import multiprocess
-
-                multiprocess.mark_process_dead(proc.pid, own_dir)  # type: ignore[no-untyped-call]
-        return max(codes, default=0)
+        supervisor = Supervisor(_worker, (config, config_path, host, port), workers, directory)
+        return supervisor.run()
     finally:
-        if own_dir:
-            shutil.rmtree(own_dir, ignore_errors=True)
+        if owned:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,254 @@
+"""``gateway --workers N`` as a real process group (gateway/workers.py).
+
+Streams go through both workers (the kernel spreads connections over the SO_REUSEPORT sockets;
+which worker served a stream is read from the ``worker`` field of its log line), then every
+scrape, whichever worker answers it, must show the same totals: no saw-tooth. Also: stale
+metric files of a previous run are wiped, SIGHUP reaches every worker, SIGTERM exits 0, a lost
+worker stops the group with a non-zero code, and workers do not outlive a killed parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gateway.client import collect
+from tests.support.gateway import REPO, GatewayProcess
+
+HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
+WORKERS = 2
+LANES = 16  # keep-alive connections; P(all on one worker) = 2 * 2**-16
+STREAMS_PER_LANE = 2
+
+
+def demo_route(name: str = "demo") -> dict[str, Any]:
+    options = {"text": "one two three", "reasoning": False, "first_token_delay": 0}
+    return {"name": name, "provider": "simulated", "options": {**options, "token_interval": 0}}
+
+
+def write_config(path: Path, *routes: str) -> None:
+    doc = {"server": {"shutdown_timeout": "2s"}, "routes": [demo_route(r) for r in routes]}
+    path.write_text(yaml.safe_dump(doc))
+
+
+def log_lines(proc: GatewayProcess) -> list[dict[str, Any]]:
+    lines = []
+    for line in proc.log().splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+    return lines
+
+
+def worker_pids(proc: GatewayProcess) -> list[int]:
+    started = [e for e in log_lines(proc) if e["event"] == "workers_started"]
+    assert len(started) == 1
+    return list(started[0]["pids"])
+
+
+def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def group(tmp_path: Path, env: dict[str, str], name: str = "gw") -> Iterator[GatewayProcess]:
+    """A ``--workers 2`` process group, ready when every worker listens; stopped at the end."""
+    config = tmp_path / f"{name}.yaml"
+    if not config.exists():
+        write_config(config, "demo")
+    proc = GatewayProcess(config, None, "--workers", str(WORKERS), env=env)
+    try:
+        wait_until(
+            lambda: (
+                proc.proc.poll() is not None or proc.log().count("gateway listening on") == WORKERS
+            ),
+            what="all workers listening",
+        )
+        assert proc.proc.poll() is None, proc.log()
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def served_by(proc: GatewayProcess) -> dict[str, int]:
+    """Request id -> PID of the worker that served it, from the stream log lines."""
+    return {e["id"]: e["worker"] for e in log_lines(proc) if e["event"] == "stream"}
+
+
+def completed_on(text: str, route: str = "demo") -> float:
+    for line in text.splitlines():
+        head = line.split(" ", 1)[0]
+        wanted = (f'route="{route}"', 'outcome="completed"')
+        if head.startswith("gateway_requests_total{") and all(w in head for w in wanted):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("gateway_requests_total{outcome=completed} missing")
+
+
+def sample(text: str, prefix: str) -> float:
+    values = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(prefix)]
+    assert len(values) == 1, (prefix, values)
+    return values[0]
+
+
+async def run_lanes(gw: GatewayProcess, route: str = "demo") -> list[tuple[list[str], str]]:
+    """LANES keep-alive connections: each serves STREAMS_PER_LANE streams; once every stream is
+    logged as finished (so counted), each lane scrapes ``/metrics`` on its connection.
+
+    Returns per lane (request ids, /metrics text). One connection per lane (checked), so the
+    scrape was answered by the worker that served that lane's streams.
+    """
+    done_before = len(served_by(gw))
+    async with contextlib.AsyncExitStack() as stack, asyncio.timeout(30):
+        created = [0] * LANES
+        sessions = []
+        for n in range(LANES):
+
+            async def on_create(*_: Any, n: int = n) -> None:
+                created[n] += 1
+
+            trace = aiohttp.TraceConfig()
+            trace.on_connection_create_end.append(on_create)
+            connector = aiohttp.TCPConnector(limit=1)
+            session = aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+            sessions.append(await stack.enter_async_context(session))
+
+        async def streams(s: aiohttp.ClientSession) -> list[str]:
+            ids = []
+            for _ in range(STREAMS_PER_LANE):
+                # Read to EOF (not just to `end`) so the connection goes back to the pool.
+                async with s.post(f"{gw.url}/v1/stream/{route}", json=HELLO) as r:
+                    body = await r.read()
+                assert body.count(b"event: end") == 1, body
+                ids.append(r.headers["X-Request-Id"])
+            return ids
+
+        async def scrape(s: aiohttp.ClientSession) -> str:
+            async with s.get(f"{gw.url}/metrics") as r:
+                return await r.text()
+
+        ids = await asyncio.gather(*(streams(s) for s in sessions))
+        total = done_before + LANES * STREAMS_PER_LANE
+        wait_until(lambda: len(served_by(gw)) == total, 5, "every stream logged")
+        texts = await asyncio.gather(*(scrape(s) for s in sessions))
+    assert created == [1] * LANES, "each lane's requests must share one connection"
+    return list(zip(ids, texts, strict=True))
+
+
+async def fresh_scrapes(url: str, n: int = 10) -> list[str]:
+    texts = []
+    for _ in range(n):
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
+            texts.append(await r.text())
+    return texts
+
+
+async def test_streams_through_both_workers_and_every_scrape_sees_all_of_them(
+    tmp_path: Path,
+) -> None:
+    metrics_dir = tmp_path / "prom"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # A previous run leaves its values behind in the operator's directory ...
+    with group(tmp_path, env, "previous") as previous:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(3):
+                await collect(s, f"{previous.url}/v1/stream/demo", HELLO)
+    assert previous.proc.returncode == 0
+    assert glob.glob(f"{metrics_dir}/*.db")
+
+    # ... which the next run must not count.
+    with group(tmp_path, env) as gw:
+        lanes = await run_lanes(gw)
+        total = LANES * STREAMS_PER_LANE
+        owner = served_by(gw)
+        pids = set(worker_pids(gw))
+        assert set(owner.values()) == pids, "both workers must have served streams"
+        scraped_by = set()
+        for ids, text in lanes:
+            assert {owner[i] for i in ids} <= pids
+            scraped_by.add(owner[ids[0]])
+            assert completed_on(text) == total
+        assert scraped_by == pids, "scrapes must have been answered by both workers"
+        for text in await fresh_scrapes(gw.url):
+            assert completed_on(text) == total
+            assert sample(text, 'gateway_active_streams{route="demo"}') == 0
+            assert (
+                sample(text, 'gateway_stream_duration_seconds_count{outcome="completed"') == total
+            )
+
+        # SIGHUP reaches every worker: a new route works on every connection.
+        write_config(tmp_path / "gw.yaml", "demo", "added")
+        gw.signal(signal.SIGHUP)
+        wait_until(
+            lambda: sum(e["event"] == "reloaded" for e in log_lines(gw)) == WORKERS,
+            what="every worker reloaded",
+        )
+        lanes = await run_lanes(gw, "added")
+        assert {served_by(gw)[ids[0]] for ids, _ in lanes} == pids
+
+        gw.signal(signal.SIGTERM)
+        assert gw.proc.wait(10) == 0
+    # The live gauge files of exited workers are gone (active streams count live workers only).
+    assert not glob.glob(f"{metrics_dir}/gauge_live*.db")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_lost_worker_stops_the_group_with_its_exit_code(tmp_path: Path) -> None:
+    # No directory configured: the parent makes its own (under TMPDIR) and removes it.
+    env = {"PROMETHEUS_MULTIPROC_DIR": "", "TMPDIR": str(tmp_path)}
+    with group(tmp_path, env) as gw:
+        owned = glob.glob(f"{tmp_path}/gateway-metrics-*")
+        assert len(owned) == 1
+        victim, other = worker_pids(gw)
+        # The workers write their values there (multiprocess mode), one file set per worker.
+        assert {f"counter_{victim}.db", f"counter_{other}.db"} <= set(os.listdir(owned[0]))
+        os.kill(victim, signal.SIGKILL)
+        assert gw.proc.wait(10) == 128 + signal.SIGKILL
+        wait_until(lambda: not alive(other), 5, "the other worker exited")
+        lost = [e for e in log_lines(gw) if e["event"] == "worker_lost"]
+        assert [e["worker"] for e in lost] == [victim]
+    assert not os.path.exists(owned[0])
+
+
+def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with group(tmp_path, env) as gw:
+        pids = worker_pids(gw)
+        gw.proc.kill()
+        gw.proc.wait(5)
+        wait_until(lambda: not any(alive(p) for p in pids), 10, "orphaned workers exited")
+
+
+def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    write_config(config, "demo")
+    cmd = ["--config", str(config), "--port", "0", "--workers", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *cmd], capture_output=True, timeout=30, cwd=REPO
+    )
+    assert result.returncode != 0
+    assert b"--workers needs a fixed --port" in result.stderr
