@@ -76,6 +76,10 @@ export interface ErrorData {
   type?: string;
 }
 
+/**
+ * One token-protocol event; `at` is ms since the request started. A newer gateway may add
+ * event types: narrow on `type` before reading `data` (unknown types reach onEvent only).
+ */
 export type TokenEvent =
   | { type: "created"; data: CreatedData; id: string; at: number }
   | { type: "thinking"; data: Record<string, never>; id: string; at: number }
@@ -85,9 +89,7 @@ export type TokenEvent =
   | { type: "tool_call"; data: ToolCallPiece; id: string; at: number }
   | { type: "usage"; data: Usage; id: string; at: number }
   | { type: "end"; data: EndData; id: string; at: number }
-  | { type: "error"; data: ErrorData; id: string; at: number }
-  /** An event of a newer protocol version: passed to onEvent, otherwise ignored. */
-  | { type: string; data: unknown; id: string; at: number };
+  | { type: "error"; data: ErrorData; id: string; at: number };
 
 /** Times in ms since the request started (`startedAt` is its performance.now()). */
 export interface Timings {

@@ -1,8 +1,9 @@
 """Browser tests: real headless Chromium (Playwright, the system binary) against a real gateway.
 
-Each test gets its own browser (launching one costs about 0.7 s here, and a per-test browser
-keeps every fixture on the test's own event loop), a gateway on the production runner with the
-routes below, and a fake upstream that records when the gateway closed its connection.
+One browser per test module (a launch costs 0.7 s, 2 s on a loaded machine), so the module's
+tests and every fixture here run on one module-scoped event loop (``LOOP``); each test gets a
+fresh browser context and page, a gateway on the production runner with the routes below, and
+a fake upstream that records when the gateway closed its connection.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, Response, async_playwright
 
@@ -34,6 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SSE = {"Content-Type": "text/event-stream"}
+LOOP = pytest.mark.asyncio(loop_scope="module")
+"""Mark of every browser test: it runs on the module's loop, where the browser lives."""
 
 # The demo route's text: fixed so the page's final text can be compared exactly; non-ASCII so
 # a UTF-8 character split across network reads would show.
@@ -141,7 +145,7 @@ class Watch:
             self.bad_responses.append(f"{response.status} {response.url}")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     chromium = require_binary("chromium", "chromium-browser")
     async with async_playwright() as pw:
@@ -154,7 +158,7 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(10_000)
@@ -173,7 +177,7 @@ def watch_of(page: Page) -> Watch:
     return w
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = await FakeUpstream().start()
     fake.default = slow_forever()
@@ -183,7 +187,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
         await fake.stop()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def gateway(upstream: FakeUpstream) -> AsyncIterator[RunningGateway]:
     async with running_gateway(gateway_doc(upstream)) as gw:
         yield gw
@@ -279,7 +283,7 @@ class RawServer:
         return web.Response(text="hello", content_type="text/plain")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def raw_server() -> AsyncIterator[RawServer]:
     server = await RawServer().start()
     try:

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
-from tests.browser.conftest import DEMO_REASONING, DEMO_TEXT, HELLO, RawServer, watch_of
+from tests.browser.conftest import DEMO_REASONING, DEMO_TEXT, HELLO, LOOP, RawServer, watch_of
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.gateway import RunningGateway, wait_for
+from tests.support.gateway import RunningGateway, running_gateway, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, LOOP]
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "sse_vectors.json").read_text()
@@ -359,3 +359,29 @@ async def test_sse_parser_bounds_its_buffers(page: Page, raw_server: RawServer) 
         }"""
     )
     assert result == ["bounded", "bounded"]
+
+
+async def test_an_app_on_another_origin_needs_the_route_to_allow_it(
+    page: Page, raw_server: RawServer
+) -> None:
+    """The docs' cross-origin example: cors.allow_origins lets a page elsewhere stream a route."""
+    fast = {"text": "from afar", "first_token_delay": 0, "token_interval": 0}
+    doc = {
+        "routes": [
+            {
+                "name": "web",
+                "provider": "simulated",
+                "options": fast,
+                "cors": {"allow_origins": [raw_server.url]},
+            },
+            {"name": "private", "provider": "simulated", "options": fast},
+        ]
+    }
+    async with running_gateway(doc) as gw:
+        await page.goto(raw_server.url + "/")
+        allowed = await run_stream(page, f"{gw.url}/v1/stream/web")
+        assert allowed["ok"], allowed
+        assert allowed["summary"]["text"] == "from afar"
+        assert len(allowed["summary"]["requestId"]) == 32  # X-Request-Id is exposed
+        refused = await run_stream(page, f"{gw.url}/v1/stream/private")
+        assert (refused["error"]["kind"], refused["error"]["code"]) == ("network", "network_error")

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.browser.conftest import DEMO_REASONING, DEMO_TEXT, tool_call_script, watch_of
+from tests.browser.conftest import DEMO_REASONING, DEMO_TEXT, LOOP, tool_call_script, watch_of
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import RunningGateway, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, LOOP]
 
 ROUTES = ["demo", "fast", "upstream", "flaky", "cut", "ndjson-route"]
 
