@@ -301,7 +301,11 @@ async function* openStream(url, body, options, meta) {
     meta.headersAt = now() - meta.startedAt;
     meta.status = response.status;
     meta.requestId = response.headers.get("X-Request-Id");
-    if (!response.ok) throw await httpError(response, meta.requestId);
+    if (!response.ok) {
+      const err = await httpError(response, meta.requestId);
+      if (outer?.aborted) throw abortReason(outer); // aborted while reading the error body
+      throw err;
+    }
     const ctype = response.headers.get("Content-Type") ?? "";
     if (!ctype.toLowerCase().includes("text/event-stream") || response.body === null) {
       throw new GatewayError(

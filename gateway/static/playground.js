@@ -262,7 +262,7 @@ async function send() {
       },
       onReasoning(piece) {
         view.reasoning.hidden = false;
-        view.reasoningText.textContent += piece;
+        view.reasoningText.append(piece); // a text node per piece: no O(n²) re-render
         setStatus("streaming", "reasoning…");
         scrollToEnd();
       },
@@ -271,8 +271,8 @@ async function send() {
       },
       onDelta(piece) {
         view.thinking.hidden = true;
-        if (view.reasoning.open && !view.text.textContent) view.reasoning.open = false;
-        view.text.textContent += piece;
+        if (view.reasoning.open && !view.text.firstChild) view.reasoning.open = false;
+        view.text.append(piece);
         setStatus("streaming", "streaming…");
         scrollToEnd();
       },

@@ -11,7 +11,7 @@ from playwright.async_api import Page, expect
 
 from tests.browser.conftest import DEMO_REASONING, DEMO_TEXT, LOOP, tool_call_script, watch_of
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.gateway import RunningGateway, wait_for
+from tests.support.gateway import RunningGateway, running_gateway, wait_for
 
 pytestmark = [pytest.mark.system, LOOP]
 
@@ -222,3 +222,31 @@ async def test_the_page_is_readable_on_a_phone(page: Page, gateway: RunningGatew
     font = await page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
     assert font >= 14
     assert watch_of(page).console_errors == []
+
+
+async def test_the_api_key_setting_authorises_requests(page: Page) -> None:
+    key = "gk-playground-0123456789abcdef"
+    doc = {
+        "routes": [
+            {
+                "name": "chat",
+                "provider": "simulated",
+                "options": {"text": "authorised", "first_token_delay": 0, "token_interval": 0},
+            }
+        ],
+        "auth": {"keys": [{"name": "web", "key": key}]},
+    }
+    async with running_gateway(doc) as gw:
+        await open_playground(page, gw)
+        await send(page)
+        error = page.locator("#error")
+        await expect(error).to_contain_text("unauthorized")
+        await expect(error).to_contain_text("HTTP 401")
+        await page.click(".settings summary")
+        await page.fill("#api-key", key)
+        async with page.expect_request("**/v1/stream/chat") as info:
+            await send(page)
+        assert (await info.value).headers["authorization"] == f"Bearer {key}"
+        await expect(page.locator("#status")).to_have_text("done · stop")
+        await expect(assistant(page).locator(".text")).to_have_text("authorised")
+        await expect(error).to_be_hidden()
