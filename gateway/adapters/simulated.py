@@ -216,20 +216,31 @@ class SimulatedAdapter(Adapter):
         return _SimulatedTranslator()
 
 
+_USAGE_KEYS = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens")
+
+
 class _SimulatedTranslator(Translator):
     def feed(self, message: Message) -> list[Event]:
         try:
             obj = loads(message.data)
         except ValueError as exc:
             raise UpstreamProtocolError("simulated upstream sent invalid JSON") from exc
-        if "t" in obj:
+        if not isinstance(obj, dict):  # found by fuzz/fuzz_pipeline.py
+            raise UpstreamProtocolError("simulated upstream sent a non-object line")
+        if isinstance(obj.get("t"), str):
             return [ev.delta(obj["t"])]
-        if "r" in obj:
+        if isinstance(obj.get("r"), str):
             return [ev.reasoning(obj["r"])]
         if "e" in obj:
             self.finished = True
             raise UpstreamError(str(obj["e"]), retryable=True)
         if "done" in obj:
             self.finished = True
-            return [ev.usage(**obj.get("usage", {})), ev.end("stop", obj["done"])]
+            usage = obj.get("usage")
+            counts = (
+                {k: v for k, v in usage.items() if isinstance(v, int) and k in _USAGE_KEYS}
+                if isinstance(usage, dict)
+                else {}
+            )
+            return [ev.usage(**counts), ev.end("stop", str(obj["done"]))]
         return []
