@@ -146,18 +146,24 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         for proc in self.procs:
+            if self.stopping:
+                break  # stopped while starting: start no more
             proc.start()
-        log_event("workers_started", pids=[p.pid for p in self.procs])
-        running = list(self.procs)
+        started = [p for p in self.procs if p.pid is not None]
+        log_event("workers_started", pids=[p.pid for p in started])
+        running = list(started)
         while running:
             multiprocessing.connection.wait([p.sentinel for p in running], timeout=0.5)
             for proc in [p for p in running if p.exitcode is not None]:
                 running.remove(proc)
                 self._reap(proc)
-        codes = [exit_code(p.exitcode) for p in self.procs]
         if self.failure is not None:
             return self.failure
-        return max(codes, default=0)
+        # A stop signal that reached a worker before its handlers were set killed it: clean.
+        stopped = (-signal.SIGTERM, -signal.SIGINT)
+        return max(
+            (0 if p.exitcode in stopped else exit_code(p.exitcode) for p in started), default=0
+        )
 
     def _reap(self, proc: Any) -> None:
         from prometheus_client import multiprocess

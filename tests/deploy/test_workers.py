@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from gateway.client import collect
@@ -252,3 +253,24 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert b"--workers needs a fixed --port" in result.stderr
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
+def test_sigterm_during_start_up_exits_0_and_leaves_no_worker(tmp_path: Path, delay: float) -> None:
+    """A stop at any moment of the start (spawning, importing, binding) is a clean stop.
+
+    Before the parent has its handlers (still importing), SIGTERM simply ends it: no worker
+    exists yet, and systemd counts death by SIGTERM as a clean exit too."""
+    config = tmp_path / "gw.yaml"
+    write_config(config, "demo")
+    proc = GatewayProcess(config, None, "--workers", str(WORKERS))
+    try:
+        time.sleep(delay)
+        proc.signal(signal.SIGTERM)
+        code = proc.proc.wait(15)
+        started = [e for e in log_lines(proc) if e["event"] == "workers_started"]
+        assert code == 0 or (code == -signal.SIGTERM and not started), proc.log()
+        for pid in started[0]["pids"] if started else []:
+            wait_until(lambda pid=pid: not alive(pid), 5, f"worker {pid} exited")
+    finally:
+        proc.stop()
