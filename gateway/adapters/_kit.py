@@ -1,6 +1,15 @@
-"""Small helpers shared by the native-protocol adapters (option checks, JSON, tool-call ids). Pure.
+"""The private kit every adapter builds on. Pure; nothing here knows a provider.
 
-Nothing here knows a provider: each adapter passes its own name and option table.
+Four small toolboxes, each used by several adapters (so a fix lands once):
+
+* option tables: ``key -> (default, check)`` validated by :func:`validate_options`;
+* lenient upstream JSON: :func:`load_object` parses a message once, then :func:`as_object`,
+  :func:`count` and :func:`text` read fields without trusting their types, because real
+  streams break closed SDK enums (protocols README section 0.2);
+* request pieces: optional fields (:func:`present`), the function-tool shape, tool-call
+  arguments as objects, required models, bearer credentials, synthesised tool-call ids;
+* provider-reported failures: :func:`upstream_failure` (raised by native translators) and
+  :func:`error_object_event` (the terminal event for a ``{message, code, type}`` error object).
 """
 
 from __future__ import annotations
@@ -9,11 +18,19 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.errors import InvalidRequest, UpstreamProtocolError
+from gateway import events as ev
+from gateway.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
+from gateway.events import Event
 from gateway.jsonutil import loads
+from gateway.request import ChatMessage, Tool
+
+# --- option tables ------------------------------------------------------------------------------
 
 Check = Callable[[Any], str | None]
 """An option check: ``None`` when the value is acceptable, else the problem in words."""
+
+OptionTable = Mapping[str, tuple[Any, Check]]
+"""An adapter's documented options: key -> (default, check)."""
 
 EFFORT_KEYS = ("minimal", "low", "medium", "high")
 
@@ -41,6 +58,26 @@ def one_of(*choices: str) -> Check:
     return check
 
 
+def typed(kind: type, *choices: Any, nullable: bool = False) -> Check:
+    """A value of ``kind`` (optionally one of ``choices``; ``None`` too when ``nullable``).
+
+    ``bool`` is an ``int`` subclass, but an option of one kind never accepts the other.
+    """
+    name = {bool: "a boolean", str: "a string", int: "an integer"}.get(kind, kind.__name__)
+    wrong = f"must be {name} or null" if nullable else f"must be {name}"
+
+    def check(value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            return wrong
+        if choices and value not in choices:
+            return f"must be one of {', '.join(map(str, choices))}"
+        return None
+
+    return check
+
+
 def effort_budgets(value: Any) -> str | None:
     """A mapping ``{minimal|low|medium|high: non-negative int}`` (token budgets per effort)."""
     if not isinstance(value, Mapping):
@@ -54,12 +91,9 @@ def effort_budgets(value: Any) -> str | None:
 
 
 def validate_options(
-    provider: str,
-    options: Mapping[str, Any],
-    path: str,
-    table: Mapping[str, tuple[Any, Check]],
+    provider: str, options: Mapping[str, Any], path: str, table: OptionTable
 ) -> tuple[dict[str, Any], list[str]]:
-    """Check ``options`` against ``table`` (key -> (default, check)); defaults fill the gaps.
+    """Check ``options`` against ``table``; defaults fill the gaps.
 
     Mapping defaults (effort budgets) are merged key by key, so a route may override one effort.
     Returns the normalised options and errors prefixed with ``path`` (the base-class contract).
@@ -84,18 +118,57 @@ def validate_options(
     return out, errors
 
 
+# --- lenient upstream JSON ----------------------------------------------------------------------
+
+EMPTY: Mapping[str, Any] = {}
+
+
 def load_object(data: str, provider: str) -> dict[str, Any]:
     """Parse one upstream JSON payload that must be an object.
 
     Raises :class:`UpstreamProtocolError` (no payload text in the message: it may hold user data).
     """
     try:
-        obj = loads(data)
+        doc = loads(data)
     except ValueError as exc:
         raise UpstreamProtocolError(f"{provider} sent an event that is not valid JSON") from exc
-    if not isinstance(obj, dict):
+    if not isinstance(doc, dict):
         raise UpstreamProtocolError(f"{provider} sent an event that is not a JSON object")
-    return obj
+    return doc
+
+
+def as_object(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty mapping (lenient nested access)."""
+    return value if isinstance(value, dict) else EMPTY
+
+
+def count(value: Any) -> int | None:
+    """A token counter, or ``None`` when missing or not an integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def text(value: Any) -> str | None:
+    """A non-empty string, else ``None`` (empty pieces are not content)."""
+    return value if isinstance(value, str) and value else None
+
+
+# --- request pieces -----------------------------------------------------------------------------
+
+
+def present(**fields: Any) -> dict[str, Any]:
+    """The ``fields`` whose value is not ``None``, in order (a request's optional settings)."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def function_tool(tool: Tool) -> dict[str, Any]:
+    """The ``{type: function, function: {name, description?, parameters}}`` tool shape."""
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = tool.parameters
+    return {"type": "function", "function": function}
 
 
 def arguments_object(arguments: str, path: str) -> dict[str, Any]:
@@ -114,17 +187,66 @@ def arguments_object(arguments: str, path: str) -> dict[str, Any]:
     return value
 
 
-def tool_names_by_id(messages: Any) -> dict[str, str]:
+def tool_names_by_id(messages: tuple[ChatMessage, ...]) -> dict[str, str]:
     """``tool_call_id -> name`` over every assistant tool call in ``messages``."""
     return {call.id: call.name for m in messages for call in m.tool_calls}
-
-
-def new_call_id() -> str:
-    """A tool-call id for providers that send none: unique, so ids never collide across turns."""
-    return "call_" + secrets.token_hex(12)
 
 
 def require_model(model: str | None, provider: str) -> str:
     if not model:
         raise InvalidRequest(f"model: is required (no model configured for provider '{provider}')")
     return model
+
+
+def bearer_headers(api_key: str | None) -> dict[str, str]:
+    """``authorization: Bearer <key>`` when a key is configured, else nothing."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def new_call_id() -> str:
+    """A tool-call id for a call the upstream sent without one: unique across turns."""
+    return "call_" + secrets.token_hex(12)
+
+
+# --- provider-reported failures -----------------------------------------------------------------
+
+DEFAULT_ERROR_MESSAGE = "the upstream reported an error"
+
+RETRYABLE_KINDS = frozenset({"server_error", "rate_limit_exceeded"})
+"""Error codes/types of ``{message, code, type}`` error objects worth sending again."""
+
+
+def upstream_failure(message: Any, kind: Any = None, *, retryable: bool) -> UpstreamError:
+    """The error for a failure the provider reported mid-stream (raise it, or make it an event).
+
+    An empty ``message`` becomes :data:`DEFAULT_ERROR_MESSAGE`; ``kind`` (the provider's error
+    type) is kept as text in the event's ``type`` when present.
+    """
+    return UpstreamError(
+        str(message) if message else DEFAULT_ERROR_MESSAGE,
+        retryable=retryable,
+        provider_type=str(kind) if kind else None,
+    )
+
+
+def retryable_status(status: int | None) -> bool:
+    """An HTTP status worth retrying: 429 or any 5xx."""
+    return status is not None and (status == 429 or status >= 500)
+
+
+def error_object_event(err: Mapping[str, Any], fallback_kind: str | None = None) -> Event:
+    """The terminal ``error`` event for a ``{message, code, type}`` error object.
+
+    The first string of ``code``, ``type`` and ``fallback_kind`` goes to the event's ``type``;
+    ``retryable`` follows :data:`RETRYABLE_KINDS`, or a numeric ``code`` of 429 or >= 500 (vLLM
+    puts the HTTP status in ``code``).
+    """
+    code, kind = err.get("code"), err.get("type")
+    label = next((k for k in (code, kind, fallback_kind) if isinstance(k, str) and k), None)
+    retryable = (
+        (isinstance(code, str) and code in RETRYABLE_KINDS)
+        or (isinstance(kind, str) and kind in RETRYABLE_KINDS)
+        or retryable_status(count(code))
+    )
+    failure = upstream_failure(text(err.get("message")), label, retryable=retryable)
+    return Event(ev.ERROR, failure.to_event_data())

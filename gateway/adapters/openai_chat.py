@@ -48,16 +48,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gateway import events as ev
-from gateway.adapters._openai_common import (
-    Option,
+from gateway.adapters._kit import (
+    OptionTable,
+    as_object,
     bearer_headers,
     count,
+    error_object_event,
     load_object,
     new_call_id,
-    obj,
-    parse_options,
     text,
-    upstream_error,
+    typed,
+    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.events import Event, FinishReason
@@ -65,9 +66,9 @@ from gateway.framing import Message
 from gateway.jsonutil import dumps, dumps_str
 from gateway.request import ChatMessage, ChatRequest
 
-_OPTIONS: Mapping[str, Option] = {
-    "max_tokens_field": Option("max_tokens", str, ("max_tokens", "max_completion_tokens")),
-    "include_usage": Option(True, bool),
+_OPTIONS: OptionTable = {
+    "max_tokens_field": ("max_tokens", typed(str, "max_tokens", "max_completion_tokens")),
+    "include_usage": (True, typed(bool)),
 }
 
 _FINISH_REASONS: Mapping[str, FinishReason] = {
@@ -112,7 +113,7 @@ class OpenAIChatAdapter(Adapter):
         cls, options: Mapping[str, Any], path: str
     ) -> tuple[dict[str, Any], list[str]]:
         """Validate ``max_tokens_field`` and ``include_usage``; any other key is an error."""
-        return parse_options(_OPTIONS, options, path, cls.name)
+        return validate_options(cls.name, options, path, _OPTIONS)
 
     def auth_headers(self) -> dict[str, str]:
         return bearer_headers(self.upstream.api_key)
@@ -201,11 +202,11 @@ class ChatTranslator(Translator):
         data = message.data
         if data == "[DONE]":
             return self._end()
-        doc = load_object(data)
+        doc = load_object(data, "openai-chat")
         err = doc.get("error")
         if err or doc.get("object") == "error":
             self.finished = True
-            return [upstream_error(_error_object(err, doc))]
+            return [error_object_event(_error_object(err, doc))]
         if self.model is None and isinstance(doc.get("model"), str):
             self.model = doc["model"]
         usage = doc.get("usage")
@@ -214,7 +215,7 @@ class ChatTranslator(Translator):
         choices = doc.get("choices")
         if not isinstance(choices, list) or not choices:
             return _NOTHING
-        return self._choice(obj(choices[0]))
+        return self._choice(as_object(choices[0]))
 
     def close(self) -> list[Event]:
         if not self.finished and self._finish is not None:
@@ -244,13 +245,13 @@ class ChatTranslator(Translator):
         if isinstance(finish, str) and finish:
             if finish == "error":
                 self.finished = True
-                out.append(upstream_error({}, "error"))
+                out.append(error_object_event({}, "error"))
             else:
                 self._finish = finish
         return out
 
     def _tool_piece(self, call: Mapping[str, Any], out: list[Event]) -> None:
-        function = obj(call.get("function"))
+        function = as_object(call.get("function"))
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # some servers send the arguments whole, as an object
             arguments = dumps_str(arguments)
@@ -295,6 +296,10 @@ def _usage(usage: Mapping[str, Any]) -> Event:
     return ev.usage(
         input_tokens=count(usage.get("prompt_tokens")),
         output_tokens=count(usage.get("completion_tokens")),
-        reasoning_tokens=count(obj(usage.get("completion_tokens_details")).get("reasoning_tokens")),
-        cached_input_tokens=count(obj(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=count(
+            as_object(usage.get("completion_tokens_details")).get("reasoning_tokens")
+        ),
+        cached_input_tokens=count(
+            as_object(usage.get("prompt_tokens_details")).get("cached_tokens")
+        ),
     )

@@ -49,16 +49,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from gateway import events as ev
-from gateway.adapters._openai_common import (
-    Option,
+from gateway.adapters._kit import (
+    OptionTable,
+    as_object,
     bearer_headers,
     count,
+    error_object_event,
     load_object,
     new_call_id,
-    obj,
-    parse_options,
     text,
-    upstream_error,
+    typed,
+    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import UpstreamProtocolError
@@ -67,9 +68,9 @@ from gateway.framing import Message
 from gateway.jsonutil import dumps
 from gateway.request import ChatMessage, ChatRequest
 
-_OPTIONS: Mapping[str, Option] = {
-    "reasoning_summary": Option("auto", str, ("auto", "concise", "detailed"), nullable=True),
-    "strict_tools": Option(False, bool),
+_OPTIONS: OptionTable = {
+    "reasoning_summary": ("auto", typed(str, "auto", "concise", "detailed", nullable=True)),
+    "strict_tools": (False, typed(bool)),
 }
 
 _INCOMPLETE_REASONS: Mapping[str, FinishReason] = {
@@ -117,7 +118,7 @@ class OpenAIResponsesAdapter(Adapter):
         cls, options: Mapping[str, Any], path: str
     ) -> tuple[dict[str, Any], list[str]]:
         """Validate ``reasoning_summary`` and ``strict_tools``; any other key is an error."""
-        return parse_options(_OPTIONS, options, path, cls.name)
+        return validate_options(cls.name, options, path, _OPTIONS)
 
     def auth_headers(self) -> dict[str, str]:
         return bearer_headers(self.upstream.api_key)
@@ -198,14 +199,14 @@ class ResponsesTranslator(Translator):
         data = message.data
         if data == "[DONE]":
             return _NOTHING
-        doc = load_object(data)
+        doc = load_object(data, "openai-responses")
         kind = doc.get("type")
         # A non-string type (a list is unhashable) is just an event we do not know.
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         return handler(self, doc) if handler is not None else _NOTHING
 
     def _created(self, doc: dict[str, Any]) -> list[Event]:
-        model = obj(doc.get("response")).get("model")
+        model = as_object(doc.get("response")).get("model")
         if isinstance(model, str):
             self.model = model
         return _NOTHING
@@ -214,7 +215,7 @@ class ResponsesTranslator(Translator):
         return [ev.thinking()]
 
     def _part_added(self, doc: dict[str, Any]) -> list[Event]:
-        kind = obj(doc.get("part")).get("type")
+        kind = as_object(doc.get("part")).get("type")
         if isinstance(kind, str) and kind in _VISIBLE_PARTS:
             return [ev.clear()]
         return _NOTHING
@@ -232,7 +233,7 @@ class ResponsesTranslator(Translator):
         return [ev.reasoning(piece)] if piece is not None else _NOTHING
 
     def _item_added(self, doc: dict[str, Any]) -> list[Event]:
-        item = obj(doc.get("item"))
+        item = as_object(doc.get("item"))
         if item.get("type") != "function_call":
             return _NOTHING
         item_id = item.get("id")
@@ -278,33 +279,37 @@ class ResponsesTranslator(Translator):
 
     def _incomplete(self, doc: dict[str, Any]) -> list[Event]:
         self.finished = True
-        why = obj(obj(doc.get("response")).get("incomplete_details")).get("reason")
+        why = as_object(as_object(doc.get("response")).get("incomplete_details")).get("reason")
         provider_reason = why if isinstance(why, str) else "incomplete"
         reason = _INCOMPLETE_REASONS.get(provider_reason, "other")
         return [*_usage(doc), ev.end(reason, provider_reason)]
 
     def _failed(self, doc: dict[str, Any]) -> list[Event]:
         self.finished = True
-        return [upstream_error(obj(obj(doc.get("response")).get("error")))]
+        return [error_object_event(as_object(as_object(doc.get("response")).get("error")))]
 
     def _error(self, doc: dict[str, Any]) -> list[Event]:
         # Documented flat shape {type: error, code, message}; the live API nests it in "error".
         self.finished = True
         nested = doc.get("error")
-        return [upstream_error(nested if isinstance(nested, dict) else doc)]
+        return [error_object_event(nested if isinstance(nested, dict) else doc)]
 
 
 def _usage(doc: dict[str, Any]) -> list[Event]:
     """The ``usage`` event from a terminal event's ``response.usage`` (none when absent)."""
-    usage = obj(doc.get("response")).get("usage")
+    usage = as_object(doc.get("response")).get("usage")
     if not isinstance(usage, dict):
         return _NOTHING
     return [
         ev.usage(
             input_tokens=count(usage.get("input_tokens")),
             output_tokens=count(usage.get("output_tokens")),
-            reasoning_tokens=count(obj(usage.get("output_tokens_details")).get("reasoning_tokens")),
-            cached_input_tokens=count(obj(usage.get("input_tokens_details")).get("cached_tokens")),
+            reasoning_tokens=count(
+                as_object(usage.get("output_tokens_details")).get("reasoning_tokens")
+            ),
+            cached_input_tokens=count(
+                as_object(usage.get("input_tokens_details")).get("cached_tokens")
+            ),
         )
     ]
 
