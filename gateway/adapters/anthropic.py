@@ -13,18 +13,17 @@ Stream: ``message_start`` (input usage) -> content blocks (``text_delta`` -> ``d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    OptionTable,
     arguments_object,
     effort_budgets,
     load_object,
     non_empty_str,
     positive_int,
     require_model,
-    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import UpstreamError
@@ -33,7 +32,7 @@ from gateway.framing import Message
 from gateway.jsonutil import dumps
 from gateway.request import ChatRequest
 
-_OPTIONS = {
+_OPTIONS: OptionTable = {
     "anthropic_version": ("2023-06-01", non_empty_str),
     "max_tokens": (4096, positive_int),
     # Anthropic's minimum budget is 1024; "minimal" (0) means "do not enable thinking".
@@ -64,12 +63,7 @@ class AnthropicAdapter(Adapter):
     name = "anthropic"
     framing = "sse"
     default_base_url = "https://api.anthropic.com"
-
-    @classmethod
-    def parse_options(
-        cls, options: Mapping[str, Any], path: str
-    ) -> tuple[dict[str, Any], list[str]]:
-        return validate_options(cls.name, options, path, _OPTIONS)
+    option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
         key = self.upstream.api_key

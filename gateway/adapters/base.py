@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from gateway.adapters._kit import OptionTable, validate_options
 from gateway.config.model import UpstreamConfig
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.events import Event
@@ -91,6 +92,8 @@ class Adapter(ABC):
     default_base_url: ClassVar[str | None] = None
     needs_upstream: ClassVar[bool] = True
     """False for built-in sources that take no ``upstream`` block."""
+    option_table: ClassVar[OptionTable] = {}
+    """The documented options, ``key -> (default, check)``, read by :meth:`parse_options`."""
 
     def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
         self.upstream = upstream
@@ -103,17 +106,17 @@ class Adapter(ABC):
         """Validate the route's ``options`` block at config load.
 
         Returns the normalised options and a list of errors, each prefixed with ``path``.
-        The default accepts no options.
+        The default checks :attr:`option_table`: defaults fill the gaps (mapping defaults are
+        merged key by key), any other key is an error; an empty table accepts no options.
         """
-        errors = [f"{path}.{key}: unknown option for provider '{cls.name}'" for key in options]
-        return dict(options), errors
+        return validate_options(cls.name, options, path, cls.option_table)
 
     @property
     def base_url(self) -> str:
         return (self.upstream.base_url or self.default_base_url or "").rstrip("/")
 
     def model_for(self, request: ChatRequest | None) -> str | None:
-        """The model to call: the request's (override already allowed by the route) or the route's."""
+        """The model to call: the request's (override allowed by the route) or the route's."""
         if request is not None and request.model:
             return request.model
         return self.upstream.model

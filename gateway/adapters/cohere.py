@@ -14,15 +14,14 @@ Stream: ``content-delta`` text -> ``delta``, thinking -> ``reasoning``; ``tool-p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    OptionTable,
     effort_budgets,
     load_object,
     require_model,
-    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import UpstreamError
@@ -31,7 +30,7 @@ from gateway.framing import Message
 from gateway.jsonutil import dumps
 from gateway.request import ChatRequest
 
-_OPTIONS = {
+_OPTIONS: OptionTable = {
     # thinking.token_budget per effort; 0 sends thinking {type: disabled}.
     "thinking_budgets": (
         {"minimal": 0, "low": 1024, "medium": 4096, "high": 16384},
@@ -54,12 +53,7 @@ class CohereAdapter(Adapter):
     name = "cohere"
     framing = "sse"
     default_base_url = "https://api.cohere.com"
-
-    @classmethod
-    def parse_options(
-        cls, options: Mapping[str, Any], path: str
-    ) -> tuple[dict[str, Any], list[str]]:
-        return validate_options(cls.name, options, path, _OPTIONS)
+    option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
         key = self.upstream.api_key

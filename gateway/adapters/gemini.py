@@ -17,19 +17,18 @@ has no terminator but EOF: a chunk with ``finishReason`` makes the stream finish
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    OptionTable,
     arguments_object,
     boolean,
     effort_budgets,
     load_object,
     new_call_id,
     require_model,
-    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
@@ -38,7 +37,7 @@ from gateway.framing import RAW_EVENT, Message
 from gateway.jsonutil import dumps, dumps_str
 from gateway.request import ChatRequest
 
-_OPTIONS = {
+_OPTIONS: OptionTable = {
     # thinkingBudget per effort (Gemini 2.5). 0 turns thinking off where the model allows it.
     "thinking_budgets": (
         {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576},
@@ -83,12 +82,7 @@ class GeminiAdapter(Adapter):
     name = "gemini"
     framing = "sse+raw"
     default_base_url = "https://generativelanguage.googleapis.com"
-
-    @classmethod
-    def parse_options(
-        cls, options: Mapping[str, Any], path: str
-    ) -> tuple[dict[str, Any], list[str]]:
-        return validate_options(cls.name, options, path, _OPTIONS)
+    option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
         key = self.upstream.api_key

@@ -14,11 +14,11 @@ EOF before ``done`` is ``upstream_truncated``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    OptionTable,
     arguments_object,
     boolean,
     load_object,
@@ -26,7 +26,6 @@ from gateway.adapters._kit import (
     one_of,
     require_model,
     tool_names_by_id,
-    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import InvalidRequest, UpstreamError
@@ -35,7 +34,7 @@ from gateway.framing import Message
 from gateway.jsonutil import dumps, dumps_str
 from gateway.request import ChatRequest
 
-_OPTIONS = {
+_OPTIONS: OptionTable = {
     "endpoint": ("chat", one_of("chat", "generate")),
     # gpt-oss takes think: "low"|"medium"|"high"; other thinking models take true/false.
     "think_level": (False, boolean),
@@ -49,12 +48,7 @@ class OllamaAdapter(Adapter):
     name = "ollama"
     framing = "ndjson"
     default_base_url = "http://127.0.0.1:11434"
-
-    @classmethod
-    def parse_options(
-        cls, options: Mapping[str, Any], path: str
-    ) -> tuple[dict[str, Any], list[str]]:
-        return validate_options(cls.name, options, path, _OPTIONS)
+    option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
         key = self.upstream.api_key  # ollama.com's hosted API; a local server needs none

@@ -58,7 +58,6 @@ from gateway.adapters._kit import (
     new_call_id,
     text,
     typed,
-    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.events import Event, FinishReason
@@ -107,13 +106,7 @@ class OpenAIChatAdapter(Adapter):
 
     name: ClassVar[str] = "openai-chat"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
-
-    @classmethod
-    def parse_options(
-        cls, options: Mapping[str, Any], path: str
-    ) -> tuple[dict[str, Any], list[str]]:
-        """Validate ``max_tokens_field`` and ``include_usage``; any other key is an error."""
-        return validate_options(cls.name, options, path, _OPTIONS)
+    option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
         return bearer_headers(self.upstream.api_key)

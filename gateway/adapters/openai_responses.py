@@ -59,7 +59,6 @@ from gateway.adapters._kit import (
     new_call_id,
     text,
     typed,
-    validate_options,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import UpstreamProtocolError
@@ -112,13 +111,7 @@ class OpenAIResponsesAdapter(Adapter):
 
     name: ClassVar[str] = "openai-responses"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
-
-    @classmethod
-    def parse_options(
-        cls, options: Mapping[str, Any], path: str
-    ) -> tuple[dict[str, Any], list[str]]:
-        """Validate ``reasoning_summary`` and ``strict_tools``; any other key is an error."""
-        return validate_options(cls.name, options, path, _OPTIONS)
+    option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
         return bearer_headers(self.upstream.api_key)
