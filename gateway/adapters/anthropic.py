@@ -110,8 +110,8 @@ class AnthropicAdapter(Adapter):
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward a Messages body: streaming on, the route's model (if set) wins, and the default
         ``max_tokens`` fills in when absent. Other fields pass through untouched."""
-        native = dict(body)
-        native["model"] = require_model(self.upstream.model or native.get("model"), self.name)
+        model = require_model(self.upstream.model or body.get("model"), self.name)
+        native = {**body, "model": model}
         native.setdefault("max_tokens", self.options["max_tokens"])
         native["stream"] = True
         return self._request(native)

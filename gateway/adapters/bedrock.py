@@ -24,7 +24,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway import events as ev
-from gateway.adapters._kit import arguments_object, load_object, require_model
+from gateway.adapters._kit import (
+    arguments_object,
+    bearer_headers,
+    load_object,
+    present,
+    require_model,
+)
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.adapters.sigv4 import AwsCredentials, quote_path_segment, sign_headers
 from gateway.config.model import UpstreamConfig
@@ -133,9 +139,7 @@ class BedrockAdapter(Adapter):
         return f"https://bedrock-runtime.{self._region}.amazonaws.com"
 
     def auth_headers(self) -> dict[str, str]:
-        if self._credentials is None and self.upstream.api_key:
-            return {"authorization": f"Bearer {self.upstream.api_key}"}
-        return {}
+        return bearer_headers(self.upstream.api_key) if self._credentials is None else {}
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The Converse body for ``request``, signed; raises ``InvalidRequest`` for a missing
@@ -143,15 +147,14 @@ class BedrockAdapter(Adapter):
         body: dict[str, Any] = {"messages": _messages(request.messages)}
         if system := request.system_text:
             body["system"] = [{"text": system}]
-        inference: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            inference["maxTokens"] = request.max_tokens
-        if request.temperature is not None:
-            inference["temperature"] = min(request.temperature, 1.0)  # Bedrock's range is 0..1
-        if request.top_p is not None:
-            inference["topP"] = request.top_p
-        if request.stop:
-            inference["stopSequences"] = list(request.stop)
+        temperature = request.temperature
+        inference = present(
+            maxTokens=request.max_tokens,
+            # Bedrock's range is 0..1
+            temperature=None if temperature is None else min(temperature, 1.0),
+            topP=request.top_p,
+            stopSequences=list(request.stop) or None,
+        )
         if inference:
             body["inferenceConfig"] = inference
         if request.tools:

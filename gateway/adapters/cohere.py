@@ -19,8 +19,11 @@ from typing import Any
 from gateway import events as ev
 from gateway.adapters._kit import (
     OptionTable,
+    bearer_headers,
     effort_budgets,
+    function_tool,
     load_object,
+    present,
     require_model,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
@@ -56,8 +59,7 @@ class CohereAdapter(Adapter):
     option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
-        key = self.upstream.api_key
-        return {"authorization": f"Bearer {key}"} if key else {}
+        return bearer_headers(self.upstream.api_key)
 
     def _request(self, body: dict[str, Any]) -> UpstreamRequest:
         return UpstreamRequest(
@@ -71,15 +73,15 @@ class CohereAdapter(Adapter):
             "messages": _messages(request),
         }
         if request.tools:
-            body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["p"] = request.top_p
-        if request.stop:
-            body["stop_sequences"] = list(request.stop)
+            body["tools"] = [function_tool(t) for t in request.tools]
+        body.update(
+            present(
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                p=request.top_p,
+                stop_sequences=list(request.stop) or None,
+            )
+        )
         effort = request.reasoning_effort
         if effort is not None:
             budget = int(self.options["thinking_budgets"].get(effort, 0))
@@ -91,21 +93,11 @@ class CohereAdapter(Adapter):
 
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward a v2 chat body: ``stream`` forced true, the route's model (if set) wins."""
-        native = dict(body)
-        native["model"] = require_model(self.upstream.model or native.get("model"), self.name)
-        native["stream"] = True
-        return self._request(native)
+        model = require_model(self.upstream.model or body.get("model"), self.name)
+        return self._request({**body, "model": model, "stream": True})
 
     def new_translator(self) -> Translator:
         return CohereTranslator()
-
-
-def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": name}
-    if description:
-        function["description"] = description
-    function["parameters"] = parameters
-    return {"type": "function", "function": function}
 
 
 def _messages(request: ChatRequest) -> list[dict[str, Any]]:

@@ -26,8 +26,10 @@ from gateway.adapters._kit import (
     arguments_object,
     boolean,
     effort_budgets,
+    function_tool,
     load_object,
     new_call_id,
+    present,
     require_model,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
@@ -101,13 +103,8 @@ class GeminiAdapter(Adapter):
         if system := request.system_text:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         if request.tools:
-            declarations = []
-            for t in request.tools:
-                decl: dict[str, Any] = {"name": t.name}
-                if t.description:
-                    decl["description"] = t.description
-                decl["parameters"] = t.parameters
-                declarations.append(decl)
+            # A declaration is the inner part of the function-tool shape.
+            declarations = [function_tool(t)["function"] for t in request.tools]
             body["tools"] = [{"functionDeclarations": declarations}]
         config = self._generation_config(request)
         if config:
@@ -115,15 +112,12 @@ class GeminiAdapter(Adapter):
         return self._request(model, body)
 
     def _generation_config(self, request: ChatRequest) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            config["maxOutputTokens"] = request.max_tokens
-        if request.temperature is not None:
-            config["temperature"] = request.temperature
-        if request.top_p is not None:
-            config["topP"] = request.top_p
-        if request.stop:
-            config["stopSequences"] = list(request.stop)
+        config = present(
+            maxOutputTokens=request.max_tokens,
+            temperature=request.temperature,
+            topP=request.top_p,
+            stopSequences=list(request.stop) or None,
+        )
         effort = request.reasoning_effort
         if effort is not None:
             thinking: dict[str, Any] = {}

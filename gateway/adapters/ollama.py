@@ -20,10 +20,13 @@ from gateway import events as ev
 from gateway.adapters._kit import (
     OptionTable,
     arguments_object,
+    bearer_headers,
     boolean,
+    function_tool,
     load_object,
     new_call_id,
     one_of,
+    present,
     require_model,
     tool_names_by_id,
 )
@@ -51,8 +54,7 @@ class OllamaAdapter(Adapter):
     option_table = _OPTIONS
 
     def auth_headers(self) -> dict[str, str]:
-        key = self.upstream.api_key  # ollama.com's hosted API; a local server needs none
-        return {"authorization": f"Bearer {key}"} if key else {}
+        return bearer_headers(self.upstream.api_key)  # ollama.com; a local server needs none
 
     def common_headers(self) -> dict[str, str]:
         headers = super().common_headers()
@@ -72,17 +74,14 @@ class OllamaAdapter(Adapter):
         else:
             body["messages"] = _messages(request)
             if request.tools:
-                body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+                body["tools"] = [function_tool(t) for t in request.tools]
         body["stream"] = True
-        options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        if request.stop:
-            options["stop"] = list(request.stop)
+        options = present(
+            num_predict=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=list(request.stop) or None,
+        )
         if options:
             body["options"] = options
         effort = request.reasoning_effort
@@ -95,21 +94,11 @@ class OllamaAdapter(Adapter):
 
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward an Ollama body: ``stream`` forced true, the route's model (if set) wins."""
-        native = dict(body)
-        native["model"] = require_model(self.upstream.model or native.get("model"), self.name)
-        native["stream"] = True
-        return self._request(native)
+        model = require_model(self.upstream.model or body.get("model"), self.name)
+        return self._request({**body, "model": model, "stream": True})
 
     def new_translator(self) -> Translator:
         return OllamaTranslator()
-
-
-def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": name}
-    if description:
-        function["description"] = description
-    function["parameters"] = parameters
-    return {"type": "function", "function": function}
 
 
 def _messages(request: ChatRequest) -> list[dict[str, Any]]:

@@ -54,8 +54,10 @@ from gateway.adapters._kit import (
     bearer_headers,
     count,
     error_object_event,
+    function_tool,
     load_object,
     new_call_id,
+    present,
     text,
     typed,
 )
@@ -113,34 +115,17 @@ class OpenAIChatAdapter(Adapter):
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The streaming ``/chat/completions`` request for ``request``."""
-        body: dict[str, Any] = {}
-        model = self.model_for(request)
-        if model is not None:
-            body["model"] = model
-        body["messages"] = [_message(m) for m in request.messages]
-        if request.max_tokens is not None:
-            body[self.options.get("max_tokens_field", "max_tokens")] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": tool.name,
-                        **({"description": tool.description} if tool.description else {}),
-                        "parameters": tool.parameters,
-                    },
-                }
-                for tool in request.tools
-            ]
-        if request.reasoning_effort is not None:
-            body["reasoning_effort"] = request.reasoning_effort
-        body["stream"] = True
+        body = present(
+            model=self.model_for(request),
+            messages=[_message(m) for m in request.messages],
+            **{self.options.get("max_tokens_field", "max_tokens"): request.max_tokens},
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=list(request.stop) or None,
+            tools=[function_tool(tool) for tool in request.tools] or None,
+            reasoning_effort=request.reasoning_effort,
+            stream=True,
+        )
         if self.options.get("include_usage", True):
             body["stream_options"] = {"include_usage": True}
         return self._post(body)

@@ -57,6 +57,7 @@ from gateway.adapters._kit import (
     error_object_event,
     load_object,
     new_call_id,
+    present,
     text,
     typed,
 )
@@ -118,17 +119,13 @@ class OpenAIResponsesAdapter(Adapter):
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The streaming ``/responses`` request for ``request`` (``stop`` is not supported)."""
-        body: dict[str, Any] = {}
-        model = self.model_for(request)
-        if model is not None:
-            body["model"] = model
-        body["input"] = [item for m in request.messages for item in _input_items(m)]
-        if request.max_tokens is not None:
-            body["max_output_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
+        body = present(
+            model=self.model_for(request),
+            input=[item for m in request.messages for item in _input_items(m)],
+            max_output_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+        )
         if request.tools:
             strict = bool(self.options.get("strict_tools", False))
             body["tools"] = [
