@@ -19,14 +19,15 @@ from gateway import events as ev
 from gateway.adapters._kit import (
     OptionTable,
     arguments_object,
+    as_object,
     effort_budgets,
     load_object,
     non_empty_str,
     positive_int,
     require_model,
+    upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
-from gateway.errors import UpstreamError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
 from gateway.jsonutil import dumps
@@ -187,9 +188,7 @@ class AnthropicTranslator(Translator):
         if kind == "content_block_start":
             return self._block_start(obj)
         if kind == "message_start":
-            message_obj = obj.get("message")
-            if isinstance(message_obj, dict):
-                self._take_usage(message_obj.get("usage"))
+            self._take_usage(as_object(obj.get("message")).get("usage"))
             return []
         if kind == "message_delta":
             delta = obj.get("delta")
@@ -260,10 +259,6 @@ class AnthropicTranslator(Translator):
 
     def _raise_error(self, obj: dict[str, Any]) -> None:
         self.finished = True
-        err = obj.get("error")
-        err = err if isinstance(err, dict) else {}
+        err = as_object(obj.get("error"))
         kind = err.get("type")
-        message = err.get("message") or "the upstream reported an error"
-        raise UpstreamError(
-            str(message), retryable=kind in _RETRYABLE, provider_type=str(kind) if kind else None
-        )
+        raise upstream_failure(err.get("message"), kind, retryable=kind in _RETRYABLE)

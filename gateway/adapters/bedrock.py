@@ -30,6 +30,7 @@ from gateway.adapters._kit import (
     load_object,
     present,
     require_model,
+    upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.adapters.sigv4 import AwsCredentials, quote_path_segment, sign_headers
@@ -346,4 +347,4 @@ class BedrockTranslator(Translator):
                 message = data[:500]  # an error frame's text from its header
         # Exception types arrive lower-camel in frames ("throttlingException").
         kind = kind[:1].lower() + kind[1:]
-        raise UpstreamError(message, retryable=kind in _RETRYABLE, provider_type=kind or None)
+        raise upstream_failure(message, kind, retryable=kind in _RETRYABLE)

@@ -19,15 +19,16 @@ from typing import Any
 from gateway import events as ev
 from gateway.adapters._kit import (
     OptionTable,
+    as_object,
     bearer_headers,
     effort_budgets,
     function_tool,
     load_object,
     present,
     require_model,
+    upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
-from gateway.errors import UpstreamError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
 from gateway.jsonutil import dumps
@@ -188,12 +189,11 @@ class CohereTranslator(Translator):
 
     def _end(self, obj: dict[str, Any]) -> list[Event]:
         self.finished = True
-        delta = obj.get("delta")
-        delta = delta if isinstance(delta, dict) else {}
+        delta = as_object(obj.get("delta"))
         native = delta.get("finish_reason")
         if native in _FAILED:
             message = delta.get("error") or f"the upstream generation failed ({native})"
-            raise UpstreamError(str(message), retryable=native == "TIMEOUT", provider_type=native)
+            raise upstream_failure(message, native, retryable=native == "TIMEOUT")
         out: list[Event] = []
         usage = delta.get("usage")
         if isinstance(usage, dict):

@@ -31,9 +31,10 @@ from gateway.adapters._kit import (
     new_call_id,
     present,
     require_model,
+    upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
-from gateway.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
+from gateway.errors import InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import RAW_EVENT, Message
 from gateway.jsonutil import dumps, dumps_str
@@ -179,12 +180,8 @@ def _contents(request: ChatRequest) -> list[dict[str, Any]]:
 def _raise_error(err: Any) -> None:
     err = err if isinstance(err, dict) else {"message": str(err)}
     code = err.get("code")
-    status = err.get("status")
-    message = err.get("message") or "the upstream reported an error"
-    raise UpstreamError(
-        str(message),
-        retryable=code in _RETRYABLE_STATUS,
-        provider_type=str(status) if status else None,
+    raise upstream_failure(
+        err.get("message"), err.get("status"), retryable=code in _RETRYABLE_STATUS
     )
 
 

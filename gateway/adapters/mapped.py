@@ -21,13 +21,13 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from gateway import events as ev
-from gateway.adapters._kit import new_call_id
+from gateway.adapters._kit import count, new_call_id, retryable_status, text, upstream_failure
 from gateway.adapters._mapped_config import compile_options
 from gateway.adapters._mapped_spec import MISSING, ErrorRule, Rule, Spec, first, lookup, render
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.adapters.sigv4 import quote_path_segment
 from gateway.config.model import UpstreamConfig
-from gateway.errors import ConfigError, InvalidRequest, UpstreamError, UpstreamProtocolError
+from gateway.errors import ConfigError, InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import RAW_EVENT, Message
 from gateway.jsonutil import dumps, dumps_str, loads
@@ -164,10 +164,6 @@ def _text(doc: Any, rules: tuple[Rule, ...], kind: str | None) -> str | None:
     return None
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 class MappedTranslator(Translator):
     """One stream read through a compiled :class:`Spec`; see the module docstring for the order.
 
@@ -250,19 +246,15 @@ class MappedTranslator(Translator):
         if rule.equals is not MISSING and value != rule.equals:
             return
         message = first(doc, rule.message_paths) if rule.message_paths else value
-        if not isinstance(message, str) or not message:
-            message = "the upstream reported an error"
         found = [lookup(doc, p) for p in rule.type_paths]
         kinds = [k for k in found if isinstance(k, str) and k]
         status = next(
-            (s for s in map(_count, (lookup(doc, p) for p in rule.status_paths)) if s), None
+            (s for s in map(count, (lookup(doc, p) for p in rule.status_paths)) if s), None
         )
-        retryable = any(k in rule.retryable_types for k in kinds) or (
-            status is not None and (status == 429 or status >= 500)
-        )
+        retryable = any(k in rule.retryable_types for k in kinds) or retryable_status(status)
         self.finished = True
         label = kinds[0] if kinds else rule.type
-        raise UpstreamError(message, retryable=retryable, provider_type=label)
+        raise upstream_failure(text(message), label, retryable=retryable)
 
     def _tools(self, doc: Any, kind: str | None, out: list[Event]) -> None:
         rule = self._spec.tool_call
@@ -285,7 +277,7 @@ class MappedTranslator(Translator):
             else:
                 arguments = "" if rule.index_path else "{}"
             if rule.index_path is not None:
-                key = _count(lookup(call, rule.index_path))
+                key = count(lookup(call, rule.index_path))
                 known = self._calls.get(-1 if key is None else key)
                 # A known index with a different id starts a new call (servers reusing index 0).
                 if known is not None and (call_id is None or call_id == known[1]):
@@ -309,7 +301,7 @@ class MappedTranslator(Translator):
         assert rule is not None
         if rule.types is not None and kind not in rule.types:
             return
-        counts = {key: _count(first(doc, paths)) for key, paths in rule.fields}
+        counts = {key: count(first(doc, paths)) for key, paths in rule.fields}
         if any(v is not None for v in counts.values()):
             self._usage = ev.usage(**counts)
 
