@@ -1,0 +1,1 @@
+"""Benchmarks and the soak scenario (not tests)."""
