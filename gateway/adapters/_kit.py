@@ -41,6 +41,12 @@ def positive_int(value: Any) -> str | None:
     return None
 
 
+def non_negative_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "must be a non-negative integer"
+    return None
+
+
 def non_empty_str(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
@@ -85,8 +91,8 @@ def effort_budgets(value: Any) -> str | None:
     for key, budget in value.items():
         if key not in EFFORT_KEYS:
             return f"unknown effort '{key}' (expected one of {', '.join(EFFORT_KEYS)})"
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-            return f"{key}: must be a non-negative integer"
+        if (problem := non_negative_int(budget)) is not None:
+            return f"{key}: {problem}"
     return None
 
 

@@ -27,12 +27,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway import events as ev
+from gateway.adapters._kit import (
+    OptionTable,
+    boolean,
+    load_object,
+    non_negative_int,
+    typed,
+)
 from gateway.adapters.base import Adapter, LocalScript, Translator
 from gateway.config.units import parse_duration
-from gateway.errors import UpstreamError, UpstreamProtocolError
+from gateway.errors import UpstreamError
 from gateway.events import Event
 from gateway.framing import Message
-from gateway.jsonutil import dumps, loads
+from gateway.jsonutil import dumps
 from gateway.request import ChatRequest
 
 _LOREM = [
@@ -96,15 +103,30 @@ _LOREM = [
 _REASONING = "The user asked a question. I will think about it briefly, then answer in plain words."
 _PIECE = re.compile(r"\S+\s*|\s+")
 
-_DEFAULTS: dict[str, Any] = {
-    "text": None,
-    "echo": False,
-    "words": 60,
-    "reasoning": False,
-    "first_token_delay": 0.3,
-    "token_interval": 0.03,
-    "fail_after": 0,
-    "truncate_after": 0,
+_DURATIONS = ("first_token_delay", "token_interval")
+
+
+def _duration(value: Any) -> str | None:
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _reasoning(value: Any) -> str | None:
+    return None if isinstance(value, bool | str) else "must be true, false or a text"
+
+
+_OPTIONS: OptionTable = {
+    "text": (None, typed(str)),
+    "echo": (False, boolean),
+    "words": (60, non_negative_int),
+    "reasoning": (False, _reasoning),
+    "first_token_delay": (0.3, _duration),
+    "token_interval": (0.03, _duration),
+    "fail_after": (0, non_negative_int),
+    "truncate_after": (0, non_negative_int),
 }
 
 
@@ -124,42 +146,16 @@ class SimulatedAdapter(Adapter):
     name = "simulated"
     framing = "ndjson"
     needs_upstream = False
+    option_table = _OPTIONS
 
     @classmethod
     def parse_options(
         cls, options: Mapping[str, Any], path: str
     ) -> tuple[dict[str, Any], list[str]]:
-        out = dict(_DEFAULTS)
-        errors: list[str] = []
-        for key, value in options.items():
-            where = f"{path}.{key}"
-            if key not in _DEFAULTS:
-                errors.append(f"{where}: unknown option for provider 'simulated'")
-            elif key in ("first_token_delay", "token_interval"):
-                try:
-                    out[key] = parse_duration(value)
-                except ValueError as exc:
-                    errors.append(f"{where}: {exc}")
-            elif key in ("words", "fail_after", "truncate_after"):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    errors.append(f"{where}: must be a non-negative integer")
-                else:
-                    out[key] = value
-            elif key == "echo":
-                if not isinstance(value, bool):
-                    errors.append(f"{where}: must be true or false")
-                else:
-                    out[key] = value
-            elif key == "reasoning":
-                if not isinstance(value, bool | str):
-                    errors.append(f"{where}: must be true, false or a text")
-                else:
-                    out[key] = value
-            elif key == "text":
-                if not isinstance(value, str):
-                    errors.append(f"{where}: must be a string")
-                else:
-                    out[key] = value
+        """The option table, then durations in seconds (the table checked them)."""
+        out, errors = super().parse_options(options, path)
+        for key in _DURATIONS:
+            out[key] = parse_duration(out[key])
         return out, errors
 
     def build_request(self, request: ChatRequest) -> LocalScript:
@@ -221,16 +217,11 @@ _USAGE_KEYS = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_inpu
 
 class _SimulatedTranslator(Translator):
     def feed(self, message: Message) -> list[Event]:
-        try:
-            obj = loads(message.data)
-        except ValueError as exc:
-            raise UpstreamProtocolError("simulated upstream sent invalid JSON") from exc
-        if not isinstance(obj, dict):  # found by fuzz/fuzz_pipeline.py
-            raise UpstreamProtocolError("simulated upstream sent a non-object line")
-        if isinstance(obj.get("t"), str):
-            return [ev.delta(obj["t"])]
-        if isinstance(obj.get("r"), str):
-            return [ev.reasoning(obj["r"])]
+        obj = load_object(message.data, "simulated")  # a non-object: found by fuzz_pipeline.py
+        if isinstance(piece := obj.get("t"), str):
+            return [ev.delta(piece)]
+        if isinstance(piece := obj.get("r"), str):
+            return [ev.reasoning(piece)]
         if "e" in obj:
             self.finished = True
             raise UpstreamError(str(obj["e"]), retryable=True)
