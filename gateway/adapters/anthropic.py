@@ -203,7 +203,7 @@ class AnthropicTranslator(Translator):
         return []  # unknown event types are to be ignored (Anthropic docs)
 
     def _delta(self, obj: dict[str, Any]) -> list[Event]:
-        delta = obj.get("delta") or {}
+        delta = as_object(obj.get("delta"))
         kind = delta.get("type")
         if kind == "text_delta":
             text = delta.get("text")
@@ -220,7 +220,7 @@ class AnthropicTranslator(Translator):
         return []  # signature_delta, citations_delta: nothing for the token protocol
 
     def _block_start(self, obj: dict[str, Any]) -> list[Event]:
-        block = obj.get("content_block") or {}
+        block = as_object(obj.get("content_block"))
         if block.get("type") != "tool_use":
             return []
         ordinal = len(self._tools)

@@ -177,7 +177,7 @@ class CohereTranslator(Translator):
         if not isinstance(call, dict):
             return []
         key = obj.get("index", len(self._tools))
-        function = call.get("function") or {}
+        function = as_object(call.get("function"))
         arguments = function.get("arguments") or ""
         if start:
             first = self._tools.setdefault(key, len(self._tools))

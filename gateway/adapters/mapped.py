@@ -84,7 +84,7 @@ class MappedAdapter(Adapter):
                 continue  # no key configured: send no credential header at all
             headers[name] = render(template, values)
         headers.update(self.upstream.headers)
-        body = _fill(spec.body, values)
+        body = _fill(spec.body, values, {k: "" if v is None else v for k, v in values.items()})
         return UpstreamRequest(spec.method, self.base_url + path, headers, dumps(body))
 
     def new_translator(self) -> Translator:
@@ -136,19 +136,20 @@ def _values(request: ChatRequest, model: str | None, api_key: str | None) -> dic
 _DROP = object()
 
 
-def _fill(node: Any, values: Mapping[str, Any]) -> Any:
+def _fill(node: Any, values: Mapping[str, Any], texts: Mapping[str, Any]) -> Any:
     """The body template with placeholders filled. A whole-value placeholder keeps the value's
-    JSON type; one whose value is unset drops its key (or list item)."""
+    JSON type; one whose value is unset drops its key (or list item). ``texts`` is ``values``
+    with unset ones as ``""``, for placeholders inside a longer string (built once a request)."""
     if isinstance(node, str):
         if node.startswith("{") and node.endswith("}") and node[1:-1] in values:
             value = values[node[1:-1]]
             return _DROP if value is None else value
-        return render(node, {k: "" if v is None else v for k, v in values.items()})
+        return render(node, texts)
     if isinstance(node, dict):
-        filled = {k: _fill(v, values) for k, v in node.items()}
+        filled = {k: _fill(v, values, texts) for k, v in node.items()}
         return {k: v for k, v in filled.items() if v is not _DROP}
     if isinstance(node, list):
-        return [v for v in (_fill(item, values) for item in node) if v is not _DROP]
+        return [v for v in (_fill(item, values, texts) for item in node) if v is not _DROP]
     return node
 
 

@@ -168,7 +168,8 @@ class ChatTranslator(Translator):
         self.finished = False
         self.model: str | None = None
         self._finish: str | None = None
-        self._usage: Event | None = None
+        # The last usage object seen (servers may repeat it on every chunk): read once, at the end.
+        self._usage: dict[str, Any] | None = None
         self._refused = False
         # provider index -> (our index, provider call id)
         self._calls: dict[int, tuple[int, str | None]] = {}
@@ -189,7 +190,7 @@ class ChatTranslator(Translator):
             self.model = doc["model"]
         usage = doc.get("usage")
         if isinstance(usage, dict):
-            self._usage = _usage(usage)
+            self._usage = usage
         choices = doc.get("choices")
         if not isinstance(choices, list) or not choices:
             return _NOTHING
@@ -258,7 +259,7 @@ class ChatTranslator(Translator):
         if self._refused and reason == "stop":
             reason = "content_filter"
         end = ev.end(reason, finish)
-        return [self._usage, end] if self._usage is not None else [end]
+        return [_usage(self._usage), end] if self._usage is not None else [end]
 
 
 def _error_object(err: Any, doc: Mapping[str, Any]) -> Mapping[str, Any]:
