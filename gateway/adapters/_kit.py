@@ -204,6 +204,15 @@ def require_model(model: str | None, provider: str) -> str:
     return model
 
 
+def native_stream_body(body: Mapping[str, Any], model: str | None) -> dict[str, Any]:
+    """A copy of a client's native body with streaming forced on and ``model`` set when given
+    (the client's dict is never changed)."""
+    native = {**body, "stream": True}
+    if model:
+        native["model"] = model
+    return native
+
+
 def bearer_headers(api_key: str | None) -> dict[str, str]:
     """``authorization: Bearer <key>`` when a key is configured, else nothing."""
     return {"authorization": f"Bearer {api_key}"} if api_key else {}

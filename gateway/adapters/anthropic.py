@@ -22,6 +22,7 @@ from gateway.adapters._kit import (
     as_object,
     effort_budgets,
     load_object,
+    native_stream_body,
     non_empty_str,
     positive_int,
     require_model,
@@ -30,7 +31,6 @@ from gateway.adapters._kit import (
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps
 from gateway.request import ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -70,9 +70,8 @@ class AnthropicAdapter(Adapter):
         key = self.upstream.api_key
         return {"x-api-key": key} if key else {}
 
-    def _request(self, body: dict[str, Any]) -> UpstreamRequest:
-        headers = {"anthropic-version": self.options["anthropic_version"], **self.common_headers()}
-        return UpstreamRequest("POST", f"{self.base_url}/v1/messages", headers, dumps(body))
+    def common_headers(self) -> dict[str, str]:
+        return {"anthropic-version": self.options["anthropic_version"], **super().common_headers()}
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The native streaming body; raises ``InvalidRequest`` for bad tool arguments."""
@@ -98,7 +97,7 @@ class AnthropicAdapter(Adapter):
         if request.tools:
             body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
         body["stream"] = True
-        return self._request(body)
+        return self.post_json("/v1/messages", body)
 
     def _thinking_budget(self, effort: str | None, max_tokens: int) -> int:
         """The budget for ``effort``, capped below ``max_tokens`` (which includes thinking);
@@ -112,10 +111,9 @@ class AnthropicAdapter(Adapter):
         """Forward a Messages body: streaming on, the route's model (if set) wins, and the default
         ``max_tokens`` fills in when absent. Other fields pass through untouched."""
         model = require_model(self.upstream.model or body.get("model"), self.name)
-        native = {**body, "model": model}
+        native = native_stream_body(body, model)
         native.setdefault("max_tokens", self.options["max_tokens"])
-        native["stream"] = True
-        return self._request(native)
+        return self.post_json("/v1/messages", native)
 
     def new_translator(self) -> Translator:
         return AnthropicTranslator()

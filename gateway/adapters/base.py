@@ -27,6 +27,7 @@ from gateway.config.model import UpstreamConfig
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.events import Event
 from gateway.framing import Message
+from gateway.jsonutil import dumps
 from gateway.request import ChatRequest
 
 
@@ -149,6 +150,10 @@ class Adapter(ABC):
         return UpstreamStatusError(
             status, message, retry_after=retry_after, provider_type=provider_type
         )
+
+    def post_json(self, path: str, body: Any) -> UpstreamRequest:
+        """``POST {base_url}{path}`` with ``body`` as JSON and :meth:`common_headers`."""
+        return UpstreamRequest("POST", self.base_url + path, self.common_headers(), dumps(body))
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the provider credential (never logged, never sent to clients)."""

@@ -24,6 +24,7 @@ from gateway.adapters._kit import (
     effort_budgets,
     function_tool,
     load_object,
+    native_stream_body,
     present,
     require_model,
     upstream_failure,
@@ -31,7 +32,6 @@ from gateway.adapters._kit import (
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps
 from gateway.request import ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -62,11 +62,6 @@ class CohereAdapter(Adapter):
     def auth_headers(self) -> dict[str, str]:
         return bearer_headers(self.upstream.api_key)
 
-    def _request(self, body: dict[str, Any]) -> UpstreamRequest:
-        return UpstreamRequest(
-            "POST", f"{self.base_url}/v2/chat", self.common_headers(), dumps(body)
-        )
-
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The native streaming body for ``request``."""
         body: dict[str, Any] = {
@@ -90,12 +85,12 @@ class CohereAdapter(Adapter):
                 {"type": "enabled", "token_budget": budget} if budget else {"type": "disabled"}
             )
         body["stream"] = True
-        return self._request(body)
+        return self.post_json("/v2/chat", body)
 
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward a v2 chat body: ``stream`` forced true, the route's model (if set) wins."""
         model = require_model(self.upstream.model or body.get("model"), self.name)
-        return self._request({**body, "model": model, "stream": True})
+        return self.post_json("/v2/chat", native_stream_body(body, model))
 
     def new_translator(self) -> Translator:
         return CohereTranslator()

@@ -37,7 +37,7 @@ from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import RAW_EVENT, Message
-from gateway.jsonutil import dumps, dumps_str
+from gateway.jsonutil import dumps_str
 from gateway.request import ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -93,8 +93,8 @@ class GeminiAdapter(Adapter):
 
     def _request(self, model: str, body: dict[str, Any]) -> UpstreamRequest:
         model = model.removeprefix("models/")
-        url = f"{self.base_url}/v1beta/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
-        return UpstreamRequest("POST", url, self.common_headers(), dumps(body))
+        path = f"/v1beta/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
+        return self.post_json(path, body)
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The native body for ``request``; raises ``InvalidRequest`` for a tool result whose id

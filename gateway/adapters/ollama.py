@@ -24,6 +24,7 @@ from gateway.adapters._kit import (
     boolean,
     function_tool,
     load_object,
+    native_stream_body,
     new_call_id,
     one_of,
     present,
@@ -34,7 +35,7 @@ from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps, dumps_str
+from gateway.jsonutil import dumps_str
 from gateway.request import ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -62,8 +63,7 @@ class OllamaAdapter(Adapter):
         return headers
 
     def _request(self, body: dict[str, Any]) -> UpstreamRequest:
-        url = f"{self.base_url}/api/{self.options['endpoint']}"
-        return UpstreamRequest("POST", url, self.common_headers(), dumps(body))
+        return self.post_json(f"/api/{self.options['endpoint']}", body)
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The native body; raises ``InvalidRequest`` for tool arguments that are not a JSON
@@ -95,7 +95,7 @@ class OllamaAdapter(Adapter):
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward an Ollama body: ``stream`` forced true, the route's model (if set) wins."""
         model = require_model(self.upstream.model or body.get("model"), self.name)
-        return self._request({**body, "model": model, "stream": True})
+        return self._request(native_stream_body(body, model))
 
     def new_translator(self) -> Translator:
         return OllamaTranslator()

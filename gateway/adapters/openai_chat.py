@@ -56,6 +56,7 @@ from gateway.adapters._kit import (
     error_object_event,
     function_tool,
     load_object,
+    native_stream_body,
     new_call_id,
     present,
     text,
@@ -64,7 +65,7 @@ from gateway.adapters._kit import (
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps, dumps_str
+from gateway.jsonutil import dumps_str
 from gateway.request import ChatMessage, ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -128,27 +129,20 @@ class OpenAIChatAdapter(Adapter):
         )
         if self.options.get("include_usage", True):
             body["stream_options"] = {"include_usage": True}
-        return self._post(body)
+        return self.post_json("/chat/completions", body)
 
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward the client's own Chat body: streaming forced, the route's model applied.
 
         ``stream_options.include_usage`` is added (when the option is on) unless the client set it.
         """
-        native = dict(body)
-        native["stream"] = True
-        if self.upstream.model:
-            native["model"] = self.upstream.model
+        native = native_stream_body(body, self.upstream.model)
         if self.options.get("include_usage", True):
             client = native.get("stream_options")
             stream_options = dict(client) if isinstance(client, dict) else {}
             stream_options.setdefault("include_usage", True)
             native["stream_options"] = stream_options
-        return self._post(native)
-
-    def _post(self, body: dict[str, Any]) -> UpstreamRequest:
-        url = f"{self.base_url}/chat/completions"
-        return UpstreamRequest("POST", url, self.common_headers(), dumps(body))
+        return self.post_json("/chat/completions", native)
 
     def new_translator(self) -> ChatTranslator:
         return ChatTranslator()

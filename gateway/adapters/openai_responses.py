@@ -56,6 +56,7 @@ from gateway.adapters._kit import (
     count,
     error_object_event,
     load_object,
+    native_stream_body,
     new_call_id,
     present,
     text,
@@ -65,7 +66,6 @@ from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps
 from gateway.request import ChatMessage, ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -145,20 +145,11 @@ class OpenAIResponsesAdapter(Adapter):
                 reasoning["summary"] = summary
             body["reasoning"] = reasoning
         body["stream"] = True
-        return self._post(body)
+        return self.post_json("/responses", body)
 
     def build_native_request(self, body: dict[str, Any]) -> UpstreamRequest:
         """Forward the client's own Responses body: streaming forced, the route's model applied."""
-        native = dict(body)
-        native["stream"] = True
-        if self.upstream.model:
-            native["model"] = self.upstream.model
-        return self._post(native)
-
-    def _post(self, body: dict[str, Any]) -> UpstreamRequest:
-        return UpstreamRequest(
-            "POST", f"{self.base_url}/responses", self.common_headers(), dumps(body)
-        )
+        return self.post_json("/responses", native_stream_body(body, self.upstream.model))
 
     def new_translator(self) -> ResponsesTranslator:
         return ResponsesTranslator()
