@@ -150,6 +150,8 @@ class Supervisor:
                 break  # stopped while starting: start no more
             proc.start()
         started = [p for p in self.procs if p.pid is not None]
+        if self.stopping:  # the signal may have come inside start(), before that pid existed
+            self._forward(signal.SIGTERM)
         log_event("workers_started", pids=[p.pid for p in started])
         running = list(started)
         while running:
