@@ -457,11 +457,11 @@ def serve(
     setup_logging(log_level)
     host = host or config.server.host
     port = config.server.port if port is None else port
+    _warn_if_open(config, host)
     if workers > 1:
         from gateway.workers import run_workers
 
         return run_workers(config, config_path=config_path, host=host, port=port, workers=workers)
-    _warn_if_open(config, host)
     _install_fast_loop()
     return asyncio.run(run_server(config, host=host, port=port, config_path=config_path))
 
