@@ -7,6 +7,7 @@ fixture's ``.expected.json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator, Mapping
@@ -47,7 +48,7 @@ def splits(data: bytes, seed: int = 0) -> Iterator[tuple[str, list[bytes]]]:
     for n in range(3):
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 40))))
         edges = [0, *cuts, len(data)]
-        yield f"random{n}", [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+        yield f"random{n}", [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
 def replay(adapter: Adapter, chunks: list[bytes]) -> list[Event]:
@@ -58,6 +59,31 @@ def replay(adapter: Adapter, chunks: list[bytes]) -> list[Event]:
         out.extend(pipe.feed(chunk))
     out.extend(pipe.close())
     return out
+
+
+def replay_checked(adapter: Adapter, chunks: list[bytes]) -> list[Event]:
+    """:func:`replay`, then :func:`check_invariants` on the result."""
+    events = replay(adapter, chunks)
+    check_invariants(events)
+    return events
+
+
+def replay_every_split(adapter: Adapter, data: bytes) -> Iterator[tuple[str, list[Event]]]:
+    """``(label, events)`` for each of :func:`splits` of ``data``, invariants checked."""
+    for label, chunks in splits(data):
+        yield label, replay_checked(adapter, chunks)
+
+
+def check_same_at_every_split(
+    adapter: Adapter, data: bytes, expected: list[Event], *, every_cut: bool = False
+) -> None:
+    """The events for every split of ``data`` are ``expected`` (with ``every_cut``, also for
+    ``data`` cut in two at every byte). Invariants are the caller's to check on ``expected``."""
+    for label, chunks in splits(data):
+        assert replay(adapter, chunks) == expected, label
+    if every_cut:
+        for cut in range(1, len(data)):
+            assert replay(adapter, [data[:cut], data[cut:]]) == expected, cut
 
 
 @dataclass

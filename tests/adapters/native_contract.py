@@ -11,12 +11,10 @@ from typing import Any
 from gateway.adapters.base import Adapter
 from tests.adapters.harness import (
     assemble,
-    check_invariants,
     fixture_bytes,
     fixture_expected,
     make_adapter,
-    replay,
-    splits,
+    replay_every_split,
 )
 
 # A common request touching every mapped field: system, developer, user, assistant tool calls,
@@ -74,9 +72,7 @@ def check_fixture(
     """
     expected = fixture_expected(fixture)
     data = fixture_bytes(fixture)
-    for how, chunks in splits(data):
-        events = replay(make_adapter(cls), chunks)
-        check_invariants(events)
+    for how, events in replay_every_split(make_adapter(cls), data):
         got = assemble(events)
         where = f"{fixture} split {how}"
         assert got.text == expected["text"], where

@@ -10,8 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gateway.adapters.base import Adapter
 from gateway.events import USAGE_FIELDS
-from tests.adapters.harness import FIXTURES, Assembled
+from tests.adapters.harness import (
+    FIXTURES,
+    Assembled,
+    assemble,
+    fixture_bytes,
+    fixture_expected,
+    make_adapter,
+    replay_every_split,
+)
 
 RETRYABLE = {"server_error", "rate_limit_exceeded"}
 
@@ -95,3 +104,13 @@ def check_fixture(result: Assembled, exp: dict[str, Any]) -> None:
     assert result.tool_calls == calls
     check_usage(result, exp)
     check_terminal(result, exp)
+
+
+def check_fixture_at_every_split(cls: type[Adapter], name: str) -> None:
+    """Replay fixture ``name`` through ``cls`` at every split; :func:`check_fixture` each time."""
+    expected = fixture_expected(name)
+    for label, events in replay_every_split(make_adapter(cls), fixture_bytes(name)):
+        try:
+            check_fixture(assemble(events), expected)
+        except AssertionError as exc:
+            raise AssertionError(f"{name} split {label}: {exc}") from exc

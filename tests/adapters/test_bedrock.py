@@ -20,12 +20,11 @@ from gateway.events import Event
 from gateway.request import parse_request
 from tests.adapters.harness import (
     assemble,
-    check_invariants,
+    check_same_at_every_split,
     fixture_bytes,
     fixture_expected,
     make_adapter,
-    replay,
-    splits,
+    replay_checked,
 )
 from tests.framing.aws_frames import event, exception
 
@@ -46,9 +45,7 @@ def adapter(options: dict[str, Any] | None = None, **upstream: Any) -> BedrockAd
 
 
 def run(data: bytes) -> list[Event]:
-    events = replay(adapter(), [data])
-    check_invariants(events)
-    return events
+    return replay_checked(adapter(), [data])
 
 
 def test_registered() -> None:
@@ -74,11 +71,7 @@ def test_fixture_at_every_split() -> None:
     assert got.types[-2:] == ["usage", "end"]
     # the tool call's ordinal is 0 although its content block is index 2
     assert [e.data["index"] for e in whole if e.type == "tool_call"] == [0, 0, 0]
-    for label, chunks in splits(data):
-        assert replay(adapter(), chunks) == whole, label
-    a = adapter()
-    for cut in range(1, len(data)):
-        assert replay(a, [data[:cut], data[cut:]]) == whole, cut
+    check_same_at_every_split(adapter(), data, whole, every_cut=True)
 
 
 def test_exception_fixture() -> None:
@@ -97,8 +90,7 @@ def test_exception_fixture() -> None:
             "type": "throttlingException",
         },
     )
-    for label, chunks in splits(data):
-        assert replay(adapter(), chunks) == whole, label
+    check_same_at_every_split(adapter(), data, whole)
 
 
 def test_truncated_fixture_is_an_error_never_an_end() -> None:
@@ -107,8 +99,7 @@ def test_truncated_fixture_is_an_error_never_an_end() -> None:
     got = assemble(whole)
     assert got.text == fixture_expected("bedrock_converse_stream_truncated.bin")["text"]
     assert got.terminal is not None and got.terminal.data["code"] == "upstream_truncated"
-    for label, chunks in splits(data):
-        assert replay(adapter(), chunks) == whole, label
+    check_same_at_every_split(adapter(), data, whole)
 
 
 def _stream(*frames: bytes) -> bytes:

@@ -22,11 +22,12 @@ from gateway.request import parse_request
 from tests.adapters.harness import (
     assemble,
     check_invariants,
+    check_same_at_every_split,
     fixture_bytes,
     fixture_expected,
     make_adapter,
     replay,
-    splits,
+    replay_checked,
 )
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -67,10 +68,7 @@ def test_yaml_twin_matches_the_builtin_adapter_at_every_split(
     reference = replay(theirs, [data])
     check_invariants(reference)
     assert len(reference) > 3
-    for label, chunks in splits(data):
-        assert replay(ours, chunks) == reference, label
-    for cut in range(1, len(data)):
-        assert replay(ours, [data[:cut], data[cut:]]) == reference, cut
+    check_same_at_every_split(ours, data, reference, every_cut=True)
 
 
 @pytest.mark.parametrize(("twin", "builtin", "fixture"), TWINS)
@@ -141,9 +139,7 @@ EXTRA_STREAMS: list[tuple[str, type[Adapter], bytes]] = [
 @pytest.mark.parametrize(("twin", "builtin", "data"), EXTRA_STREAMS)
 def test_yaml_twin_matches_on_edge_streams(twin: str, builtin: type[Adapter], data: bytes) -> None:
     reference = replay(make_adapter(builtin, {}, base_url="http://x", model="m"), [data])
-    ours = mapped(twin_options(twin))
-    for label, chunks in splits(data):
-        assert replay(ours, chunks) == reference, label
+    check_same_at_every_split(mapped(twin_options(twin)), data, reference)
 
 
 def test_twin_yaml_is_the_one_documented() -> None:
@@ -179,9 +175,7 @@ def sse(*objs: Any) -> bytes:
 
 
 def run(options: dict[str, Any], data: bytes) -> list[Event]:
-    events = replay(mapped(options), [data])
-    check_invariants(events)
-    return events
+    return replay_checked(mapped(options), [data])
 
 
 def test_typed_events_and_type_filters() -> None:

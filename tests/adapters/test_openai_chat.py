@@ -10,16 +10,8 @@ import pytest
 from gateway.adapters.openai_chat import OpenAIChatAdapter
 from gateway.events import Event
 from gateway.request import parse_request
-from tests.adapters.harness import (
-    assemble,
-    check_invariants,
-    fixture_bytes,
-    fixture_expected,
-    make_adapter,
-    replay,
-    splits,
-)
-from tests.adapters.openai_expect import check_fixture, fixture_names
+from tests.adapters.harness import assemble, make_adapter, replay_checked
+from tests.adapters.openai_expect import check_fixture_at_every_split, fixture_names
 
 FIXTURES = fixture_names("openai_chat_", "openai_compat_")
 
@@ -40,15 +32,7 @@ def test_fixture_set_is_complete() -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fixture_at_every_split(name: str) -> None:
-    adapter = make_adapter(OpenAIChatAdapter)
-    data, expected = fixture_bytes(name), fixture_expected(name)
-    for label, chunks in splits(data):
-        events = replay(adapter, chunks)
-        check_invariants(events)
-        try:
-            check_fixture(assemble(events), expected)
-        except AssertionError as exc:
-            raise AssertionError(f"{name} split {label}: {exc}") from exc
+    check_fixture_at_every_split(OpenAIChatAdapter, name)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -69,9 +53,7 @@ def chunk(
 
 
 def run(data: bytes) -> list[Event]:
-    events = replay(make_adapter(OpenAIChatAdapter), [data])
-    check_invariants(events)
-    return events
+    return replay_checked(make_adapter(OpenAIChatAdapter), [data])
 
 
 # --- translation edge cases -----------------------------------------------------------------

@@ -10,16 +10,8 @@ import pytest
 from gateway.adapters.openai_responses import OpenAIResponsesAdapter
 from gateway.events import Event
 from gateway.request import parse_request
-from tests.adapters.harness import (
-    assemble,
-    check_invariants,
-    fixture_bytes,
-    fixture_expected,
-    make_adapter,
-    replay,
-    splits,
-)
-from tests.adapters.openai_expect import check_fixture, fixture_names
+from tests.adapters.harness import assemble, make_adapter, replay_checked
+from tests.adapters.openai_expect import check_fixture_at_every_split, fixture_names
 
 FIXTURES = fixture_names("openai_responses_")
 
@@ -41,15 +33,7 @@ def test_fixture_set_is_complete() -> None:
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fixture_at_every_split(name: str) -> None:
-    adapter = make_adapter(OpenAIResponsesAdapter)
-    data, expected = fixture_bytes(name), fixture_expected(name)
-    for label, chunks in splits(data):
-        events = replay(adapter, chunks)
-        check_invariants(events)
-        try:
-            check_fixture(assemble(events), expected)
-        except AssertionError as exc:
-            raise AssertionError(f"{name} split {label}: {exc}") from exc
+    check_fixture_at_every_split(OpenAIResponsesAdapter, name)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -61,9 +45,7 @@ def sse(*events: dict[str, Any]) -> bytes:
 
 
 def run(data: bytes) -> list[Event]:
-    events = replay(make_adapter(OpenAIResponsesAdapter), [data])
-    check_invariants(events)
-    return events
+    return replay_checked(make_adapter(OpenAIResponsesAdapter), [data])
 
 
 def completed(usage: Any = None, status: str = "completed", **response: Any) -> dict[str, Any]:
