@@ -22,6 +22,39 @@ from tests.adapters.harness import (
     replay_every_split,
 )
 
+# The common request both OpenAI adapters' exact-body tests send (and the SDK-type checks).
+COMMON_BODY: dict[str, Any] = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Use tools."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        {"role": "assistant", "content": "It is 18C."},
+        {"role": "user", "content": "Thanks"},
+    ],
+    "max_tokens": 256,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "stop": ["\n\n", "END"],
+    "tools": [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ],
+    "reasoning": {"effort": "medium"},
+    "metadata": {"trace": "never forwarded"},
+}
+
 RETRYABLE = {"server_error", "rate_limit_exceeded"}
 
 

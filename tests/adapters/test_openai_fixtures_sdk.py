@@ -24,9 +24,7 @@ from gateway.adapters.openai_responses import OpenAIResponsesAdapter
 from gateway.framing.sse import SSEDecoder
 from gateway.request import parse_request
 from tests.adapters.harness import fixture_bytes, make_adapter
-from tests.adapters.openai_expect import fixture_names
-from tests.adapters.test_openai_chat import COMMON_BODY as CHAT_COMMON_BODY
-from tests.adapters.test_openai_responses import COMMON_BODY as RESPONSES_COMMON_BODY
+from tests.adapters.openai_expect import COMMON_BODY, fixture_names
 
 RESPONSES = fixture_names("openai_responses_")
 CHAT = fixture_names("openai_chat_", "openai_compat_")
@@ -114,13 +112,13 @@ def check_body(params: Any, body: dict[str, Any]) -> None:
 def test_chat_request_body_matches_the_sdk_params() -> None:
     for options in ({}, {"max_tokens_field": "max_completion_tokens"}):
         adapter = make_adapter(OpenAIChatAdapter, options, model="gpt-test")
-        body = json.loads(adapter.build_request(parse_request(CHAT_COMMON_BODY)).body)
+        body = json.loads(adapter.build_request(parse_request(COMMON_BODY)).body)
         check_body(CompletionCreateParamsStreaming, body)
 
 
 def test_responses_request_body_matches_the_sdk_params() -> None:
     adapter = make_adapter(OpenAIResponsesAdapter, model="gpt-test")
-    body = json.loads(adapter.build_request(parse_request(RESPONSES_COMMON_BODY)).body)
+    body = json.loads(adapter.build_request(parse_request(COMMON_BODY)).body)
     check_body(ResponseCreateParamsStreaming, body)
 
 

@@ -11,7 +11,11 @@ from gateway.adapters.openai_responses import OpenAIResponsesAdapter
 from gateway.events import Event
 from gateway.request import parse_request
 from tests.adapters.harness import assemble, make_adapter, replay_checked
-from tests.adapters.openai_expect import check_fixture_at_every_split, fixture_names
+from tests.adapters.openai_expect import (
+    COMMON_BODY,
+    check_fixture_at_every_split,
+    fixture_names,
+)
 
 FIXTURES = fixture_names("openai_responses_")
 
@@ -241,38 +245,6 @@ def test_refusal_ends_with_content_filter() -> None:
 
 # --- the request ----------------------------------------------------------------------------
 
-COMMON_BODY: dict[str, Any] = {
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "developer", "content": "Use tools."},
-        {"role": "user", "content": "Weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [
-                {"id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
-        {"role": "assistant", "content": "It is 18C."},
-        {"role": "user", "content": "Thanks"},
-    ],
-    "max_tokens": 256,
-    "temperature": 0.5,
-    "top_p": 0.9,
-    "stop": ["\n\n"],
-    "tools": [
-        {
-            "type": "function",
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        }
-    ],
-    "reasoning": {"effort": "low"},
-    "metadata": {"trace": "never forwarded"},
-}
-
 EXPECTED_BODY: dict[str, Any] = {
     "model": "gpt-test",
     "input": [
@@ -301,7 +273,7 @@ EXPECTED_BODY: dict[str, Any] = {
             "strict": False,
         }
     ],
-    "reasoning": {"effort": "low", "summary": "auto"},
+    "reasoning": {"effort": "medium", "summary": "auto"},
     "stream": True,
 }
 
