@@ -18,38 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway import events as ev
-from gateway.adapters.base import Adapter, LocalScript, UpstreamRequest
-from gateway.config.model import RouteConfig, UpstreamTarget
+from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
-from gateway.errors import (
-    GatewayError,
-    LimitExceeded,
-    ShutdownError,
-    UpstreamError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from gateway.errors import GatewayError, LimitExceeded, UpstreamError
 from gateway.events import Event
 from gateway.logs import log_event
-from gateway.pipeline import Pipeline
-from gateway.upstream import UpstreamStream, open_upstream
-
-_now = time.monotonic
+from gateway.stream.attempts import Attempt, Fallbacks
+from gateway.stream.base import now as _now
+from gateway.stream.deadlines import Deadlines
 
 if TYPE_CHECKING:
+    from gateway.pipeline import Pipeline
     from gateway.state import GatewayState
+    from gateway.upstream import UpstreamStream
 
 _CONTENT = ev.CONTENT_TYPES
-RETRY_AFTER_CAP = 2.0
-"""Longest upstream ``Retry-After`` (seconds) the gateway waits out before one retry."""
 _OUTCOME_BY_CODE = {
     "upstream_timeout": "upstream_timeout",
     "upstream_truncated": "upstream_truncated",
@@ -59,16 +48,7 @@ _OUTCOME_BY_CODE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One upstream to try: a route target with its adapter and the request built for it."""
-
-    target: UpstreamTarget
-    adapter: Adapter
-    request: UpstreamRequest | LocalScript
-
-
-class StreamSession:
+class StreamSession(Fallbacks, Deadlines):
     """The state of one stream. Created per request by the route handler, then :meth:`run`."""
 
     def __init__(
@@ -140,8 +120,6 @@ class StreamSession:
         self.duration_is_limit = limit is not None and limit < total
         self.deadline_total = received + (limit if limit is not None and limit < total else total)
 
-    # -- the main path -----------------------------------------------------------------------
-
     async def run(self) -> web.StreamResponse:
         """Serve the stream. Returns the response (a JSON error response if nothing was sent)."""
         self.task = asyncio.current_task()
@@ -169,119 +147,6 @@ class StreamSession:
             self._finish()
         assert self.response is not None
         return self.response
-
-    async def _open(self) -> None:
-        """Try each attempt in order until one serves (fallbacks only before any byte).
-
-        An attempt fails over on connect failure, 5xx, 429, a first-event timeout, or (when
-        another target remains) an ``error`` event before any content: its first events are
-        held back until the first content or terminal event, so nothing has reached the client.
-        Once a heartbeat has started the response, there are no more fallbacks.
-        """
-        last: GatewayError | None = None
-        final = len(self.attempts) - 1
-        for index, attempt in enumerate(self.attempts):
-            if self.started and last is not None:
-                break  # bytes went out (a heartbeat): no more fallbacks
-            try:
-                await self._connect(attempt, retry_429=index == final)
-                if index < final and not self.started:
-                    await self._hold_first_events()
-            except GatewayError as exc:
-                if self.upstream is not None:  # failed while held back: count it here
-                    self._count_attempt(attempt, exc)
-                last = self._scrub(exc, attempt)
-                if self.started or not self._may_fall_back(exc):
-                    raise last from None
-                self._discard_attempt()
-                continue
-            if self.held_back:
-                self._count_attempt(attempt, None)
-            return
-        assert last is not None
-        raise last
-
-    async def _connect(self, attempt: Attempt, *, retry_429: bool) -> None:
-        """Open ``attempt``'s upstream (one capped ``Retry-After`` retry on the last target)."""
-        self.served_by = attempt
-        retried = False
-        while True:
-            self.t_request_sent = _now()
-            try:
-                upstream = await open_upstream(
-                    self.state.session, attempt.adapter, attempt.request, attempt.target.timeouts
-                )
-                break
-            except GatewayError as exc:
-                status = exc.upstream_status if isinstance(exc, UpstreamStatusError) else None
-                self.metrics.upstream_status(status)
-                self._count_attempt(attempt, exc)
-                wait = _retry_wait(exc)
-                if not retry_429 or retried or wait is None or self.started:
-                    raise
-                retried = True
-                await asyncio.sleep(wait)  # cancellable: abort, shutdown and deadlines
-                if self.started:
-                    raise  # a heartbeat went out meanwhile: no retry after the first byte
-        self.upstream = upstream
-        self.metrics.upstream_status(upstream.status)
-        now = _now()
-        self.t_headers = self.last_upstream = now
-        self.metrics.upstream_headers.observe(now - self.t0)
-        pipeline = Pipeline(attempt.adapter, self.state.config.server.max_upstream_event_bytes)
-        self.pipeline = pipeline
-        self.held = pipeline.accepted()
-        self.held_back = not retry_429
-        if retry_429:  # the last target: the response starts now (contract 5 rule 6)
-            self._count_attempt(attempt, None)
-        self._rearm_now()
-
-    async def _hold_first_events(self) -> None:
-        """Read until the first content or terminal event (or a heartbeat started the response).
-
-        Raises the upstream's error when the first terminal event is an ``error`` before any
-        content, so :meth:`_open` can try the next target.
-        """
-        upstream, pipeline, held = self.upstream, self.pipeline, self.held
-        assert upstream is not None and pipeline is not None
-        while not self.started:
-            chunk = await upstream.read()
-            self.last_upstream = _now()
-            produced = pipeline.feed(chunk) if chunk else pipeline.close()
-            held.extend(produced)
-            if pipeline.done:
-                terminal = pipeline.terminal
-                early = terminal is not None and terminal.type == ev.ERROR
-                if early and not any(e.type in _CONTENT for e in held):
-                    assert terminal is not None
-                    raise EarlyError(terminal)
-                return
-            if any(e.type in _CONTENT for e in produced):
-                return
-
-    def _may_fall_back(self, exc: GatewayError) -> bool:
-        if not _should_fall_back(exc) or _now() >= self.deadline_total:
-            return False
-        # Our own first-event interrupt may fall back; any other interrupt (shutdown) may not.
-        return self.failure is None or (self.failure is exc and isinstance(exc, UpstreamTimeout))
-
-    def _discard_attempt(self) -> None:
-        """Close a failed attempt's upstream and forget its state before the next target."""
-        if self.upstream is not None:
-            self.upstream.close()
-        self.upstream = None
-        self.pipeline = None
-        self.held = []
-        self.held_back = False
-        self.t_headers = None
-        self.failure = None
-        self._rearm_now()  # the timer stops once a pipeline is done: restart it
-
-    def _count_attempt(self, attempt: Attempt, exc: GatewayError | None) -> None:
-        result = "ok" if exc is None else _attempt_result(exc)
-        self.state.metrics.upstream_attempts.labels(
-            self.route.name, attempt.target.label, result
-        ).inc()
 
     async def _pump(self) -> None:
         assert self.upstream is not None and self.pipeline is not None
@@ -390,108 +255,6 @@ class StreamSession:
         limit = self.route.max_output_bytes
         if limit is not None and self.bytes_written > limit and self.failure is None:
             self.interrupt(LimitExceeded(f"stream output exceeded {limit} bytes"))
-
-    # -- deadlines, heartbeats, shutdown -----------------------------------------------------
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(max(0.0, when - _now()), self._tick)
-
-    def _rearm_now(self) -> None:
-        self._arm(_now())
-
-    def _tick(self) -> None:
-        """Check every deadline; act on those passed; re-arm at the nearest next one.
-
-        A write that blocks on the client is noticed by the next tick, so while the response is
-        open the timer never sleeps longer than half the write timeout: a stalled client is cut
-        between 1 and 1.5 ``write_timeout`` after its last progress (also on the final write).
-        """
-        self._timer = None
-        if self.closed:
-            return
-        now = _now()
-        if self.writing:  # blocked on the client: the upstream is silent because we stopped reading
-            stall_deadline = self.write_since + self.write_timeout
-            if now >= stall_deadline:
-                self._cut_slow_client()
-                return
-            self._arm(stall_deadline)
-            return
-        nxt = now + self.write_timeout / 2 if self.started else self.deadline_total
-        if self.pipeline is not None and self.pipeline.done:
-            self._arm(nxt)  # only the last write is left
-            return
-        if now >= self.deadline_total and self.failure is None:
-            self.interrupt(self._duration_error())
-            return
-        nxt = min(nxt, self.deadline_total)
-        if self.upstream is not None:
-            timeouts = self.served_by.target.timeouts
-            got_event = self.last_upstream > (self.t_headers or 0.0)
-            limit = timeouts.idle if got_event else timeouts.first_event
-            upstream_deadline = self.last_upstream + limit
-            if now >= upstream_deadline and self.failure is None:
-                what = "sent nothing" if not got_event else "went silent"
-                self.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
-                return
-            nxt = min(nxt, upstream_deadline)
-        beat = self.last_write + self.heartbeat_interval
-        if now >= beat:
-            self._heartbeat()
-            beat = now + self.heartbeat_interval
-        self._arm(min(nxt, beat))
-
-    def _duration_error(self) -> GatewayError:
-        if self.duration_is_limit:
-            limit = self.route.max_stream_duration
-            return LimitExceeded(f"the stream exceeded max_stream_duration ({limit:g}s)")
-        return UpstreamTimeout("the stream exceeded its total timeout")
-
-    def _heartbeat(self) -> None:
-        side = self._side_task
-        if side is not None and not side.done():
-            return
-        self.last_write = _now()
-        self._side_task = asyncio.ensure_future(self._send_heartbeat())
-
-    async def _send_heartbeat(self) -> None:
-        try:
-            if not self.started:
-                await self._start()
-            data = self.encoder.heartbeat()
-            if data and self.response is not None and not self.writing:
-                self.writing = True
-                self.write_since = _now()
-                try:
-                    await self.response.write(data)
-                finally:
-                    self.writing = False
-                self.last_write = _now()
-                self.metrics.heartbeats.inc()
-        except (ConnectionResetError, RuntimeError):
-            pass  # the client is gone; the handler's cancellation reports it
-
-    def _cut_slow_client(self) -> None:
-        self.slow_client = True
-        self.state.metrics.slow_clients.labels(self.route.name).inc()
-        transport = self.http_request.transport
-        if transport is not None:
-            transport.abort()
-
-    def interrupt(self, exc: GatewayError) -> None:
-        """End the stream with ``exc`` (deadline, limit, shutdown) from outside the read loop."""
-        if self.failure is not None:
-            return
-        self.failure = exc
-        if self.upstream is not None:
-            self.upstream.interrupt(exc)
-        elif self.task is not None:
-            self.task.cancel()  # still waiting for the upstream to answer
-
-    def shutdown(self) -> None:
-        self.interrupt(ShutdownError("the gateway is shutting down; retry the request"))
 
     # -- endings -----------------------------------------------------------------------------
 
@@ -610,63 +373,7 @@ def _outcome_for(exc: GatewayError) -> str:
     return _OUTCOME_BY_CODE.get(exc.error_code, "rejected")
 
 
-def _attempt_result(exc: GatewayError) -> str:
-    if isinstance(exc, EarlyError):
-        return "early_error"
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    if isinstance(exc, UpstreamStatusError):
-        return "status_error"
-    return "connect_error"
-
-
-def _should_fall_back(exc: GatewayError) -> bool:
-    """Fallbacks and retries only for failures another upstream may not have."""
-    if isinstance(exc, EarlyError):
-        return True
-    if isinstance(exc, UpstreamStatusError):
-        return exc.upstream_status == 429 or exc.upstream_status >= 500
-    return isinstance(exc, UpstreamError) and exc.retryable
-
-
 def _internal(exc: BaseException) -> GatewayError:
     from gateway.errors import InternalError
 
     return InternalError("the gateway failed to serve this stream")
-
-
-def _retry_wait(exc: GatewayError) -> float | None:
-    """Seconds to wait before retrying the same upstream after a 429, or None: do not retry.
-
-    Only a ``Retry-After`` (either form) of at most :data:`RETRY_AFTER_CAP` is waited for; a
-    longer one is passed on to the client with the 429.
-    """
-    if isinstance(exc, UpstreamStatusError) and exc.upstream_status == 429:
-        wait = exc.retry_after
-        if wait is not None and wait <= RETRY_AFTER_CAP:
-            return wait
-    return None
-
-
-class EarlyError(UpstreamError):
-    """An ``error`` event that came before any content: the attempt failed, another may not.
-
-    Reported exactly as the upstream's event said (code, message, retryable) if no other target
-    serves.
-    """
-
-    def __init__(self, event: Event) -> None:
-        data = event.data
-        super().__init__(str(data.get("message", "")), retryable=bool(data.get("retryable")))
-        self.event = event
-
-    @property
-    def error_code(self) -> str:
-        return str(self.event.data.get("code", "upstream_error"))
-
-    @property
-    def http_status(self) -> int:
-        return 504 if self.error_code == "upstream_timeout" else 502
-
-    def to_event_data(self) -> dict[str, Any]:
-        return dict(self.event.data)
