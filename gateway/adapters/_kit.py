@@ -223,6 +223,40 @@ def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
 
 
+class IndexedToolCalls:
+    """Our tool-call ordinals for fragments keyed by the upstream's ``index`` (Chat Completions).
+
+    A fragment continues the call at its index unless it carries another id (servers that reuse
+    index 0 for every call); fragments without an index share one key (servers that send calls
+    one after another). Ordinals count calls in order of appearance. One per stream.
+    """
+
+    __slots__ = ("_calls", "_next")
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[int, str | None]] = {}  # upstream index -> (ordinal, id)
+        self._next = 0
+
+    def continued(self, index: int | None, call_id: str | None) -> int | None:
+        """The ordinal of the call this fragment continues, or ``None`` when it starts one."""
+        known = self._calls.get(-1 if index is None else index)
+        if known is not None and (call_id is None or call_id == known[1]):
+            return known[0]
+        return None
+
+    def start(self, index: int | None, call_id: str | None) -> int:
+        """The ordinal of a new call at ``index`` (later fragments there continue it)."""
+        ordinal = self.new()
+        self._calls[-1 if index is None else index] = (ordinal, call_id)
+        return ordinal
+
+    def new(self) -> int:
+        """The ordinal of a new call that no index identifies (each call comes whole)."""
+        ordinal = self._next
+        self._next += 1
+        return ordinal
+
+
 # --- provider-reported failures -----------------------------------------------------------------
 
 DEFAULT_ERROR_MESSAGE = "the upstream reported an error"

@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from gateway import events as ev
-from gateway.adapters._kit import count, new_call_id, retryable_status, text, upstream_failure
+from gateway.adapters._kit import (
+    IndexedToolCalls,
+    count,
+    new_call_id,
+    retryable_status,
+    text,
+    upstream_failure,
+)
 from gateway.adapters._mapped_config import compile_options
 from gateway.adapters._mapped_spec import MISSING, ErrorRule, Rule, Spec, first, lookup, render
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
@@ -172,15 +179,14 @@ class MappedTranslator(Translator):
     text that is not JSON is ignored) and :class:`UpstreamError` when an error rule matches.
     """
 
-    __slots__ = ("_calls", "_finish", "_next", "_refused", "_spec", "_usage")
+    __slots__ = ("_calls", "_finish", "_refused", "_spec", "_usage")
 
     def __init__(self, spec: Spec) -> None:
         self._spec = spec
         self._finish: str | None = None
         self._usage: Event | None = None
         self._refused = False
-        self._calls: dict[int, tuple[int, str | None]] = {}  # upstream index -> (ours, id)
-        self._next = 0
+        self._calls = IndexedToolCalls()
 
     def feed(self, message: Message) -> list[Event]:
         if self.finished:
@@ -278,24 +284,18 @@ class MappedTranslator(Translator):
             else:
                 arguments = "" if rule.index_path else "{}"
             if rule.index_path is not None:
-                key = count(lookup(call, rule.index_path))
-                known = self._calls.get(-1 if key is None else key)
-                # A known index with a different id starts a new call (servers reusing index 0).
-                if known is not None and (call_id is None or call_id == known[1]):
+                index = count(lookup(call, rule.index_path))
+                ordinal = self._calls.continued(index, call_id)
+                if ordinal is not None:
                     if arguments:
-                        out.append(ev.tool_call(known[0], arguments))
+                        out.append(ev.tool_call(ordinal, arguments))
                     continue
-                self._calls[-1 if key is None else key] = (self._next, call_id)
+                ordinal = self._calls.start(index, call_id)
+            else:
+                ordinal = self._calls.new()
             name = lookup(call, rule.name_path) if rule.name_path else None
-            out.append(
-                ev.tool_call(
-                    self._next,
-                    arguments,
-                    id=call_id or new_call_id(),
-                    name=name if isinstance(name, str) else "",
-                )
-            )
-            self._next += 1
+            name = name if isinstance(name, str) else ""
+            out.append(ev.tool_call(ordinal, arguments, id=call_id or new_call_id(), name=name))
 
     def _take_usage(self, doc: Any, kind: str | None) -> None:
         rule = self._spec.usage

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    IndexedToolCalls,
     OptionTable,
     as_object,
     bearer_headers,
@@ -156,7 +157,7 @@ class ChatTranslator(Translator):
     JSON. After a terminal event every further message is ignored.
     """
 
-    __slots__ = ("_calls", "_finish", "_next_index", "_refused", "_usage", "finished", "model")
+    __slots__ = ("_calls", "_finish", "_refused", "_usage", "finished", "model")
 
     def __init__(self) -> None:
         self.finished = False
@@ -165,9 +166,7 @@ class ChatTranslator(Translator):
         # The last usage object seen (servers may repeat it on every chunk): read once, at the end.
         self._usage: dict[str, Any] | None = None
         self._refused = False
-        # provider index -> (our index, provider call id)
-        self._calls: dict[int, tuple[int, str | None]] = {}
-        self._next_index = 0
+        self._calls = IndexedToolCalls()
 
     def feed(self, message: Message) -> list[Event]:
         if self.finished:
@@ -231,20 +230,15 @@ class ChatTranslator(Translator):
         elif not isinstance(arguments, str):
             arguments = ""
         call_id = text(call.get("id"))
-        # Servers that omit the index send calls one after another: key them all as -1.
-        provider_index = count(call.get("index"))
-        key = -1 if provider_index is None else provider_index
-        known = self._calls.get(key)
-        # A known index with a different id starts a new call (servers that reuse index 0).
-        if known is not None and (call_id is None or call_id == known[1]):
+        index = count(call.get("index"))
+        ordinal = self._calls.continued(index, call_id)
+        if ordinal is not None:
             if arguments:
-                out.append(ev.tool_call(known[0], arguments))
+                out.append(ev.tool_call(ordinal, arguments))
             return
-        index = self._next_index
-        self._next_index += 1
-        self._calls[key] = (index, call_id)
+        ordinal = self._calls.start(index, call_id)
         name = text(function.get("name")) or ""
-        out.append(ev.tool_call(index, arguments, id=call_id or new_call_id(), name=name))
+        out.append(ev.tool_call(ordinal, arguments, id=call_id or new_call_id(), name=name))
 
     def _end(self) -> list[Event]:
         self.finished = True
