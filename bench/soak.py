@@ -53,7 +53,8 @@ def serve(config_path: str, port: int) -> int:
     """``--serve``: the production app plus a task-count endpoint, until SIGTERM."""
     from gateway.config import load_config_file
     from gateway.logs import setup_logging
-    from gateway.server import STATE, build_app, drain_and_stop, start_app
+    from gateway.runner import drain_and_stop, start_app
+    from gateway.server import STATE, build_app
 
     _raise_fd_limit()
     setup_logging("warning")

@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command in ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
     Exit codes: 0 success, 1 invalid configuration, 2 bad command line (from argparse, which
-    raises ``SystemExit``); serving returns whatever ``gateway.server.serve`` returns.
+    raises ``SystemExit``); serving returns whatever ``gateway.runner.serve`` returns.
     """
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _load(config_path)
     if config is None:
         return 1
-    from gateway.server import serve  # lazily: check-config must not pay for the server
+    from gateway.runner import serve  # lazily: check-config must not pay for the server
 
     return serve(
         config,

@@ -81,7 +81,7 @@ def _worker(config: GatewayConfig, config_path: str | None, host: str, port: int
     import asyncio
 
     from gateway.logs import setup_logging
-    from gateway.server import _install_fast_loop, run_server
+    from gateway.runner import _install_fast_loop, run_server
 
     setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "info"))
     for handler in logging.getLogger().handlers:

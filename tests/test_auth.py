@@ -19,7 +19,7 @@ from gateway.auth import Authenticator, presented_key
 from gateway.config.model import AppKey, AuthConfig
 from gateway.errors import NotFound, Unauthorized
 from gateway.logs import JSONFormatter
-from gateway.server import _warn_if_open
+from gateway.runner import _warn_if_open
 from tests.adapters.harness import fixture_bytes
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import config_from, metric_value, running_gateway

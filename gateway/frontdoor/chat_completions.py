@@ -14,7 +14,8 @@ deadlines, heartbeats and abort propagation are those of every route:
   it commits to ``200`` and sends a newline per interval (JSON allows leading whitespace);
   a later failure is then an error document with status 200.
 
-Errors before the answer use the OpenAI-compatible error shape ``{"error": {message, type, param, code}}``.
+Errors before the answer use the OpenAI-compatible error shape
+``{"error": {message, type, param, code}}``.
 Differences from the real API: one choice (``n`` > 1 is a 400), text content only, and the
 body's ``model`` never overrides the route's upstream model.
 """
@@ -88,7 +89,7 @@ def _compat_error(
 
 
 def _reshape_error(response: web.StreamResponse) -> web.StreamResponse:
-    """Rewrite a gateway JSON error (``{"error": {code, message}}``) in the OpenAI-compatible shape."""
+    """Rewrite a gateway JSON error (``{"error": {code, message}}``) in the compatible shape."""
     if not isinstance(response, web.Response) or response.prepared or response.status < 400:
         return response
     body = response.body

@@ -136,7 +136,9 @@ def test_upstream_fields() -> None:
     )
 
 
-@pytest.mark.parametrize("url", ["ftp://x", "example.com/v1", "https://", "http://a b", "http://h:99999", 5])
+@pytest.mark.parametrize(
+    "url", ["ftp://x", "example.com/v1", "https://", "http://a b", "http://h:99999", 5]
+)
 def test_bad_base_url(url: object) -> None:
     (error,) = errors_of(one_route(provider="bare", upstream={"base_url": url}))
     assert error.startswith("routes[0].upstream.base_url: ")

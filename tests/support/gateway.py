@@ -19,7 +19,8 @@ import yaml
 from gateway.config import parse_config
 from gateway.config.model import GatewayConfig
 from gateway.metrics import Metrics
-from gateway.server import build_app, start_app
+from gateway.runner import start_app
+from gateway.server import build_app
 from tests.support.system import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,156 @@
+"""Running the gateway in production: the runner, signals, graceful drain, the start banner.
+
+``start_app`` starts an app exactly the way production does (``handler_cancellation=True``: a
+client disconnect cancels its handler at once, which is what closes the upstream); tests use it
+too, never aiohttp's test server, which forces that flag on and would hide its absence.
+``serve`` is the CLI's entry: one process, or ``--workers N`` processes (``workers.py``).
+SIGTERM drains (readiness 503, new streams 503, open streams get ``shutdown_timeout``, then a
+terminal ``shutdown`` error each); SIGHUP reloads the config file (``reload.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from gateway.config.model import GatewayConfig
+from gateway.logs import log_event
+from gateway.server import STATE, build_app
+from gateway.state import GatewayState
+
+LINGERING_TIME = 1.0
+"""Seconds aiohttp keeps reading an unread request body after an early error answer (its
+default is 10 s, which lets a slowloris body hold the socket long after its 400)."""
+
+
+async def drain_and_stop(state: GatewayState, grace: float) -> None:
+    """SIGTERM: refuse new streams, let open ones finish for ``grace`` seconds, then end the rest.
+
+    Polls the set of open streams every 50 ms: simpler than signalling every stream end, and
+    shutdown is not a hot path.
+    """
+    state.draining = True
+    log_event("draining", streams=len(state.sessions), grace_s=grace)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while state.sessions and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    for session in list(state.sessions):
+        session.shutdown()
+    end = loop.time() + 5.0
+    while state.sessions and loop.time() < end:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def start_app(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Start ``app`` the production way on a real socket; returns the runner and the bound port.
+
+    ``handler_cancellation=True`` is what turns a client disconnect into an immediate
+    cancellation of its handler (and so of the upstream request). Tests use this too, never
+    aiohttp's test server, which forces the flag on and would hide its absence here.
+    """
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+        lingering_time=LINGERING_TIME,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound
+
+
+async def run_server(
+    config: GatewayConfig,
+    *,
+    host: str,
+    port: int,
+    config_path: str | None = None,
+    reuse_port: bool = False,
+) -> int:
+    """Serve until SIGTERM/SIGINT; reload on SIGHUP. Returns the exit code."""
+    app = build_app(config)
+    runner, bound = await start_app(app, host, port, reuse_port=reuse_port)
+    print_banner(config, host, bound)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if config_path is not None:
+        from gateway.reload import reload_config
+
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, config_path))
+    await stop.wait()
+    state = app[STATE].current
+    await drain_and_stop(state, state.config.server.shutdown_timeout)
+    await runner.cleanup()
+    log_event("stopped")
+    return 0
+
+
+def serve(
+    config: GatewayConfig,
+    *,
+    config_path: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+) -> int:
+    """The CLI's entry: run the gateway (N worker processes when ``workers`` > 1)."""
+    from gateway.logs import setup_logging
+
+    setup_logging(log_level)
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    _warn_if_open(config, host)
+    if workers > 1:
+        from gateway.workers import run_workers
+
+        return run_workers(config, config_path=config_path, host=host, port=port, workers=workers)
+    _install_fast_loop()
+    return asyncio.run(run_server(config, host=host, port=port, config_path=config_path))
+
+
+def _warn_if_open(config: GatewayConfig, host: str) -> None:
+    if config.auth is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log_event(
+            "warning_no_auth",
+            logging.WARNING,
+            detail=f"listening on {host} without auth: any client can use every route",
+        )
+
+
+def _install_fast_loop() -> None:
+    if os.environ.get("GATEWAY_NO_UVLOOP"):
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def print_banner(config: GatewayConfig, host: str, port: int) -> None:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{shown}:{port}"
+    first = config.routes[0]
+    print(f"gateway listening on {base}", flush=True)
+    if config.server.playground:
+        print(f"  playground: {base}/", flush=True)
+    print(
+        f"  try: curl -N {base}{first.path} -H 'Content-Type: application/json' "
+        '-d \'{"messages":[{"role":"user","content":"Hello"}]}\'',
+        flush=True,
+    )
