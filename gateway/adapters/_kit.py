@@ -237,17 +237,20 @@ class IndexedToolCalls:
         self._calls: dict[int, tuple[int, str | None]] = {}  # upstream index -> (ordinal, id)
         self._next = 0
 
-    def continued(self, index: int | None, call_id: str | None) -> int | None:
-        """The ordinal of the call this fragment continues, or ``None`` when it starts one."""
-        known = self._calls.get(-1 if index is None else index)
+    def fragment(
+        self, index: int | None, call_id: str | None, arguments: str, out: list[Event]
+    ) -> int | None:
+        """One fragment. When it continues a call, its ``arguments`` piece (if any) goes to
+        ``out`` and the result is ``None``; when it starts one, the result is the new call's
+        ordinal and the caller emits the first piece (with id and name)."""
+        key = -1 if index is None else index
+        known = self._calls.get(key)
         if known is not None and (call_id is None or call_id == known[1]):
-            return known[0]
-        return None
-
-    def start(self, index: int | None, call_id: str | None) -> int:
-        """The ordinal of a new call at ``index`` (later fragments there continue it)."""
+            if arguments:
+                out.append(ev.tool_call(known[0], arguments))
+            return None
         ordinal = self.new()
-        self._calls[-1 if index is None else index] = (ordinal, call_id)
+        self._calls[key] = (ordinal, call_id)
         return ordinal
 
     def new(self) -> int:

@@ -285,12 +285,9 @@ class MappedTranslator(Translator):
                 arguments = "" if rule.index_path else "{}"
             if rule.index_path is not None:
                 index = count(lookup(call, rule.index_path))
-                ordinal = self._calls.continued(index, call_id)
-                if ordinal is not None:
-                    if arguments:
-                        out.append(ev.tool_call(ordinal, arguments))
+                ordinal = self._calls.fragment(index, call_id, arguments, out)
+                if ordinal is None:
                     continue
-                ordinal = self._calls.start(index, call_id)
             else:
                 ordinal = self._calls.new()
             name = lookup(call, rule.name_path) if rule.name_path else None

@@ -230,13 +230,9 @@ class ChatTranslator(Translator):
         elif not isinstance(arguments, str):
             arguments = ""
         call_id = text(call.get("id"))
-        index = count(call.get("index"))
-        ordinal = self._calls.continued(index, call_id)
-        if ordinal is not None:
-            if arguments:
-                out.append(ev.tool_call(ordinal, arguments))
+        ordinal = self._calls.fragment(count(call.get("index")), call_id, arguments, out)
+        if ordinal is None:
             return
-        ordinal = self._calls.start(index, call_id)
         name = text(function.get("name")) or ""
         out.append(ev.tool_call(ordinal, arguments, id=call_id or new_call_id(), name=name))
 
