@@ -56,6 +56,7 @@ class SSEDecoder:
         "_buf",
         "_data",
         "_data_len",
+        "_error",
         "_event",
         "_head",
         "_max",
@@ -81,11 +82,25 @@ class SSEDecoder:
         self._event = b""
         self._raw: list[str] = []
         self._raw_len = 0
+        self._error: UpstreamProtocolError | None = None
         self.last_event_id = ""
         self.retry: int | None = None
 
     def feed(self, data: bytes) -> list[Message]:
-        """Decode one read; return the events it completes. Raises ``UpstreamProtocolError``."""
+        """Decode one read; return the events it completes. Raises ``UpstreamProtocolError``.
+
+        Events completed before a bad line in the same read are returned; the error is raised
+        by the next ``feed`` or ``close``, so the result does not depend on how reads split.
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._feed(data)
+        except UpstreamProtocolError as exc:
+            self._error = exc  # sticky: every later call raises it too
+            raise
+
+    def _feed(self, data: bytes) -> list[Message]:
         if self._at_start:
             data = self._strip_bom(data)
         if self._skip_lf and data:
@@ -105,16 +120,24 @@ class SSEDecoder:
             buf.clear()
         lines = data.splitlines()
         last = data[-1]
+        tail = None
         if last == _CR:
             self._skip_lf = True
         elif last != _LF:
             tail = lines.pop()
-            self._check_line(len(tail))
+        out = self._lines(lines) if lines else []
+        if tail is not None:
+            try:
+                self._check_line(len(tail))
+            except UpstreamProtocolError as exc:
+                return self._defer(exc, out)
             buf += tail
-        return self._lines(lines) if lines else []
+        return out
 
     def close(self) -> list[Message]:
         """End of stream: discard the unterminated event; flush collected raw lines (if enabled)."""
+        if self._error is not None:
+            raise self._error
         out: list[Message] = []
         tail = self._head + bytes(self._buf)
         if self._raw_lines:
@@ -142,8 +165,22 @@ class SSEDecoder:
         if size > self._max:
             raise _too_large(self._max)
 
+    def _defer(self, exc: UpstreamProtocolError, out: list[Message]) -> list[Message]:
+        """Keep the events decoded before ``exc``; raise it on the next call."""
+        self._error = exc
+        if not out:
+            raise exc
+        return out
+
     def _lines(self, lines: list[bytes]) -> list[Message]:
         out: list[Message] = []
+        try:
+            self._decode_lines(lines, out)
+        except UpstreamProtocolError as exc:
+            return self._defer(exc, out)
+        return out
+
+    def _decode_lines(self, lines: list[bytes], out: list[Message]) -> None:
         limit = self._max
         for line in lines:
             if not line:
@@ -160,7 +197,6 @@ class SSEDecoder:
                 self._data.append(value)
             elif line[0] != _COLON:
                 self._field(line)
-        return out
 
     @staticmethod
     def _field_name(line: bytes) -> bytes:

@@ -117,10 +117,25 @@ def test_over_limit_bytewise_raises_at_the_bound() -> None:
     assert info.value.error_code == "upstream_protocol"
 
 
-def test_over_limit_unterminated_tail_raises() -> None:
+def test_over_limit_unterminated_tail_raises_after_the_good_lines() -> None:
     dec = NDJSONDecoder(max_message_bytes=100)
+    assert dec.feed(b'{"a":1}\n' + b"b" * 101) == [Message("", '{"a":1}')]
     with pytest.raises(UpstreamProtocolError):
-        dec.feed(b'{"a":1}\n' + b"b" * 101)
+        dec.close()
+    with pytest.raises(UpstreamProtocolError):
+        dec.feed(b"\n")
+
+
+@pytest.mark.parametrize("split", [None, 3, 8, 20])
+def test_good_lines_before_an_oversize_line_are_delivered_however_reads_split(split: int | None) -> None:
+    data = b'{"a":1}\n{"b":2}\n' + b"x" * 150 + b"\n"
+    dec = NDJSONDecoder(max_message_bytes=100)
+    got: list[Message] = []
+    with pytest.raises(UpstreamProtocolError):
+        for chunk in [data] if split is None else [data[:split], data[split:]]:
+            got += dec.feed(chunk)
+        got += dec.close()
+    assert got == [Message("", '{"a":1}'), Message("", '{"b":2}')]
 
 
 def test_200_kib_line_passes_with_default_limit() -> None:

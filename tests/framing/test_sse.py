@@ -267,3 +267,17 @@ def test_raw_lines_are_bounded() -> None:
     with pytest.raises(UpstreamProtocolError):
         for _ in range(20):
             dec.feed(b"x" * 20 + b"\n")
+
+
+@pytest.mark.parametrize("split", [None, 5, 17, 40])
+def test_events_before_an_oversize_line_are_delivered_however_reads_split(split: int | None) -> None:
+    data = b"data: one\n\ndata: two\n\ndata: " + b"x" * 200 + b"\n\n"
+    dec = SSEDecoder(max_message_bytes=100)
+    got: list[Message] = []
+    with pytest.raises(UpstreamProtocolError):
+        for chunk in [data] if split is None else [data[:split], data[split:]]:
+            got += dec.feed(chunk)
+        got += dec.close()
+    assert [m.data for m in got] == ["one", "two"]
+    with pytest.raises(UpstreamProtocolError):
+        dec.feed(b"data: more\n\n")  # the error sticks
