@@ -10,7 +10,8 @@ every adapter, whatever it emits:
 * exactly one terminal event, last; anything after it is dropped; a stream that ends without one
   gets ``error{code: upstream_truncated}``,
 * an :class:`~gateway.errors.GatewayError` raised by decoder or translator becomes the terminal
-  ``error`` event instead of escaping.
+  ``error`` event instead of escaping; so does a ``TypeError``/``KeyError``/... from a translator
+  fed an event of an unexpected shape (``upstream_protocol``).
 
 ``created`` is written by the edge before anything else (it knows the request id and route).
 """
@@ -19,11 +20,22 @@ from __future__ import annotations
 
 from gateway import events as ev
 from gateway.adapters.base import Adapter, Translator
-from gateway.errors import GatewayError, UpstreamTruncated
+from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTruncated
 from gateway.events import Event
 from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Decoder, new_decoder
 
 _VISIBLE = frozenset({ev.DELTA, ev.TOOL_CALL})
+_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+"""What a translator raises when a provider sends a well-formed JSON value of an unexpected type
+(a list where an object was documented...). One place turns them all into ``upstream_protocol``
+instead of every adapter type-checking every field of every event."""
+
+
+def _malformed() -> Event:
+    return Event(
+        ev.ERROR,
+        UpstreamProtocolError("the upstream sent an event of an unexpected shape").to_event_data(),
+    )
 
 
 class Pipeline:
@@ -64,6 +76,8 @@ class Pipeline:
                     break
         except GatewayError as exc:
             self._guard([Event(ev.ERROR, exc.to_event_data())], out)
+        except _SHAPE_ERRORS:
+            self._guard([_malformed()], out)
         return out
 
     def close(self) -> list[Event]:
@@ -81,6 +95,8 @@ class Pipeline:
                 raise UpstreamTruncated("the upstream stream ended before its terminator")
         except GatewayError as exc:
             self._guard([Event(ev.ERROR, exc.to_event_data())], out)
+        except _SHAPE_ERRORS:
+            self._guard([_malformed()], out)
         return out
 
     def fail(self, exc: GatewayError) -> list[Event]:
