@@ -83,6 +83,8 @@ class BedrockAdapter(Adapter):
 
     name = "bedrock"
     framing = "aws-eventstream"
+    default_base_url = "https://bedrock-runtime.{region}.amazonaws.com"
+    """A template: the ``base_url`` property fills in the ``region`` option."""
 
     def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
         super().__init__(upstream, options)
@@ -137,7 +139,7 @@ class BedrockAdapter(Adapter):
         configured = self.upstream.base_url
         if configured:
             return configured.rstrip("/")
-        return f"https://bedrock-runtime.{self._region}.amazonaws.com"
+        return self.default_base_url.format(region=self._region)
 
     def auth_headers(self) -> dict[str, str]:
         return bearer_headers(self.upstream.api_key) if self._credentials is None else {}
