@@ -22,6 +22,8 @@ from gateway.logs import log_event
 from gateway.server import STATE, build_app
 from gateway.state import GatewayState
 
+KEEPALIVE_TIMEOUT = 75.0
+"""Idle keep-alive connections close after this (aiohttp's default is an hour; nginx's 75 s)."""
 LINGERING_TIME = 1.0
 """Seconds aiohttp keeps reading an unread request body after an early error answer (its
 default is 10 s, which lets a slowloris body hold the socket long after its 400)."""
@@ -61,6 +63,7 @@ async def start_app(
         access_log=None,
         shutdown_timeout=1.0,
         lingering_time=LINGERING_TIME,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
