@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-install", action="store_true", help="do not install nginx/LiteLLM")
     parser.add_argument("--no-adapters", action="store_true", help="skip the adapter benchmark")
     parser.add_argument("--profile", type=float, default=0, metavar="S", help="py-spy S seconds")
+    parser.add_argument("--report", metavar="JSON", help="only re-render a results file's tables")
     return parser
 
 
@@ -133,6 +134,8 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.report:
+        return rerender(Path(args.report))
     args.reps = args.reps or (1 if args.quick else 3)
     args.idle = args.idle or (1000 if args.quick else 10_000)
     args.probes = args.probes or (10 if args.quick else 20)
@@ -180,6 +183,24 @@ def main(argv: list[str] | None = None) -> int:
     return _report(args, argv, peers, runs, unavailable, adapters, profile, started)
 
 
+def rerender(path: Path) -> int:
+    """Recompute summary, targets and tables of a results file (after a change in report.py)."""
+    doc = json.loads(path.read_text())
+    summary = report.summarise(doc["runs"])
+    shown = [p for p in PEERS if p in doc["runs"]]
+    goals = report.targets(summary, doc["options"]["idle"])
+    doc.update(summary=summary, targets=goals)
+    doc["tables"].update(
+        comparison=report.table(summary, shown), targets=report.targets_table(goals)
+    )
+    if doc.get("profile"):
+        doc["tables"]["profile"] = report.profile_tables(doc["profile"])
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    for name, text in doc["tables"].items():
+        print(f"\n## {name}\n\n{text}")
+    return 0
+
+
 def _report(
     args: argparse.Namespace,
     argv: list[str] | None,
@@ -200,6 +221,9 @@ def _report(
     if adapters:
         print("\n## Translator cost per adapter\n")
         print(report.adapters_table(adapters))
+    if profile:
+        print("\n## Gateway profile (py-spy)\n")
+        print(report.profile_tables(profile))
     for name, why in unavailable.items():
         print(f"\n{name}: not measured: {why.splitlines()[0]}")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -221,6 +245,7 @@ def _report(
             "comparison": report.table(summary, shown),
             "targets": report.targets_table(goals),
             "adapters": report.adapters_table(adapters) if adapters else "",
+            "profile": report.profile_tables(profile) if profile else "",
         },
     }
     path.write_text(json.dumps(doc, indent=1, default=str))

@@ -1,4 +1,4 @@
-"""Where the gateway's CPU goes under load: py-spy on a gateway running the chat-b2b scenario.
+"""Where the gateway's CPU goes under load: py-spy on a gateway running a benchmark scenario.
 
 py-spy (``pip install py-spy``) samples the pinned gateway process from core 1 while the load
 runs, writing collapsed stacks; :func:`summarise_stacks` turns them into the share of samples
@@ -32,7 +32,7 @@ def _py_spy() -> str | None:
     )
 
 
-def summarise_stacks(raw: str, top: int = 25) -> dict[str, Any]:
+def summarise_stacks(raw: str, top: int = 40) -> dict[str, Any]:
     """Self and inclusive sample shares per function from py-spy's ``--format raw`` output."""
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
@@ -56,24 +56,43 @@ def summarise_stacks(raw: str, top: int = 25) -> dict[str, Any]:
     return {"samples": total, "self": share(own), "inclusive": share(anywhere)}
 
 
+PROFILED = ("chat-paced", "chat-short", "chat-b2b")
+
+
 async def profile_gateway(upstream_port: int, seconds: float, out_dir: Path) -> dict[str, Any]:
-    """Run chat-b2b against a fresh gateway for ``seconds`` under py-spy; the summary."""
+    """Profile a fresh gateway under each of :data:`PROFILED` for ``seconds``.
+
+    Returns ``load name -> summary`` (see :func:`summarise_stacks`), or ``{"error": ...}``.
+    """
     binary = _py_spy()
     if binary is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
-    out_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the load starts
-    raw_path, svg_path = out_dir / "gateway-profile.txt", out_dir / "gateway-profile.svg"
+    out_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before any load starts
+    loads = {load.name: load for load in scenarios.LOADS}
+    out: dict[str, Any] = {}
+    for name in PROFILED:
+        base = loads[name]
+        load = scenarios.Load(**{**base.__dict__, "duration": seconds + 2})
+        out[name] = await _profile_one(binary, upstream_port, load, seconds, out_dir)
+    return out
+
+
+async def _profile_one(
+    binary: str, upstream_port: int, load: scenarios.Load, seconds: float, out_dir: Path
+) -> dict[str, Any]:
+    raw_path = out_dir / f"gateway-profile-{load.name}.txt"
+    svg_path = out_dir / f"gateway-profile-{load.name}.svg"
     peer = start_gateway(upstream_port)
+    assert peer.proc is not None
     try:
-        load = scenarios.Load("profile", "chat", 200, 0, 0, 32, seconds + 2)
         await scenarios.run_load(peer, scenarios.Load("warm-up", "chat", 200, 0, 0, 8, 1.0))
         running = asyncio.ensure_future(scenarios.run_load(peer, load))
         await asyncio.sleep(1.0)
-        results = []
+        errors = []
         for fmt, path in (("raw", raw_path), ("flamegraph", svg_path)):
-            cmd = [binary, "record", "--pid", str(peer.proc.pid) if peer.proc else "0"]
-            cmd += ["--duration", str(max(1, int(seconds / 2))), "--rate", "200"]
-            cmd += ["--format", fmt, "--output", str(path), "--nonblocking"]
+            cmd = [binary, "record", "--pid", str(peer.proc.pid), "--rate", "250"]
+            cmd += ["--duration", str(max(1, int(seconds / 2))), "--nonblocking"]
+            cmd += ["--format", fmt, "--output", str(path)]
             proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 stdout=subprocess.DEVNULL,
@@ -81,14 +100,15 @@ async def profile_gateway(upstream_port: int, seconds: float, out_dir: Path) -> 
                 preexec_fn=pinned(LOAD_CORE),
             )
             _, err = await proc.communicate()
-            results.append((proc.returncode, err.decode(errors="replace")[-500:]))
+            if proc.returncode:
+                errors.append(err.decode(errors="replace")[-500:])
         figures = await running
     finally:
         peer.stop()
     try:
         raw = raw_path.read_text()
     except OSError:
-        return {"error": f"py-spy failed: {results}"}
+        return {"error": f"py-spy failed: {errors}"}
     summary = summarise_stacks(raw)
     summary.update({"raw": str(raw_path), "svg": str(svg_path), "load": figures})
     return summary

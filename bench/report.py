@@ -100,6 +100,11 @@ def summarise(runs: Runs) -> Summary:
 def _flatten(rep: dict[str, Any], scenario: str) -> dict[tuple[str, str], float | None]:
     """Numeric figures of one run; ``abort`` nests per phase (``abort-flowing``, ...)."""
     out: dict[tuple[str, str], float | None] = {}
+    if scenario == "idle" and rep.get("opened") and "kib_per_stream" in rep:
+        rep = {
+            **rep,
+            "kib_per_stream": (rep["rss_after_kib"] - rep["rss_before_kib"]) / rep["opened"],
+        }
     for key, value in rep.items():
         if isinstance(value, dict) and scenario == "abort":
             for sub, v in value.items():
@@ -237,3 +242,21 @@ def adapters_table(rows: list[dict[str, Any]]) -> str:
             f"{row['us_per_event']:.2f} | {row['us_per_byte']:.4f} |"
         )
     return "\n".join(lines)
+
+
+def profile_tables(profile: dict[str, Any], top: int = 15) -> str:
+    """Per profiled load: the functions with the largest self share, and key inclusive shares."""
+    parts = []
+    for load, summary in profile.items():
+        if not isinstance(summary, dict) or "self" not in summary:
+            parts.append(f"{load}: {summary}")
+            continue
+        cpu = summary.get("load", {}).get("cpu_us_per_event")
+        parts.append(f"### {load} ({summary['samples']} samples, {_fmt(cpu)} µs per event)\n")
+        parts.append("| self % | function | | inclusive % | function |\n|---|---|---|---|---|")
+        for (fs, ss), (fi, si) in zip(
+            summary["self"][:top], summary["inclusive"][:top], strict=False
+        ):
+            parts.append(f"| {ss} | `{fs}` | | {si} | `{fi}` |")
+        parts.append("")
+    return "\n".join(parts)

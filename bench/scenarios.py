@@ -167,11 +167,14 @@ async def run_idle(peer: Peer, control: tuple[str, int], n: int, budget: float) 
     request = peer.request("chat", "bench:1:0:0:silent")
     conns = await loadgen.hold_idle(HOST, peer.port, request, n, budget=budget)
     deadline = started + budget
-    open_upstream = 0
-    while time.monotonic() < deadline:
-        open_upstream = int((await loadgen.get_json(*control, "/_stats"))["open"])
-        if open_upstream >= len(conns):
+    open_upstream, progress = 0, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - progress < 5.0:
+        now_open = int((await loadgen.get_json(*control, "/_stats"))["open"])
+        if now_open >= len(conns):
+            open_upstream = now_open
             break
+        if now_open > open_upstream:
+            open_upstream, progress = now_open, time.monotonic()
         await asyncio.sleep(0.25)
     await asyncio.sleep(1.0)
     pids = peer.pids()
@@ -189,8 +192,10 @@ async def run_idle(peer: Peer, control: tuple[str, int], n: int, budget: float) 
         "rss_before_kib": before,
         "rss_after_kib": after,
     }
-    if held and pids:
-        out["kib_per_stream"] = round((after - before) / held, 2)
+    if conns and pids:
+        # Per client stream the proxy accepted: a proxy that caps its upstream pool (LiteLLM
+        # holds 500) still holds every waiting client request in memory.
+        out["kib_per_stream"] = round((after - before) / len(conns), 2)
     return out
 
 
