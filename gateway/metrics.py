@@ -33,6 +33,7 @@ worker writes its values to files there and ``/metrics`` aggregates all workers
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
@@ -298,9 +299,10 @@ class Metrics:
 class RouteMetrics:
     """One route's children, bound once (no label lookups on the per-event path).
 
-    Per event: ``events[type].inc()``, ``inter_token.observe``, ``overhead.observe``. Per stream:
-    the methods below, which pick a bound child from a small dict. An ``app`` that was not
-    configured (a feature passing an unexpected name) falls back to a label lookup.
+    Per event and per write, streams record into their own :class:`StreamRecorder` (no locks),
+    flushed here every few seconds and at the end. Per stream: the methods below, which pick a
+    bound child from a small dict. An ``app`` that was not configured (a feature passing an
+    unexpected name) falls back to a label lookup.
     """
 
     __slots__ = (
@@ -377,3 +379,67 @@ class RouteMetrics:
         """A request refused before streaming: counted by code and as outcome ``rejected``."""
         self.metrics.rejections.labels(self.route, code).inc()
         self.finish("rejected", None, app)
+
+
+class BatchedHistogram:
+    """One stream's observations of a histogram child, added to it in one go by :meth:`flush`.
+
+    ``observe`` costs a bisect and two additions instead of prometheus_client's lock per bucket
+    and per sum, which matters on the per-write path. ``flush`` adds the bucket counts and the sum
+    to the child exactly as the same ``observe`` calls would have (a test compares both
+    expositions). It relies on the child's ``_upper_bounds``, ``_buckets`` and ``_sum``, which
+    prometheus_client has kept since 0.4; the test catches a change.
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = child._upper_bounds
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def flush(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        buckets = self._child._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+
+
+class StreamRecorder:
+    """One stream's per-event and per-write metrics, kept locally and flushed to the route's
+    series at least every few seconds (by the stream's timer) and when the stream ends.
+
+    The hot path then never takes a prometheus_client lock per event: ``count(type)`` is a dict
+    update, ``inter_token`` and ``overhead`` are :class:`BatchedHistogram`. The price is that
+    ``gateway_events_total``, ``gateway_inter_token_seconds`` and ``gateway_overhead_seconds`` lag a
+    long stream by up to the flush interval (``server.write_timeout / 2``, 15 s by default).
+    """
+
+    __slots__ = ("_route", "counts", "inter_token", "overhead")
+
+    def __init__(self, route: RouteMetrics) -> None:
+        self._route = route
+        self.counts: dict[str, int] = {}
+        self.inter_token = BatchedHistogram(route.inter_token)
+        self.overhead = BatchedHistogram(route.overhead)
+
+    def flush(self) -> None:
+        counts = self.counts
+        if counts:
+            events = self._route.events
+            for kind, n in counts.items():
+                events[kind].inc(n)
+            counts.clear()
+        self.inter_token.flush()
+        self.overhead.flush()

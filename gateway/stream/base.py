@@ -19,7 +19,7 @@ from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
 from gateway.errors import GatewayError
 from gateway.events import Event
-from gateway.metrics import RouteMetrics
+from gateway.metrics import RouteMetrics, StreamRecorder
 from gateway.pipeline import Pipeline
 from gateway.upstream import UpstreamStream
 
@@ -41,6 +41,7 @@ class SessionBase:
     attempts: list[Attempt]
     served_by: Attempt
     metrics: RouteMetrics
+    rec: StreamRecorder
     loop: asyncio.AbstractEventLoop
     task: asyncio.Task[Any] | None
     response: web.StreamResponse | None

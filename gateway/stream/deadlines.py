@@ -37,6 +37,7 @@ class Deadlines(SessionBase):
         self._timer = None
         if self.closed:
             return
+        self.rec.flush()  # the stream's batched metrics reach /metrics at least this often
         now = _now()
         if self.writing:  # blocked on the client: the upstream is silent because we stopped reading
             stall_deadline = self.write_since + self.write_timeout

@@ -29,6 +29,7 @@ from gateway.encoders.base import Encoder
 from gateway.errors import GatewayError, LimitExceeded, UpstreamError
 from gateway.events import Event
 from gateway.logs import log_event
+from gateway.metrics import StreamRecorder
 from gateway.stream.attempts import Attempt, Fallbacks
 from gateway.stream.base import now as _now
 from gateway.stream.deadlines import Deadlines
@@ -77,6 +78,7 @@ class StreamSession(Fallbacks, Deadlines):
         self.extra_headers = extra_headers
         self.on_finish = on_finish
         self.metrics = state.route_metrics[route.name]
+        self.rec = StreamRecorder(self.metrics)
         self.loop = asyncio.get_running_loop()
         self.t0 = received
         self.task: asyncio.Task[Any] | None = None
@@ -155,13 +157,13 @@ class StreamSession(Fallbacks, Deadlines):
         held, self.held = self.held, []
         await self._write(held)
         read = upstream.read
-        overhead = self.metrics.overhead.observe
+        overhead = self.rec.overhead.observe
         while not pipeline.done:
             chunk = await read()
             self.last_upstream = t_read = _now()
             produced = pipeline.feed(chunk) if chunk else pipeline.close()
             if produced:
-                await self._write(produced)
+                await self._write(produced, t_read)
                 overhead(_now() - t_read)
             if self.failure is not None and not pipeline.done:
                 await self._write(pipeline.fail(self.failure))
@@ -198,20 +200,23 @@ class StreamSession(Fallbacks, Deadlines):
                 [ev.created(self.request_id, self.route.name, target.provider, model)]
             )
 
-    async def _write(self, events: list[Event]) -> None:
-        """Encode ``events`` into one write; record first-token and gap metrics."""
+    async def _write(self, events: list[Event], now: float | None = None) -> None:
+        """Encode ``events`` into one write; record first-token and gap metrics.
+
+        ``now`` is the time the events were read (taken once per upstream read by the pump).
+        """
         if not events:
             return
         if events[-1].type == ev.ERROR:  # once per stream: providers echo keys in errors
             events[-1] = self._scrub_event(events[-1])
         encode = self.encoder.encode
-        counters = self.metrics.events
+        counts = self.rec.counts
         content = False
         parts = []
         for event in events:
             parts.append(encode(event))
-            counters[event.type].inc()
             kind = event.type
+            counts[kind] = counts.get(kind, 0) + 1
             if kind in _CONTENT:
                 content = True
             elif kind == ev.USAGE:
@@ -221,13 +226,14 @@ class StreamSession(Fallbacks, Deadlines):
         data = b"".join(parts)
         self.events_written += len(events)
         if content:
-            now = _now()
+            if now is None:
+                now = _now()
             if self.t_first_content is None:
                 self.t_first_content = now
                 self.metrics.ttft.observe(now - self.t0)
             else:
                 gap = now - self.last_content
-                self.metrics.inter_token.observe(gap)
+                self.rec.inter_token.observe(gap)
                 if gap > self.max_gap:
                     self.max_gap = gap
             self.last_content = now
@@ -322,6 +328,7 @@ class StreamSession(Fallbacks, Deadlines):
             self.upstream.close()
         self.metrics.active.dec()
         self.state.sessions.discard(self)
+        self.rec.flush()
         now = _now()
         if self.t_first_content is not None:
             self.metrics.max_gap.observe(self.max_gap)
