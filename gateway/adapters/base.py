@@ -27,7 +27,7 @@ from gateway.config.model import UpstreamConfig
 from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.events import Event
 from gateway.framing import Message
-from gateway.jsonutil import dumps
+from gateway.jsonutil import dumps_kept
 from gateway.request import ChatRequest
 
 
@@ -153,7 +153,9 @@ class Adapter(ABC):
 
     def post_json(self, path: str, body: Any) -> UpstreamRequest:
         """``POST {base_url}{path}`` with ``body`` as JSON and :meth:`common_headers`."""
-        return UpstreamRequest("POST", self.base_url + path, self.common_headers(), dumps(body))
+        return UpstreamRequest(
+            "POST", self.base_url + path, self.common_headers(), dumps_kept(body)
+        )
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the provider credential (never logged, never sent to clients)."""

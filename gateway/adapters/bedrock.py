@@ -38,7 +38,7 @@ from gateway.config.model import UpstreamConfig
 from gateway.errors import ConfigError, UpstreamError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps
+from gateway.jsonutil import dumps_kept
 from gateway.request import ChatMessage, ChatRequest, Tool
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
@@ -174,7 +174,7 @@ class BedrockAdapter(Adapter):
 
     def _request(self, model_id: str, body: dict[str, Any]) -> UpstreamRequest:
         url = f"{self.base_url}/model/{quote_path_segment(model_id)}/converse-stream"
-        raw = dumps(body)
+        raw = dumps_kept(body)
         headers = {
             "content-type": "application/json",
             "accept": "application/vnd.amazon.eventstream",

@@ -37,7 +37,7 @@ from gateway.config.model import UpstreamConfig
 from gateway.errors import ConfigError, InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import RAW_EVENT, Message
-from gateway.jsonutil import dumps, dumps_str, loads
+from gateway.jsonutil import dumps_kept, dumps_str, loads
 from gateway.request import ChatRequest
 
 _DEFAULT_HEADERS = (("authorization", "Bearer {api_key}"),)
@@ -92,7 +92,7 @@ class MappedAdapter(Adapter):
             headers[name] = render(template, values)
         headers.update(self.upstream.headers)
         body = _fill(spec.body, values, {k: "" if v is None else v for k, v in values.items()})
-        return UpstreamRequest(spec.method, self.base_url + path, headers, dumps(body))
+        return UpstreamRequest(spec.method, self.base_url + path, headers, dumps_kept(body))
 
     def new_translator(self) -> Translator:
         return MappedTranslator(self.spec)

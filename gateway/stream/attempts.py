@@ -40,6 +40,8 @@ class Attempt:
 class Fallbacks(SessionBase):
     """The session's opening phase: connect, hold back, fail over."""
 
+    __slots__ = ()
+
     async def _open(self) -> None:
         """Try each attempt in order until one serves (fallbacks only before any byte).
 

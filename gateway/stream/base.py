@@ -32,7 +32,60 @@ now = time.monotonic
 
 
 class SessionBase:
-    """Field declarations shared by the parts of a stream session (no behaviour)."""
+    """Field declarations shared by the parts of a stream session (no behaviour).
+
+    Slots, not a ``__dict__``: a stream is open for minutes and there may be thousands at once.
+    """
+
+    __slots__ = (
+        "_side_task",
+        "_start_lock",
+        "_timer",
+        "app",
+        "attempts",
+        "bytes_written",
+        "closed",
+        "content_writes",
+        "deadline_total",
+        "duration_is_limit",
+        "encoder",
+        "error_code",
+        "events_written",
+        "extra_headers",
+        "failure",
+        "heartbeat_interval",
+        "held",
+        "held_back",
+        "http_request",
+        "last_content",
+        "last_upstream",
+        "last_write",
+        "loop",
+        "max_gap",
+        "metrics",
+        "model",
+        "on_finish",
+        "outcome",
+        "pipeline",
+        "rec",
+        "request_id",
+        "response",
+        "route",
+        "served_by",
+        "slow_client",
+        "started",
+        "state",
+        "t0",
+        "t_first_content",
+        "t_headers",
+        "t_request_sent",
+        "task",
+        "upstream",
+        "usage",
+        "write_since",
+        "write_timeout",
+        "writing",
+    )
 
     state: GatewayState
     route: RouteConfig

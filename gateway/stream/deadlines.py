@@ -19,6 +19,8 @@ from gateway.stream.base import now as _now
 class Deadlines(SessionBase):
     """Deadlines, heartbeats and interruptions of a stream session."""
 
+    __slots__ = ()
+
     def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()

@@ -52,6 +52,8 @@ _OUTCOME_BY_CODE = {
 class StreamSession(Fallbacks, Deadlines):
     """The state of one stream. Created per request by the route handler, then :meth:`run`."""
 
+    __slots__ = ()  # every field is declared in SessionBase
+
     def __init__(
         self,
         state: GatewayState,
