@@ -195,20 +195,26 @@ class ChatTranslator(Translator):
         return super().close()
 
     def _choice(self, choice: Mapping[str, Any]) -> list[Event]:
+        # The hot path of every compatible server: written out rather than through _kit.text(),
+        # which costs a call per field per chunk. ``x.__class__ is str`` and truthiness: a
+        # non-empty string (JSON strings are exact ``str``).
         out: list[Event] = []
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            piece = text(delta.get("reasoning")) or text(delta.get("reasoning_content"))
-            if piece is not None:
+        if delta.__class__ is dict and delta:
+            get = delta.get
+            piece = get("reasoning")
+            if not (piece and piece.__class__ is str):
+                piece = get("reasoning_content")
+            if piece and piece.__class__ is str:
                 out.append(ev.reasoning(piece))
-            piece = text(delta.get("content"))
-            if piece is not None:
+            piece = get("content")
+            if piece and piece.__class__ is str:
                 out.append(ev.delta(piece))
-            piece = text(delta.get("refusal"))
-            if piece is not None:
+            piece = get("refusal")
+            if piece and piece.__class__ is str:
                 self._refused = True
                 out.append(ev.delta(piece))
-            calls = delta.get("tool_calls")
+            calls = get("tool_calls")
             if isinstance(calls, list):
                 for call in calls:
                     if isinstance(call, dict):
