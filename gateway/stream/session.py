@@ -3,9 +3,10 @@
 :class:`StreamSession` owns a stream's lifetime once the request is validated: it opens the
 upstream (trying fallbacks before the first byte), starts the client response, pumps
 ``upstream bytes -> Pipeline -> Encoder -> response.write``, and records the outcome in
-``finally``. One lazily re-armed timer per stream (:meth:`_tick`) enforces every deadline with no
-per-event timer work: upstream ``first_event`` / ``idle`` / ``total`` silence, heartbeats toward the
-client, and the slow-client write deadline.
+``finally``. Its parts: :mod:`gateway.stream.attempts` (which upstream serves, fallbacks before
+the first byte) and :mod:`gateway.stream.deadlines` (one lazily re-armed timer per stream for
+every deadline and heartbeat, with no per-event timer work). Per-event metrics go to a per-stream
+:class:`~gateway.metrics.StreamRecorder`, flushed by that timer and at the end.
 
 Cancellation: the server runs with ``handler_cancellation=True``, so a client disconnect cancels
 the handler task inside :meth:`run`; the ``except CancelledError`` path closes the upstream at once
