@@ -29,6 +29,7 @@ from gateway.config.units import parse_duration, parse_size
 from tests.deploy.nginx import NGINX_DIR, Nginx, running_nginx
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import REPO, RunningGateway, metric_value, running_gateway, wait_for
+from tests.support.rawclient import open_raw, read_until
 
 pytestmark = pytest.mark.system
 
@@ -150,27 +151,6 @@ async def test_a_client_that_stops_reading_pushes_back_on_the_gateway(
 
 
 # -- aborts ------------------------------------------------------------------------------------
-
-
-async def open_raw(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    payload = json.dumps(HELLO).encode()
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    await writer.drain()
-    return reader, writer
-
-
-async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float = 5) -> None:
-    buf = b""
-    async with asyncio.timeout(timeout):
-        while marker not in buf:
-            chunk = await reader.read(65536)
-            assert chunk, f"connection closed before {marker!r}: {buf!r}"
-            buf += chunk
 
 
 ENDLESS = [(0.02, chat_chunk(f"tok{i} ")) for i in range(2000)]

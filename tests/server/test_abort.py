@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
+from tests.support.rawclient import open_raw, read_until
 
 SSE = {"Content-Type": "text/event-stream"}
 LIMIT = 0.1
@@ -32,30 +33,6 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = await FakeUpstream().start()
     yield fake
     await fake.stop()
-
-
-async def open_stream(
-    port: int, path: str, body: dict[str, Any]
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    payload = json.dumps(body).encode()
-    writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
-    await writer.drain()
-    return reader, writer
-
-
-async def read_until(reader: asyncio.StreamReader, marker: bytes, timeout: float = 5) -> bytes:
-    buf = b""
-    async with asyncio.timeout(timeout):
-        while marker not in buf:
-            chunk = await reader.read(65536)
-            assert chunk, f"connection closed before {marker!r}: {buf!r}"
-            buf += chunk
-    return buf
 
 
 def gateway_doc(upstream: FakeUpstream, **route: Any) -> dict[str, Any]:
@@ -86,7 +63,7 @@ HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 async def test_abort_while_waiting_for_upstream_headers(upstream: FakeUpstream) -> None:
     upstream.push(Script(delay_before_headers=30, headers=SSE))
     async with running_gateway(gateway_doc(upstream)) as gw:
-        _, writer = await open_stream(gw.port, "/v1/stream/r", HELLO)
+        _, writer = await open_raw(gw.port, "/v1/stream/r", HELLO)
         await wait_for(lambda: len(upstream.seen) == 1)
         await asyncio.sleep(0.05)
         elapsed = await abort_and_measure(writer, upstream)
@@ -106,7 +83,7 @@ async def test_abort_while_waiting_for_upstream_headers(upstream: FakeUpstream) 
 async def test_abort_while_model_is_silent(upstream: FakeUpstream) -> None:
     upstream.push(Script(chunks=[(0, b": keepalive\n\n")], headers=SSE, hang_after=True))
     async with running_gateway(gateway_doc(upstream)) as gw:
-        reader, writer = await open_stream(gw.port, "/v1/stream/r", HELLO)
+        reader, writer = await open_raw(gw.port, "/v1/stream/r", HELLO)
         await read_until(reader, b"event: thinking")
         elapsed = await abort_and_measure(writer, upstream)
         assert elapsed < LIMIT
@@ -119,7 +96,7 @@ async def test_abort_mid_stream(upstream: FakeUpstream) -> None:
     endless = [(0.02, chat_chunk(f"tok{i} ")) for i in range(2000)]
     upstream.push(Script(chunks=endless, headers=SSE))
     async with running_gateway(gateway_doc(upstream)) as gw:
-        reader, writer = await open_stream(gw.port, "/v1/stream/r", HELLO)
+        reader, writer = await open_raw(gw.port, "/v1/stream/r", HELLO)
         await read_until(reader, b"tok5")
         elapsed = await abort_and_measure(writer, upstream)
         assert elapsed < LIMIT
@@ -141,7 +118,7 @@ async def test_abort_mid_stream_of_the_simulated_provider() -> None:
         ]
     }
     async with running_gateway(doc) as gw:
-        reader, writer = await open_stream(gw.port, "/v1/stream/demo", HELLO)
+        reader, writer = await open_raw(gw.port, "/v1/stream/demo", HELLO)
         await read_until(reader, b"event: delta")
         writer.transport.abort()
         await wait_for(lambda: not gw.state.sessions, timeout=1)
