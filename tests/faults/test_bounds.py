@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.faults.kit import SSE, chat_chunk, chat_route, open_raw, post, read_until
+from tests.faults.kit import SSE, chat_chunk, chat_route, post
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
+from tests.support.rawclient import open_raw, read_until
 
 
 async def test_max_concurrent_streams_answers_503_unavailable() -> None:

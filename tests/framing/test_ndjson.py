@@ -127,7 +127,9 @@ def test_over_limit_unterminated_tail_raises_after_the_good_lines() -> None:
 
 
 @pytest.mark.parametrize("split", [None, 3, 8, 20])
-def test_good_lines_before_an_oversize_line_are_delivered_however_reads_split(split: int | None) -> None:
+def test_good_lines_before_an_oversize_line_are_delivered_however_reads_split(
+    split: int | None,
+) -> None:
     data = b'{"a":1}\n{"b":2}\n' + b"x" * 150 + b"\n"
     dec = NDJSONDecoder(max_message_bytes=100)
     got: list[Message] = []

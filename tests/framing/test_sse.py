@@ -270,7 +270,9 @@ def test_raw_lines_are_bounded() -> None:
 
 
 @pytest.mark.parametrize("split", [None, 5, 17, 40])
-def test_events_before_an_oversize_line_are_delivered_however_reads_split(split: int | None) -> None:
+def test_events_before_an_oversize_line_are_delivered_however_reads_split(
+    split: int | None,
+) -> None:
     data = b"data: one\n\ndata: two\n\ndata: " + b"x" * 200 + b"\n\n"
     dec = SSEDecoder(max_message_bytes=100)
     got: list[Message] = []

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.kit import SSE, chat_chunk, chat_route, chat_stream, open_raw, read_until
+from tests.faults.kit import SSE, chat_chunk, chat_route, chat_stream
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
+from tests.support.rawclient import open_raw, read_until
 
 
 @pytest.fixture

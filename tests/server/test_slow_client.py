@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.faults.kit import SSE, chat_chunk, chat_route, open_raw
+from tests.faults.kit import SSE, chat_chunk, chat_route
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
+from tests.support.rawclient import open_raw
 
 BUFFER = 16 * 1024
 WRITE_TIMEOUT = 0.5
