@@ -12,10 +12,12 @@ leaked tasks can be counted from outside). This process runs a fake upstream (a 
 compatible SSE stream that counts every connection it opens and sees closed) and the clients:
 ``--streams`` concurrent streams, half on a ``simulated`` route and half through the fake
 upstream, each replaced when it ends; ``--abort`` of them are cut at a random moment (before the
-answer, while waiting, or mid-stream). Before and after, it measures the gateway's RSS, its open
-file descriptors and its asyncio tasks, and at the end checks that every upstream connection
-was closed, no stream is still counted active, and every stream read to its end had exactly
-one terminal event.
+answer, while waiting, or mid-stream). The load runs in ``--phases`` identical phases (2 by
+default): the RSS after the first phase holds the allocator's arenas, so a leak shows as growth
+from the end of the first phase to the end of the last. Before and after, it measures the
+gateway's RSS, its open file descriptors and its asyncio tasks, and at the end checks that every
+upstream connection was closed, no stream is still counted active, every stream read to its end
+had exactly one terminal event, and the RSS stayed flat after the first phase.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = {"messages": [{"role": "user", "content": "soak"}]}
+RSS_FLAT_BYTES = 8 * 1024 * 1024
+"""How much the RSS may grow between the end of the first and of the last load phase."""
 
 
 # -- the gateway process -------------------------------------------------------------------------
@@ -252,27 +256,33 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             before = {**proc_stats(proc.pid), **await gateway_json(http, f"{base}/_soak/tasks")}
             tally = Tally()
             urls = [f"{base}/v1/stream/sim", f"{base}/v1/stream/fake"]
-            t0 = time.monotonic()
-            until = t0 + args.duration
             peak: dict[str, int] = {"rss_bytes": 0, "open_fds": 0}
+            phases: list[dict[str, Any]] = []
+            elapsed = 0.0
+            for _ in range(args.phases):
+                t0 = time.monotonic()
+                until = t0 + args.duration
 
-            async def sample() -> None:
-                while time.monotonic() < until:
-                    for k, v in proc_stats(proc.pid).items():
-                        peak[k] = max(peak[k], v)
-                    await asyncio.sleep(1.0)
+                async def sample(until: float = until) -> None:
+                    while time.monotonic() < until:
+                        for k, v in proc_stats(proc.pid).items():
+                            peak[k] = max(peak[k], v)
+                        await asyncio.sleep(1.0)
 
-            sampler = asyncio.ensure_future(sample())
-            slots = [client_slot(http, urls, until, args.abort, tally) for _ in range(args.streams)]
-            await asyncio.gather(*slots)
-            await sampler
-            elapsed = time.monotonic() - t0
-            settle_until = time.monotonic() + 15
-            while time.monotonic() < settle_until:  # let the last cancellations land
-                if upstream.opened == upstream.closed and await active_streams(http, base) == 0:
-                    break
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)
+                sampler = asyncio.ensure_future(sample())
+                slots = [
+                    client_slot(http, urls, until, args.abort, tally) for _ in range(args.streams)
+                ]
+                await asyncio.gather(*slots)
+                await sampler
+                elapsed += time.monotonic() - t0
+                settle_until = time.monotonic() + 15
+                while time.monotonic() < settle_until:  # let the last cancellations land
+                    if upstream.opened == upstream.closed and await active_streams(http, base) == 0:
+                        break
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)
+                phases.append({"rss_bytes_after": proc_stats(proc.pid)["rss_bytes"]})
             after = {**proc_stats(proc.pid), **await gateway_json(http, f"{base}/_soak/tasks")}
             # Idle keep-alive connections (the upstream pool, 15 s; aiohttp's server side, 75 s)
             # are not leaks: wait for them to expire before counting descriptors again.
@@ -294,6 +304,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "gateway_peak": peak,
             "gateway_after": after,
             "rss_growth_bytes": after["rss_bytes"] - before["rss_bytes"],
+            "phases": phases,
+            # The allocator keeps the arenas of the first phase; a leak shows as growth after
+            # the later phases, which hold the same load.
+            "rss_growth_after_first_phase_bytes": (
+                phases[-1]["rss_bytes_after"] - phases[0]["rss_bytes_after"]
+            ),
             "leaked_tasks": after["tasks"] - before["tasks"],
             "leaked_fds": after["open_fds_after_keepalive"] - before["open_fds"],
             "active_streams_after": active,
@@ -310,6 +326,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             and active == 0
             and tally.bad_terminal == 0
             and result["leaked_fds"] <= 2
+            and result["rss_growth_after_first_phase_bytes"] <= RSS_FLAT_BYTES
         )
     finally:
         proc.terminate()
@@ -351,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(argv[1], int(argv[2]))
     parser = argparse.ArgumentParser(description="Soak the gateway (see the module docstring).")
     parser.add_argument("--streams", type=int, default=2000, help="concurrent streams")
-    parser.add_argument("--duration", type=float, default=120.0, help="seconds of load")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of each phase")
+    parser.add_argument(
+        "--phases", type=int, default=2, help="load phases (memory must stay flat after the first)"
+    )
     parser.add_argument("--abort", type=float, default=0.3, help="fraction of clients that abort")
     parser.add_argument("--tokens", type=int, default=40, help="tokens per stream")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between tokens")
