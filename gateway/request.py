@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.jsonutil import dumps_str
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 EFFORTS = ("minimal", "low", "medium", "high")
@@ -91,8 +92,6 @@ def _parse_tool_calls(value: Any, path: str) -> tuple[ToolCall, ...]:
         if not isinstance(name, str) or not name:
             raise _fail(f"{p}.name", "must be a non-empty string")
         if isinstance(arguments, dict):
-            from gateway.jsonutil import dumps_str
-
             arguments = dumps_str(arguments)
         if not isinstance(arguments, str):
             raise _fail(f"{p}.arguments", "must be a JSON string or an object")

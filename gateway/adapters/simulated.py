@@ -40,7 +40,7 @@ from gateway.errors import UpstreamError
 from gateway.events import Event
 from gateway.framing import Message
 from gateway.jsonutil import dumps
-from gateway.request import ChatRequest
+from gateway.request import ChatRequest, parse_request
 
 _LOREM = [
     "lorem",
@@ -204,8 +204,6 @@ class SimulatedAdapter(Adapter):
         return LocalScript(tuple(chunks))
 
     def build_native_request(self, body: dict[str, Any]) -> LocalScript:
-        from gateway.request import parse_request
-
         return self.build_request(parse_request(body))
 
     def new_translator(self) -> Translator:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from gateway.adapters import ADAPTERS
+from gateway.adapters.base import Adapter
 from gateway.config import fields as f
 from gateway.config.envsubst import interpolate, join_path
 from gateway.config.model import (
@@ -39,10 +41,8 @@ from gateway.config.model import (
     ServerConfig,
 )
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
+from gateway.encoders import ENCODERS
 from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.adapters.base import Adapter
 
 __all__ = ["load_config", "load_config_file", "parse_config", "routes_summary"]
 
@@ -156,12 +156,8 @@ def _registries(
     adapters: Mapping[str, type[Adapter]] | None, encoders: Collection[str] | None
 ) -> tuple[Mapping[str, type[Adapter]], Collection[str]]:
     if adapters is None:
-        from gateway.adapters import ADAPTERS
-
         adapters = ADAPTERS
     if encoders is None:
-        from gateway.encoders import ENCODERS
-
         encoders = ENCODERS
     return adapters, encoders
 

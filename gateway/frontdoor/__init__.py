@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.frontdoor.chat_completions import handle_chat_completions, handle_models
+
 
 def install_frontdoor(app: web.Application) -> None:
     """Register ``POST /v1/chat/completions`` and ``GET /v1/models``."""
-    from gateway.frontdoor.chat_completions import handle_chat_completions, handle_models
-
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
     app.router.add_get("/v1/models", handle_models)

@@ -22,11 +22,8 @@ from gateway.config import (
     Timeouts,
     UpstreamConfig,
     UpstreamTarget,
-    load_config,
-    load_config_file,
-    parse_config,
 )
-from gateway.config.parse import routes_summary
+from gateway.config.parse import load_config, load_config_file, parse_config, routes_summary
 from gateway.errors import ConfigError
 from tests.config.fakes import ADAPTERS, ENCODERS, errors_of, one_route, parse, route
 

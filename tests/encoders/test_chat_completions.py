@@ -9,8 +9,8 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway import events as ev
+from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder
 from gateway.errors import InvalidRequest
-from gateway.frontdoor.encoders import ChatChunkEncoder, CompletionEncoder
 from gateway.frontdoor.request_map import to_common
 from gateway.request import parse_request
 from tests.support.gateway import config_from

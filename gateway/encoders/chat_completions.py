@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from gateway import events as ev
@@ -48,6 +49,7 @@ _STATUS = {
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
@@ -88,20 +90,30 @@ def finish_reason(reason: object) -> str:
 
 
 class _Base(Encoder):
-    """Shared: identity of the answer (id, created, model) and the collected usage."""
+    """Shared: identity of the answer (id, created, model) and the collected usage.
 
-    name = "chat-completions"
+    ``model`` defaults to the route's name (the model name clients use at the front door) and
+    ``created`` to now, so the registry can build them from a route alone.
+    """
 
-    def __init__(self, route: RouteConfig, request_id: str, *, model: str, created: int) -> None:
+    def __init__(
+        self,
+        route: RouteConfig,
+        request_id: str,
+        *,
+        model: str | None = None,
+        created: int | None = None,
+    ) -> None:
         super().__init__(route, request_id)
-        self.model = model
-        self.created = created
+        self.model = route.name if model is None else model
+        self.created = int(time.time()) if created is None else created
         self.usage: dict[str, int] = {}
 
 
 class ChatChunkEncoder(_Base):
     """``stream: true``: ``data: {chunk}\\n\\n`` frames, then ``data: [DONE]``."""
 
+    name = "chat-completions"
     content_type = "text/event-stream; charset=utf-8"
     extra_headers: ClassVar[dict[str, str]] = {}
 
@@ -110,8 +122,8 @@ class ChatChunkEncoder(_Base):
         route: RouteConfig,
         request_id: str,
         *,
-        model: str,
-        created: int,
+        model: str | None = None,
+        created: int | None = None,
         include_usage: bool = False,
     ) -> None:
         super().__init__(route, request_id, model=model, created=created)
@@ -123,8 +135,8 @@ class ChatChunkEncoder(_Base):
             {
                 "id": "chatcmpl-" + request_id,
                 "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
+                "created": self.created,
+                "model": self.model,
             }
         )
         self._head = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
@@ -189,9 +201,18 @@ class CompletionEncoder(_Base):
     response still held back; heartbeats are newlines, which JSON allows before a value.
     """
 
+    name = "chat-completions-json"
     content_type = "application/json"
+    buffered = True
 
-    def __init__(self, route: RouteConfig, request_id: str, *, model: str, created: int) -> None:
+    def __init__(
+        self,
+        route: RouteConfig,
+        request_id: str,
+        *,
+        model: str | None = None,
+        created: int | None = None,
+    ) -> None:
         super().__init__(route, request_id, model=model, created=created)
         self.status = 200
         self._text: list[str] = []
