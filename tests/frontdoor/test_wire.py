@@ -63,6 +63,16 @@ def test_request_mapping() -> None:
             {"messages": [{"role": "assistant", "tool_calls": [{"id": "x"}]}]},
             "messages[0].tool_calls[0].function",
         ),
+        # content: the error points at the client's own field, whatever the shape
+        ({"messages": [{"role": "user"}]}, "messages[0].content: is required"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": None}]},
+            "messages[1].content: must be a string, not null",
+        ),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content: must be a string"),
+        ({"messages": [{"role": "user", "content": {}}]}, "messages[0].content: must be a string"),
+        ({"messages": [{"role": "assistant"}]}, "messages[0].content: is required"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ],
 )
 def test_request_mapping_errors_name_the_field(body: dict[str, Any], field: str) -> None:
