@@ -114,10 +114,12 @@ def test_complete_frames_without_message_stop_are_truncated() -> None:
     assert events[-1].data["code"] == "upstream_truncated"
 
 
-def test_message_stop_without_metadata_ends_at_eof() -> None:
+def test_message_stop_without_metadata_is_truncated() -> None:
+    # ConverseStream's terminator is the metadata frame after messageStop (protocols README
+    # 0.1): EOF between the two loses the usage, so it is not a clean end (contract rule 5.1).
     events = run(_stream(TEXT, event("messageStop", {"stopReason": "end_turn"})))
-    assert [e.type for e in events] == ["thinking", "clear", "delta", "end"]
-    assert events[-1].data == {"reason": "stop", "provider_reason": "end_turn"}
+    assert [e.type for e in events] == ["thinking", "clear", "delta", "error"]
+    assert events[-1].data["code"] == "upstream_truncated"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +161,16 @@ def test_metadata_cache_counts_and_end_after_usage() -> None:
         )
     )
     assert events[-2:] == [
-        Event("usage", {"input_tokens": 117, "output_tokens": 5, "cached_input_tokens": 100}),
+        Event(
+            "usage",
+            {
+                "input_tokens": 117,
+                "output_tokens": 5,
+                "cached_input_tokens": 100,
+                "cache_read_input_tokens": 100,
+                "cache_write_input_tokens": 7,
+            },
+        ),
         Event("end", {"reason": "stop", "provider_reason": "end_turn"}),
     ]
 
@@ -232,6 +243,7 @@ def test_reasoning_signature_and_unknown_deltas_emit_nothing() -> None:
             event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": ""}}),
             event("somethingNew", {"x": 1}),
             event("messageStop", {"stopReason": "end_turn"}),
+            event("metadata", {}),
         )
     )
     assert [e.type for e in events] == ["thinking", "end"]
