@@ -24,6 +24,7 @@ from tests.adapters.native_contract import CONVERSATION, check_fixture
         ("anthropic_basic.sse", ("end", "stop"), {}),
         ("anthropic_thinking_tool_use.sse", ("end", "tool_calls"), {}),
         ("anthropic_max_tokens.sse", ("end", "length"), {}),
+        ("anthropic_cache_usage.sse", ("end", "stop"), {}),
         (
             "anthropic_error_midstream.sse",
             ("error", "upstream_error"),

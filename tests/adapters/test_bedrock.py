@@ -74,6 +74,20 @@ def test_fixture_at_every_split() -> None:
     check_same_at_every_split(adapter(), data, whole, every_cut=True)
 
 
+def test_cache_usage_fixture_at_every_split() -> None:
+    name = "bedrock_cache_usage.bin"
+    data = fixture_bytes(name)
+    expected = fixture_expected(name)
+    whole = run(data)
+    got = assemble(whole)
+    assert got.text == expected["text"]
+    wanted = {k: v for k, v in expected["usage_normalized"].items() if v is not None}
+    del wanted["total_tokens"]
+    assert got.usage == wanted
+    assert got.terminal == Event("end", {"reason": "stop", "provider_reason": "end_turn"})
+    check_same_at_every_split(adapter(), data, whole, every_cut=True)
+
+
 def test_exception_fixture() -> None:
     name = "bedrock_converse_stream_exception.bin"
     data = fixture_bytes(name)

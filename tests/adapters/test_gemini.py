@@ -21,6 +21,7 @@ from tests.adapters.native_contract import CONVERSATION, check_fixture
         ("gemini_basic.sse", ("end", "stop"), {}),
         ("gemini_thinking_tool_call.sse", ("end", "tool_calls"), {}),
         ("gemini_max_tokens.sse", ("end", "length"), {}),
+        ("gemini_cache_usage.sse", ("end", "length"), {}),
         ("gemini_safety.sse", ("end", "content_filter"), {}),
         ("gemini_prompt_blocked.sse", ("end", "content_filter"), {}),
         (
