@@ -204,5 +204,5 @@ def _usage(usage: dict[str, Any]) -> Event:
     return ev.usage(
         input_tokens=counts.get("input_tokens"),
         output_tokens=counts.get("output_tokens"),
-        cached_input_tokens=int(cached) if cached is not None else None,
+        cache_read_input_tokens=int(cached) if isinstance(cached, int | float) else None,
     )

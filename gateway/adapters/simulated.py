@@ -37,7 +37,7 @@ from gateway.adapters._kit import (
 from gateway.adapters.base import Adapter, LocalScript, Translator
 from gateway.config.units import parse_duration
 from gateway.errors import UpstreamError
-from gateway.events import Event
+from gateway.events import USAGE_FIELDS, Event
 from gateway.framing import Message
 from gateway.jsonutil import dumps
 from gateway.request import ChatRequest, parse_request
@@ -210,7 +210,7 @@ class SimulatedAdapter(Adapter):
         return _SimulatedTranslator()
 
 
-_USAGE_KEYS = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens")
+_USAGE_KEYS = USAGE_FIELDS
 
 
 class _SimulatedTranslator(Translator):

@@ -70,7 +70,11 @@ def error_body(code: str, message: str, status: int, param: str | None = None) -
 
 
 def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
-    """Token-protocol usage as Chat Completions ``usage`` (unknown counts are 0)."""
+    """Token-protocol usage as Chat Completions ``usage`` (unknown counts are 0).
+
+    Cache figures go to the API's own ``prompt_tokens_details``: ``cached_tokens`` (the cache
+    read) and ``cache_write_tokens``, each only when the provider reported it.
+    """
     prompt = usage.get("input_tokens", 0)
     completion = usage.get("output_tokens", 0)
     doc: dict[str, Any] = {
@@ -80,8 +84,14 @@ def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
     }
     if "reasoning_tokens" in usage:
         doc["completion_tokens_details"] = {"reasoning_tokens": usage["reasoning_tokens"]}
-    if "cached_input_tokens" in usage:
-        doc["prompt_tokens_details"] = {"cached_tokens": usage["cached_input_tokens"]}
+    details: dict[str, int] = {}
+    read = usage.get("cache_read_input_tokens", usage.get("cached_input_tokens"))
+    if read is not None:
+        details["cached_tokens"] = read
+    if "cache_write_input_tokens" in usage:
+        details["cache_write_tokens"] = usage["cache_write_input_tokens"]
+    if details:
+        doc["prompt_tokens_details"] = details
     return doc
 
 
