@@ -68,7 +68,14 @@ client's doing, so they get their own values instead of hiding inside another on
 """
 
 ABORT_PHASES = ("before_upstream_headers", "before_first_token", "mid_stream")
-TOKEN_KINDS = ("input", "output", "reasoning", "cached_input")
+TOKEN_KINDS = (
+    "input",
+    "output",
+    "reasoning",
+    "cached_input",
+    "cache_read_input",
+    "cache_write_input",
+)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 ATTEMPT_RESULTS = ("ok", "connect_error", "status_error", "timeout", "early_error")
 REJECTION_CODES = (
