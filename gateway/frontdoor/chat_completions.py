@@ -70,8 +70,7 @@ class HeldSession(StreamSession):
     def _finish(self) -> None:
         super()._finish()
         if self.response is None:
-            encoder = self.encoder
-            status = encoder.status if isinstance(encoder, CompletionEncoder) else 200
+            status = getattr(self.encoder, "status", 200)  # a held encoder's own status
             headers = {"X-Request-Id": self.request_id, **self.extra_headers}
             self.response = web.Response(
                 status=status,
