@@ -1,4 +1,4 @@
-"""The OpenAI Responses front door: ``POST /v1/responses`` (contract section 10).
+"""The Responses front door, ``POST /v1/responses`` (contract section 10; OpenAI SDK clients).
 
 ``model`` names a configured route; the body is decoded by
 :func:`gateway.frontdoor.responses_request.decode` into the common request, and the answer is
@@ -7,8 +7,9 @@ provider. The glue is that of the Chat Completions front door (``chat_completion
 same :func:`gateway.server.start_stream` (hooks, limits, metrics, deadlines, heartbeats, abort
 propagation), ``stream: true`` with a plain session, ``stream`` false with its held session.
 
-Errors before the answer use the OpenAI error shape ``{"error": {message, type, param, code}}``
-with ``param`` naming the client's field; an unknown ``model`` is a 404 ``model_not_found``.
+Errors before the answer use the OpenAI-compatible error shape
+``{"error": {message, type, param, code}}`` with ``param`` naming the client's field; an unknown
+``model`` is a 404 ``model_not_found``.
 The gateway keeps no conversation state: ``previous_response_id``, ``store: true``,
 ``background: true`` and built-in tools are a 400 naming the field, before any upstream call.
 """

@@ -1,4 +1,4 @@
-"""Token events to OpenAI Responses answers: the typed event stream, or one ``response``. Pure.
+"""Token events to Responses API answers: the typed event stream, or one ``response``. Pure.
 
 :class:`ResponseState` turns token events into the Responses API's output items and the typed
 events that build them, in the order the API emits them; both encoders share it:
@@ -7,7 +7,8 @@ events that build them, in the order the API emits them; both encoders share it:
   ``event: <type>`` / ``data: {"type", "sequence_number", ...}`` (``sequence_number`` from 0);
   an SSE comment ``: ping`` as keep-alive; no ``[DONE]`` (the API has none).
 * :class:`ResponseDocEncoder` (``stream`` false): nothing until the terminal event, then the
-  ``response`` object, or an OpenAI error body whose status is :attr:`ResponseDocEncoder.status`.
+  ``response`` object, or an OpenAI-compatible error body with status
+  :attr:`ResponseDocEncoder.status`.
 
 Mapping::
 
@@ -354,8 +355,8 @@ class ResponseDocEncoder(Encoder):
     """``stream`` false: nothing until the terminal event, then the ``response`` JSON.
 
     :attr:`status` is the HTTP status of that document: 200, or an error's status for a failed
-    response (whose body is then the OpenAI error shape). Heartbeats are newlines, which JSON
-    allows before a value.
+    response (whose body is then the OpenAI-compatible error shape). Heartbeats are newlines,
+    which JSON allows before a value.
     """
 
     name = "responses"

@@ -1,4 +1,4 @@
-"""An OpenAI Responses request body mapped to the common request body (contract section 3). Pure.
+"""A Responses API request body mapped to the common request body (contract section 3). Pure.
 
 :func:`decode` validates the client's body itself, so every :class:`InvalidRequest` names the
 client's own field (``input[2].call_id: ...``); the handler turns the part before ``": "`` into
