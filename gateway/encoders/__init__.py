@@ -10,6 +10,7 @@ from gateway.encoders.ai_sdk import AISDKEncoder, AISDKFinishReasonEncoder
 from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder
 from gateway.encoders.ndjson import NDJSONEncoder
+from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder
 from gateway.encoders.text import TextEncoder
 from gateway.encoders.tokens import TokensEncoder
 
@@ -21,6 +22,8 @@ ENCODERS: dict[str, type[Encoder]] = {
     AISDKFinishReasonEncoder.name: AISDKFinishReasonEncoder,
     ChatChunkEncoder.name: ChatChunkEncoder,
     CompletionEncoder.name: CompletionEncoder,
+    ResponseEventEncoder.name: ResponseEventEncoder,
+    ResponseDocEncoder.name: ResponseDocEncoder,
 }
 
 __all__ = ["ENCODERS", "Encoder"]
