@@ -15,3 +15,6 @@ def install_frontdoor(app: web.Application) -> None:
 
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
     app.router.add_get("/v1/models", handle_models)
+    from gateway.frontdoor.messages import install_messages
+
+    install_messages(app)

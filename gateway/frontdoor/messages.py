@@ -1,0 +1,160 @@
+"""The Anthropic Messages front door: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+
+The Anthropic SDK and Claude Code can use every route: ``model`` names a configured route, the
+body is mapped to the common request (:mod:`gateway.frontdoor.messages_request`), and the
+answer is built from the same token events every other format gets
+(:mod:`gateway.frontdoor.messages_encoder`). Auth is the usual hook (``x-api-key`` or Bearer);
+``anthropic-version`` and ``anthropic-beta`` headers are accepted and not needed.
+
+This module is only glue, the same as :mod:`gateway.frontdoor.chat_completions`: both modes run
+through :func:`gateway.server.start_stream` (hooks, limits, metrics, deadlines, heartbeats as
+``event: ping``, abort propagation), ``stream`` false with the held session of that module.
+Errors before the answer use Anthropic's shape ``{"type": "error", "error": {type, message}}``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import GatewayError, NotFound, Unavailable
+from gateway.frontdoor.chat_completions import HeldSession
+from gateway.frontdoor.messages_encoder import (
+    MessageEncoder,
+    MessagesStreamEncoder,
+    error_doc,
+    error_type_for_status,
+)
+from gateway.frontdoor.messages_request import route_name, stream_flag, to_common
+from gateway.http import json_response, read_body
+from gateway.jsonutil import dumps_str, loads
+from gateway.request import parse_request
+from gateway.server import STATE, StreamPlan, _check_content_type, _decode_json, start_stream
+from gateway.state import GatewayState, RouteRuntime
+from gateway.stream import Attempt, StreamSession
+
+CHARS_PER_TOKEN = 4
+"""``count_tokens`` estimates: about four characters of request text per token."""
+
+
+class HeldMessageSession(HeldSession):
+    """:class:`HeldSession` whose held answer takes :attr:`MessageEncoder.status`."""
+
+    def _finish(self) -> None:
+        held = self.response is None
+        super()._finish()
+        encoder = self.encoder
+        if held and isinstance(encoder, MessageEncoder) and isinstance(self.response, web.Response):
+            self.response.set_status(encoder.status)
+
+
+def anthropic_error(exc: GatewayError) -> web.Response:
+    """``exc`` as Anthropic's error document, with its status and headers (``Retry-After``)."""
+    status = exc.http_status
+    body = error_doc(error_type_for_status(status), exc.message)
+    return json_response(body, status=status, headers=exc.headers)
+
+
+def reshape_error(response: web.StreamResponse) -> web.StreamResponse:
+    """Rewrite a gateway JSON error (``{"error": {code, message}}``) in Anthropic's shape."""
+    if not isinstance(response, web.Response) or response.prepared or response.status < 400:
+        return response
+    body = response.body
+    try:
+        doc = loads(body) if isinstance(body, bytes) else None
+        if not isinstance(doc, dict) or doc.get("type") == "error":
+            return response  # already Anthropic's shape (a held answer)
+        message = str(doc["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response
+    kind = error_type_for_status(response.status)
+    response.body = json_response(error_doc(kind, message)).body
+    return response
+
+
+def _find_route(state: GatewayState, body: Any) -> RouteRuntime:
+    name = route_name(body)
+    runtime = state.routes.get(name)
+    if runtime is None:
+        raise NotFound(f"model: no route named {name!r}")
+    return runtime
+
+
+async def _read(request: web.Request, state: GatewayState) -> Any:
+    if state.draining:
+        raise Unavailable("the gateway is shutting down")
+    _check_content_type(request)
+    server = state.config.server
+    return _decode_json(
+        await read_body(request, server.max_body_bytes, server.request_read_timeout)
+    )
+
+
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``: the body is read before the route is known (``model``)."""
+    received = time.monotonic()
+    state = request.app[STATE].current
+    try:
+        body = await _read(request, state)
+        runtime = _find_route(state, body)
+        stream = stream_flag(body)
+    except GatewayError as exc:
+        return anthropic_error(exc)
+    route = runtime.config
+
+    async def prepare(request_id: str) -> StreamPlan:
+        chat = parse_request(to_common(body))
+        attempts = [Attempt(t, a, a.build_request(chat)) for t, a in runtime.targets]
+        if stream:
+            encoder = MessagesStreamEncoder(route, request_id, model=route.name)
+            return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
+        whole = MessageEncoder(route, request_id, model=route.name)
+        session: type[StreamSession] = HeldMessageSession
+        return StreamPlan(whole, attempts, session_type=session, max_tokens=chat.max_tokens)
+
+    response = await start_stream(request, state, runtime, prepare, received=received)
+    return reshape_error(response)
+
+
+def estimate_tokens(common: dict[str, Any]) -> int:
+    """About how many input tokens ``common`` is: its text, tool calls and tool schemas at
+    :data:`CHARS_PER_TOKEN` characters a token, plus a few per message. Not a tokenizer."""
+    chars = 0
+    for message in common["messages"]:
+        chars += len(message.get("content") or "") + 4 * CHARS_PER_TOKEN
+        for call in message.get("tool_calls") or ():
+            chars += len(call["name"]) + len(call["arguments"])
+    for tool in common.get("tools") or ():
+        chars += len(tool["name"]) + len(tool.get("description") or "")
+        chars += len(dumps_str(tool["parameters"]))
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
+
+
+async def handle_count_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, an estimate (see
+    :func:`estimate_tokens`). Auth applies as for ``/v1/messages``; limits take nothing."""
+    state = request.app[STATE].current
+    context: dict[str, Any] = {}
+    try:
+        body = await _read(request, state)
+        runtime = _find_route(state, body)
+        for hook in state.hooks:
+            context.update(await hook(request, state, runtime))
+        common = to_common(body, require_max_tokens=False)
+        parse_request(common)
+    except GatewayError as exc:
+        return anthropic_error(exc)
+    finally:
+        release = context.get("release")
+        if callable(release):
+            release({})
+    return json_response({"input_tokens": estimate_tokens(common)})
+
+
+def install_messages(app: web.Application) -> None:
+    """Register ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``."""
+    app.router.add_post("/v1/messages", handle_messages)
+    app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
