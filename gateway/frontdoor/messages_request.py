@@ -103,7 +103,8 @@ def to_common(body: dict[str, Any], *, require_max_tokens: bool = True) -> dict[
     if body.get("stop_sequences") is not None:
         common["stop"] = _stop_sequences(body["stop_sequences"])
     tools = _tools(body.get("tools"))
-    if tools and _tool_choice(body.get("tool_choice")) != "none":
+    choice = _tool_choice(body.get("tool_choice"))
+    if tools and choice != "none":
         common["tools"] = tools
     effort = _effort(body.get("thinking"), max_tokens)
     if effort is not None:

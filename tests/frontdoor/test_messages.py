@@ -164,7 +164,9 @@ def check_same(got: dict[str, Any], want: dict[str, Any], *, raw_args: bool) -> 
     assert len(got["tools"]) == len(want["tools"])
     for (call_id, name, args), call in zip(got["tools"], want["tools"], strict=True):
         # A provider without call ids gets one synthesised per stream (random): only its shape.
-        assert call_id == call["id"] if call.get("native_id") else isinstance(call_id, str) and call_id
+        assert (
+            call_id == call["id"] if call.get("native_id") else isinstance(call_id, str) and call_id
+        )
         assert name == call["name"]
         assert args == (call["arguments"] if raw_args else json.loads(call["arguments"]))
     assert got["stop"] == STOP[want["terminal"].data["reason"]]
