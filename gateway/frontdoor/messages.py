@@ -9,7 +9,8 @@ answer is built from the same token events every other format gets
 This module is only glue, the same as :mod:`gateway.frontdoor.chat_completions`: both modes run
 through :func:`gateway.server.start_stream` (hooks, limits, metrics, deadlines, heartbeats as
 ``event: ping``, abort propagation), ``stream`` false with the held session of that module.
-Errors before the answer use Anthropic's shape ``{"type": "error", "error": {type, message}}``.
+Errors before the answer use the Messages API's shape
+``{"type": "error", "error": {type, message}}``.
 """
 
 from __future__ import annotations
@@ -51,22 +52,22 @@ class HeldMessageSession(HeldSession):
             self.response.set_status(encoder.status)
 
 
-def anthropic_error(exc: GatewayError) -> web.Response:
-    """``exc`` as Anthropic's error document, with its status and headers (``Retry-After``)."""
+def messages_error(exc: GatewayError) -> web.Response:
+    """``exc`` as the Messages API's error document, with its status and headers."""
     status = exc.http_status
     body = error_doc(error_type_for_status(status), exc.message)
     return json_response(body, status=status, headers=exc.headers)
 
 
 def reshape_error(response: web.StreamResponse) -> web.StreamResponse:
-    """Rewrite a gateway JSON error (``{"error": {code, message}}``) in Anthropic's shape."""
+    """Rewrite a gateway JSON error (``{"error": {code, message}}``) in the Messages API's shape."""
     if not isinstance(response, web.Response) or response.prepared or response.status < 400:
         return response
     body = response.body
     try:
         doc = loads(body) if isinstance(body, bytes) else None
         if not isinstance(doc, dict) or doc.get("type") == "error":
-            return response  # already Anthropic's shape (a held answer)
+            return response  # already the Messages API's shape (a held answer)
         message = str(doc["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return response
@@ -102,7 +103,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         runtime = _find_route(state, body)
         stream = stream_flag(body)
     except GatewayError as exc:
-        return anthropic_error(exc)
+        return messages_error(exc)
     route = runtime.config
 
     async def prepare(request_id: str) -> StreamPlan:
@@ -146,7 +147,7 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
         common = to_common(body, require_max_tokens=False)
         parse_request(common)
     except GatewayError as exc:
-        return anthropic_error(exc)
+        return messages_error(exc)
     finally:
         release = context.get("release")
         if callable(release):

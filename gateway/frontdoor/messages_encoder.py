@@ -1,7 +1,7 @@
 """Token events to Anthropic Messages answers: a streamed event sequence, or one JSON. Pure.
 
 Both encoders share :class:`_Blocks`, which turns token events into content-block operations
-(start, delta, stop) with Anthropic's block indices:
+(start, delta, stop) with the Messages API's block indices:
 
     reasoning  -> a ``thinking`` block (``thinking_delta``; ``signature_delta`` if the event
                   carries a ``signature``, which the token protocol does not yet)
@@ -27,7 +27,7 @@ document at ``error`` (its HTTP status in :attr:`MessageEncoder.status`).
 
 Stop reasons: stop -> ``end_turn`` (``stop_sequence`` when the upstream said so), length ->
 ``max_tokens``, tool_calls -> ``tool_use``, content_filter -> ``refusal``, other -> ``end_turn``.
-Usage: ``input_tokens`` is the uncached part (Anthropic counts cache reads apart),
+Usage: ``input_tokens`` is the uncached part (the Messages API counts cache reads apart),
 ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` where the upstream reported them.
 """
 
@@ -47,7 +47,7 @@ _STOP = {
     "tool_calls": "tool_use",
     "content_filter": "refusal",
 }
-# Anthropic's own error types (anthropic.types.shared.ErrorType); an upstream error whose type
+# The Messages API's own error types (the Anthropic SDK's ErrorType); an upstream error whose type
 # is one of them keeps it.
 ERROR_TYPES = frozenset(
     {
@@ -95,12 +95,12 @@ _STATUS_BY_CODE = {
 
 
 def error_type_for_status(status: int) -> str:
-    """Anthropic's error ``type`` for an HTTP status (``api_error`` for other 5xx)."""
+    """The Messages API's error ``type`` for an HTTP status (``api_error`` for other 5xx)."""
     return _TYPE_BY_STATUS.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
 def error_doc(kind: str, message: str, request_id: str | None = None) -> dict[str, Any]:
-    """Anthropic's error document ``{"type": "error", "error": {type, message}}``."""
+    """The Messages API's error document ``{"type": "error", "error": {type, message}}``."""
     doc: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
     if request_id is not None:
         doc["request_id"] = request_id
@@ -108,9 +108,9 @@ def error_doc(kind: str, message: str, request_id: str | None = None) -> dict[st
 
 
 def event_error_type(data: dict[str, Any]) -> str:
-    """The Anthropic error type for a terminal ``error`` event's data.
+    """The Messages API error type for a terminal ``error`` event's data.
 
-    The upstream's own type when it is one of Anthropic's; else by gateway code: a retryable
+    The upstream's own type when it is one of the Messages API's; else by gateway code: a retryable
     upstream error is ``overloaded_error``, truncation and malformed data ``api_error``.
     """
     kind = data.get("type")
@@ -125,7 +125,7 @@ def event_error_type(data: dict[str, Any]) -> str:
 
 
 def stop_reason(data: dict[str, Any]) -> str:
-    """Anthropic's ``stop_reason`` for an ``end`` event's data."""
+    """The Messages API's ``stop_reason`` for an ``end`` event's data."""
     reason = _STOP.get(str(data.get("reason")), "end_turn")
     if reason == "end_turn" and data.get("provider_reason") == "stop_sequence":
         return "stop_sequence"
@@ -133,7 +133,7 @@ def stop_reason(data: dict[str, Any]) -> str:
 
 
 def usage_doc(usage: dict[str, Any]) -> dict[str, Any]:
-    """Token-protocol usage as Anthropic ``usage`` (unknown input: 0; see the module docs)."""
+    """Token-protocol usage as Messages ``usage`` (unknown input: 0; see the module docs)."""
     cached = usage.get("cache_read_input_tokens", usage.get("cached_input_tokens"))
     written = usage.get("cache_write_input_tokens")
     doc: dict[str, Any] = {"input_tokens": 0}
@@ -153,7 +153,7 @@ Op = tuple[str, int, dict[str, Any]]
 
 
 class _Blocks:
-    """Token events -> content-block operations with Anthropic's indices (see the module docs)."""
+    """Token events -> content-block operations with Messages block indices (see module docs)."""
 
     __slots__ = ("_next", "_open", "_tools", "_tools_open", "request_id")
 
@@ -243,9 +243,9 @@ class _Blocks:
 
 
 class MessagesStreamEncoder(Encoder):
-    """``stream: true``: Anthropic's named SSE events (see the module docs)."""
+    """``stream: true``: the Messages API's named SSE events (see the module docs)."""
 
-    name = "anthropic-messages"
+    name = "messages-stream"
     content_type = "text/event-stream; charset=utf-8"
     extra_headers: ClassVar[dict[str, str]] = {}
 
@@ -316,7 +316,7 @@ class MessageEncoder(Encoder):
     response is still held back; heartbeats are newlines, which JSON allows before a value.
     """
 
-    name = "anthropic-message"
+    name = "messages-whole"
     content_type = "application/json"
 
     def __init__(self, route: RouteConfig, request_id: str, *, model: str) -> None:

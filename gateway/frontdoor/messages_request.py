@@ -42,7 +42,7 @@ from typing import Any
 from gateway.errors import InvalidRequest
 from gateway.jsonutil import dumps_str
 
-# budget_tokens -> effort, the inverse of the anthropic adapter's default thinking_budgets.
+# budget_tokens -> effort: the inverse of the Anthropic Messages adapter's default budgets.
 _EFFORT_STEPS = ((4096, "low"), (16384, "medium"))
 _MIN_BUDGET = 1024
 _TOOL_CHOICES = ("auto", "any", "tool", "none")
