@@ -9,6 +9,7 @@ Messages                                        common request
 ==============================================  ==============================================
 ``system`` string or text blocks                one ``system`` message first (blocks joined)
 ``messages[]`` user text blocks                 a ``user`` message (text blocks joined)
+``messages[]`` ``role: system`` (string/blocks)  a ``system`` message in place
 user ``tool_result`` blocks                     one ``tool`` message each, in block order
                                                 (content string or text blocks joined;
                                                 ``is_error`` is not carried)
@@ -154,9 +155,11 @@ def _message(item: Any, path: str) -> list[dict[str, Any]]:
     if not isinstance(item, dict):
         raise _fail(path, "must be an object")
     role = item.get("role")
-    if role not in ("user", "assistant"):
-        raise _fail(f"{path}.role", "must be user or assistant")
+    if role not in ("user", "assistant", "system"):
+        raise _fail(f"{path}.role", "must be user, assistant or system")
     content = item.get("content")
+    if role == "system":  # Claude Code 2.x sends these mid-conversation
+        return [{"role": "system", "content": _text(content, f"{path}.content")}]
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):
