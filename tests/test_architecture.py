@@ -37,7 +37,8 @@ PROVIDER_WORDS = re.compile(
 # A client-facing format that copies a provider's public API may say whose API it copies, and a
 # wire framing may carry its standard name (the binary event-stream format has one owner's name).
 ALLOWED_PHRASES = re.compile(
-    r"openai[- ]compatible|openai sdk|openai package|aws[- _]event[- _]?stream|vnd\.amazon\.eventstream",
+    r"openai[- ]compatible|openai sdk|openai package|aws[- _]event[- _]?stream|vnd\.amazon\.eventstream"
+    r"|anthropic messages|anthropic sdk|anthropic-version|anthropic-beta|claude code",
     re.IGNORECASE,
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.encoders.ai_sdk import AISDKEncoder, AISDKFinishReasonEncoder
 from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder
+from gateway.encoders.messages import MessageEncoder, MessagesStreamEncoder
 from gateway.encoders.ndjson import NDJSONEncoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder
 from gateway.encoders.text import TextEncoder
@@ -24,6 +25,8 @@ ENCODERS: dict[str, type[Encoder]] = {
     CompletionEncoder.name: CompletionEncoder,
     ResponseEventEncoder.name: ResponseEventEncoder,
     ResponseDocEncoder.name: ResponseDocEncoder,
+    MessagesStreamEncoder.name: MessagesStreamEncoder,
+    MessageEncoder.name: MessageEncoder,
 }
 
 __all__ = ["ENCODERS", "Encoder"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.frontdoor.chat_completions import handle_chat_completions, handle_models
+from gateway.frontdoor.messages import handle_count_tokens, handle_messages
 from gateway.frontdoor.responses import handle_responses
 
 
@@ -19,3 +20,5 @@ def install_frontdoor(app: web.Application) -> None:
     app.router.add_get("/v1/models", handle_models)
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
     app.router.add_post("/v1/responses", handle_responses)
+    app.router.add_post("/v1/messages", handle_messages)
+    app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
