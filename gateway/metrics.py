@@ -272,7 +272,8 @@ class Metrics:
         apps: Iterable[str] = (),
     ) -> None:
         """Create every bounded label set at 0 so series exist before traffic."""
-        apps = tuple(apps)
+        apps, routes = tuple(apps), tuple(routes)
+        self.accounting.precreate(routes, apps)
         for route in routes:
             RouteMetrics(self, route, apps)  # binds (and so creates) the per-route children
             self.slow_clients.labels(route)
