@@ -4,7 +4,7 @@
 wins over the price database (``gateway/pricing/``)::
 
     pricing:
-      - {model: gpt-5-mini, input_per_mtok: 0.25, output_per_mtok: 2.0,
+      - {model: small-model, input_per_mtok: 0.25, output_per_mtok: 2.0,
          cached_input_per_mtok: 0.025}
 
 ``model`` and the input and output prices are required; ``cached_input_per_mtok`` (cache reads)

@@ -4,10 +4,10 @@ The token protocol's ``usage`` convention (contract section 5, ``events.py``, an
 in ``gateway/adapters/``):
 
 * ``input_tokens`` is **all** the prompt: uncached input, cache reads and cache writes together.
-  This is OpenAI's convention (``prompt_tokens`` includes ``cached_tokens``) and Gemini's
-  (``promptTokenCount`` includes ``cachedContentTokenCount``). Anthropic and Bedrock report
-  ``input_tokens`` *without* cache reads and writes; their adapters add the cache counts back in
-  before emitting ``usage``, so every provider arrives here in the same shape.
+  This is the convention of the Chat Completions and Responses APIs (prompt tokens include the
+  cached ones) and of most providers. Providers that report input *without* cache reads and
+  writes have adapters that add the cache counts back in before emitting ``usage`` (see each
+  adapter's usage handling), so every provider arrives here in the same shape.
 * ``cache_read_input_tokens`` (or, from adapters that only know the older field,
   ``cached_input_tokens``) and ``cache_write_input_tokens`` are parts of ``input_tokens``.
 * ``output_tokens`` counts everything generated, reasoning included; ``reasoning_tokens`` is a
