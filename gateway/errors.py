@@ -18,6 +18,7 @@ Every failure the gateway reports, to a client or in a log, is one of these. For
     │   ├── BodyTooLarge              body_too_large          413
     │   ├── UnsupportedMediaType      unsupported_media_type  415
     │   └── RateLimited               rate_limited            429  yes
+    │       └── BudgetExceeded        budget_exceeded         429  yes (at the period's end)
     ├── Unavailable                   unavailable             503  yes
     ├── UpstreamError                 upstream_error          502  (per provider)
     │   ├── UpstreamConnectError      upstream_connect        502  yes
@@ -144,6 +145,15 @@ class RateLimited(RequestError):
     code = "rate_limited"
     status = 429
     default_retryable = True
+
+
+class BudgetExceeded(RateLimited):
+    """An app key's spending budget (``auth.keys[].budget``) is used up for the current period.
+
+    ``Retry-After`` is the number of seconds until the period ends (contract section 13).
+    """
+
+    code = "budget_exceeded"
 
 
 class Unavailable(GatewayError):

@@ -93,6 +93,9 @@ class Adapter(ABC):
     """False for built-in sources that take no ``upstream`` block."""
     option_table: ClassVar[OptionTable] = {}
     """The documented options, ``key -> (default, check)``, read by :meth:`parse_options`."""
+    price_provider: ClassVar[str | None] = None
+    """The provider id in the price database (``genai-prices``) whose prices this adapter's
+    models are billed at; ``None``: no known price (only ``pricing:`` overrides apply)."""
 
     def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
         self.upstream = upstream

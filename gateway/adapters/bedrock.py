@@ -84,6 +84,7 @@ class BedrockAdapter(Adapter):
     """
 
     name = "bedrock"
+    price_provider = "aws"
     framing = "aws-eventstream"
     default_base_url = "https://bedrock-runtime.{region}.amazonaws.com"
     """A template: the ``base_url`` property fills in the ``region`` option."""

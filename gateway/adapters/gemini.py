@@ -85,6 +85,7 @@ class GeminiAdapter(Adapter):
     (send the effort as thinkingLevel instead), ``include_thoughts``."""
 
     name = "gemini"
+    price_provider = "google"
     framing = "sse+raw"
     default_base_url = "https://generativelanguage.googleapis.com"
     option_table = _OPTIONS

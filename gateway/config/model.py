@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.config.accounting import Budget, PriceOverride
+
 OnClientAbort = Literal["cancel", "drain"]
 RequestMode = Literal["common", "native"]
 
@@ -124,6 +126,7 @@ class AppKey:
     key: str = field(repr=False)
     routes: tuple[str, ...] | None = None
     limits: RouteLimits = field(default_factory=RouteLimits)
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,8 @@ class GatewayConfig:
     routes: tuple[RouteConfig, ...]
     auth: AuthConfig | None = None
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pricing: tuple[PriceOverride, ...] = ()
+    """``pricing:`` overrides (``config/accounting.py``); they win over the price database."""
 
     def route(self, name: str) -> RouteConfig | None:
         for r in self.routes:

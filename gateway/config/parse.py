@@ -30,6 +30,7 @@ import yaml
 from gateway.adapters import ADAPTERS
 from gateway.adapters.base import Adapter
 from gateway.config import fields as f
+from gateway.config.accounting import parse_budget, parse_pricing
 from gateway.config.envsubst import interpolate, join_path
 from gateway.config.model import (
     AppKey,
@@ -46,8 +47,8 @@ from gateway.errors import ConfigError
 
 __all__ = ["load_config", "load_config_file", "parse_config", "routes_summary"]
 
-TOP_KEYS = ("server", "routes", "auth", "limits")
-APP_KEY_KEYS = ("name", "key", "routes", "limits")
+TOP_KEYS = ("server", "routes", "auth", "limits", "pricing")
+APP_KEY_KEYS = ("name", "key", "routes", "limits", "budget")
 SERVER_SPEC: dict[str, f.Conv] = {
     "host": f.string(),
     "port": f.integer(lo=0, hi=65535),
@@ -96,9 +97,10 @@ def parse_config(
     routes, names = _routes(r, top, adapters, encoders)
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
+    pricing = parse_pricing(r, top.get("pricing"))
     if r.errors:
         raise ConfigError(r.errors)
-    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits)
+    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits, pricing=pricing)
 
 
 def load_config(
@@ -231,9 +233,10 @@ def _app_key(r: f.Reader, raw: Any, path: str, route_names: list[str]) -> AppKey
         if routes == ():
             r.error(f"{path}.routes", "empty allow-list (omit 'routes' to allow every route)")
     limits = r.build(RouteLimits, m.get("limits"), f"{path}.limits", ROUTE_LIMITS)
+    budget = parse_budget(r, m.get("budget"), f"{path}.budget")
     if name is None or secret is None or routes is f.BAD:
         return None
-    return AppKey(name=name, key=secret, routes=routes, limits=limits)
+    return AppKey(name=name, key=secret, routes=routes, limits=limits, budget=budget)
 
 
 def _secret(r: f.Reader, v: Any, path: str) -> str | None:

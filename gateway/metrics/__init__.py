@@ -9,6 +9,7 @@ This package is the only place that touches a Prometheus object (a test checks i
   few named calls and flushed in batches.
 """
 
+from gateway.metrics.accounting import NO_APP, AccountingMetrics
 from gateway.metrics.families import (
     ABORT_PHASES,
     ATTEMPT_RESULTS,
@@ -36,12 +37,14 @@ __all__ = [
     "DURATION_BUCKETS",
     "GAP_BUCKETS",
     "MAX_GAP_BUCKETS",
+    "NO_APP",
     "OUTCOMES",
     "OVERHEAD_BUCKETS",
     "REJECTION_CODES",
     "STATUS_CLASSES",
     "TOKEN_KINDS",
     "TTFT_BUCKETS",
+    "AccountingMetrics",
     "BatchedHistogram",
     "Metrics",
     "RouteMetrics",

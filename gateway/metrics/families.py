@@ -45,6 +45,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.events import EVENT_TYPES
+from gateway.metrics.accounting import AccountingMetrics
 from gateway.metrics.multiprocess import multiprocess_dir
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -266,6 +267,7 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
+        self.accounting = AccountingMetrics(r)
 
     def precreate(
         self,
@@ -274,7 +276,8 @@ class Metrics:
         apps: Iterable[str] = (),
     ) -> None:
         """Create every bounded label set at 0 so series exist before traffic."""
-        apps = tuple(apps)
+        apps, routes = tuple(apps), tuple(routes)
+        self.accounting.precreate(routes, apps)
         for route in routes:
             RouteMetrics(self, route, apps)  # binds (and so creates) the per-route children
             self.slow_clients.labels(route)
