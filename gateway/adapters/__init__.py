@@ -28,4 +28,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     MappedAdapter.name: MappedAdapter,
 }
 
-__all__ = ["ADAPTERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]
+GENAI_PROVIDERS: dict[str, str] = {name: cls.genai_provider for name, cls in ADAPTERS.items()}
+"""Registry name -> ``gen_ai.provider.name`` for trace spans (``_OTHER`` when unlisted)."""
+
+__all__ = ["ADAPTERS", "GENAI_PROVIDERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]

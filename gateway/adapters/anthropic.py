@@ -62,6 +62,7 @@ class AnthropicAdapter(Adapter):
     request gives none; Anthropic requires one), ``thinking_budgets`` (effort -> budget_tokens)."""
 
     name = "anthropic"
+    genai_provider = "anthropic"
     framing = "sse"
     default_base_url = "https://api.anthropic.com"
     option_table = _OPTIONS

@@ -55,6 +55,7 @@ class CohereAdapter(Adapter):
     """Cohere v2 chat. Options: ``thinking_budgets`` (effort -> thinking.token_budget)."""
 
     name = "cohere"
+    genai_provider = "cohere"
     framing = "sse"
     default_base_url = "https://api.cohere.com"
     option_table = _OPTIONS

@@ -83,6 +83,7 @@ class GeminiAdapter(Adapter):
     (send the effort as thinkingLevel instead), ``include_thoughts``."""
 
     name = "gemini"
+    genai_provider = "gcp.gemini"
     framing = "sse+raw"
     default_base_url = "https://generativelanguage.googleapis.com"
     option_table = _OPTIONS

@@ -109,6 +109,7 @@ class OpenAIChatAdapter(Adapter):
     """The ``openai-chat`` provider. See the module docstring for the full mapping."""
 
     name: ClassVar[str] = "openai-chat"
+    genai_provider = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     option_table = _OPTIONS
 

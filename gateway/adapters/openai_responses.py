@@ -111,6 +111,7 @@ class OpenAIResponsesAdapter(Adapter):
     """The ``openai-responses`` provider. See the module docstring for the full mapping."""
 
     name: ClassVar[str] = "openai-responses"
+    genai_provider = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     option_table = _OPTIONS
 

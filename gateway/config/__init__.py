@@ -11,6 +11,7 @@ from gateway.config.model import (
     ServerConfig,
     TextMarkers,
     Timeouts,
+    TracingConfig,
     UpstreamConfig,
     UpstreamTarget,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ServerConfig",
     "TextMarkers",
     "Timeouts",
+    "TracingConfig",
     "UpstreamConfig",
     "UpstreamTarget",
     "load_config",

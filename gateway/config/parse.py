@@ -39,6 +39,7 @@ from gateway.config.model import (
     ServerConfig,
 )
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
+from gateway.config.tracing import parse_tracing
 from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["load_config", "load_config_file", "parse_config", "routes_summary"]
 
-TOP_KEYS = ("server", "routes", "auth", "limits")
+TOP_KEYS = ("server", "routes", "auth", "limits", "tracing")
 APP_KEY_KEYS = ("name", "key", "routes", "limits")
 SERVER_SPEC: dict[str, f.Conv] = {
     "host": f.string(),
@@ -96,9 +97,10 @@ def parse_config(
     routes, names = _routes(r, top, adapters, encoders)
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
+    tracing = parse_tracing(r, top.get("tracing"))
     if r.errors:
         raise ConfigError(r.errors)
-    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits)
+    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits, tracing=tracing)
 
 
 def load_config(
