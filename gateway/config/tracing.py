@@ -58,7 +58,7 @@ def otel_available() -> bool:
     """Whether the ``[otel]`` extra is importable (checked without importing it)."""
     try:
         return all(importlib.util.find_spec(name) is not None for name in OTEL_EXTRA_MODULES)
-    except ModuleNotFoundError:  # a parent package is missing
+    except ImportError:  # a parent package is missing (or cannot be imported)
         return False
 
 
