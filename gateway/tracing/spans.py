@@ -65,6 +65,8 @@ class Tracing:
     ) -> None:
         self.config = config
         self.capture_content = config.capture_content
+        self._roots = config.sample_ratio > 0.0
+        """False: only streams with a sampled client traceparent are traced."""
         """True: the stream should keep its output text for :meth:`StreamSpan.finish`."""
         self.processor = DropCountingProcessor(
             exporter, drops, max_queue_size=max_queue_size, schedule_delay=schedule_delay
@@ -106,9 +108,11 @@ class Tracing:
         ``tracestate`` are read. ``provider``: the adapter registry name. ``started``: the
         stream's ``time.monotonic()`` start (default: now).
         """
+        traceparent = headers.get("traceparent")
+        if not traceparent and not self._roots:
+            return None  # ratio 0 and nothing to continue: skip the SDK's sampler entirely
         wall, mono = time.time_ns(), time.monotonic()
         parent = None
-        traceparent = headers.get("traceparent")
         if traceparent:
             carrier = {"traceparent": traceparent, "tracestate": headers.get("tracestate") or ""}
             parent = _PROPAGATOR.extract(carrier)
