@@ -146,6 +146,17 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """Contract section 14; parsed by ``tracing.py``. ``otlp_endpoint`` None: tracing off."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "llm-gateway"
+    sample_ratio: float = 1.0
+    capture_content: bool = False
+    """Record prompts and output text on spans (off by default: they are user data)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig
     routes: tuple[RouteConfig, ...]
@@ -153,6 +164,8 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pricing: tuple[PriceOverride, ...] = ()
     """``pricing:`` overrides (``config/accounting.py``); they win over the price database."""
+
+    tracing: TracingConfig | None = None
 
     def route(self, name: str) -> RouteConfig | None:
         for r in self.routes:

@@ -42,12 +42,13 @@ from gateway.config.model import (
     ServerConfig,
 )
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
+from gateway.config.tracing import parse_tracing
 from gateway.encoders import ENCODERS
 from gateway.errors import ConfigError
 
 __all__ = ["load_config", "load_config_file", "parse_config", "routes_summary"]
 
-TOP_KEYS = ("server", "routes", "auth", "limits", "pricing")
+TOP_KEYS = ("server", "routes", "auth", "limits", "pricing", "tracing")
 APP_KEY_KEYS = ("name", "key", "routes", "limits", "budget")
 SERVER_SPEC: dict[str, f.Conv] = {
     "host": f.string(),
@@ -98,9 +99,12 @@ def parse_config(
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
     pricing = parse_pricing(r, top.get("pricing"))
+    tracing = parse_tracing(r, top.get("tracing"))
     if r.errors:
         raise ConfigError(r.errors)
-    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits, pricing=pricing)
+    return GatewayConfig(
+        server=server, routes=routes, auth=auth, limits=limits, pricing=pricing, tracing=tracing
+    )
 
 
 def load_config(

@@ -29,6 +29,7 @@ from gateway.metrics.families import (
 )
 from gateway.metrics.multiprocess import mark_process_dead, multiprocess_dir
 from gateway.metrics.record import BatchedHistogram, StreamRecord, StreamRecorder, outcome_for
+from gateway.metrics.tracing import TRACE_DROP_REASONS, TraceMetrics
 
 __all__ = [
     "ABORT_PHASES",
@@ -43,6 +44,7 @@ __all__ = [
     "REJECTION_CODES",
     "STATUS_CLASSES",
     "TOKEN_KINDS",
+    "TRACE_DROP_REASONS",
     "TTFT_BUCKETS",
     "AccountingMetrics",
     "BatchedHistogram",
@@ -50,6 +52,7 @@ __all__ = [
     "RouteMetrics",
     "StreamRecord",
     "StreamRecorder",
+    "TraceMetrics",
     "mark_process_dead",
     "multiprocess_dir",
     "outcome_for",
