@@ -12,8 +12,10 @@ Every failure the gateway reports, to a client or in a log, is one of these. For
     │   ├── InvalidJSON               invalid_json            400
     │   ├── InvalidRequest            invalid_request         400
     │   ├── Unauthorized              unauthorized            401
+    │   ├── Forbidden                 forbidden               403
     │   ├── NotFound                  not_found               404
     │   ├── MethodNotAllowed          method_not_allowed      405
+    │   ├── Gone                      gone                    410
     │   ├── BodyTooLarge              body_too_large          413
     │   ├── UnsupportedMediaType      unsupported_media_type  415
     │   └── RateLimited               rate_limited            429  yes
@@ -114,6 +116,20 @@ class Unauthorized(RequestError):
 class NotFound(RequestError):
     code = "not_found"
     status = 404
+
+
+class Forbidden(RequestError):
+    """A valid key asked for something it may not touch (another app's resumable stream)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Gone(RequestError):
+    """What was asked for existed but was dropped (a resumable stream's range past max_events)."""
+
+    code = "gone"
+    status = 410
 
 
 class MethodNotAllowed(RequestError):
