@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from gateway.config.accounting import Budget, PriceOverride
 
-OnClientAbort = Literal["cancel", "drain"]
+OnClientAbort = Literal["cancel", "drain", "detach"]
 RequestMode = Literal["common", "native"]
 
 
@@ -94,6 +94,18 @@ class RouteLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeConfig:
+    """A route's ``resume`` block (contract section 12; parsed in ``config/resume.py``)."""
+
+    enabled: bool = False
+    window: float = 600.0
+    """Seconds a stream's events stay replayable after its end."""
+    max_events: int = 20000
+    """Events kept per stream; older ones are dropped (a resume asking for them gets 410)."""
+    store: Literal["memory", "redis"] = "memory"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     path: str
@@ -109,6 +121,7 @@ class RouteConfig:
     allow_model_override: bool = False
     request: RequestMode = "common"
     limits: RouteLimits = field(default_factory=RouteLimits)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
     @property
     def provider(self) -> str:
@@ -143,6 +156,10 @@ class LimitsConfig:
     max_draining_streams: int = 1000
     token_estimate: int = 1000
     """Tokens reserved per request when the request gives no ``max_tokens``."""
+    max_resume_buffer_bytes: int = 256 * 1024 * 1024
+    """Per process: bytes of resumable-stream frames held in memory (beyond: not resumable)."""
+    max_detached_streams: int = 1000
+    """Per process: streams kept running after their client left (``on_client_abort: detach``)."""
 
 
 @dataclass(frozen=True, slots=True)

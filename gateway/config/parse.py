@@ -41,6 +41,7 @@ from gateway.config.model import (
     RouteLimits,
     ServerConfig,
 )
+from gateway.config.resume import check_resume_stores
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
 from gateway.config.tracing import parse_tracing
 from gateway.encoders import ENCODERS
@@ -69,6 +70,8 @@ LIMITS_SPEC: dict[str, f.Conv] = {
     "max_concurrent_streams": f.integer(),
     "max_draining_streams": f.integer(lo=0),
     "token_estimate": f.integer(),
+    "max_resume_buffer_bytes": f.size(),
+    "max_detached_streams": f.integer(lo=0),
 }
 
 
@@ -96,6 +99,7 @@ def parse_config(
     top = r.mapping(doc, "", TOP_KEYS) or {}
     server = r.build(ServerConfig, top.get("server"), "server", SERVER_SPEC)
     routes, names = _routes(r, top, adapters, encoders)
+    check_resume_stores(r, top.get("routes"), routes, top.get("limits"))
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
     pricing = parse_pricing(r, top.get("pricing"))

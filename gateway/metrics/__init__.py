@@ -29,6 +29,7 @@ from gateway.metrics.families import (
 )
 from gateway.metrics.multiprocess import mark_process_dead, multiprocess_dir
 from gateway.metrics.record import BatchedHistogram, StreamRecord, StreamRecorder, outcome_for
+from gateway.metrics.resume import ResumeMetrics
 from gateway.metrics.tracing import TRACE_DROP_REASONS, TraceMetrics
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "GAP_BUCKETS",
     "MAX_GAP_BUCKETS",
     "NO_APP",
+    "ResumeMetrics",
     "OUTCOMES",
     "OVERHEAD_BUCKETS",
     "REJECTION_CODES",
