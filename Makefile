@@ -2,18 +2,27 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK   := requirements.lock
+EXTRAS := test dev fast redis prices otel
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 CONFIG ?= config.yaml
 LINTED := gateway tests $(wildcard bench)
 
-.PHONY: run test check bench fmt clean
+.PHONY: run test check bench fmt clean lock
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in the lock (with their hashes), then the project itself.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev,fast,redis]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+## lock: re-resolve requirements.lock from pyproject.toml (newest allowed versions, with hashes)
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml $(addprefix --extra ,$(EXTRAS)) --generate-hashes \
+		--python-version 3.11 --custom-compile-command "make lock" -o $(LOCK)
 
 ## run: start the gateway on config.yaml (the demo route needs no API key and no network)
 run: $(STAMP)
