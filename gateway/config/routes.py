@@ -22,6 +22,7 @@ from gateway.config.model import (
     UpstreamConfig,
     UpstreamTarget,
 )
+from gateway.config.pool import POOL_ROUTE_KEYS, has_pool, parse_pool
 
 if TYPE_CHECKING:
     from gateway.adapters.base import Adapter
@@ -72,6 +73,7 @@ ROUTE_KEYS = (
     "text_markers",
     "cors",
     "limits",
+    *POOL_ROUTE_KEYS,
 )
 
 
@@ -158,7 +160,11 @@ def parse_route(
     name = check_name(r, m.get("name"), join_path(path, "name"))
     route_path = _route_path(r, m, path, name)
     fmt = _format(r, m.get("format", "tokens"), join_path(path, "format"), encoders)
-    primary = parse_target(r, m, path, adapters)
+    if has_pool(m):
+        pool = parse_pool(r, m, path, adapters, parse_target)
+        primary = pool.deployments[0].target if pool else None
+    else:
+        pool, primary = None, parse_target(r, m, path, adapters)
     fallbacks = _fallbacks(r, m.get("fallbacks"), join_path(path, "fallbacks"), adapters)
     simple = r.fields(m, path, _ROUTE_SIMPLE)
     markers = r.build(TextMarkers, m.get("text_markers"), join_path(path, "text_markers"), _MARKERS)
@@ -178,6 +184,7 @@ def parse_route(
         text_markers=markers,
         cors=cors,
         limits=limits,
+        pool=pool,
         **simple,
     )
 
