@@ -1,0 +1,124 @@
+"""Balance strategies: each orders a pool's eligible deployments, best first. Pure.
+
+A strategy sees the deployments that may be tried now (not yet tried for this client stream,
+not resting) with their :class:`~gateway.pool.state.View`, returns them in order of preference,
+and is told which one was taken (the first may have filled up meanwhile). State kept here
+(rotation cursors) is per process; with Redis the counts and EWMA it reads are shared.
+
+* ``round_robin``: each deployment in turn.
+* ``weighted``: smooth weighted round robin (the nginx algorithm): over any run of choices each
+  deployment's share is its weight's share, evenly interleaved, without randomness.
+* ``least_busy``: fewest open streams; ties go to the higher weight, then in turn.
+* ``latency``: lowest time-to-first-token EWMA; deployments never measured first (so each is
+  seen); with probability :data:`EXPLORE` another deployment is put first so a slow one that
+  recovered is measured again and can win back its traffic.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import ClassVar
+
+from gateway.config.pool import Deployment
+from gateway.pool.state import View
+
+EXPLORE = 0.05
+"""Share of ``latency`` choices sent to a deployment other than the fastest."""
+
+Choice = tuple[Deployment, View]
+
+
+class Strategy:
+    """Orders candidates; :meth:`taken` tells it which one got the request."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+        self.turn = 0
+
+    def order(self, choices: Sequence[Choice]) -> list[Choice]:
+        raise NotImplementedError
+
+    def taken(self, deployment: Deployment | None) -> None:
+        """The request went to ``deployment`` (``None``: to none of the last order's choices)."""
+        if deployment is not None:
+            self.turn += 1
+
+    def carry_from(self, old: Strategy) -> None:
+        """Keep the rotation of the strategy this one replaces (config reload)."""
+        self.turn = old.turn
+
+    def _rotated(self, choices: Sequence[Choice]) -> list[Choice]:
+        if not choices:
+            return []
+        k = self.turn % len(choices)
+        return [*choices[k:], *choices[:k]]
+
+
+class RoundRobin(Strategy):
+    name = "round_robin"
+
+    def order(self, choices: Sequence[Choice]) -> list[Choice]:
+        return self._rotated(choices)
+
+
+class Weighted(Strategy):
+    name = "weighted"
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        super().__init__(rng)
+        self.current: dict[str, float] = {}
+        self._last: Sequence[Choice] = ()
+
+    def order(self, choices: Sequence[Choice]) -> list[Choice]:
+        current = self.current
+        for d, _ in choices:
+            current[d.name] = current.get(d.name, 0.0) + d.weight
+        self._last = choices
+        return sorted(choices, key=lambda c: -current[c[0].name])
+
+    def taken(self, deployment: Deployment | None) -> None:
+        super().taken(deployment)
+        last, self._last = self._last, ()
+        if any(d is deployment for d, _ in last):
+            assert deployment is not None
+            self.current[deployment.name] -= sum(d.weight for d, _ in last)
+        else:  # a probe, or nothing: undo this round so the shares stay exact
+            for d, _ in last:
+                self.current[d.name] -= d.weight
+
+    def carry_from(self, old: Strategy) -> None:
+        super().carry_from(old)
+        if isinstance(old, Weighted):
+            self.current = dict(old.current)
+
+
+class LeastBusy(Strategy):
+    name = "least_busy"
+
+    def order(self, choices: Sequence[Choice]) -> list[Choice]:
+        rotated = self._rotated(choices)
+        return sorted(rotated, key=lambda c: (c[1].active, -c[0].weight))
+
+
+class Latency(Strategy):
+    name = "latency"
+
+    def order(self, choices: Sequence[Choice]) -> list[Choice]:
+        rotated = self._rotated(choices)
+        ranked = sorted(
+            rotated,
+            key=lambda c: (c[1].ewma is not None, c[1].ewma or 0.0, -c[0].weight),
+        )
+        if len(ranked) > 1 and self.rng.random() < EXPLORE:
+            pick = ranked.pop(self.rng.randrange(1, len(ranked)))
+            ranked.insert(0, pick)
+        return ranked
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s for s in (RoundRobin, Weighted, LeastBusy, Latency)
+}
+"""``balance.strategy`` -> class (keys: ``gateway.config.pool.STRATEGIES``; a test checks)."""
