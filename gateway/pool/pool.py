@@ -30,7 +30,6 @@ Store failures (Redis): ``on_backend_error="open"`` balances on this process's m
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -174,7 +173,6 @@ class Pool:
         on_backend_error: Literal["open", "closed"] = "open",
         on_error: Callable[[Exception], None] | None = None,
         clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
     ) -> None:
         self.route = route
         self.config = config
@@ -184,7 +182,7 @@ class Pool:
         self.on_backend_error = on_backend_error
         self.on_error = on_error
         self.clock = clock
-        self.strategy: Strategy = STRATEGIES[config.strategy](rng)
+        self.strategy: Strategy = STRATEGIES[config.strategy]()
         self.deployments = config.deployments
         self.names = config.names
         self._by_name = {d.name: d for d in config.deployments}
@@ -281,7 +279,8 @@ class Pool:
                 resting.append((dep, view))
         if healthy:
             first.extend(Candidate(d.name, caps[d.name]) for d, _ in self.strategy.order(healthy))
-        elif not first:
+        elif not first and not any(v.probing and v.rest_until > now for v in views):
+            # everything rests and no early probe is out yet: probe the first to come back
             early = [dv for dv in resting if dv[1].rest_reason != "status_429"]
             if early:
                 dep, _ = min(early, key=lambda dv: dv[1].rest_until)

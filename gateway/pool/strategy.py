@@ -10,21 +10,21 @@ and is told which one was taken (the first may have filled up meanwhile). State 
   deployment's share is its weight's share, evenly interleaved, without randomness.
 * ``least_busy``: fewest open streams; ties go to the higher weight, then in turn.
 * ``latency``: lowest time-to-first-token EWMA; deployments never measured first (so each is
-  seen); with probability :data:`EXPLORE` another deployment is put first so a slow one that
-  recovered is measured again and can win back its traffic.
+  seen); every :data:`EXPLORE_EVERY`-th choice goes to the deployment taken least recently, so a
+  slow one that recovered is measured again and wins its traffic back (deterministic, so the
+  share of exploration is exact: 5%).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import ClassVar
 
 from gateway.config.pool import Deployment
 from gateway.pool.state import View
 
-EXPLORE = 0.05
-"""Share of ``latency`` choices sent to a deployment other than the fastest."""
+EXPLORE_EVERY = 20
+"""Every 20th ``latency`` choice (5%) goes to the deployment taken least recently instead."""
 
 Choice = tuple[Deployment, View]
 
@@ -34,8 +34,7 @@ class Strategy:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self.rng = rng or random.Random()
+    def __init__(self) -> None:
         self.turn = 0
 
     def order(self, choices: Sequence[Choice]) -> list[Choice]:
@@ -67,8 +66,8 @@ class RoundRobin(Strategy):
 class Weighted(Strategy):
     name = "weighted"
 
-    def __init__(self, rng: random.Random | None = None) -> None:
-        super().__init__(rng)
+    def __init__(self) -> None:
+        super().__init__()
         self.current: dict[str, float] = {}
         self._last: Sequence[Choice] = ()
 
@@ -106,16 +105,30 @@ class LeastBusy(Strategy):
 class Latency(Strategy):
     name = "latency"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_taken: dict[str, int] = {}
+
     def order(self, choices: Sequence[Choice]) -> list[Choice]:
-        rotated = self._rotated(choices)
         ranked = sorted(
-            rotated,
+            self._rotated(choices),
             key=lambda c: (c[1].ewma is not None, c[1].ewma or 0.0, -c[0].weight),
         )
-        if len(ranked) > 1 and self.rng.random() < EXPLORE:
-            pick = ranked.pop(self.rng.randrange(1, len(ranked)))
-            ranked.insert(0, pick)
+        if len(ranked) > 1 and self.turn % EXPLORE_EVERY == EXPLORE_EVERY - 1:
+            last = self.last_taken
+            stalest = min(range(1, len(ranked)), key=lambda i: last.get(ranked[i][0].name, -1))
+            ranked.insert(0, ranked.pop(stalest))
         return ranked
+
+    def taken(self, deployment: Deployment | None) -> None:
+        if deployment is not None:
+            self.last_taken[deployment.name] = self.turn
+        super().taken(deployment)
+
+    def carry_from(self, old: Strategy) -> None:
+        super().carry_from(old)
+        if isinstance(old, Latency):
+            self.last_taken = dict(old.last_taken)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
