@@ -516,9 +516,11 @@ class PoolRouteMetrics:
 
     def __init__(self, metrics: PoolMetrics, route: str, deployments: tuple[str, ...]) -> None:
         self._requests = {
-            (d, o): metrics.requests.labels(route, d, o) for d in deployments for o in POOL_OUTCOMES
+            (d, o): metrics.requests.labels(route, d, o).inc
+            for d in deployments
+            for o in POOL_OUTCOMES
         }
-        self._active = {d: metrics.active.labels(route, d) for d in deployments}
+        self._active = {d: metrics.active.labels(route, d).inc for d in deployments}
         self._resting = {d: metrics.resting.labels(route, d) for d in deployments}
         self._rests = {
             (d, why): metrics.rests.labels(route, d, why)
@@ -530,10 +532,10 @@ class PoolRouteMetrics:
             self._resting[d].set(0)
 
     def request(self, deployment: str, outcome: str) -> None:
-        self._requests[deployment, outcome].inc()
+        self._requests[deployment, outcome]()
 
     def active(self, deployment: str, delta: int) -> None:
-        self._active[deployment].inc(delta)
+        self._active[deployment](delta)
 
     def resting(self, deployment: str, resting: bool) -> None:
         self._resting[deployment].set(1 if resting else 0)

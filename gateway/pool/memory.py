@@ -15,11 +15,10 @@ from gateway.pool.state import EWMA_ALPHA, Candidate, PoolState, Taken, View
 
 
 class _Entry:
-    __slots__ = ("failures", "leases", "probe", "view")
+    __slots__ = ("failures", "probe", "view")
 
     def __init__(self) -> None:
         self.view = View()
-        self.leases: set[str] = set()
         self.failures: deque[float] = deque()
         self.probe: str | None = None
 
@@ -30,6 +29,9 @@ class MemoryPoolState(PoolState):
     def __init__(self) -> None:
         super().__init__()
         self._entries: dict[str, _Entry] = {}
+        self.resting = 0
+        """How many deployments have a rest set (resting or awaiting the probe): 0 = all healthy,
+        which lets the pool skip the per-deployment checks."""
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -39,15 +41,20 @@ class MemoryPoolState(PoolState):
 
     def views(self, names: Sequence[str]) -> list[View]:
         """The live views (no copy): the fast path of :meth:`snapshot`."""
-        return [self._entry(n).view for n in names]
+        entries = self._entries
+        try:
+            return [entries[n].view for n in names]
+        except KeyError:
+            return [self._entry(n).view for n in names]
 
     async def snapshot(self, names: Sequence[str], now: float) -> list[View]:
         return self.views(names)
 
     def take_now(self, candidates: Sequence[Candidate], lease: str, now: float) -> Taken | None:
         """:meth:`take` without the coroutine (the Pool's fast path for this backend)."""
+        entries = self._entries
         for c in candidates:
-            entry = self._entry(c.name)
+            entry = entries.get(c.name) or self._entry(c.name)
             view = entry.view
             if c.cap and view.active >= c.cap:
                 continue
@@ -58,8 +65,7 @@ class MemoryPoolState(PoolState):
                 probe = True
                 view.probing = True
                 entry.probe = lease
-            entry.leases.add(lease)
-            view.active = len(entry.leases)
+            view.active += 1
             return Taken(c.name, probe)
         return None
 
@@ -76,6 +82,7 @@ class MemoryPoolState(PoolState):
             view.rest_until = 0.0
             view.rest_reason = ""
             entry.failures.clear()
+            self.resting -= 1
 
     def failed(
         self,
@@ -107,6 +114,8 @@ class MemoryPoolState(PoolState):
         entry.failures.clear()
         until = now + rest
         started = view.rest_until <= now  # healthy, or over and awaiting its probe
+        if not view.rest_until:
+            self.resting += 1
         if until > view.rest_until:
             view.rest_until = until
             view.rest_reason = reason
@@ -114,14 +123,17 @@ class MemoryPoolState(PoolState):
             self.rested(name, reason)
 
     def release(self, name: str, lease: str) -> None:
-        entry = self._entry(name)
-        entry.leases.discard(lease)
-        entry.view.active = len(entry.leases)
+        """Free one slot (the :class:`~gateway.pool.pool.Lease` makes release idempotent)."""
+        entry = self._entries.get(name) or self._entry(name)
+        if entry.view.active > 0:
+            entry.view.active -= 1
         if entry.probe == lease:
             entry.probe = None
             entry.view.probing = False
 
     def forget(self, keep: Sequence[str]) -> None:
         """Drop deployments not in ``keep`` that have no open lease (after a reload)."""
-        for name in [n for n, e in self._entries.items() if n not in keep and not e.leases]:
-            del self._entries[name]
+        gone = [n for n, e in self._entries.items() if n not in keep and not e.view.active]
+        for name in gone:
+            if self._entries.pop(name).view.rest_until:
+                self.resting -= 1

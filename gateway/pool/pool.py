@@ -187,7 +187,12 @@ class Pool:
         self.names = config.names
         self._by_name = {d.name: d for d in config.deployments}
         self._caps = {d.name: d.max_concurrent or 0 for d in config.deployments}
+        self._offer = {d.name: Candidate(d.name, d.max_concurrent or 0) for d in config.deployments}
         self._resting: dict[str, bool] = {}
+        self._marked = 0
+        """How many deployments the resting gauge shows as resting (0: the calm path is exact)."""
+        self._pairs: list[tuple[Deployment, View]] = []
+        self._pairs_of: PoolState | None = None
         self._wire()
 
     def _wire(self) -> None:
@@ -219,24 +224,30 @@ class Pool:
     async def acquire(self, tried: Collection[str] = ()) -> Lease | None:
         """The next deployment for a client stream that already tried ``tried``, or ``None``
         (then :meth:`choose` tells why). Never raises for store failures."""
-        choice = await self.choose(tried)
+        state = self.state
+        if not tried and isinstance(state, MemoryPoolState) and not (state.resting or self._marked):
+            choice = self._calm(state, self.clock())  # no coroutine on the common path
+        else:
+            choice = await self.choose(tried)
         return choice if isinstance(choice, Lease) else None
 
     async def choose(self, tried: Collection[str] = ()) -> Lease | Refusal:
         """Like :meth:`acquire`, with a :class:`Refusal` instead of ``None``."""
         now = self.clock()
         state = self.state
-        try:
-            if isinstance(state, MemoryPoolState):
-                views = state.views(self.names)
-            else:
+        if isinstance(state, MemoryPoolState):
+            if not (tried or state.resting or self._marked):
+                return self._calm(state, now)  # the common case: nothing to check
+            views = state.views(self.names)
+        else:
+            try:
                 views = await state.snapshot(self.names, now)
-        except BackendError as exc:
-            self._report(exc)
-            if self.on_backend_error == "closed":
-                return Refusal("backend")
-            state = self.fallback
-            views = self.fallback.views(self.names)
+            except BackendError as exc:
+                self._report(exc)
+                if self.on_backend_error == "closed":
+                    return Refusal("backend")
+                state = self.fallback
+                views = self.fallback.views(self.names)
         self._note_resting(views, now)
         candidates = self._candidates(views, tried, now)
         taken: Taken | None = None
@@ -253,38 +264,63 @@ class Pool:
                     return Refusal("backend")
                 state = self.fallback
                 taken = self.fallback.take_now(candidates, lease, now)
-        self.strategy.taken(None if taken is None else self._by_name[taken.name])
+        return self._lease(state, lease, taken, views, tried, now)
+
+    def _calm(self, state: MemoryPoolState, now: float) -> Lease | Refusal:
+        """Memory store, nothing resting, nothing tried: the strategy's order is the offer."""
+        if self._pairs_of is not state:  # views are live objects of this store: bind them once
+            self._pairs = list(zip(self.deployments, state.views(self.names), strict=True))
+            self._pairs_of = state
+        offer = self._offer
+        candidates = [offer[d.name] for d, _ in self.strategy.order(self._pairs)]
+        lease = state.new_lease_id()
+        taken = state.take_now(candidates, lease, now)
+        return self._lease(state, lease, taken, None, (), now)
+
+    def _lease(
+        self,
+        state: PoolState,
+        lease: str,
+        taken: Taken | None,
+        views: Sequence[View] | None,
+        tried: Collection[str],
+        now: float,
+    ) -> Lease | Refusal:
         if taken is None:
+            self.strategy.taken(None)
+            if views is None:
+                views = [v for _, v in self._pairs]
             return self._refusal(views, tried, now)
         dep = self._by_name[taken.name]
+        self.strategy.taken(None if taken.probe else dep)  # only non-probes come from its order
         self.recorder.active(dep.name, 1)
         return Lease(self, state, dep, lease, taken.probe)
 
     def _candidates(
         self, views: Sequence[View], tried: Collection[str], now: float
     ) -> list[Candidate]:
-        caps = self._caps
+        offer = self._offer
         first: list[Candidate] = []
         healthy: list[tuple[Deployment, View]] = []
         resting: list[tuple[Deployment, View]] = []
         for dep, view in zip(self.deployments, views, strict=True):
-            if dep.name in tried:
+            if tried and dep.name in tried:
                 continue
             if not view.rest_until:
                 healthy.append((dep, view))
             elif view.rest_until <= now:
                 if not view.probing:
-                    first.append(Candidate(dep.name, caps[dep.name]))
+                    first.append(offer[dep.name])
             elif not view.probing:
                 resting.append((dep, view))
         if healthy:
-            first.extend(Candidate(d.name, caps[d.name]) for d, _ in self.strategy.order(healthy))
+            first.extend([offer[d.name] for d, _ in self.strategy.order(healthy)])
         elif not first and not any(v.probing and v.rest_until > now for v in views):
             # everything rests and no early probe is out yet: probe the first to come back
             early = [dv for dv in resting if dv[1].rest_reason != "status_429"]
             if early:
                 dep, _ = min(early, key=lambda dv: dv[1].rest_until)
-                first.append(Candidate(dep.name, caps[dep.name], early=True))
+                first.append(Candidate(dep.name, self._caps[dep.name], early=True))
         return first
 
     def _refusal(self, views: Sequence[View], tried: Collection[str], now: float) -> Refusal:
@@ -300,12 +336,13 @@ class Pool:
     def _note_resting(self, views: Sequence[View], now: float) -> None:
         known = self._resting
         for name, view in zip(self.names, views, strict=True):
-            resting = view.rest_until > now
+            resting = bool(view.rest_until) and view.rest_until > now
             if known.get(name) is not resting:
                 self._set_resting(name, resting)
 
     def _set_resting(self, name: str, resting: bool) -> None:
         self._resting[name] = resting
+        self._marked = sum(self._resting.values())
         self.recorder.resting(name, resting)
 
     def _report(self, exc: Exception) -> None:

@@ -21,6 +21,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.config.pool import Cooldown
 from gateway.limits.base import BackendError
@@ -63,8 +64,7 @@ class Candidate:
     early: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Taken:
+class Taken(NamedTuple):
     """The deployment :meth:`PoolState.take` claimed, and whether this lease is its probe."""
 
     name: str
@@ -128,7 +128,9 @@ class PoolState(ABC):
 
     @abstractmethod
     def release(self, name: str, lease: str) -> None:
-        """Free the lease's slot; a probe that ended without a verdict frees the probe claim."""
+        """Free the lease's slot; a probe that ended without a verdict frees the probe claim.
+
+        Called once per lease (:meth:`gateway.pool.pool.Lease.release` is the idempotent one)."""
 
     async def flush(self) -> None:
         """Wait for background writes (tests, shutdown)."""

@@ -41,7 +41,8 @@ class Strategy:
         raise NotImplementedError
 
     def taken(self, deployment: Deployment | None) -> None:
-        """The request went to ``deployment`` (``None``: to none of the last order's choices)."""
+        """The request went to ``deployment``, one of the last :meth:`order`'s choices
+        (``None``: to none of them, e.g. to a probe)."""
         if deployment is not None:
             self.turn += 1
 
@@ -70,28 +71,25 @@ class Weighted(Strategy):
         super().__init__()
         self.current: dict[str, float] = {}
         self._last: Sequence[Choice] = ()
+        self._total = 0.0
 
     def order(self, choices: Sequence[Choice]) -> list[Choice]:
         current = self.current
+        total = 0.0
         for d, _ in choices:
             current[d.name] = current.get(d.name, 0.0) + d.weight
-        self._last = choices
+            total += d.weight
+        self._last, self._total = choices, total
         return sorted(choices, key=lambda c: -current[c[0].name])
 
     def taken(self, deployment: Deployment | None) -> None:
         super().taken(deployment)
-        last, self._last = self._last, ()
-        if any(d is deployment for d, _ in last):
-            assert deployment is not None
-            self.current[deployment.name] -= sum(d.weight for d, _ in last)
+        if deployment is not None:  # one of the last order's choices (the pool's rule)
+            self.current[deployment.name] -= self._total
         else:  # a probe, or nothing: undo this round so the shares stay exact
-            for d, _ in last:
+            for d, _ in self._last:
                 self.current[d.name] -= d.weight
-
-    def carry_from(self, old: Strategy) -> None:
-        super().carry_from(old)
-        if isinstance(old, Weighted):
-            self.current = dict(old.current)
+        self._last = ()
 
 
 class LeastBusy(Strategy):

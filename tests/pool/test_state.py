@@ -52,7 +52,6 @@ async def test_take_counts_and_release_frees(state: PoolState) -> None:
     assert t1 == Taken("a", False) and t2 == Taken("a", False)
     assert (await view(state, "a")).active == 2
     state.release("a", l1)
-    state.release("a", l1)  # twice: no effect
     assert (await view(state, "a")).active == 1
     state.release("a", l2)
     assert (await view(state, "a")).active == 0
