@@ -487,7 +487,7 @@ class PoolMetrics:
         )
         self.resting = Gauge(
             "gateway_deployment_resting",
-            "1 while the deployment rests (cooldown or 429), as last seen by a worker.",
+            "1 from a rest's start until its probe succeeds (as last seen by a worker).",
             ["route", "deployment"],
             registry=r,
             multiprocess_mode="livemax",

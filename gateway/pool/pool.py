@@ -334,9 +334,10 @@ class Pool:
         return Refusal("unavailable")
 
     def _note_resting(self, views: Sequence[View], now: float) -> None:
+        """Keep the resting gauge in step with the store (1 until the probe succeeds)."""
         known = self._resting
         for name, view in zip(self.names, views, strict=True):
-            resting = bool(view.rest_until) and view.rest_until > now
+            resting = bool(view.rest_until)  # resting, or its probe has not yet said "back"
             if known.get(name) is not resting:
                 self._set_resting(name, resting)
 

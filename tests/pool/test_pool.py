@@ -307,6 +307,10 @@ async def test_metrics_per_deployment() -> None:
         )
         == 1
     )
-    clock.advance(31)
+    clock.advance(31)  # the rest is over, but "a" is out of rotation until its probe succeeds
+    probe = await pick(pool)
+    assert probe.probe and _value(registry, "gateway_deployment_resting", **ab) == 1
+    probe.succeeded(0.1)
+    probe.release()
     await pool.acquire(set())
     assert _value(registry, "gateway_deployment_resting", **ab) == 0
