@@ -123,9 +123,9 @@ def parse_pool(
     if "upstreams" not in m:
         r.error(join_path(path, "balance"), "only valid with 'upstreams' (a pool of deployments)")
         return None
-    if "upstream" in m:
+    both = "upstream" in m
+    if both:
         r.error(path, "use either 'upstream' (one) or 'upstreams' (a pool), not both")
-        return None
     balance = _balance(r, m.get("balance"), join_path(path, "balance"))
     base = _base_target(r, m, path, adapters, parse_target)
     items = r.sequence(m["upstreams"], up_path)
@@ -157,7 +157,7 @@ def parse_pool(
             continue
         seen[dep.name] = where
         deployments.append(dep)
-    if not ok or base is None or balance is None:
+    if both or not ok or base is None or balance is None:
         return None
     strategy, cooldown = balance
     return PoolConfig(tuple(deployments), strategy, cooldown)

@@ -187,3 +187,22 @@ def test_secrets_stay_out_of_the_repr() -> None:
     (r,) = parse(pool_route()).routes
     assert "k'" not in repr(r.pool).replace("'k'", "")  # no api_key value printed
     assert "api_key" not in repr(r.pool)
+
+
+def test_check_config_summary_names_the_deployments() -> None:
+    from gateway.config.parse import routes_summary
+
+    doc = pool_route(balance={"strategy": "latency"}, fallbacks=[{"provider": "local"}])
+    assert routes_summary(parse(doc)) == [
+        "r  POST /v1/stream/r  provider=bare  format=tokens  upstreams=east,west  balance=latency"
+        "  fallbacks=local"
+    ]
+
+
+def test_both_upstream_and_upstreams_still_reports_the_rest() -> None:
+    doc = pool_route(upstream={"base_url": "http://x"}, balance={"strategy": "fastest"})
+    assert errors_of(doc) == [
+        "routes[0]: use either 'upstream' (one) or 'upstreams' (a pool), not both",
+        "routes[0].balance.strategy: unknown strategy 'fastest' "
+        "(known: round_robin, weighted, least_busy, latency)",
+    ]
