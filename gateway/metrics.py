@@ -528,8 +528,6 @@ class PoolRouteMetrics:
             for why in REST_REASONS
         }
         self._ttft = {d: metrics.ttft.labels(route, d) for d in deployments}
-        for d in deployments:
-            self._resting[d].set(0)
 
     def request(self, deployment: str, outcome: str) -> None:
         self._requests[deployment, outcome]()

@@ -29,6 +29,15 @@ EXPLORE_EVERY = 20
 Choice = tuple[Deployment, View]
 
 
+def _by_load(c: Choice) -> tuple[int, float]:
+    return c[1].active, -c[0].weight
+
+
+def _by_latency(c: Choice) -> tuple[float, float]:
+    ewma = c[1].ewma
+    return (-1.0 if ewma is None else ewma), -c[0].weight  # never measured: first
+
+
 class Strategy:
     """Orders candidates; :meth:`taken` tells it which one got the request."""
 
@@ -96,8 +105,7 @@ class LeastBusy(Strategy):
     name = "least_busy"
 
     def order(self, choices: Sequence[Choice]) -> list[Choice]:
-        rotated = self._rotated(choices)
-        return sorted(rotated, key=lambda c: (c[1].active, -c[0].weight))
+        return sorted(self._rotated(choices), key=_by_load)
 
 
 class Latency(Strategy):
@@ -108,10 +116,7 @@ class Latency(Strategy):
         self.last_taken: dict[str, int] = {}
 
     def order(self, choices: Sequence[Choice]) -> list[Choice]:
-        ranked = sorted(
-            self._rotated(choices),
-            key=lambda c: (c[1].ewma is not None, c[1].ewma or 0.0, -c[0].weight),
-        )
+        ranked = sorted(choices, key=_by_latency)  # stable: exact ties stay in config order
         if len(ranked) > 1 and self.turn % EXPLORE_EVERY == EXPLORE_EVERY - 1:
             last = self.last_taken
             stalest = min(range(1, len(ranked)), key=lambda i: last.get(ranked[i][0].name, -1))
