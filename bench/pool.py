@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config.model import UpstreamConfig, UpstreamTarget
 from gateway.config.pool import STRATEGIES, Cooldown, Deployment, PoolConfig, Strategy
-from gateway.metrics import PoolMetrics
+from gateway.metrics import Metrics
 from gateway.pool import Pool
 
 
@@ -32,7 +32,7 @@ def _pool(strategy: Strategy) -> Pool:
         for name, w, cap in (("east", 3.0, 1000), ("west", 2.0, None), ("south", 1.0, None))
     )
     config = PoolConfig(deps, strategy, Cooldown())
-    recorder = PoolMetrics(CollectorRegistry()).route("bench", config.names)
+    recorder = Metrics(CollectorRegistry()).pools.route("bench", config.names)
     return Pool("bench", config, recorder=recorder)
 
 

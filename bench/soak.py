@@ -55,10 +55,11 @@ RSS_FLAT_BYTES = 8 * 1024 * 1024
 
 def serve(config_path: str, port: int) -> int:
     """``--serve``: the production app plus a task-count endpoint, until SIGTERM."""
-    from gateway.config import load_config_file
+    from gateway.config.parse import load_config_file
     from gateway.logs import setup_logging
     from gateway.runner import drain_and_stop, start_app
-    from gateway.server import STATE, build_app
+    from gateway.server import build_app
+    from gateway.state import STATE
 
     _raise_fd_limit()
     setup_logging("warning")

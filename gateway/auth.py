@@ -19,7 +19,7 @@ import hmac
 from collections.abc import Mapping
 
 from gateway.config.model import AppKey, AuthConfig, RouteConfig
-from gateway.errors import NotFound, Unauthorized
+from gateway.errors import Forbidden, Unauthorized
 
 UNAUTHORIZED_MESSAGE = "missing or invalid API key"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gateway"'}
@@ -63,7 +63,13 @@ class Authenticator:
         return found
 
     @staticmethod
-    def authorize(key: AppKey, route: RouteConfig, path: str) -> None:
-        """Raise :class:`NotFound` (as for a missing route) when ``route`` is not allowed."""
-        if key.routes is not None and route.name not in key.routes:
-            raise NotFound(f"no route at {path}")
+    def authorize(key: AppKey, route: RouteConfig) -> None:
+        """Raise :class:`Forbidden` (403, naming the route, never the key) when ``route`` is
+        outside the key's ``routes`` allow-list."""
+        if not may_use(key, route.name):
+            raise Forbidden(f"this key may not use route {route.name!r}")
+
+
+def may_use(key: AppKey | None, route: str) -> bool:
+    """Whether ``key`` may use route ``route`` (no key: auth is off, every route)."""
+    return key is None or key.routes is None or route in key.routes

@@ -11,14 +11,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config import GatewayConfig, load_config_file
-from gateway.config.parse import routes_summary
+from gateway.config import GatewayConfig
+from gateway.config.parse import load_config_file, routes_summary
 from gateway.errors import ConfigError
+from gateway.logs import log_event, setup_logging
+from gateway.runner import install_fast_loop, run_server
+from gateway.workers import run_workers
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -27,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command in ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
     Exit codes: 0 success, 1 invalid configuration, 2 bad command line (from argparse, which
-    raises ``SystemExit``); serving returns whatever ``gateway.runner.serve`` returns.
+    raises ``SystemExit``); serving returns whatever :func:`serve` returns.
     """
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -36,8 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _load(config_path)
     if config is None:
         return 1
-    from gateway.runner import serve  # lazily: check-config must not pay for the server
-
     return serve(
         config,
         config_path=config_path,
@@ -46,6 +49,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         log_level=args.log_level,
     )
+
+
+def serve(
+    config: GatewayConfig,
+    *,
+    config_path: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+) -> int:
+    """Run the gateway: one process, or ``workers`` processes sharing the port."""
+    setup_logging(log_level)
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    _warn_if_open(config, host)
+    if workers > 1:
+        return run_workers(config, config_path=config_path, host=host, port=port, workers=workers)
+    install_fast_loop()
+    return asyncio.run(run_server(config, host=host, port=port, config_path=config_path))
+
+
+def _warn_if_open(config: GatewayConfig, host: str) -> None:
+    if config.auth is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log_event(
+            "warning_no_auth",
+            logging.WARNING,
+            detail=f"listening on {host} without auth: any client can use every route",
+        )
 
 
 def _check_config(path: str) -> int:

@@ -2,7 +2,7 @@
 
 Every failure the gateway reports, to a client or in a log, is one of these. Foreign exceptions
 (aiohttp, asyncio timeouts, OS errors) are translated into this tree at the I/O edge, once
-(``upstream.py``, ``server.py``); the pure core raises only these.
+(``upstream.client_error``, the server's error middleware); the pure core raises only these.
 
 ::
 
@@ -12,15 +12,18 @@ Every failure the gateway reports, to a client or in a log, is one of these. For
     │   ├── InvalidJSON               invalid_json            400
     │   ├── InvalidRequest            invalid_request         400
     │   ├── Unauthorized              unauthorized            401
+    │   ├── Forbidden                 forbidden               403
     │   ├── NotFound                  not_found               404
     │   ├── MethodNotAllowed          method_not_allowed      405
     │   ├── BodyTooLarge              body_too_large          413
     │   ├── UnsupportedMediaType      unsupported_media_type  415
     │   └── RateLimited               rate_limited            429  yes
+    │       └── BudgetExceeded        budget_exceeded         429  yes (at the period's end)
     ├── Unavailable                   unavailable             503  yes
     ├── UpstreamError                 upstream_error          502  (per provider)
     │   ├── UpstreamConnectError      upstream_connect        502  yes
     │   ├── UpstreamStatusError       upstream_error / rate_limited (429)
+    │   ├── EarlyError                (the upstream's own error event, before any content)
     │   ├── UpstreamTimeout           upstream_timeout        504  yes
     │   ├── UpstreamTruncated         upstream_truncated      502  yes
     │   └── UpstreamProtocolError     upstream_protocol       502  no
@@ -111,6 +114,13 @@ class Unauthorized(RequestError):
     status = 401
 
 
+class Forbidden(RequestError):
+    """A valid key used where it may not go (a route outside its allow-list, a foreign stream)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(RequestError):
     code = "not_found"
     status = 404
@@ -135,6 +145,15 @@ class RateLimited(RequestError):
     code = "rate_limited"
     status = 429
     default_retryable = True
+
+
+class BudgetExceeded(RateLimited):
+    """An app key's spending budget (``auth.keys[].budget``) is used up for the current period.
+
+    ``Retry-After`` is the number of seconds until the period ends (contract section 13).
+    """
+
+    code = "budget_exceeded"
 
 
 class Unavailable(GatewayError):
@@ -202,6 +221,29 @@ class UpstreamStatusError(UpstreamError):
     @property
     def http_status(self) -> int:
         return 429 if self.upstream_status == 429 else 502
+
+
+class EarlyError(UpstreamError):
+    """An ``error`` event that came before any content: the attempt failed, another may not.
+
+    Reported exactly as the upstream's event said (code, message, retryable) if no other target
+    serves.
+    """
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(str(data.get("message", "")), retryable=bool(data.get("retryable")))
+        self.data = data
+
+    @property
+    def error_code(self) -> str:
+        return str(self.data.get("code", "upstream_error"))
+
+    @property
+    def http_status(self) -> int:
+        return 504 if self.error_code == "upstream_timeout" else 502
+
+    def to_event_data(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 class UpstreamTimeout(UpstreamError):

@@ -12,7 +12,7 @@ reasoning      text                                                             
 clear          {}                                                               control
 delta          text                                                             content
 tool_call      index, id?, name?, arguments                                     content
-usage          input_tokens?, output_tokens?, reasoning_tokens?, cached_...?    control
+usage          input_tokens?, output_tokens?, reasoning_tokens?, cache...?      control
 end            reason (stop|length|tool_calls|content_filter|other), provider_reason?  terminal
 error          code, message, retryable, type?                                  terminal
 =============  ===============================================================  ==========
@@ -38,7 +38,19 @@ TERMINAL_TYPES: Final = frozenset({END, ERROR})
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "other"]
 FINISH_REASONS: Final = ("stop", "length", "tool_calls", "content_filter", "other")
-USAGE_FIELDS: Final = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens")
+USAGE_FIELDS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cached_input_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+)
+"""Every count a ``usage`` event may carry (contract sections 5 and 13), in wire order.
+
+``input_tokens`` is all the input, cached or not; ``cache_read_input_tokens`` the part read from
+the provider's prompt cache and ``cache_write_input_tokens`` the part written to it.
+``cached_input_tokens`` (section 5's name) always equals ``cache_read_input_tokens``."""
 
 
 class Event:
@@ -106,8 +118,14 @@ def usage(
     output_tokens: int | None = None,
     reasoning_tokens: int | None = None,
     cached_input_tokens: int | None = None,
+    cache_read_input_tokens: int | None = None,
+    cache_write_input_tokens: int | None = None,
 ) -> Event:
-    """Token counts; a field left ``None`` is unknown and omitted."""
+    """Token counts; a field left ``None`` is unknown and omitted.
+
+    ``cached_input_tokens`` and ``cache_read_input_tokens`` are one count under two names: give
+    either (``cache_read_input_tokens`` wins when both are given) and the event carries both.
+    """
     data: dict[str, Any] = {}
     if input_tokens is not None:
         data["input_tokens"] = int(input_tokens)
@@ -115,8 +133,11 @@ def usage(
         data["output_tokens"] = int(output_tokens)
     if reasoning_tokens is not None:
         data["reasoning_tokens"] = int(reasoning_tokens)
-    if cached_input_tokens is not None:
-        data["cached_input_tokens"] = int(cached_input_tokens)
+    read = cache_read_input_tokens if cache_read_input_tokens is not None else cached_input_tokens
+    if read is not None:
+        data["cached_input_tokens"] = data["cache_read_input_tokens"] = int(read)
+    if cache_write_input_tokens is not None:
+        data["cache_write_input_tokens"] = int(cache_write_input_tokens)
     return Event(USAGE, data)
 
 

@@ -1,12 +1,10 @@
-"""Optional request features (auth, limits) plugged into the stream handler as hooks.
+"""Optional request features (auth, limits) plugged into the stream handler as ``state.admit``.
 
-A hook is ``async (request, state, runtime) -> dict`` run before the body is read; it may raise
-a :class:`~gateway.errors.GatewayError` (401, 429 ...) and may return context:
-
-* ``"app"``: the app key's name (the ``app`` label in metrics and logs);
-* ``"reserve"``: ``async (max_tokens) -> None``, awaited once the request is valid, just before
-  the stream starts; it counts the request against the limits and may raise 429 or 503;
-* ``"release"``: ``(usage) -> None``, called when the stream ends (or the request is refused).
+``admit(request, state, runtime) -> Admission`` runs before the body is read; it may raise a
+:class:`~gateway.errors.GatewayError` (401, 403, 429 ...) and returns a typed
+:class:`~gateway.admission.Admission`: the app key's name (the ``app`` label in metrics and logs)
+and what the request holds of the limits (reserved once the request is valid, released when the
+stream ends or the request is refused).
 
 :func:`install_features` runs once per config state (at start-up and on every SIGHUP reload).
 Limits backends live as long as the app, not the state: they are created on first need, shared
@@ -18,17 +16,15 @@ frozen, so a reload cannot add one).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.admission import Admission
 from gateway.auth import Authenticator
+from gateway.config.model import GatewayConfig, LimitsConfig
 from gateway.limits import BACKENDS, ErrorReporter, LimitBackend, Limiter, has_limits
-
-if TYPE_CHECKING:
-    from gateway.config.model import GatewayConfig, LimitsConfig
-    from gateway.metrics import Metrics
-    from gateway.state import GatewayState, RouteRuntime
+from gateway.metrics import Metrics
+from gateway.state import GatewayState, RouteRuntime
 
 
 class Features:
@@ -74,10 +70,11 @@ def needs_limits(config: GatewayConfig) -> bool:
 
 
 def install_features(app: web.Application, state: GatewayState) -> None:
-    """Register the hooks the configuration asks for (none without ``auth`` and limits)."""
+    """Set ``state.admit`` as the configuration asks (``None`` without ``auth`` and limits)."""
     config = state.config
     holder = _features(app)  # registered on the first call, even if limits come with a reload
     auth = Authenticator(config.auth) if config.auth is not None else None
+    state.auth = auth
     limiter = None
     if needs_limits(config):
         backend, report = holder.backend(config.limits, state.metrics)
@@ -86,20 +83,17 @@ def install_features(app: web.Application, state: GatewayState) -> None:
     if auth is None and limiter is None:
         return
 
-    async def hook(
-        request: web.Request, state: GatewayState, runtime: RouteRuntime
-    ) -> dict[str, Any]:
+    async def admit(request: web.Request, state: GatewayState, runtime: RouteRuntime) -> Admission:
         key = None
-        context: dict[str, Any] = {}
+        admission = Admission()
         if auth is not None:
             key = auth.authenticate(request.headers)
-            context["app"] = key.name
-            auth.authorize(key, runtime.config, request.path)
+            admission.app = key.name
+            auth.authorize(key, runtime.config)
         if limiter is not None:
             ticket = limiter.ticket(key, runtime.config)
             if ticket is not None:
-                context["reserve"] = ticket.reserve
-                context["release"] = ticket.release
-        return context
+                admission.holds.append(ticket)
+        return admission
 
-    state.hooks.append(hook)
+    state.admit = admit

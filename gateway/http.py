@@ -1,13 +1,26 @@
-"""Small HTTP helpers shared by the handlers: JSON error responses and body reading."""
+"""HTTP helpers shared by every handler and front door: request decoding, JSON responses.
+
+The request side (:func:`check_content_type`, :func:`read_body`, :func:`decode_json`, or all
+three as :func:`read_json`) raises the gateway's own errors; each front door shapes them in its
+API's error format.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
-from gateway.jsonutil import dumps
+from gateway.config.model import RouteConfig, ServerConfig
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    InvalidJSON,
+    InvalidRequest,
+    UnsupportedMediaType,
+)
+from gateway.jsonutil import dumps, loads
 
 
 def json_error(exc: GatewayError, extra_headers: dict[str, str] | None = None) -> web.Response:
@@ -52,3 +65,41 @@ async def read_body(request: web.Request, max_bytes: int, read_timeout: float) -
     except TimeoutError:
         raise InvalidRequest(f"request body not received within {read_timeout:g}s") from None
     return b"".join(chunks)
+
+
+def check_content_type(request: web.Request) -> None:
+    """Raise :class:`UnsupportedMediaType` unless the body is declared ``application/json``."""
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+
+
+def decode_json(body: bytes) -> Any:
+    """The JSON value of ``body``; raises :class:`InvalidJSON`."""
+    try:
+        return loads(body)
+    except ValueError:
+        raise InvalidJSON("request body is not valid JSON") from None
+
+
+async def read_json(request: web.Request, server: ServerConfig) -> Any:
+    """Check the content type, read the whole body (bounded) and decode it."""
+    check_content_type(request)
+    return decode_json(await read_body(request, server.max_body_bytes, server.request_read_timeout))
+
+
+def cors_headers(request: web.Request, route: RouteConfig) -> dict[str, str]:
+    """The CORS response headers for ``request``'s ``Origin`` on ``route`` (none if not allowed)."""
+    cors = route.cors
+    origin = request.headers.get("Origin")
+    if cors is None or origin is None:
+        return {}
+    if "*" in cors.allow_origins:
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Request-Id"}
+    if origin in cors.allow_origins:
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": "X-Request-Id",
+            "Vary": "Origin",
+        }
+    return {}

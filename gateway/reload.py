@@ -7,17 +7,15 @@ import logging
 
 from aiohttp import web
 
-from gateway.config import load_config_file
+from gateway.config.parse import load_config_file
 from gateway.errors import ConfigError
+from gateway.features import install_features
 from gateway.logs import log_event
+from gateway.state import SESSION, STATE, build_state
 
 
 def reload_config(app: web.Application, path: str) -> bool:
     """Swap in the config at ``path``; returns whether it was accepted."""
-    from gateway.features import install_features
-    from gateway.server import SESSION, STATE
-    from gateway.state import build_state
-
     holder = app[STATE]
     try:
         config = load_config_file(path)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.jsonutil import dumps_str
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 EFFORTS = ("minimal", "low", "medium", "high")
@@ -91,8 +92,6 @@ def _parse_tool_calls(value: Any, path: str) -> tuple[ToolCall, ...]:
         if not isinstance(name, str) or not name:
             raise _fail(f"{p}.name", "must be a non-empty string")
         if isinstance(arguments, dict):
-            from gateway.jsonutil import dumps_str
-
             arguments = dumps_str(arguments)
         if not isinstance(arguments, str):
             raise _fail(f"{p}.arguments", "must be a JSON string or an object")
@@ -106,23 +105,52 @@ def _parse_message(item: Any, path: str) -> ChatMessage:
     role = item.get("role")
     if role not in ROLES:
         raise _fail(f"{path}.role", f"must be one of {', '.join(ROLES)}")
-    content = item.get("content", "")
-    if content is None:
-        content = ""
-    if not isinstance(content, str):
-        raise _fail(f"{path}.content", "must be a string")
     tool_calls: tuple[ToolCall, ...] = ()
     if "tool_calls" in item and item["tool_calls"] is not None:
         if role != "assistant":
             raise _fail(f"{path}.tool_calls", "only assistant messages carry tool calls")
         tool_calls = _parse_tool_calls(item["tool_calls"], f"{path}.tool_calls")
+    content = _content(item, path, may_omit=bool(tool_calls))
     tool_call_id = item.get("tool_call_id")
     if role == "tool":
         if not isinstance(tool_call_id, str) or not tool_call_id:
-            raise _fail(f"{path}.tool_call_id", "is required for role tool")
+            raise _fail(f"{path}.tool_call_id", "is required for role tool (a non-empty string)")
     elif tool_call_id is not None:
         raise _fail(f"{path}.tool_call_id", "only tool messages carry tool_call_id")
     return ChatMessage(role, content, tool_calls, tool_call_id)
+
+
+def _content(item: dict[str, Any], path: str, *, may_omit: bool) -> str:
+    """The message's text: a string, required unless the message carries tool calls.
+
+    Only an assistant message with at least one tool call may leave ``content`` out or
+    ``null`` (it is then ""); anything else that is not a string is a 400 naming ``content``.
+    """
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if content is None:
+        if may_omit:
+            return ""
+        missing = "is required" if "content" not in item else "must be a string, not null"
+        raise _fail(
+            f"{path}.content",
+            f"{missing} (only an assistant message with tool_calls may omit it)",
+        )
+    kind = _json_kind(content)
+    raise _fail(f"{path}.content", f"must be a string, not {kind}")
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list (content parts are not accepted here; send the text as a string)"
+    if isinstance(value, dict):
+        return "an object"
+    return "a " + type(value).__name__
 
 
 def _parse_tools(value: Any) -> tuple[Tool, ...]:

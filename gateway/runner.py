@@ -3,7 +3,8 @@
 ``start_app`` starts an app exactly the way production does (``handler_cancellation=True``: a
 client disconnect cancels its handler at once, which is what closes the upstream); tests use it
 too, never aiohttp's test server, which forces that flag on and would hide its absence.
-``serve`` is the CLI's entry: one process, or ``--workers N`` processes (``workers.py``).
+``run_server`` serves one process; the CLI (``cli.py``) runs it directly or as ``--workers N``
+processes (``workers.py``).
 SIGTERM drains (readiness 503, new streams 503, open streams get ``shutdown_timeout``, then a
 terminal ``shutdown`` error each); SIGHUP reloads the config file (``reload.py``).
 """
@@ -11,7 +12,6 @@ terminal ``shutdown`` error each); SIGHUP reloads the config file (``reload.py``
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 
@@ -19,8 +19,9 @@ from aiohttp import web
 
 from gateway.config.model import GatewayConfig
 from gateway.logs import log_event
-from gateway.server import STATE, build_app
-from gateway.state import GatewayState
+from gateway.reload import reload_config
+from gateway.server import build_app
+from gateway.state import STATE, GatewayState
 
 KEEPALIVE_TIMEOUT = 75.0
 """Idle keep-alive connections close after this (aiohttp's default is an hour; nginx's 75 s)."""
@@ -91,8 +92,6 @@ async def run_server(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if config_path is not None:
-        from gateway.reload import reload_config
-
         loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, config_path))
     await stop.wait()
     state = app[STATE].current
@@ -102,40 +101,7 @@ async def run_server(
     return 0
 
 
-def serve(
-    config: GatewayConfig,
-    *,
-    config_path: str | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    workers: int = 1,
-    log_level: str = "info",
-) -> int:
-    """The CLI's entry: run the gateway (N worker processes when ``workers`` > 1)."""
-    from gateway.logs import setup_logging
-
-    setup_logging(log_level)
-    host = host or config.server.host
-    port = config.server.port if port is None else port
-    _warn_if_open(config, host)
-    if workers > 1:
-        from gateway.workers import run_workers
-
-        return run_workers(config, config_path=config_path, host=host, port=port, workers=workers)
-    _install_fast_loop()
-    return asyncio.run(run_server(config, host=host, port=port, config_path=config_path))
-
-
-def _warn_if_open(config: GatewayConfig, host: str) -> None:
-    if config.auth is None and host not in ("127.0.0.1", "localhost", "::1"):
-        log_event(
-            "warning_no_auth",
-            logging.WARNING,
-            detail=f"listening on {host} without auth: any client can use every route",
-        )
-
-
-def _install_fast_loop() -> None:
+def install_fast_loop() -> None:
     if os.environ.get("GATEWAY_NO_UVLOOP"):
         return
     try:

@@ -1,8 +1,6 @@
-"""The aiohttp application: app factory, handlers, and the production runner.
+"""The aiohttp application: the app factory and the gateway's own handlers.
 
-``build_app(config)`` is shared by the CLI and the tests. ``serve(...)`` runs it the production
-way: ``handler_cancellation=True`` (a client disconnect cancels its handler at once, which is
-what closes the upstream), graceful drain on SIGTERM, config reload on SIGHUP.
+``build_app(config)`` is shared by the runner (``runner.py``, the production way) and the tests.
 
 Endpoints: one ``POST`` per configured route; ``GET /metrics``, ``/healthz``, ``/readyz``;
 ``GET /`` (playground), ``/static/...``, ``GET /v1/routes`` (route list for the playground, no
@@ -15,66 +13,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway.config.model import GatewayConfig
-from gateway.encoders import ENCODERS, Encoder
-from gateway.encoders.ai_sdk import from_ui_messages
+from gateway.encoders import ENCODERS
 from gateway.errors import (
+    BodyTooLarge,
     GatewayError,
     InternalError,
-    InvalidJSON,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
-    Unavailable,
-    UnsupportedMediaType,
 )
-from gateway.http import json_error, json_response, read_body
-from gateway.jsonutil import loads
-from gateway.logs import log_event
+from gateway.features import install_features
+from gateway.frontdoor import install_frontdoor
+from gateway.frontdoor.ui_messages import from_ui_messages
+from gateway.http import cors_headers, json_error, json_response, read_json
 from gateway.metrics import Metrics
 from gateway.request import ChatRequest, parse_request
-from gateway.state import GatewayState, RouteRuntime, build_state
-from gateway.stream import Attempt, StreamSession
+from gateway.state import SESSION, STATE, RouteRuntime, StateHolder, build_state
+from gateway.stream import StreamPlan, start_stream
+from gateway.stream.plan import build_attempts
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-
-class StateHolder:
-    """The current state; replaced whole on reload (streams keep the one they started with)."""
-
-    def __init__(self, state: GatewayState) -> None:
-        self.current = state
-
-
-STATE: web.AppKey[StateHolder] = web.AppKey("gateway_state", StateHolder)
-Hook = Callable[[web.Request, GatewayState, RouteRuntime], Awaitable[dict[str, Any]]]
-SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("gateway_session", aiohttp.ClientSession)
-HOOKS: web.AppKey[list[Hook]] = web.AppKey("gateway_hooks", list)
-
-
-# -- the stream handler ------------------------------------------------------------------------
-
-
-def _check_content_type(request: web.Request) -> None:
-    ctype = request.headers.get("Content-Type", "")
-    if ctype.split(";", 1)[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-
-
-def _decode_json(body: bytes) -> Any:
-    try:
-        return loads(body)
-    except ValueError:
-        raise InvalidJSON("request body is not valid JSON") from None
 
 
 def _pick_encoder(request: web.Request, runtime: RouteRuntime) -> str:
@@ -82,93 +47,6 @@ def _pick_encoder(request: web.Request, runtime: RouteRuntime) -> str:
     if fmt not in ENCODERS:
         raise InvalidRequest(f"format: unknown format (known: {', '.join(ENCODERS)})")
     return fmt
-
-
-def _build_attempts(
-    runtime: RouteRuntime, chat: ChatRequest | None, body: dict[str, Any]
-) -> list[Attempt]:
-    attempts = []
-    for target, adapter in runtime.targets:
-        native = runtime.config.request == "native"
-        built = adapter.build_native_request(body) if native else adapter.build_request(chat)  # type: ignore[arg-type]
-        attempts.append(Attempt(target, adapter, built))
-    return attempts
-
-
-@dataclass(frozen=True, slots=True)
-class StreamPlan:
-    """What a validated request streams: its encoder, the upstream attempts, the model asked for.
-
-    ``session_type`` lets an endpoint run a :class:`StreamSession` subclass (the chat-completions
-    front door's non-streaming mode holds the answer back until the terminal event).
-    """
-
-    encoder: Encoder
-    attempts: list[Attempt]
-    model: str | None = None
-    session_type: type[StreamSession] = StreamSession
-    max_tokens: int | None = None
-    """The request's ``max_tokens``: the token reservation of the limits (``features.py``)."""
-
-
-Prepare = Callable[[str], Awaitable[StreamPlan]]
-"""``prepare(request_id)``: read and validate the request, build its plan; raises GatewayError."""
-
-
-async def start_stream(
-    request: web.Request,
-    state: GatewayState,
-    runtime: RouteRuntime,
-    prepare: Prepare,
-    *,
-    received: float,
-) -> web.StreamResponse:
-    """The core shared by every streaming endpoint (contract sections 3, 5, 6).
-
-    Runs the request hooks (auth, limits), then ``prepare``, then the concurrency cap, then a
-    :class:`StreamSession`. A :class:`GatewayError` before the stream is counted as a rejection,
-    releases what a hook took, and becomes the JSON error response.
-    """
-    route = runtime.config
-    request_id = uuid.uuid4().hex
-    cors = _cors_headers(request, route)
-    headers = {"X-Request-Id": request_id, **cors}
-    metrics = state.route_metrics[route.name]
-    app_name: str | None = None
-    context: dict[str, Any] = {}
-    try:
-        if state.draining:
-            raise Unavailable("the gateway is shutting down")
-        for hook in state.hooks:
-            context.update(await hook(request, state, runtime))
-        app_name = context.get("app")
-        plan = await prepare(request_id)
-        if len(state.sessions) >= state.config.limits.max_concurrent_streams:
-            raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
-        reserve = context.get("reserve")  # limits: counted last, once the request is valid
-        if reserve is not None:
-            await reserve(plan.max_tokens)
-    except GatewayError as exc:
-        metrics.rejected(exc.error_code, app_name)
-        release = context.get("release")
-        if callable(release):
-            release({})
-        log_event("rejected", route=route.name, id=request_id, code=exc.error_code, app=app_name)
-        return json_error(exc, headers)
-    session = plan.session_type(
-        state,
-        route,
-        request,
-        plan.encoder,
-        plan.attempts,
-        request_id=request_id,
-        received=received,
-        app=app_name,
-        model=plan.model,
-        extra_headers=cors,
-        on_finish=context.get("release"),
-    )
-    return await session.run()
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
@@ -181,11 +59,7 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     route = runtime.config
 
     async def prepare(request_id: str) -> StreamPlan:
-        _check_content_type(request)
-        server = state.config.server
-        body = _decode_json(
-            await read_body(request, server.max_body_bytes, server.request_read_timeout)
-        )
+        body = await read_json(request, state.config.server)
         fmt = _pick_encoder(request, runtime)
         chat: ChatRequest | None = None
         if route.request == "native":
@@ -197,28 +71,12 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
             chat = parse_request(body)
             if chat.model is not None and not route.allow_model_override:
                 raise InvalidRequest("model: this route does not allow choosing the model")
-        attempts = _build_attempts(runtime, chat, body)
+        attempts = build_attempts(runtime, chat, body)
         model = chat.model if chat is not None else None
         max_tokens = chat.max_tokens if chat is not None else None
         return StreamPlan(ENCODERS[fmt](route, request_id), attempts, model, max_tokens=max_tokens)
 
     return await start_stream(request, state, runtime, prepare, received=received)
-
-
-def _cors_headers(request: web.Request, route: Any) -> dict[str, str]:
-    cors = route.cors
-    origin = request.headers.get("Origin")
-    if cors is None or origin is None:
-        return {}
-    if "*" in cors.allow_origins:
-        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Request-Id"}
-    if origin in cors.allow_origins:
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Expose-Headers": "X-Request-Id",
-            "Vary": "Origin",
-        }
-    return {}
 
 
 async def handle_preflight(request: web.Request) -> web.StreamResponse:
@@ -227,7 +85,7 @@ async def handle_preflight(request: web.Request) -> web.StreamResponse:
     runtime = state.routes_by_path.get(request.path)
     if runtime is None or runtime.config.cors is None:
         return json_error(MethodNotAllowed("use POST"), {"Allow": "POST"})
-    headers = _cors_headers(request, runtime.config)
+    headers = cors_headers(request, runtime.config)
     if not headers:
         return web.Response(status=403)
     cors = runtime.config.cors
@@ -303,8 +161,6 @@ async def error_middleware(
             MethodNotAllowed(f"{request.method} is not allowed here"), {"Allow": allow}
         )
     except web.HTTPRequestEntityTooLarge:
-        from gateway.errors import BodyTooLarge
-
         return json_error(BodyTooLarge("request body is too large"))
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -341,8 +197,6 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
     state = build_state(config, metrics)
     app[STATE] = StateHolder(state)
     app.cleanup_ctx.append(_client_session_ctx)
-    from gateway.features import install_features
-
     install_features(app, state)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
@@ -351,8 +205,6 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
         app.router.add_get("/v1/routes", handle_routes)
         app.router.add_get("/", handle_index)
         app.router.add_static("/static/", STATIC_DIR, append_version=False)
-    from gateway.frontdoor import install_frontdoor
-
     install_frontdoor(app)
     # Configured routes are looked up in the current state's table (so a reload can change
     # them); request text never builds a path.

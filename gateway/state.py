@@ -7,23 +7,28 @@ state it started with, so a reload never changes a stream in flight.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
+from aiohttp import web
 
 from gateway.adapters import ADAPTERS
 from gateway.adapters.base import Adapter
+from gateway.admission import Admission
+from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
 from gateway.metrics import Metrics, RouteMetrics
 
-if TYPE_CHECKING:
-    from aiohttp import web
+Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
+"""Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
 
-    from gateway.stream import StreamSession
 
-Hook = Callable[["web.Request", "GatewayState", "RouteRuntime"], Awaitable[dict[str, Any]]]
+class Stoppable(Protocol):
+    """An open stream as the gateway sees it from outside: it can be told to shut down."""
+
+    def shutdown(self) -> None: ...
 
 
 @dataclass
@@ -42,24 +47,43 @@ class GatewayState:
     routes_by_path: dict[str, RouteRuntime]
     route_metrics: dict[str, RouteMetrics]
     session: aiohttp.ClientSession = field(init=False)
-    sessions: set[StreamSession] = field(default_factory=set)
+    sessions: set[Stoppable] = field(default_factory=set)
     draining: bool = False
     drain_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    hooks: list[Hook] = field(default_factory=list)
-    """Request hooks (auth, limits) run before the body is read; see ``features.py``."""
+    auth: Authenticator | None = None
+    """The app keys (``features.py``); ``None`` without ``auth``."""
+    admit: Admit | None = None
+    """Auth and limits (``features.py``); ``None``: every request is admitted as no app."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Feature state (auth, limits) attached by their modules at start-up."""
 
-    def try_drain(self, session: StreamSession) -> bool:
-        """Hand an aborted stream's upstream to a drain task (bounded); False if refused."""
+    def visible_routes(self, headers: Mapping[str, str]) -> list[str]:
+        """The route names the request's key may use (every route without auth).
+
+        Raises :class:`~gateway.errors.Unauthorized` for a missing or wrong key.
+        """
+        key = self.auth.authenticate(headers) if self.auth is not None else None
+        return [name for name in self.routes if may_use(key, name)]
+
+    def try_drain(self, make: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run the drain ``make()`` builds as a task (bounded); False if refused."""
         if len(self.drain_tasks) >= self.config.limits.max_draining_streams:
             return False
-        from gateway.drain import drain_stream
-
-        task = asyncio.ensure_future(drain_stream(session))
+        task = asyncio.ensure_future(make())
         self.drain_tasks.add(task)
         task.add_done_callback(self.drain_tasks.discard)
         return True
+
+
+class StateHolder:
+    """The current state; replaced whole on reload (streams keep the one they started with)."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.current = state
+
+
+STATE: web.AppKey[StateHolder] = web.AppKey("gateway_state", StateHolder)
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("gateway_session", aiohttp.ClientSession)
 
 
 def build_adapter(target: UpstreamTarget) -> Adapter:

@@ -8,8 +8,9 @@ here, once, into :mod:`gateway.errors` (:func:`map_client_errors`).
 Cancellation is design: a cancelled caller closes the upstream connection (``close()`` in every
 exit path), so a client abort reaches the provider at once. Timeouts before the response headers
 (``connect``, ``first_event``) are enforced here; the silence deadlines while streaming
-(``first_event`` for the first bytes, ``idle``, ``total``) are enforced by the stream's watchdog in
-``server.py``, which interrupts a pending read with :meth:`UpstreamStream.interrupt`.
+(``first_event`` for the first bytes, ``idle``, ``total``) are enforced by the stream's deadlines
+(:mod:`gateway.stream.deadlines`), which interrupt a pending read with
+:meth:`UpstreamStream.interrupt`.
 """
 
 from __future__ import annotations
@@ -51,23 +52,42 @@ class UpstreamStream(Protocol):
         """Close the upstream connection now (idempotent)."""
 
 
+def client_error(
+    exc: BaseException, what: str = "upstream", *, mid_stream: bool = False
+) -> GatewayError:
+    """The gateway error for a foreign exception of the upstream client (the one mapping).
+
+    ``mid_stream``: the response headers came before the failure, so a broken connection means
+    the stream was cut (contract 5 rule 1: ``upstream_truncated``), not that it never connected.
+    """
+    if isinstance(exc, GatewayError):
+        return exc
+    if mid_stream and isinstance(
+        exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, OSError)
+    ):
+        return UpstreamTruncated(f"the {what} connection broke mid-stream")
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout(f"{what} did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"could not connect to {what}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamError(f"{what} sent a broken body", retryable=True)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+        return UpstreamConnectError(f"{what} closed the connection")
+    return UpstreamError(f"{what} request failed: {type(exc).__name__}")
+
+
+_FOREIGN = (aiohttp.ClientError, OSError, TimeoutError)
+"""What the upstream client may raise besides the gateway's own errors and cancellation."""
+
+
 @contextlib.contextmanager
 def map_client_errors(what: str = "upstream") -> Iterator[None]:
     """Translate aiohttp and OS errors into the gateway's tree. CancelledError passes through."""
     try:
         yield
-    except GatewayError:
-        raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout(f"{what} did not answer in time") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamConnectError(f"could not connect to {what}") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamError(f"{what} sent a broken body", retryable=True) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
-        raise UpstreamConnectError(f"{what} closed the connection") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{what} request failed: {type(exc).__name__}") from exc
+    except _FOREIGN as exc:
+        raise client_error(exc, what) from exc
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -96,14 +116,8 @@ class _HTTPStream:
         # A plain try (no context manager per read: this is the hot path).
         try:
             return await self._content.readany()
-        except GatewayError:
-            raise
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, OSError) as exc:
-            # Headers came, then the connection broke: contract 5 rule 1 calls that truncated.
-            raise UpstreamTruncated("the upstream connection broke mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            with map_client_errors():
-                raise exc from None
+        except _FOREIGN as exc:
+            raise client_error(exc, mid_stream=True) from exc
 
     def interrupt(self, exc: GatewayError) -> None:
         self._content.set_exception(exc)

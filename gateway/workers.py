@@ -30,6 +30,7 @@ The parent process does not serve; it supervises::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import logging
@@ -45,7 +46,9 @@ from types import FrameType
 from typing import Any
 
 from gateway.config.model import GatewayConfig
-from gateway.logs import log_event
+from gateway.logs import log_event, setup_logging
+from gateway.metrics import mark_process_dead
+from gateway.runner import install_fast_loop, run_server
 
 PARENT_POLL = 1.0
 """Seconds between a worker's checks that its parent is still alive."""
@@ -78,16 +81,11 @@ def _worker(config: GatewayConfig, config_path: str | None, host: str, port: int
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    import asyncio
-
-    from gateway.logs import setup_logging
-    from gateway.runner import _install_fast_loop, run_server
-
     setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "info"))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    _install_fast_loop()
+    install_fast_loop()
     code = asyncio.run(
         run_server(config, host=host, port=port, config_path=config_path, reuse_port=True)
     )
@@ -168,9 +166,7 @@ class Supervisor:
         )
 
     def _reap(self, proc: Any) -> None:
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(proc.pid, self.directory)  # type: ignore[no-untyped-call]
+        mark_process_dead(proc.pid, self.directory)
         code = exit_code(proc.exitcode)
         log_event("worker_exited", worker=proc.pid, code=code, stopping=self.stopping)
         if self.stopping:

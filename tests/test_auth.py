@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 
 from gateway.auth import Authenticator, presented_key
+from gateway.cli import _warn_if_open
 from gateway.config.model import AppKey, AuthConfig
-from gateway.errors import NotFound, Unauthorized
+from gateway.errors import Forbidden, Unauthorized
 from gateway.logs import JSONFormatter
-from gateway.runner import _warn_if_open
 from tests.adapters.harness import fixture_bytes
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import config_from, metric_value, running_gateway
@@ -117,13 +117,15 @@ def test_compare_runs_over_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(calls) == 5  # no early exit on a match, none on a miss
 
 
-def test_allow_list_hides_the_route() -> None:
+def test_allow_list_forbids_the_route_by_name_never_the_key() -> None:
     config = config_from(doc())
     mobile = config.auth.keys[0]  # type: ignore[union-attr]
-    Authenticator.authorize(mobile, config.routes[0], "/v1/stream/chat")
-    with pytest.raises(NotFound) as info:
-        Authenticator.authorize(mobile, config.routes[1], "/v1/stream/internal")
-    assert info.value.message == "no route at /v1/stream/internal"
+    Authenticator.authorize(mobile, config.routes[0])
+    with pytest.raises(Forbidden) as info:
+        Authenticator.authorize(mobile, config.routes[1])
+    assert info.value.http_status == 403 and info.value.error_code == "forbidden"
+    assert "'internal'" in info.value.message
+    assert MOBILE_KEY not in info.value.message and "mobile" not in info.value.message
 
 
 # -- over HTTP -------------------------------------------------------------------------------
@@ -181,15 +183,50 @@ async def test_a_valid_key_streams_and_its_name_is_the_app_label(
         assert MOBILE_KEY not in text and BATCH_KEY not in text
 
 
-async def test_a_key_outside_its_allow_list_gets_the_unknown_route_404() -> None:
+async def test_a_key_outside_its_allow_list_gets_403_naming_the_route() -> None:
+    """Contract section 3: 403 for a valid key outside its allow-list (not the 404 of a missing
+    route, which told the app's developer a lie), 401 for a wrong key, 404 for no route."""
     async with running_gateway(doc()) as gw:
-        hidden = await post(f"{gw.url}/v1/stream/internal", {"x-api-key": MOBILE_KEY})
+        forbidden = await post(f"{gw.url}/v1/stream/internal", {"x-api-key": MOBILE_KEY})
         missing = await post(f"{gw.url}/v1/stream/nothing-here", {"x-api-key": MOBILE_KEY})
+        wrong = await post(f"{gw.url}/v1/stream/internal", {"x-api-key": "gk-wrong"})
         allowed = await post(f"{gw.url}/v1/stream/internal", {"x-api-key": BATCH_KEY})
-    assert hidden[0] == missing[0] == 404
-    assert json.loads(hidden[2])["error"]["code"] == "not_found"
-    assert hidden[2] == missing[2].replace(b"nothing-here", b"internal")
+        rejected = await metric_value(
+            gw.url, "gateway_rejections_total", {"route": "internal", "code": "forbidden"}
+        )
+    assert forbidden[0] == 403
+    error = json.loads(forbidden[2])["error"]
+    assert error["code"] == "forbidden" and "'internal'" in error["message"]
+    assert MOBILE_KEY.encode() not in forbidden[2]
+    assert forbidden[1]["Content-Type"].startswith("application/json")
+    assert missing[0] == 404 and wrong[0] == 401
     assert allowed[0] == 200
+    assert rejected == 1
+
+
+async def test_models_lists_only_the_routes_the_key_may_use() -> None:
+    async with running_gateway(doc()) as gw, aiohttp.ClientSession() as s:
+        listed = {}
+        for name, key in (("mobile", MOBILE_KEY), ("batch", BATCH_KEY)):
+            async with s.get(f"{gw.url}/v1/models", headers={"x-api-key": key}) as r:
+                assert r.status == 200
+                listed[name] = [m["id"] for m in (await r.json())["data"]]
+        async with s.get(f"{gw.url}/v1/models") as r:
+            anonymous = (r.status, await r.json())
+    assert listed == {"mobile": ["chat"], "batch": ["chat", "internal"]}
+    assert anonymous[0] == 401 and anonymous[1]["error"]["code"] == "unauthorized"
+
+
+async def test_the_chat_front_door_forbids_a_route_outside_the_allow_list() -> None:
+    body = {"model": "internal", "messages": [{"role": "user", "content": "hi"}]}
+    async with running_gateway(doc()) as gw, aiohttp.ClientSession() as s:
+        headers = {"Authorization": f"Bearer {MOBILE_KEY}"}
+        async with s.post(f"{gw.url}/v1/chat/completions", json=body, headers=headers) as r:
+            forbidden = (r.status, await r.json())
+    assert forbidden[0] == 403
+    assert forbidden[1]["error"]["code"] == "forbidden"
+    assert forbidden[1]["error"]["type"] == "permission_error"
+    assert "'internal'" in forbidden[1]["error"]["message"]
 
 
 async def test_operations_endpoints_stay_open() -> None:

@@ -95,8 +95,8 @@ def test_python_dash_m(good: Path, bad: Path) -> None:
 
 @pytest.fixture
 def fake_serve(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Replace ``gateway.runner.serve`` so the serve command can be checked without serving."""
-    import gateway.runner
+    """Replace ``gateway.cli.serve`` so the serve command can be checked without serving."""
+    import gateway.cli
 
     calls: list[dict[str, Any]] = []
 
@@ -104,7 +104,7 @@ def fake_serve(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append({"config": config, **kwargs})
         return 7
 
-    monkeypatch.setattr(gateway.runner, "serve", serve)
+    monkeypatch.setattr(gateway.cli, "serve", serve)
     return calls
 
 

@@ -9,7 +9,7 @@ import pytest
 from gateway.adapters import ADAPTERS
 from gateway.adapters.base import UpstreamRequest
 from gateway.cli import main
-from gateway.config import load_config_file
+from gateway.config.parse import load_config_file
 from gateway.request import parse_request
 from gateway.state import build_state
 

@@ -25,7 +25,9 @@ from gateway.metrics import (
     Metrics,
     status_class,
 )
+from tests.faults.kit import SSE, chat_route, chat_stream
 from tests.ops.support import abort_mid_stream, stream
+from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway, wait_for
 from tests.support.system import require_binary
 
@@ -221,13 +223,13 @@ async def test_streams_record_time_split_events_tokens_and_outcomes() -> None:
     assert value(s, "gateway_time_to_first_token_seconds_count", route="demo") == 1
     assert headers_sum <= ttft_sum <= duration  # the three-way time split is ordered
     assert 0.02 <= ttft_sum < 1.0  # first_token_delay is 20 ms
-    # One observation per gap between content writes (at most one per event).
+    # One observation per gap between consecutive content events (contract section 7).
     gaps = value(s, "gateway_inter_token_seconds_count", route="demo")
-    assert 1 <= gaps <= content_events - 1
+    assert gaps == content_events - 1
     max_gap = value(s, "gateway_stream_max_gap_seconds_sum", route="demo")
     assert value(s, "gateway_stream_max_gap_seconds_count", route="demo") == 1
     assert 0 < max_gap <= value(s, "gateway_inter_token_seconds_sum", route="demo")
-    assert value(s, "gateway_overhead_seconds_count", route="demo") >= gaps
+    assert value(s, "gateway_overhead_seconds_count", route="demo") >= 1
     assert value(s, "gateway_overhead_seconds_sum", route="demo") < duration
     assert value(s, "gateway_tokens_total", route="demo", kind="output") > 0
     assert value(s, "gateway_tokens_total", route="demo", kind="reasoning") > 0
@@ -373,3 +375,26 @@ async def test_traffic_adds_no_series(route: str) -> None:
         await wait_for(lambda: not gw.state.sessions)
         after = {k for k in parse(await scrape(gw.url)) if ("route", route) in k[1]}
     assert after == before
+
+
+@pytest.mark.parametrize("split", ["one-read", "one-byte-per-read"])
+async def test_inter_token_observes_each_gap_between_content_events(split: str) -> None:
+    """N content events give N - 1 observations whatever the network's read sizes; events
+    written together are gaps of zero (they used to be one observation per write)."""
+    texts = [f"t{i} " for i in range(12)]
+    body = chat_stream(*texts)
+    pieces = [body] if split == "one-read" else [body[i : i + 1] for i in range(len(body))]
+    fake = await FakeUpstream().start()
+    fake.default = Script(chunks=[(0, p) for p in pieces], headers=SSE)
+    try:
+        async with running_gateway({"routes": [chat_route("r", fake.url)]}) as gw:
+            status, _ = await stream(gw.url, "/v1/stream/r")
+            await wait_for(lambda: not gw.state.sessions)
+            s = parse(await scrape(gw.url))
+    finally:
+        await fake.stop()
+    assert status == 200
+    assert value(s, "gateway_inter_token_seconds_count", route="r") == len(texts) - 1
+    zero_bucket = value(s, "gateway_inter_token_seconds_bucket", route="r", le="0.001")
+    if split == "one-read":  # all written together: every gap is (near) zero
+        assert zero_bucket == len(texts) - 1

@@ -104,8 +104,61 @@ def test_each_error_names_its_field(body: Any, field: str) -> None:
     assert info.value.http_status == 400 and info.value.error_code == "invalid_request"
 
 
-def test_null_content_is_empty_text() -> None:
-    assert (
-        parse_request({"messages": [{"role": "assistant", "content": None}]}).messages[0].content
-        == ""
-    )
+CALL = {"id": "c1", "name": "f", "arguments": "{}"}
+
+
+@pytest.mark.parametrize("content", ["absent", None])
+def test_assistant_with_tool_calls_may_omit_content(content: Any) -> None:
+    message: dict[str, Any] = {"role": "assistant", "tool_calls": [CALL]}
+    if content != "absent":
+        message["content"] = content
+    parsed = parse_request({"messages": [USER, message]}).messages[1]
+    assert parsed.content == "" and parsed.tool_calls == (ToolCall("c1", "f", "{}"),)
+
+
+# Contract section 3: every message has a string ``content``, except an assistant message that
+# carries tool calls. Each shape below was accepted (or half-accepted) before.
+MISSING = object()
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({"role": "user"}, "is required"),
+        ({"role": "system"}, "is required"),
+        ({"role": "developer"}, "is required"),
+        ({"role": "assistant"}, "is required"),
+        ({"role": "assistant", "tool_calls": []}, "is required"),
+        ({"role": "assistant", "tool_calls": None}, "is required"),
+        ({"role": "tool", "tool_call_id": "c1"}, "is required"),
+        ({"role": "user", "content": None}, "not null"),
+        ({"role": "assistant", "content": None}, "not null"),
+        ({"role": "tool", "tool_call_id": "c1", "content": None}, "not null"),
+        ({"role": "user", "content": 5}, "not a number"),
+        ({"role": "user", "content": 1.5}, "not a number"),
+        ({"role": "user", "content": True}, "not a boolean"),
+        ({"role": "user", "content": {"text": "hi"}}, "not an object"),
+        ({"role": "user", "content": [{"type": "text", "text": "hi"}]}, "not a list"),
+        ({"role": "assistant", "content": ["x"], "tool_calls": [CALL]}, "not a list"),
+    ],
+)
+def test_content_must_be_a_string(message: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_request({"messages": [USER, message]})
+    assert info.value.message.startswith("messages[1].content: "), info.value.message
+    assert problem in info.value.message
+    assert info.value.http_status == 400 and info.value.error_code == "invalid_request"
+
+
+@pytest.mark.parametrize("tool_call_id", [MISSING, None, "", 7, ["c1"]])
+def test_tool_message_needs_a_tool_call_id(tool_call_id: Any) -> None:
+    message: dict[str, Any] = {"role": "tool", "content": "42"}
+    if tool_call_id is not MISSING:
+        message["tool_call_id"] = tool_call_id
+    with pytest.raises(InvalidRequest) as info:
+        parse_request({"messages": [USER, message]})
+    assert info.value.message.startswith("messages[1].tool_call_id: "), info.value.message
+
+
+def test_empty_string_content_is_text() -> None:
+    assert parse_request({"messages": [{"role": "user", "content": ""}]}).messages[0].content == ""

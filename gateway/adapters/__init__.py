@@ -28,4 +28,10 @@ ADAPTERS: dict[str, type[Adapter]] = {
     MappedAdapter.name: MappedAdapter,
 }
 
-__all__ = ["ADAPTERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]
+PRICE_PROVIDERS: dict[str, str | None] = {
+    name: cls.price_provider for name, cls in ADAPTERS.items()
+}
+"""Adapter name -> provider id in the price database (``None``: no known price); see
+:attr:`Adapter.price_provider`. The only place outside each adapter that pairs the two."""
+
+__all__ = ["ADAPTERS", "PRICE_PROVIDERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]

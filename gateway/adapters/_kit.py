@@ -155,6 +155,29 @@ def count(value: Any) -> int | None:
     return None
 
 
+class UsageTally:
+    """Usage counts merged field by field over one stream (contract section 13).
+
+    Providers split usage over several events (input on the first, output on the last) or
+    repeat it cumulatively: :meth:`take` keeps every count ever reported, a later report of a
+    count replacing an earlier one, so neither shape loses a figure. Counts that are not
+    integers are ignored (lenient upstream data). :meth:`events` is ``[usage]`` or ``[]``.
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def take(self, **counts: Any) -> None:
+        for key, value in counts.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                self.counts[key] = value
+
+    def events(self) -> list[Event]:
+        return [ev.usage(**self.counts)] if self.counts else []
+
+
 def text(value: Any) -> str | None:
     """A non-empty string, else ``None`` (empty pieces are not content)."""
     return value if isinstance(value, str) and value else None

@@ -29,7 +29,7 @@ from gateway.adapters._mapped_spec import (
     UsageRule,
     placeholders,
 )
-from gateway.events import FINISH_REASONS
+from gateway.events import FINISH_REASONS, USAGE_FIELDS
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -106,7 +106,7 @@ _EVENTS = (
 )  # fmt: skip
 _RULE = ("path", "types")
 _TOOL = ("list_path", "index_path", "id_path", "name_path", "arguments_path", "types")
-_USAGE = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens", "types")
+_USAGE = (*USAGE_FIELDS, "types")
 _FINISH = ("path", "map", "default", "types")
 _ERROR = (
     "path", "equals", "message_path", "type_path", "type", "status_path", "retryable_types",

@@ -7,7 +7,11 @@ reasoning effort becomes ``thinking.budget_tokens`` (option ``thinking_budgets``
 Stream: ``message_start`` (input usage) -> content blocks (``text_delta`` -> ``delta``,
 ``thinking_delta`` -> ``reasoning``, ``tool_use`` start + ``input_json_delta`` -> ``tool_call``)
 -> ``message_delta`` (stop reason, cumulative output usage) -> ``message_stop`` (``usage`` then
-``end``). ``event: error`` is a terminal error with the provider's error type. EOF before
+``end``). Usage is merged count by count over ``message_start`` and every ``message_delta`` (a
+later report of a count replaces an earlier one): ``input_tokens`` is all the input
+(``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``), the two cache counts
+go to ``cache_read_input_tokens`` / ``cache_write_input_tokens`` when Anthropic reports them.
+``event: error`` is a terminal error with the provider's error type. EOF before
 ``message_stop`` is ``upstream_truncated`` (the base :meth:`Translator.close`).
 """
 
@@ -18,6 +22,7 @@ from typing import Any
 from gateway import events as ev
 from gateway.adapters._kit import (
     OptionTable,
+    UsageTally,
     arguments_object,
     as_object,
     effort_budgets,
@@ -62,6 +67,7 @@ class AnthropicAdapter(Adapter):
     request gives none; Anthropic requires one), ``thinking_budgets`` (effort -> budget_tokens)."""
 
     name = "anthropic"
+    price_provider = "anthropic"
     framing = "sse"
     default_base_url = "https://api.anthropic.com"
     option_table = _OPTIONS
@@ -162,15 +168,22 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
 class AnthropicTranslator(Translator):
     """Messages stream events -> token events. See the module docstring for the mapping."""
 
-    __slots__ = ("_cached", "_input", "_output", "_stop_reason", "_tools")
+    __slots__ = ("_stop_reason", "_tools", "_usage")
 
     def __init__(self) -> None:
-        self._input: int | None = None
-        self._output: int | None = None
-        self._cached: int | None = None
+        # Anthropic's own counts, merged over message_start and message_delta(s).
+        self._usage = UsageTally()
         self._stop_reason: str | None = None
         self._tools: dict[int, int] = {}  # content block index -> tool-call ordinal
 
@@ -227,28 +240,24 @@ class AnthropicTranslator(Translator):
         return [ev.tool_call(ordinal, "", id=block.get("id"), name=block.get("name"))]
 
     def _take_usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        if "input_tokens" in usage:
-            # Anthropic counts cached and cache-written input apart; ours is all of it.
-            self._cached = usage.get("cache_read_input_tokens") or 0
-            self._input = (
-                (usage.get("input_tokens") or 0)
-                + self._cached
-                + (usage.get("cache_creation_input_tokens") or 0)
-            )
-        if "output_tokens" in usage:
-            self._output = usage["output_tokens"]
+        if isinstance(usage, dict):
+            self._usage.take(**{k: usage.get(k) for k in _USAGE_KEYS})
 
     def _finish(self) -> list[Event]:
         self.finished = True
         out: list[Event] = []
-        if self._input is not None or self._output is not None:
+        counts = self._usage.counts
+        if counts:
+            given = counts.get("input_tokens")
+            read = counts.get("cache_read_input_tokens")
+            written = counts.get("cache_creation_input_tokens")
             out.append(
                 ev.usage(
-                    input_tokens=self._input,
-                    output_tokens=self._output,
-                    cached_input_tokens=self._cached,
+                    # Anthropic counts cached and cache-written input apart; ours is all of it.
+                    input_tokens=None if given is None else given + (read or 0) + (written or 0),
+                    output_tokens=counts.get("output_tokens"),
+                    cache_read_input_tokens=read,
+                    cache_write_input_tokens=written,
                 )
             )
         native = self._stop_reason

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 from gateway.adapters._kit import OptionTable, validate_options
 from gateway.config.model import UpstreamConfig
-from gateway.errors import UpstreamError, UpstreamStatusError
+from gateway.errors import InvalidRequest, UpstreamError, UpstreamStatusError, UpstreamTruncated
 from gateway.events import Event
 from gateway.framing import Message
-from gateway.jsonutil import dumps_kept
+from gateway.jsonutil import dumps_kept, loads
 from gateway.request import ChatRequest
 
 
@@ -75,8 +75,6 @@ class Translator(ABC):
     def close(self) -> list[Event]:
         if self.finished:
             return []
-        from gateway.errors import UpstreamTruncated
-
         raise UpstreamTruncated("the upstream stream ended before its terminator")
 
 
@@ -95,6 +93,9 @@ class Adapter(ABC):
     """False for built-in sources that take no ``upstream`` block."""
     option_table: ClassVar[OptionTable] = {}
     """The documented options, ``key -> (default, check)``, read by :meth:`parse_options`."""
+    price_provider: ClassVar[str | None] = None
+    """The provider id in the price database (``genai-prices``) whose prices this adapter's
+    models are billed at; ``None``: no known price (only ``pricing:`` overrides apply)."""
 
     def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
         self.upstream = upstream
@@ -132,8 +133,6 @@ class Adapter(ABC):
         Route-pinned fields (the model, streaming) are applied; unknown fields are preserved.
         Adapters that support it override this; the default refuses.
         """
-        from gateway.errors import InvalidRequest
-
         raise InvalidRequest(f"provider '{self.name}' does not support request: native")
 
     @abstractmethod
@@ -170,8 +169,6 @@ class Adapter(ABC):
 
 
 def _generic_error_message(status: int, body: bytes) -> tuple[str, str | None]:
-    from gateway.jsonutil import loads
-
     fallback = f"upstream answered HTTP {status}"
     try:
         doc = loads(body) if body else None

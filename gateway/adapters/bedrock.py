@@ -11,9 +11,11 @@ Stream (AWS binary event stream, one JSON payload per frame, the event name in a
 ``contentBlockStart`` with ``start.toolUse`` opens a ``tool_call``; ``contentBlockDelta``
 carries ``delta.text`` -> ``delta``, ``delta.reasoningContent.text`` -> ``reasoning``,
 ``delta.toolUse.input`` -> ``tool_call`` pieces; ``messageStop.stopReason`` is remembered, and
-``metadata`` (usage) arrives *after* it: ``usage`` then ``end`` are emitted at ``metadata``, or
-``end`` alone at EOF when ``metadata`` never came. An exception frame is a terminal ``error``
-carrying the exception type. EOF before ``messageStop`` is ``upstream_truncated``.
+``metadata`` (usage: ``inputTokens``, ``outputTokens``, ``cacheReadInputTokens``,
+``cacheWriteInputTokens``) arrives *after* it and is the stream's terminator: ``usage`` then
+``end`` are emitted at ``metadata``. An exception frame is a terminal ``error`` carrying the
+exception type. EOF before ``metadata`` (even after ``messageStop``) is ``upstream_truncated``:
+the usage that ends every ConverseStream would be lost (contract rule 5.1).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class BedrockAdapter(Adapter):
     """
 
     name = "bedrock"
+    price_provider = "aws"
     framing = "aws-eventstream"
     default_base_url = "https://bedrock-runtime.{region}.amazonaws.com"
     """A template: the ``base_url`` property fills in the ``region`` option."""
@@ -269,13 +272,6 @@ class BedrockTranslator(Translator):
             return self._metadata(obj)
         return []  # unknown events: new ones may be added to the union
 
-    def close(self) -> list[Event]:
-        if self.finished:
-            return []
-        if self._stopped:
-            return [self._end()]
-        return super().close()
-
     def _delta(self, obj: dict[str, Any]) -> list[Event]:
         delta = obj.get("delta")
         if not isinstance(delta, dict):
@@ -321,7 +317,8 @@ class BedrockTranslator(Translator):
                 ev.usage(
                     input_tokens=total_input,
                     output_tokens=usage.get("outputTokens"),
-                    cached_input_tokens=cached,
+                    cache_read_input_tokens=cached,
+                    cache_write_input_tokens=written,
                 )
             )
         if self._stopped:

@@ -55,6 +55,7 @@ class CohereAdapter(Adapter):
     """Cohere v2 chat. Options: ``thinking_budgets`` (effort -> thinking.token_budget)."""
 
     name = "cohere"
+    price_provider = "cohere"
     framing = "sse"
     default_base_url = "https://api.cohere.com"
     option_table = _OPTIONS
@@ -204,5 +205,5 @@ def _usage(usage: dict[str, Any]) -> Event:
     return ev.usage(
         input_tokens=counts.get("input_tokens"),
         output_tokens=counts.get("output_tokens"),
-        cached_input_tokens=int(cached) if cached is not None else None,
+        cache_read_input_tokens=int(cached) if isinstance(cached, int | float) else None,
     )

@@ -8,7 +8,9 @@ Request: ``contents`` with roles ``user``/``model``; system/developer text goes 
 Stream: data-only SSE framed with CRLF, each event a whole ``GenerateContentResponse``. Parts
 with ``thought: true`` -> ``reasoning``, other text parts -> ``delta``, each ``functionCall`` part
 -> one whole ``tool_call`` (arguments serialised to a JSON string, id synthesised when absent).
-``usageMetadata`` is cumulative on every chunk: the last one is emitted once, at the end. Gemini
+``usageMetadata`` is cumulative on every chunk: merged count by count (a later count replaces an
+earlier one, never summed) and emitted once, at the end; ``cachedContentTokenCount`` is the
+cache read. Gemini
 has no terminator but EOF: a chunk with ``finishReason`` makes the stream finishable and
 :meth:`GeminiTranslator.close` emits ``usage`` + ``end``; EOF without one is
 ``upstream_truncated``. Errors arrive as ``{"error": {code, message, status}}``, either as a
@@ -83,6 +85,7 @@ class GeminiAdapter(Adapter):
     (send the effort as thinkingLevel instead), ``include_thoughts``."""
 
     name = "gemini"
+    price_provider = "google"
     framing = "sse+raw"
     default_base_url = "https://generativelanguage.googleapis.com"
     option_table = _OPTIONS
@@ -202,8 +205,10 @@ class GeminiTranslator(Translator):
             _raise_error(obj["error"])
         out: list[Event] = []
         usage = obj.get("usageMetadata")
-        if usage is not None:
-            self._usage = usage  # cumulative: the last one is the total
+        if isinstance(usage, dict):
+            # Cumulative: a later count replaces an earlier one (never summed); merged per
+            # count because early chunks may omit some (candidatesTokenCount).
+            self._usage = {**self._usage, **usage} if self._usage else usage
         candidates = obj.get("candidates")
         if candidates:
             candidate = candidates[0]
@@ -266,7 +271,7 @@ class GeminiTranslator(Translator):
                 input_tokens=usage.get("promptTokenCount"),
                 output_tokens=output,
                 reasoning_tokens=thoughts,
-                cached_input_tokens=usage.get("cachedContentTokenCount"),
+                cache_read_input_tokens=usage.get("cachedContentTokenCount"),
             )
         ]
 

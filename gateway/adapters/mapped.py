@@ -8,7 +8,8 @@ adapters, is ``docs/adapters/mapped.md``.
 
 Per message, in this order: the terminator's ``data`` (before any JSON parsing), the error
 rules (the first that matches ends the stream with ``error``), then ``reasoning``, ``text``,
-``refusal``, ``tool_call``, ``usage`` (remembered), ``finish_reason`` (remembered), and last the
+``refusal``, ``tool_call``, ``usage`` (remembered, merged count by count over events),
+``finish_reason`` (remembered), and last the
 terminator's ``type``/``path`` test, which emits the remembered ``usage`` then ``end``. A path
 that is missing is simply absent; text values that are not non-empty strings are ignored. EOF
 before the terminator is ``upstream_truncated`` unless ``eof_after_finish`` is set and a finish
@@ -23,6 +24,7 @@ from typing import Any, cast
 from gateway import events as ev
 from gateway.adapters._kit import (
     IndexedToolCalls,
+    UsageTally,
     count,
     new_call_id,
     retryable_status,
@@ -184,7 +186,7 @@ class MappedTranslator(Translator):
     def __init__(self, spec: Spec) -> None:
         self._spec = spec
         self._finish: str | None = None
-        self._usage: Event | None = None
+        self._usage = UsageTally()
         self._refused = False
         self._calls = IndexedToolCalls()
 
@@ -299,9 +301,8 @@ class MappedTranslator(Translator):
         assert rule is not None
         if rule.types is not None and kind not in rule.types:
             return
-        counts = {key: count(first(doc, paths)) for key, paths in rule.fields}
-        if any(v is not None for v in counts.values()):
-            self._usage = ev.usage(**counts)
+        # Merged count by count: a provider may split usage over several events.
+        self._usage.take(**{key: first(doc, paths) for key, paths in rule.fields})
 
     def _end(self) -> list[Event]:
         self.finished = True
@@ -313,4 +314,4 @@ class MappedTranslator(Translator):
         if self._refused and reason == "stop":
             reason = "content_filter"
         end = ev.end(cast(FinishReason, reason), native)  # config restricted it to the reasons
-        return [self._usage, end] if self._usage is not None else [end]
+        return [*self._usage.events(), end]

@@ -14,6 +14,11 @@ the field every compatible server understands; OpenAI's own reasoning models (o-
 reject it and need ``max_completion_tokens``.
 ``include_usage``: boolean, default true: send ``stream_options.include_usage`` so the stream
 ends with token counts. Turn it off for servers that reject ``stream_options``.
+``eof_after_finish``: boolean, default false. Off, the stream is complete only at
+``data: [DONE]`` (contract rule 5.1): EOF after a ``finish_reason`` but before ``[DONE]`` is
+``upstream_truncated``, because with ``include_usage`` the usage chunk comes *after* the finish
+chunk and would be lost silently. On, EOF after a ``finish_reason`` ends normally (for a server
+known to close without ``[DONE]``); the usage it reported so far is sent before ``end``.
 
 Stream: data-only SSE, one ``chat.completion.chunk`` per message, ``data: [DONE]`` at the end.
 Only ``choices[0]`` is read (the gateway never asks for ``n > 1``).
@@ -28,8 +33,11 @@ content                                one of them per chunk, ``reasoning`` pref
 delta.refusal                          delta; the end reason becomes ``content_filter``
 delta.tool_calls[] (keyed by index)    tool_call {index, id and name on the first piece,
                                        arguments piece}; an id is synthesised when missing
-usage (``choices: []`` chunk, or on    remembered; one ``usage`` event right before ``end``
-the finish chunk for DeepSeek)
+usage (``choices: []`` chunk, or on    merged field by field (a later count replaces an
+the finish chunk for DeepSeek)         earlier one); one ``usage`` event right before ``end``:
+                                       prompt_tokens, completion_tokens, reasoning_tokens,
+                                       prompt_tokens_details.cached_tokens (DeepSeek:
+                                       prompt_cache_hit_tokens) and .cache_write_tokens
 finish_reason                          remembered: stop, length, tool_calls (function_call),
                                        content_filter; anything else is ``other``
 data: [DONE]                           usage, end(reason seen, or ``other`` if none)
@@ -37,9 +45,8 @@ data: [DONE]                           usage, end(reason seen, or ``other`` if n
 "error", ...} (vLLM)                   with finish_reason ``error``
 =====================================  =====================================================
 
-EOF: many compatible servers close the stream without ``[DONE]``. A stream that already carried
-a ``finish_reason`` therefore ends normally at EOF (usage, then end); one that did not is
-``upstream_truncated``. Malformed JSON is ``upstream_protocol``.
+EOF before ``[DONE]`` is ``upstream_truncated`` (unless ``eof_after_finish``, above). Malformed
+JSON is ``upstream_protocol``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from gateway import events as ev
 from gateway.adapters._kit import (
     IndexedToolCalls,
     OptionTable,
+    UsageTally,
     as_object,
     bearer_headers,
     count,
@@ -72,6 +80,7 @@ from gateway.request import ChatMessage, ChatRequest
 _OPTIONS: OptionTable = {
     "max_tokens_field": ("max_tokens", typed(str, "max_tokens", "max_completion_tokens")),
     "include_usage": (True, typed(bool)),
+    "eof_after_finish": (False, typed(bool)),
 }
 
 _FINISH_REASONS: Mapping[str, FinishReason] = {
@@ -109,6 +118,7 @@ class OpenAIChatAdapter(Adapter):
     """The ``openai-chat`` provider. See the module docstring for the full mapping."""
 
     name: ClassVar[str] = "openai-chat"
+    price_provider = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     option_table = _OPTIONS
 
@@ -146,25 +156,26 @@ class OpenAIChatAdapter(Adapter):
         return self.post_json("/chat/completions", native)
 
     def new_translator(self) -> ChatTranslator:
-        return ChatTranslator()
+        return ChatTranslator(eof_after_finish=bool(self.options.get("eof_after_finish")))
 
 
 class ChatTranslator(Translator):
     """One Chat Completions stream. ``feed`` takes one SSE message; see the module table.
 
-    ``close`` ends normally when a ``finish_reason`` was seen (servers that omit ``[DONE]``),
-    else raises ``UpstreamTruncated``. ``feed`` raises ``UpstreamProtocolError`` on malformed
-    JSON. After a terminal event every further message is ignored.
+    ``close`` (EOF) raises ``UpstreamTruncated`` unless ``[DONE]`` was seen, or, with
+    ``eof_after_finish``, a ``finish_reason`` was. ``feed`` raises ``UpstreamProtocolError`` on
+    malformed JSON. After a terminal event every further message is ignored.
     """
 
-    __slots__ = ("_calls", "_finish", "_refused", "_usage", "finished", "model")
+    __slots__ = ("_calls", "_eof_ok", "_finish", "_refused", "_usage", "finished", "model")
 
-    def __init__(self) -> None:
+    def __init__(self, *, eof_after_finish: bool = False) -> None:
         self.finished = False
         self.model: str | None = None
         self._finish: str | None = None
-        # The last usage object seen (servers may repeat it on every chunk): read once, at the end.
-        self._usage: dict[str, Any] | None = None
+        self._eof_ok = eof_after_finish
+        # Servers repeat usage on several chunks (cumulative) or split it: merged per count.
+        self._usage = UsageTally()
         self._refused = False
         self._calls = IndexedToolCalls()
 
@@ -182,15 +193,15 @@ class ChatTranslator(Translator):
         if self.model is None and isinstance(doc.get("model"), str):
             self.model = doc["model"]
         usage = doc.get("usage")
-        if isinstance(usage, dict):
-            self._usage = usage
+        if usage.__class__ is dict:
+            _take_usage(self._usage, usage)
         choices = doc.get("choices")
         if not isinstance(choices, list) or not choices:
             return _NOTHING
         return self._choice(as_object(choices[0]))
 
     def close(self) -> list[Event]:
-        if not self.finished and self._finish is not None:
+        if not self.finished and self._eof_ok and self._finish is not None:
             return self._end()
         return super().close()
 
@@ -248,8 +259,7 @@ class ChatTranslator(Translator):
         reason: FinishReason = _FINISH_REASONS.get(finish, "other") if finish else "other"
         if self._refused and reason == "stop":
             reason = "content_filter"
-        end = ev.end(reason, finish)
-        return [_usage(self._usage), end] if self._usage is not None else [end]
+        return [*self._usage.events(), ev.end(reason, finish)]
 
 
 def _error_object(err: Any, doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -261,14 +271,15 @@ def _error_object(err: Any, doc: Mapping[str, Any]) -> Mapping[str, Any]:
     return doc  # vLLM: {"object": "error", "message", "type", "code"} at the top level
 
 
-def _usage(usage: Mapping[str, Any]) -> Event:
-    return ev.usage(
-        input_tokens=count(usage.get("prompt_tokens")),
-        output_tokens=count(usage.get("completion_tokens")),
-        reasoning_tokens=count(
-            as_object(usage.get("completion_tokens_details")).get("reasoning_tokens")
-        ),
-        cached_input_tokens=count(
-            as_object(usage.get("prompt_tokens_details")).get("cached_tokens")
-        ),
+def _take_usage(tally: UsageTally, usage: Mapping[str, Any]) -> None:
+    prompt = as_object(usage.get("prompt_tokens_details"))
+    cached = prompt.get("cached_tokens")
+    if cached is None:
+        cached = usage.get("prompt_cache_hit_tokens")  # DeepSeek
+    tally.take(
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        reasoning_tokens=as_object(usage.get("completion_tokens_details")).get("reasoning_tokens"),
+        cache_read_input_tokens=cached,
+        cache_write_input_tokens=prompt.get("cache_write_tokens"),
     )

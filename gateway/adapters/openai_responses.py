@@ -31,7 +31,8 @@ response.output_item.added               tool_call {index, id: call_id, name, ar
   (function_call item)                   (index in order of appearance)
 response.function_call_arguments.delta   tool_call {index, arguments} (looked up by item_id)
 response.function_call_arguments.done    the whole arguments, only if none were streamed
-response.completed                       usage, end(stop, provider_reason "completed")
+response.completed                       usage (cache read/write from input_tokens_details),
+                                         end(stop, provider_reason "completed")
 response.incomplete                      usage, end(length|content_filter|other, reason)
 response.failed                          error(upstream_error), retryable by error code
 error (flat or nested shape)             error(upstream_error); the stream is finished
@@ -111,6 +112,7 @@ class OpenAIResponsesAdapter(Adapter):
     """The ``openai-responses`` provider. See the module docstring for the full mapping."""
 
     name: ClassVar[str] = "openai-responses"
+    price_provider = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     option_table = _OPTIONS
 
@@ -277,10 +279,15 @@ class ResponsesTranslator(Translator):
 
 
 def _usage(doc: dict[str, Any]) -> list[Event]:
-    """The ``usage`` event from a terminal event's ``response.usage`` (none when absent)."""
+    """The ``usage`` event from a terminal event's ``response.usage`` (none when absent).
+
+    ``input_tokens_details.cached_tokens`` is the cache read, ``.cache_write_tokens`` (newer
+    API versions) the cache write; missing counters are unknown, never 0.
+    """
     usage = as_object(doc.get("response")).get("usage")
     if not isinstance(usage, dict):
         return _NOTHING
+    details = as_object(usage.get("input_tokens_details"))
     return [
         ev.usage(
             input_tokens=count(usage.get("input_tokens")),
@@ -288,9 +295,8 @@ def _usage(doc: dict[str, Any]) -> list[Event]:
             reasoning_tokens=count(
                 as_object(usage.get("output_tokens_details")).get("reasoning_tokens")
             ),
-            cached_input_tokens=count(
-                as_object(usage.get("input_tokens_details")).get("cached_tokens")
-            ),
+            cache_read_input_tokens=count(details.get("cached_tokens")),
+            cache_write_input_tokens=count(details.get("cache_write_tokens")),
         )
     ]
 

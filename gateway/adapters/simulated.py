@@ -37,10 +37,10 @@ from gateway.adapters._kit import (
 from gateway.adapters.base import Adapter, LocalScript, Translator
 from gateway.config.units import parse_duration
 from gateway.errors import UpstreamError
-from gateway.events import Event
+from gateway.events import USAGE_FIELDS, Event
 from gateway.framing import Message
 from gateway.jsonutil import dumps
-from gateway.request import ChatRequest
+from gateway.request import ChatRequest, parse_request
 
 _LOREM = [
     "lorem",
@@ -204,15 +204,13 @@ class SimulatedAdapter(Adapter):
         return LocalScript(tuple(chunks))
 
     def build_native_request(self, body: dict[str, Any]) -> LocalScript:
-        from gateway.request import parse_request
-
         return self.build_request(parse_request(body))
 
     def new_translator(self) -> Translator:
         return _SimulatedTranslator()
 
 
-_USAGE_KEYS = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens")
+_USAGE_KEYS = USAGE_FIELDS
 
 
 class _SimulatedTranslator(Translator):

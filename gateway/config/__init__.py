@@ -1,4 +1,8 @@
-"""Configuration: typed frozen model (``model.py``) and the validating loader (``parse.py``)."""
+"""Configuration: the typed frozen model (``model.py``).
+
+The validating loader is ``gateway.config.parse`` (``load_config_file``, ``parse_config``); it is
+not imported here because it needs the adapter and encoder registries, which need the model.
+"""
 
 from gateway.config.model import (
     AppKey,
@@ -14,7 +18,6 @@ from gateway.config.model import (
     UpstreamConfig,
     UpstreamTarget,
 )
-from gateway.config.parse import load_config, load_config_file, parse_config
 
 __all__ = [
     "AppKey",
@@ -29,7 +32,4 @@ __all__ = [
     "Timeouts",
     "UpstreamConfig",
     "UpstreamTarget",
-    "load_config",
-    "load_config_file",
-    "parse_config",
 ]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from gateway.config.pool import PoolConfig
 
+from gateway.config.accounting import Budget, PriceOverride
+
 OnClientAbort = Literal["cancel", "drain"]
 RequestMode = Literal["common", "native"]
 
@@ -137,6 +139,7 @@ class AppKey:
     key: str = field(repr=False)
     routes: tuple[str, ...] | None = None
     limits: RouteLimits = field(default_factory=RouteLimits)
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,8 @@ class GatewayConfig:
     routes: tuple[RouteConfig, ...]
     auth: AuthConfig | None = None
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pricing: tuple[PriceOverride, ...] = ()
+    """``pricing:`` overrides (``config/accounting.py``); they win over the price database."""
 
     def route(self, name: str) -> RouteConfig | None:
         for r in self.routes:

@@ -23,11 +23,14 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from gateway.adapters import ADAPTERS
+from gateway.adapters.base import Adapter
 from gateway.config import fields as f
+from gateway.config.accounting import parse_budget, parse_pricing
 from gateway.config.envsubst import interpolate, join_path
 from gateway.config.model import (
     AppKey,
@@ -39,15 +42,13 @@ from gateway.config.model import (
     ServerConfig,
 )
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
+from gateway.encoders import ENCODERS
 from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.adapters.base import Adapter
 
 __all__ = ["load_config", "load_config_file", "parse_config", "routes_summary"]
 
-TOP_KEYS = ("server", "routes", "auth", "limits")
-APP_KEY_KEYS = ("name", "key", "routes", "limits")
+TOP_KEYS = ("server", "routes", "auth", "limits", "pricing")
+APP_KEY_KEYS = ("name", "key", "routes", "limits", "budget")
 SERVER_SPEC: dict[str, f.Conv] = {
     "host": f.string(),
     "port": f.integer(lo=0, hi=65535),
@@ -96,9 +97,10 @@ def parse_config(
     routes, names = _routes(r, top, adapters, encoders)
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
+    pricing = parse_pricing(r, top.get("pricing"))
     if r.errors:
         raise ConfigError(r.errors)
-    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits)
+    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits, pricing=pricing)
 
 
 def load_config(
@@ -159,12 +161,8 @@ def _registries(
     adapters: Mapping[str, type[Adapter]] | None, encoders: Collection[str] | None
 ) -> tuple[Mapping[str, type[Adapter]], Collection[str]]:
     if adapters is None:
-        from gateway.adapters import ADAPTERS
-
         adapters = ADAPTERS
     if encoders is None:
-        from gateway.encoders import ENCODERS
-
         encoders = ENCODERS
     return adapters, encoders
 
@@ -238,9 +236,10 @@ def _app_key(r: f.Reader, raw: Any, path: str, route_names: list[str]) -> AppKey
         if routes == ():
             r.error(f"{path}.routes", "empty allow-list (omit 'routes' to allow every route)")
     limits = r.build(RouteLimits, m.get("limits"), f"{path}.limits", ROUTE_LIMITS)
+    budget = parse_budget(r, m.get("budget"), f"{path}.budget")
     if name is None or secret is None or routes is f.BAD:
         return None
-    return AppKey(name=name, key=secret, routes=routes, limits=limits)
+    return AppKey(name=name, key=secret, routes=routes, limits=limits, budget=budget)
 
 
 def _secret(r: f.Reader, v: Any, path: str) -> str | None:

@@ -113,11 +113,13 @@ def parse_pool(
     path: str,
     adapters: Mapping[str, type[Adapter]],
     parse_target: Any,
+    check_name: Any,
 ) -> PoolConfig | None:
     """The pool of route mapping ``m`` at ``path``; ``None`` after errors (all recorded).
 
-    ``parse_target`` is ``routes.parse_target`` (passed in to keep the import graph acyclic): it
-    checks the route's provider, timeouts and options once for all deployments.
+    ``parse_target`` and ``check_name`` are those of ``routes.py`` (passed in to keep the import
+    graph acyclic): the first checks the route's provider, timeouts and options once for all
+    deployments, the second each deployment's name.
     """
     up_path = join_path(path, "upstreams")
     if "upstreams" not in m:
@@ -144,7 +146,7 @@ def parse_pool(
     ok = True
     for i, item in enumerate(items):
         where = join_path(up_path, i)
-        dep = _deployment(r, item, where, base, adapter)
+        dep = _deployment(r, item, where, base, adapter, check_name)
         if dep is None:
             ok = False
             continue
@@ -209,12 +211,11 @@ def _deployment(
     where: str,
     base: UpstreamTarget | None,
     adapter: type[Adapter] | None,
+    check_name: Any,
 ) -> Deployment | None:
     dm = r.mapping(raw, where, DEPLOYMENT_KEYS)
     if dm is None:
         return None
-    from gateway.config.routes import check_name  # routes imports this module
-
     before = len(r.errors)
     name = check_name(r, dm.get("name"), join_path(where, "name"))
     upstream = UpstreamConfig(

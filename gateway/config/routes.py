@@ -161,7 +161,7 @@ def parse_route(
     route_path = _route_path(r, m, path, name)
     fmt = _format(r, m.get("format", "tokens"), join_path(path, "format"), encoders)
     if has_pool(m):
-        pool = parse_pool(r, m, path, adapters, parse_target)
+        pool = parse_pool(r, m, path, adapters, parse_target, check_name)
         primary = pool.deployments[0].target if pool else None
     else:
         pool, primary = None, parse_target(r, m, path, adapters)

@@ -23,9 +23,7 @@ Event mapping (one stream is one assistant message with one step)::
 schema and rejects the whole stream on it. So ``ai-sdk`` never sends it, and the format
 ``ai-sdk-finish-reason`` (same class) adds it for clients that accept it (ai >= 5.0.92).
 
-A request body in the SDK's own shape (``DefaultChatTransport`` sends ``{id, messages: [UIMessage],
-trigger, messageId}`` with ``parts`` instead of ``content``) is mapped to the common request by
-:func:`from_ui_messages`.
+The request side (the SDK's ``DefaultChatTransport`` body) is :mod:`gateway.frontdoor.ui_messages`.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
 from gateway.events import Event
-from gateway.jsonutil import dumps, dumps_str, loads
+from gateway.jsonutil import dumps, loads
 
 _PING = b": ping\n\n"
 _DONE = b"data: [DONE]\n\n"
@@ -197,60 +195,3 @@ def _parse_input(arguments: str) -> Any:
         return loads(arguments)
     except ValueError:
         return arguments
-
-
-# -- the request side ------------------------------------------------------------------------
-
-
-def from_ui_messages(body: Any) -> Any:
-    """Map a ``DefaultChatTransport`` body (UIMessages with ``parts``) to the common request.
-
-    Bodies already in the common shape (every message has ``content``) come back unchanged.
-    Text parts are joined into ``content``; an assistant message's tool parts with an input
-    become ``tool_calls``, and those with an output also a following ``tool`` message. The
-    SDK's ``id``, ``trigger`` and ``messageId`` fields are dropped. Invalid shapes are left for
-    :func:`gateway.request.parse_request` to report.
-    """
-    if not isinstance(body, dict):
-        return body
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not any(
-        isinstance(m, dict) and "parts" in m and "content" not in m for m in messages
-    ):
-        return body
-    out: list[Any] = []
-    for message in messages:
-        if isinstance(message, dict) and "parts" in message and "content" not in message:
-            out.extend(_from_ui_message(message))
-        else:
-            out.append(message)
-    rest = {k: v for k, v in body.items() if k not in ("id", "trigger", "messageId")}
-    return {**rest, "messages": out}
-
-
-def _from_ui_message(message: dict[str, Any]) -> list[dict[str, Any]]:
-    parts = message.get("parts")
-    if not isinstance(parts, list):
-        return [message]  # let parse_request name the problem
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    for part in parts:
-        if not isinstance(part, dict):
-            continue
-        kind = str(part.get("type", ""))
-        if kind == "text":
-            texts.append(str(part.get("text", "")))
-        elif (kind.startswith("tool-") or kind == "dynamic-tool") and "input" in part:
-            name = part.get("toolName") or kind[len("tool-") :]
-            call_id = str(part.get("toolCallId", ""))
-            calls.append({"id": call_id, "name": name, "arguments": dumps_str(part["input"])})
-            if "output" in part:
-                content = part["output"]
-                text = content if isinstance(content, str) else dumps_str(content)
-                results.append({"role": "tool", "tool_call_id": call_id, "content": text})
-    common: dict[str, Any] = {"role": message.get("role"), "content": "".join(texts)}
-    if calls and message.get("role") == "assistant":
-        common["tool_calls"] = calls
-        return [common, *results]
-    return [common]

@@ -19,6 +19,10 @@ class Encoder(ABC):
     name: ClassVar[str]
     content_type: ClassVar[str]
     extra_headers: ClassVar[dict[str, str]] = {}
+    buffered: ClassVar[bool] = False
+    """A non-streaming answer: one document at the terminal event, sent with :attr:`status`."""
+    status: int = 200
+    """The HTTP status of a buffered answer (an error document sets its own)."""
 
     def __init__(self, route: RouteConfig, request_id: str) -> None:
         self.route = route

@@ -15,58 +15,37 @@ The registry maps the name an adapter declares in ``Adapter.framing`` to a decod
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
 
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""Default bound for one message or line. Generous: real thought signatures exceed 128 KiB."""
+from gateway.framing.base import DEFAULT_MAX_MESSAGE_BYTES, RAW_EVENT, Decoder, Message
+from gateway.framing.eventstream import EventStreamDecoder
+from gateway.framing.ndjson import NDJSONDecoder
+from gateway.framing.sse import SSEDecoder
 
-RAW_EVENT = "\x00raw"
-"""``Message.event`` of text outside the framing (e.g. pretty-printed JSON between SSE events)."""
-
-
-class Message(NamedTuple):
-    """One framed upstream message.
-
-    ``event`` is the SSE event type (``"message"`` when none was given), ``""`` for NDJSON lines,
-    or :data:`RAW_EVENT` for text outside the framing. ``data`` is the payload text. ``id`` is the
-    SSE last event id at dispatch (``""`` elsewhere).
-    """
-
-    event: str
-    data: str
-    id: str = ""
-
-
-class Decoder(Protocol):
-    def feed(self, data: bytes) -> list[Message]: ...
-
-    def close(self) -> list[Message]: ...
-
+__all__ = [
+    "DECODERS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "RAW_EVENT",
+    "Decoder",
+    "Message",
+    "new_decoder",
+]
 
 DecoderFactory = Callable[[int], Decoder]
 
 
 def _sse(max_message_bytes: int) -> Decoder:
-    from gateway.framing.sse import SSEDecoder
-
     return SSEDecoder(max_message_bytes=max_message_bytes)
 
 
 def _sse_raw(max_message_bytes: int) -> Decoder:
-    from gateway.framing.sse import SSEDecoder
-
     return SSEDecoder(max_message_bytes=max_message_bytes, raw_lines=True)
 
 
 def _ndjson(max_message_bytes: int) -> Decoder:
-    from gateway.framing.ndjson import NDJSONDecoder
-
     return NDJSONDecoder(max_message_bytes=max_message_bytes)
 
 
 def _aws_eventstream(max_message_bytes: int) -> Decoder:
-    from gateway.framing.eventstream import EventStreamDecoder
-
     return EventStreamDecoder(max_message_bytes=max_message_bytes)
 
 

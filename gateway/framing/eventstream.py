@@ -20,7 +20,7 @@ from __future__ import annotations
 import zlib
 
 from gateway.errors import UpstreamProtocolError, UpstreamTruncated
-from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Message
+from gateway.framing.base import DEFAULT_MAX_MESSAGE_BYTES, Message
 
 _PRELUDE = 12
 _MIN_FRAME = _PRELUDE + 4

@@ -8,7 +8,7 @@ is not parsed here: the adapter parses each line once.
 from __future__ import annotations
 
 from gateway.errors import UpstreamProtocolError
-from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Message
+from gateway.framing.base import DEFAULT_MAX_MESSAGE_BYTES, Message
 
 _CR = 0x0D
 

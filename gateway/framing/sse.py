@@ -13,7 +13,7 @@ U+2028, U+2029, U+0085 and the other Unicode separators), so it is the spec's li
 from __future__ import annotations
 
 from gateway.errors import UpstreamProtocolError
-from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, RAW_EVENT, Message
+from gateway.framing.base import DEFAULT_MAX_MESSAGE_BYTES, RAW_EVENT, Message
 
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D

@@ -1,5 +1,7 @@
-"""Client-facing front doors that copy a well-known public API (today: OpenAI-compatible chat).
+"""Client-facing front doors that copy a public API apps already speak (contract section 10).
 
+Each front door is a request decoder (body -> common request), encoders in the registry
+(``gateway/encoders``) and an error shape; the stream itself is the one every route path runs.
 :func:`install_frontdoor` registers their endpoints on the app; ``build_app`` calls it before
 the catch-all route of the configured routes.
 """
@@ -8,10 +10,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.frontdoor.chat_completions import handle_chat_completions, handle_models
+from gateway.frontdoor.messages import handle_count_tokens, handle_messages
+from gateway.frontdoor.responses import handle_responses
+
 
 def install_frontdoor(app: web.Application) -> None:
-    """Register ``POST /v1/chat/completions`` and ``GET /v1/models``."""
-    from gateway.frontdoor.chat_completions import handle_chat_completions, handle_models
-
-    app.router.add_post("/v1/chat/completions", handle_chat_completions)
+    """Register the OpenAI-compatible endpoints and the Messages endpoints."""
     app.router.add_get("/v1/models", handle_models)
+    app.router.add_post("/v1/chat/completions", handle_chat_completions)
+    app.router.add_post("/v1/responses", handle_responses)
+    app.router.add_post("/v1/messages", handle_messages)
+    app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)

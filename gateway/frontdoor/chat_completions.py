@@ -2,14 +2,15 @@
 
 Any OpenAI SDK client can use every route: ``model`` names a configured route, the body is
 mapped to the common request (:mod:`gateway.frontdoor.request_map`), and the answer is built
-from the same token events every other format gets (:mod:`gateway.frontdoor.encoders`).
+from the same token events every other format gets (:mod:`gateway.encoders.chat_completions`).
 
-Both modes run through :func:`gateway.server.start_stream`, so hooks (auth, limits), metrics,
-deadlines, heartbeats and abort propagation are those of every route:
+Both modes run through :func:`gateway.stream.start_stream`, so admission (auth, limits),
+metrics, deadlines, heartbeats and abort propagation are those of every route. The front door is
+a request decoder, two registered encoders and an error shape:
 
-* ``stream: true``: a plain :class:`StreamSession` with the chunk encoder.
-* ``stream`` false or absent: a :class:`HeldSession`, which holds the answer back until the
-  terminal event, so an upstream failure is still an error status (502, 504 ...). If the
+* ``stream: true``: the ``chat-completions`` encoder, streamed.
+* ``stream`` false or absent: the buffered ``chat-completions-json`` encoder, whose answer waits
+  for the terminal event, so an upstream failure is still an error status (502, 504 ...). If the
   first heartbeat falls due first (``server.heartbeat_interval`` of silence toward the client),
   it commits to ``200`` and sends a newline per interval (JSON allows leading whitespace);
   a later failure is then an error document with status 200.
@@ -27,84 +28,33 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
-from gateway.frontdoor.encoders import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.frontdoor.request_map import to_common
-from gateway.http import json_response, read_body
-from gateway.jsonutil import loads
+from gateway.http import json_response, read_json
 from gateway.request import parse_request
-from gateway.server import STATE, StreamPlan, _check_content_type, _decode_json, start_stream
-from gateway.state import GatewayState, RouteRuntime
-from gateway.stream import Attempt, StreamSession
+from gateway.state import STATE, GatewayState, RouteRuntime
+from gateway.stream import StreamPlan, start_stream
+from gateway.stream.plan import build_attempts
 
 
-class HeldSession(StreamSession):
-    """A stream session whose client answer waits for the terminal event (non-streaming mode).
-
-    Nothing is sent when the upstream answers: the encoder returns no bytes until the terminal
-    event, and :meth:`_send` keeps those until :meth:`_finish` builds the response with the
-    encoder's status. A heartbeat falling due first commits the response as usual.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._held: list[bytes] = []
-
-    async def _start(self) -> None:
-        return  # hold the headers back (see the class docs)
-
-    async def _send_heartbeat(self) -> None:
-        if not self.started:
-            try:
-                await super()._start()
-            except (ConnectionResetError, RuntimeError):
-                return  # the client is gone; the handler's cancellation reports it
-        await super()._send_heartbeat()
-
-    async def _send(self, data: bytes) -> None:
-        if self.started:
-            await super()._send(data)
-        else:
-            self._held.append(data)
-
-    def _finish(self) -> None:
-        super()._finish()
-        if self.response is None:
-            encoder = self.encoder
-            status = encoder.status if isinstance(encoder, CompletionEncoder) else 200
-            headers = {"X-Request-Id": self.request_id, **self.extra_headers}
-            self.response = web.Response(
-                status=status,
-                body=b"".join(self._held),
-                content_type="application/json",
-                headers=headers,
-            )
+def compat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    """``exc`` in the OpenAI-compatible error shape, with its status and headers."""
+    return _compat_error(exc, headers=headers)
 
 
 def _compat_error(
-    exc: GatewayError, param: str | None = None, code: str | None = None
+    exc: GatewayError,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = error_body(code or exc.error_code, exc.message, exc.http_status, param)
-    return json_response(body, status=exc.http_status, headers=exc.headers)
+    return json_response(body, status=exc.http_status, headers={**(headers or {}), **exc.headers})
 
 
-def _reshape_error(response: web.StreamResponse) -> web.StreamResponse:
-    """Rewrite a gateway JSON error (``{"error": {code, message}}``) in the compatible shape."""
-    if not isinstance(response, web.Response) or response.prepared or response.status < 400:
-        return response
-    body = response.body
-    try:
-        err = loads(body)["error"] if isinstance(body, bytes) else None
-        if not isinstance(err, dict) or "type" in err:
-            return response  # not ours, or already in the OpenAI-compatible shape
-        code, message = str(err["code"]), str(err["message"])
-    except (ValueError, KeyError, TypeError):
-        return response
-    response.body = json_response(error_body(code, message, response.status)).body
-    return response
-
-
-def _find_route(state: GatewayState, body: Any) -> RouteRuntime:
+def find_route(state: GatewayState, body: Any) -> RouteRuntime:
+    """The route a front-door body names in ``model``; raises InvalidRequest / NotFound."""
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object")
     name = body.get("model")
@@ -133,12 +83,8 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         if state.draining:
             raise Unavailable("the gateway is shutting down")
-        _check_content_type(request)
-        server = state.config.server
-        body = _decode_json(
-            await read_body(request, server.max_body_bytes, server.request_read_timeout)
-        )
-        runtime = _find_route(state, body)
+        body = await read_json(request, state.config.server)
+        runtime = find_route(state, body)
         stream, include_usage = _stream_flags(body)
     except NotFound as exc:
         return _compat_error(exc, "model", "model_not_found")
@@ -149,24 +95,29 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
 
     async def prepare(request_id: str) -> StreamPlan:
         chat = parse_request(to_common(body))
-        attempts = [Attempt(t, a, a.build_request(chat)) for t, a in runtime.targets]
+        attempts = build_attempts(runtime, chat, body)
         if stream:
             chunks = ChatChunkEncoder(
                 route, request_id, model=route.name, created=created, include_usage=include_usage
             )
             return StreamPlan(chunks, attempts, max_tokens=chat.max_tokens)
         whole = CompletionEncoder(route, request_id, model=route.name, created=created)
-        return StreamPlan(whole, attempts, session_type=HeldSession, max_tokens=chat.max_tokens)
+        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
 
-    response = await start_stream(request, state, runtime, prepare, received=received)
-    return _reshape_error(response)
+    return await start_stream(
+        request, state, runtime, prepare, received=received, errors=compat_error
+    )
 
 
 async def handle_models(request: web.Request) -> web.Response:
-    """``GET /v1/models``: every route as a model (names only; never upstream details)."""
+    """``GET /v1/models``: every route the key may use, as a model (names only).
+
+    With auth on, a missing or wrong key is a 401 in the OpenAI-compatible shape.
+    """
     state = request.app[STATE].current
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}
-        for name in state.routes
-    ]
+    try:
+        names = state.visible_routes(request.headers)
+    except GatewayError as exc:
+        return _compat_error(exc)
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"} for name in names]
     return json_response({"object": "list", "data": data})

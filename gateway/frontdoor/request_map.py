@@ -53,7 +53,9 @@ def to_common(body: dict[str, Any]) -> dict[str, Any]:
 def _message(item: Any, path: str) -> Any:
     if not isinstance(item, dict):
         return item  # parse_request names the problem
-    out: dict[str, Any] = {"role": item.get("role"), "content": _content(item.get("content"), path)}
+    out: dict[str, Any] = {"role": item.get("role")}
+    if "content" in item:  # absent stays absent, so parse_request says "is required"
+        out["content"] = _content(item["content"], path)
     if item.get("tool_calls") is not None:
         out["tool_calls"] = _tool_calls(item["tool_calls"], f"{path}.tool_calls")
     if "tool_call_id" in item:

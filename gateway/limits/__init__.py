@@ -13,6 +13,7 @@ from gateway.config.model import LimitsConfig
 from gateway.limits.base import BackendError, Denied, Grant, LimitBackend, Scope
 from gateway.limits.limiter import ErrorReporter, Limiter, Ticket, has_limits
 from gateway.limits.memory import MemoryBackend
+from gateway.limits.redis_backend import RedisBackend
 
 
 def _memory(config: LimitsConfig, on_error: Callable[[Exception], None]) -> LimitBackend:
@@ -20,8 +21,6 @@ def _memory(config: LimitsConfig, on_error: Callable[[Exception], None]) -> Limi
 
 
 def _redis(config: LimitsConfig, on_error: Callable[[Exception], None]) -> LimitBackend:
-    from gateway.limits.redis_backend import RedisBackend
-
     return RedisBackend(config.redis_url, on_error=on_error)
 
 

@@ -56,7 +56,7 @@ class ErrorReporter:
         self.suppressed = 0
 
     def __call__(self, exc: Exception) -> None:
-        self.metrics.limit_backend_errors.inc()
+        self.metrics.limit_backend_error()
         now = self.clock()
         if now - self.last_warning < WARN_EVERY:
             self.suppressed += 1

@@ -1,5 +1,7 @@
 """In-process limits backend (the default): exact, instant, and private to one process.
 
+Also the store of spending budgets (``budget.py``), with the same atomicity.
+
 Every check runs without an ``await`` in between, so on one event loop it is atomic. With
 several replicas or ``--workers N`` each process has its own budget: use the Redis backend to
 share one.
@@ -7,7 +9,7 @@ share one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.limits import window as w
@@ -42,6 +44,7 @@ class MemoryBackend(LimitBackend):
     def __init__(self) -> None:
         self.streams: dict[str, int] = {}
         self.windows: dict[tuple[str, str], _Window] = {}
+        self.budgets: dict[str, list[int]] = {}
 
     def _window(self, scope: str, kind: str, index: int) -> _Window:
         win = self.windows.get((scope, kind))
@@ -103,3 +106,44 @@ class MemoryBackend(LimitBackend):
             elif grant.window == index - 1:
                 win.prev = max(0, win.prev + delta)
             # a refund for a window that no longer counts is dropped
+
+    # Budgets (``budget.py``): per scope, the counters of its current period only; a settlement
+    # for an older period drops its refund (that period no longer admits anything).
+
+    def _budget(self, scope: str, index: int) -> list[int]:
+        """[period index, spent, reserved] of ``scope``, rolled to period ``index``."""
+        entry = self.budgets.get(scope)
+        if entry is None or entry[0] < index:
+            entry = self.budgets[scope] = [index, 0, 0]
+        return entry
+
+    async def budget_reserve(
+        self, scope: str, index: int, limit: int, amount: int, ttl: int
+    ) -> tuple[bool, int]:
+        entry = self._budget(scope, index)
+        used = entry[1] + entry[2]
+        if used >= limit or used + amount > limit:
+            return False, used
+        entry[2] += amount
+        return True, used + amount
+
+    def budget_settle(
+        self,
+        scope: str,
+        hold_index: int,
+        reserved: int,
+        index: int,
+        real: int,
+        ttl: int,
+        on_used: Callable[[int], None] | None = None,
+    ) -> None:
+        entry = self._budget(scope, index)
+        if hold_index == entry[0]:
+            entry[2] = max(0, entry[2] - reserved)
+        entry[1] += real
+        if on_used is not None:
+            on_used(entry[1] + entry[2])
+
+    async def budget_used(self, scope: str, index: int) -> int:
+        entry = self._budget(scope, index)
+        return entry[1] + entry[2]

@@ -9,6 +9,10 @@ Keys (``<p>`` = ``gateway:limits:<scope>``, scope ``app:<name>`` or ``route:<nam
   seconds; a crashed replica stops refreshing, so its slots free themselves within
   ``lease_ttl`` (expired members are dropped before every count).
 
+Budgets (``budget.py``): ``gateway:budget:<app>:<per>:<n>``, a hash of ``spent`` and ``reserved``
+nano-dollars of period ``n``, expiring a minute after the period ends. Reserve and settle are one
+Lua script each.
+
 Check-and-count is one Lua script (atomic in Redis): every limit of every scope is checked,
 then all are counted, or none. Release is another script (free the lease, reconcile tokens).
 Time comes from the gateway (``now`` argument), so replicas need clocks in sync (NTP is plenty
@@ -122,6 +126,36 @@ return 0
 """
 
 
+BUDGET_PREFIX = "gateway:budget:"
+
+# KEYS: the period's hash. ARGV: limit, amount, ttl. Returns {admitted 0/1, used after}.
+BUDGET_RESERVE = """
+local limit, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+local used = tonumber(v[1] or '0') + tonumber(v[2] or '0')
+if used >= limit or used + amount > limit then return {0, used} end
+if amount > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', amount) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, used + amount}
+"""
+
+# KEYS: the reservation's period hash, the current period hash. ARGV: reserved, real, ttl.
+# Returns the current period's used amount.
+BUDGET_SETTLE = """
+local reserved, real = tonumber(ARGV[1]), tonumber(ARGV[2])
+if reserved > 0 then
+  local held = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+  if held > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', -math.min(held, reserved)) end
+end
+if real > 0 then
+  redis.call('HINCRBY', KEYS[2], 'spent', real)
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+local v = redis.call('HMGET', KEYS[2], 'spent', 'reserved')
+return tonumber(v[1] or '0') + tonumber(v[2] or '0')
+"""
+
+
 def _window_ttl(now: float) -> int:
     """Seconds until the current window stops counting (the end of the next one), plus slack."""
     end = (w.window_index(now) + 2) * w.WINDOW
@@ -144,8 +178,7 @@ class RedisBackend(LimitBackend):
         self.lease_ttl = lease_ttl
         self.clock = clock
         self._client: Any = None
-        self._acquire: Any = None
-        self._release: Any = None
+        self._scripts: dict[str, Any] = {}
         self.held: dict[str, tuple[str, ...]] = {}
         """Open leases of this process: lease id -> the sorted-set keys it sits in."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -164,15 +197,22 @@ class RedisBackend(LimitBackend):
             socket_connect_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 1),
         )
-        self._acquire = self._client.register_script(ACQUIRE)
-        self._release = self._client.register_script(RELEASE)
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in (
+                ("acquire", ACQUIRE),
+                ("release", RELEASE),
+                ("budget_reserve", BUDGET_RESERVE),
+                ("budget_settle", BUDGET_SETTLE),
+            )
+        }
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script; any failure of the store becomes :class:`BackendError` (the one edge)."""
         from redis.exceptions import RedisError
 
         self._connect()
-        script = self._acquire if name == "acquire" else self._release
+        script = self._scripts[name]
         try:
             async with asyncio.timeout(2 * TIMEOUT + 0.5):
                 return await script(keys=keys, args=args)
@@ -248,6 +288,52 @@ class RedisBackend(LimitBackend):
         except BackendError as exc:
             # The lease expires on its own within lease_ttl; the reconciliation is lost.
             self._report(exc)
+
+    async def budget_reserve(
+        self, scope: str, index: int, limit: int, amount: int, ttl: int
+    ) -> tuple[bool, int]:
+        key = f"{BUDGET_PREFIX}{scope}:{index}"
+        admitted, used = await self._call("budget_reserve", [key], [limit, amount, ttl])
+        return bool(int(admitted)), int(used)
+
+    def budget_settle(
+        self,
+        scope: str,
+        hold_index: int,
+        reserved: int,
+        index: int,
+        real: int,
+        ttl: int,
+        on_used: Callable[[int], None] | None = None,
+    ) -> None:
+        keys = [f"{BUDGET_PREFIX}{scope}:{hold_index}", f"{BUDGET_PREFIX}{scope}:{index}"]
+        task = asyncio.ensure_future(self._settle_now(keys, [reserved, real, ttl], on_used))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_now(
+        self, keys: list[str], args: list[Any], on_used: Callable[[int], None] | None
+    ) -> None:
+        try:
+            used = await self._call("budget_settle", keys, args)
+        except BackendError as exc:
+            self._report(exc)  # the reservation expires with its period; the charge is lost
+            return
+        if on_used is not None:
+            on_used(int(used))
+
+    async def budget_used(self, scope: str, index: int) -> int:
+        from redis.exceptions import RedisError
+
+        self._connect()
+        try:
+            async with asyncio.timeout(2 * TIMEOUT + 0.5):
+                values = await self._client.hmget(
+                    f"{BUDGET_PREFIX}{scope}:{index}", "spent", "reserved"
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendError(f"limits backend: {type(exc).__name__}") from exc
+        return sum(int(v or 0) for v in values)
 
     def _report(self, exc: Exception) -> None:
         if self.on_error is not None:

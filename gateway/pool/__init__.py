@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from gateway.config.model import GatewayConfig, LimitsConfig
 from gateway.pool.memory import MemoryPoolState
 from gateway.pool.pool import FAILURE_REASONS, MAX_RETRY_AFTER, Lease, Pool, PoolRecorder, Refusal
+from gateway.pool.redis_state import RedisPoolState
 from gateway.pool.state import BackendError, PoolState
 
 
@@ -25,8 +26,6 @@ def _memory(
 def _redis(
     limits: LimitsConfig, route: str, on_error: Callable[[Exception], None] | None
 ) -> PoolState:
-    from gateway.pool.redis_state import RedisPoolState
-
     return RedisPoolState(limits.redis_url, route, on_error=on_error)
 
 

@@ -1,33 +1,106 @@
 """One lazily re-armed timer per stream enforces every deadline, with no per-event timer work.
 
-The timer fires at the nearest deadline, checks them all against the session's timestamps
-(which the hot path only assigns), acts on those passed and re-arms: upstream ``first_event`` /
-``idle`` / ``total`` silence and ``max_stream_duration`` (interrupt the pending upstream read, so
-the normal path writes the terminal event), heartbeats toward a silent client, and the
-slow-client write deadline (cut the transport).
+The timer fires at the nearest deadline, checks them all against timestamps the hot path only
+assigns (the source's last read, the sink's last write), acts on those passed and re-arms:
+upstream ``first_event`` / ``idle`` / ``total`` silence and ``max_stream_duration`` (interrupt the
+pending upstream read, so the normal path writes the terminal event), heartbeats toward a silent
+client, and the slow-client write deadline (cut the transport).
+
+:class:`Deadlines` holds a narrow handle on what it watches and interrupts (:class:`Watched`), not
+the session's state.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
-from gateway.errors import GatewayError, LimitExceeded, ShutdownError, UpstreamTimeout
-from gateway.stream.base import SessionBase
-from gateway.stream.base import now as _now
+from gateway.errors import GatewayError, LimitExceeded, UpstreamTimeout
+from gateway.stream.sinks import Sink
+from gateway.stream.source import Source, now
 
 
-class Deadlines(SessionBase):
-    """Deadlines, heartbeats and interruptions of a stream session."""
+class Watched(Protocol):
+    """What the deadlines read and act on (a stream session)."""
 
-    __slots__ = ()
+    @property
+    def source(self) -> Source | None:
+        """The upstream being read, once one answered."""
 
-    def _arm(self, when: float) -> None:
+    @property
+    def sink(self) -> Sink: ...
+
+    @property
+    def failure(self) -> GatewayError | None:
+        """Set once the stream was interrupted."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def interrupt(self, exc: GatewayError) -> None:
+        """End the stream with ``exc`` from outside the read loop."""
+
+    def heartbeat(self) -> None:
+        """Send a heartbeat now (starting the response if needed), without blocking."""
+
+    def cut_slow_client(self) -> None:
+        """The client accepted no bytes for ``write_timeout``: drop its connection."""
+
+    def flush(self) -> None:
+        """Push the stream's batched metrics out."""
+
+
+class Deadlines:
+    """The timer of one stream. :meth:`arm` it once; it re-arms itself until :meth:`stop`."""
+
+    __slots__ = (
+        "_loop",
+        "_stream",
+        "_timer",
+        "deadline_total",
+        "duration_is_limit",
+        "heartbeat_interval",
+        "max_duration",
+        "write_timeout",
+    )
+
+    def __init__(
+        self,
+        stream: Watched,
+        *,
+        received: float,
+        total: float,
+        max_duration: float | None,
+        heartbeat_interval: float,
+        write_timeout: float,
+    ) -> None:
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self.heartbeat_interval = heartbeat_interval
+        self.write_timeout = write_timeout
+        self.max_duration = max_duration
+        self.duration_is_limit = max_duration is not None and max_duration < total
+        self.deadline_total = received + (
+            max_duration if max_duration is not None and max_duration < total else total
+        )
+
+    def arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(max(0.0, when - _now()), self._tick)
+        self._timer = self._loop.call_later(max(0.0, when - now()), self._tick)
 
-    def _rearm_now(self) -> None:
-        self._arm(_now())
+    def rearm_now(self) -> None:
+        """Check now (a new upstream answered, or the timer had stopped)."""
+        self.arm(now())
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def total_passed(self) -> bool:
+        return now() >= self.deadline_total
 
     def _tick(self) -> None:
         """Check every deadline; act on those passed; re-arm at the nearest next one.
@@ -37,87 +110,47 @@ class Deadlines(SessionBase):
         between 1 and 1.5 ``write_timeout`` after its last progress (also on the final write).
         """
         self._timer = None
-        if self.closed:
+        stream = self._stream
+        if stream.closed:
             return
-        self.rec.flush()  # the stream's batched metrics reach /metrics at least this often
-        now = _now()
-        if self.writing:  # blocked on the client: the upstream is silent because we stopped reading
-            stall_deadline = self.write_since + self.write_timeout
-            if now >= stall_deadline:
-                self._cut_slow_client()
+        stream.flush()  # the stream's batched metrics reach /metrics at least this often
+        sink = stream.sink
+        t = now()
+        if sink.writing:  # blocked on the client: the upstream is silent because we stopped reading
+            stall_deadline = sink.write_since + self.write_timeout
+            if t >= stall_deadline:
+                stream.cut_slow_client()
                 return
-            self._arm(stall_deadline)
+            self.arm(stall_deadline)
             return
-        nxt = now + self.write_timeout / 2 if self.started else self.deadline_total
-        if self.pipeline is not None and self.pipeline.done:
-            self._arm(nxt)  # only the last write is left
+        nxt = t + self.write_timeout / 2 if sink.started else self.deadline_total
+        source = stream.source
+        if source is not None and source.done:
+            self.arm(nxt)  # only the last write is left
             return
-        if now >= self.deadline_total and self.failure is None:
-            self.interrupt(self._duration_error())
+        if t >= self.deadline_total and stream.failure is None:
+            stream.interrupt(self._duration_error())
             return
         nxt = min(nxt, self.deadline_total)
-        if self.upstream is not None:
-            timeouts = self.served_by.target.timeouts
-            got_event = self.last_upstream > (self.t_headers or 0.0)
+        if source is not None:
+            timeouts = source.attempt.target.timeouts
+            got_event = source.got_event
             limit = timeouts.idle if got_event else timeouts.first_event
-            upstream_deadline = self.last_upstream + limit
-            if now >= upstream_deadline and self.failure is None:
+            upstream_deadline = source.last_read + limit
+            if t >= upstream_deadline and stream.failure is None:
                 what = "sent nothing" if not got_event else "went silent"
-                self.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
+                stream.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
                 return
             nxt = min(nxt, upstream_deadline)
-        beat = self.last_write + self.heartbeat_interval
-        if now >= beat:
-            self._heartbeat()
-            beat = now + self.heartbeat_interval
-        self._arm(min(nxt, beat))
+        beat = sink.last_write + self.heartbeat_interval
+        if t >= beat:
+            stream.heartbeat()
+            beat = t + self.heartbeat_interval
+        self.arm(min(nxt, beat))
 
     def _duration_error(self) -> GatewayError:
         if self.duration_is_limit:
-            limit = self.route.max_stream_duration
-            return LimitExceeded(f"the stream exceeded max_stream_duration ({limit:g}s)")
+            return LimitExceeded(
+                f"the stream exceeded max_stream_duration ({self.max_duration:g}s)"
+            )
         return UpstreamTimeout("the stream exceeded its total timeout")
-
-    def _heartbeat(self) -> None:
-        side = self._side_task
-        if side is not None and not side.done():
-            return
-        self.last_write = _now()
-        self._side_task = asyncio.ensure_future(self._send_heartbeat())
-
-    async def _send_heartbeat(self) -> None:
-        try:
-            if not self.started:
-                await self._start()
-            data = self.encoder.heartbeat()
-            if data and self.response is not None and not self.writing:
-                self.writing = True
-                self.write_since = _now()
-                try:
-                    await self.response.write(data)
-                finally:
-                    self.writing = False
-                self.last_write = _now()
-                self.metrics.heartbeats.inc()
-        except (ConnectionResetError, RuntimeError):
-            pass  # the client is gone; the handler's cancellation reports it
-
-    def _cut_slow_client(self) -> None:
-        self.slow_client = True
-        self.state.metrics.slow_clients.labels(self.route.name).inc()
-        transport = self.http_request.transport
-        if transport is not None:
-            transport.abort()
-
-    def interrupt(self, exc: GatewayError) -> None:
-        """End the stream with ``exc`` (deadline, limit, shutdown) from outside the read loop."""
-        if self.failure is not None:
-            return
-        self.failure = exc
-        if self.upstream is not None:
-            self.upstream.interrupt(exc)
-        elif self.task is not None:
-            self.task.cancel()  # still waiting for the upstream to answer
-
-    def shutdown(self) -> None:
-        self.interrupt(ShutdownError("the gateway is shutting down; retry the request"))

@@ -1,17 +1,18 @@
-"""One client stream, from upstream answer to terminal event: the I/O edge of the hot path.
+"""One client stream, from admission to terminal event: the I/O edge of the hot path.
 
-:class:`StreamSession` owns a stream's lifetime once the request is validated: it opens the
-upstream (trying fallbacks before the first byte), starts the client response, pumps
-``upstream bytes -> Pipeline -> Encoder -> response.write``, and records the outcome in
-``finally``. Its parts: :mod:`gateway.stream.attempts` (which upstream serves, fallbacks before
-the first byte) and :mod:`gateway.stream.deadlines` (one lazily re-armed timer per stream for
-every deadline and heartbeat, with no per-event timer work). Per-event metrics go to a per-stream
-:class:`~gateway.metrics.StreamRecorder`, flushed by that timer and at the end.
+:meth:`StreamSession.run` reads as the script it is: open an upstream (with failover), pipe its
+source into the client sink, finish. The parts, each behind a narrow interface:
+
+* :class:`~gateway.stream.attempts.Failover` chooses and opens the upstream, before any byte;
+* :class:`~gateway.stream.source.Source` turns upstream bytes into event batches;
+* :class:`~gateway.stream.sinks.Sink` encodes them and writes the client response;
+* :class:`~gateway.metrics.StreamRecord` records timings and counts (the only metrics calls);
+* :class:`~gateway.stream.deadlines.Deadlines`, one timer for every deadline and heartbeat.
 
 Cancellation: the server runs with ``handler_cancellation=True``, so a client disconnect cancels
 the handler task inside :meth:`run`; the ``except CancelledError`` path closes the upstream at once
-(or hands it to a drain task when the route says ``on_client_abort: drain``), records the abort
-phase and the cancel latency, and re-raises. Shutdown and deadline failures never cancel the
+(or hands it to a drain when the route says ``on_client_abort: drain``), records the abort phase
+and the cancel latency, and re-raises. Shutdown, deadline and limit failures never cancel the
 task: they interrupt the pending upstream read, so the normal path writes the terminal event.
 """
 
@@ -19,121 +20,113 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway import events as ev
+from gateway.admission import Admission
 from gateway.config.model import RouteConfig
-from gateway.encoders.base import Encoder
-from gateway.errors import GatewayError, LimitExceeded, UpstreamError
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    LimitExceeded,
+    ShutdownError,
+    UpstreamError,
+)
 from gateway.events import Event
 from gateway.logs import log_event
-from gateway.metrics import StreamRecorder
-from gateway.stream.attempts import Attempt, Fallbacks
-from gateway.stream.base import now as _now
+from gateway.metrics import StreamRecord
+from gateway.state import GatewayState
+from gateway.stream.attempts import Attempt, Failover
 from gateway.stream.deadlines import Deadlines
-
-if TYPE_CHECKING:
-    from gateway.pipeline import Pipeline
-    from gateway.state import GatewayState
-    from gateway.upstream import UpstreamStream
-
-_CONTENT = ev.CONTENT_TYPES
-_OUTCOME_BY_CODE = {
-    "upstream_timeout": "upstream_timeout",
-    "upstream_truncated": "upstream_truncated",
-    "shutdown": "shutdown",
-    "limit_exceeded": "limit_exceeded",
-    "internal": "internal",
-}
+from gateway.stream.drain import drain
+from gateway.stream.plan import ErrorShape, StreamPlan
+from gateway.stream.sinks import Sink, new_sink
+from gateway.stream.source import Source, now
 
 
-class StreamSession(Fallbacks, Deadlines):
-    """The state of one stream. Created per request by the route handler, then :meth:`run`."""
+class StreamSession:
+    """One stream. Created per admitted, validated request by :func:`start_stream`."""
 
-    __slots__ = ()  # every field is declared in SessionBase
+    __slots__ = (
+        "_beat",
+        "_error_response",
+        "_errors",
+        "_start_lock",
+        "admission",
+        "closed",
+        "deadlines",
+        "failover",
+        "failure",
+        "model",
+        "record",
+        "request_id",
+        "route",
+        "sink",
+        "slow_client",
+        "source",
+        "state",
+        "task",
+    )
 
     def __init__(
         self,
         state: GatewayState,
         route: RouteConfig,
-        http_request: web.Request,
-        encoder: Encoder,
-        attempts: list[Attempt],
+        request: web.Request,
+        plan: StreamPlan,
         *,
         request_id: str,
         received: float,
-        app: str | None,
-        model: str | None,
-        extra_headers: dict[str, str],
-        on_finish: Callable[[dict[str, int]], None] | None = None,
+        admission: Admission,
+        headers: dict[str, str],
+        errors: ErrorShape,
     ) -> None:
+        server = state.config.server
         self.state = state
         self.route = route
-        self.http_request = http_request
-        self.encoder = encoder
-        self.attempts = attempts
         self.request_id = request_id
-        self.app = app
-        self.model = model
-        self.extra_headers = extra_headers
-        self.on_finish = on_finish
-        self.metrics = state.route_metrics[route.name]
-        self.rec = StreamRecorder(self.metrics)
-        self.loop = asyncio.get_running_loop()
-        self.t0 = received
-        self.task: asyncio.Task[Any] | None = None
-
-        self.response: web.StreamResponse | None = None
-        self.upstream: UpstreamStream | None = None
-        self.pipeline: Pipeline | None = None
-        self.served_by: Attempt = attempts[0]
-        self.outcome = "internal"
-        self.error_code: str | None = None
-        self.usage: dict[str, int] = {}
-        self.events_written = 0
-        self.bytes_written = 0
-
-        self.started = False
-        self.writing = False
-        self.write_since = 0.0
-        self.last_write = received
-        self.t_request_sent = received
-        self.last_upstream = 0.0
-        self.t_headers: float | None = None
-        self.t_first_content: float | None = None
-        self.last_content = 0.0
-        self.max_gap = 0.0
-        self.content_writes = 0  # writes carrying content: drain mode's tokens-after-abort share
+        self.model = plan.model
+        self.admission = admission
+        self.record = StreamRecord(state.route_metrics[route.name], received, admission.app)
+        self.sink: Sink = new_sink(
+            request,
+            plan.encoder,
+            headers,
+            max_bytes=route.max_output_bytes,
+            max_write_buffer=server.max_write_buffer_bytes,
+            t0=received,
+        )
+        self.failover = Failover(
+            self, plan.attempts, state.session, server.max_upstream_event_bytes
+        )
+        self.deadlines = Deadlines(
+            self,
+            received=received,
+            total=plan.attempts[0].target.timeouts.total,
+            max_duration=route.max_stream_duration,
+            heartbeat_interval=server.heartbeat_interval,
+            write_timeout=server.write_timeout,
+        )
+        self.source: Source | None = None
         self.failure: GatewayError | None = None
-        self.slow_client = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._side_task: asyncio.Task[None] | None = None
-        self._start_lock = asyncio.Lock()
-        self.held: list[Event] = []
-        """Events read but not yet written: the first events of an attempt that may fail over."""
-        self.held_back = False
         self.closed = False
-
-        server = state.config.server
-        self.heartbeat_interval = server.heartbeat_interval
-        self.write_timeout = server.write_timeout
-        total = self.served_by.target.timeouts.total
-        limit = route.max_stream_duration
-        self.duration_is_limit = limit is not None and limit < total
-        self.deadline_total = received + (limit if limit is not None and limit < total else total)
+        self.slow_client = False
+        self.task: asyncio.Task[object] | None = None
+        self._errors = errors
+        self._error_response: web.Response | None = None
+        self._start_lock = asyncio.Lock()
+        self._beat: asyncio.Future[None] | None = None
 
     async def run(self) -> web.StreamResponse:
-        """Serve the stream. Returns the response (a JSON error response if nothing was sent)."""
+        """Serve the stream. Returns the response (an error document if nothing was sent)."""
         self.task = asyncio.current_task()
         self.state.sessions.add(self)
-        self.metrics.active.inc()
-        self._arm(self.t0 + self.heartbeat_interval)
+        self.record.started()
+        self.deadlines.arm(self.record.t0 + self.deadlines.heartbeat_interval)
         try:
-            await self._open()
-            await self._pump()
+            source = await self.failover.open()
+            await self._pipe(source)
         except asyncio.CancelledError:
             if self.failure is None:
                 self._client_gone()
@@ -144,246 +137,184 @@ class StreamSession(Fallbacks, Deadlines):
             await self._fail(self.failure)
         except GatewayError as exc:
             await self._fail(exc)
-        except Exception as exc:  # a bug: never a traceback to the client
+        except Exception:  # a bug: never a traceback to the client
             log_event("internal_error", logging.ERROR, route=self.route.name, id=self.request_id)
             logging.getLogger("gateway").exception("unexpected error in stream")
-            await self._fail(_internal(exc))
+            await self._fail(InternalError("the gateway failed to serve this stream"))
         finally:
             self._finish()
-        assert self.response is not None
-        return self.response
+        response = self._error_response or self.sink.result()
+        assert response is not None
+        return response
 
-    async def _pump(self) -> None:
-        assert self.upstream is not None and self.pipeline is not None
-        pipeline, upstream = self.pipeline, self.upstream
+    async def _pipe(self, source: Source) -> None:
+        """Upstream event batches into the sink, until the terminal event."""
         await self._start()
-        held, self.held = self.held, []
-        await self._write(held)
-        read = upstream.read
-        overhead = self.rec.overhead.observe
-        while not pipeline.done:
-            chunk = await read()
-            self.last_upstream = t_read = _now()
-            produced = pipeline.feed(chunk) if chunk else pipeline.close()
-            if produced:
-                await self._write(produced, t_read)
-                overhead(_now() - t_read)
-            if self.failure is not None and not pipeline.done:
-                await self._write(pipeline.fail(self.failure))
-        self._set_outcome(pipeline.terminal)
+        await self._deliver(source.take_held())
+        record = self.record
+        while not source.done:
+            events = await source.next_batch()
+            if events:
+                t_read = source.last_read
+                await self._deliver(events, t_read)
+                record.overhead(now() - t_read)
+        terminal = source.pipeline.terminal
+        if terminal is None or terminal.type == ev.END:
+            record.completed()
+        else:
+            record.failed(str(terminal.data.get("code")))
 
     # -- starting and writing ----------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def _start(self, *, commit: bool = False) -> None:
         """Send the response headers and ``created`` (once; a heartbeat may get here first)."""
         async with self._start_lock:
-            if self.started or self.closed:
+            if self.sink.started or self.closed:
                 return
-            headers = {
-                "Content-Type": self.encoder.content_type,
-                "Cache-Control": "no-cache, no-transform",
-                "X-Accel-Buffering": "no",
-                "X-Request-Id": self.request_id,
-                **self.encoder.extra_headers,
-                **self.extra_headers,
-            }
-            response = web.StreamResponse(status=200, headers=headers)
-            await response.prepare(self.http_request)
-            transport = self.http_request.transport
-            if transport is not None:
-                transport.set_write_buffer_limits(
-                    high=self.state.config.server.max_write_buffer_bytes
-                )
-            self.response = response
-            self.started = True
-            target = self.served_by.target
-            primary = self.served_by is self.attempts[0]
-            model = (self.model if primary else None) or self.served_by.adapter.model_for(None)
-            await self._write(
-                [ev.created(self.request_id, self.route.name, target.provider, model)]
+            if not await self.sink.start(commit=commit):
+                return  # a buffered answer waits for its end
+            attempt = self.failover.served_by
+            model = (self.model if self.failover.primary else None) or attempt.adapter.model_for(
+                None
             )
+            created = ev.created(self.request_id, self.route.name, attempt.target.provider, model)
+            await self._deliver([created])
 
-    async def _write(self, events: list[Event], now: float | None = None) -> None:
-        """Encode ``events`` into one write; record first-token and gap metrics.
+    async def _deliver(self, events: list[Event], t_read: float | None = None) -> None:
+        """Encode ``events`` into one write and record them.
 
-        ``now`` is the time the events were read (taken once per upstream read by the pump).
+        ``t_read`` is when the events were read (taken once per upstream read). Raises
+        :class:`LimitExceeded` once ``max_output_bytes`` went out (after at most one event more).
         """
         if not events:
             return
         if events[-1].type == ev.ERROR:  # once per stream: providers echo keys in errors
-            events[-1] = self._scrub_event(events[-1])
-        encode = self.encoder.encode
-        counts = self.rec.counts
-        content = False
-        parts = []
-        for event in events:
-            parts.append(encode(event))
-            kind = event.type
-            counts[kind] = counts.get(kind, 0) + 1
-            if kind in _CONTENT:
-                content = True
-            elif kind == ev.USAGE:
-                self.usage.update(event.data)
-        if events[-1].is_terminal:
-            parts.append(self.encoder.close())
-        data = b"".join(parts)
-        self.events_written += len(events)
-        if content:
-            if now is None:
-                now = _now()
-            if self.t_first_content is None:
-                self.t_first_content = now
-                self.metrics.ttft.observe(now - self.t0)
-            else:
-                gap = now - self.last_content
-                self.rec.inter_token.observe(gap)
-                if gap > self.max_gap:
-                    self.max_gap = gap
-            self.last_content = now
-            self.content_writes += 1
+            events[-1] = _scrub_event(events[-1], self.failover.served_by)
+        sink = self.sink
+        data, count = sink.frame(events)
+        if count < len(events):
+            events = events[:count]
+        self.record.wrote(events, now() if t_read is None else t_read)
         if data:
-            await self._send(data)
+            await sink.send(data)
+        if sink.over_limit and not self.record.ended:
+            raise LimitExceeded(f"stream output exceeded {sink.max_bytes} bytes")
 
-    async def _send(self, data: bytes) -> None:
-        response = self.response
-        assert response is not None
-        side = self._side_task
-        if side is not None and not side.done() and side is not asyncio.current_task():
-            await side  # a heartbeat write is in flight: keep frames whole and in order
-        self.writing = True
-        self.write_since = _now()
+    # -- what the deadlines and the server call ----------------------------------------------
+
+    def interrupt(self, exc: GatewayError) -> None:
+        """End the stream with ``exc`` (deadline, limit, shutdown) from outside the read loop."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        if self.source is not None:
+            self.source.interrupt(exc)
+        elif self.task is not None:
+            self.task.cancel()  # still waiting for the upstream to answer
+
+    def clear_failure(self) -> None:
+        self.failure = None
+
+    def shutdown(self) -> None:
+        self.interrupt(ShutdownError("the gateway is shutting down; retry the request"))
+
+    def heartbeat(self) -> None:
+        beat = self._beat
+        if beat is not None and not beat.done():
+            return
+        self.sink.last_write = now()
+        self._beat = self.sink.beating = asyncio.ensure_future(self._send_heartbeat())
+
+    async def _send_heartbeat(self) -> None:
         try:
-            await response.write(data)
-        except ConnectionResetError:
-            # The transport closed before the cancellation landed: the client is gone.
-            raise asyncio.CancelledError() from None
-        finally:
-            self.writing = False
-        self.last_write = _now()
-        self.bytes_written += len(data)
-        limit = self.route.max_output_bytes
-        if limit is not None and self.bytes_written > limit and self.failure is None:
-            self.interrupt(LimitExceeded(f"stream output exceeded {limit} bytes"))
+            if not self.sink.started:
+                await self._start(commit=True)
+            if await self.sink.heartbeat():
+                self.record.heartbeat()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client is gone; the handler's cancellation reports it
+
+    def cut_slow_client(self) -> None:
+        self.slow_client = True
+        self.record.slow_client()
+        self.sink.abort()
+
+    def flush(self) -> None:
+        self.record.flush()
 
     # -- endings -----------------------------------------------------------------------------
 
     async def _fail(self, exc: GatewayError) -> None:
-        self.error_code = exc.error_code
-        self.outcome = _outcome_for(exc)
+        self.record.failed(exc.error_code, upstream=isinstance(exc, UpstreamError))
         async with self._start_lock:  # a heartbeat may be starting the response right now
-            if not self.started:
-                from gateway.http import json_error
-
+            if not self.sink.started:
                 self.closed = True
-                self.response = json_error(exc, self.extra_headers)
+                self._error_response = self._errors(exc, self.sink.headers)
                 return
-        pipeline = self.pipeline
+        source = self.source
         # Held-back events go first; when the pipeline already ended (an early error event that
         # a heartbeat kept from failing over), its terminal event is among them.
-        held, self.held = self.held, []
-        events = held + (
-            pipeline.fail(exc) if pipeline is not None else [Event(ev.ERROR, exc.to_event_data())]
-        )
+        events = source.take_held() + source.fail(exc) if source is not None else []
+        if not self.record.ended and not any(e.is_terminal for e in events):
+            events.append(Event(ev.ERROR, exc.to_event_data()))
         try:
-            await self._write(events)
+            await self._deliver(events)
         except (asyncio.CancelledError, ConnectionResetError):
-            self.outcome = "client_abort"
-
-    def _set_outcome(self, terminal: Event | None) -> None:
-        if terminal is None or terminal.type == ev.END:
-            self.outcome = "completed"
-            return
-        code = str(terminal.data.get("code"))
-        self.error_code = code
-        self.outcome = _OUTCOME_BY_CODE.get(code, "upstream_error")
+            self.record.outcome = "client_abort"
+        except LimitExceeded:
+            pass  # the terminal event went out anyway
 
     def _client_gone(self) -> None:
         """The client disconnected (or a slow client was cut): close or drain the upstream."""
-        if self.slow_client:
-            self.outcome = "limit_exceeded"
-            self.error_code = "slow_client"
-        else:
-            self.outcome = "client_abort"
-            if self.upstream is None:
-                phase = "before_upstream_headers"
-            elif self.t_first_content is None:
-                phase = "before_first_token"
-            else:
-                phase = "mid_stream"
-            self.metrics.abort(phase)
-        upstream = self.upstream
-        if upstream is None:
+        if not self.slow_client:
+            self.record.aborted(upstream_open=self.source is not None)
+        source = self.source
+        if source is None:
             return  # open_upstream closes its own connection when cancelled
-        if self.route.on_client_abort == "drain" and self.state.try_drain(self):
-            self.upstream = None  # the drainer owns it now
-            return
-        t = _now()
-        upstream.close()
-        self.metrics.cancel.observe(_now() - t)
-        self.upstream = None
+        self.source = None
+        route = self.route
+        if route.on_client_abort == "drain" and self.state.try_drain(
+            lambda: drain(source, self.record, route.drain_timeout, self.request_id)
+        ):
+            return  # the drain owns the upstream now
+        t = now()
+        source.close()
+        self.record.cancelled(now() - t)
 
     def _finish(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.upstream is not None:
-            self.upstream.close()
-        self.metrics.active.dec()
+        self.deadlines.stop()
+        if self.source is not None:
+            self.source.close()
         self.state.sessions.discard(self)
-        self.rec.flush()
-        now = _now()
-        if self.t_first_content is not None:
-            self.metrics.max_gap.observe(self.max_gap)
-        if self.usage:
-            self.metrics.tokens(self.usage)
-        self.metrics.finish(self.outcome, now - self.t0, self.app)
-        if self.on_finish is not None:
-            self.on_finish(self.usage)
+        record = self.record
+        duration = record.finished(now())
+        self.admission.release(record.usage)
         log_event(
             "stream",
             route=self.route.name,
             id=self.request_id,
-            app=self.app,
-            upstream=self.served_by.target.provider,
-            outcome=self.outcome,
-            code=self.error_code,
-            ttft_ms=_ms(self.t_first_content, self.t0),
-            headers_ms=_ms(self.t_headers, self.t0),
-            duration_ms=round((now - self.t0) * 1000, 3),
-            events=self.events_written,
-            bytes=self.bytes_written,
-            **{k: v for k, v in self.usage.items() if isinstance(v, int)},
+            app=record.app,
+            upstream=self.failover.served_by.target.provider,
+            outcome=record.outcome,
+            code=record.error_code,
+            ttft_ms=_ms(record.t_first_content, record.t0),
+            headers_ms=_ms(record.t_headers, record.t0),
+            duration_ms=round(duration * 1000, 3),
+            events=record.events_written,
+            bytes=self.sink.bytes_written,
+            **{k: v for k, v in record.usage.items() if isinstance(v, int)},
         )
-
-    def _scrub_event(self, event: Event) -> Event:
-        """An ``error`` event without the provider credential in its message."""
-        key = self.served_by.target.upstream.api_key
-        message = event.data.get("message")
-        if key and len(key) >= 4 and isinstance(message, str) and key in message:
-            return Event(ev.ERROR, {**event.data, "message": message.replace(key, "[redacted]")})
-        return event
-
-    def _scrub(self, exc: GatewayError, attempt: Attempt) -> GatewayError:
-        """Remove the provider credential from an upstream error message (defence in depth)."""
-        key = attempt.target.upstream.api_key
-        if key and len(key) >= 4 and key in exc.message:
-            exc.message = exc.message.replace(key, "[redacted]")
-            exc.args = (exc.message,)
-        return exc
 
 
 def _ms(t: float | None, t0: float) -> float | None:
     return None if t is None else round((t - t0) * 1000, 3)
 
 
-def _outcome_for(exc: GatewayError) -> str:
-    if isinstance(exc, UpstreamError):
-        return _OUTCOME_BY_CODE.get(exc.error_code, "upstream_error")
-    return _OUTCOME_BY_CODE.get(exc.error_code, "rejected")
-
-
-def _internal(exc: BaseException) -> GatewayError:
-    from gateway.errors import InternalError
-
-    return InternalError("the gateway failed to serve this stream")
+def _scrub_event(event: Event, attempt: Attempt) -> Event:
+    """An ``error`` event without the provider credential in its message."""
+    key = attempt.target.upstream.api_key
+    message = event.data.get("message")
+    if key and len(key) >= 4 and isinstance(message, str) and key in message:
+        return Event(ev.ERROR, {**event.data, "message": message.replace(key, "[redacted]")})
+    return event

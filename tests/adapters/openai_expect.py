@@ -97,11 +97,14 @@ def _chat_end(exp: dict[str, Any]) -> tuple[str, str]:
 
 
 def check_terminal(result: Assembled, exp: dict[str, Any]) -> None:
-    """Error beats finish reason; neither means the upstream was cut off."""
+    """Error beats finish reason; neither (or ``truncated``: no terminator) means cut off."""
     terminal = result.terminal
     assert terminal is not None
     error = exp["error"]
-    if error is not None:
+    if exp.get("truncated"):
+        assert terminal.type == "error", terminal
+        assert terminal.data["code"] == "upstream_truncated"
+    elif error is not None:
         assert terminal.type == "error", terminal
         assert terminal.data["code"] == "upstream_error"
         assert terminal.data["message"] == error["message"]
@@ -122,7 +125,7 @@ def check_terminal(result: Assembled, exp: dict[str, Any]) -> None:
 def check_usage(result: Assembled, exp: dict[str, Any]) -> None:
     """``usage_normalized`` fields the protocol carries; ``null`` means unknown, i.e. omitted."""
     normalized = exp["usage_normalized"]
-    if normalized is None or exp["error"] is not None:
+    if normalized is None or exp["error"] is not None or exp.get("truncated"):
         assert result.usage is None, result.usage
         return
     wanted = {k: normalized[k] for k in USAGE_FIELDS if normalized.get(k) is not None}

@@ -24,6 +24,7 @@ from tests.adapters.native_contract import CONVERSATION, check_fixture
         ("anthropic_basic.sse", ("end", "stop"), {}),
         ("anthropic_thinking_tool_use.sse", ("end", "tool_calls"), {}),
         ("anthropic_max_tokens.sse", ("end", "length"), {}),
+        ("anthropic_cache_usage.sse", ("end", "stop"), {}),
         (
             "anthropic_error_midstream.sse",
             ("error", "upstream_error"),
@@ -259,7 +260,45 @@ def test_cached_input_counts_in_input_tokens() -> None:
     )
     events = replay(make_adapter(AnthropicAdapter), [start])
     usage = next(e for e in events if e.type == "usage")
-    assert usage.data == {"input_tokens": 105, "output_tokens": 7, "cached_input_tokens": 90}
+    assert usage.data == {
+        "input_tokens": 105,
+        "output_tokens": 7,
+        "cached_input_tokens": 90,
+        "cache_read_input_tokens": 90,
+        "cache_write_input_tokens": 5,
+    }
+
+
+def test_usage_is_merged_over_message_start_and_message_delta() -> None:
+    # message_delta repeats input_tokens without the cache counts (newer responses repeat some
+    # fields): the cache counts of message_start must survive, and each count takes its latest
+    # value. The old translator recomputed input from the last event alone (10, cached 0).
+    start_usage = {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 90,
+        "cache_creation_input_tokens": 5,
+        "output_tokens": 1,
+    }
+    stream = _sse(
+        {"type": "message_start", "message": {"usage": start_usage}},
+        {"type": "message_delta", "delta": {}, "usage": {"input_tokens": 10, "output_tokens": 3}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 7, "cache_read_input_tokens": None},
+        },
+        {"type": "message_stop"},
+    )
+    events = replay(make_adapter(AnthropicAdapter), [stream])
+    assert [e.data for e in events if e.type == "usage"] == [
+        {
+            "input_tokens": 105,
+            "output_tokens": 7,
+            "cached_input_tokens": 90,
+            "cache_read_input_tokens": 90,
+            "cache_write_input_tokens": 5,
+        }
+    ]
 
 
 def test_upstream_config_base_url_default() -> None:

@@ -74,6 +74,20 @@ def test_fixture_at_every_split() -> None:
     check_same_at_every_split(adapter(), data, whole, every_cut=True)
 
 
+def test_cache_usage_fixture_at_every_split() -> None:
+    name = "bedrock_cache_usage.bin"
+    data = fixture_bytes(name)
+    expected = fixture_expected(name)
+    whole = run(data)
+    got = assemble(whole)
+    assert got.text == expected["text"]
+    wanted = {k: v for k, v in expected["usage_normalized"].items() if v is not None}
+    del wanted["total_tokens"]
+    assert got.usage == wanted
+    assert got.terminal == Event("end", {"reason": "stop", "provider_reason": "end_turn"})
+    check_same_at_every_split(adapter(), data, whole, every_cut=True)
+
+
 def test_exception_fixture() -> None:
     name = "bedrock_converse_stream_exception.bin"
     data = fixture_bytes(name)
@@ -114,10 +128,12 @@ def test_complete_frames_without_message_stop_are_truncated() -> None:
     assert events[-1].data["code"] == "upstream_truncated"
 
 
-def test_message_stop_without_metadata_ends_at_eof() -> None:
+def test_message_stop_without_metadata_is_truncated() -> None:
+    # ConverseStream's terminator is the metadata frame after messageStop (protocols README
+    # 0.1): EOF between the two loses the usage, so it is not a clean end (contract rule 5.1).
     events = run(_stream(TEXT, event("messageStop", {"stopReason": "end_turn"})))
-    assert [e.type for e in events] == ["thinking", "clear", "delta", "end"]
-    assert events[-1].data == {"reason": "stop", "provider_reason": "end_turn"}
+    assert [e.type for e in events] == ["thinking", "clear", "delta", "error"]
+    assert events[-1].data["code"] == "upstream_truncated"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +175,16 @@ def test_metadata_cache_counts_and_end_after_usage() -> None:
         )
     )
     assert events[-2:] == [
-        Event("usage", {"input_tokens": 117, "output_tokens": 5, "cached_input_tokens": 100}),
+        Event(
+            "usage",
+            {
+                "input_tokens": 117,
+                "output_tokens": 5,
+                "cached_input_tokens": 100,
+                "cache_read_input_tokens": 100,
+                "cache_write_input_tokens": 7,
+            },
+        ),
         Event("end", {"reason": "stop", "provider_reason": "end_turn"}),
     ]
 
@@ -232,6 +257,7 @@ def test_reasoning_signature_and_unknown_deltas_emit_nothing() -> None:
             event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": ""}}),
             event("somethingNew", {"x": 1}),
             event("messageStop", {"stopReason": "end_turn"}),
+            event("metadata", {}),
         )
     )
     assert [e.type for e in events] == ["thinking", "end"]

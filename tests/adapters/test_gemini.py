@@ -21,6 +21,7 @@ from tests.adapters.native_contract import CONVERSATION, check_fixture
         ("gemini_basic.sse", ("end", "stop"), {}),
         ("gemini_thinking_tool_call.sse", ("end", "tool_calls"), {}),
         ("gemini_max_tokens.sse", ("end", "length"), {}),
+        ("gemini_cache_usage.sse", ("end", "length"), {}),
         ("gemini_safety.sse", ("end", "content_filter"), {}),
         ("gemini_prompt_blocked.sse", ("end", "content_filter"), {}),
         (
@@ -186,6 +187,11 @@ def test_usage_is_the_last_cumulative_value_emitted_once() -> None:
     events = replay(make_adapter(GeminiAdapter), [data])
     usages = [e for e in events if e.type == "usage"]
     assert [u.data for u in usages] == [
-        {"input_tokens": 3, "output_tokens": 4, "cached_input_tokens": 2}
+        {
+            "input_tokens": 3,
+            "output_tokens": 4,
+            "cached_input_tokens": 2,
+            "cache_read_input_tokens": 2,
+        }
     ]
     assert events[-1].data == {"reason": "other", "provider_reason": "OTHER"}

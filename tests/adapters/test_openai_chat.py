@@ -89,13 +89,41 @@ def test_finish_reasons(finish: str, reason: str) -> None:
     assert events[-1].data == {"reason": reason, "provider_reason": finish}
 
 
-def test_eof_after_finish_reason_ends_normally_with_usage() -> None:
-    usage = {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
-    events = run(sse(chunk({"content": "a"}), chunk({}, "stop", usage=usage)))
+USAGE_AFTER_FINISH = sse(
+    chunk({"content": "a"}),
+    chunk({}, "stop", usage=None),
+    chunk(None, usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}),
+)
+
+
+def test_eof_after_finish_reason_without_done_is_truncated() -> None:
+    # Contract rule 5.1: the terminator is [DONE]. The old translator ended such a stream
+    # normally at EOF; cut between the finish chunk and the usage chunk, usage was lost silently.
+    for data in (sse(chunk({"content": "a"}), chunk({}, "stop")), USAGE_AFTER_FINISH):
+        events = run(data)
+        assert events[-1].type == "error", events
+        assert events[-1].data["code"] == "upstream_truncated"
+        assert "usage" not in [e.type for e in events]
+
+
+def test_usage_after_the_finish_chunk_comes_before_end_at_done() -> None:
+    events = run(USAGE_AFTER_FINISH + sse("[DONE]"))
     assert [(e.type, e.data) for e in events[-2:]] == [
         ("usage", {"input_tokens": 2, "output_tokens": 3}),
         ("end", {"reason": "stop", "provider_reason": "stop"}),
     ]
+
+
+def test_eof_after_finish_option_relaxes_the_terminator() -> None:
+    adapter = make_adapter(OpenAIChatAdapter, {"eof_after_finish": True})
+    events = replay_checked(adapter, [USAGE_AFTER_FINISH])
+    assert [(e.type, e.data) for e in events[-2:]] == [
+        ("usage", {"input_tokens": 2, "output_tokens": 3}),
+        ("end", {"reason": "stop", "provider_reason": "stop"}),
+    ]
+    # ... but never without a finish reason
+    events = replay_checked(adapter, [sse(chunk({"content": "a"}))])
+    assert events[-1].data["code"] == "upstream_truncated"
 
 
 def test_eof_without_finish_reason_is_truncated() -> None:
@@ -103,12 +131,16 @@ def test_eof_without_finish_reason_is_truncated() -> None:
     assert events[-1].data["code"] == "upstream_truncated"
 
 
-def test_last_usage_wins_and_is_sent_once_before_end() -> None:
-    first = {"prompt_tokens": 1, "completion_tokens": 1}
+def test_usage_is_merged_per_count_and_sent_once_before_end() -> None:
+    first = {
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    }
     last = {
         "prompt_tokens": 4,
         "completion_tokens": 9,
-        "prompt_tokens_details": {"cached_tokens": 2},
+        "prompt_tokens_details": {"cache_write_tokens": 3},
         "completion_tokens_details": {"reasoning_tokens": 5},
     }
     events = run(
@@ -128,10 +160,19 @@ def test_last_usage_wins_and_is_sent_once_before_end() -> None:
                 "output_tokens": 9,
                 "reasoning_tokens": 5,
                 "cached_input_tokens": 2,
+                "cache_read_input_tokens": 2,
+                "cache_write_input_tokens": 3,
             },
         )
     ]
     assert events[-2] is usages[0]
+
+
+def test_deepseek_cache_hit_is_the_cache_read() -> None:
+    usage = {"prompt_tokens": 18, "completion_tokens": 2, "prompt_cache_hit_tokens": 16}
+    events = run(sse(chunk({}, "stop", usage=usage), "[DONE]"))
+    assert events[-2].data["cache_read_input_tokens"] == 16
+    assert events[-2].data["cached_input_tokens"] == 16
 
 
 def test_reasoning_field_names_and_no_duplicates() -> None:
@@ -402,7 +443,11 @@ def test_parse_options_errors(options: dict[str, Any], error: str) -> None:
 def test_parse_options_defaults() -> None:
     parsed, errors = OpenAIChatAdapter.parse_options({}, "options")
     assert errors == []
-    assert parsed == {"max_tokens_field": "max_tokens", "include_usage": True}
+    assert parsed == {
+        "max_tokens_field": "max_tokens",
+        "include_usage": True,
+        "eof_after_finish": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from gateway.adapters.base import Adapter, LocalScript, Translator, UpstreamRequest
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig
+from gateway.config.parse import parse_config
 from gateway.errors import ConfigError
 from gateway.request import ChatRequest
 

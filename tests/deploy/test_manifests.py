@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from gateway.cli import _parser as cli_parser
-from gateway.config import parse_config
+from gateway.config.parse import parse_config
 from gateway.config.units import parse_duration
 from tests.support.gateway import REPO
 

@@ -9,8 +9,9 @@ import pytest
 
 from gateway import events as ev
 from gateway.encoders import ENCODERS
-from gateway.encoders.ai_sdk import AISDKEncoder, AISDKFinishReasonEncoder, from_ui_messages
+from gateway.encoders.ai_sdk import AISDKEncoder, AISDKFinishReasonEncoder
 from gateway.events import Event
+from gateway.frontdoor.ui_messages import from_ui_messages
 from tests.support.gateway import config_from
 
 ROUTE = config_from({"routes": [{"name": "r", "provider": "simulated"}]}).routes[0]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.faults.kit import SSE, chat_chunk, chat_route, post
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
@@ -41,17 +43,31 @@ async def test_max_concurrent_streams_answers_503_unavailable() -> None:
         await fake.stop()
 
 
-async def test_max_output_bytes_overshoots_by_at_most_one_write() -> None:
+LIMIT = 4096
+TEXT = "y" * 100
+
+
+@pytest.mark.parametrize(
+    "per_read",
+    [1, 40, 400],
+    ids=["one-event-per-read", "40-events-per-read", "400-events-per-read"],
+)
+async def test_max_output_bytes_holds_per_event_whatever_the_read_sizes(per_read: int) -> None:
+    """The bound is at most the limit plus one event of text, however the network split the
+    upstream bytes (it used to be checked per write: 13 KiB got through a 4 KiB limit)."""
     fake = await FakeUpstream().start()
-    chunk = chat_chunk("y" * 100)
-    fake.default = Script(chunks=[(0, chunk)], headers=SSE, endless=(0.001, chunk))
-    doc = {"routes": [chat_route("r", fake.url, max_output_bytes=5000)]}
+    burst = chat_chunk(TEXT) * per_read
+    fake.default = Script(chunks=[(0, burst)], headers=SSE, endless=(0.001, burst))
+    doc = {"routes": [chat_route("r", fake.url, max_output_bytes=LIMIT)]}
     try:
         async with running_gateway(doc) as gw:
             reply = await post(f"{gw.url}/v1/stream/r")
-            assert reply.last[0] == "error" and reply.last[1]["code"] == "limit_exceeded"
-            # The limit is checked after each write: one write of events plus the error.
-            assert len(reply.raw) < 5000 + 4 * len(chunk) + 300
             await wait_for(lambda: fake.seen[0].closed_at is not None, 2)
     finally:
         await fake.stop()
+    assert reply.last[0] == "error" and reply.last[1]["code"] == "limit_exceeded"
+    assert reply.types.count("error") == 1 and reply.types.count("end") == 0
+    one_delta_frame = len(b'id: 999\nevent: delta\ndata: {"text":""}\n\n') + len(TEXT)
+    before_error = reply.raw[: reply.raw.rindex(b"event: error")]
+    assert len(before_error) <= LIMIT + one_delta_frame
+    assert len(before_error) > LIMIT  # it streamed up to the bound, then one event more

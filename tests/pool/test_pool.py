@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from gateway.config.pool import STRATEGIES as CONFIG_STRATEGIES
 from gateway.config.pool import Cooldown
 from gateway.errors import RateLimited, Unavailable, UpstreamError
-from gateway.metrics import PoolMetrics
+from gateway.metrics import Metrics
 from gateway.pool import Lease, Pool, Refusal
 from gateway.pool.strategy import EXPLORE_EVERY, STRATEGIES
 from tests.pool.helpers import Clock, deployment, pool_config
@@ -277,7 +277,7 @@ def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 async def test_metrics_per_deployment() -> None:
     registry = CollectorRegistry()
     clock = Clock()
-    recorder = PoolMetrics(registry).route("r", ["a", "b"])
+    recorder = Metrics(registry).pools.route("r", ["a", "b"])
     pool = Pool("r", pool_config(cooldown=Cooldown(1, 10.0, 30.0)), clock=clock, recorder=recorder)
     ab = {"route": "r", "deployment": "a"}
     assert _value(registry, "gateway_deployment_requests_total", **ab, outcome="ok") == 0

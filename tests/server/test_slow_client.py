@@ -56,7 +56,7 @@ async def test_never_reading_client_is_cut_with_bounded_memory(upstream: FakeUps
         _, writer = await open_raw(gw.port, "/v1/stream/r", rcvbuf=4096)
         await wait_for(lambda: len(gw.state.sessions) == 1, 2)
         session = next(iter(gw.state.sessions))
-        transport = session.http_request.transport
+        transport = session.sink.transport
         t0 = time.monotonic()
         peak = 0
         while gw.state.sessions and time.monotonic() - t0 < 10:

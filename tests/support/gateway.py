@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from gateway.config import parse_config
 from gateway.config.model import GatewayConfig
+from gateway.config.parse import parse_config
 from gateway.metrics import Metrics
 from gateway.runner import start_app
 from gateway.server import build_app
@@ -38,7 +38,7 @@ class RunningGateway:
 
     @property
     def state(self) -> Any:
-        from gateway.server import STATE
+        from gateway.state import STATE
 
         return self.app[STATE].current
 

@@ -9,8 +9,8 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway import events as ev
+from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder
 from gateway.errors import InvalidRequest
-from gateway.frontdoor.encoders import ChatChunkEncoder, CompletionEncoder
 from gateway.frontdoor.request_map import to_common
 from gateway.request import parse_request
 from tests.support.gateway import config_from
@@ -63,6 +63,16 @@ def test_request_mapping() -> None:
             {"messages": [{"role": "assistant", "tool_calls": [{"id": "x"}]}]},
             "messages[0].tool_calls[0].function",
         ),
+        # content: the error points at the client's own field, whatever the shape
+        ({"messages": [{"role": "user"}]}, "messages[0].content: is required"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": None}]},
+            "messages[1].content: must be a string, not null",
+        ),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content: must be a string"),
+        ({"messages": [{"role": "user", "content": {}}]}, "messages[0].content: must be a string"),
+        ({"messages": [{"role": "assistant"}]}, "messages[0].content: is required"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ],
 )
 def test_request_mapping_errors_name_the_field(body: dict[str, Any], field: str) -> None:
@@ -135,3 +145,27 @@ def test_completion_assembles_and_errors_carry_a_status() -> None:
     failed = CompletionEncoder(ROUTE, "rid", model="r", created=1)
     body = json.loads(failed.encode(ev.error("upstream_timeout", "slow", True)))
     assert failed.status == 504 and body["error"]["code"] == "upstream_timeout"
+
+
+def test_usage_carries_cache_read_and_write_in_the_apis_own_fields() -> None:
+    usage = ev.usage(
+        input_tokens=120,
+        output_tokens=4,
+        cache_read_input_tokens=100,
+        cache_write_input_tokens=15,
+    )
+    enc = ChatChunkEncoder(ROUTE, "rid", model="r", created=1, include_usage=True)
+    raw = b"".join(enc.encode(e) for e in [ev.delta("A"), usage, ev.end("stop")]) + enc.close()
+    docs = chunks(raw)
+    want = {"cached_tokens": 100, "cache_write_tokens": 15}
+    (streamed,) = [d for d in docs[:-1] if d.get("usage")]
+    assert ChatCompletionChunk.model_validate(streamed).usage is not None
+    assert streamed["usage"]["prompt_tokens_details"] == want
+    held = CompletionEncoder(ROUTE, "rid", model="r", created=1)
+    held.encode(ev.delta("A"))
+    held.encode(usage)
+    doc = json.loads(held.encode(ev.end("stop")))
+    completion = ChatCompletion.model_validate(doc)
+    assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cache_write_tokens == 15
+    assert doc["usage"]["prompt_tokens_details"] == want

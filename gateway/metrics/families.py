@@ -1,4 +1,4 @@
-"""Every metric the gateway exports, and the small objects that record them.
+"""The gateway's metric families, their closed label sets and buckets, and per-route children.
 
 Reference for operators: ``docs/operations.md`` (every series, its labels, meaning and buckets).
 
@@ -32,8 +32,6 @@ worker writes its values to files there and ``/metrics`` aggregates all workers
 
 from __future__ import annotations
 
-import os
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
@@ -47,6 +45,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.events import EVENT_TYPES
+from gateway.metrics.accounting import AccountingMetrics
+from gateway.metrics.multiprocess import multiprocess_dir
+from gateway.metrics.pool import PoolMetrics
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -69,13 +70,21 @@ client's doing, so they get their own values instead of hiding inside another on
 """
 
 ABORT_PHASES = ("before_upstream_headers", "before_first_token", "mid_stream")
-TOKEN_KINDS = ("input", "output", "reasoning", "cached_input")
+TOKEN_KINDS = (
+    "input",
+    "output",
+    "reasoning",
+    "cached_input",
+    "cache_read_input",
+    "cache_write_input",
+)
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 ATTEMPT_RESULTS = ("ok", "connect_error", "status_error", "timeout", "early_error")
 REJECTION_CODES = (
     "invalid_json",
     "invalid_request",
     "unauthorized",
+    "forbidden",
     "body_too_large",
     "unsupported_media_type",
     "rate_limited",
@@ -129,10 +138,6 @@ MAX_GAP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 1
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 OVERHEAD_BUCKETS = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2)
 CANCEL_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1)
-
-
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def status_class(status: int | None) -> str:
@@ -263,6 +268,8 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
+        self.accounting = AccountingMetrics(r)
+        self.pools = PoolMetrics(r, TTFT_BUCKETS)  # bound per pooled route: pools.route(...)
 
     def precreate(
         self,
@@ -271,7 +278,8 @@ class Metrics:
         apps: Iterable[str] = (),
     ) -> None:
         """Create every bounded label set at 0 so series exist before traffic."""
-        apps = tuple(apps)
+        apps, routes = tuple(apps), tuple(routes)
+        self.accounting.precreate(routes, apps)
         for route in routes:
             RouteMetrics(self, route, apps)  # binds (and so creates) the per-route children
             self.slow_clients.labels(route)
@@ -283,6 +291,10 @@ class Metrics:
 
     def route(self, name: str, apps: Iterable[str] = ()) -> RouteMetrics:
         return RouteMetrics(self, name, apps)
+
+    def limit_backend_error(self) -> None:
+        """The shared limits backend failed once."""
+        self.limit_backend_errors.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type (aggregated across workers if multiprocess)."""
@@ -299,8 +311,9 @@ class Metrics:
 class RouteMetrics:
     """One route's children, bound once (no label lookups on the per-event path).
 
-    Per event and per write, streams record into their own :class:`StreamRecorder` (no locks),
-    flushed here every few seconds and at the end. Per stream: the methods below, which pick a
+    Per event and per write, streams record into their own
+    :class:`~gateway.metrics.record.StreamRecord` (no locks), flushed here every few seconds and
+    at the end. Per stream: the methods below, which pick a
     bound child from a small dict. An ``app`` that was not configured (a feature passing an
     unexpected name) falls back to a label lookup.
     """
@@ -375,171 +388,20 @@ class RouteMetrics:
     def abort(self, phase: str) -> None:
         self._aborts[phase].inc()
 
+    def attempt(self, upstream: str, result: str) -> None:
+        """One upstream attempt's result (``ATTEMPT_RESULTS``) on target ``upstream``."""
+        self.metrics.upstream_attempts.labels(self.route, upstream, result).inc()
+
+    def slow_client(self) -> None:
+        self.metrics.slow_clients.labels(self.route).inc()
+
+    def drained(self, usage: Mapping[str, int], after_abort: int) -> None:
+        """Usage read by a drain after the client left, and its estimated share after the abort."""
+        self.tokens(usage)
+        if after_abort:
+            self.tokens_after_abort.inc(after_abort)
+
     def rejected(self, code: str, app: str | None) -> None:
         """A request refused before streaming: counted by code and as outcome ``rejected``."""
         self.metrics.rejections.labels(self.route, code).inc()
         self.finish("rejected", None, app)
-
-
-class BatchedHistogram:
-    """One stream's observations of a histogram child, added to it in one go by :meth:`flush`.
-
-    ``observe`` costs a bisect and two additions instead of prometheus_client's lock per bucket
-    and per sum, which matters on the per-write path. ``flush`` adds the bucket counts and the sum
-    to the child exactly as the same ``observe`` calls would have (a test compares both
-    expositions). It relies on the child's ``_upper_bounds``, ``_buckets`` and ``_sum``, which
-    prometheus_client has kept since 0.4; the test catches a change.
-    """
-
-    __slots__ = ("_bounds", "_child", "_counts", "_sum")
-
-    def __init__(self, child: Histogram) -> None:
-        self._child = child
-        self._bounds: list[float] = child._upper_bounds
-        self._counts = [0] * len(self._bounds)
-        self._sum = 0.0
-
-    def observe(self, amount: float) -> None:
-        self._counts[bisect_left(self._bounds, amount)] += 1
-        self._sum += amount
-
-    def flush(self) -> None:
-        counts = self._counts
-        if not any(counts):
-            return
-        buckets = self._child._buckets
-        for i, n in enumerate(counts):
-            if n:
-                buckets[i].inc(n)
-                counts[i] = 0
-        self._child._sum.inc(self._sum)
-        self._sum = 0.0
-
-
-class StreamRecorder:
-    """One stream's per-event and per-write metrics, kept locally and flushed to the route's
-    series at least every few seconds (by the stream's timer) and when the stream ends.
-
-    The hot path then never takes a prometheus_client lock per event: ``count(type)`` is a dict
-    update, ``inter_token`` and ``overhead`` are :class:`BatchedHistogram`. The price is that
-    ``gateway_events_total``, ``gateway_inter_token_seconds`` and ``gateway_overhead_seconds`` lag a
-    long stream by up to the flush interval (``server.write_timeout / 2``, 15 s by default).
-    """
-
-    __slots__ = ("_route", "counts", "inter_token", "overhead")
-
-    def __init__(self, route: RouteMetrics) -> None:
-        self._route = route
-        self.counts: dict[str, int] = {}
-        self.inter_token = BatchedHistogram(route.inter_token)
-        self.overhead = BatchedHistogram(route.overhead)
-
-    def flush(self) -> None:
-        counts = self.counts
-        if counts:
-            events = self._route.events
-            for kind, n in counts.items():
-                events[kind].inc(n)
-            counts.clear()
-        self.inter_token.flush()
-        self.overhead.flush()
-
-
-# --- Upstream pools (contract section 11) ------------------------------------------------------
-
-POOL_OUTCOMES = (
-    "ok",
-    "connect",
-    "timeout",
-    "status_5xx",
-    "status_429",
-    "first_event_timeout",
-    "abandoned",
-)
-"""Attempts on a pool deployment by result (``gateway_deployment_requests_total{outcome}``):
-``ok`` = first event arrived, a failure reason, or ``abandoned`` (ended with neither, e.g. the
-client left first)."""
-REST_REASONS = (
-    "failures",
-    "status_429",
-    "probe_failed",
-)
-"""Why a deployment started resting (``gateway_deployment_rests_total{reason}``)."""
-
-
-class PoolMetrics:
-    """The pool families, registered in ``registry`` (the app's: ``PoolMetrics(m.registry)``)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.requests = Counter(
-            "gateway_deployment_requests",
-            "Attempts on each pool deployment, by outcome.",
-            ["route", "deployment", "outcome"],
-            registry=r,
-        )
-        self.active = Gauge(
-            "gateway_deployment_active_streams",
-            "Streams open now on each pool deployment (this process's).",
-            ["route", "deployment"],
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.resting = Gauge(
-            "gateway_deployment_resting",
-            "1 from a rest's start until its probe succeeds (as last seen by a worker).",
-            ["route", "deployment"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.rests = Counter(
-            "gateway_deployment_rests",
-            "Rests started, by reason.",
-            ["route", "deployment", "reason"],
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "gateway_deployment_time_to_first_token_seconds",
-            "Upstream request sent -> first event, per pool deployment.",
-            ["route", "deployment"],
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-
-    def route(self, route: str, deployments: Iterable[str]) -> PoolRouteMetrics:
-        """Bind (and so pre-create at 0) every label set of one route's deployments."""
-        return PoolRouteMetrics(self, route, tuple(deployments))
-
-
-class PoolRouteMetrics:
-    """One route's pool series, bound once; the small functions the pool calls."""
-
-    def __init__(self, metrics: PoolMetrics, route: str, deployments: tuple[str, ...]) -> None:
-        self._requests = {
-            (d, o): metrics.requests.labels(route, d, o).inc
-            for d in deployments
-            for o in POOL_OUTCOMES
-        }
-        self._active = {d: metrics.active.labels(route, d).inc for d in deployments}
-        self._resting = {d: metrics.resting.labels(route, d) for d in deployments}
-        self._rests = {
-            (d, why): metrics.rests.labels(route, d, why)
-            for d in deployments
-            for why in REST_REASONS
-        }
-        self._ttft = {d: metrics.ttft.labels(route, d) for d in deployments}
-
-    def request(self, deployment: str, outcome: str) -> None:
-        self._requests[deployment, outcome]()
-
-    def active(self, deployment: str, delta: int) -> None:
-        self._active[deployment](delta)
-
-    def resting(self, deployment: str, resting: bool) -> None:
-        self._resting[deployment].set(1 if resting else 0)
-
-    def rested(self, deployment: str, reason: str) -> None:
-        self._rests[deployment, reason].inc()
-
-    def ttft(self, deployment: str, seconds: float) -> None:
-        self._ttft[deployment].observe(seconds)

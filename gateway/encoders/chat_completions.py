@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from gateway import events as ev
@@ -48,6 +49,7 @@ _STATUS = {
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
@@ -68,7 +70,11 @@ def error_body(code: str, message: str, status: int, param: str | None = None) -
 
 
 def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
-    """Token-protocol usage as Chat Completions ``usage`` (unknown counts are 0)."""
+    """Token-protocol usage as Chat Completions ``usage`` (unknown counts are 0).
+
+    Cache figures go to the API's own ``prompt_tokens_details``: ``cached_tokens`` (the cache
+    read) and ``cache_write_tokens``, each only when the provider reported it.
+    """
     prompt = usage.get("input_tokens", 0)
     completion = usage.get("output_tokens", 0)
     doc: dict[str, Any] = {
@@ -78,8 +84,14 @@ def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
     }
     if "reasoning_tokens" in usage:
         doc["completion_tokens_details"] = {"reasoning_tokens": usage["reasoning_tokens"]}
-    if "cached_input_tokens" in usage:
-        doc["prompt_tokens_details"] = {"cached_tokens": usage["cached_input_tokens"]}
+    details: dict[str, int] = {}
+    read = usage.get("cache_read_input_tokens", usage.get("cached_input_tokens"))
+    if read is not None:
+        details["cached_tokens"] = read
+    if "cache_write_input_tokens" in usage:
+        details["cache_write_tokens"] = usage["cache_write_input_tokens"]
+    if details:
+        doc["prompt_tokens_details"] = details
     return doc
 
 
@@ -88,20 +100,30 @@ def finish_reason(reason: object) -> str:
 
 
 class _Base(Encoder):
-    """Shared: identity of the answer (id, created, model) and the collected usage."""
+    """Shared: identity of the answer (id, created, model) and the collected usage.
 
-    name = "chat-completions"
+    ``model`` defaults to the route's name (the model name clients use at the front door) and
+    ``created`` to now, so the registry can build them from a route alone.
+    """
 
-    def __init__(self, route: RouteConfig, request_id: str, *, model: str, created: int) -> None:
+    def __init__(
+        self,
+        route: RouteConfig,
+        request_id: str,
+        *,
+        model: str | None = None,
+        created: int | None = None,
+    ) -> None:
         super().__init__(route, request_id)
-        self.model = model
-        self.created = created
+        self.model = route.name if model is None else model
+        self.created = int(time.time()) if created is None else created
         self.usage: dict[str, int] = {}
 
 
 class ChatChunkEncoder(_Base):
     """``stream: true``: ``data: {chunk}\\n\\n`` frames, then ``data: [DONE]``."""
 
+    name = "chat-completions"
     content_type = "text/event-stream; charset=utf-8"
     extra_headers: ClassVar[dict[str, str]] = {}
 
@@ -110,8 +132,8 @@ class ChatChunkEncoder(_Base):
         route: RouteConfig,
         request_id: str,
         *,
-        model: str,
-        created: int,
+        model: str | None = None,
+        created: int | None = None,
         include_usage: bool = False,
     ) -> None:
         super().__init__(route, request_id, model=model, created=created)
@@ -123,8 +145,8 @@ class ChatChunkEncoder(_Base):
             {
                 "id": "chatcmpl-" + request_id,
                 "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
+                "created": self.created,
+                "model": self.model,
             }
         )
         self._head = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
@@ -189,9 +211,18 @@ class CompletionEncoder(_Base):
     response still held back; heartbeats are newlines, which JSON allows before a value.
     """
 
+    name = "chat-completions-json"
     content_type = "application/json"
+    buffered = True
 
-    def __init__(self, route: RouteConfig, request_id: str, *, model: str, created: int) -> None:
+    def __init__(
+        self,
+        route: RouteConfig,
+        request_id: str,
+        *,
+        model: str | None = None,
+        created: int | None = None,
+    ) -> None:
         super().__init__(route, request_id, model=model, created=created)
         self.status = 200
         self._text: list[str] = []

@@ -1,0 +1,121 @@
+"""The Anthropic Messages front door: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+
+The Anthropic SDK and Claude Code can use every route: ``model`` names a configured route, the
+body is mapped to the common request (:mod:`gateway.frontdoor.messages_request`), and the
+answer is built from the same token events every other format gets
+(:mod:`gateway.encoders.messages`). Auth is the usual hook (``x-api-key`` or Bearer);
+``anthropic-version`` and ``anthropic-beta`` headers are accepted and not needed.
+
+This module is only glue, the same as :mod:`gateway.frontdoor.chat_completions`: both modes run
+through :func:`gateway.stream.start_stream` (admission, limits, metrics, deadlines, heartbeats as
+``event: ping``, abort propagation), ``stream`` false with the buffered encoder.
+Errors before the answer use the Messages API's shape
+``{"type": "error", "error": {type, message}}``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admission import NO_AUTH, Admission
+from gateway.encoders.messages import (
+    MessageEncoder,
+    MessagesStreamEncoder,
+    error_doc,
+    error_type_for_status,
+)
+from gateway.errors import GatewayError, NotFound, Unavailable
+from gateway.frontdoor.messages_request import route_name, stream_flag, to_common
+from gateway.http import json_response, read_json
+from gateway.jsonutil import dumps_str
+from gateway.request import parse_request
+from gateway.state import STATE, GatewayState, RouteRuntime
+from gateway.stream import StreamPlan, start_stream
+from gateway.stream.plan import build_attempts
+
+CHARS_PER_TOKEN = 4
+"""``count_tokens`` estimates: about four characters of request text per token."""
+
+
+def messages_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    """``exc`` as the Messages API's error document, with its status and headers."""
+    status = exc.http_status
+    body = error_doc(error_type_for_status(status), exc.message)
+    return json_response(body, status=status, headers={**(headers or {}), **exc.headers})
+
+
+def _find_route(state: GatewayState, body: Any) -> RouteRuntime:
+    name = route_name(body)
+    runtime = state.routes.get(name)
+    if runtime is None:
+        raise NotFound(f"model: no route named {name!r}")
+    return runtime
+
+
+async def _read(request: web.Request, state: GatewayState) -> Any:
+    if state.draining:
+        raise Unavailable("the gateway is shutting down")
+    return await read_json(request, state.config.server)
+
+
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``: the body is read before the route is known (``model``)."""
+    received = time.monotonic()
+    state = request.app[STATE].current
+    try:
+        body = await _read(request, state)
+        runtime = _find_route(state, body)
+        stream = stream_flag(body)
+    except GatewayError as exc:
+        return messages_error(exc)
+    route = runtime.config
+
+    async def prepare(request_id: str) -> StreamPlan:
+        chat = parse_request(to_common(body))
+        attempts = build_attempts(runtime, chat, body)
+        if stream:
+            encoder = MessagesStreamEncoder(route, request_id, model=route.name)
+            return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
+        whole = MessageEncoder(route, request_id, model=route.name)
+        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+
+    return await start_stream(
+        request, state, runtime, prepare, received=received, errors=messages_error
+    )
+
+
+def estimate_tokens(common: dict[str, Any]) -> int:
+    """About how many input tokens ``common`` is: its text, tool calls and tool schemas at
+    :data:`CHARS_PER_TOKEN` characters a token, plus a few per message. Not a tokenizer."""
+    chars = 0
+    for message in common["messages"]:
+        chars += len(message.get("content") or "") + 4 * CHARS_PER_TOKEN
+        for call in message.get("tool_calls") or ():
+            chars += len(call["name"]) + len(call["arguments"])
+    for tool in common.get("tools") or ():
+        chars += len(tool["name"]) + len(tool.get("description") or "")
+        chars += len(dumps_str(tool["parameters"]))
+    return max(1, math.ceil(chars / CHARS_PER_TOKEN))
+
+
+async def handle_count_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, an estimate (see
+    :func:`estimate_tokens`). Auth applies as for ``/v1/messages``; limits take nothing."""
+    state = request.app[STATE].current
+    admission: Admission = NO_AUTH
+    try:
+        body = await _read(request, state)
+        runtime = _find_route(state, body)
+        if state.admit is not None:
+            admission = await state.admit(request, state, runtime)
+        common = to_common(body, require_max_tokens=False)
+        parse_request(common)
+    except GatewayError as exc:
+        return messages_error(exc)
+    finally:
+        admission.release({})  # counting tokens streams nothing: it holds no limit
+    return json_response({"input_tokens": estimate_tokens(common)})

@@ -1,0 +1,65 @@
+"""The Responses front door, ``POST /v1/responses`` (contract section 10; OpenAI SDK clients).
+
+``model`` names a configured route; the body is decoded by
+:func:`gateway.frontdoor.responses_request.decode` into the common request, and the answer is
+built from the route's token events by :mod:`gateway.encoders.responses`, for every
+provider. The glue is that of the Chat Completions front door (``chat_completions.py``): the
+same :func:`gateway.stream.start_stream` (admission, limits, metrics, deadlines, heartbeats, abort
+propagation), ``stream: true`` with the streamed encoder, ``stream`` false with the buffered one.
+
+Errors before the answer use the OpenAI-compatible error shape
+``{"error": {message, type, param, code}}`` with ``param`` naming the client's field; an unknown
+``model`` is a 404 ``model_not_found``.
+The gateway keeps no conversation state: ``previous_response_id``, ``store: true``,
+``background: true`` and built-in tools are a 400 naming the field, before any upstream call.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
+from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
+from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route
+from gateway.frontdoor.responses_request import decode, param_of
+from gateway.http import read_json
+from gateway.request import parse_request
+from gateway.state import STATE
+from gateway.stream import StreamPlan, start_stream
+from gateway.stream.plan import build_attempts
+
+
+async def handle_responses(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/responses``: the body is read before the route is known (``model``)."""
+    received = time.monotonic()
+    state = request.app[STATE].current
+    try:
+        if state.draining:
+            raise Unavailable("the gateway is shutting down")
+        body = await read_json(request, state.config.server)
+        runtime = find_route(state, body)
+        decoded = decode(body)
+        chat = parse_request(decoded.common)
+    except NotFound as exc:
+        return _compat_error(exc, "model", "model_not_found")
+    except InvalidRequest as exc:
+        return _compat_error(exc, param_of(exc))
+    except GatewayError as exc:
+        return _compat_error(exc)
+    route = runtime.config
+    created = int(time.time())
+
+    async def prepare(request_id: str) -> StreamPlan:
+        answer = ResponseState(request_id, model=route.name, created=created, echo=decoded.echo)
+        attempts = build_attempts(runtime, chat, body)
+        if decoded.stream:
+            events = ResponseEventEncoder(route, request_id, answer)
+            return StreamPlan(events, attempts, max_tokens=chat.max_tokens)
+        whole = ResponseDocEncoder(route, request_id, answer)
+        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+
+    return await start_stream(
+        request, state, runtime, prepare, received=received, errors=compat_error
+    )

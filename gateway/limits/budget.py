@@ -1,0 +1,219 @@
+"""Spending budgets per app key (``auth.keys[].budget: {usd, per}``, contract section 13).
+
+Periods are fixed windows aligned to the Unix epoch: period number ``n = floor(now / P)`` runs
+from ``n * P`` to ``(n + 1) * P`` (``P`` = 3600 s for ``1h``, 86 400 s for ``1d``, ...). So ``1d``
+restarts at 00:00 UTC, ``7d`` on Thursdays at 00:00 UTC (the epoch was a Thursday) and ``30d``
+every 30 days from the epoch, not on calendar months. A refusal's ``Retry-After`` is the time
+left until the period ends, when the whole budget is available again.
+
+Per app and period the backend keeps two integers, in nano-dollars (1e-9 USD, exact in Redis):
+``spent`` (settled costs) and ``reserved`` (worst cases of streams still running).
+
+* :meth:`Budgets.reserve` admits a request when ``spent + reserved + worst_case <= usd`` (and
+  ``spent + reserved < usd``, so a request of unknown price is refused once the budget is used
+  up), adding the worst case to ``reserved``; otherwise it raises
+  :class:`~gateway.errors.BudgetExceeded` (429 ``budget_exceeded``, ``Retry-After``).
+* :meth:`Budgets.settle` at the stream's end (also on error and client abort) removes the
+  reservation from the period it was made in and adds the real cost to the period current at
+  settlement (the cost is known then; a stream crossing midnight charges the new day). A real
+  cost of ``None`` (usage never arrived) charges the worst case instead.
+
+Backend failures follow ``limits.on_backend_error`` like the other limits: ``open`` admits the
+request unbudgeted, ``closed`` refuses it with 503; both are reported to the limiter's
+:class:`~gateway.limits.limiter.ErrorReporter`. ``memory.py`` and ``redis_backend.py`` implement
+:class:`BudgetStore` (atomic in Redis through one Lua script per operation).
+
+The worst case of a request: :func:`worst_case_usd`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.config.model import AppKey, GatewayConfig, RouteConfig
+from gateway.errors import BudgetExceeded, Unavailable
+from gateway.limits.base import BackendError
+from gateway.limits.window import retry_after_header
+
+if TYPE_CHECKING:
+    from gateway.metrics import AccountingMetrics
+    from gateway.pricing import Pricer
+
+NANO = 1_000_000_000
+"""Nano-dollars per USD: amounts are stored as integers of 1e-9 USD."""
+
+
+def to_nano(usd: float) -> int:
+    """USD as whole nano-dollars, rounded up (a reservation never falls short)."""
+    return max(0, -int(-usd * NANO // 1))
+
+
+class BudgetStore(Protocol):
+    """The backend operations budgets need (``MemoryBackend``, ``RedisBackend``).
+
+    ``scope`` names one app's budget (``<app>:<per>``), ``index`` a period of it; ``ttl`` is how
+    long that period's counters must live (seconds). Amounts are nano-dollars.
+    """
+
+    async def budget_reserve(
+        self, scope: str, index: int, limit: int, amount: int, ttl: int
+    ) -> tuple[bool, int]:
+        """Atomically: if ``used < limit`` and ``used + amount <= limit`` (used = spent +
+        reserved), add ``amount`` to reserved. Returns (admitted, used after). Raises
+        :class:`BackendError` when the store is unreachable."""
+        ...
+
+    def budget_settle(
+        self,
+        scope: str,
+        hold_index: int,
+        reserved: int,
+        index: int,
+        real: int,
+        ttl: int,
+        on_used: Callable[[int], None] | None = None,
+    ) -> None:
+        """Remove ``reserved`` from period ``hold_index`` and add ``real`` to ``spent`` of period
+        ``index``; then call ``on_used`` with period ``index``'s used amount. Never raises and
+        never blocks (a backend doing I/O does it in the background, reporting failures)."""
+        ...
+
+    async def budget_used(self, scope: str, index: int) -> int:
+        """Spent + reserved of one period (0 when unknown); may raise :class:`BackendError`."""
+        ...
+
+
+@dataclass(slots=True)
+class Hold:
+    """An admitted request's reservation of ``amount`` in period ``index`` (of ``period``
+    seconds) of ``app``'s budget of ``limit``, until :meth:`Budgets.settle` (once)."""
+
+    app: str
+    scope: str
+    period: int
+    index: int
+    limit: int
+    amount: int
+    settled: bool = False
+
+
+class Budgets:
+    """Applies the budgets of ``config``'s app keys through ``store``."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: BudgetStore,
+        report: Callable[[Exception], None],
+        clock: Callable[[], float] = time.time,
+        metrics: AccountingMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.report = report
+        self.clock = clock
+        self.metrics = metrics
+        self.fail_open = config.limits.on_backend_error == "open"
+
+    @staticmethod
+    def _where(app: AppKey, now: float) -> tuple[str, int, float, int]:
+        """(scope, period index, seconds to the period's end, counter ttl)."""
+        assert app.budget is not None
+        period = app.budget.period
+        index = int(now // period)
+        left = (index + 1) * period - now
+        return f"{app.name}:{app.budget.per}", index, left, int(left) + 60
+
+    async def reserve(self, app: AppKey | None, worst_case_usd: float | None) -> Hold | None:
+        """Reserve ``worst_case_usd`` (``None``: price unknown, reserves 0) of ``app``'s budget.
+
+        Returns ``None`` when ``app`` has no budget (or failing open), else a :class:`Hold` to
+        settle; if the current task ends without settling it, a done-callback settles it with
+        ``None``. Raises :class:`BudgetExceeded` (with ``Retry-After``), or
+        :class:`Unavailable` when the store fails and ``on_backend_error`` is ``closed``.
+        """
+        if app is None or app.budget is None:
+            return None
+        now = self.clock()
+        scope, index, left, ttl = self._where(app, now)
+        limit = to_nano(app.budget.usd)
+        amount = to_nano(worst_case_usd or 0.0)
+        try:
+            admitted, used = await self.store.budget_reserve(scope, index, limit, amount, ttl)
+        except BackendError as exc:
+            self.report(exc)
+            if self.fail_open:
+                return None
+            raise Unavailable("budgets are unavailable", headers={"Retry-After": "1"}) from None
+        self._record(app.name, limit, used)
+        if not admitted:
+            raise BudgetExceeded(
+                f"budget of app '{app.name}' is used up for this period",
+                headers={"Retry-After": retry_after_header(left)},
+            )
+        hold = Hold(app.name, scope, app.budget.period, index, limit, amount)
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _task: self.settle(hold, None))
+        return hold
+
+    def settle(self, hold: Hold | None, real_usd: float | None) -> None:
+        """Replace ``hold``'s reservation by the real cost (``None``: the reservation stands as
+        the charge). Once per hold; ``None`` holds and later calls do nothing. Never raises."""
+        if hold is None or hold.settled:
+            return
+        hold.settled = True
+        real = hold.amount if real_usd is None else to_nano(real_usd)
+        now = self.clock()
+        index = int(now // hold.period)
+        ttl = int((index + 1) * hold.period - now) + 60
+
+        def on_used(used: int) -> None:
+            self._record(hold.app, hold.limit, used)
+
+        self.store.budget_settle(hold.scope, hold.index, hold.amount, index, real, ttl, on_used)
+
+    async def remaining(self, app: AppKey) -> float | None:
+        """USD ``app`` may still spend this period (reservations count as spent); ``None`` when
+        it has no budget. Raises :class:`BackendError` if the store fails."""
+        if app.budget is None:
+            return None
+        scope, index, _, _ = self._where(app, self.clock())
+        limit = to_nano(app.budget.usd)
+        used = await self.store.budget_used(scope, index)
+        self._record(app.name, limit, used)
+        return max(0, limit - used) / NANO
+
+    def _record(self, app: str, limit: int, used: int) -> None:
+        if self.metrics is not None:
+            self.metrics.budget_remaining(app, max(0, limit - used) / NANO)
+
+
+def worst_case_usd(
+    pricer: Pricer,
+    route: RouteConfig,
+    model: str | None,
+    max_tokens: int | None,
+    default_max_tokens: int,
+    body_bytes: int,
+) -> float | None:
+    """The most a request on ``route`` may cost, for :meth:`Budgets.reserve`.
+
+    Output: ``max_tokens`` from the request, else ``default_max_tokens``
+    (``limits.token_estimate``). Input: ``body_bytes / 4`` tokens
+    (:data:`gateway.pricing.CHARS_PER_TOKEN`). ``model`` is the request's model override, else
+    each target's configured model. Fallbacks may be dearer than the primary, so this is the
+    maximum over the route's targets whose price is known; ``None`` when none is.
+    """
+    out = max_tokens if max_tokens is not None and max_tokens > 0 else default_max_tokens
+    worst: float | None = None
+    for target in route.targets:
+        usd = pricer.worst_case_usd(
+            target.provider, model or target.upstream.model, out, body_bytes
+        )
+        if usd is not None and (worst is None or usd > worst):
+            worst = usd
+    return worst

@@ -1,0 +1,273 @@
+"""One stream's record: its timings and counts, kept locally and flushed to the route's series.
+
+The stream's I/O edge reports what happens through a few named calls (:meth:`StreamRecord.started`,
+:meth:`~StreamRecord.upstream_answered`, :meth:`~StreamRecord.wrote`, :meth:`~StreamRecord.aborted`,
+:meth:`~StreamRecord.finished` ...); nothing outside this package touches a Prometheus object. The
+record keeps what it saw (time to first token, usage, outcome, attempts) so the log line and a
+trace can be built from it at the end, with no extra work per event.
+
+Per event and per write nothing takes a prometheus_client lock: event counts are a dict update and
+the gap and overhead histograms are :class:`BatchedHistogram`, flushed by the stream's timer (at
+least every ``server.write_timeout / 2``) and at the end.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import TYPE_CHECKING
+
+from prometheus_client import Histogram
+
+from gateway.events import CONTENT_TYPES, USAGE
+from gateway.metrics.families import RouteMetrics
+
+if TYPE_CHECKING:
+    from gateway.events import Event
+
+_OUTCOME_BY_CODE = {
+    "upstream_timeout": "upstream_timeout",
+    "upstream_truncated": "upstream_truncated",
+    "shutdown": "shutdown",
+    "limit_exceeded": "limit_exceeded",
+    "internal": "internal",
+}
+
+
+def outcome_for(code: str | None, *, upstream: bool = True) -> str:
+    """The outcome (one of ``OUTCOMES``) of a stream that ended with error ``code``.
+
+    ``None`` is a completed stream. An unknown code is the upstream's error when it came from the
+    upstream side (``upstream``), else a rejection.
+    """
+    if code is None:
+        return "completed"
+    return _OUTCOME_BY_CODE.get(code, "upstream_error" if upstream else "rejected")
+
+
+class BatchedHistogram:
+    """One stream's observations of a histogram child, added to it in one go by :meth:`flush`.
+
+    ``observe`` costs a bisect and two additions instead of prometheus_client's lock per bucket
+    and per sum, which matters on the per-write path. ``flush`` adds the bucket counts and the sum
+    to the child exactly as the same ``observe`` calls would have (a test compares both
+    expositions). It relies on the child's ``_upper_bounds``, ``_buckets`` and ``_sum``, which
+    prometheus_client has kept since 0.4; the test catches a change.
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = child._upper_bounds
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def observe_zeros(self, n: int) -> None:
+        """``n`` observations of 0 (events written together: no gap between them)."""
+        self._counts[0] += n
+
+    def flush(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        buckets = self._child._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+
+
+class StreamRecorder:
+    """The batched part of a record: per-event counts and per-write histograms.
+
+    The price of batching is that ``gateway_events_total``, ``gateway_inter_token_seconds`` and
+    ``gateway_overhead_seconds`` lag a long stream by up to the flush interval.
+    """
+
+    __slots__ = ("_route", "counts", "inter_token", "overhead")
+
+    def __init__(self, route: RouteMetrics) -> None:
+        self._route = route
+        self.counts: dict[str, int] = {}
+        self.inter_token = BatchedHistogram(route.inter_token)
+        self.overhead = BatchedHistogram(route.overhead)
+
+    def flush(self) -> None:
+        counts = self.counts
+        if counts:
+            events = self._route.events
+            for kind, n in counts.items():
+                events[kind].inc(n)
+            counts.clear()
+        self.inter_token.flush()
+        self.overhead.flush()
+
+
+class StreamRecord:
+    """What one stream did, recorded as it happens; see the module docs.
+
+    Times are ``time.monotonic()`` seconds. ``t0`` is when the request was received.
+    """
+
+    __slots__ = (
+        "_batch",
+        "abort_phase",
+        "app",
+        "attempts",
+        "content_writes",
+        "ended",
+        "error_code",
+        "events_written",
+        "last_content",
+        "max_gap",
+        "metrics",
+        "outcome",
+        "t0",
+        "t_first_content",
+        "t_headers",
+        "usage",
+    )
+
+    def __init__(self, metrics: RouteMetrics, t0: float, app: str | None) -> None:
+        self.metrics = metrics
+        self._batch = StreamRecorder(metrics)
+        self.t0 = t0
+        self.app = app
+        self.t_headers: float | None = None
+        self.t_first_content: float | None = None
+        self.last_content = 0.0
+        self.max_gap = 0.0
+        self.content_writes = 0
+        """Writes carrying content: drain mode's tokens-after-abort share."""
+        self.events_written = 0
+        self.usage: dict[str, int] = {}
+        self.ended = False
+        """A terminal event was written."""
+        self.outcome = "internal"
+        self.error_code: str | None = None
+        self.abort_phase: str | None = None
+        self.attempts: list[tuple[str, str]] = []
+        """``(upstream label, result)`` per upstream attempt, in order."""
+
+    # -- upstream ----------------------------------------------------------------------------
+
+    def started(self) -> None:
+        """The stream is open (``gateway_active_streams``)."""
+        self.metrics.active.inc()
+
+    def upstream_answered(self, status: int, now: float) -> None:
+        """An upstream answered 2xx at ``now``."""
+        self.metrics.upstream_status(status)
+        self.t_headers = now
+        self.metrics.upstream_headers.observe(now - self.t0)
+
+    def upstream_refused(self, status: int | None) -> None:
+        """An upstream answered non-2xx (``status``) or not at all (``None``)."""
+        self.metrics.upstream_status(status)
+
+    def attempt(self, upstream: str, result: str) -> None:
+        """The result of one upstream attempt (one of ``ATTEMPT_RESULTS``)."""
+        self.attempts.append((upstream, result))
+        self.metrics.attempt(upstream, result)
+
+    def upstream_retry(self) -> None:
+        """A failed attempt was discarded before the next one: its answer time no longer counts."""
+        self.t_headers = None
+
+    # -- the client side ---------------------------------------------------------------------
+
+    def wrote(self, events: list[Event], now: float) -> None:
+        """``events`` were written to the client at ``now`` (read from the upstream then).
+
+        Counts each event by type, keeps the usage, and times content: time to first token at the
+        first content event, then one gap per further content event (``N`` content events give
+        ``N - 1`` gaps, whatever the read sizes; events written together have gaps of 0).
+        """
+        counts = self._batch.counts
+        content = 0
+        for event in events:
+            kind = event.type
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind in CONTENT_TYPES:
+                content += 1
+            elif kind == USAGE:
+                self.usage.update(event.data)
+        self.events_written += len(events)
+        if events and events[-1].is_terminal:
+            self.ended = True
+        if not content:
+            return
+        if self.t_first_content is None:
+            self.t_first_content = now
+            self.metrics.ttft.observe(now - self.t0)
+        else:
+            gap = now - self.last_content
+            self._batch.inter_token.observe(gap)
+            if gap > self.max_gap:
+                self.max_gap = gap
+        if content > 1:
+            self._batch.inter_token.observe_zeros(content - 1)
+        self.last_content = now
+        self.content_writes += 1
+
+    def overhead(self, seconds: float) -> None:
+        """The gateway's own time for one upstream read (bytes read -> client bytes written)."""
+        self._batch.overhead.observe(seconds)
+
+    def heartbeat(self) -> None:
+        self.metrics.heartbeats.inc()
+
+    def slow_client(self) -> None:
+        """The client stopped reading and was cut."""
+        self.metrics.slow_client()
+        self.outcome = "limit_exceeded"
+        self.error_code = "slow_client"
+
+    def aborted(self, upstream_open: bool) -> None:
+        """The client went away; the phase follows from what the stream had done."""
+        if not upstream_open:
+            phase = "before_upstream_headers"
+        elif self.t_first_content is None:
+            phase = "before_first_token"
+        else:
+            phase = "mid_stream"
+        self.abort_phase = phase
+        self.outcome = "client_abort"
+        self.metrics.abort(phase)
+
+    def cancelled(self, seconds: float) -> None:
+        """Client abort seen -> upstream connection closed, in ``seconds``."""
+        self.metrics.cancel.observe(seconds)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def failed(self, code: str, *, upstream: bool = True) -> None:
+        """The stream ends with error ``code`` (see :func:`outcome_for`)."""
+        self.error_code = code
+        self.outcome = outcome_for(code, upstream=upstream)
+
+    def completed(self) -> None:
+        self.outcome = "completed"
+
+    def flush(self) -> None:
+        """Add the batched observations to the route's series (the stream's timer calls this)."""
+        self._batch.flush()
+
+    def finished(self, now: float) -> float:
+        """Close the record: flush, count the outcome, add the usage. Returns the duration."""
+        metrics = self.metrics
+        metrics.active.dec()
+        self._batch.flush()
+        if self.t_first_content is not None:
+            metrics.max_gap.observe(self.max_gap)
+        if self.usage:
+            metrics.tokens(self.usage)
+        duration = now - self.t0
+        metrics.finish(self.outcome, duration, self.app)
+        return duration

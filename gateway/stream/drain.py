@@ -1,0 +1,102 @@
+"""Drain mode (``on_client_abort: drain``): after the client left, keep reading the upstream.
+
+The provider bills the whole generation anyway, and sends usage last. Draining reads the rest of
+the stream from its :class:`~gateway.stream.source.Source`, up to the route's ``drain_timeout``,
+writes nothing to anyone, and records the usage the provider reports (``gateway_tokens_total``)
+plus an estimate of the output tokens generated after the client left
+(``gateway_tokens_after_abort_total``). The number of streams draining at once is bounded by
+``limits.max_draining_streams`` (``GatewayState.try_drain``); past it, aborted streams are
+cancelled as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway import events as ev
+from gateway.errors import GatewayError
+from gateway.logs import log_event
+from gateway.metrics import StreamRecord
+from gateway.stream.source import Source
+
+Settle = Callable[[dict[str, int]], None]
+"""Called with the stream's whole usage once the drain ends (limits and budgets settle on it)."""
+
+
+def drain(
+    source: Source,
+    record: StreamRecord,
+    timeout: float,
+    request_id: str,
+    settle: Settle | None = None,
+) -> Coroutine[Any, Any, None]:
+    """The drain of ``source``, as a coroutine to schedule.
+
+    What it needs of ``record`` is copied now, synchronously: the session forgets the source
+    right after this call (so its own ``finally`` does not close it).
+    """
+    return _drain(
+        source,
+        record,
+        dict(record.usage),
+        record.content_writes,
+        timeout,
+        request_id,
+        settle,
+    )
+
+
+async def _drain(
+    source: Source,
+    record: StreamRecord,
+    before: dict[str, int],
+    writes_before: int,
+    limit: float,
+    request_id: str,
+    settle: Settle | None,
+) -> None:
+    """Read to the end (or ``timeout``), close the upstream, record the new usage."""
+    usage = dict(before)
+    reads_after = 0  # upstream reads carrying content: the unit of record.content_writes
+    outcome = "drained"
+    try:
+        async with asyncio.timeout(limit):
+            async for events in source.batches():
+                content = False
+                for event in events:
+                    if event.type == ev.USAGE:
+                        usage.update(event.data)
+                    elif event.type in ev.CONTENT_TYPES:
+                        content = True
+                reads_after += content
+    except TimeoutError:
+        outcome = "drain_timeout"
+    except GatewayError as exc:
+        outcome = f"drain_{exc.error_code}"
+    finally:
+        with contextlib.suppress(Exception):
+            source.close()
+    # The session already recorded the usage it wrote; record only what came after.
+    fresh = {k: v - before.get(k, 0) for k, v in usage.items() if isinstance(v, int)}
+    fresh = {k: v for k, v in fresh.items() if v > 0}
+    if fresh:
+        after = share_after(fresh.get("output_tokens", 0), writes_before, reads_after)
+        record.metrics.drained(fresh, after)
+    if settle is not None:
+        settle(usage)
+    log_event("drain", route=record.metrics.route, id=request_id, outcome=outcome, **usage)
+
+
+def share_after(output: int, writes_before: int, reads_after: int) -> int:
+    """The output tokens generated after the abort, estimated.
+
+    Providers report output tokens for the whole generation, at its end: the part after the abort
+    is their share of content-carrying upstream reads (before the abort one client write per read,
+    ``StreamRecord.content_writes``; after it, the drained reads). All of it with no content
+    before the abort.
+    """
+    total = writes_before + reads_after
+    return output if total == 0 else round(output * reads_after / total)

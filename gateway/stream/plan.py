@@ -1,0 +1,45 @@
+"""What a validated request streams: :class:`StreamPlan`, built by an endpoint's request decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.encoders.base import Encoder
+from gateway.errors import GatewayError
+from gateway.request import ChatRequest
+from gateway.state import RouteRuntime
+from gateway.stream.attempts import Attempt
+
+ErrorShape = Callable[[GatewayError, dict[str, str]], web.Response]
+"""An API's pre-stream error response for a gateway error (``http.json_error`` by default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """The encoder (its ``buffered`` flag picks the sink), the upstream attempts in order, the
+    model the request asked for, and its ``max_tokens`` (the limits' token reservation)."""
+
+    encoder: Encoder
+    attempts: list[Attempt]
+    model: str | None = None
+    max_tokens: int | None = None
+
+
+def build_attempts(
+    runtime: RouteRuntime, chat: ChatRequest | None, body: dict[str, Any]
+) -> list[Attempt]:
+    """One attempt per route target (primary, then fallbacks), each with its native request.
+
+    ``chat`` is the common request; ``None`` on a ``request: native`` route, whose ``body``
+    goes to each adapter as the provider's own request. Raises InvalidRequest where an adapter
+    cannot express the request.
+    """
+    attempts = []
+    for target, adapter in runtime.targets:
+        built = adapter.build_request(chat) if chat else adapter.build_native_request(body)
+        attempts.append(Attempt(target, adapter, built))
+    return attempts

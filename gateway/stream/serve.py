@@ -1,0 +1,72 @@
+"""The entry shared by every streaming endpoint: admit, validate, then run a stream session."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.admission import NO_AUTH, Admission
+from gateway.errors import GatewayError, Unavailable
+from gateway.http import cors_headers, json_error
+from gateway.logs import log_event
+from gateway.state import GatewayState, RouteRuntime
+from gateway.stream.plan import ErrorShape, StreamPlan
+from gateway.stream.session import StreamSession
+
+Prepare = Callable[[str], Awaitable[StreamPlan]]
+"""``prepare(request_id)``: read and validate the request, build its plan; raises GatewayError."""
+
+
+def new_request_id() -> str:
+    """An unguessable id (128 random bits): the stream id of resumable streams too."""
+    return secrets.token_hex(16)
+
+
+async def start_stream(
+    request: web.Request,
+    state: GatewayState,
+    runtime: RouteRuntime,
+    prepare: Prepare,
+    *,
+    received: float,
+    errors: ErrorShape = json_error,
+) -> web.StreamResponse:
+    """Admit (auth, limits), ``prepare``, check the concurrency cap, reserve, then stream.
+
+    A :class:`GatewayError` before the stream is counted as a rejection, releases what the
+    admission held, and becomes the error response in the endpoint's shape (``errors``).
+    """
+    route = runtime.config
+    request_id = new_request_id()
+    headers = {"X-Request-Id": request_id, **cors_headers(request, route)}
+    admission: Admission = NO_AUTH
+    try:
+        if state.draining:
+            raise Unavailable("the gateway is shutting down")
+        if state.admit is not None:
+            admission = await state.admit(request, state, runtime)
+        plan = await prepare(request_id)
+        if len(state.sessions) >= state.config.limits.max_concurrent_streams:
+            raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
+        await admission.reserve(plan.max_tokens)  # counted last, once the request is valid
+    except GatewayError as exc:
+        state.route_metrics[route.name].rejected(exc.error_code, admission.app)
+        admission.release({})
+        log_event(
+            "rejected", route=route.name, id=request_id, code=exc.error_code, app=admission.app
+        )
+        return errors(exc, headers)
+    session = StreamSession(
+        state,
+        route,
+        request,
+        plan,
+        request_id=request_id,
+        received=received,
+        admission=admission,
+        headers=headers,
+        errors=errors,
+    )
+    return await session.run()

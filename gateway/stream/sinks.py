@@ -1,0 +1,224 @@
+"""Client sinks: where a stream's events go, encoded for the client.
+
+A sink owns the client response and nothing else: :meth:`Sink.start` sends the headers,
+:meth:`Sink.frame` encodes a batch of events (holding the output-size bound per event),
+:meth:`Sink.send` writes bytes (timed, for the slow-client deadline), :meth:`Sink.heartbeat`
+keeps a silent stream alive, and :meth:`Sink.result` is the response the handler returns.
+
+* :class:`StreamingSink`: every streamed format (token SSE and every registered encoder).
+* :class:`BufferedSink`: non-streaming answers (``encoder.buffered``): nothing is sent until the
+  terminal event, then one document with the encoder's ``status``; if a heartbeat falls due first
+  it commits to 200 and streams the encoder's heartbeat bytes (JSON allows leading whitespace).
+
+A new way to deliver a stream (recording for resumption, say) is a new sink, or a sink wrapping
+``send``; the session does not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.encoders.base import Encoder
+from gateway.events import Event
+from gateway.stream.source import now
+
+
+class Sink:
+    """A client response fed with encoded events. One per stream."""
+
+    __slots__ = (
+        "_held",
+        "_request",
+        "beating",
+        "bytes_written",
+        "encoder",
+        "headers",
+        "last_write",
+        "max_bytes",
+        "max_write_buffer",
+        "response",
+        "started",
+        "write_since",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        encoder: Encoder,
+        headers: dict[str, str],
+        *,
+        max_bytes: int | None,
+        max_write_buffer: int,
+        t0: float,
+    ) -> None:
+        self._request = request
+        self.encoder = encoder
+        self.headers = headers
+        """Response headers (the encoder's content type and extras are added at start)."""
+        self.max_bytes = max_bytes
+        self.max_write_buffer = max_write_buffer
+        self.response: web.StreamResponse | None = None
+        self.started = False
+        self.writing = False
+        self.write_since = 0.0
+        self.last_write = t0
+        self.bytes_written = 0
+        self._held: list[bytes] = []
+        self.beating: asyncio.Future[None] | None = None
+        """A heartbeat write in flight: :meth:`send` waits for it so frames stay whole."""
+
+    @property
+    def over_limit(self) -> bool:
+        """More than ``max_bytes`` went out (``route.max_output_bytes``)."""
+        return self.max_bytes is not None and self.bytes_written > self.max_bytes
+
+    async def start(self, *, commit: bool = False) -> bool:
+        """Send the response headers; True if they went out now.
+
+        ``commit``: a heartbeat is due (a buffered sink starts only then).
+        """
+        encoder = self.encoder
+        headers = {
+            "Content-Type": encoder.content_type,
+            "Cache-Control": "no-cache, no-transform",
+            "X-Accel-Buffering": "no",
+            **encoder.extra_headers,
+            **self.headers,
+        }
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(self._request)
+        transport = self._request.transport
+        if transport is not None:
+            transport.set_write_buffer_limits(high=self.max_write_buffer)
+        self.response = response
+        self.started = True
+        return True
+
+    def frame(self, events: list[Event]) -> tuple[bytes, int]:
+        """The bytes for ``events`` and how many of them those bytes carry.
+
+        All of them, unless the output bound is crossed: then the bytes stop after the event that
+        crossed it (at most the bound plus one event goes out; the caller ends the stream).
+        """
+        encoder = self.encoder
+        encode = encoder.encode
+        limit = self.max_bytes
+        if limit is None:
+            parts = [encode(event) for event in events]
+            count = len(events)
+        else:
+            parts = []
+            size = self.bytes_written
+            count = 0
+            for event in events:
+                data = encode(event)
+                parts.append(data)
+                count += 1
+                size += len(data)
+                if size > limit:
+                    break
+        if events[count - 1].is_terminal:
+            parts.append(encoder.close())
+        return b"".join(parts), count
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` to the client. A closed connection raises ``CancelledError``."""
+        response = self.response
+        assert response is not None
+        beating = self.beating
+        if beating is not None and not beating.done() and beating is not asyncio.current_task():
+            await beating
+        self.writing = True
+        self.write_since = now()
+        try:
+            await response.write(data)
+        except ConnectionResetError:
+            # The transport closed before the cancellation landed: the client is gone.
+            raise asyncio.CancelledError() from None
+        finally:
+            self.writing = False
+        self.last_write = now()
+        self.bytes_written += len(data)
+
+    async def heartbeat(self) -> bool:
+        """Write the encoder's heartbeat unless a write is under way; True if written."""
+        data = self.encoder.heartbeat()
+        if not data or self.response is None or self.writing:
+            return False
+        self.writing = True
+        self.write_since = now()
+        try:
+            await self.response.write(data)
+        finally:
+            self.writing = False
+        self.last_write = now()
+        return True
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The client connection's transport (``None`` once it closed)."""
+        return self._request.transport
+
+    def abort(self) -> None:
+        """Drop the client's connection now (a client that stopped reading)."""
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def result(self) -> web.StreamResponse | None:
+        """The response to return from the handler (``None``: nothing was started)."""
+        return self.response
+
+
+class StreamingSink(Sink):
+    """Streamed formats: headers when the upstream answers, each batch as it comes."""
+
+    __slots__ = ()
+
+
+class BufferedSink(Sink):
+    """Non-streaming answers: the document waits for the terminal event (see the module docs)."""
+
+    __slots__ = ()
+
+    async def start(self, *, commit: bool = False) -> bool:
+        if not commit:
+            return False
+        return await super().start()
+
+    async def send(self, data: bytes) -> None:
+        if self.started:
+            await super().send(data)
+        else:
+            self._held.append(data)
+            self.bytes_written += len(data)
+
+    def result(self) -> web.StreamResponse | None:
+        if self.started:
+            return self.response
+        status = getattr(self.encoder, "status", 200)
+        return web.Response(
+            status=status,
+            body=b"".join(self._held),
+            content_type=self.encoder.content_type.split(";")[0],
+            headers=self.headers,
+        )
+
+
+def new_sink(
+    request: web.Request,
+    encoder: Encoder,
+    headers: dict[str, str],
+    *,
+    max_bytes: int | None,
+    max_write_buffer: int,
+    t0: float,
+) -> Sink:
+    """The sink for ``encoder``: buffered for non-streaming encoders, streaming otherwise."""
+    kind = BufferedSink if encoder.buffered else StreamingSink
+    return kind(
+        request, encoder, headers, max_bytes=max_bytes, max_write_buffer=max_write_buffer, t0=t0
+    )

@@ -1,0 +1,114 @@
+"""The one event source: an opened upstream read through its pipeline, as batches of events.
+
+``upstream bytes -> Pipeline -> [events]`` is written here once; the session's pump, holding
+first events before a failover decision (:mod:`~gateway.stream.attempts`) and the drain of an
+aborted stream (:mod:`~gateway.stream.drain`) all consume a :class:`Source`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from gateway import events as ev
+from gateway.errors import GatewayError
+from gateway.events import Event
+from gateway.pipeline import Pipeline
+from gateway.upstream import UpstreamStream
+
+if TYPE_CHECKING:
+    from gateway.stream.attempts import Attempt
+
+now = time.monotonic
+"""The one clock for stream timing (nanosecond resolution; uvloop's loop.time() has ms)."""
+
+
+class Source:
+    """An upstream that answered 2xx, with its pipeline and its read times.
+
+    ``held`` are events produced but not yet delivered: ``thinking`` from :meth:`accepted`, then
+    whatever :meth:`hold_until_content` read. ``last_read`` is when the last read returned;
+    ``t_headers`` when the upstream answered (no read yet while ``last_read == t_headers``).
+    """
+
+    __slots__ = ("_failure", "attempt", "held", "last_read", "pipeline", "t_headers", "upstream")
+
+    def __init__(
+        self, attempt: Attempt, upstream: UpstreamStream, max_event_bytes: int, answered: float
+    ) -> None:
+        self.attempt = attempt
+        self.upstream = upstream
+        self.pipeline = Pipeline(attempt.adapter, max_event_bytes)
+        self.t_headers = self.last_read = answered
+        self.held: list[Event] = self.pipeline.accepted()
+        self._failure: GatewayError | None = None
+
+    @property
+    def done(self) -> bool:
+        """The pipeline produced its terminal event."""
+        return self.pipeline.done
+
+    @property
+    def got_event(self) -> bool:
+        """A read returned since the upstream answered (``idle`` rather than ``first_event``)."""
+        return self.last_read > self.t_headers
+
+    async def next_batch(self) -> list[Event]:
+        """Read once and translate: the events of that read (possibly none).
+
+        At EOF the pipeline is closed (a missing terminator becomes ``upstream_truncated``). An
+        interruption (:meth:`interrupt`) raises its error from the pending read; if the read
+        returned anyway, the error ends the batch instead. Raises other upstream errors as
+        :class:`GatewayError`; cancellation propagates.
+        """
+        chunk = await self.upstream.read()
+        self.last_read = now()
+        pipeline = self.pipeline
+        events = pipeline.feed(chunk) if chunk else pipeline.close()
+        if self._failure is not None and not pipeline.done:
+            events += pipeline.fail(self._failure)
+        return events
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Every batch until the terminal event (the last batch ends with it)."""
+        while not self.pipeline.done:
+            yield await self.next_batch()
+
+    async def hold_until_content(self, stop: Callable[[], bool]) -> None:
+        """Read into :attr:`held` until the first content or terminal event, or ``stop()``.
+
+        The caller then asks :meth:`early_error` whether the stream failed before any content.
+        """
+        held = self.held
+        while not self.pipeline.done and not stop():
+            produced = await self.next_batch()
+            held += produced
+            if any(e.type in ev.CONTENT_TYPES for e in produced):
+                return
+
+    def early_error(self) -> Event | None:
+        """The terminal ``error`` among the held events when no content came before it."""
+        terminal = self.pipeline.terminal
+        if terminal is None or terminal.type != ev.ERROR:
+            return None
+        if any(e.type in ev.CONTENT_TYPES for e in self.held):
+            return None
+        return terminal
+
+    def take_held(self) -> list[Event]:
+        held, self.held = self.held, []
+        return held
+
+    def fail(self, exc: GatewayError) -> list[Event]:
+        """The terminal ``error`` for ``exc`` unless the stream already ended."""
+        return self.pipeline.fail(exc)
+
+    def interrupt(self, exc: GatewayError) -> None:
+        """Make the pending (or next) read raise ``exc`` (deadlines, limits, shutdown)."""
+        self._failure = exc
+        self.upstream.interrupt(exc)
+
+    def close(self) -> None:
+        """Close the upstream connection now (idempotent)."""
+        self.upstream.close()
