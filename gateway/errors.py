@@ -15,6 +15,7 @@ Every failure the gateway reports, to a client or in a log, is one of these. For
     │   ├── Forbidden                 forbidden               403
     │   ├── NotFound                  not_found               404
     │   ├── MethodNotAllowed          method_not_allowed      405
+    │   ├── Gone                      gone                    410
     │   ├── BodyTooLarge              body_too_large          413
     │   ├── UnsupportedMediaType      unsupported_media_type  415
     │   └── RateLimited               rate_limited            429  yes
@@ -124,6 +125,13 @@ class Forbidden(RequestError):
 class NotFound(RequestError):
     code = "not_found"
     status = 404
+
+
+class Gone(RequestError):
+    """What was asked for existed but was dropped (a resumable stream's range past max_events)."""
+
+    code = "gone"
+    status = 410
 
 
 class MethodNotAllowed(RequestError):

@@ -34,4 +34,15 @@ PRICE_PROVIDERS: dict[str, str | None] = {
 """Adapter name -> provider id in the price database (``None``: no known price); see
 :attr:`Adapter.price_provider`. The only place outside each adapter that pairs the two."""
 
-__all__ = ["ADAPTERS", "PRICE_PROVIDERS", "Adapter", "LocalScript", "Translator", "UpstreamRequest"]
+GENAI_PROVIDERS: dict[str, str] = {name: cls.genai_provider for name, cls in ADAPTERS.items()}
+"""Registry name -> ``gen_ai.provider.name`` for trace spans (``_OTHER`` when unlisted)."""
+
+__all__ = [
+    "ADAPTERS",
+    "GENAI_PROVIDERS",
+    "PRICE_PROVIDERS",
+    "Adapter",
+    "LocalScript",
+    "Translator",
+    "UpstreamRequest",
+]

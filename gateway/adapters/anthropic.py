@@ -68,6 +68,8 @@ class AnthropicAdapter(Adapter):
 
     name = "anthropic"
     price_provider = "anthropic"
+
+    genai_provider = "anthropic"
     framing = "sse"
     default_base_url = "https://api.anthropic.com"
     option_table = _OPTIONS

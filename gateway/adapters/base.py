@@ -86,6 +86,9 @@ class Adapter(ABC):
 
     name: ClassVar[str]
     """The registry name, used in config (``provider:``) and in the ``created`` event."""
+    genai_provider: ClassVar[str] = "_OTHER"
+    """``gen_ai.provider.name`` on trace spans (OpenTelemetry GenAI semantic conventions);
+    ``_OTHER`` when the conventions list no value for this provider."""
     framing: ClassVar[str] = "sse"
     """Key of :data:`gateway.framing.DECODERS` for this provider's stream."""
     default_base_url: ClassVar[str | None] = None

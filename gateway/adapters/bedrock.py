@@ -85,6 +85,8 @@ class BedrockAdapter(Adapter):
 
     name = "bedrock"
     price_provider = "aws"
+
+    genai_provider = "aws.bedrock"
     framing = "aws-eventstream"
     default_base_url = "https://bedrock-runtime.{region}.amazonaws.com"
     """A template: the ``base_url`` property fills in the ``region`` option."""

@@ -56,6 +56,8 @@ class CohereAdapter(Adapter):
 
     name = "cohere"
     price_provider = "cohere"
+
+    genai_provider = "cohere"
     framing = "sse"
     default_base_url = "https://api.cohere.com"
     option_table = _OPTIONS

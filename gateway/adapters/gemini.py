@@ -86,6 +86,8 @@ class GeminiAdapter(Adapter):
 
     name = "gemini"
     price_provider = "google"
+
+    genai_provider = "gcp.gemini"
     framing = "sse+raw"
     default_base_url = "https://generativelanguage.googleapis.com"
     option_table = _OPTIONS

@@ -50,6 +50,7 @@ class OllamaAdapter(Adapter):
     """Ollama's own API. Options: ``endpoint`` (chat | generate), ``think_level``."""
 
     name = "ollama"
+    genai_provider = "ollama"
     framing = "ndjson"
     default_base_url = "http://127.0.0.1:11434"
     option_table = _OPTIONS

@@ -119,6 +119,8 @@ class OpenAIChatAdapter(Adapter):
 
     name: ClassVar[str] = "openai-chat"
     price_provider = "openai"
+
+    genai_provider = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     option_table = _OPTIONS
 

@@ -113,6 +113,8 @@ class OpenAIResponsesAdapter(Adapter):
 
     name: ClassVar[str] = "openai-responses"
     price_provider = "openai"
+
+    genai_provider = "openai"
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
     option_table = _OPTIONS
 

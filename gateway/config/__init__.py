@@ -15,6 +15,7 @@ from gateway.config.model import (
     ServerConfig,
     TextMarkers,
     Timeouts,
+    TracingConfig,
     UpstreamConfig,
     UpstreamTarget,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ServerConfig",
     "TextMarkers",
     "Timeouts",
+    "TracingConfig",
     "UpstreamConfig",
     "UpstreamTarget",
 ]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 from gateway.config.accounting import Budget, PriceOverride
 
-OnClientAbort = Literal["cancel", "drain"]
+OnClientAbort = Literal["cancel", "drain", "detach"]
 RequestMode = Literal["common", "native"]
 
 
@@ -99,6 +99,18 @@ class RouteLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeConfig:
+    """A route's ``resume`` block (contract section 12; parsed in ``config/resume.py``)."""
+
+    enabled: bool = False
+    window: float = 600.0
+    """Seconds a stream's events stay replayable after its end."""
+    max_events: int = 20000
+    """Events kept per stream; older ones are dropped (a resume asking for them gets 410)."""
+    store: Literal["memory", "redis"] = "memory"
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     path: str
@@ -114,6 +126,7 @@ class RouteConfig:
     allow_model_override: bool = False
     request: RequestMode = "common"
     limits: RouteLimits = field(default_factory=RouteLimits)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
     pool: PoolConfig | None = None
     """``upstreams`` + ``balance`` (contract section 11); ``primary`` is its first deployment."""
 
@@ -156,6 +169,21 @@ class LimitsConfig:
     max_draining_streams: int = 1000
     token_estimate: int = 1000
     """Tokens reserved per request when the request gives no ``max_tokens``."""
+    max_resume_buffer_bytes: int = 256 * 1024 * 1024
+    """Per process: bytes of resumable-stream frames held in memory (beyond: not resumable)."""
+    max_detached_streams: int = 1000
+    """Per process: streams kept running after their client left (``on_client_abort: detach``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """Contract section 14; parsed by ``tracing.py``. ``otlp_endpoint`` None: tracing off."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "llm-gateway"
+    sample_ratio: float = 1.0
+    capture_content: bool = False
+    """Record prompts and output text on spans (off by default: they are user data)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +194,8 @@ class GatewayConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pricing: tuple[PriceOverride, ...] = ()
     """``pricing:`` overrides (``config/accounting.py``); they win over the price database."""
+
+    tracing: TracingConfig | None = None
 
     def route(self, name: str) -> RouteConfig | None:
         for r in self.routes:

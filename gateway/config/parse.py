@@ -41,13 +41,15 @@ from gateway.config.model import (
     RouteLimits,
     ServerConfig,
 )
+from gateway.config.resume import check_resume_stores
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
+from gateway.config.tracing import parse_tracing
 from gateway.encoders import ENCODERS
 from gateway.errors import ConfigError
 
 __all__ = ["load_config", "load_config_file", "parse_config", "routes_summary"]
 
-TOP_KEYS = ("server", "routes", "auth", "limits", "pricing")
+TOP_KEYS = ("server", "routes", "auth", "limits", "pricing", "tracing")
 APP_KEY_KEYS = ("name", "key", "routes", "limits", "budget")
 SERVER_SPEC: dict[str, f.Conv] = {
     "host": f.string(),
@@ -68,6 +70,8 @@ LIMITS_SPEC: dict[str, f.Conv] = {
     "max_concurrent_streams": f.integer(),
     "max_draining_streams": f.integer(lo=0),
     "token_estimate": f.integer(),
+    "max_resume_buffer_bytes": f.size(),
+    "max_detached_streams": f.integer(lo=0),
 }
 
 
@@ -95,12 +99,16 @@ def parse_config(
     top = r.mapping(doc, "", TOP_KEYS) or {}
     server = r.build(ServerConfig, top.get("server"), "server", SERVER_SPEC)
     routes, names = _routes(r, top, adapters, encoders)
+    check_resume_stores(r, top.get("routes"), routes, top.get("limits"))
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
     pricing = parse_pricing(r, top.get("pricing"))
+    tracing = parse_tracing(r, top.get("tracing"))
     if r.errors:
         raise ConfigError(r.errors)
-    return GatewayConfig(server=server, routes=routes, auth=auth, limits=limits, pricing=pricing)
+    return GatewayConfig(
+        server=server, routes=routes, auth=auth, limits=limits, pricing=pricing, tracing=tracing
+    )
 
 
 def load_config(

@@ -23,6 +23,7 @@ from gateway.config.model import (
     UpstreamTarget,
 )
 from gateway.config.pool import POOL_ROUTE_KEYS, has_pool, parse_pool
+from gateway.config.resume import check_route_resume, parse_resume
 
 if TYPE_CHECKING:
     from gateway.adapters.base import Adapter
@@ -56,7 +57,7 @@ _LIMITS: dict[str, f.Conv] = {
 }
 _ORIGIN = re.compile(r"\*|https?://[^/\s]+")
 _ROUTE_SIMPLE: dict[str, f.Conv] = {
-    "on_client_abort": f.choice("cancel", "drain"),
+    "on_client_abort": f.choice("cancel", "drain", "detach"),
     "drain_timeout": f.duration(),
     "max_stream_duration": f.duration(nullable=True),
     "max_output_bytes": f.size(nullable=True),
@@ -73,6 +74,7 @@ ROUTE_KEYS = (
     "text_markers",
     "cors",
     "limits",
+    "resume",
     *POOL_ROUTE_KEYS,
 )
 
@@ -173,6 +175,8 @@ def parse_route(
         None if cors_raw is None else r.build(CorsConfig, cors_raw, join_path(path, "cors"), _CORS)
     )
     limits = r.build(RouteLimits, m.get("limits"), join_path(path, "limits"), _LIMITS)
+    resume = parse_resume(r, m.get("resume"), join_path(path, "resume"))
+    check_route_resume(r, path, resume, fmt, simple.get("on_client_abort"))
     if name is None or route_path is None or fmt is None or primary is None or fallbacks is None:
         return None
     return RouteConfig(
@@ -184,6 +188,7 @@ def parse_route(
         text_markers=markers,
         cors=cors,
         limits=limits,
+        resume=resume,
         pool=pool,
         **simple,
     )

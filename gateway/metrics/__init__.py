@@ -31,6 +31,8 @@ from gateway.metrics.families import (
 from gateway.metrics.multiprocess import mark_process_dead, multiprocess_dir
 from gateway.metrics.pool import POOL_OUTCOMES, REST_REASONS, PoolMetrics, PoolRouteMetrics
 from gateway.metrics.record import BatchedHistogram, StreamRecord, StreamRecorder, outcome_for
+from gateway.metrics.resume import ResumeMetrics
+from gateway.metrics.tracing import TRACE_DROP_REASONS, TraceMetrics
 
 __all__ = [
     "ABORT_PHASES",
@@ -47,15 +49,18 @@ __all__ = [
     "REST_REASONS",
     "STATUS_CLASSES",
     "TOKEN_KINDS",
+    "TRACE_DROP_REASONS",
     "TTFT_BUCKETS",
     "AccountingMetrics",
     "BatchedHistogram",
     "Metrics",
     "PoolMetrics",
     "PoolRouteMetrics",
+    "ResumeMetrics",
     "RouteMetrics",
     "StreamRecord",
     "StreamRecorder",
+    "TraceMetrics",
     "mark_process_dead",
     "multiprocess_dir",
     "outcome_for",

@@ -154,6 +154,20 @@ export interface StreamOptions {
   signal?: AbortSignal;
   /** Extra request headers, e.g. { Authorization: "Bearer ..." }. */
   headers?: Record<string, string>;
+  /**
+   * For a route with `resume` enabled: after a network error, reconnect with
+   * `GET <url>/<stream id>` and `Last-Event-ID` until the terminal event (no event twice).
+   */
+  resume?: boolean;
+  /** Failed reconnects in a row before giving up (default 5). */
+  maxResumes?: number;
+  /** Wait before the first reconnect, in ms, doubling after each (default 500). */
+  resumeDelay?: number;
+  /** Resume this stream (from `resumeLastId`, default 0) instead of POSTing a new request. */
+  resumeStreamId?: string;
+  resumeLastId?: number;
+  /** After each event of a resumable stream: what a page keeps to resume after a reload. */
+  onProgress?(streamId: string, lastId: number): void;
 }
 
 export interface StreamCallbacks {

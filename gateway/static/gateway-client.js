@@ -266,7 +266,7 @@ async function drain(reader, ms) {
  * event; throws on HTTP errors, truncation, bad frames and aborts. Closes the connection on
  * every early exit.
  */
-async function* openStream(url, body, options, meta) {
+async function* openStream(url, body, options, meta, lastEventId = null) {
   const outer = options.signal;
   if (outer?.aborted) throw abortReason(outer);
   const controller = new AbortController();
@@ -278,7 +278,8 @@ async function* openStream(url, body, options, meta) {
   try {
     let response;
     try {
-      response = await fetch(url, {
+      // A resume (lastEventId set) is a GET of <route path>/<stream id> (contract section 12).
+      response = await fetch(url, lastEventId === null ? {
         method: "POST",
         headers: {
           "Content-Type": "application/json",
@@ -286,6 +287,11 @@ async function* openStream(url, body, options, meta) {
           ...(options.headers ?? {}),
         },
         body: typeof body === "string" ? body : JSON.stringify(body),
+        signal: controller.signal,
+        cache: "no-store",
+      } : {
+        method: "GET",
+        headers: { Accept: "text/event-stream", ...(options.headers ?? {}), "Last-Event-ID": String(lastEventId) },
         signal: controller.signal,
         cache: "no-store",
       });
@@ -305,6 +311,10 @@ async function* openStream(url, body, options, meta) {
       const err = await httpError(response, meta.requestId);
       if (outer?.aborted) throw abortReason(outer); // aborted while reading the error body
       throw err;
+    }
+    if (response.status === 204) {
+      finished = true; // a resume after the terminal event: nothing more will come
+      return;
     }
     const ctype = response.headers.get("Content-Type") ?? "";
     if (!ctype.toLowerCase().includes("text/event-stream") || response.body === null) {
@@ -368,6 +378,61 @@ async function* openStream(url, body, options, meta) {
   }
 }
 
+const sleep = (ms, signal) =>
+  new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(abortReason(signal));
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(abortReason(signal));
+    }, { once: true });
+  });
+
+/**
+ * `openStream`, or with `options.resume` a stream that survives network errors: after a
+ * failure it GETs `<url>/<stream id>` with `Last-Event-ID` (the stream id is the `created`
+ * event's `id`) until the terminal event, skipping events it already yielded. Gives up after
+ * `options.maxResumes` (5) failed tries in a row, waiting `options.resumeDelay` ms (500,
+ * doubling) between tries; an HTTP error on a resume (404 expired, 410 dropped) is thrown.
+ * `options.resumeStreamId` (+ `options.resumeLastId`, default 0) resumes a stream known from
+ * before (e.g. kept in sessionStorage across a reload) instead of POSTing; `options.onProgress
+ * (streamId, lastId)` is called after each event, to keep such a record.
+ */
+async function* events(url, body, options, meta) {
+  if (!options.resume) {
+    yield* openStream(url, body, options, meta);
+    return;
+  }
+  let streamId = options.resumeStreamId ?? null;
+  let lastId = streamId === null ? null : (options.resumeLastId ?? 0);
+  const maxTries = options.maxResumes ?? 5;
+  let delay = options.resumeDelay ?? 500;
+  let tries = 0;
+  for (;;) {
+    const target = lastId === null ? url : `${url}/${encodeURIComponent(streamId)}`;
+    try {
+      for await (const ev of openStream(target, body, options, meta, lastId)) {
+        const n = Number(ev.id);
+        if (ev.id !== "" && Number.isInteger(n)) {
+          if (lastId !== null && n <= lastId) continue; // already yielded before the break
+          lastId = n;
+          tries = 0;
+        }
+        if (ev.type === "created" && typeof ev.data?.id === "string") streamId = ev.data.id;
+        yield ev;
+        if (streamId !== null && lastId !== null) options.onProgress?.(streamId, lastId);
+      }
+      return;
+    } catch (err) {
+      const broken = err instanceof StreamTruncatedError || (err instanceof GatewayError && err.kind === "network");
+      if (options.signal?.aborted || !broken || streamId === null || tries >= maxTries) throw err;
+    }
+    tries += 1;
+    await sleep(delay, options.signal);
+    delay *= 2;
+  }
+}
+
 function streamError(ev, meta) {
   const d = ev.data ?? {};
   return new GatewayError(String(d.message ?? "the stream failed"), {
@@ -395,7 +460,7 @@ function streamError(ev, meta) {
  */
 export async function* tokenEvents(url, body, options = {}) {
   const meta = {};
-  for await (const ev of openStream(url, body, options, meta)) {
+  for await (const ev of events(url, body, options, meta)) {
     if (ev.type === "error") throw streamError(ev, meta);
     yield ev;
   }
@@ -513,7 +578,7 @@ export async function streamTokens(url, body, options = {}) {
   const s = newSummary();
   const meta = {};
   try {
-    for await (const ev of openStream(url, body, options, meta)) {
+    for await (const ev of events(url, body, options, meta)) {
       if (s.events === 0) {
         s.requestId = meta.requestId;
         s.status = meta.status;

@@ -223,16 +223,44 @@ function setBusy(busy) {
   el.newChat.disabled = busy;
 }
 
-async function send() {
-  const text = el.message.value.trim();
-  const route = currentRoute();
+// A resumable route's stream (contract section 12) survives a reload: its id is kept in
+// sessionStorage until the stream ends, and the page replays it from the start on load.
+const RESUME_KEY = "gateway-playground-stream";
+let inFlight = null; // { url, headers } of the resumable stream now streaming
+let unloading = false;
+window.addEventListener("pagehide", () => {
+  unloading = true;
+});
+
+function savedStream() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(RESUME_KEY) ?? "null");
+    return saved && typeof saved.streamId === "string" && typeof saved.route === "string" ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+async function send(resumed = null) {
+  const text = resumed ? String(resumed.text ?? "") : el.message.value.trim();
+  const route = resumed ? routes.find((r) => r.name === resumed.route) : currentRoute();
   if (!text || !route || controller) return;
   showError(null);
   resetStats();
   addUserTurn(text);
-  el.message.value = "";
+  if (!resumed) el.message.value = "";
   const view = addAssistantTurn(route.name);
   const body = requestBody(text);
+  const resumeOptions = !route.resume
+    ? {}
+    : {
+        resume: true,
+        ...(resumed ? { resumeStreamId: resumed.streamId, resumeLastId: 0 } : {}),
+        onProgress(streamId, lastId) {
+          inFlight = { url: `${route.path}/${encodeURIComponent(streamId)}`, headers };
+          sessionStorage.setItem(RESUME_KEY, JSON.stringify({ route: route.name, streamId, lastId, text }));
+        },
+      };
   const headers = {};
   const key = el.apiKey.value.trim();
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -240,11 +268,12 @@ async function send() {
   controller = new AbortController();
   setBusy(true);
   setStatus("connecting", "connecting…");
-  log(`POST ${streamUrl(route)}`, "req");
+  log(resumed ? `GET ${route.path}/${resumed.streamId} (resumed after a reload)` : `POST ${streamUrl(route)}`, "req");
   let live = null;
   ticker = setInterval(() => live && renderStats(live, true), 100);
   try {
     const summary = await streamTokens(streamUrl(route), body, {
+      ...resumeOptions,
       signal: controller.signal,
       headers,
       onEvent(ev, s) {
@@ -304,6 +333,10 @@ async function send() {
       log(`failed: ${err.code ?? err.name}: ${err.message}`, "error");
     }
   } finally {
+    // Anything that settled (done, failed for good, stopped) is over; a page being unloaded
+    // (its connection cut by the reload) keeps the record for the next load.
+    if (!unloading) sessionStorage.removeItem(RESUME_KEY);
+    inFlight = null;
     clearInterval(ticker);
     controller = null;
     setBusy(false);
@@ -323,7 +356,11 @@ el.message.addEventListener("keydown", (e) => {
     send();
   }
 });
-el.stop.addEventListener("click", () => controller?.abort());
+el.stop.addEventListener("click", () => {
+  // A resumable stream may run on without its client (on_client_abort: detach): stop it too.
+  if (inFlight) fetch(inFlight.url, { method: "DELETE", headers: inFlight.headers }).catch(() => {});
+  controller?.abort();
+});
 el.newChat.addEventListener("click", () => {
   context = [];
   el.transcript.replaceChildren(el.empty);
@@ -344,4 +381,7 @@ el.logToggle.addEventListener("change", () => {
 });
 el.logClear.addEventListener("click", () => el.log.replaceChildren());
 
-loadRoutes();
+loadRoutes().then(() => {
+  const saved = savedStream();
+  if (saved) send(saved);
+});

@@ -131,7 +131,7 @@ def test_a_budget_outside_auth_keys_is_an_error() -> None:
     """Budgets belong to app keys: there is no budget without ``auth``."""
     budget = {"usd": 5, "per": "1d"}
     assert errors_of({"routes": ROUTES, "budget": budget}) == [
-        "budget: unknown key (known: auth, limits, pricing, routes, server)"
+        "budget: unknown key (known: auth, limits, pricing, routes, server, tracing)"
     ]
     errors = errors_of({"routes": [route(name="a", limits={"budget": budget})]})
     assert any(e.startswith("routes[0].limits.budget: unknown key") for e in errors)

@@ -184,7 +184,7 @@ def test_every_error_is_collected_at_once() -> None:
     }
     assert errors_of(doc) == [
         "routes[1].upstream.api_key: environment variable MISSING_KEY is not set",
-        "extra: unknown key (known: auth, limits, pricing, routes, server)",
+        "extra: unknown key (known: auth, limits, pricing, routes, server, tracing)",
         "server.heartbeat_intervl: unknown key (did you mean 'heartbeat_interval'?)",
         "server.port: must be between 0 and 65535 (got 70000)",
         "server.max_body_bytes: invalid size 'lots' "
@@ -257,7 +257,7 @@ def test_typed_values_from_variables() -> None:
 
 def test_keys_are_not_interpolated() -> None:
     assert errors_of({"routes": [route()], "${X}": 1}, {"X": "server"}) == [
-        "${X}: unknown key (known: auth, limits, pricing, routes, server)"
+        "${X}: unknown key (known: auth, limits, pricing, routes, server, tracing)"
     ]
 
 

@@ -290,7 +290,7 @@ def test_route_behaviour_keys() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "error"),
     [
-        ("on_client_abort", "stop", "must be one of cancel, drain (got 'stop')"),
+        ("on_client_abort", "stop", "must be one of cancel, drain, detach (got 'stop')"),
         ("request", "raw", "must be one of common, native (got 'raw')"),
         ("drain_timeout", 0, "must be greater than zero (got 0)"),
         ("max_stream_duration", "-1m", "invalid duration '-1m' (must not be negative)"),

@@ -1,0 +1,234 @@
+"""The in-process resume store: frames in a deque per stream, followers woken by an Event.
+
+Only the process that runs a stream can serve its resumes (use ``store: redis`` behind a load
+balancer with several replicas). Appends are synchronous, so "beyond the stream" (400) is exact
+here even while the stream is live. Finished streams are kept ``window`` seconds, then dropped
+(checked on every lookup, and swept at most once a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping
+
+from gateway.errors import NotFound
+from gateway.resume.base import (
+    ENTRY_OVERHEAD,
+    Budget,
+    Recorder,
+    Replay,
+    ResumeStore,
+    StopCallback,
+    check_owner,
+    check_range,
+    check_stream_id,
+)
+
+SWEEP_EVERY = 1.0
+
+
+class _Stream:
+    __slots__ = (
+        "bytes",
+        "detached",
+        "done",
+        "event",
+        "expires",
+        "frames",
+        "headers",
+        "last",
+        "max_events",
+        "on_stop",
+        "owner",
+        "stopped",
+        "window",
+    )
+
+    def __init__(
+        self,
+        owner: str | None,
+        headers: Mapping[str, str],
+        window: float,
+        max_events: int,
+        on_stop: StopCallback | None,
+    ) -> None:
+        self.owner = owner
+        self.headers = dict(headers)
+        self.window = window
+        self.max_events = max_events
+        self.on_stop = on_stop
+        self.frames: deque[tuple[int, bytes]] = deque()
+        self.last = 0
+        self.bytes = 0
+        self.done = False
+        self.stopped = False
+        self.detached = False
+        self.expires: float | None = None
+        self.event: asyncio.Event | None = None
+
+    def first(self) -> int | None:
+        return self.frames[0][0] if self.frames else None
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+            self.event = None
+
+    def after(self, pos: int) -> list[tuple[int, bytes]]:
+        """Frames with an id above ``pos`` (followers usually want a few at the end)."""
+        out: list[tuple[int, bytes]] = []
+        for item in reversed(self.frames):
+            if item[0] <= pos:
+                break
+            out.append(item)
+        out.reverse()
+        return out
+
+
+class MemoryRecorder(Recorder):
+    def __init__(self, store: MemoryStore, stream_id: str, stream: _Stream) -> None:
+        self.stream_id = stream_id
+        self._store = store
+        self._s = stream
+
+    def append(self, event_id: int, frame: bytes) -> None:
+        s = self._s
+        if s.done:
+            return
+        if event_id <= s.last:
+            raise ValueError(f"event id {event_id} after {s.last}")
+        s.frames.append((event_id, frame))
+        s.last = event_id
+        n = len(frame) + ENTRY_OVERHEAD
+        s.bytes += n
+        budget = self._store.budget
+        budget.add(n)
+        # Past max_events, or the process-wide byte cap: drop this stream's oldest frames
+        # (a resume asking for them gets 410), keeping the newest one.
+        while len(s.frames) > 1 and (len(s.frames) > s.max_events or budget.over):
+            _, old = s.frames.popleft()
+            s.bytes -= len(old) + ENTRY_OVERHEAD
+            budget.add(-(len(old) + ENTRY_OVERHEAD))
+        s.wake()
+
+    def detach(self) -> bool:
+        if self._s.detached or self._s.done:
+            return not self._s.done
+        if not self._store.budget.detach():
+            return False
+        self._s.detached = True
+        return True
+
+    async def finish(self) -> None:
+        s = self._s
+        if s.done:
+            return
+        s.done = True
+        s.on_stop = None
+        s.expires = self._store.clock() + s.window
+        if s.detached:
+            s.detached = False
+            self._store.budget.undetach()
+        s.wake()
+
+    async def abandon(self, event_id: int, frame: bytes) -> None:
+        if self._s.done:
+            return
+        self.append(max(event_id, self._s.last + 1), frame)
+        await self.finish()
+
+
+class MemoryStore(ResumeStore):
+    """Resumable streams held in this process. ``clock`` is injectable for expiry tests."""
+
+    def __init__(self, budget: Budget, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(budget)
+        self.clock = clock
+        self._streams: dict[str, _Stream] = {}
+        self._swept = clock()
+
+    async def open(
+        self,
+        stream_id: str,
+        owner_app: str | None,
+        headers: Mapping[str, str],
+        window: float,
+        max_events: int,
+        on_stop: StopCallback | None = None,
+    ) -> tuple[Recorder | None, str | None]:
+        check_stream_id(stream_id)
+        self._sweep()
+        reason = self.budget.refusal()
+        if reason is not None:
+            return None, reason
+        if stream_id in self._streams:
+            raise ValueError("stream id already in use")
+        s = _Stream(owner_app, headers, window, max_events, on_stop)
+        self._streams[stream_id] = s
+        return MemoryRecorder(self, stream_id, s), None
+
+    def _get(self, stream_id: str, app: str | None) -> _Stream:
+        check_stream_id(stream_id)
+        self._sweep()
+        s = self._streams.get(stream_id)
+        if s is not None and s.expires is not None and s.expires <= self.clock():
+            self._drop(stream_id)
+            s = None
+        if s is None:
+            raise NotFound("no such stream (unknown or expired)")
+        check_owner(s.owner, app)
+        return s
+
+    async def replay(
+        self, stream_id: str, app: str | None, last_event_id: int | None, idle: float = 15.0
+    ) -> Replay:
+        s = self._get(stream_id, app)
+        pos = last_event_id or 0
+        check_range(pos, s.first(), s.last, finished=True)
+        return Replay(s.headers, self._follow(s, pos, idle), s.done and pos >= s.last)
+
+    async def _follow(self, s: _Stream, pos: int, idle: float) -> AsyncGenerator[bytes, None]:
+        while True:
+            first = s.first()
+            if first is not None and first > pos + 1:
+                return  # fell behind past max_events: the client's next resume gets 410
+            for event_id, frame in s.after(pos):
+                pos = event_id
+                yield frame
+            if s.done and pos >= s.last:
+                return
+            if s.event is None:
+                s.event = asyncio.Event()
+            event = s.event
+            try:
+                async with asyncio.timeout(idle):
+                    await event.wait()
+            except TimeoutError:
+                yield b""
+
+    async def stop(self, stream_id: str, app: str | None) -> None:
+        s = self._get(stream_id, app)
+        if s.done or s.stopped:
+            return
+        s.stopped = True
+        callback, s.on_stop = s.on_stop, None
+        if callback is not None:
+            callback()
+
+    def _drop(self, stream_id: str) -> None:
+        s = self._streams.pop(stream_id)
+        self.budget.add(-s.bytes)
+        s.bytes = 0
+        s.frames.clear()
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        if now - self._swept < SWEEP_EVERY:
+            return
+        self._swept = now
+        for stream_id in [
+            k for k, s in self._streams.items() if s.expires is not None and s.expires <= now
+        ]:
+            self._drop(stream_id)

@@ -1,0 +1,339 @@
+"""The Redis resume store: any replica pointed at one Redis can serve any stream's resume.
+
+Keys (``<k>`` = ``gateway:resume:<stream id>``; the id is checked against ``STREAM_ID`` first):
+
+* ``<k>``: a Redis Stream, one entry per frame ``{i: <event id>, f: <frame>}``, appended with
+  ``XADD <k> MAXLEN ~ <max_events + 1>`` (approximate trimming: Redis drops whole nodes, so a
+  stream keeps at least ``max_events`` events and sometimes a few more). The terminal marker
+  is one more entry ``{e: 1}`` written by ``finish``: followers see it in the same ``XREAD``.
+* ``<k>:meta``: a hash ``owner, headers (JSON), state (live|done), last (id, once done)``.
+
+Both keys expire: ``LIVE_TTL`` while live (the owner refreshes it every ``LIVE_TTL / 3``, so a
+crashed owner's stream goes away by itself; its followers end when the key is gone), then
+``window`` from ``finish``. Followers read with ``XRANGE`` then ``XREAD BLOCK``.
+
+Appends are buffered in the recorder and written by one flush task per recorder (one pipeline
+per batch): the hot path never waits for Redis. Bytes waiting to be flushed count against the
+process :class:`~gateway.resume.base.Budget`; if Redis fails, or falls so far behind that the
+process cap is exceeded, the recorder stops recording
+(resumes of that stream then end where the record ends, and expire with it).
+
+Stop: ``stop`` on the owner's replica calls ``on_stop`` directly; elsewhere it publishes the
+id on ``gateway:resume:stop``, which every store with live recorders subscribes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from gateway.errors import NotFound
+from gateway.jsonutil import dumps, loads
+from gateway.resume.base import (
+    Budget,
+    Recorder,
+    Replay,
+    ResumeStore,
+    StopCallback,
+    check_owner,
+    check_range,
+    check_stream_id,
+)
+
+log = logging.getLogger("gateway.resume")
+
+PREFIX = "gateway:resume:"
+STOP_CHANNEL = "gateway:resume:stop"
+LIVE_TTL = 30.0
+BLOCK_MS = 1000
+PAGE = 500
+
+
+def _key(stream_id: str) -> str:
+    return PREFIX + stream_id
+
+
+class RedisRecorder(Recorder):
+    def __init__(
+        self,
+        store: RedisStore,
+        stream_id: str,
+        window: float,
+        max_events: int,
+        on_stop: StopCallback | None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.on_stop = on_stop
+        self._store = store
+        self._key = _key(stream_id)
+        self._window = window
+        self._maxlen = max_events + 1
+        self._pending: list[tuple[int, bytes]] = []
+        self._pending_bytes = 0
+        self._last = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._done = False
+        self._failed = False
+        self._detached = False
+
+    def append(self, event_id: int, frame: bytes) -> None:
+        if self._done or self._failed:
+            return
+        if event_id <= self._last:
+            raise ValueError(f"event id {event_id} after {self._last}")
+        self._last = event_id
+        if self._store.budget.over:  # Redis is too slow or down: stop recording, never OOM
+            self._fail()
+            return
+        self._pending.append((event_id, frame))
+        self._pending_bytes += len(frame)
+        self._store.budget.add(len(frame))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending and not self._failed:
+                batch, size = self._pending, self._pending_bytes
+                self._pending, self._pending_bytes = [], 0
+                try:
+                    pipe = self._store.client.pipeline(transaction=False)
+                    for event_id, frame in batch:
+                        pipe.xadd(
+                            self._key,
+                            {"i": event_id, "f": frame},
+                            maxlen=self._maxlen,
+                            approximate=True,
+                        )
+                    pipe.expire(self._key, round(LIVE_TTL))
+                    await pipe.execute()
+                except Exception as exc:  # a store failure must not end the stream
+                    log.warning("resume store write failed: %s", type(exc).__name__)
+                    self._fail()
+                finally:
+                    self._store.budget.add(-size)
+        finally:
+            self._flusher = None
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._store.budget.add(-self._pending_bytes)
+        self._pending, self._pending_bytes = [], 0
+
+    def detach(self) -> bool:
+        if self._done:
+            return False
+        if self._detached:
+            return True
+        if not self._store.budget.detach():
+            return False
+        self._detached = True
+        return True
+
+    async def finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._store.forget(self)
+        if self._detached:
+            self._detached = False
+            self._store.budget.undetach()
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._failed:
+            return
+        meta = self._key + ":meta"
+        try:
+            pipe = self._store.client.pipeline(transaction=False)
+            pipe.xadd(self._key, {"e": 1})
+            pipe.hset(meta, mapping={"state": "done", "last": self._last})
+            window_ms = max(1, int(self._window * 1000))
+            pipe.pexpire(self._key, window_ms)
+            pipe.pexpire(meta, window_ms)
+            await pipe.execute()
+        except Exception as exc:
+            log.warning("resume store finish failed: %s", type(exc).__name__)
+
+    async def abandon(self, event_id: int, frame: bytes) -> None:
+        if self._done:
+            return
+        self.append(max(event_id, self._last + 1), frame)
+        await self.finish()
+
+
+class RedisStore(ResumeStore):
+    """Resumable streams in Redis at ``url`` (shared by replicas). See the module docstring."""
+
+    def __init__(self, budget: Budget, url: str, client: Any = None) -> None:
+        super().__init__(budget)
+        self.url = url
+        self._client = client
+        self._live: dict[str, RedisRecorder] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = asyncio.Event()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from redis.asyncio import Redis
+
+            self._client = Redis.from_url(self.url, socket_connect_timeout=1.0)
+        return self._client
+
+    async def open(
+        self,
+        stream_id: str,
+        owner_app: str | None,
+        headers: Mapping[str, str],
+        window: float,
+        max_events: int,
+        on_stop: StopCallback | None = None,
+    ) -> tuple[Recorder | None, str | None]:
+        check_stream_id(stream_id)
+        reason = self.budget.refusal()
+        if reason is not None:
+            return None, reason
+        await self._start_background()
+        meta = _key(stream_id) + ":meta"
+        fields = {"owner": owner_app or "", "headers": dumps(dict(headers)), "state": "live"}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(meta, mapping=fields)
+            pipe.expire(meta, round(LIVE_TTL))
+            await pipe.execute()
+        except Exception as exc:
+            log.warning("resume store open failed: %s", type(exc).__name__)
+            return None, "store_error"
+        recorder = RedisRecorder(self, stream_id, window, max_events, on_stop)
+        self._live[stream_id] = recorder
+        return recorder, None
+
+    def forget(self, recorder: RedisRecorder) -> None:
+        self._live.pop(recorder.stream_id, None)
+
+    async def _meta(self, stream_id: str, app: str | None) -> dict[str, str]:
+        check_stream_id(stream_id)
+        raw = await self.client.hgetall(_key(stream_id) + ":meta")
+        if not raw:
+            raise NotFound("no such stream (unknown or expired)")
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
+        check_owner(meta.get("owner") or None, app)
+        return meta
+
+    async def replay(
+        self, stream_id: str, app: str | None, last_event_id: int | None, idle: float = 15.0
+    ) -> Replay:
+        meta = await self._meta(stream_id, app)
+        pos = last_event_id or 0
+        key = _key(stream_id)
+        head = await self.client.xrange(key, "-", "+", count=1)
+        first = int(head[0][1][b"i"]) if head and b"i" in head[0][1] else None
+        done = meta.get("state") == "done"
+        last = int(meta.get("last", "0"))
+        check_range(pos, first, last, finished=done)
+        headers = loads(meta.get("headers", "{}"))
+        return Replay(headers, self._follow(key, pos, idle), done and pos >= last)
+
+    async def _follow(self, key: str, pos: int, idle: float) -> AsyncGenerator[bytes, None]:
+        cursor = "0-0"
+        while True:  # what is stored already, page by page
+            entries = await self.client.xrange(key, f"({cursor}", "+", count=PAGE)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                cursor = entry_id.decode()
+                if b"e" in fields:
+                    return
+                event_id = int(fields[b"i"])
+                if event_id > pos:
+                    pos = event_id
+                    yield fields[b"f"]
+        quiet = time.monotonic()
+        while True:  # then live
+            answer = await self.client.xread({key: cursor}, count=PAGE, block=BLOCK_MS)
+            if not answer:
+                if not await self.client.exists(key + ":meta"):
+                    return  # expired: the owner is gone
+                if time.monotonic() - quiet >= idle:
+                    quiet = time.monotonic()
+                    yield b""
+                continue
+            for entry_id, fields in answer[0][1]:
+                cursor = entry_id.decode()
+                if b"e" in fields:
+                    return
+                event_id = int(fields[b"i"])
+                if event_id > pos:  # (not yet flushed when the replay began)
+                    pos = event_id
+                    yield fields[b"f"]
+            quiet = time.monotonic()
+
+    async def stop(self, stream_id: str, app: str | None) -> None:
+        meta = await self._meta(stream_id, app)
+        if meta.get("state") == "done":
+            return
+        if not self._deliver_stop(stream_id):
+            await self.client.publish(STOP_CHANNEL, stream_id)
+
+    def _deliver_stop(self, stream_id: str) -> bool:
+        recorder = self._live.get(stream_id)
+        if recorder is None:
+            return False
+        callback, recorder.on_stop = recorder.on_stop, None
+        if callback is not None:
+            callback()
+        return True
+
+    async def _start_background(self) -> None:
+        """Start the stop listener and the TTL refresher; the first call waits (up to a
+        second) until the listener is subscribed, so no stop is missed."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._listen()), loop.create_task(self._keep_alive())]
+        if not self._subscribed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._subscribed.wait()
+
+    async def _listen(self) -> None:
+        """Stop requests published by other replicas, for the recorders this process owns."""
+        while True:
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                async with pubsub:
+                    await pubsub.subscribe(STOP_CHANNEL)
+                    self._subscribed.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._deliver_stop(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # retry: stops must keep arriving
+                log.warning("resume stop listener failed: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _keep_alive(self) -> None:
+        """Refresh the TTL of live streams so only a crashed owner's streams expire early."""
+        while True:
+            await asyncio.sleep(LIVE_TTL / 3)
+            with contextlib.suppress(Exception):
+                pipe = self.client.pipeline(transaction=False)
+                for stream_id in list(self._live):
+                    pipe.expire(_key(stream_id), round(LIVE_TTL))
+                    pipe.expire(_key(stream_id) + ":meta", round(LIVE_TTL))
+                await pipe.execute()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

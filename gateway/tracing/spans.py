@@ -1,0 +1,293 @@
+"""One span per stream, one child per upstream attempt (OpenTelemetry GenAI conventions).
+
+::
+
+    Tracing.from_config(cfg, drops)          once per app (own TracerProvider, not the global one)
+      .start_stream(headers, route, ...)     SERVER span "chat <model>", continuing the client's
+        │                                    W3C traceparent; None when not sampled
+        ├─ .attempt(target, provider, url)   CLIENT span "POST" per upstream attempt
+        │     .inject_headers()              traceparent/tracestate to send upstream
+        │     .end(status, error_code)
+        └─ .finish(outcome=..., ...)         everything the stream recorded, set once at the end
+      .shutdown(timeout)                     flush (blocking, bounded): run it off the event loop
+
+Nothing here is called per event: the stream keeps its own record (timings, counts) and hands it
+to :meth:`StreamSpan.finish`, which back-dates the first-token and abort events to the recorded
+monotonic times. Times are ``time.monotonic()`` seconds, converted to wall-clock nanoseconds
+against a pair of clock readings taken when the stream span starts.
+
+Sampling: a client ``traceparent`` decides (its sampled flag is followed, as OpenTelemetry's
+``parentbased`` samplers do); without one, ``sample_ratio`` of the trace ids are kept.
+Content (prompts, output text) is recorded only with ``capture_content: true``; request headers,
+keys and query values never are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway.adapters import GENAI_PROVIDERS
+from gateway.config.model import TracingConfig
+from gateway.tracing import content
+from gateway.tracing.export import DropCountingProcessor, DropSink, traces_url
+
+__all__ = ["OK_OUTCOMES", "AttemptSpan", "StreamSpan", "Tracing"]
+
+OK_OUTCOMES = frozenset({"completed", "client_abort"})
+"""Outcomes that leave the stream span's status unset; every other one is an error."""
+EXPORT_TIMEOUT = 5.0
+"""Seconds one OTLP export (with its retries) may take in the exporter's thread."""
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Tracing:
+    """The tracing part of one app: a tracer, its sampler and the batching exporter."""
+
+    def __init__(
+        self,
+        config: TracingConfig,
+        exporter: SpanExporter,
+        drops: DropSink | None = None,
+        *,
+        max_queue_size: int = 2048,
+        schedule_delay: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.capture_content = config.capture_content
+        self._roots = config.sample_ratio > 0.0
+        """False: only streams with a sampled client traceparent are traced."""
+        """True: the stream should keep its output text for :meth:`StreamSpan.finish`."""
+        self.processor = DropCountingProcessor(
+            exporter, drops, max_queue_size=max_queue_size, schedule_delay=schedule_delay
+        )
+        self._provider = TracerProvider(
+            sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+            resource=Resource.create({"service.name": config.service_name}),
+            shutdown_on_exit=False,
+        )
+        self._provider.add_span_processor(self.processor)
+        self._tracer = self._provider.get_tracer("gateway")
+
+    @classmethod
+    def from_config(
+        cls, config: TracingConfig | None, drops: DropSink | None = None
+    ) -> Tracing | None:
+        """The tracing part for ``config`` exporting over OTLP/HTTP, or None when it is off."""
+        if config is None or config.otlp_endpoint is None:
+            return None
+        exporter = OTLPSpanExporter(
+            endpoint=traces_url(config.otlp_endpoint), timeout=EXPORT_TIMEOUT
+        )
+        return cls(config, exporter, drops)
+
+    def start_stream(
+        self,
+        headers: Mapping[str, str],
+        route: str,
+        *,
+        operation: str = "chat",
+        request_model: str | None,
+        provider: str,
+        started: float | None = None,
+    ) -> StreamSpan | None:
+        """Open the stream's SERVER span; None (nothing more to do) when it is not sampled.
+
+        ``headers``: the client's request headers, a case-insensitive mapping (aiohttp's
+        ``request.headers``) or one with lower-case keys; only ``traceparent`` and
+        ``tracestate`` are read. ``provider``: the adapter registry name. ``started``: the
+        stream's ``time.monotonic()`` start (default: now).
+        """
+        traceparent = headers.get("traceparent")
+        if not traceparent and not self._roots:
+            return None  # ratio 0 and nothing to continue: skip the SDK's sampler entirely
+        wall, mono = time.time_ns(), time.monotonic()
+        parent = None
+        if traceparent:
+            carrier = {"traceparent": traceparent, "tracestate": headers.get("tracestate") or ""}
+            parent = _PROPAGATOR.extract(carrier)
+        genai_provider = GENAI_PROVIDERS.get(provider, "_OTHER")
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": genai_provider,
+            "gateway.route": route,
+        }
+        if request_model:
+            attributes["gen_ai.request.model"] = request_model
+        start = wall if started is None else wall + int((started - mono) * 1e9)
+        span = self._tracer.start_span(
+            f"{operation} {request_model}" if request_model else operation,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            start_time=start,
+        )
+        if not span.is_recording():
+            return None
+        return StreamSpan(self, span, wall, mono, started if started is not None else mono)
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Export what is queued now (blocking; for tests and tools)."""
+        return self.processor.force_flush(int(timeout * 1000))
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush queued spans for at most ``timeout`` s and stop. Blocking: from async code use
+        ``await asyncio.to_thread(tracing.shutdown)``. Idempotent; spans ended later are
+        counted as dropped (``shutdown``)."""
+        self.processor.shutdown(timeout)
+
+
+class StreamSpan:
+    """One sampled stream's span. ``finish`` ends it (once; later calls do nothing)."""
+
+    __slots__ = ("_attempts", "_mono", "_started", "_tracing", "_wall", "span")
+
+    def __init__(
+        self, tracing: Tracing, span: trace.Span, wall: int, mono: float, started: float
+    ) -> None:
+        self._tracing = tracing
+        self.span = span
+        self._wall = wall
+        self._mono = mono
+        self._started = started
+        self._attempts: list[AttemptSpan] = []
+
+    def ns(self, t: float) -> int:
+        """Wall-clock nanoseconds of the ``time.monotonic()`` reading ``t``."""
+        return self._wall + int((t - self._mono) * 1e9)
+
+    def attempt(self, target: str, provider: str, url: str, method: str = "POST") -> AttemptSpan:
+        """Open a CLIENT child span for one upstream attempt (``target``: the bounded label of
+        the deployment or fallback; ``provider``: its adapter registry name; ``url``: the
+        upstream URL, recorded without credentials or query values)."""
+        host, port = content.server_of(url)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.full": content.safe_url(url),
+            "gateway.upstream": target,
+            "gen_ai.provider.name": GENAI_PROVIDERS.get(provider, "_OTHER"),
+        }
+        if host:
+            attributes["server.address"] = host
+        if port is not None:
+            attributes["server.port"] = port
+        span = self._tracing._tracer.start_span(
+            method,
+            context=trace.set_span_in_context(self.span),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        attempt = AttemptSpan(span)
+        self._attempts.append(attempt)
+        return attempt
+
+    def finish(
+        self,
+        *,
+        outcome: str,
+        ended: float | None = None,
+        app: str | None = None,
+        response_model: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        finish_reasons: Sequence[str] = (),
+        first_content: float | None = None,
+        abort_phase: str | None = None,
+        aborted: float | None = None,
+        error_code: str | None = None,
+        attempts: int | None = None,
+        input_messages: Iterable[Mapping[str, Any]] | None = None,
+        output_text: str | None = None,
+    ) -> None:
+        """Set what the stream recorded and end the span (and any attempt left open).
+
+        Times (``ended``, ``first_content``, ``aborted``) are ``time.monotonic()`` readings;
+        ``ended`` defaults to now. ``outcome`` is one of ``gateway.metrics.OUTCOMES``: outside
+        :data:`OK_OUTCOMES` the span gets error status with ``error_code`` (default: the
+        outcome) as description and ``error.type``. ``input_messages`` and ``output_text`` are
+        recorded only when ``capture_content`` is on.
+        """
+        span = self.span
+        if not span.is_recording():
+            return
+        for open_attempt in self._attempts:
+            open_attempt.end(None)
+        attributes: dict[str, Any] = {"gateway.outcome": outcome}
+        if app is not None:
+            attributes["gateway.app"] = app
+        if response_model:
+            attributes["gen_ai.response.model"] = response_model
+        if input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = input_tokens
+        if output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = output_tokens
+        if finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = tuple(finish_reasons)
+        if attempts is not None:
+            attributes["gateway.attempts"] = attempts
+        if first_content is not None:
+            ttft = max(first_content - self._started, 0.0)
+            attributes["gateway.time_to_first_token_s"] = ttft
+            attributes["gen_ai.response.time_to_first_chunk"] = ttft
+            span.add_event("gateway.first_token", timestamp=self.ns(first_content))
+        if abort_phase is not None:
+            attributes["gateway.abort_phase"] = abort_phase
+        if outcome == "client_abort" or aborted is not None:
+            when = self.ns(aborted) if aborted is not None else None
+            phase = {"gateway.abort_phase": abort_phase} if abort_phase else None
+            span.add_event("gateway.client_abort", attributes=phase, timestamp=when)
+        if self._tracing.capture_content:
+            if input_messages is not None:
+                attributes["gen_ai.input.messages"] = content.input_messages(input_messages)
+            if output_text is not None:
+                out = content.output_messages(output_text, finish_reasons)
+                attributes["gen_ai.output.messages"] = out
+        if outcome not in OK_OUTCOMES:
+            code = error_code or outcome
+            attributes["error.type"] = code
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.set_attributes(attributes)
+        span.end(end_time=self.ns(ended) if ended is not None else None)
+
+
+class AttemptSpan:
+    """One upstream attempt's CLIENT span. ``end`` ends it (once; later calls do nothing)."""
+
+    __slots__ = ("_ended", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self._ended = False
+
+    def inject_headers(self) -> dict[str, str]:
+        """``traceparent`` (and ``tracestate`` when the client sent one) to send upstream."""
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(self.span))
+        return carrier
+
+    def end(self, status: int | None, error_code: str | None = None) -> None:
+        """End the attempt: ``status`` is the upstream's HTTP status (None: no response came);
+        ``error_code`` the gateway error code when the attempt failed. An error code or a
+        status of 400 and above sets error status (``error.type``: the code, else the status).
+        """
+        if self._ended:
+            return
+        self._ended = True
+        span = self.span
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if error_code is not None or (status is not None and status >= 400):
+            code = error_code or str(status)
+            span.set_attribute("error.type", code)
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.end()
