@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from gateway.config.pool import PoolConfig
 
 from gateway.config.accounting import Budget, PriceOverride
 
@@ -63,6 +66,8 @@ class UpstreamTarget:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     options: Mapping[str, Any] = field(default_factory=dict)
+    deployment: str | None = None
+    """The deployment's name when this target is one of a pool's ``upstreams`` (else ``None``)."""
 
     @property
     def label(self) -> str:
@@ -122,6 +127,8 @@ class RouteConfig:
     request: RequestMode = "common"
     limits: RouteLimits = field(default_factory=RouteLimits)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    pool: PoolConfig | None = None
+    """``upstreams`` + ``balance`` (contract section 11); ``primary`` is its first deployment."""
 
     @property
     def provider(self) -> str:
@@ -129,7 +136,13 @@ class RouteConfig:
 
     @property
     def targets(self) -> tuple[UpstreamTarget, ...]:
-        """The primary then each fallback, in the order they are tried."""
+        """The primary then each fallback, in the order they are tried.
+
+        With a pool: every deployment (config order) then each fallback. The pool decides the
+        order among the deployments at run time; a caller without a pool tries them in this order.
+        """
+        if self.pool is not None:
+            return (*self.pool.targets, *self.fallbacks)
         return (self.primary, *self.fallbacks)
 
 

@@ -152,10 +152,13 @@ def load_config_file(
 
 def routes_summary(config: GatewayConfig) -> list[str]:
     """One line per route for ``gateway check-config``:
-    ``name  POST /v1/stream/name  provider=X  format=Y`` (then ``  fallbacks=A,B`` if any)."""
+    ``name  POST /v1/stream/name  provider=X  format=Y`` (then ``  upstreams=A,B  balance=S``
+    for a pool and ``  fallbacks=A,B`` if any)."""
     lines = []
     for route in config.routes:
         line = f"{route.name}  POST {route.path}  provider={route.provider}  format={route.format}"
+        if route.pool is not None:
+            line += f"  upstreams={','.join(route.pool.names)}  balance={route.pool.strategy}"
         if route.fallbacks:
             line += "  fallbacks=" + ",".join(t.provider for t in route.fallbacks)
         lines.append(line)

@@ -22,6 +22,7 @@ from gateway.config.model import (
     UpstreamConfig,
     UpstreamTarget,
 )
+from gateway.config.pool import POOL_ROUTE_KEYS, has_pool, parse_pool
 from gateway.config.resume import check_route_resume, parse_resume
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ ROUTE_KEYS = (
     "cors",
     "limits",
     "resume",
+    *POOL_ROUTE_KEYS,
 )
 
 
@@ -160,7 +162,11 @@ def parse_route(
     name = check_name(r, m.get("name"), join_path(path, "name"))
     route_path = _route_path(r, m, path, name)
     fmt = _format(r, m.get("format", "tokens"), join_path(path, "format"), encoders)
-    primary = parse_target(r, m, path, adapters)
+    if has_pool(m):
+        pool = parse_pool(r, m, path, adapters, parse_target, check_name)
+        primary = pool.deployments[0].target if pool else None
+    else:
+        pool, primary = None, parse_target(r, m, path, adapters)
     fallbacks = _fallbacks(r, m.get("fallbacks"), join_path(path, "fallbacks"), adapters)
     simple = r.fields(m, path, _ROUTE_SIMPLE)
     markers = r.build(TextMarkers, m.get("text_markers"), join_path(path, "text_markers"), _MARKERS)
@@ -183,6 +189,7 @@ def parse_route(
         cors=cors,
         limits=limits,
         resume=resume,
+        pool=pool,
         **simple,
     )
 

@@ -5,6 +5,7 @@ This package is the only place that touches a Prometheus object (a test checks i
 
 * :mod:`~gateway.metrics.families`: the metric families, their closed label sets and buckets, and
   :class:`RouteMetrics` (one route's children, bound once);
+* :mod:`~gateway.metrics.pool`: :class:`PoolMetrics`, the per-deployment series of upstream pools;
 * :mod:`~gateway.metrics.record`: :class:`StreamRecord`, what one stream did, recorded through a
   few named calls and flushed in batches.
 """
@@ -28,6 +29,7 @@ from gateway.metrics.families import (
     status_class,
 )
 from gateway.metrics.multiprocess import mark_process_dead, multiprocess_dir
+from gateway.metrics.pool import POOL_OUTCOMES, REST_REASONS, PoolMetrics, PoolRouteMetrics
 from gateway.metrics.record import BatchedHistogram, StreamRecord, StreamRecorder, outcome_for
 from gateway.metrics.resume import ResumeMetrics
 from gateway.metrics.tracing import TRACE_DROP_REASONS, TraceMetrics
@@ -42,7 +44,9 @@ __all__ = [
     "NO_APP",
     "OUTCOMES",
     "OVERHEAD_BUCKETS",
+    "POOL_OUTCOMES",
     "REJECTION_CODES",
+    "REST_REASONS",
     "STATUS_CLASSES",
     "TOKEN_KINDS",
     "TRACE_DROP_REASONS",
@@ -50,6 +54,9 @@ __all__ = [
     "AccountingMetrics",
     "BatchedHistogram",
     "Metrics",
+
+    "PoolMetrics",
+    "PoolRouteMetrics",
     "ResumeMetrics",
     "RouteMetrics",
     "StreamRecord",

@@ -47,6 +47,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from gateway.events import EVENT_TYPES
 from gateway.metrics.accounting import AccountingMetrics
 from gateway.metrics.multiprocess import multiprocess_dir
+from gateway.metrics.pool import PoolMetrics
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -268,6 +269,7 @@ class Metrics:
             registry=r,
         )
         self.accounting = AccountingMetrics(r)
+        self.pools = PoolMetrics(r, TTFT_BUCKETS)  # bound per pooled route: pools.route(...)
 
     def precreate(
         self,

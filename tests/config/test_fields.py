@@ -17,6 +17,7 @@ from gateway.config.model import (
     UpstreamTarget,
 )
 from gateway.config.parse import APP_KEY_KEYS, LIMITS_SPEC, SERVER_SPEC, TOP_KEYS
+from gateway.config.pool import POOL_ROUTE_KEYS
 from gateway.config.routes import ROUTE_KEYS, SECTION_SPECS, TARGET_KEYS
 
 
@@ -35,8 +36,11 @@ def test_every_model_field_is_a_known_key(cls: type, spec: dict[str, Any]) -> No
 
 
 def test_route_and_target_keys_match_the_model() -> None:
-    assert set(TARGET_KEYS) == _fields(UpstreamTarget)
-    assert set(ROUTE_KEYS) == (_fields(RouteConfig) - {"primary"}) | set(TARGET_KEYS)
+    # `deployment` is set from a pool's `upstreams[].name`; `pool` is read from upstreams/balance
+    assert set(TARGET_KEYS) == _fields(UpstreamTarget) - {"deployment"}
+    assert set(ROUTE_KEYS) == (_fields(RouteConfig) - {"primary", "pool"}) | set(TARGET_KEYS) | set(
+        POOL_ROUTE_KEYS
+    )
     assert set(APP_KEY_KEYS) == _fields(AppKey)
     assert set(TOP_KEYS) == _fields(GatewayConfig)
 

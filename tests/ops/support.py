@@ -69,6 +69,7 @@ def exported_sample_names() -> set[str]:
     """Every sample name the gateway exposes (one route pre-created), e.g. ``..._bucket``."""
     metrics = Metrics()
     metrics.precreate(["r"], {"r": ["p"]}, ["app"])
+    metrics.pools.route("r", ["d"])  # the upstream pool series (bound per pooled route)
     text = metrics.exposition()[0].decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
 

@@ -1,0 +1,160 @@
+"""Two Pool instances (two replicas) sharing one real ``redis-server``; Redis killed mid-run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from gateway.config.model import GatewayConfig, LimitsConfig, RouteConfig, ServerConfig
+from gateway.config.pool import Cooldown, Deployment
+from gateway.pool import Lease, Pool, Refusal, build_pools
+from gateway.pool.redis_state import RedisPoolState
+from tests.limits.redis_server import RedisServer, redis_server
+from tests.pool.helpers import Clock, deployment, pool_config
+
+
+@pytest.fixture
+async def flushed(redis: RedisServer) -> AsyncIterator[RedisServer]:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis.url)
+    await client.flushdb()
+    await client.aclose()
+    yield redis
+
+
+def replica(  # type: ignore[no-untyped-def]
+    url: str,
+    clock: Clock,
+    *deps: Deployment,
+    mode: Literal["open", "closed"] = "open",
+    errors: list[Exception] | None = None,
+    **kw,
+) -> Pool:
+    on_error = None if errors is None else errors.append
+    return Pool(
+        "r",
+        pool_config(*deps, **kw),
+        RedisPoolState(url, "r", on_error=on_error, clock=clock),
+        on_backend_error=mode,
+        on_error=on_error,
+        clock=clock,
+    )
+
+
+async def settle(*pools: Pool) -> None:
+    for pool in pools:
+        await pool.state.flush()
+
+
+async def test_max_concurrent_holds_across_replicas(flushed: RedisServer) -> None:
+    clock = Clock()
+    deps = (deployment("a", cap=3), deployment("b", cap=2))
+    one = replica(flushed.url, clock, *deps, strategy="least_busy")
+    two = replica(flushed.url, clock, *deps, strategy="least_busy")
+    held: list[Lease] = []
+    for i in range(5):
+        lease = await (one if i % 2 else two).acquire(set())
+        assert lease is not None
+        held.append(lease)
+    assert Counter(x.name for x in held) == {"a": 3, "b": 2}
+    assert await one.choose(set()) == Refusal("unavailable")
+    assert await two.choose(set()) == Refusal("unavailable")
+    held[0].release()  # freed by the replica that took it: the other one can use the slot
+    await settle(one, two)
+    other = two if held[0].pool is one else one
+    again = await other.acquire(set())
+    assert again is not None and again.name == held[0].name
+    for lease in [*held, again]:
+        lease.release()
+    await settle(one, two)
+    for p in (one, two):
+        await p.close()
+
+
+async def test_a_rest_started_by_one_replica_holds_on_the_other(flushed: RedisServer) -> None:
+    clock = Clock()
+    one = replica(flushed.url, clock, cooldown=Cooldown(2, 60.0, 30.0))
+    two = replica(flushed.url, clock, cooldown=Cooldown(2, 60.0, 30.0))
+    for pool in (one, two):  # one failure each: together they reach the threshold
+        lease = await pool.acquire({"b"})
+        assert lease is not None and lease.name == "a"
+        lease.failed("status_5xx")
+        lease.release()
+        await settle(pool)
+    assert {(await two.acquire(set())).name for _ in range(4)} == {"b"}  # type: ignore[union-attr]
+    clock.advance(30.5)
+    probes = [await p.acquire({"b"}) for p in (one, two)]
+    assert probes[0] is not None and probes[0].probe  # exactly one probe, across replicas
+    assert probes[1] is None
+    probes[0].succeeded(0.2)
+    probes[0].release()
+    await settle(one)
+    back = await two.acquire({"b"})
+    assert back is not None and back.name == "a" and not back.probe
+    for p in (one, two):
+        await p.close()
+
+
+async def test_a_crashed_replica_leases_expire(flushed: RedisServer) -> None:
+    clock = Clock()
+    deps = (deployment("a", cap=1), deployment("b", cap=1))
+    one = replica(flushed.url, clock, *deps)
+    held = [await one.acquire(set()) for _ in range(2)]
+    assert all(held)
+    # the replica dies (no release, no refresh): another one sees the slots free after lease_ttl
+    two = replica(flushed.url, clock, *deps)
+    assert await two.acquire(set()) is None
+    clock.advance(31)
+    assert await two.acquire(set()) is not None
+    for p in (one, two):
+        await p.close()
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+async def test_redis_killed_mid_run(tmp_path: Path, mode: Literal["open", "closed"]) -> None:
+    clock = Clock()
+    errors: list[Exception] = []
+    with redis_server(tmp_path) as server:
+        pool = replica(server.url, clock, mode=mode, errors=errors)
+        before = await pool.acquire(set())
+        assert before is not None
+        server.kill()
+        choice = await pool.choose(set())
+        before.release()  # its write fails in the background: reported, never raised
+        await settle(pool)
+        assert errors  # every failure reached the reporter
+        if mode == "closed":
+            assert choice == Refusal("backend")
+            assert choice.error().http_status == 503
+        else:
+            assert isinstance(choice, Lease)
+            # balancing goes on in this process's memory, caps and rests included
+            choice.failed("connect")
+            choice.release()
+            names = [(await pool.acquire(set())) for _ in range(3)]
+            assert all(names)
+            assert sum(v.active for v in pool.fallback.views(["a", "b"])) == 3
+        await pool.close()
+
+
+async def test_build_pools_uses_the_limits_backend_and_carries_state(flushed: RedisServer) -> None:
+    route = RouteConfig("r", "/v1/stream/r", "tokens", deployment("a").target, pool=pool_config())
+    plain = RouteConfig("s", "/v1/stream/s", "tokens", deployment("a").target)
+    config = GatewayConfig(
+        ServerConfig(), (route, plain), limits=LimitsConfig("redis", flushed.url)
+    )
+    pools = build_pools(config)
+    assert list(pools) == ["r"] and isinstance(pools["r"].state, RedisPoolState)
+    lease = await pools["r"].acquire(set())
+    assert lease is not None
+    again = build_pools(config, previous=pools)
+    assert again["r"].state is pools["r"].state  # same store, same connection
+    memory = build_pools(GatewayConfig(ServerConfig(), (route,)), previous=pools)
+    assert not isinstance(memory["r"].state, RedisPoolState)  # a backend change starts afresh
+    lease.release()
+    await pools["r"].close()
