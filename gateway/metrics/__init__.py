@@ -11,19 +11,21 @@ This package is the only place that touches a Prometheus object (a test checks i
 """
 
 from gateway.metrics.accounting import NO_APP, AccountingMetrics
-from gateway.metrics.families import (
-    ABORT_PHASES,
-    ATTEMPT_RESULTS,
+from gateway.metrics.buckets import (
     CANCEL_BUCKETS,
     DURATION_BUCKETS,
     GAP_BUCKETS,
     MAX_GAP_BUCKETS,
-    OUTCOMES,
     OVERHEAD_BUCKETS,
+    TTFT_BUCKETS,
+)
+from gateway.metrics.families import (
+    ABORT_PHASES,
+    ATTEMPT_RESULTS,
+    OUTCOMES,
     REJECTION_CODES,
     STATUS_CLASSES,
     TOKEN_KINDS,
-    TTFT_BUCKETS,
     Metrics,
     RouteMetrics,
     status_class,
@@ -54,7 +56,6 @@ __all__ = [
     "AccountingMetrics",
     "BatchedHistogram",
     "Metrics",
-
     "PoolMetrics",
     "PoolRouteMetrics",
     "ResumeMetrics",

@@ -46,6 +46,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.events import EVENT_TYPES
 from gateway.metrics.accounting import AccountingMetrics
+from gateway.metrics.buckets import (
+    CANCEL_BUCKETS,
+    DURATION_BUCKETS,
+    GAP_BUCKETS,
+    MAX_GAP_BUCKETS,
+    OVERHEAD_BUCKETS,
+    TTFT_BUCKETS,
+)
 from gateway.metrics.multiprocess import multiprocess_dir
 from gateway.metrics.pool import PoolMetrics
 
@@ -92,52 +100,6 @@ REJECTION_CODES = (
 )
 """The codes a request can be refused with before streaming (pre-created; the error tree bounds
 any other code a feature may raise)."""
-
-TTFT_BUCKETS = (
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2,
-    3,
-    5,
-    8,
-    13,
-    20,
-    30,
-    45,
-    60,
-    90,
-    120,
-    180,
-    300,
-    600,
-)
-GAP_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.03,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-)
-MAX_GAP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
-DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
-OVERHEAD_BUCKETS = (2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2)
-CANCEL_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1)
 
 
 def status_class(status: int | None) -> str:
