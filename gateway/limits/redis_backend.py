@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway import redis_client
 from gateway.limits import window as w
 from gateway.limits.base import BackendError, Denied, Grant, LimitBackend, Scope
 
@@ -187,16 +188,7 @@ class RedisBackend(LimitBackend):
     def _connect(self) -> None:
         if self._client is not None:
             return
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        self._client = Redis.from_url(
-            self.url,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._client = redis_client.connect(self.url, TIMEOUT)
         self._scripts = {
             name: self._client.register_script(source)
             for name, source in (

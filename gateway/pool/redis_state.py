@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from gateway import redis_client
 from gateway.config.pool import Cooldown
 from gateway.limits.redis_backend import LEASE_TTL, TIMEOUT
 from gateway.pool import redis_lua as lua
@@ -66,16 +67,7 @@ class RedisPoolState(PoolState):
     def _connect(self) -> None:
         if self._client is not None:
             return
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        self._client = Redis.from_url(
-            self.url,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._client = redis_client.connect(self.url, TIMEOUT)
         for name in ("SNAPSHOT", "TAKE", "SUCCEEDED", "FAILED", "RELEASE", "REFRESH"):
             self._scripts[name] = self._client.register_script(getattr(lua, name))
 
