@@ -110,7 +110,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=compat_error
+        request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API
     )
 
 

@@ -88,7 +88,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=messages_error
+        request, state, runtime, prepare, received=received, errors=messages_error, frontdoor=API
     )
 
 

@@ -66,5 +66,5 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
         return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=compat_error
+        request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API
     )

@@ -46,6 +46,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.events import EVENT_TYPES
 from gateway.metrics.accounting import AccountingMetrics
+from gateway.metrics.frontdoor import FrontdoorMetrics
 from gateway.metrics.multiprocess import multiprocess_dir
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -268,6 +269,7 @@ class Metrics:
             registry=r,
         )
         self.accounting = AccountingMetrics(r)
+        self.frontdoor = FrontdoorMetrics(r)
 
     def precreate(
         self,
@@ -278,6 +280,7 @@ class Metrics:
         """Create every bounded label set at 0 so series exist before traffic."""
         apps, routes = tuple(apps), tuple(routes)
         self.accounting.precreate(routes, apps)
+        self.frontdoor.precreate(routes)
         for route in routes:
             RouteMetrics(self, route, apps)  # binds (and so creates) the per-route children
             self.slow_clients.labels(route)

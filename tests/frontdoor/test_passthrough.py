@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 from gateway.framing.sse import SSEDecoder
 from tests.adapters.harness import fixture_bytes, splits
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.gateway import running_gateway
+from tests.support.gateway import metric_value, running_gateway
 
 USER = [{"role": "user", "content": "What is the weather in Florence?"}]
 WEATHER = {
@@ -259,3 +259,17 @@ async def test_a_fallback_of_another_api_is_reencoded(upstream: FakeUpstream) ->
     assert names[0] == "message_start" and names[-1] == "message_stop"
     start = json.loads(got[0][1])["message"]
     assert start["model"] == "r" and start["id"].startswith("msg_")  # the gateway's encoding
+
+
+async def test_requests_are_counted_by_front_door(upstream: FakeUpstream) -> None:
+    upstream.push(*[Script(chunks=[(0, fixture_bytes("anthropic_basic.sse"))]) for _ in range(3)])
+    body = {"model": "r", "max_tokens": 64, "messages": USER, "stream": True}
+    name = "gateway_frontdoor_requests_total"
+    async with running_gateway({"routes": [route("r", "anthropic", upstream.url)]}) as gw:
+        for _ in range(2):
+            await post_raw(f"{gw.url}/v1/messages", compact(body))
+        counts = {
+            door: await metric_value(gw.url, name, {"route": "r", "frontdoor": door})
+            for door in ("route", "chat_completions", "responses", "messages")
+        }
+    assert counts == {"route": 0, "chat_completions": 0, "responses": 0, "messages": 2}
