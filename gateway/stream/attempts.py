@@ -26,6 +26,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import StreamRecord
+from gateway.passthrough import FrameTap
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
@@ -42,6 +43,8 @@ class Attempt:
     target: UpstreamTarget
     adapter: Adapter
     request: UpstreamRequest | LocalScript
+    tap: FrameTap | None = None
+    """A front door's same-API pass-through channel (:mod:`gateway.passthrough`), or none."""
 
 
 class Opening(Protocol):

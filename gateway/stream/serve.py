@@ -32,6 +32,7 @@ async def start_stream(
     *,
     received: float,
     errors: ErrorShape = json_error,
+    frontdoor: str = "route",
 ) -> web.StreamResponse:
     """Admit (auth, limits), ``prepare``, check the concurrency cap, reserve, then stream.
 
@@ -39,6 +40,7 @@ async def start_stream(
     admission held, and becomes the error response in the endpoint's shape (``errors``).
     """
     route = runtime.config
+    state.metrics.frontdoor.request(route.name, frontdoor)  # ``frontdoor``: the API spoken
     request_id = new_request_id()
     headers = {"X-Request-Id": request_id, **cors_headers(request, route)}
     admission: Admission = NO_AUTH
