@@ -18,6 +18,7 @@ import pytest
 
 from tests.adapters.harness import fixture_bytes, fixture_expected
 from tests.faults.kit import SSE, chat_chunk, chat_route, chat_stream
+from tests.limits.redis_server import RedisServer
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway, wait_for
 
@@ -264,3 +265,28 @@ async def test_another_key_may_not_resume_or_stop(upstream: FakeUpstream) -> Non
             assert r.status == 200
             check_text = parse(await r.read())
             assert "".join(d["text"] for _, k, d in check_text if k == "delta") == "ab"
+
+
+async def test_redis_store_resume_on_another_replica(
+    upstream: FakeUpstream, redis: RedisServer
+) -> None:
+    """Two gateways (replicas) share one real redis-server: start on one, resume on the other,
+    and DELETE through the other stops the owner's detached upstream."""
+    resume_block = {"enabled": True, "window": "1m", "store": "redis"}
+    upstream.push(text_then_tools(gap=0.03))
+    doc = {
+        "routes": [route(upstream, on_client_abort="detach", resume=resume_block)],
+        "limits": {"redis_url": redis.url},
+    }
+    async with running_gateway(doc) as a, running_gateway(doc) as b:
+        stream_id, got, _ = await cut_after(a.url + PATH, CUTS["mid_text"])
+        status, raw, _ = await resume(f"{b.url}{PATH}/{stream_id}", len(got))
+        assert status == 200
+        check_whole(got + parse(raw))
+        upstream.push(Script(chunks=[(0.0, chat_chunk("go "))], endless=(0.02, chat_chunk("x"))))
+        stream_id, _, _ = await cut_after(a.url + PATH, CUTS["mid_text"])
+        async with aiohttp.ClientSession() as s, s.delete(f"{b.url}{PATH}/{stream_id}") as r:
+            assert r.status == 204
+        await wait_for(lambda: upstream.seen[1].closed_at is not None, 1, 0.002)
+        _, raw, _ = await resume(f"{b.url}{PATH}/{stream_id}", 0)
+        assert parse(raw)[-1][2]["code"] == "stopped"
