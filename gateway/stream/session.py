@@ -81,6 +81,7 @@ class StreamSession:
         admission: Admission,
         headers: dict[str, str],
         errors: ErrorShape,
+        sink: Sink | None = None,
     ) -> None:
         server = state.config.server
         self.state = state
@@ -89,7 +90,7 @@ class StreamSession:
         self.model = plan.model
         self.admission = admission
         self.record = StreamRecord(state.route_metrics[route.name], received, admission.app)
-        self.sink: Sink = new_sink(
+        self.sink: Sink = sink or new_sink(  # a given sink: resume's recording sink
             request,
             plan.encoder,
             headers,
@@ -277,6 +278,10 @@ class StreamSession:
             lambda: drain(source, self.record, route.drain_timeout, self.request_id)
         ):
             return  # the drain owns the upstream now
+        if route.on_client_abort == "detach" and self.sink.detach(
+            source, self.record, self.request_id
+        ):
+            return  # the sink records the rest (resumable streams)
         t = now()
         source.close()
         self.record.cancelled(now() - t)
@@ -287,6 +292,7 @@ class StreamSession:
         if self.source is not None:
             self.source.close()
         self.state.sessions.discard(self)
+        self.sink.finished()
         record = self.record
         duration = record.finished(now())
         self.admission.release(record.usage)
