@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from gateway import events as ev
 from gateway.adapters.base import Adapter
-from gateway.errors import GatewayError, UpstreamTruncated
+from gateway.errors import GatewayError
 from gateway.events import Event
 from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Message
 from gateway.pipeline import _SHAPE_ERRORS, Pipeline, _malformed
@@ -85,38 +85,7 @@ class TappedPipeline(Pipeline):
         key = adapter.upstream.api_key
         self._key = key if key and len(key) >= 4 else None
 
-    def feed(self, data: bytes) -> list[Event]:
-        if self.done:
-            return []
-        out: list[Event] = []
-        try:
-            for message in self._decoder.feed(data):
-                self._frame(message, out)
-                if self.done:
-                    break
-        except GatewayError as exc:  # the decoder's (an oversized frame): no frame to keep
-            self._guard([Event(ev.ERROR, exc.to_event_data())], out)
-        return out
-
-    def close(self) -> list[Event]:
-        if self.done:
-            return []
-        out: list[Event] = []
-        try:
-            for message in self._decoder.close():
-                self._frame(message, out)
-                if self.done:
-                    return out
-            self._guard(self._translator.close(), out)
-            if not self.done:
-                raise UpstreamTruncated("the upstream stream ended before its terminator")
-        except GatewayError as exc:
-            self._guard([Event(ev.ERROR, exc.to_event_data())], out)
-        except _SHAPE_ERRORS:
-            self._guard([_malformed()], out)
-        return out
-
-    def _frame(self, message: Message, out: list[Event]) -> None:
+    def _message(self, message: Message, out: list[Event]) -> None:
         """Translate one frame; keep it unless it could not be translated."""
         try:
             produced = self._translator.feed(message)

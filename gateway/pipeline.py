@@ -22,7 +22,7 @@ from gateway import events as ev
 from gateway.adapters.base import Adapter, Translator
 from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTruncated
 from gateway.events import Event
-from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Decoder, new_decoder
+from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Decoder, Message, new_decoder
 
 _VISIBLE = frozenset({ev.DELTA, ev.TOOL_CALL})
 _SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
@@ -71,7 +71,7 @@ class Pipeline:
         out: list[Event] = []
         try:
             for message in self._decoder.feed(data):
-                self._guard(self._translator.feed(message), out)
+                self._message(message, out)
                 if self.done:
                     break
         except GatewayError as exc:
@@ -87,7 +87,7 @@ class Pipeline:
         out: list[Event] = []
         try:
             for message in self._decoder.close():
-                self._guard(self._translator.feed(message), out)
+                self._message(message, out)
                 if self.done:
                     return out
             self._guard(self._translator.close(), out)
@@ -98,6 +98,10 @@ class Pipeline:
         except _SHAPE_ERRORS:
             self._guard([_malformed()], out)
         return out
+
+    def _message(self, message: Message, out: list[Event]) -> None:
+        """Translate one framed message into ``out`` (a subclass may keep the frame too)."""
+        self._guard(self._translator.feed(message), out)
 
     def fail(self, exc: GatewayError) -> list[Event]:
         """End the stream with ``exc`` (timeouts, limits, shutdown) unless it already ended."""
