@@ -54,7 +54,6 @@ __all__ = [
     "AccountingMetrics",
     "BatchedHistogram",
     "Metrics",
-
     "PoolMetrics",
     "PoolRouteMetrics",
     "ResumeMetrics",
