@@ -3,9 +3,10 @@
 For each strategy, a three-deployment pool (weights 3/2/1, one with a ``max_concurrent``) with its
 metrics bound to a fresh registry runs one-shot requests in a loop for a fixed CPU budget:
 ``acquire`` then ``release`` (``acquire_release``), and the same with ``succeeded`` between
-(``with_verdict``: the EWMA, the counter and the TTFT histogram). The figure is process CPU time
-divided by the requests made, best of 15 rounds. No I/O: this is what choosing a deployment adds
-to each request.
+(``with_verdict``: the EWMA, the counter and the TTFT histogram), and what a stream does through
+``gateway.stream.choices.Pooled`` (``stream``: ``next``, ``answered``, ``close``). The figure is
+process CPU time divided by the requests made, best of 15 rounds. No I/O: this is what choosing
+a deployment adds to each request.
 
     python -m bench.pool              # prints one row per strategy
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +23,8 @@ from gateway.config.model import UpstreamConfig, UpstreamTarget
 from gateway.config.pool import STRATEGIES, Cooldown, Deployment, PoolConfig, Strategy
 from gateway.metrics import Metrics
 from gateway.pool import Pool
+from gateway.stream.attempts import Attempt
+from gateway.stream.choices import Pooled
 
 
 def _pool(strategy: Strategy) -> Pool:
@@ -46,19 +49,33 @@ async def _loop(pool: Pool, n: int, verdict: bool) -> None:
         lease.release()
 
 
-def _per_request(strategy: Strategy, verdict: bool, budget: float, rounds: int = 15) -> float:
+async def _stream_loop(pool: Pool, n: int, verdict: bool) -> None:
+    """What a stream does (``gateway.stream.choices.Pooled``): next, a verdict, close."""
+    attempts = [Attempt(d.target, cast(Any, None), cast(Any, None)) for d in pool.deployments]
+    for _ in range(n):
+        choices = Pooled(pool, attempts)
+        attempt = await choices.next()
+        assert attempt is not None
+        if verdict:
+            choices.answered(0.05)
+        choices.close()
+
+
+def _per_request(
+    strategy: Strategy, verdict: bool, budget: float, rounds: int = 15, run: Any = _loop
+) -> float:
     """The best of ``rounds`` rounds of ``budget / rounds`` CPU seconds each (the machine is
     shared: the minimum is the cost, the rest is other processes' interference)."""
     pool = _pool(strategy)
     loop = asyncio.new_event_loop()
     best = float("inf")
     try:
-        loop.run_until_complete(_loop(pool, 2000, verdict))  # warm-up
+        loop.run_until_complete(run(pool, 2000, verdict))  # warm-up
         for _ in range(rounds):
             done = 0
             start = time.process_time()
             while (used := time.process_time() - start) < budget / rounds:
-                loop.run_until_complete(_loop(pool, 2000, verdict))
+                loop.run_until_complete(run(pool, 2000, verdict))
                 done += 2000
             best = min(best, used / done * 1e6)
     finally:
@@ -73,14 +90,15 @@ def measure(budget: float = 0.5) -> list[dict[str, Any]]:
             "strategy": s,
             "us_acquire_release": _per_request(s, False, budget),
             "us_with_verdict": _per_request(s, True, budget),
+            "us_stream": _per_request(s, True, budget, run=_stream_loop),
         }
         for s in STRATEGIES
     ]
 
 
 if __name__ == "__main__":
-    print("| strategy | acquire+release (µs) | + succeeded (µs) |")
-    print("|---|---:|---:|")
+    print("| strategy | acquire+release (µs) | + succeeded (µs) | a stream's choices (µs) |")
+    print("|---|---:|---:|---:|")
     for row in measure(1.5):
-        a, b = row["us_acquire_release"], row["us_with_verdict"]
-        print(f"| {row['strategy']} | {a:.2f} | {b:.2f} |")
+        a, b, c = row["us_acquire_release"], row["us_with_verdict"], row["us_stream"]
+        print(f"| {row['strategy']} | {a:.2f} | {b:.2f} | {c:.2f} |")

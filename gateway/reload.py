@@ -24,7 +24,7 @@ def reload_config(app: web.Application, path: str) -> bool:
         log_event("reload_refused", logging.ERROR, errors=exc.errors)
         return False
     old = holder.current
-    state = build_state(config, old.metrics)
+    state = build_state(config, old.metrics, previous=old)
     state.session = app[SESSION]
     state.sessions = old.sessions  # shutdown must still see streams started before the reload
     install_features(app, state)

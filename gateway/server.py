@@ -191,6 +191,13 @@ async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _pools_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Close the upstream pools' stores at shutdown (a reload carries them over instead)."""
+    yield
+    for pool in app[STATE].current.pools.values():
+        await pool.close()
+
+
 def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.Application:
     """The application for ``config``: one POST endpoint per route plus operations endpoints."""
     app = web.Application(
@@ -199,6 +206,7 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
     state = build_state(config, metrics)
     app[STATE] = StateHolder(state)
     app.cleanup_ctx.append(_client_session_ctx)
+    app.cleanup_ctx.append(_pools_ctx)
     install_features(app, state)
     install_resume(app, state)
     app.router.add_get("/metrics", handle_metrics)

@@ -19,7 +19,9 @@ from gateway.adapters.base import Adapter
 from gateway.admission import Admission
 from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
+from gateway.limits import ErrorReporter
 from gateway.metrics import Metrics, RouteMetrics
+from gateway.pool import Pool, build_pools
 
 Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
@@ -56,6 +58,8 @@ class GatewayState:
     """Auth and limits (``features.py``); ``None``: every request is admitted as no app."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Feature state (auth, limits) attached by their modules at start-up."""
+    pools: dict[str, Pool] = field(default_factory=dict)
+    """Upstream pools by route name (routes with ``upstreams``; ``gateway/pool/``)."""
 
     def visible_routes(self, headers: Mapping[str, str]) -> list[str]:
         """The route names the request's key may use (every route without auth).
@@ -90,8 +94,14 @@ def build_adapter(target: UpstreamTarget) -> Adapter:
     return ADAPTERS[target.provider](target.upstream, target.options)
 
 
-def build_state(config: GatewayConfig, metrics: Metrics | None = None) -> GatewayState:
-    """Resolve every route's adapters and bind its metrics. Pure apart from object creation."""
+def build_state(
+    config: GatewayConfig, metrics: Metrics | None = None, previous: GatewayState | None = None
+) -> GatewayState:
+    """Resolve every route's adapters and bind its metrics. Pure apart from object creation.
+
+    ``previous`` is the state being replaced (a reload): pools of routes that still exist keep
+    the state of their deployments (:func:`gateway.pool.build_pools`).
+    """
     metrics = metrics or Metrics()
     routes: dict[str, RouteRuntime] = {}
     for route in config.routes:
@@ -102,10 +112,17 @@ def build_state(config: GatewayConfig, metrics: Metrics | None = None) -> Gatewa
         {r.name: [t.label for t in r.targets] for r in config.routes},
         apps,
     )
+    pools = build_pools(
+        config,
+        recorders=metrics.pools.route,
+        on_error=ErrorReporter(metrics),
+        previous=previous.pools if previous is not None else None,
+    )
     return GatewayState(
         config=config,
         metrics=metrics,
         routes=routes,
         routes_by_path={rt.config.path: rt for rt in routes.values()},
         route_metrics={name: metrics.route(name) for name in routes},
+        pools=pools,
     )

@@ -1,10 +1,11 @@
-"""Which upstream serves a stream: the route's targets in order, before the first byte.
+"""Which upstream serves a stream: its choices (``choices.py``) in turn, before the first byte.
 
-A stream tries its route's primary, then each fallback, on connect failure, 5xx, 429, a
-first-event timeout, or an ``error`` event before any content. Never after a byte reached the
-client: an attempt that may still fail over holds its first events back until the first content
-or terminal event, and a heartbeat that starts the response ends the fallbacks. The last target
-waits out a short upstream ``Retry-After`` (at most :data:`RETRY_AFTER_CAP`) and retries once.
+A stream tries its route's primary (or a pool's deployments), then each fallback, on connect
+failure, 5xx, 429, a first-event timeout, or an ``error`` event before any content. Never after
+a byte reached the client: an attempt that may still fail over holds its first events back until
+the first content or terminal event, and a heartbeat that starts the response ends the
+fallbacks. The last plain target waits out a short upstream ``Retry-After`` (at most
+:data:`RETRY_AFTER_CAP`) and retries once (a pool deployment rests instead).
 Never two upstream requests in flight for one client stream.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -31,6 +32,9 @@ from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
 from gateway.upstream import open_upstream
+
+if TYPE_CHECKING:
+    from gateway.stream.choices import Choices
 
 RETRY_AFTER_CAP = 2.0
 """Longest upstream ``Retry-After`` (seconds) the gateway waits out before one retry."""
@@ -72,7 +76,7 @@ class Opening(Protocol):
 class Failover:
     """Opens a stream's upstream, trying ``attempts`` in order (see the module docs)."""
 
-    __slots__ = ("_client", "_max_event_bytes", "_stream", "attempts", "served_by")
+    __slots__ = ("_client", "_max_event_bytes", "_stream", "attempts", "choices", "served_by")
 
     def __init__(
         self,
@@ -80,55 +84,73 @@ class Failover:
         attempts: list[Attempt],
         client: aiohttp.ClientSession,
         max_event_bytes: int,
+        choices: Choices,
     ) -> None:
         self._stream = stream
         self._client = client
         self._max_event_bytes = max_event_bytes
         self.attempts = attempts
+        self.choices = choices
+        """Which attempt comes next (``gateway/stream/choices.py``: in order, or a pool's)."""
         self.served_by = attempts[0]
         """The attempt being tried, then the one that serves."""
 
     @property
     def primary(self) -> bool:
-        return self.served_by is self.attempts[0]
+        """Served by the route's primary (any deployment of a pool), not a fallback."""
+        served = self.served_by
+        return served is self.attempts[0] or served.target.deployment is not None
 
     async def open(self) -> Source:
         """The source of the first attempt that serves; raises the last failure otherwise.
 
-        An attempt fails over on connect failure, 5xx, 429, a first-event timeout, or (when
-        another target remains) an ``error`` event before any content: its first events are
-        held back until the first content or terminal event, so nothing has reached the client.
-        Once a heartbeat has started the response, there are no more fallbacks.
+        The attempts come from :attr:`choices` (the route's targets in order, or a pool's
+        choices then the fallbacks: ``gateway/stream/choices.py``). An attempt fails over on
+        connect failure, 5xx, 429, a first-event timeout, or (when another attempt may follow)
+        an ``error`` event before any content: its first events are held back until the first
+        content or terminal event, so nothing has reached the client. Once a heartbeat has
+        started the response, there are no more fallbacks.
         """
         stream = self._stream
         sink = stream.sink
+        choices = self.choices
         last: GatewayError | None = None
-        final = len(self.attempts) - 1
-        for index, attempt in enumerate(self.attempts):
-            if sink.started and last is not None:
-                break  # bytes went out (a heartbeat): no more fallbacks
+        while not (sink.started and last is not None):  # bytes went out: no more fallbacks
+            attempt = await choices.next()
+            if attempt is None:
+                break
+            final, leased = choices.final, choices.leased
+            retry_429 = final and not leased  # a pool rests a 429 deployment instead
             source: Source | None = None
             try:
-                source = await self._connect(attempt, retry_429=index == final)
+                sent = now()
+                source = await self._connect(attempt, retry_429=retry_429)
                 stream.source = source
-                if index < final and not sink.started:
+                early = None
+                if (leased or not final) and not sink.started:
                     await source.hold_until_content(lambda: sink.started)
                     early = source.early_error()
-                    if early is not None:
+                    if early is not None and not final:
                         raise EarlyError(early.data)
+                if leased:  # the last deployment: an early error event streams out as it is
+                    if early is not None:
+                        choices.failed(EarlyError(early.data), source)
+                    elif source.got_event:
+                        choices.answered(source.last_read - sent)
             except GatewayError as exc:
                 if source is not None:  # failed while held back: count it here
                     stream.record.attempt(attempt.target.label, attempt_result(exc))
                 last = _scrub(exc, attempt)
+                if leased and self._upstream_fault(exc):
+                    choices.failed(exc, source)
                 if sink.started or not self._may_fall_back(exc):
                     raise last from None
                 self._discard(source)
                 continue
-            if index < final:
+            if not retry_429:
                 stream.record.attempt(attempt.target.label, "ok")
             return source
-        assert last is not None
-        raise last
+        raise choices.error(last)
 
     async def _connect(self, attempt: Attempt, *, retry_429: bool) -> Source:
         """Open ``attempt``'s upstream (one capped ``Retry-After`` retry on the last target)."""
@@ -162,12 +184,19 @@ class Failover:
         return source
 
     def _may_fall_back(self, exc: GatewayError) -> bool:
-        stream = self._stream
-        if not should_fall_back(exc) or stream.deadlines.total_passed():
+        return self._upstream_fault(exc) and not self._stream.deadlines.total_passed()
+
+    def _upstream_fault(self, exc: GatewayError) -> bool:
+        """``exc`` is a failure another upstream may not have, and not an interruption from
+        outside (our own first-event interrupt is the upstream's fault; a shutdown is not)."""
+        if not should_fall_back(exc):
             return False
-        # Our own first-event interrupt may fall back; any other interrupt (shutdown) may not.
-        failure = stream.failure
+        failure = self._stream.failure
         return failure is None or (failure is exc and isinstance(exc, UpstreamTimeout))
+
+    def close(self) -> None:
+        """The stream ended: release what the serving attempt holds (a pool deployment)."""
+        self.choices.close()
 
     def _discard(self, source: Source | None) -> None:
         """Close a failed attempt's upstream and forget it before the next target."""

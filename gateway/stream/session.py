@@ -38,6 +38,7 @@ from gateway.logs import log_event
 from gateway.metrics import StreamRecord
 from gateway.state import GatewayState
 from gateway.stream.attempts import Attempt, Failover
+from gateway.stream.choices import choices_for
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.drain import drain
 from gateway.stream.plan import ErrorShape, StreamPlan
@@ -99,7 +100,11 @@ class StreamSession:
             t0=received,
         )
         self.failover = Failover(
-            self, plan.attempts, state.session, server.max_upstream_event_bytes
+            self,
+            plan.attempts,
+            state.session,
+            server.max_upstream_event_bytes,
+            choices_for(plan.attempts, state.pools.get(route.name)),
         )
         self.deadlines = Deadlines(
             self,
@@ -291,6 +296,7 @@ class StreamSession:
         self.deadlines.stop()
         if self.source is not None:
             self.source.close()
+        self.failover.close()  # a pool deployment's slot
         self.state.sessions.discard(self)
         self.sink.finished()
         record = self.record
