@@ -20,6 +20,7 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
 from gateway.metrics import Metrics, RouteMetrics
+from gateway.pricing import Pricer
 
 Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
@@ -54,6 +55,8 @@ class GatewayState:
     """The app keys (``features.py``); ``None`` without ``auth``."""
     admit: Admit | None = None
     """Auth and limits (``features.py``); ``None``: every request is admitted as no app."""
+    pricer: Pricer | None = None
+    """Prices streams (``features.py``: one per config state, with its ``pricing:``)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Feature state (auth, limits) attached by their modules at start-up."""
 

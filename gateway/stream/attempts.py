@@ -11,6 +11,7 @@ Never two upstream requests in flight for one client stream.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import StreamRecord
+from gateway.pipeline import UsageHook
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
@@ -69,7 +71,7 @@ class Opening(Protocol):
 class Failover:
     """Opens a stream's upstream, trying ``attempts`` in order (see the module docs)."""
 
-    __slots__ = ("_client", "_max_event_bytes", "_stream", "attempts", "served_by")
+    __slots__ = ("_client", "_max_event_bytes", "_on_usage", "_stream", "attempts", "served_by")
 
     def __init__(
         self,
@@ -77,8 +79,11 @@ class Failover:
         attempts: list[Attempt],
         client: aiohttp.ClientSession,
         max_event_bytes: int,
+        on_usage: Callable[[Attempt], UsageHook | None] | None = None,
     ) -> None:
         self._stream = stream
+        self._on_usage = on_usage
+        """Each opened attempt's pipeline usage hook (the stream's cost: ``meter.py``)."""
         self._client = client
         self._max_event_bytes = max_event_bytes
         self.attempts = attempts
@@ -152,7 +157,8 @@ class Failover:
                     raise  # a heartbeat went out meanwhile: no retry after the first byte
         answered = now()
         record.upstream_answered(upstream.status, answered)
-        source = Source(attempt, upstream, self._max_event_bytes, answered)
+        hook = self._on_usage(attempt) if self._on_usage is not None else None
+        source = Source(attempt, upstream, self._max_event_bytes, answered, hook)
         if retry_429:  # the last target: the response starts now (contract 5 rule 6)
             record.attempt(attempt.target.label, "ok")
         stream.deadlines.rearm_now()

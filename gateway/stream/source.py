@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from gateway import events as ev
 from gateway.errors import GatewayError
 from gateway.events import Event
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, UsageHook
 from gateway.upstream import UpstreamStream
 
 if TYPE_CHECKING:
@@ -35,11 +35,16 @@ class Source:
     __slots__ = ("_failure", "attempt", "held", "last_read", "pipeline", "t_headers", "upstream")
 
     def __init__(
-        self, attempt: Attempt, upstream: UpstreamStream, max_event_bytes: int, answered: float
+        self,
+        attempt: Attempt,
+        upstream: UpstreamStream,
+        max_event_bytes: int,
+        answered: float,
+        on_usage: UsageHook | None = None,
     ) -> None:
         self.attempt = attempt
         self.upstream = upstream
-        self.pipeline = Pipeline(attempt.adapter, max_event_bytes)
+        self.pipeline = Pipeline(attempt.adapter, max_event_bytes, on_usage)
         self.t_headers = self.last_read = answered
         self.held: list[Event] = self.pipeline.accepted()
         self._failure: GatewayError | None = None
