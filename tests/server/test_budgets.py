@@ -16,11 +16,14 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from gateway.reload import reload_config
 from tests.adapters.harness import fixture_bytes, fixture_expected
 from tests.server.test_accounting import PRICE, expected_cost, pricing, route
 from tests.support.fake_upstream import FakeUpstream, Script
@@ -201,3 +204,35 @@ async def test_an_aborted_stream_is_settled(upstream: FakeUpstream, policy: str)
         assert not upstream.seen[0].completed
         assert left == pytest.approx(LIMIT - worst_case(len(BODY)), abs=1e-8)
         assert spent == 0
+
+
+async def test_a_reload_prices_with_the_new_pricing_and_keeps_the_budget(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    doc = config(upstream)
+    async with running_gateway(doc) as gw:
+        first = usage_of((await post(f"{gw.url}/v1/stream/r", "web"))[2])
+        dearer = {**pricing("priced-model"), "output_per_mtok": 2 * PRICE["output"]}
+        path = tmp_path / "reloaded.yaml"
+        path.write_text(yaml.safe_dump({**doc, "pricing": [dearer]}))
+        old = gw.state
+        assert reload_config(gw.app, str(path))
+        assert gw.state is not old and gw.state.pricer is not old.pricer
+        second = usage_of((await post(f"{gw.url}/v1/stream/r", "web"))[2])
+        web = next(k for k in gw.state.config.auth.keys if k.name == "web")
+        left = await gw.state.extras["budgets"].remaining(web)
+    extra = USAGE["output_tokens"] * PRICE["output"] / 1e6
+    assert first["cost_usd"] == pytest.approx(COST, rel=1e-9)
+    assert second["cost_usd"] == pytest.approx(COST + extra, rel=1e-9)
+    # The budget lives in the shared limits backend: the reload kept what was spent.
+    assert left == pytest.approx(LIMIT - 2 * COST - extra, abs=1e-8)
+
+
+def usage_of(raw: bytes) -> dict[str, Any]:
+    (usage,) = [
+        json.loads(block.split("data: ", 1)[1])
+        for block in raw.decode().split("\n\n")
+        if "event: usage" in block
+    ]
+    assert isinstance(usage, dict)
+    return usage
