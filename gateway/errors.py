@@ -282,6 +282,17 @@ class ShutdownError(GatewayError):
     default_retryable = True
 
 
+class StreamStopped(GatewayError):
+    """``DELETE <route path>/<stream id>`` stopped a resumable stream (contract section 12).
+
+    Its terminal event is ``error{code: stopped, retryable: false}``: the client asked for the
+    end, so retrying the same request is not what it wants.
+    """
+
+    code = "stopped"
+    status = 409
+
+
 class InternalError(GatewayError):
     code = "internal"
     status = 500

@@ -11,6 +11,7 @@ from gateway.config.parse import load_config_file
 from gateway.errors import ConfigError
 from gateway.features import install_features
 from gateway.logs import log_event
+from gateway.resume.wiring import install_resume
 from gateway.state import SESSION, STATE, build_state
 
 
@@ -27,6 +28,7 @@ def reload_config(app: web.Application, path: str) -> bool:
     state.session = app[SESSION]
     state.sessions = old.sessions  # shutdown must still see streams started before the reload
     install_features(app, state)
+    install_resume(app, state)
     holder.current = state
     log_event("reloaded", routes=[r.name for r in config.routes])
     return True

@@ -35,6 +35,7 @@ from gateway.frontdoor.ui_messages import from_ui_messages
 from gateway.http import cors_headers, json_error, json_response, read_json
 from gateway.metrics import Metrics
 from gateway.request import ChatRequest, parse_request
+from gateway.resume.wiring import handle_resume, install_resume
 from gateway.state import SESSION, STATE, RouteRuntime, StateHolder, build_state
 from gateway.stream import StreamPlan, start_stream
 from gateway.stream.plan import build_attempts
@@ -133,6 +134,7 @@ async def handle_routes(request: web.Request) -> web.Response:
             "path": r.config.path,
             "provider": r.config.provider,
             "format": r.config.format,
+            **({"resume": True} if r.config.resume.enabled else {}),
         }
         for r in state.routes.values()
     ]
@@ -198,6 +200,7 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
     app[STATE] = StateHolder(state)
     app.cleanup_ctx.append(_client_session_ctx)
     install_features(app, state)
+    install_resume(app, state)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
@@ -213,8 +216,12 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[STATE].current.routes_by_path.get(request.path)
+    state = request.app[STATE].current
+    runtime = state.routes_by_path.get(request.path)
     if runtime is None:
+        resumed = await handle_resume(request, state)  # <route path>/<stream id>
+        if resumed is not None:
+            return resumed
         return json_error(NotFound(f"no route at {request.path}"))
     if request.method == "POST":
         return await handle_stream(request)

@@ -67,6 +67,7 @@ class AnthropicAdapter(Adapter):
     request gives none; Anthropic requires one), ``thinking_budgets`` (effort -> budget_tokens)."""
 
     name = "anthropic"
+    native_api = "messages"
     price_provider = "anthropic"
 
     genai_provider = "anthropic"

@@ -97,6 +97,11 @@ class Adapter(ABC):
     option_table: ClassVar[OptionTable] = {}
     """The documented options, ``key -> (default, check)``, read by :meth:`parse_options`."""
     price_provider: ClassVar[str | None] = None
+    native_api: ClassVar[str | None] = None
+    """The public API this provider's wire format is (``"messages"``, ``"responses"``,
+    ``"chat_completions"``: a front door's name), or ``None``. The front door of that API passes
+    requests and event frames through (:mod:`gateway.passthrough`), building the request with
+    :meth:`build_native_request` and writing the upstream's own frames to the client."""
     """The provider id in the price database (``genai-prices``) whose prices this adapter's
     models are billed at; ``None``: no known price (only ``pricing:`` overrides apply)."""
 

@@ -118,6 +118,7 @@ class OpenAIChatAdapter(Adapter):
     """The ``openai-chat`` provider. See the module docstring for the full mapping."""
 
     name: ClassVar[str] = "openai-chat"
+    native_api = "chat_completions"
     price_provider = "openai"
 
     genai_provider = "openai"

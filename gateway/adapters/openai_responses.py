@@ -112,6 +112,7 @@ class OpenAIResponsesAdapter(Adapter):
     """The ``openai-responses`` provider. See the module docstring for the full mapping."""
 
     name: ClassVar[str] = "openai-responses"
+    native_api = "responses"
     price_provider = "openai"
 
     genai_provider = "openai"

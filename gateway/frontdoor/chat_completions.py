@@ -28,14 +28,18 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
+from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
 from gateway.http import json_response, read_json
 from gateway.request import parse_request
 from gateway.state import STATE, GatewayState, RouteRuntime
 from gateway.stream import StreamPlan, start_stream
-from gateway.stream.plan import build_attempts
+
+API = "chat_completions"
+"""This front door's API (an adapter speaking it natively is passed through)."""
 
 
 def compat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
@@ -95,17 +99,18 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
 
     async def prepare(request_id: str) -> StreamPlan:
         chat = parse_request(to_common(body))
-        attempts = build_attempts(runtime, chat, body)
+        encoder: Encoder
         if stream:
-            chunks = ChatChunkEncoder(
+            encoder = ChatChunkEncoder(
                 route, request_id, model=route.name, created=created, include_usage=include_usage
             )
-            return StreamPlan(chunks, attempts, max_tokens=chat.max_tokens)
-        whole = CompletionEncoder(route, request_id, model=route.name, created=created)
-        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+        else:
+            encoder = CompletionEncoder(route, request_id, model=route.name, created=created)
+        attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
+        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=compat_error
+        request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admission import NO_AUTH, Admission
+from gateway.encoders.base import Encoder
 from gateway.encoders.messages import (
     MessageEncoder,
     MessagesStreamEncoder,
@@ -30,13 +31,15 @@ from gateway.encoders.messages import (
 )
 from gateway.errors import GatewayError, NotFound, Unavailable
 from gateway.frontdoor.messages_request import route_name, stream_flag, to_common
+from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.http import json_response, read_json
 from gateway.jsonutil import dumps_str
 from gateway.request import parse_request
 from gateway.state import STATE, GatewayState, RouteRuntime
 from gateway.stream import StreamPlan, start_stream
-from gateway.stream.plan import build_attempts
 
+API = "messages"
+"""This front door's API (an adapter speaking it natively is passed through)."""
 CHARS_PER_TOKEN = 4
 """``count_tokens`` estimates: about four characters of request text per token."""
 
@@ -76,15 +79,16 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
 
     async def prepare(request_id: str) -> StreamPlan:
         chat = parse_request(to_common(body))
-        attempts = build_attempts(runtime, chat, body)
+        encoder: Encoder
         if stream:
             encoder = MessagesStreamEncoder(route, request_id, model=route.name)
-            return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
-        whole = MessageEncoder(route, request_id, model=route.name)
-        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+        else:
+            encoder = MessageEncoder(route, request_id, model=route.name)
+        attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
+        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=messages_error
+        request, state, runtime, prepare, received=received, errors=messages_error, frontdoor=API
     )
 
 

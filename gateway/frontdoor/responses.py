@@ -20,15 +20,19 @@ import time
 
 from aiohttp import web
 
+from gateway.encoders.base import Encoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route
+from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.responses_request import decode, param_of
 from gateway.http import read_json
 from gateway.request import parse_request
 from gateway.state import STATE
 from gateway.stream import StreamPlan, start_stream
-from gateway.stream.plan import build_attempts
+
+API = "responses"
+"""This front door's API (an adapter speaking it natively is passed through)."""
 
 
 async def handle_responses(request: web.Request) -> web.StreamResponse:
@@ -53,13 +57,14 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
 
     async def prepare(request_id: str) -> StreamPlan:
         answer = ResponseState(request_id, model=route.name, created=created, echo=decoded.echo)
-        attempts = build_attempts(runtime, chat, body)
+        encoder: Encoder
         if decoded.stream:
-            events = ResponseEventEncoder(route, request_id, answer)
-            return StreamPlan(events, attempts, max_tokens=chat.max_tokens)
-        whole = ResponseDocEncoder(route, request_id, answer)
-        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+            encoder = ResponseEventEncoder(route, request_id, answer)
+        else:
+            encoder = ResponseDocEncoder(route, request_id, answer)
+        attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
+        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=compat_error
+        request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API
     )

@@ -54,6 +54,7 @@ from gateway.metrics.buckets import (
     OVERHEAD_BUCKETS,
     TTFT_BUCKETS,
 )
+from gateway.metrics.frontdoor import FrontdoorMetrics
 from gateway.metrics.multiprocess import multiprocess_dir
 from gateway.metrics.pool import PoolMetrics
 
@@ -233,6 +234,8 @@ class Metrics:
         self.accounting = AccountingMetrics(r)
         self.pools = PoolMetrics(r, TTFT_BUCKETS)  # bound per pooled route: pools.route(...)
 
+        self.frontdoor = FrontdoorMetrics(r)
+
     def precreate(
         self,
         routes: Iterable[str],
@@ -242,6 +245,7 @@ class Metrics:
         """Create every bounded label set at 0 so series exist before traffic."""
         apps, routes = tuple(apps), tuple(routes)
         self.accounting.precreate(routes, apps)
+        self.frontdoor.precreate(routes)
         for route in routes:
             RouteMetrics(self, route, apps)  # binds (and so creates) the per-route children
             self.slow_clients.labels(route)

@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import StreamRecord
+from gateway.passthrough import FrameTap
 from gateway.pipeline import UsageHook
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
@@ -44,6 +45,8 @@ class Attempt:
     target: UpstreamTarget
     adapter: Adapter
     request: UpstreamRequest | LocalScript
+    tap: FrameTap | None = None
+    """A front door's same-API pass-through channel (:mod:`gateway.passthrough`), or none."""
 
 
 class Opening(Protocol):

@@ -13,6 +13,7 @@ from gateway.http import cors_headers, json_error
 from gateway.logs import log_event
 from gateway.state import GatewayState, RouteRuntime
 from gateway.stream.plan import ErrorShape, StreamPlan
+from gateway.stream.recording import attach, open_recording
 from gateway.stream.session import StreamSession
 
 Prepare = Callable[[str], Awaitable[StreamPlan]]
@@ -32,6 +33,7 @@ async def start_stream(
     *,
     received: float,
     errors: ErrorShape = json_error,
+    frontdoor: str = "route",
 ) -> web.StreamResponse:
     """Admit (auth, limits), ``prepare``, check the concurrency cap, reserve, then stream.
 
@@ -39,6 +41,7 @@ async def start_stream(
     admission held, and becomes the error response in the endpoint's shape (``errors``).
     """
     route = runtime.config
+    state.metrics.frontdoor.request(route.name, frontdoor)  # ``frontdoor``: the API spoken
     request_id = new_request_id()
     headers = {"X-Request-Id": request_id, **cors_headers(request, route)}
     admission: Admission = NO_AUTH
@@ -58,6 +61,16 @@ async def start_stream(
             "rejected", route=route.name, id=request_id, code=exc.error_code, app=admission.app
         )
         return errors(exc, headers)
+    sink = await open_recording(
+        state,
+        route,
+        request,
+        plan.encoder,
+        headers,
+        stream_id=request_id,
+        app=admission.app,
+        received=received,
+    )
     session = StreamSession(
         state,
         route,
@@ -68,7 +81,9 @@ async def start_stream(
         admission=admission,
         headers=headers,
         errors=errors,
+        sink=sink,
     )
+    attach(sink, session, state)
     return await session.run()
 
 

@@ -88,6 +88,7 @@ class StreamSession:
         admission: Admission,
         headers: dict[str, str],
         errors: ErrorShape,
+        sink: Sink | None = None,
     ) -> None:
         server = state.config.server
         self.state = state
@@ -104,7 +105,7 @@ class StreamSession:
             plan.model,
             plan.attempts[0],
         )
-        self.sink: Sink = new_sink(
+        self.sink: Sink = sink or new_sink(  # a given sink: resume's recording sink
             request,
             plan.encoder,
             headers,
@@ -299,6 +300,10 @@ class StreamSession:
 
         if route.on_client_abort == "drain" and self.state.try_drain(start_drain):
             return  # the drain owns the upstream now
+        if route.on_client_abort == "detach" and self.sink.detach(
+            source, self.record, self.request_id
+        ):
+            return  # the sink records the rest (resumable streams)
         t = now()
         source.close()
         self.record.cancelled(now() - t)
@@ -309,6 +314,7 @@ class StreamSession:
         if self.source is not None:
             self.source.close()
         self.state.sessions.discard(self)
+        self.sink.finished()
         record = self.record
         duration = record.finished(now())
         self.meter.finished(record.usage)

@@ -17,12 +17,16 @@ A new way to deliver a stream (recording for resumption, say) is a new sink, or 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.encoders.base import Encoder
 from gateway.events import Event
-from gateway.stream.source import now
+from gateway.stream.source import Source, now
+
+if TYPE_CHECKING:
+    from gateway.metrics import StreamRecord
 
 
 class Sink:
@@ -171,6 +175,15 @@ class Sink:
     def result(self) -> web.StreamResponse | None:
         """The response to return from the handler (``None``: nothing was started)."""
         return self.response
+
+    def detach(self, source: Source, record: StreamRecord, request_id: str) -> bool:
+        """The client left and the route says ``on_client_abort: detach``: take ``source`` over
+        and run it to its end without a client? Only a recording sink can (resumable streams,
+        ``gateway.resume.recording``); False here: the session cancels it as usual."""
+        return False
+
+    def finished(self) -> None:
+        """The session is over (its last call on the sink). A no-op here."""
 
 
 class StreamingSink(Sink):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from gateway import events as ev
 from gateway.errors import GatewayError
 from gateway.events import Event
-from gateway.pipeline import Pipeline, UsageHook
+from gateway.passthrough import new_pipeline
+from gateway.pipeline import UsageHook
 from gateway.upstream import UpstreamStream
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ class Source:
     ) -> None:
         self.attempt = attempt
         self.upstream = upstream
-        self.pipeline = Pipeline(attempt.adapter, max_event_bytes, on_usage)
+        self.pipeline = new_pipeline(attempt.adapter, attempt.tap, max_event_bytes)
+        self.pipeline.on_usage = on_usage
         self.t_headers = self.last_read = answered
         self.held: list[Event] = self.pipeline.accepted()
         self._failure: GatewayError | None = None

@@ -142,16 +142,14 @@ async def test_stream_tool_calls_from_a_chat_upstream(upstream: FakeUpstream) ->
     assert got["tools"] == expected_tools(fixture)
     assert got["text"] == "" and got["finish"] == "tool_calls"
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].model == "chat"
+    # Same-API pass-through: the upstream's own chunks (its id and model) and the client's own
+    # messages, content parts and all; the gateway applies the route's model and streaming.
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].model == "gpt-4o-2024-08-06"
     sent = upstream.seen[0].body
     assert sent["model"] == "up-model" and sent["stream"] is True
-    assert sent["messages"][1]["tool_calls"][0]["function"] == {
-        "name": "get_weather",
-        "arguments": '{"city":"Rome"}',
-    }
-    assert sent["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
-    assert sent["messages"][3]["content"] == "And now?"
-    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == history and sent["tools"] == [WEATHER_TOOL]
+    assert sent["reasoning_effort"] == "low" and sent["max_completion_tokens"] == 100
 
 
 async def test_whole_answer_with_tool_calls(upstream: FakeUpstream) -> None:

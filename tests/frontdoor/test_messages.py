@@ -134,8 +134,11 @@ def from_raw_events(events: list[Any]) -> dict[str, Any]:
                 block["thinking"] += delta.thinking
             elif delta.type == "input_json_delta":
                 block["json"] += delta.partial_json
+        elif event.type == "message_start":  # usage so far; message_delta's counts replace it
+            usage = event.message.usage.to_dict()
         elif event.type == "message_delta":
-            stop, usage = event.delta.stop_reason, event.usage.to_dict()
+            stop = event.delta.stop_reason
+            usage = {**(usage or {}), **event.usage.to_dict()}
     ordered = [blocks[i] for i in sorted(blocks)]
     return {
         "text": "".join(b["text"] for b in ordered if b["type"] == "text"),

@@ -48,6 +48,8 @@ class Seen:
     bytes_sent: int = 0
     """Body bytes written by ``Script.endless`` (how far a stream got)."""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    raw: bytes = b""
+    """The request body as received, byte for byte."""
 
 
 def chunks_of(
@@ -106,7 +108,7 @@ class FakeUpstream:
             body = loads(raw) if raw else None
         except ValueError:
             body = raw
-        seen = Seen(request.path_qs, dict(request.headers), body, time.monotonic())
+        seen = Seen(request.path_qs, dict(request.headers), body, time.monotonic(), raw=raw)
         self.seen.append(seen)
         script = self.scripts.pop(0) if self.scripts else self.default
         try:

@@ -1,0 +1,119 @@
+"""Resume in the running gateway: the stores' lifetime, the recording of a new stream, and the
+``GET``/``DELETE <route path>/<stream id>`` handler.
+
+* :func:`install_resume` (``build_app`` and every reload): the stores of the config's
+  ``resume.store`` kinds, created on first need and kept for the app's lifetime (a reload keeps
+  the streams being recorded), closed by one ``cleanup_ctx``.
+* :func:`store_for`: the store of a route with resume on (``gateway.stream.recording`` opens
+  the recording of each new stream in it).
+* :func:`handle_resume` (the server's dispatch, for paths that are not a route): route lookup,
+  auth and the key's allow-list, then :func:`~gateway.resume.endpoints.resume_stream` or
+  :func:`~gateway.resume.endpoints.stop_stream`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.config.model import GatewayConfig, RouteConfig
+from gateway.errors import MethodNotAllowed
+from gateway.http import json_error
+from gateway.metrics import Metrics, ResumeMetrics
+from gateway.resume.base import Budget, ResumeStore
+from gateway.resume.endpoints import resume_stream, stop_stream
+from gateway.resume.memory import MemoryStore
+from gateway.resume.redis_store import RedisStore
+from gateway.state import GatewayState
+
+log = logging.getLogger("gateway.resume")
+
+
+class ResumeHolder:
+    """App-lifetime stores (one per kind), sharing one per-process :class:`Budget`."""
+
+    def __init__(self, config: GatewayConfig, metrics: Metrics) -> None:
+        limits = config.limits
+        self.metrics = ResumeMetrics(metrics.registry)
+        self.budget = Budget(
+            limits.max_resume_buffer_bytes,
+            limits.max_detached_streams,
+            self.metrics.budget_changed,
+        )
+        self.redis_url = limits.redis_url
+        self.stores: dict[str, ResumeStore] = {}
+
+    def ensure(self, config: GatewayConfig) -> None:
+        """Create the stores ``config``'s routes use and that do not exist yet."""
+        for route in config.routes:
+            kind = route.resume.store
+            if not route.resume.enabled or kind in self.stores:
+                continue
+            if kind == "redis":
+                self.stores[kind] = RedisStore(self.budget, config.limits.redis_url)
+            else:
+                self.stores[kind] = MemoryStore(self.budget)
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        for store in self.stores.values():
+            await store.close()
+        self.stores.clear()
+
+
+RESUME: web.AppKey[ResumeHolder] = web.AppKey("gateway_resume", ResumeHolder)
+
+
+def install_resume(app: web.Application, state: GatewayState) -> None:
+    """Make the stores ``state``'s config needs and hang them on the state (start-up, reload)."""
+    holder = app.get(RESUME)
+    if holder is None:
+        holder = ResumeHolder(state.config, state.metrics)
+        if not app.frozen:
+            app[RESUME] = holder
+            app.cleanup_ctx.append(holder.cleanup_ctx)
+    holder.ensure(state.config)
+    state.extras["resume"] = holder
+
+
+def store_for(state: GatewayState, route: RouteConfig) -> ResumeStore | None:
+    """The store of ``route``'s resume (``None``: resume off, or not installed)."""
+    holder = state.extras.get("resume")
+    if not isinstance(holder, ResumeHolder) or not route.resume.enabled:
+        return None
+    return holder.stores.get(route.resume.store)
+
+
+async def handle_resume(request: web.Request, state: GatewayState) -> web.StreamResponse | None:
+    """``GET``/``DELETE <route path>/<stream id>``; ``None`` when the path is not one."""
+    base, _, stream_id = request.path.rpartition("/")
+    runtime = state.routes_by_path.get(base)
+    if runtime is None or not stream_id:
+        return None
+    route = runtime.config
+    store = store_for(state, route)
+    if store is None:
+        return None
+    if request.method not in ("GET", "DELETE"):
+        return json_error(
+            MethodNotAllowed(f"{request.method} is not allowed here"), {"Allow": "GET, DELETE"}
+        )
+    app: str | None = None
+    if state.auth is not None:
+        key = state.auth.authenticate(request.headers)  # 401
+        state.auth.authorize(key, route)  # 403: the key may not use this route
+        app = key.name
+    holder = state.extras["resume"]
+    metrics = holder.metrics if isinstance(holder, ResumeHolder) else None
+    if request.method == "GET":
+        return await resume_stream(
+            request,
+            store,
+            stream_id,
+            app,
+            heartbeat=state.config.server.heartbeat_interval,
+            metrics=metrics,
+        )
+    return await stop_stream(store, stream_id, app, metrics=metrics)
