@@ -1,10 +1,16 @@
-"""Optional request features (auth, limits) plugged into the stream handler as ``state.admit``.
+"""Optional request features (auth, limits, budgets) plugged into the stream handler.
 
 ``admit(request, state, runtime) -> Admission`` runs before the body is read; it may raise a
 :class:`~gateway.errors.GatewayError` (401, 403, 429 ...) and returns a typed
 :class:`~gateway.admission.Admission`: the app key's name (the ``app`` label in metrics and logs)
-and what the request holds of the limits (reserved once the request is valid, released when the
-stream ends or the request is refused).
+and what the request holds of the limits and of its budget (reserved once the request is valid,
+released when the stream ends or the request is refused).
+
+Accounting (contract section 13): every state gets its own :class:`~gateway.pricing.Pricer`
+(``state.pricer``, with the config's ``pricing:``), which prices every stream; when an app key
+has a ``budget``, the state's :class:`~gateway.limits.budget.Budgets`
+(``state.extras["budgets"]``) keep it in the shared limits backend, and ``admit`` adds the key's
+:class:`~gateway.limits.budget.BudgetTicket`.
 
 :func:`install_features` runs once per config state (at start-up and on every SIGHUP reload).
 Limits backends live as long as the app, not the state: they are created on first need, shared
@@ -16,6 +22,7 @@ frozen, so a reload cannot add one).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 from aiohttp import web
 
@@ -23,7 +30,9 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.config.model import GatewayConfig, LimitsConfig
 from gateway.limits import BACKENDS, ErrorReporter, LimitBackend, Limiter, has_limits
+from gateway.limits.budget import Budgets, BudgetStore, BudgetTicket
 from gateway.metrics import Metrics
+from gateway.pricing import Pricer
 from gateway.state import GatewayState, RouteRuntime
 
 
@@ -69,10 +78,17 @@ def needs_limits(config: GatewayConfig) -> bool:
     )
 
 
+def needs_budgets(config: GatewayConfig) -> bool:
+    keys = config.auth.keys if config.auth is not None else ()
+    return any(k.budget is not None for k in keys)
+
+
 def install_features(app: web.Application, state: GatewayState) -> None:
-    """Set ``state.admit`` as the configuration asks (``None`` without ``auth`` and limits)."""
+    """Set ``state.pricer``, and ``state.admit`` as the configuration asks (``None`` without
+    ``auth`` and limits)."""
     config = state.config
     holder = _features(app)  # registered on the first call, even if limits come with a reload
+    pricer = state.pricer = Pricer(config.pricing)
     auth = Authenticator(config.auth) if config.auth is not None else None
     state.auth = auth
     limiter = None
@@ -80,8 +96,15 @@ def install_features(app: web.Application, state: GatewayState) -> None:
         backend, report = holder.backend(config.limits, state.metrics)
         limiter = Limiter(config, backend, report)
         state.extras["limiter"] = limiter
+    budgets = None
+    if needs_budgets(config):
+        backend, report = holder.backend(config.limits, state.metrics)
+        store = cast(BudgetStore, backend)  # every registered backend keeps budgets too
+        budgets = Budgets(config, store, report, metrics=state.metrics.accounting)
+        state.extras["budgets"] = budgets
     if auth is None and limiter is None:
         return
+    token_estimate = config.limits.token_estimate
 
     async def admit(request: web.Request, state: GatewayState, runtime: RouteRuntime) -> Admission:
         key = None
@@ -94,6 +117,10 @@ def install_features(app: web.Application, state: GatewayState) -> None:
             ticket = limiter.ticket(key, runtime.config)
             if ticket is not None:
                 admission.holds.append(ticket)
+        if budgets is not None and key is not None and key.budget is not None:
+            admission.holds.append(
+                BudgetTicket(budgets, pricer, key, runtime.config, token_estimate)
+            )
         return admission
 
     state.admit = admit

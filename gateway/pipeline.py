@@ -14,15 +14,24 @@ every adapter, whatever it emits:
   fed an event of an unexpected shape (``upstream_protocol``).
 
 ``created`` is written by the edge before anything else (it knows the request id and route).
+
+``on_usage`` (optional) sees each ``usage`` event as it passes the guard and returns the event
+to emit in its place: the stream's cost is added there (``gateway/stream/meter.py``), once per
+usage event (one per stream), never per content event.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from gateway import events as ev
 from gateway.adapters.base import Adapter, Translator
 from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTruncated
 from gateway.events import Event
 from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Decoder, Message, new_decoder
+
+UsageHook = Callable[[Event], Event]
+"""Called with each ``usage`` event; returns the event to emit instead (see the module docs)."""
 
 _VISIBLE = frozenset({ev.DELTA, ev.TOOL_CALL})
 _SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
@@ -44,10 +53,22 @@ class Pipeline:
     After a terminal event has been returned, :attr:`done` is true and further input is ignored.
     """
 
-    __slots__ = ("_decoder", "_translator", "cleared", "done", "terminal", "thought", "tool_called")
+    __slots__ = (
+        "_decoder",
+        "_translator",
+        "cleared",
+        "done",
+        "on_usage",
+        "terminal",
+        "thought",
+        "tool_called",
+    )
 
     def __init__(
-        self, adapter: Adapter, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        adapter: Adapter,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        on_usage: UsageHook | None = None,
     ) -> None:
         self._decoder: Decoder = new_decoder(adapter.framing, max_message_bytes)
         self._translator: Translator = adapter.new_translator()
@@ -56,6 +77,7 @@ class Pipeline:
         self.tool_called = False
         self.done = False
         self.terminal: Event | None = None
+        self.on_usage = on_usage
 
     def accepted(self) -> list[Event]:
         """The upstream answered 2xx: the model is working (``thinking``, once)."""
@@ -138,6 +160,9 @@ class Pipeline:
             elif kind == ev.ERROR:
                 self.done = True
                 self.terminal = event
+            elif kind == ev.USAGE:
+                if self.on_usage is not None:
+                    event = self.on_usage(event)
             elif kind == ev.CREATED:
                 continue  # the edge owns created
             out.append(event)

@@ -22,6 +22,7 @@ from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
 from gateway.limits import ErrorReporter
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.pool import Pool, build_pools
+from gateway.pricing import Pricer
 
 Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
@@ -56,6 +57,8 @@ class GatewayState:
     """The app keys (``features.py``); ``None`` without ``auth``."""
     admit: Admit | None = None
     """Auth and limits (``features.py``); ``None``: every request is admitted as no app."""
+    pricer: Pricer | None = None
+    """Prices streams (``features.py``: one per config state, with its ``pricing:``)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Feature state (auth, limits) attached by their modules at start-up."""
     pools: dict[str, Pool] = field(default_factory=dict)

@@ -23,21 +23,25 @@ request unbudgeted, ``closed`` refuses it with 503; both are reported to the lim
 :class:`~gateway.limits.limiter.ErrorReporter`. ``memory.py`` and ``redis_backend.py`` implement
 :class:`BudgetStore` (atomic in Redis through one Lua script per operation).
 
-The worst case of a request: :func:`worst_case_usd`.
+The worst case of a request: :func:`worst_case_usd`. A request's part in admission
+(:class:`gateway.admission.Hold`): :class:`BudgetTicket`, which reserves the worst case of its
+:class:`~gateway.admission.Demand` and settles the ``cost_usd`` of the stream's usage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.admission import Demand
 from gateway.config.model import AppKey, GatewayConfig, RouteConfig
 from gateway.errors import BudgetExceeded, Unavailable
 from gateway.limits.base import BackendError
 from gateway.limits.window import retry_after_header
+from gateway.pricing.rates import cost_of
 
 if TYPE_CHECKING:
     from gateway.metrics import AccountingMetrics
@@ -99,6 +103,8 @@ class Hold:
     limit: int
     amount: int
     settled: bool = False
+    kept: bool = False
+    """Settled by a drain, not by the end of the request's task."""
 
 
 class Budgets:
@@ -132,7 +138,8 @@ class Budgets:
 
         Returns ``None`` when ``app`` has no budget (or failing open), else a :class:`Hold` to
         settle; if the current task ends without settling it, a done-callback settles it with
-        ``None``. Raises :class:`BudgetExceeded` (with ``Retry-After``), or
+        ``None`` (unless the hold is ``kept``: a drain settles it). Raises
+        :class:`BudgetExceeded` (with ``Retry-After``), or
         :class:`Unavailable` when the store fails and ``on_backend_error`` is ``closed``.
         """
         if app is None or app.budget is None:
@@ -157,7 +164,7 @@ class Budgets:
         hold = Hold(app.name, scope, app.budget.period, index, limit, amount)
         task = asyncio.current_task()
         if task is not None:
-            task.add_done_callback(lambda _task: self.settle(hold, None))
+            task.add_done_callback(lambda _task: None if hold.kept else self.settle(hold, None))
         return hold
 
     def settle(self, hold: Hold | None, real_usd: float | None) -> None:
@@ -217,3 +224,48 @@ def worst_case_usd(
         if usd is not None and (worst is None or usd > worst):
             worst = usd
     return worst
+
+
+class BudgetTicket:
+    """An app key's budget in a request's admission (a :class:`gateway.admission.Hold`).
+
+    :meth:`reserve` reserves the worst case of the request's :class:`Demand` on ``route``
+    (:func:`worst_case_usd`, ``max_tokens`` else ``token_estimate``); :meth:`release` settles
+    the stream's real cost, the ``cost_usd`` of its usage (``None`` without one: the
+    reservation is charged).
+    """
+
+    __slots__ = ("app", "budgets", "hold", "pricer", "route", "token_estimate")
+
+    def __init__(
+        self,
+        budgets: Budgets,
+        pricer: Pricer,
+        app: AppKey,
+        route: RouteConfig,
+        token_estimate: int,
+    ) -> None:
+        self.budgets = budgets
+        self.pricer = pricer
+        self.app = app
+        self.route = route
+        self.token_estimate = token_estimate
+        self.hold: Hold | None = None
+
+    async def reserve(self, demand: Demand) -> None:
+        worst = worst_case_usd(
+            self.pricer,
+            self.route,
+            demand.model,
+            demand.max_tokens,
+            self.token_estimate,
+            demand.body_bytes,
+        )
+        self.hold = await self.budgets.reserve(self.app, worst)
+
+    def keep(self) -> None:
+        if self.hold is not None:
+            self.hold.kept = True
+
+    def release(self, usage: Mapping[str, Any] | None) -> None:
+        self.budgets.settle(self.hold, cost_of(usage))

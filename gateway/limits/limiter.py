@@ -20,8 +20,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from gateway.admission import Demand
 from gateway.config.model import AppKey, GatewayConfig, RouteConfig, RouteLimits
 from gateway.errors import RateLimited, Unavailable
 from gateway.limits.base import BackendError, Denied, Grant, LimitBackend, Scope
@@ -39,7 +41,7 @@ def has_limits(limits: RouteLimits) -> bool:
     )
 
 
-def tokens_used(usage: dict[str, int] | None) -> int | None:
+def tokens_used(usage: Mapping[str, Any] | None) -> int | None:
     """Tokens a stream consumed, from its ``usage`` event; ``None`` when none was reported."""
     if not usage or ("input_tokens" not in usage and "output_tokens" not in usage):
         return None
@@ -99,13 +101,14 @@ class Limiter:
 class Ticket:
     """One request's passage through the limits: reserve once, release once (idempotent)."""
 
-    __slots__ = ("grant", "limiter", "released", "scopes")
+    __slots__ = ("grant", "kept", "limiter", "released", "scopes")
 
     def __init__(self, limiter: Limiter, scopes: tuple[Scope, ...]) -> None:
         self.limiter = limiter
         self.scopes = scopes
         self.grant: Grant | None = None
         self.released = False
+        self.kept = False
 
     def _cost(self, max_tokens: int | None) -> int:
         caps = [s.limits.tokens_per_minute for s in self.scopes]
@@ -114,12 +117,14 @@ class Ticket:
             return 0
         return min(max_tokens or self.limiter.token_estimate, *tpm)
 
-    async def reserve(self, max_tokens: int | None) -> None:
+    async def reserve(self, demand: Demand) -> None:
         """Count the request against every limit; raises 429 (or 503 when failing closed).
 
         The slot is then held until :meth:`release`; if the handler ends without calling it
-        (cancelled between the two), a done-callback on the current task releases it anyway.
+        (cancelled between the two), a done-callback on the current task releases it anyway,
+        unless :meth:`keep` handed the ticket to a drain.
         """
+        max_tokens = demand.max_tokens
         lim = self.limiter
         try:
             result = await lim.backend.acquire(
@@ -138,9 +143,13 @@ class Ticket:
         self.grant = result
         task = asyncio.current_task()
         if task is not None:
-            task.add_done_callback(lambda _task: self.release(None))
+            task.add_done_callback(lambda _task: None if self.kept else self.release(None))
 
-    def release(self, usage: dict[str, int] | None) -> None:
+    def keep(self) -> None:
+        """A drain releases the ticket (with the real usage) when it ends, not the task."""
+        self.kept = self.grant is not None
+
+    def release(self, usage: Mapping[str, Any] | None) -> None:
         """Free the slot and reconcile tokens with ``usage`` (once; later calls do nothing)."""
         if self.released or self.grant is None:
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gateway.pricing.catalog import Catalog
 from gateway.pricing.pricer import CHARS_PER_TOKEN, Pricer
-from gateway.pricing.rates import Counts, Price, Rate, cost, counts, flat
+from gateway.pricing.rates import Counts, Price, Rate, cost, cost_of, counts, flat
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -19,6 +19,7 @@ __all__ = [
     "Pricer",
     "Rate",
     "cost",
+    "cost_of",
     "counts",
     "flat",
 ]

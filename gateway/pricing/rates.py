@@ -123,3 +123,9 @@ def flat(
         cache_read=None if cache_read_per_mtok is None else Rate(cache_read_per_mtok),
         cache_write=None if cache_write_per_mtok is None else Rate(cache_write_per_mtok),
     )
+
+
+def cost_of(usage: Mapping[str, Any] | None) -> float | None:
+    """The ``cost_usd`` a usage dict carries (set by ``gateway/stream/meter.py``), or ``None``."""
+    usd = usage.get("cost_usd") if usage else None
+    return float(usd) if isinstance(usd, int | float) and not isinstance(usd, bool) else None

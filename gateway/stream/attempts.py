@@ -12,6 +12,7 @@ Never two upstream requests in flight for one client stream.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +29,7 @@ from gateway.errors import (
 )
 from gateway.metrics import StreamRecord
 from gateway.passthrough import FrameTap
+from gateway.pipeline import UsageHook
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
@@ -76,7 +78,15 @@ class Opening(Protocol):
 class Failover:
     """Opens a stream's upstream, trying ``attempts`` in order (see the module docs)."""
 
-    __slots__ = ("_client", "_max_event_bytes", "_stream", "attempts", "choices", "served_by")
+    __slots__ = (
+        "_client",
+        "_max_event_bytes",
+        "_on_usage",
+        "_stream",
+        "attempts",
+        "choices",
+        "served_by",
+    )
 
     def __init__(
         self,
@@ -85,8 +95,11 @@ class Failover:
         client: aiohttp.ClientSession,
         max_event_bytes: int,
         choices: Choices,
+        on_usage: Callable[[Attempt], UsageHook | None] | None = None,
     ) -> None:
         self._stream = stream
+        self._on_usage = on_usage
+        """Each opened attempt's pipeline usage hook (the stream's cost: ``meter.py``)."""
         self._client = client
         self._max_event_bytes = max_event_bytes
         self.attempts = attempts
@@ -177,7 +190,8 @@ class Failover:
                     raise  # a heartbeat went out meanwhile: no retry after the first byte
         answered = now()
         record.upstream_answered(upstream.status, answered)
-        source = Source(attempt, upstream, self._max_event_bytes, answered)
+        hook = self._on_usage(attempt) if self._on_usage is not None else None
+        source = Source(attempt, upstream, self._max_event_bytes, answered, hook)
         if retry_429:  # the last target: the response starts now (contract 5 rule 6)
             record.attempt(attempt.target.label, "ok")
         stream.deadlines.rearm_now()

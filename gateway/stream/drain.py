@@ -22,8 +22,9 @@ from gateway.logs import log_event
 from gateway.metrics import StreamRecord
 from gateway.stream.source import Source
 
-Settle = Callable[[dict[str, int]], None]
-"""Called with the stream's whole usage once the drain ends (limits and budgets settle on it)."""
+Settle = Callable[[dict[str, Any]], None]
+"""Called with the stream's whole usage once the drain ends, however it ends (limits and
+budgets settle on it; ``cost_usd`` included when priced)."""
 
 
 def drain(
@@ -52,7 +53,7 @@ def drain(
 async def _drain(
     source: Source,
     record: StreamRecord,
-    before: dict[str, int],
+    before: dict[str, Any],
     writes_before: int,
     limit: float,
     request_id: str,
@@ -79,14 +80,14 @@ async def _drain(
     finally:
         with contextlib.suppress(Exception):
             source.close()
+        if settle is not None:  # even when the drain is cancelled (shutdown)
+            settle(usage)
     # The session already recorded the usage it wrote; record only what came after.
     fresh = {k: v - before.get(k, 0) for k, v in usage.items() if isinstance(v, int)}
     fresh = {k: v for k, v in fresh.items() if v > 0}
     if fresh:
         after = share_after(fresh.get("output_tokens", 0), writes_before, reads_after)
         record.metrics.drained(fresh, after)
-    if settle is not None:
-        settle(usage)
     log_event("drain", route=record.metrics.route, id=request_id, outcome=outcome, **usage)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.admission import NO_AUTH, Admission
+from gateway.admission import NO_AUTH, Admission, Demand
 from gateway.errors import GatewayError, Unavailable
 from gateway.http import cors_headers, json_error
 from gateway.logs import log_event
@@ -53,7 +53,7 @@ async def start_stream(
         plan = await prepare(request_id)
         if len(state.sessions) >= state.config.limits.max_concurrent_streams:
             raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
-        await admission.reserve(plan.max_tokens)  # counted last, once the request is valid
+        await admission.reserve(demand(request, plan))  # counted last, once the request is valid
     except GatewayError as exc:
         state.route_metrics[route.name].rejected(exc.error_code, admission.app)
         admission.release({})
@@ -85,3 +85,10 @@ async def start_stream(
     )
     attach(sink, session, state)
     return await session.run()
+
+
+def demand(request: web.Request, plan: StreamPlan) -> Demand:
+    """The request's :class:`Demand` once ``prepare`` read its body (its size: the bytes read,
+    which also counts a chunked body without Content-Length)."""
+    size = request.content.total_bytes or request.content_length or 0
+    return Demand(plan.max_tokens, plan.model, size)

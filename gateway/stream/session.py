@@ -7,7 +7,9 @@ source into the client sink, finish. The parts, each behind a narrow interface:
 * :class:`~gateway.stream.source.Source` turns upstream bytes into event batches;
 * :class:`~gateway.stream.sinks.Sink` encodes them and writes the client response;
 * :class:`~gateway.metrics.StreamRecord` records timings and counts (the only metrics calls);
-* :class:`~gateway.stream.deadlines.Deadlines`, one timer for every deadline and heartbeat.
+* :class:`~gateway.stream.deadlines.Deadlines`, one timer for every deadline and heartbeat;
+* :class:`~gateway.stream.meter.Meter`, the stream's cost (priced when its usage passes) and its
+  settlement (admission released, cost counted) at the end, or after a drain.
 
 Cancellation: the server runs with ``handler_cancellation=True``, so a client disconnect cancels
 the handler task inside :meth:`run`; the ``except CancelledError`` path closes the upstream at once
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -36,11 +40,13 @@ from gateway.errors import (
 from gateway.events import Event
 from gateway.logs import log_event
 from gateway.metrics import StreamRecord
+from gateway.pricing import cost_of
 from gateway.state import GatewayState
 from gateway.stream.attempts import Attempt, Failover
 from gateway.stream.choices import choices_for
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.drain import drain
+from gateway.stream.meter import Meter
 from gateway.stream.plan import ErrorShape, StreamPlan
 from gateway.stream.sinks import Sink, new_sink
 from gateway.stream.source import Source, now
@@ -59,6 +65,7 @@ class StreamSession:
         "deadlines",
         "failover",
         "failure",
+        "meter",
         "model",
         "record",
         "request_id",
@@ -91,6 +98,14 @@ class StreamSession:
         self.model = plan.model
         self.admission = admission
         self.record = StreamRecord(state.route_metrics[route.name], received, admission.app)
+        self.meter = Meter(
+            state.pricer,
+            state.metrics.accounting,
+            admission,
+            route.name,
+            plan.model,
+            plan.attempts[0],
+        )
         self.sink: Sink = sink or new_sink(  # a given sink: resume's recording sink
             request,
             plan.encoder,
@@ -105,6 +120,7 @@ class StreamSession:
             state.session,
             server.max_upstream_event_bytes,
             choices_for(plan.attempts, state.pools.get(route.name)),
+            self.meter.hook,
         )
         self.deadlines = Deadlines(
             self,
@@ -279,9 +295,12 @@ class StreamSession:
             return  # open_upstream closes its own connection when cancelled
         self.source = None
         route = self.route
-        if route.on_client_abort == "drain" and self.state.try_drain(
-            lambda: drain(source, self.record, route.drain_timeout, self.request_id)
-        ):
+
+        def start_drain() -> Coroutine[Any, Any, None]:
+            settle = self.meter.hand_to_drain()  # the drain settles, with the whole usage
+            return drain(source, self.record, route.drain_timeout, self.request_id, settle)
+
+        if route.on_client_abort == "drain" and self.state.try_drain(start_drain):
             return  # the drain owns the upstream now
         if route.on_client_abort == "detach" and self.sink.detach(
             source, self.record, self.request_id
@@ -301,7 +320,7 @@ class StreamSession:
         self.sink.finished()
         record = self.record
         duration = record.finished(now())
-        self.admission.release(record.usage)
+        self.meter.finished(record.usage)
         log_event(
             "stream",
             route=self.route.name,
@@ -315,6 +334,7 @@ class StreamSession:
             duration_ms=round(duration * 1000, 3),
             events=record.events_written,
             bytes=self.sink.bytes_written,
+            cost_usd=cost_of(record.usage),
             **{k: v for k, v in record.usage.items() if isinstance(v, int)},
         )
 

@@ -15,6 +15,7 @@ from gateway import events as ev
 from gateway.errors import GatewayError
 from gateway.events import Event
 from gateway.passthrough import new_pipeline
+from gateway.pipeline import UsageHook
 from gateway.upstream import UpstreamStream
 
 if TYPE_CHECKING:
@@ -35,11 +36,17 @@ class Source:
     __slots__ = ("_failure", "attempt", "held", "last_read", "pipeline", "t_headers", "upstream")
 
     def __init__(
-        self, attempt: Attempt, upstream: UpstreamStream, max_event_bytes: int, answered: float
+        self,
+        attempt: Attempt,
+        upstream: UpstreamStream,
+        max_event_bytes: int,
+        answered: float,
+        on_usage: UsageHook | None = None,
     ) -> None:
         self.attempt = attempt
         self.upstream = upstream
         self.pipeline = new_pipeline(attempt.adapter, attempt.tap, max_event_bytes)
+        self.pipeline.on_usage = on_usage
         self.t_headers = self.last_read = answered
         self.held: list[Event] = self.pipeline.accepted()
         self._failure: GatewayError | None = None

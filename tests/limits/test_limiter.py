@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from gateway.admission import Demand
 from gateway.config.model import AppKey, RouteLimits
 from gateway.errors import RateLimited, Unavailable
 from gateway.limits import BackendError, ErrorReporter, Grant, Limiter, MemoryBackend, Scope
@@ -72,7 +73,7 @@ async def test_reservation_is_max_tokens_or_the_estimate_capped_at_the_limit(
     route = config_from({"routes": [{**ROUTE, "limits": limits}]}).routes[0]
     ticket = limiter.ticket(None, route)
     assert ticket is not None
-    await ticket.reserve(max_tokens)
+    await ticket.reserve(Demand(max_tokens))
     assert ticket.grant is not None and ticket.grant.tokens == expected
     assert isinstance(backend, MemoryBackend)
     assert backend.windows[("route:r", "tpm")].cur == expected
@@ -95,11 +96,11 @@ async def test_over_the_limit_is_429_with_retry_after() -> None:
     route = config_from({"routes": [{**ROUTE, "limits": limits}]}).routes[0]
     first = limiter.ticket(None, route)
     assert first is not None
-    await first.reserve(None)
+    await first.reserve(Demand())
     second = limiter.ticket(None, route)
     assert second is not None
     with pytest.raises(RateLimited) as info:
-        await second.reserve(None)
+        await second.reserve(Demand())
     assert info.value.http_status == 429 and info.value.error_code == "rate_limited"
     assert int(info.value.headers["Retry-After"]) >= 1
     assert "requests_per_minute" in info.value.message and "route:r" in info.value.message
@@ -108,7 +109,7 @@ async def test_over_the_limit_is_429_with_retry_after() -> None:
 async def _slot_holder(limiter: Limiter, route: object, fail: bool) -> None:
     ticket = limiter.ticket(None, route)  # type: ignore[arg-type]
     assert ticket is not None
-    await ticket.reserve(None)
+    await ticket.reserve(Demand())
     if fail:
         raise RuntimeError("the handler failed")
     await asyncio.sleep(30)
@@ -142,11 +143,11 @@ async def test_backend_failure_fails_open_or_closed(
         ticket = limiter.ticket(None, route)
         assert ticket is not None
         if mode == "open":
-            await ticket.reserve(None)
+            await ticket.reserve(Demand())
             ticket.release({})  # nothing granted: nothing to release
         else:
             with pytest.raises(Unavailable) as info:
-                await ticket.reserve(None)
+                await ticket.reserve(Demand())
             assert info.value.http_status == 503 and info.value.headers["Retry-After"] == "1"
     errors = metrics.registry.get_sample_value("gateway_limit_backend_errors_total")
     assert errors == 3

@@ -1,0 +1,104 @@
+"""A stream's cost and settlement (contract section 13): priced once, settled once.
+
+:meth:`Meter.hook` gives each upstream attempt a :data:`~gateway.pipeline.UsageHook`: when the
+attempt's ``usage`` event passes its pipeline (one per stream; several are merged), the served
+model's price (``Pricer``, ``pricing:`` overrides first) turns it into ``usage.cost_usd``.
+Nothing happens per content event: the cost is a few multiplications per stream.
+
+:meth:`Meter.settle` ends the stream's accounting, once: the admission's holds are released with
+the stream's usage (budgets settle its ``cost_usd``, rate limits its tokens) and the cost is
+added to ``gateway_cost_usd_total{route,app}``. The session calls it when it finishes, or, when
+the upstream is drained after the client left, the drain calls it with the whole usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway import events as ev
+from gateway.admission import Admission
+from gateway.events import Event
+from gateway.metrics import AccountingMetrics
+from gateway.pipeline import UsageHook
+from gateway.pricing import Pricer, cost_of
+
+if TYPE_CHECKING:
+    from gateway.stream.attempts import Attempt
+
+
+def served_model(requested: str | None, attempt: Attempt, primary: bool) -> str | None:
+    """The model an attempt calls: the request's (primary target only) or the target's own."""
+    return (requested if primary else None) or attempt.adapter.model_for(None)
+
+
+class Meter:
+    """One stream's pricing and settlement (see the module docs)."""
+
+    __slots__ = (
+        "_accounting",
+        "_admission",
+        "_first",
+        "_model",
+        "_pricer",
+        "_route",
+        "deferred",
+        "settled",
+    )
+
+    def __init__(
+        self,
+        pricer: Pricer | None,
+        accounting: AccountingMetrics,
+        admission: Admission,
+        route: str,
+        model: str | None,
+        first: Attempt,
+    ) -> None:
+        self._pricer = pricer
+        self._accounting = accounting
+        self._admission = admission
+        self._route = route
+        self._model = model
+        self._first = first
+        self.settled = False
+        self.deferred = False
+        """A drain settles (:meth:`hand_to_drain`), not the session's end."""
+
+    def hook(self, attempt: Attempt) -> UsageHook | None:
+        """The usage hook of ``attempt``'s pipeline (``None`` without a pricer)."""
+        pricer = self._pricer
+        if pricer is None:
+            return None
+        provider = attempt.target.provider
+        model = served_model(self._model, attempt, attempt is self._first)
+        merged: dict[str, Any] = {}
+
+        def priced(event: Event) -> Event:
+            merged.update(event.data)
+            usd = pricer.cost_usd(provider, model, merged)
+            if usd is None:
+                return event
+            return Event(ev.USAGE, {**event.data, "cost_usd": usd})
+
+        return priced
+
+    def hand_to_drain(self) -> Callable[[Mapping[str, Any]], None]:
+        """A drain takes the upstream: the holds outlive the request's task, and the drain
+        calls the returned :meth:`settle` with the whole usage when it ends."""
+        self.deferred = True
+        self._admission.keep()
+        return self.settle
+
+    def finished(self, usage: Mapping[str, Any]) -> None:
+        """The session ended: settle now, unless a drain will."""
+        if not self.deferred:
+            self.settle(usage)
+
+    def settle(self, usage: Mapping[str, Any]) -> None:
+        """Release the admission with ``usage`` and count its cost (once; later calls no-op)."""
+        if self.settled:
+            return
+        self.settled = True
+        self._admission.release(usage)
+        self._accounting.cost(self._route, self._admission.app, cost_of(usage))
