@@ -100,9 +100,9 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
             chunks = ChatChunkEncoder(
                 route, request_id, model=route.name, created=created, include_usage=include_usage
             )
-            return StreamPlan(chunks, attempts, max_tokens=chat.max_tokens)
+            return StreamPlan(chunks, attempts, max_tokens=chat.max_tokens, chat=chat)
         whole = CompletionEncoder(route, request_id, model=route.name, created=created)
-        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens, chat=chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=compat_error

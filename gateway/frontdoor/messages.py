@@ -79,9 +79,9 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         attempts = build_attempts(runtime, chat, body)
         if stream:
             encoder = MessagesStreamEncoder(route, request_id, model=route.name)
-            return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
+            return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens, chat=chat)
         whole = MessageEncoder(route, request_id, model=route.name)
-        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens, chat=chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=messages_error

@@ -56,9 +56,9 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
         attempts = build_attempts(runtime, chat, body)
         if decoded.stream:
             events = ResponseEventEncoder(route, request_id, answer)
-            return StreamPlan(events, attempts, max_tokens=chat.max_tokens)
+            return StreamPlan(events, attempts, max_tokens=chat.max_tokens, chat=chat)
         whole = ResponseDocEncoder(route, request_id, answer)
-        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens)
+        return StreamPlan(whole, attempts, max_tokens=chat.max_tokens, chat=chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=compat_error

@@ -29,6 +29,7 @@ from gateway.metrics import StreamRecord
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
+from gateway.stream.trace import StreamTrace
 from gateway.upstream import open_upstream
 
 RETRY_AFTER_CAP = 2.0
@@ -61,6 +62,10 @@ class Opening(Protocol):
 
     @property
     def failure(self) -> GatewayError | None: ...
+
+    @property
+    def trace(self) -> StreamTrace:
+        """The stream's trace (``gateway.stream.trace.NO_TRACE`` when not traced)."""
 
     def clear_failure(self) -> None:
         """Forget an interruption that a failover has answered (a first-event timeout)."""
@@ -116,6 +121,7 @@ class Failover:
             except GatewayError as exc:
                 if source is not None:  # failed while held back: count it here
                     stream.record.attempt(attempt.target.label, attempt_result(exc))
+                    stream.trace.attempt_failed(exc)
                 last = _scrub(exc, attempt)
                 if sink.started or not self._may_fall_back(exc):
                     raise last from None
@@ -134,12 +140,14 @@ class Failover:
         self.served_by = attempt
         retried = False
         while True:
+            request = stream.trace.request_for(attempt)  # each try is one traced attempt
             try:
                 upstream = await open_upstream(
-                    self._client, attempt.adapter, attempt.request, attempt.target.timeouts
+                    self._client, attempt.adapter, request, attempt.target.timeouts
                 )
                 break
             except GatewayError as exc:
+                stream.trace.attempt_failed(exc)
                 status = exc.upstream_status if isinstance(exc, UpstreamStatusError) else None
                 record.upstream_refused(status)
                 record.attempt(attempt.target.label, attempt_result(exc))
@@ -152,6 +160,7 @@ class Failover:
                     raise  # a heartbeat went out meanwhile: no retry after the first byte
         answered = now()
         record.upstream_answered(upstream.status, answered)
+        stream.trace.answered(upstream.status)
         source = Source(attempt, upstream, self._max_event_bytes, answered)
         if retry_429:  # the last target: the response starts now (contract 5 rule 6)
             record.attempt(attempt.target.label, "ok")
