@@ -196,9 +196,11 @@ class SpanTrace(StreamTrace):
                 served.adapter.model_for(None)
             )
         usage = record.usage
+        ended = time.monotonic()  # _finish runs right after an abort: the abort's time too
         self._span.finish(
             outcome=outcome,
-            ended=time.monotonic(),
+            ended=ended,
+            aborted=ended if record.abort_phase is not None else None,
             app=record.app,
             response_model=response_model,
             input_tokens=usage.get("input_tokens"),
