@@ -1,6 +1,7 @@
 """CPU per stream of the tracing part: ``start_stream`` + one attempt + ``finish``.
 
 ``python -m bench.tracing [--streams N] [--collector dead|local|both]``
+``python -m bench.tracing --gateway [--seconds S] [--reps N]``
 
 Drives :class:`gateway.tracing.Tracing` exactly as a stream would (one SERVER span, one CLIENT
 attempt span with its injected ``traceparent``, ``finish`` with usage, finish reason and a
@@ -13,26 +14,58 @@ first-token event) at ``sample_ratio`` 1.0 and 0.0, and reports microseconds of 
 The collector is either a dead loopback port (exports fail, the bounded queue drops) or a local
 OTLP/HTTP sink in a child process (its CPU is not counted). Compare with a 200-token stream,
 about 200 x 30 µs = 6 ms of gateway CPU.
+
+``--gateway`` measures the whole thing instead: ``python -m gateway`` (pinned to core 0) serving
+200-token ``openai-chat`` streams back to back from the bench's fake upstream (32 clients, closed
+loop), once without a ``tracing`` section and once with ``sample_ratio: 1.0`` exporting to the
+local sink; CPU of the gateway's process tree (``/proc``, event loop and export thread) per
+stream, alternating off/on for ``--reps`` rounds. Target: under 10% more with tracing on.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
+from bench.peers import (
+    GATEWAY_CONF,
+    LOAD_CORE,
+    ROOT,
+    ROUTES,
+    Peer,
+    _gateway_bodies,
+    _spawn,
+    _wait_ready,
+    free_port,
+    pinned,
+)
+from bench.scenarios import Load, run_load
 from gateway.config.model import TracingConfig
 from gateway.tracing import Tracing
 
 SINK = """
 import http.server, sys
+posts = [0]
 class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # how many export batches arrived
+        body = str(posts[0]).encode()
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def do_POST(self):
         self.rfile.read(int(self.headers.get('content-length', 0)))
+        posts[0] += 1
         self.send_response(200)
         self.send_header('content-type', 'application/x-protobuf')
         self.send_header('content-length', '0')
@@ -101,11 +134,101 @@ def measure(endpoint: str, ratio: float, streams: int) -> dict[str, Any]:
     }
 
 
+def _start_sink() -> tuple[subprocess.Popen[str], int]:
+    sink = subprocess.Popen(
+        [sys.executable, "-c", SINK],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=pinned(LOAD_CORE),
+    )
+    assert sink.stdout is not None
+    return sink, int(sink.stdout.readline())
+
+
+def _batches(port: int) -> int:
+    """Export batches the sink received so far (proves the traced runs really export)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        return int(r.read())
+
+
+def _start_upstream() -> tuple[subprocess.Popen[bytes], int]:
+    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != b"ready":
+        raise SystemExit("the fake upstream did not start")
+    return proc, int(line[1])
+
+
+def _start_gateway(upstream: int, collector: int | None) -> Peer:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
+    port = free_port()
+    conf = GATEWAY_CONF.format(port=port, upstream=upstream)
+    if collector is not None:
+        conf += f"tracing:\n  otlp_endpoint: http://127.0.0.1:{collector}\n  sample_ratio: 1.0\n"
+    (workdir / "gateway.yaml").write_text(conf)
+    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
+    proc = _spawn("gateway", cmd, workdir, {"PYTHONPATH": str(ROOT)})
+    peer = Peer("gateway", port, proc, workdir, {r: f"/v1/stream/{r}" for r in ROUTES})
+    peer.bodies = _gateway_bodies()  # the same requests as the main bench's gateway peer
+    _wait_ready(peer, "/healthz", 30)
+    return peer
+
+
+def measure_gateway(seconds: float, reps: int) -> list[dict[str, Any]]:
+    """CPU µs per 200-token stream through the gateway, tracing off vs on (ratio 1.0)."""
+    load = Load("chat-b2b", "chat", 200, 0, 0, 32, seconds)
+    upstream, upstream_port = _start_upstream()
+    sink, sink_port = _start_sink()
+    rows: list[dict[str, Any]] = []
+    try:
+        for rep in range(reps):
+            for mode, collector in (("off", None), ("on", sink_port)):
+                peer = _start_gateway(upstream_port, collector)
+                try:
+                    asyncio.run(run_load(peer, load.scaled(0.2)))  # warm-up
+                    figures = asyncio.run(run_load(peer, load))
+                finally:
+                    peer.stop()
+                rows.append(
+                    {"rep": rep, "tracing": mode, **figures, "batches": _batches(sink_port)}
+                )
+    finally:
+        for proc in (upstream, sink):
+            proc.terminate()
+            proc.wait(5)
+    return rows
+
+
+def _gateway_report(rows: list[dict[str, Any]]) -> None:
+    print("| tracing | rep | streams | CPU µs/stream | CPU µs/event | failed | sink batches |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['tracing']} | {r['rep']} | {r['streams']} | {r.get('cpu_us_per_stream')} "
+            f"| {r.get('cpu_us_per_event')} | {r['failed']} | {r['batches']} |"
+        )
+    off = [r["cpu_us_per_stream"] for r in rows if r["tracing"] == "off"]
+    on = [r["cpu_us_per_stream"] for r in rows if r["tracing"] == "on"]
+    if off and on:
+        a, b = statistics.median(off), statistics.median(on)
+        print(f"\nmedian CPU per stream: off {a:.0f} µs, on {b:.0f} µs: {100 * (b - a) / a:+.1f}%")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__)
     parser.add_argument("--streams", type=int, default=5000)
     parser.add_argument("--collector", choices=("dead", "local", "both"), default="both")
+    parser.add_argument("--gateway", action="store_true", help="whole streams through a gateway")
+    parser.add_argument("--seconds", type=float, default=5.0, help="--gateway: window per run")
+    parser.add_argument("--reps", type=int, default=3, help="--gateway: off/on rounds")
     args = parser.parse_args(argv)
+    if args.gateway:
+        rows = measure_gateway(args.seconds, args.reps)
+        _gateway_report(rows)
+        print(json.dumps(rows), file=sys.stderr)
+        return
     results = []
     if args.collector in ("dead", "both"):
         dead = f"http://127.0.0.1:{_free_port()}"

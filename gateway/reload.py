@@ -13,6 +13,7 @@ from gateway.features import install_features
 from gateway.logs import log_event
 from gateway.resume.wiring import install_resume
 from gateway.state import SESSION, STATE, build_state
+from gateway.tracing.app import install_tracing
 
 
 def reload_config(app: web.Application, path: str) -> bool:
@@ -29,6 +30,7 @@ def reload_config(app: web.Application, path: str) -> bool:
     state.sessions = old.sessions  # shutdown must still see streams started before the reload
     install_features(app, state)
     install_resume(app, state)
+    install_tracing(app, state)  # a tracing change needs a restart
     holder.current = state
     log_event("reloaded", routes=[r.name for r in config.routes])
     return True

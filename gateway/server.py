@@ -39,6 +39,7 @@ from gateway.resume.wiring import handle_resume, install_resume
 from gateway.state import SESSION, STATE, RouteRuntime, StateHolder, build_state
 from gateway.stream import StreamPlan, start_stream
 from gateway.stream.plan import build_attempts
+from gateway.tracing.app import install_tracing
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -75,7 +76,8 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
         attempts = build_attempts(runtime, chat, body)
         model = chat.model if chat is not None else None
         max_tokens = chat.max_tokens if chat is not None else None
-        return StreamPlan(ENCODERS[fmt](route, request_id), attempts, model, max_tokens=max_tokens)
+        encoder = ENCODERS[fmt](route, request_id)
+        return StreamPlan(encoder, attempts, model, max_tokens=max_tokens, chat=chat)
 
     return await start_stream(request, state, runtime, prepare, received=received)
 
@@ -209,6 +211,7 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
     app.cleanup_ctx.append(_pools_ctx)
     install_features(app, state)
     install_resume(app, state)
+    install_tracing(app, state)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

@@ -107,7 +107,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         else:
             encoder = CompletionEncoder(route, request_id, model=route.name, created=created)
         attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
-        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
+        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens, chat=chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API

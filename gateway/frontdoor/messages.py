@@ -85,7 +85,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         else:
             encoder = MessageEncoder(route, request_id, model=route.name)
         attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
-        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens)
+        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens, chat=chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=messages_error, frontdoor=API

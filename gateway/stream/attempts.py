@@ -33,6 +33,7 @@ from gateway.pipeline import UsageHook
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
+from gateway.stream.trace import StreamTrace
 from gateway.upstream import open_upstream
 
 if TYPE_CHECKING:
@@ -70,6 +71,10 @@ class Opening(Protocol):
 
     @property
     def failure(self) -> GatewayError | None: ...
+
+    @property
+    def trace(self) -> StreamTrace:
+        """The stream's trace (``gateway.stream.trace.NO_TRACE`` when not traced)."""
 
     def clear_failure(self) -> None:
         """Forget an interruption that a failover has answered (a first-event timeout)."""
@@ -153,6 +158,7 @@ class Failover:
             except GatewayError as exc:
                 if source is not None:  # failed while held back: count it here
                     stream.record.attempt(attempt.target.label, attempt_result(exc))
+                    stream.trace.attempt_failed(exc)
                 last = _scrub(exc, attempt)
                 if leased and self._upstream_fault(exc):
                     choices.failed(exc, source)
@@ -172,12 +178,14 @@ class Failover:
         self.served_by = attempt
         retried = False
         while True:
+            request = stream.trace.request_for(attempt)  # each try is one traced attempt
             try:
                 upstream = await open_upstream(
-                    self._client, attempt.adapter, attempt.request, attempt.target.timeouts
+                    self._client, attempt.adapter, request, attempt.target.timeouts
                 )
                 break
             except GatewayError as exc:
+                stream.trace.attempt_failed(exc)
                 status = exc.upstream_status if isinstance(exc, UpstreamStatusError) else None
                 record.upstream_refused(status)
                 record.attempt(attempt.target.label, attempt_result(exc))
@@ -190,6 +198,7 @@ class Failover:
                     raise  # a heartbeat went out meanwhile: no retry after the first byte
         answered = now()
         record.upstream_answered(upstream.status, answered)
+        stream.trace.answered(upstream.status)
         hook = self._on_usage(attempt) if self._on_usage is not None else None
         source = Source(attempt, upstream, self._max_event_bytes, answered, hook)
         if retry_429:  # the last target: the response starts now (contract 5 rule 6)

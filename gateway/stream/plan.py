@@ -21,12 +21,15 @@ ErrorShape = Callable[[GatewayError, dict[str, str]], web.Response]
 @dataclass(frozen=True, slots=True)
 class StreamPlan:
     """The encoder (its ``buffered`` flag picks the sink), the upstream attempts in order, the
-    model the request asked for, and its ``max_tokens`` (the limits' token reservation)."""
+    model the request asked for, and its ``max_tokens`` (the limits' token reservation).
+    ``chat``: the common request, when there is one (tracing's ``capture_content`` reads its
+    messages)."""
 
     encoder: Encoder
     attempts: list[Attempt]
     model: str | None = None
     max_tokens: int | None = None
+    chat: ChatRequest | None = None
 
 
 def build_attempts(

@@ -50,6 +50,7 @@ from gateway.stream.meter import Meter
 from gateway.stream.plan import ErrorShape, StreamPlan
 from gateway.stream.sinks import Sink, new_sink
 from gateway.stream.source import Source, now
+from gateway.stream.trace import start_trace
 
 
 class StreamSession:
@@ -75,6 +76,7 @@ class StreamSession:
         "source",
         "state",
         "task",
+        "trace",
     )
 
     def __init__(
@@ -97,7 +99,10 @@ class StreamSession:
         self.request_id = request_id
         self.model = plan.model
         self.admission = admission
-        self.record = StreamRecord(state.route_metrics[route.name], received, admission.app)
+        self.trace = start_trace(state, request.headers, route, plan, received)
+        self.record: StreamRecord = self.trace.new_record(
+            state.route_metrics[route.name], received, admission.app
+        )
         self.meter = Meter(
             state.pricer,
             state.metrics.accounting,
@@ -321,6 +326,7 @@ class StreamSession:
         record = self.record
         duration = record.finished(now())
         self.meter.finished(record.usage)
+        self.trace.finish(self)
         log_event(
             "stream",
             route=self.route.name,

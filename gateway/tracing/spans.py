@@ -169,14 +169,15 @@ class StreamSpan:
     def attempt(self, target: str, provider: str, url: str, method: str = "POST") -> AttemptSpan:
         """Open a CLIENT child span for one upstream attempt (``target``: the bounded label of
         the deployment or fallback; ``provider``: its adapter registry name; ``url``: the
-        upstream URL, recorded without credentials or query values)."""
+        upstream URL, recorded without credentials or query values; ``""``: none)."""
         host, port = content.server_of(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,
-            "url.full": content.safe_url(url),
             "gateway.upstream": target,
             "gen_ai.provider.name": GENAI_PROVIDERS.get(provider, "_OTHER"),
         }
+        if url:  # "" for a built-in source (no network)
+            attributes["url.full"] = content.safe_url(url)
         if host:
             attributes["server.address"] = host
         if port is not None:
