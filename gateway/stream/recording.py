@@ -136,11 +136,20 @@ class RecordingSink(StreamingSink):
 
     # -- the session's hooks -----------------------------------------------------------------
 
-    def detach(self, source: Source, record: StreamRecord, request_id: str) -> bool:
-        """Take ``source`` over after the client left; False: cancel it as usual."""
+    def detach(
+        self,
+        source: Source,
+        record: StreamRecord,
+        request_id: str,
+        settle: Callable[[dict[str, int]], None] | None = None,
+    ) -> bool:
+        """Take ``source`` over after the client left; False: cancel it as usual.
+
+        ``settle`` is called with the stream's whole usage when the detached pump ends (budgets
+        and cost are settled on what the upstream really generated)."""
         if self.recorder is None or self.ended or not self.recorder.detach():
             return False
-        pump = self.detached = Detached(self, source, record, request_id)
+        pump = self.detached = Detached(self, source, record, request_id, settle)
         if self.on_detach is not None:
             self.on_detach(pump)
         pump.task = spawn(pump.run())
@@ -174,9 +183,15 @@ class Detached:
     """
 
     def __init__(
-        self, sink: RecordingSink, source: Source, record: StreamRecord, request_id: str
+        self,
+        sink: RecordingSink,
+        source: Source,
+        record: StreamRecord,
+        request_id: str,
+        settle: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.sink = sink
+        self._settle_usage = settle
         self.source = source
         self.record = record
         self.request_id = request_id
@@ -251,6 +266,8 @@ class Detached:
         if fresh:
             after = share_after(fresh.get("output_tokens", 0), self._writes_before, reads_after)
             self.record.metrics.drained(fresh, after)
+        if self._settle_usage is not None:
+            self._settle_usage(usage)
 
 
 async def open_recording(

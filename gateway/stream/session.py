@@ -308,8 +308,9 @@ class StreamSession:
         if route.on_client_abort == "drain" and self.state.try_drain(start_drain):
             return  # the drain owns the upstream now
         if route.on_client_abort == "detach" and self.sink.detach(
-            source, self.record, self.request_id
+            source, self.record, self.request_id, self.meter.settle
         ):
+            self.meter.hand_to_drain()  # the detached pump settles, with the whole usage
             return  # the sink records the rest (resumable streams)
         t = now()
         source.close()

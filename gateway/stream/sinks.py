@@ -17,6 +17,7 @@ A new way to deliver a stream (recording for resumption, say) is a new sink, or 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -176,7 +177,13 @@ class Sink:
         """The response to return from the handler (``None``: nothing was started)."""
         return self.response
 
-    def detach(self, source: Source, record: StreamRecord, request_id: str) -> bool:
+    def detach(
+        self,
+        source: Source,
+        record: StreamRecord,
+        request_id: str,
+        settle: Callable[[dict[str, int]], None] | None = None,
+    ) -> bool:
         """The client left and the route says ``on_client_abort: detach``: take ``source`` over
         and run it to its end without a client? Only a recording sink can (resumable streams,
         ``gateway.resume.recording``); False here: the session cancels it as usual."""

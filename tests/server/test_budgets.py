@@ -182,11 +182,13 @@ def slow_fixture() -> Script:
     return Script(chunks=[(0, data[:cut]), (0.5, data[cut:])], headers=SSE)
 
 
-@pytest.mark.parametrize("policy", ["drain", "cancel"])
+@pytest.mark.parametrize("policy", ["drain", "detach", "cancel"])
 async def test_an_aborted_stream_is_settled(upstream: FakeUpstream, policy: str) -> None:
-    """Drained: with its real usage, after the drain. Cancelled before the usage: the worst case."""
+    """Drained or detached (resumable): with its real usage, when the upstream ends. Cancelled
+    before the usage: the worst case."""
     upstream.push(slow_fixture())
-    doc = config(upstream, on_client_abort=policy, drain_timeout="10s")
+    extra: dict[str, Any] = {"resume": {"enabled": True}} if policy == "detach" else {}
+    doc = config(upstream, on_client_abort=policy, drain_timeout="10s", **extra)
     async with running_gateway(doc) as gw:
         budgets = gw.state.extras["budgets"]
         web = next(k for k in gw.state.config.auth.keys if k.name == "web")
@@ -196,7 +198,7 @@ async def test_an_aborted_stream_is_settled(upstream: FakeUpstream, policy: str)
         await asyncio.sleep(0.05)  # the handler task's done-callbacks
         left = await budgets.remaining(web)
         spent = await metric_value(gw.url, "gateway_cost_usd_total", {"route": "r", "app": "web"})
-    if policy == "drain":
+    if policy in ("drain", "detach"):
         assert upstream.seen[0].completed
         assert left == pytest.approx(LIMIT - COST, abs=1e-8)
         assert spent == pytest.approx(COST, rel=1e-9)
