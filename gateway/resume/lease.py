@@ -54,10 +54,14 @@ def refresh(pipe: Any, keys: Iterable[str]) -> None:
         take(pipe, key)
 
 
+def abandon_message() -> str:
+    return "the gateway replica running this stream stopped; retry the request"
+
+
 def abandon_frame(event_id: int) -> bytes:
     """The terminal frame a follower writes for a crashed owner's stream (``tokens`` format,
     the one resumable format)."""
-    exc = ShutdownError("the gateway replica running this stream stopped; retry the request")
+    exc = ShutdownError(abandon_message())
     return tokens_frame(event_id, Event(ev.ERROR, exc.to_event_data()))
 
 
