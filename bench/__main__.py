@@ -30,6 +30,7 @@ from bench import report, scenarios
 from bench.adapters import measure as measure_adapters
 from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.peers import (
+    DEFAULT_PEERS,
     LAUNCHERS,
     LOAD_CORE,
     PEERS,
@@ -49,7 +50,9 @@ def log(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 rep, short windows, few idle")
-    parser.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
+    parser.add_argument(
+        "--peers", default=",".join(DEFAULT_PEERS), help=f"subset of {','.join(PEERS)}"
+    )
     parser.add_argument(
         "--scenarios", default="all", help=f"'all' or a subset of {','.join(scenarios.SCENARIOS)}"
     )

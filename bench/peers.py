@@ -325,13 +325,37 @@ def start_gateway(upstream_port: int) -> Peer:
     return peer
 
 
+RESUME_LINE = "    resume: {enabled: true, window: 2s, store: memory}\n"
+
+
+def start_gateway_resume(upstream_port: int) -> Peer:
+    """The gateway with ``resume: {store: memory}`` on both routes (a 2 s window and a 1 GiB
+    buffer cap, so every stream of a run is recorded): compare with ``gateway`` for the CPU
+    cost of recording (docs/resume.md, target at most +10% per event)."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-resume-"))
+    port = free_port()
+    conf = GATEWAY_CONF.format(port=port, upstream=upstream_port)
+    conf = conf.replace("format: tokens\n", "format: tokens\n" + RESUME_LINE)
+    conf = conf.replace("limits:\n", "limits:\n  max_resume_buffer_bytes: 1GiB\n")
+    (workdir / "gateway.yaml").write_text(conf)
+    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
+    proc = _spawn("gateway-resume", cmd, workdir, {"PYTHONPATH": str(ROOT)})
+    paths = {r: f"/v1/stream/{r}" for r in ROUTES}
+    peer = Peer("gateway-resume", port, proc, workdir, paths, _gateway_bodies())
+    _wait_ready(peer, "/healthz", 30)
+    return peer
+
+
 LAUNCHERS: dict[str, Callable[[int], Peer]] = {
     "direct": start_direct,
     "nginx": start_nginx,
     "litellm": start_litellm,
     "gateway": start_gateway,
+    "gateway-resume": start_gateway_resume,
 }
 PEERS = tuple(LAUNCHERS)
+DEFAULT_PEERS = ("direct", "nginx", "litellm", "gateway")
+"""Run without ``--peers`` (``gateway-resume`` is asked for by name)."""
 
 
 # -- installing what the peers need ------------------------------------------------------------

@@ -144,7 +144,6 @@ class _ScriptStream:
         if self._pos >= len(self._chunks):
             return b""
         delay, data = self._chunks[self._pos]
-        self._pos += 1
         if delay > 0:
             loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
@@ -156,6 +155,9 @@ class _ScriptStream:
                 self._waiter = None
         if self._error is not None:
             raise self._error
+        # Only now: a read cancelled during its delay (the client left, the stream detaches)
+        # must not lose its chunk; the next read plays it.
+        self._pos += 1
         return data
 
     def interrupt(self, exc: GatewayError) -> None:

@@ -33,3 +33,10 @@ class TokensEncoder(Encoder):
 
     def heartbeat(self) -> bytes:
         return _PING
+
+
+def tokens_frame(event_id: int, event: Event) -> bytes:
+    """One ``tokens`` frame with an explicit id (what :meth:`TokensEncoder.encode` writes as
+    its ``event_id``-th event). A stream's recorded tail written by someone other than its
+    encoder (the Redis store ending a crashed replica's stream) uses it."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, event.type.encode(), dumps(event.data))

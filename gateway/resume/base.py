@@ -222,5 +222,8 @@ class ResumeStore(ABC):
         """Stop a stream: its owner's ``on_stop`` runs (within 100 ms, in whichever process
         owns it). A finished stream is left as it is. Raises NotFound / Forbidden as replay."""
 
+    async def warm(self) -> None:  # noqa: B027 (optional hook)
+        """Get ready to serve at once (app start-up); never raises."""
+
     async def close(self) -> None:  # noqa: B027 (optional hook)
         """Release connections and background tasks."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 
 from gateway.errors import NotFound
 from gateway.resume.base import (
@@ -94,23 +94,40 @@ class MemoryRecorder(Recorder):
         self._s = stream
 
     def append(self, event_id: int, frame: bytes) -> None:
+        self.extend(((event_id, frame),))
+
+    def extend(self, items: Iterable[tuple[int, bytes]]) -> None:
+        """One write batch: the frames go in, then the budget (and its gauges), the trimming
+        and the followers' wake-up happen once per batch, not once per event."""
         s = self._s
         if s.done:
             return
-        if event_id <= s.last:
-            raise ValueError(f"event id {event_id} after {s.last}")
-        s.frames.append((event_id, frame))
-        s.last = event_id
-        n = len(frame) + ENTRY_OVERHEAD
+        frames = s.frames
+        last = s.last
+        n = 0
+        for event_id, frame in items:
+            if event_id <= last:
+                raise ValueError(f"event id {event_id} after {last}")
+            frames.append((event_id, frame))
+            last = event_id
+            n += len(frame) + ENTRY_OVERHEAD
+        if not n:
+            return
+        s.last = last
         s.bytes += n
         budget = self._store.budget
         budget.add(n)
         # Past max_events, or the process-wide byte cap: drop this stream's oldest frames
         # (a resume asking for them gets 410), keeping the newest one.
-        while len(s.frames) > 1 and (len(s.frames) > s.max_events or budget.over):
-            _, old = s.frames.popleft()
-            s.bytes -= len(old) + ENTRY_OVERHEAD
-            budget.add(-(len(old) + ENTRY_OVERHEAD))
+        if len(frames) > s.max_events or budget.over:
+            dropped = 0
+            while len(frames) > 1 and (
+                len(frames) > s.max_events or budget.bytes - dropped > budget.max_bytes
+            ):
+                _, old = frames.popleft()
+                dropped += len(old) + ENTRY_OVERHEAD
+            s.bytes -= dropped
+            budget.add(-dropped)
         s.wake()
 
     def detach(self) -> bool:

@@ -9,8 +9,10 @@ Keys (``<k>`` = ``gateway:resume:<stream id>``; the id is checked against ``STRE
 * ``<k>:meta``: a hash ``owner, headers (JSON), state (live|done), last (id, once done)``.
 
 Both keys expire: ``LIVE_TTL`` while live (the owner refreshes it every ``LIVE_TTL / 3``, so a
-crashed owner's stream goes away by itself; its followers end when the key is gone), then
-``window`` from ``finish``. Followers read with ``XRANGE`` then ``XREAD BLOCK``.
+crashed owner's stream goes away by itself), then ``window`` from ``finish``. Followers read
+with ``XRANGE`` then ``XREAD BLOCK``. The owner also holds a short lease per live stream
+(``gateway.resume.lease``): when it lapses (the owner crashed), a follower writes the terminal
+``error{code: shutdown}`` frame, so followers of a crashed replica end within about 4 s.
 
 Appends are buffered in the recorder and written by one flush task per recorder (one pipeline
 per batch): the hot path never waits for Redis. Bytes waiting to be flushed count against the
@@ -33,6 +35,7 @@ from typing import Any
 
 from gateway.errors import NotFound
 from gateway.jsonutil import dumps, loads
+from gateway.resume import lease
 from gateway.resume.base import (
     Budget,
     Recorder,
@@ -184,6 +187,14 @@ class RedisStore(ResumeStore):
             self._client = Redis.from_url(self.url, socket_connect_timeout=1.0)
         return self._client
 
+    async def warm(self) -> None:
+        """Connect now (app start-up), so the first ``GET``/``DELETE`` of this replica does not
+        pay for importing the client and the connection (a ``DELETE`` must act within 100 ms).
+        Redis being down is not an error here: requests retry the connection and say 503."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self.client.ping()
+
     async def open(
         self,
         stream_id: str,
@@ -199,11 +210,17 @@ class RedisStore(ResumeStore):
             return None, reason
         await self._start_background()
         meta = _key(stream_id) + ":meta"
-        fields = {"owner": owner_app or "", "headers": dumps(dict(headers)), "state": "live"}
+        fields = {
+            "owner": owner_app or "",
+            "headers": dumps(dict(headers)),
+            "state": "live",
+            "window": repr(window),
+        }
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.hset(meta, mapping=fields)
             pipe.expire(meta, round(LIVE_TTL))
+            lease.take(pipe, _key(stream_id))
             await pipe.execute()
         except Exception as exc:
             log.warning("resume store open failed: %s", type(exc).__name__)
@@ -256,8 +273,8 @@ class RedisStore(ResumeStore):
         while True:  # then live
             answer = await self.client.xread({key: cursor}, count=PAGE, block=BLOCK_MS)
             if not answer:
-                if not await self.client.exists(key + ":meta"):
-                    return  # expired: the owner is gone
+                if await lease.check(self.client, key, LIVE_TTL) == "gone":
+                    return  # expired
                 if time.monotonic() - quiet >= idle:
                     quiet = time.monotonic()
                     yield b""
@@ -317,14 +334,23 @@ class RedisStore(ResumeStore):
                 await asyncio.sleep(1.0)
 
     async def _keep_alive(self) -> None:
-        """Refresh the TTL of live streams so only a crashed owner's streams expire early."""
+        """Refresh the leases of live streams every ``LEASE_REFRESH``, and their keys' TTL
+        every ``LIVE_TTL / 3``, so only a crashed owner's streams end early."""
+        every = max(1, round(LIVE_TTL / 3 / lease.LEASE_REFRESH))
+        tick = 0
         while True:
-            await asyncio.sleep(LIVE_TTL / 3)
+            await asyncio.sleep(lease.LEASE_REFRESH)
+            tick += 1
+            if not self._live:
+                continue
             with contextlib.suppress(Exception):
                 pipe = self.client.pipeline(transaction=False)
-                for stream_id in list(self._live):
-                    pipe.expire(_key(stream_id), round(LIVE_TTL))
-                    pipe.expire(_key(stream_id) + ":meta", round(LIVE_TTL))
+                keys = [_key(stream_id) for stream_id in list(self._live)]
+                lease.refresh(pipe, keys)
+                if tick % every == 0:
+                    for key in keys:
+                        pipe.expire(key, round(LIVE_TTL))
+                        pipe.expire(key + ":meta", round(LIVE_TTL))
                 await pipe.execute()
 
     async def close(self) -> None:

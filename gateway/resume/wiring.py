@@ -57,6 +57,8 @@ class ResumeHolder:
                 self.stores[kind] = MemoryStore(self.budget)
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        for store in list(self.stores.values()):
+            await store.warm()
         yield
         for store in self.stores.values():
             await store.close()

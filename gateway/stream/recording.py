@@ -107,32 +107,17 @@ class RecordingSink(StreamingSink):
         """Told of the pump when the sink detaches (``wiring.attach`` tracks it)."""
 
     def frame(self, events: list[Event]) -> tuple[bytes, int]:
-        encoder = self.encoder
-        encode = encoder.encode
-        limit = self.max_bytes
-        size = self.bytes_written
-        n = self.last_id
-        items: list[tuple[int, bytes]] = []
-        for event in events:
-            data = encode(event)
-            n += 1
-            items.append((n, data))
-            size += len(data)
-            if limit is not None and size > limit:
-                break
-        count = len(items)
-        self.last_id = n
-        terminal = events[count - 1].is_terminal
-        if terminal:
-            tail = encoder.close()
-            if tail:
-                items[-1] = (n, items[-1][1] + tail)
+        """:meth:`Sink.frame`, and the frames carried go to the record with their SSE ids."""
+        parts = self.frame_parts(events)
+        count = len(parts)
+        first = self.last_id + 1
+        self.last_id += count
         if self.recorder is not None and not self.ended:
-            self.recorder.extend(items)
-            if terminal:
+            self.recorder.extend(zip(range(first, first + count), parts, strict=True))
+            if events[count - 1].is_terminal:
                 self.ended = True
                 spawn(self.recorder.finish())
-        return b"".join(data for _, data in items), count
+        return b"".join(parts), count
 
     # -- the session's hooks -----------------------------------------------------------------
 

@@ -108,26 +108,32 @@ class Sink:
         All of them, unless the output bound is crossed: then the bytes stop after the event that
         crossed it (at most the bound plus one event goes out; the caller ends the stream).
         """
+        parts = self.frame_parts(events)
+        return b"".join(parts), len(parts)
+
+    def frame_parts(self, events: list[Event]) -> list[bytes]:
+        """:meth:`frame`, one item per event carried: ``parts[i]`` is ``events[i]`` encoded
+        (the encoder's closing bytes follow the terminal event's). A sink that records frames
+        one by one (resumption) uses this, so the encode-and-limit loop exists once."""
         encoder = self.encoder
         encode = encoder.encode
         limit = self.max_bytes
         if limit is None:
             parts = [encode(event) for event in events]
-            count = len(events)
         else:
             parts = []
             size = self.bytes_written
-            count = 0
             for event in events:
                 data = encode(event)
                 parts.append(data)
-                count += 1
                 size += len(data)
                 if size > limit:
                     break
-        if events[count - 1].is_terminal:
-            parts.append(encoder.close())
-        return b"".join(parts), count
+        if events[len(parts) - 1].is_terminal:
+            tail = encoder.close()
+            if tail:
+                parts[-1] += tail
+        return parts
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` to the client. A closed connection raises ``CancelledError``."""

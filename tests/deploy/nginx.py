@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +47,16 @@ def _sub(text: str, pattern: str, repl: str) -> str:
 
 
 def render(
-    directory: Path, *, listen_port: int, gateway_port: int, worker_processes: int = 1
+    directory: Path,
+    *,
+    listen_port: int,
+    gateway_port: int,
+    worker_processes: int = 1,
+    more_gateway_ports: Sequence[int] = (),
 ) -> Path:
-    """Write a runnable copy of deploy/nginx/ into ``directory``; returns nginx.conf's path."""
+    """Write a runnable copy of deploy/nginx/ into ``directory``; returns nginx.conf's path.
+
+    ``more_gateway_ports``: further replicas, one more ``server`` line each (same options)."""
     for sub in ("logs", "tmp"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     d = str(directory)
@@ -58,6 +65,11 @@ def render(
     server = _sub(
         server, r"server 127\.0\.0\.1:8080 ", f"server 127.0.0.1:{gateway_port} "
     ).replace("/var/log/nginx/", f"{d}/logs/")
+    for port in more_gateway_ports:
+        line = re.search(rf"^\s*server 127\.0\.0\.1:{gateway_port} .*$", server, re.MULTILINE)
+        assert line is not None
+        more = line.group(0).replace(f":{gateway_port} ", f":{port} ")
+        server = server.replace(line.group(0), line.group(0) + "\n" + more, 1)
     (directory / "gateway.conf").write_text(server)
 
     main = (NGINX_DIR / "nginx.conf").read_text()
@@ -106,12 +118,22 @@ async def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nginx did not listen on {port}")
 
 
-def start_nginx(directory: Path, gateway_port: int, *, worker_processes: int = 1) -> Nginx:
+def start_nginx(
+    directory: Path,
+    gateway_port: int,
+    *,
+    worker_processes: int = 1,
+    more_gateway_ports: Sequence[int] = (),
+) -> Nginx:
     """Render the shipped config, check it with ``nginx -t`` and start nginx in the foreground."""
     binary = require_binary("nginx")
     port = free_port()
     conf = render(
-        directory, listen_port=port, gateway_port=gateway_port, worker_processes=worker_processes
+        directory,
+        listen_port=port,
+        gateway_port=gateway_port,
+        worker_processes=worker_processes,
+        more_gateway_ports=more_gateway_ports,
     )
     args = ["-p", str(directory), "-c", str(conf), "-g", "daemon off;"]
     check = subprocess.run([binary, "-t", *args], capture_output=True, timeout=10)
@@ -122,10 +144,20 @@ def start_nginx(directory: Path, gateway_port: int, *, worker_processes: int = 1
 
 @contextlib.asynccontextmanager
 async def running_nginx(
-    directory: Path, gateway_port: int, *, worker_processes: int = 1
+    directory: Path,
+    gateway_port: int,
+    *,
+    worker_processes: int = 1,
+    more_gateway_ports: Sequence[int] = (),
 ) -> AsyncIterator[Nginx]:
-    """The shipped nginx config in front of ``gateway_port`` on a free loopback port."""
-    nginx = start_nginx(directory, gateway_port, worker_processes=worker_processes)
+    """The shipped nginx config in front of ``gateway_port`` (and ``more_gateway_ports``: more
+    replicas, round-robin) on a free loopback port."""
+    nginx = start_nginx(
+        directory,
+        gateway_port,
+        worker_processes=worker_processes,
+        more_gateway_ports=more_gateway_ports,
+    )
     try:
         try:
             await _wait_port(nginx.port, nginx.proc)

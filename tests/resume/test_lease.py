@@ -1,0 +1,85 @@
+"""Owner leases (gateway.resume.lease) on a real redis-server: a crashed owner's followers end
+with one terminal ``error{code: shutdown}``; a live owner's followers do not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from gateway import events as ev
+from gateway.encoders.tokens import TokensEncoder
+from gateway.events import Event
+from gateway.resume import Budget, RedisStore, lease, redis_store
+from tests.resume.conftest import StoreFactory
+from tests.resume.test_store import drain, frame, opened
+
+REDIS = pytest.mark.parametrize("make_store", ["redis"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 0.5 s lease refreshed every 0.1 s, and 0.2 s XREAD blocks: the same logic, faster."""
+    monkeypatch.setattr(lease, "LEASE_TTL", 0.5)
+    monkeypatch.setattr(lease, "LEASE_REFRESH", 0.1)
+    monkeypatch.setattr(redis_store, "BLOCK_MS", 200)
+
+
+async def crash(store: RedisStore) -> None:
+    """Stop ``store`` as a SIGKILL would: no finish, no abandon, no more refreshes."""
+    await store.close()
+
+
+@REDIS
+async def test_followers_of_a_crashed_owner_end_with_one_shutdown_error(
+    make_store: StoreFactory, budget: Budget
+) -> None:
+    owner, a, b = (make_store(Budget(1 << 20, 10)) for _ in range(3))
+    assert isinstance(owner, RedisStore)
+    rec = await opened(owner)
+    rec.extend((i, frame(i)) for i in (1, 2, 3))
+    await asyncio.sleep(0.05)  # flushed
+    replays = [await s.replay(rec.stream_id, "app", 1) for s in (a, b)]
+    followers = [asyncio.create_task(drain(r.frames)) for r in replays]
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    await crash(owner)
+    got = await asyncio.gather(*followers)
+    elapsed = time.monotonic() - t0
+    assert elapsed < lease.LEASE_TTL + redis_store.BLOCK_MS / 1000 + 0.3
+    assert got[0] == got[1]
+    assert got[0][:2] == [frame(2), frame(3)] and len(got[0]) == 3
+    tail = got[0][2]
+    assert tail.startswith(b"id: 4\nevent: error\n")
+    data = json.loads(tail.split(b"data: ", 1)[1])
+    assert data["code"] == "shutdown" and data["retryable"] is True
+    # a later resume replays the same terminal and ends; from it on, the stream is over
+    later = await a.replay(rec.stream_id, "app", 0)
+    assert await drain(later.frames) == [frame(1), frame(2), frame(3), tail]
+    assert (await a.replay(rec.stream_id, "app", 4)).ended
+
+
+@REDIS
+async def test_a_live_owner_keeps_its_followers_waiting(
+    make_store: StoreFactory, budget: Budget
+) -> None:
+    owner, other = make_store(budget), make_store(Budget(1 << 20, 10))
+    rec = await opened(owner)
+    rec.append(1, frame(1))
+    replay = await other.replay(rec.stream_id, "app", 0)
+    follower = asyncio.create_task(drain(replay.frames))
+    await asyncio.sleep(lease.LEASE_TTL * 4)  # silent, but the lease is refreshed
+    assert not follower.done()
+    rec.append(2, frame(2, "end"))
+    await rec.finish()
+    assert await follower == [frame(1), frame(2, "end")]
+
+
+def test_abandon_frame_is_what_the_tokens_encoder_writes() -> None:
+    encoder = TokensEncoder.__new__(TokensEncoder)
+    encoder._n = 6
+    frame7 = lease.abandon_frame(7)
+    data = json.loads(frame7.split(b"data: ", 1)[1])
+    assert encoder.encode(Event(ev.ERROR, data)) == frame7
