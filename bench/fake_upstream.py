@@ -7,8 +7,8 @@ wrapped as an HTTP chunk.
 What a stream looks like is chosen by the request *body*, so every peer (a direct client, nginx,
 LiteLLM, the gateway) can pass it through unchanged: the body must contain a spec
 ``bench:<tokens>:<first_ms>:<gap_ms>:<mode>`` somewhere (in the user message). The path picks
-the wire format: a path ending in ``/responses`` gets a Responses stream, anything else a
-Chat Completions stream.
+the wire format: a path ending in ``/responses`` gets a Responses stream, ``/messages`` an
+Anthropic Messages stream, anything else a Chat Completions stream.
 
 ``mode``
     ``flow``: headers, then ``tokens`` token events (``first_ms`` before the first, ``gap_ms``
@@ -124,6 +124,42 @@ def _responses_frames(tokens: int) -> tuple[list[bytes], bytes, list[bytes]]:
     return head, token, tail
 
 
+def _messages_frames(tokens: int) -> tuple[list[bytes], bytes, list[bytes]]:
+    """An Anthropic Messages stream (``message_start`` ... ``message_stop``)."""
+    message: dict[str, object] = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "bench",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 1},
+    }
+    head = [
+        _sse("message_start", {"message": message}),
+        _sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+    ]
+    token = _sse(
+        "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": TOKEN_TEXT}}
+    )
+    tail = [
+        _sse("content_block_stop", {"index": 0}),
+        _sse(
+            "message_delta",
+            {
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": tokens},
+            },
+        ),
+        _sse("message_stop", {}),
+    ]
+    return head, token, tail
+
+
+WIRES = {"chat": _chat_frames, "responses": _responses_frames, "messages": _messages_frames}
+"""The upstream API a request path picks (its last segment; anything else: chat)."""
+
 HEADERS = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
@@ -132,9 +168,9 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 @lru_cache(maxsize=64)
-def frames(responses: bool, tokens: int) -> tuple[bytes, bytes, bytes]:
+def frames(api: str, tokens: int) -> tuple[bytes, bytes, bytes]:
     """``(headers + head chunks, one token chunk, tail chunks + last chunk)``, pre-encoded."""
-    head, token, tail = (_responses_frames if responses else _chat_frames)(tokens)
+    head, token, tail = WIRES.get(api, _chat_frames)(tokens)
     return (
         HEADERS + b"".join(map(chunk, head)),
         chunk(token),
@@ -235,10 +271,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self._reply(400, b'{"error":{"message":"no bench spec in the body"}}')
             return
         tokens, first_ms, gap_ms, mode = int(spec[1]), int(spec[2]), int(spec[3]), spec[4]
-        responses = target.split(b"?", 1)[0].endswith(b"/responses")
+        api = target.split(b"?", 1)[0].rsplit(b"/", 1)[-1].decode("latin-1")
         self.streaming = True
         self.rec.open += 1
-        head, self.token, self.tail = frames(responses, tokens)
+        head, self.token, self.tail = frames(api, tokens)
         if mode == b"silent":
             self.transport.write(HEADERS)
             return

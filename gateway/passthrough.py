@@ -20,7 +20,9 @@ usage, metrics and limits all come from the token events, as on every other path
   stream with the provider's own error report is kept (and marked), so the client gets the
   upstream's error frame; a frame that could not be translated (malformed) is not.
 
-The cost per frame is one list append; the plain pipeline is not touched.
+The cost per frame is two list appends; the plain pipeline is not touched. A drain after the
+client left (``on_client_abort: drain``) :meth:`FrameTap.stop`\\ s the tap: nothing is kept for
+the rest of the drain.
 """
 
 from __future__ import annotations
@@ -40,32 +42,85 @@ REDACTED = "[redacted]"
 class FrameTap:
     """The upstream frames of one stream not yet written to the client (see the module docs).
 
+    ``frames`` and ``anchors`` run in parallel: each frame's anchor is the first event it produced
+    (``None`` for a frame that produced none, a ``ping`` say), so the encoder writes a frame with
+    the event it belongs to (:meth:`take_for`) and the output bound holds per event.
     ``live``: the attempt being read speaks the front door's API (its frames are passed through).
     ``own_terminal``: the last frame is the upstream's own terminal error frame.
     ``used``: some attempt was opened (the encoder decides between raw and translated only then).
+    ``stopped``: nobody will read the frames again (a drain after the client left): not kept.
     """
 
-    __slots__ = ("api", "frames", "live", "own_terminal", "used")
+    __slots__ = ("anchors", "api", "frames", "live", "own_terminal", "stopped", "used")
 
     def __init__(self, api: str) -> None:
         self.api = api
         """The front door's API (an adapter's :attr:`~gateway.adapters.base.Adapter.native_api`)."""
         self.frames: list[Message] = []
+        self.anchors: list[Event | None] = []
         self.live = False
         self.own_terminal = False
         self.used = False
+        self.stopped = False
 
     def open(self, live: bool) -> None:
         """A new upstream attempt answered: forget the frames of an earlier one."""
         self.frames = []
+        self.anchors = []
         self.live = live
         self.own_terminal = False
         self.used = True
 
+    def stop(self) -> None:
+        """The client is gone for good (a drain reads on): drop the frames, keep no more."""
+        self.stopped = True
+        self.frames = []
+        self.anchors = []
+
     def take(self) -> list[Message]:
-        """The frames appended since the last call."""
-        frames, self.frames = self.frames, []
+        """Every frame appended since the last call."""
+        frames, self.frames, self.anchors = self.frames, [], []
         return frames
+
+    def take_for(self, event: Event) -> list[Message]:
+        """The frames to write with ``event``, in order.
+
+        A non-terminal event takes the frames up to its own (those anchored to it and the frames
+        before them that produced nothing). A terminal event takes what is left, except the
+        frames of events never written (the output bound cut the batch short): those, and what
+        came after them short of the terminal event's own frame, are dropped.
+        """
+        anchors = self.anchors
+        n = len(anchors)
+        if not n:
+            return []
+        frames = self.frames
+        if event.is_terminal:
+            kept: list[Message] = []
+            skipping = False
+            for anchor, message in zip(anchors, frames, strict=True):
+                if anchor is None:
+                    if not skipping:
+                        kept.append(message)
+                elif anchor is event or anchor.is_terminal:
+                    kept.append(message)
+                else:
+                    skipping = True  # an event the client never got
+            self.frames, self.anchors = [], []
+            return kept
+        i = 0
+        while i < n:
+            anchor = anchors[i]
+            if anchor is not None and anchor is not event:
+                break
+            i += 1
+        if i == n:
+            self.frames, self.anchors = [], []
+            return frames
+        taken = frames[:i]
+        del frames[:i]
+        del anchors[:i]
+        return taken
 
 
 class TappedPipeline(Pipeline):
@@ -94,16 +149,21 @@ class TappedPipeline(Pipeline):
         except _SHAPE_ERRORS:
             self._guard([_malformed()], out)
             return
+        before = len(out)
         self._guard(produced, out)
+        tap = self._tap
+        if tap.stopped:
+            return
         terminal = self.terminal
         if terminal is not None and terminal.type == ev.ERROR:
             if terminal.data.get("code") != OWN_ERROR_CODE:
                 return  # the gateway writes the API's error frame for this one
-            self._tap.own_terminal = True
+            tap.own_terminal = True
             key = self._key
             if key is not None and key in message.data:  # providers echo keys in errors
                 message = message._replace(data=message.data.replace(key, REDACTED))
-        self._tap.frames.append(message)
+        tap.frames.append(message)
+        tap.anchors.append(out[before] if len(out) > before else None)
 
 
 def new_pipeline(adapter: Adapter, tap: FrameTap | None, max_message_bytes: int) -> Pipeline:

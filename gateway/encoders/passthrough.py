@@ -2,9 +2,10 @@
 
 A front door whose API is the serving upstream's own (see :mod:`gateway.passthrough`) wraps its
 usual encoder (the *delegate*) in one of these. While the attempt being read is live (its frames
-are tapped), every event's bytes are the frames the pipeline translated up to it, framed again as
-SSE with their ``event`` name and their data byte for byte; the token events themselves produce
-nothing but the gateway's own endings:
+are tapped), every event's bytes are the frames that produced it (and the frames before them
+that produced no event), framed again as SSE with their ``event`` name and their data byte for
+byte, so ``max_output_bytes`` cuts after one event as on every path; the token events themselves
+produce nothing but the gateway's own endings:
 
 * ``end`` ends with the upstream's own terminal frame (``message_stop``, ``response.completed``,
   ``data: [DONE]`` ...); Chat Completions gets ``data: [DONE]`` if the upstream closed without it.
@@ -161,9 +162,8 @@ class PassThroughEncoder(Encoder):
                 self._created = event  # no upstream answered yet: raw or re-encoded is unknown
                 return b""
             return self._delegated(event)
-        frames = tap.frames
+        frames = tap.take_for(event) if tap.anchors else None
         if frames:
-            tap.frames = []
             wire = self.wire
             if wire.first is None:
                 wire.first = frames[0]

@@ -37,8 +37,12 @@ def drain(
     """The drain of ``source``, as a coroutine to schedule.
 
     What it needs of ``record`` is copied now, synchronously: the session forgets the source
-    right after this call (so its own ``finally`` does not close it).
+    right after this call (so its own ``finally`` does not close it). A pass-through tap stops
+    keeping frames: no one will write them.
     """
+    tap = source.attempt.tap
+    if tap is not None:
+        tap.stop()
     return _drain(
         source,
         record,
