@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -328,22 +329,49 @@ def start_gateway(upstream_port: int) -> Peer:
 RESUME_LINE = "    resume: {enabled: true, window: 2s, store: memory}\n"
 
 
+def _start_gateway_variant(name: str, upstream_port: int, edit: Callable[[str], str]) -> Peer:
+    """The ``gateway`` peer on ``edit(config)``: the same routes with one feature switched on."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    port = free_port()
+    (workdir / "gateway.yaml").write_text(
+        edit(GATEWAY_CONF.format(port=port, upstream=upstream_port))
+    )
+    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
+    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(ROOT)})
+    paths = {r: f"/v1/stream/{r}" for r in ROUTES}
+    peer = Peer(name, port, proc, workdir, paths, _gateway_bodies())
+    _wait_ready(peer, "/healthz", 30)
+    return peer
+
+
+def _with_resume(conf: str) -> str:
+    conf = conf.replace("format: tokens\n", "format: tokens\n" + RESUME_LINE)
+    return conf.replace("limits:\n", "limits:\n  max_resume_buffer_bytes: 1GiB\n")
+
+
 def start_gateway_resume(upstream_port: int) -> Peer:
     """The gateway with ``resume: {store: memory}`` on both routes (a 2 s window and a 1 GiB
     buffer cap, so every stream of a run is recorded): compare with ``gateway`` for the CPU
     cost of recording (docs/resume.md, target at most +10% per event)."""
-    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-resume-"))
-    port = free_port()
-    conf = GATEWAY_CONF.format(port=port, upstream=upstream_port)
-    conf = conf.replace("format: tokens\n", "format: tokens\n" + RESUME_LINE)
-    conf = conf.replace("limits:\n", "limits:\n  max_resume_buffer_bytes: 1GiB\n")
-    (workdir / "gateway.yaml").write_text(conf)
-    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
-    proc = _spawn("gateway-resume", cmd, workdir, {"PYTHONPATH": str(ROOT)})
-    paths = {r: f"/v1/stream/{r}" for r in ROUTES}
-    peer = Peer("gateway-resume", port, proc, workdir, paths, _gateway_bodies())
-    _wait_ready(peer, "/healthz", 30)
-    return peer
+    return _start_gateway_variant("gateway-resume", upstream_port, _with_resume)
+
+
+def _with_pool(conf: str) -> str:
+    """Each route's one upstream becomes a pool of three deployments of it (least_busy)."""
+
+    def pool(match: re.Match[str]) -> str:
+        keys = match.group(1)
+        rows = "".join(f"      - {{name: d{i}, {keys}}}\n" for i in range(3))
+        return f"    upstreams:\n{rows}    balance: {{strategy: least_busy}}\n"
+
+    return re.sub(r"    upstream: \{(.*)\}\n", pool, conf)
+
+
+def start_gateway_pool(upstream_port: int) -> Peer:
+    """The gateway with a pool of three deployments per route (the same fake upstream behind
+    each): compare with ``gateway`` for the CPU a pool adds per request and per event
+    (docs/performance.md, issue: choosing a deployment < 5 µs, nothing measurable per event)."""
+    return _start_gateway_variant("gateway-pool", upstream_port, _with_pool)
 
 
 LAUNCHERS: dict[str, Callable[[int], Peer]] = {
@@ -352,10 +380,11 @@ LAUNCHERS: dict[str, Callable[[int], Peer]] = {
     "litellm": start_litellm,
     "gateway": start_gateway,
     "gateway-resume": start_gateway_resume,
+    "gateway-pool": start_gateway_pool,
 }
 PEERS = tuple(LAUNCHERS)
 DEFAULT_PEERS = ("direct", "nginx", "litellm", "gateway")
-"""Run without ``--peers`` (``gateway-resume`` is asked for by name)."""
+"""Run without ``--peers`` (``gateway-resume`` and ``gateway-pool`` are asked for by name)."""
 
 
 # -- installing what the peers need ------------------------------------------------------------
