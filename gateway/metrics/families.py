@@ -287,6 +287,7 @@ class RouteMetrics:
     __slots__ = (
         "_aborts",
         "_app_requests",
+        "_attempts",
         "_duration",
         "_requests",
         "_statuses",
@@ -307,6 +308,7 @@ class RouteMetrics:
 
     def __init__(self, metrics: Metrics, route: str, apps: Iterable[str] = ()) -> None:
         self.metrics = metrics
+        self._attempts: dict[tuple[str, str], Counter] = {}
         self.route = route
         self.active = metrics.active.labels(route)
         self.ttft = metrics.ttft.labels(route)
@@ -356,7 +358,11 @@ class RouteMetrics:
 
     def attempt(self, upstream: str, result: str) -> None:
         """One upstream attempt's result (``ATTEMPT_RESULTS``) on target ``upstream``."""
-        self.metrics.upstream_attempts.labels(self.route, upstream, result).inc()
+        child = self._attempts.get((upstream, result))
+        if child is None:  # bound on first use: the targets are the config's, a bounded set
+            child = self.metrics.upstream_attempts.labels(self.route, upstream, result)
+            self._attempts[upstream, result] = child
+        child.inc()
 
     def slow_client(self) -> None:
         self.metrics.slow_clients.labels(self.route).inc()

@@ -22,6 +22,7 @@ class FrontdoorMetrics:
             ["route", "frontdoor"],
             registry=registry,
         )
+        self._children: dict[tuple[str, str], Counter] = {}
 
     def precreate(self, routes: Iterable[str]) -> None:
         for route in routes:
@@ -30,4 +31,8 @@ class FrontdoorMetrics:
 
     def request(self, route: str, frontdoor: str) -> None:
         """Count one request; a value outside :data:`FRONTDOORS` is a bug, counted as ``route``."""
-        self.requests.labels(route, frontdoor if frontdoor in FRONTDOORS else "route").inc()
+        key = (route, frontdoor if frontdoor in FRONTDOORS else "route")
+        child = self._children.get(key)
+        if child is None:  # bound once per (route, front door): no label lookup per request
+            child = self._children[key] = self.requests.labels(*key)
+        child.inc()
