@@ -21,6 +21,7 @@ frozen, so a reload cannot add one).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -33,14 +34,17 @@ from gateway.limits import BACKENDS, ErrorReporter, LimitBackend, Limiter, has_l
 from gateway.limits.budget import Budgets, BudgetStore, BudgetTicket
 from gateway.metrics import Metrics
 from gateway.pricing import Pricer
+from gateway.pricing.catalog import Catalog
 from gateway.state import GatewayState, RouteRuntime
 
 
 class Features:
-    """App-lifetime holder of the limits backends (one per backend and URL)."""
+    """App-lifetime holder of the limits backends (one per backend and URL) and of the price
+    catalog (loaded once, off the event loop, at start-up; shared by every config's pricer)."""
 
     def __init__(self) -> None:
         self.backends: dict[tuple[str, str], tuple[LimitBackend, ErrorReporter]] = {}
+        self.catalog = Catalog()
 
     def backend(self, config: LimitsConfig, metrics: Metrics) -> tuple[LimitBackend, ErrorReporter]:
         """The shared backend for ``config`` and its error reporter (created on first use)."""
@@ -52,6 +56,8 @@ class Features:
         return found
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        # Loading the price database takes ~0.2 s: at start-up, not in the first stream.
+        await asyncio.to_thread(self.catalog.load)
         yield
         for backend, _ in self.backends.values():
             await backend.close()
@@ -88,7 +94,7 @@ def install_features(app: web.Application, state: GatewayState) -> None:
     ``auth`` and limits)."""
     config = state.config
     holder = _features(app)  # registered on the first call, even if limits come with a reload
-    pricer = state.pricer = Pricer(config.pricing)
+    pricer = state.pricer = Pricer(config.pricing, catalog=holder.catalog)
     auth = Authenticator(config.auth) if config.auth is not None else None
     state.auth = auth
     limiter = None

@@ -88,7 +88,9 @@ class Catalog:
         self.available: bool | None = None
         """Whether ``genai-prices`` is installed (``None`` until the first lookup)."""
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
+        """Load the installed snapshot (once; ``None`` without ``genai-prices``). Blocking:
+        call it off the event loop (start-up does)."""
         if self.available is None:
             try:
                 from genai_prices.data_snapshot import get_snapshot
@@ -102,7 +104,7 @@ class Catalog:
     @property
     def version(self) -> str | None:
         """The installed ``genai-prices`` version (the price list's version), or ``None``."""
-        if self._load() is None:
+        if self.load() is None:
             return None
         from importlib.metadata import version
 
@@ -112,7 +114,7 @@ class Catalog:
         key = (provider_id, model)
         if key in self._cache:
             return self._cache[key]
-        snapshot = self._load()
+        snapshot = self.load()
         entry = None
         if snapshot is not None:
             try:
