@@ -23,7 +23,7 @@ from gateway.passthrough import FrameTap
 from gateway.request import ChatRequest
 from gateway.state import RouteRuntime
 from gateway.stream.attempts import Attempt
-from gateway.stream.plan import build_attempts
+from gateway.stream.plan import build_attempts, fallback_request
 
 NOT_FORWARDED = ("model", "metadata")
 """Client body fields a pass-through request drops (the adapter sets the model)."""
@@ -56,12 +56,14 @@ def frontdoor_attempts(
     tap = None if whole and api not in PassThroughDocEncoder.builders else FrameTap(api)
     native = native_body(body)
     attempts = []
-    for target, adapter in runtime.targets:
+    primaries = len(runtime.config.pool.deployments) if runtime.config.pool else 1
+    for index, (target, adapter) in enumerate(runtime.targets):
+        own = chat if index < primaries else fallback_request(chat)
         if adapter.native_api == api:
             built = adapter.build_native_request(native)
         else:
-            built = adapter.build_request(chat)
-        attempts.append(Attempt(target, adapter, built, tap))
+            built = adapter.build_request(own)
+        attempts.append(Attempt(target, adapter, built, tap, model=adapter.model_for(own)))
     if tap is None:
         return attempts, encoder
     if whole:

@@ -232,7 +232,7 @@ class Metrics:
             registry=r,
         )
         self.accounting = AccountingMetrics(r)
-        self.pools = PoolMetrics(r, TTFT_BUCKETS)  # bound per pooled route: pools.route(...)
+        self.pools = PoolMetrics(r)  # bound per pooled route: pools.route(...)
 
         self.frontdoor = FrontdoorMetrics(r)
 

@@ -7,9 +7,11 @@ the small functions of :class:`PoolRouteMetrics` (its ``PoolRecorder`` protocol)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.metrics.buckets import TTFT_BUCKETS
 
 POOL_OUTCOMES = (
     "ok",
@@ -34,10 +36,9 @@ REST_REASONS = (
 class PoolMetrics:
     """The pool families, registered in ``registry``: ``Metrics.pools`` (one per app registry).
 
-    ``ttft_buckets`` are the gateway's TTFT buckets (``families.TTFT_BUCKETS``, passed in so
-    this module does not import ``families``, which creates it)."""
+    Time to first token uses the gateway's TTFT buckets (``buckets.TTFT_BUCKETS``)."""
 
-    def __init__(self, registry: CollectorRegistry, ttft_buckets: Sequence[float]) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.requests = Counter(
             "gateway_deployment_requests",
@@ -69,7 +70,7 @@ class PoolMetrics:
             "gateway_deployment_time_to_first_token_seconds",
             "Upstream request sent -> first event, per pool deployment.",
             ["route", "deployment"],
-            buckets=tuple(ttft_buckets),
+            buckets=tuple(TTFT_BUCKETS),
             registry=r,
         )
 

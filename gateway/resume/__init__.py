@@ -15,7 +15,6 @@ from gateway.resume.base import (
     Recorder,
     Replay,
     ResumeStore,
-    new_stream_id,
     parse_last_event_id,
 )
 from gateway.resume.memory import MemoryStore
@@ -50,6 +49,5 @@ __all__ = [
     "Replay",
     "ResumeStore",
     "build_stores",
-    "new_stream_id",
     "parse_last_event_id",
 ]

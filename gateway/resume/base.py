@@ -1,9 +1,11 @@
 """The resume store's interface, its per-process bounds, and the checks every store shares.
 
-A resumable stream (contract section 12) is recorded while it is written: the stream's sink
-calls :meth:`Recorder.append` with each encoded frame and its event id, then
-:meth:`Recorder.finish` after the terminal event (or :meth:`Recorder.abandon` when the process
-stops first). Any request may then :meth:`ResumeStore.replay` the frames after an id and follow
+A resumable stream (contract section 12) is recorded while it is written: its recording sink
+(:mod:`gateway.stream.recording`) calls :meth:`Recorder.extend` with each write batch's
+``(event id, frame)`` pairs, then :meth:`Recorder.finish` after the terminal frame (the sink
+records an ``error{code: shutdown}`` frame first when the stream ends without one). Stream ids
+are request ids (:func:`gateway.ids.new_request_id`, 128 random bits). Any request may then
+:meth:`ResumeStore.replay` the frames after an id and follow
 the live stream to its terminal frame, or :meth:`ResumeStore.stop` it.
 
 ::
@@ -23,7 +25,6 @@ resumable, never an out-of-memory.
 from __future__ import annotations
 
 import re
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,11 +38,6 @@ ENTRY_OVERHEAD = 100
 """Bytes of bookkeeping counted per buffered frame on top of its length (measured: bench)."""
 
 StopCallback = Callable[[], None]
-
-
-def new_stream_id() -> str:
-    """A fresh stream (and request) id: 128 random bits as 32 hex digits (unguessable)."""
-    return secrets.token_hex(16)
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
@@ -196,7 +192,7 @@ class ResumeStore(ABC):
         max_events: int,
         on_stop: StopCallback | None = None,
     ) -> tuple[Recorder | None, str | None]:
-        """Start recording ``stream_id`` (from :func:`new_stream_id`).
+        """Start recording ``stream_id`` (a request id: :func:`gateway.ids.new_request_id`).
 
         Returns ``(recorder, None)``, or ``(None, reason)`` when a cap of the :class:`Budget`
         is reached (``buffer_full``, ``too_many_detached``) or the store failed

@@ -69,9 +69,9 @@ async def resume_stream(
         _count(metrics, "ended")
         return web.Response(status=204, headers=_passed_headers(replay.headers))
     response = web.StreamResponse(status=200, headers=dict(replay.headers))
-    await response.prepare(request)
-    _count(metrics, "resumed")
     try:
+        await response.prepare(request)  # inside: a client already gone still closes the replay
+        _count(metrics, "resumed")
         async for frame in replay.frames:
             await response.write(frame or PING)
     except ConnectionResetError:

@@ -13,9 +13,10 @@
        └─ drain (drain.py)            after an abort with on_client_abort: drain
 """
 
+from gateway.ids import new_request_id
 from gateway.stream.attempts import Attempt
 from gateway.stream.plan import ErrorShape, StreamPlan
-from gateway.stream.serve import Prepare, new_request_id, start_stream
+from gateway.stream.serve import Prepare, start_stream
 from gateway.stream.session import StreamSession
 
 __all__ = [

@@ -52,6 +52,8 @@ class Attempt:
     request: UpstreamRequest | LocalScript
     tap: FrameTap | None = None
     """A front door's same-API pass-through channel (:mod:`gateway.passthrough`), or none."""
+    model: str | None = None
+    """The model this attempt calls (what ``created``, the price and the trace report)."""
 
 
 class Opening(Protocol):
@@ -88,6 +90,7 @@ class Failover:
         "_max_event_bytes",
         "_on_usage",
         "_stream",
+        "_unjudged",
         "attempts",
         "choices",
         "served_by",
@@ -112,6 +115,8 @@ class Failover:
         """Which attempt comes next (``gateway/stream/choices.py``: in order, or a pool's)."""
         self.served_by = attempts[0]
         """The attempt being tried, then the one that serves."""
+        self._unjudged: float | None = None
+        """When the serving pool deployment's request was sent, if it has no verdict yet."""
 
     @property
     def primary(self) -> bool:
@@ -155,6 +160,8 @@ class Failover:
                         choices.failed(EarlyError(early.data), source)
                     elif source.got_event:
                         choices.answered(source.last_read - sent)
+                    else:  # a heartbeat started the response first: judged at the end
+                        self._unjudged = sent
             except GatewayError as exc:
                 if source is not None:  # failed while held back: count it here
                     stream.record.attempt(attempt.target.label, attempt_result(exc))
@@ -217,8 +224,15 @@ class Failover:
         failure = self._stream.failure
         return failure is None or (failure is exc and isinstance(exc, UpstreamTimeout))
 
-    def close(self) -> None:
-        """The stream ended: release what the serving attempt holds (a pool deployment)."""
+    def close(self, first_content: float | None) -> None:
+        """The stream ended: release what the serving attempt holds (a pool deployment).
+
+        A deployment the stream could not judge while opening (a heartbeat started the response
+        before its first event) is judged now by when its first content came, if it came.
+        """
+        if self._unjudged is not None and first_content is not None:
+            self.choices.answered(first_content - self._unjudged)
+        self._unjudged = None
         self.choices.close()
 
     def _discard(self, source: Source | None) -> None:

@@ -130,6 +130,7 @@ class Deadlines:
             return
         if t >= self.deadline_total and stream.failure is None:
             stream.interrupt(self._duration_error())
+            self.arm(t + self.write_timeout / 2)  # the terminal write keeps its stall guard
             return
         nxt = min(nxt, self.deadline_total)
         if source is not None:
@@ -140,6 +141,7 @@ class Deadlines:
             if t >= upstream_deadline and stream.failure is None:
                 what = "sent nothing" if not got_event else "went silent"
                 stream.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
+                self.arm(t + self.write_timeout / 2)  # the terminal write keeps its stall guard
                 return
             nxt = min(nxt, upstream_deadline)
         beat = sink.last_write + self.heartbeat_interval

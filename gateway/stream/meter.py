@@ -27,19 +27,12 @@ if TYPE_CHECKING:
     from gateway.stream.attempts import Attempt
 
 
-def served_model(requested: str | None, attempt: Attempt, primary: bool) -> str | None:
-    """The model an attempt calls: the request's (primary target only) or the target's own."""
-    return (requested if primary else None) or attempt.adapter.model_for(None)
-
-
 class Meter:
     """One stream's pricing and settlement (see the module docs)."""
 
     __slots__ = (
         "_accounting",
         "_admission",
-        "_first",
-        "_model",
         "_pricer",
         "_route",
         "deferred",
@@ -52,15 +45,11 @@ class Meter:
         accounting: AccountingMetrics,
         admission: Admission,
         route: str,
-        model: str | None,
-        first: Attempt,
     ) -> None:
         self._pricer = pricer
         self._accounting = accounting
         self._admission = admission
         self._route = route
-        self._model = model
-        self._first = first
         self.settled = False
         self.deferred = False
         """A drain settles (:meth:`hand_to_drain`), not the session's end."""
@@ -71,7 +60,7 @@ class Meter:
         if pricer is None:
             return None
         provider = attempt.target.provider
-        model = served_model(self._model, attempt, attempt is self._first)
+        model = attempt.model  # what the attempt calls (``build_attempts``)
         merged: dict[str, Any] = {}
 
         def priced(event: Event) -> Event:

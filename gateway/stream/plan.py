@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -35,14 +35,23 @@ class StreamPlan:
 def build_attempts(
     runtime: RouteRuntime, chat: ChatRequest | None, body: dict[str, Any]
 ) -> list[Attempt]:
-    """One attempt per route target (primary, then fallbacks), each with its native request.
+    """One attempt per route target (primary or pool deployments, then fallbacks), each with its
+    native request and the model it calls.
 
     ``chat`` is the common request; ``None`` on a ``request: native`` route, whose ``body``
     goes to each adapter as the provider's own request. Raises InvalidRequest where an adapter
     cannot express the request.
     """
     attempts = []
-    for target, adapter in runtime.targets:
-        built = adapter.build_request(chat) if chat else adapter.build_native_request(body)
-        attempts.append(Attempt(target, adapter, built))
+    primaries = len(runtime.config.pool.deployments) if runtime.config.pool else 1
+    for index, (target, adapter) in enumerate(runtime.targets):
+        own = chat if chat is None or index < primaries else fallback_request(chat)
+        built = adapter.build_request(own) if own else adapter.build_native_request(body)
+        attempts.append(Attempt(target, adapter, built, model=adapter.model_for(own)))
     return attempts
+
+
+def fallback_request(chat: ChatRequest) -> ChatRequest:
+    """The request a fallback gets: the route's model override (``allow_model_override``) names
+    a model of the primary's provider, so a fallback calls its own configured model."""
+    return chat if chat.model is None else replace(chat, model=None)

@@ -13,9 +13,10 @@ hooks it uses are no-ops on the other sinks:
 
 * ``frame(events)``: encode, record ``(id, frame)`` per event; after the terminal frame the
   record is finished (the window starts);
-* ``detach(source, record)``: the client left and the route says ``on_client_abort: detach``:
-  this sink takes the upstream over and a :class:`Detached` pump reads it into the record,
-  with no client writes, until its terminal event, ``resume.window``, or ``DELETE``;
+* ``detach(source, record, request_id, settle)``: the client left and the route says
+  ``on_client_abort: detach``: this sink takes the upstream over and a :class:`Detached` pump
+  reads it into the record, with no client writes, until its terminal event,
+  ``resume.window``, or ``DELETE`` (then ``settle`` gets the whole usage);
 * ``finished()``: the session ended; without a terminal frame in the record (the client left
   and the upstream was cancelled, or a bug), an ``error{code: shutdown}`` frame ends the record
   so no follower waits forever.

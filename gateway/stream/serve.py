@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -10,6 +9,7 @@ from aiohttp import web
 from gateway.admission import NO_AUTH, Admission, Demand
 from gateway.errors import GatewayError, Unavailable
 from gateway.http import cors_headers, json_error
+from gateway.ids import new_request_id
 from gateway.logs import log_event
 from gateway.state import GatewayState, RouteRuntime
 from gateway.stream.plan import ErrorShape, StreamPlan
@@ -18,11 +18,6 @@ from gateway.stream.session import StreamSession
 
 Prepare = Callable[[str], Awaitable[StreamPlan]]
 """``prepare(request_id)``: read and validate the request, build its plan; raises GatewayError."""
-
-
-def new_request_id() -> str:
-    """An unguessable id (128 random bits): the stream id of resumable streams too."""
-    return secrets.token_hex(16)
 
 
 async def start_stream(

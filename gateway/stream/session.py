@@ -58,6 +58,7 @@ class StreamSession:
 
     __slots__ = (
         "_beat",
+        "_cancelled",
         "_error_response",
         "_errors",
         "_start_lock",
@@ -108,8 +109,6 @@ class StreamSession:
             state.metrics.accounting,
             admission,
             route.name,
-            plan.model,
-            plan.attempts[0],
         )
         self.sink: Sink = sink or new_sink(  # a given sink: resume's recording sink
             request,
@@ -144,6 +143,9 @@ class StreamSession:
         self._error_response: web.Response | None = None
         self._start_lock = asyncio.Lock()
         self._beat: asyncio.Future[None] | None = None
+        self._cancelled = False
+        """The gateway cancelled the task itself (an interruption before the upstream answered),
+        as opposed to the client going away."""
 
     async def run(self) -> web.StreamResponse:
         """Serve the stream. Returns the response (an error document if nothing was sent)."""
@@ -155,12 +157,13 @@ class StreamSession:
             source = await self.failover.open()
             await self._pipe(source)
         except asyncio.CancelledError:
-            if self.failure is None:
+            if not self._cancelled:  # the client went away
                 self._client_gone()
                 raise
             # Our own cancel (shutdown before the upstream answered): report it, do not raise.
             if self.task is not None:
                 self.task.uncancel()
+            assert self.failure is not None  # set by interrupt() before it cancels
             await self._fail(self.failure)
         except GatewayError as exc:
             await self._fail(exc)
@@ -201,9 +204,7 @@ class StreamSession:
             if not await self.sink.start(commit=commit):
                 return  # a buffered answer waits for its end
             attempt = self.failover.served_by
-            model = (self.model if self.failover.primary else None) or attempt.adapter.model_for(
-                None
-            )
+            model = attempt.model
             created = ev.created(self.request_id, self.route.name, attempt.target.provider, model)
             await self._deliver([created])
 
@@ -237,6 +238,7 @@ class StreamSession:
         if self.source is not None:
             self.source.interrupt(exc)
         elif self.task is not None:
+            self._cancelled = True
             self.task.cancel()  # still waiting for the upstream to answer
 
     def clear_failure(self) -> None:
@@ -286,8 +288,9 @@ class StreamSession:
             events.append(Event(ev.ERROR, exc.to_event_data()))
         try:
             await self._deliver(events)
-        except (asyncio.CancelledError, ConnectionResetError):
-            self.record.outcome = "client_abort"
+        except asyncio.CancelledError:
+            self._client_gone()  # it left while the terminal event was going out
+            raise
         except LimitExceeded:
             pass  # the terminal event went out anyway
 
@@ -321,7 +324,7 @@ class StreamSession:
         self.deadlines.stop()
         if self.source is not None:
             self.source.close()
-        self.failover.close()  # a pool deployment's slot
+        self.failover.close(self.record.t_first_content)  # a pool deployment's slot
         self.state.sessions.discard(self)
         self.sink.finished()
         record = self.record

@@ -10,8 +10,10 @@ keeps a silent stream alive, and :meth:`Sink.result` is the response the handler
   terminal event, then one document with the encoder's ``status``; if a heartbeat falls due first
   it commits to 200 and streams the encoder's heartbeat bytes (JSON allows leading whitespace).
 
-A new way to deliver a stream (recording for resumption, say) is a new sink, or a sink wrapping
-``send``; the session does not change.
+A new way to deliver a stream is a new sink: the session calls only the methods above and two
+hooks that are no-ops here, :meth:`Sink.detach` (the client left and the route says
+``on_client_abort: detach``) and :meth:`Sink.finished`; the recording sink of resumable streams
+(:mod:`gateway.stream.recording`) is one.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ class Sink:
     ) -> bool:
         """The client left and the route says ``on_client_abort: detach``: take ``source`` over
         and run it to its end without a client? Only a recording sink can (resumable streams,
-        ``gateway.resume.recording``); False here: the session cancels it as usual."""
+        ``gateway.stream.recording``); False here: the session cancels it as usual."""
         return False
 
     def finished(self) -> None:

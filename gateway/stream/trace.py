@@ -192,9 +192,7 @@ class SpanTrace(StreamTrace):
         served = stream.failover.served_by
         response_model = None
         if record.t_headers is not None:  # an upstream served this stream
-            response_model = (stream.model if stream.failover.primary else None) or (
-                served.adapter.model_for(None)
-            )
+            response_model = served.model
         usage = record.usage
         ended = time.monotonic()  # _finish runs right after an abort: the abort's time too
         self._span.finish(
@@ -232,7 +230,7 @@ def start_trace(
         span = tracing.start_stream(
             headers,
             route.name,
-            request_model=plan.model or first.adapter.model_for(None),
+            request_model=plan.model or first.model,
             provider=first.target.provider,
             started=received,
         )

@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.client import GatewayHTTPError, StreamTruncated, collect
+from gateway.ids import new_request_id
 from gateway.jsonutil import dumps
-from gateway.resume import Budget, MemoryStore, Recorder, new_stream_id
+from gateway.resume import Budget, MemoryStore, Recorder
 from gateway.resume.endpoints import resume_stream
 
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
@@ -34,7 +35,7 @@ class Flaky:
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         await request.read()
-        sid = new_stream_id()
+        sid = new_request_id()
         rec, _ = await self.store.open(sid, None, HEADERS, 0.05 if self.expire_first else 60, 100)
         assert rec is not None
         resp = web.StreamResponse(headers=HEADERS)

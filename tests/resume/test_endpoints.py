@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from gateway.ids import new_request_id
 from gateway.metrics import ResumeMetrics
-from gateway.resume import Budget, MemoryStore, Replay, ResumeStore, new_stream_id
+from gateway.resume import Budget, MemoryStore, Replay, ResumeStore
 from gateway.resume.endpoints import resume_stream, stop_stream
 from tests.resume.conftest import StoreFactory
 from tests.resume.test_store import HEADERS, frame, opened, recorded
@@ -130,7 +131,7 @@ async def test_errors_are_json(
 
 async def test_unknown_is_404_and_dropped_is_410(served: Served) -> None:
     store, base, session = served
-    async with session.get(f"{base}/{new_stream_id()}") as resp:
+    async with session.get(f"{base}/{new_request_id()}") as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"
     rec = await recorded(store, 300, max_events=5)
@@ -147,7 +148,7 @@ async def test_delete_stops_the_owner(served: Served) -> None:
         assert resp.status == 204
     async with asyncio.timeout(0.1):
         await stopped.wait()
-    async with session.delete(f"{base}/{new_stream_id()}") as resp:
+    async with session.delete(f"{base}/{new_request_id()}") as resp:
         assert resp.status == 404
     async with session.delete(f"{base}/{rec.stream_id}", headers={"X-Test-App": "b"}) as resp:
         assert resp.status == 403
@@ -167,7 +168,7 @@ async def test_store_failure_is_503_and_counted() -> None:
     metrics = ResumeMetrics(CollectorRegistry())
     server = TestServer(mount(BrokenStore(Budget(1000, 1)), metrics))
     await server.start_server()
-    url = str(server.make_url(f"{PATH}/{new_stream_id()}"))
+    url = str(server.make_url(f"{PATH}/{new_request_id()}"))
     async with aiohttp.ClientSession() as session:
         for method in ("GET", "DELETE"):
             async with session.request(method, url) as resp:

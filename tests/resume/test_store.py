@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound
-from gateway.resume import Budget, Recorder, ResumeStore, new_stream_id
+from gateway.ids import new_request_id
+from gateway.resume import Budget, Recorder, ResumeStore
 from tests.resume.conftest import StoreFactory
 
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Request-Id": "abc"}
@@ -25,7 +26,7 @@ def shutdown_frame(i: int) -> bytes:
 async def opened(store: ResumeStore, stream_id: str | None = None, **kw: object) -> Recorder:
     args: dict[str, object] = {"owner_app": "app", "window": 60.0, "max_events": 1000}
     args.update(kw)
-    rec, reason = await store.open(stream_id or new_stream_id(), headers=HEADERS, **args)  # type: ignore[arg-type]
+    rec, reason = await store.open(stream_id or new_request_id(), headers=HEADERS, **args)  # type: ignore[arg-type]
     assert rec is not None, reason
     return rec
 
@@ -49,7 +50,7 @@ async def drain(frames: AsyncIterator[bytes], timeout: float = 5.0) -> list[byte
 
 
 def test_stream_ids_are_128_bit_hex() -> None:
-    ids = {new_stream_id() for _ in range(1000)}
+    ids = {new_request_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
@@ -107,7 +108,7 @@ async def test_byte_cap_refuses_new_streams(make_store: StoreFactory) -> None:
     store = make_store(budget)
     rec = await opened(store)
     rec.extend((i, b"x" * 100) for i in range(1, 101))  # no await: nothing flushed yet
-    refused, reason = await store.open(new_stream_id(), "app", HEADERS, 60.0, 1000)
+    refused, reason = await store.open(new_request_id(), "app", HEADERS, 60.0, 1000)
     assert refused is None
     assert reason == "buffer_full"
     assert budget.bytes <= budget.max_bytes
@@ -121,7 +122,7 @@ async def test_detached_cap(make_store: StoreFactory) -> None:
     assert a.detach() is True  # idempotent
     assert b.detach() is False
     assert budget.detached == 1
-    refused, reason = await store.open(new_stream_id(), "app", HEADERS, 60.0, 1000)
+    refused, reason = await store.open(new_request_id(), "app", HEADERS, 60.0, 1000)
     assert (refused, reason) == (None, "too_many_detached")
     a.append(1, frame(1, "end"))
     await a.finish()
@@ -193,7 +194,7 @@ async def test_abandon_ends_followers_with_shutdown_frame(store: ResumeStore) ->
 
 async def _stop_latency(owner: ResumeStore, stopper: ResumeStore) -> float:
     stopped = asyncio.Event()
-    stream_id = new_stream_id()
+    stream_id = new_request_id()
     rec = await opened(owner, stream_id, on_stop=stopped.set)
     rec.append(1, frame(1))
     loop = asyncio.get_running_loop()

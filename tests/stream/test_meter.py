@@ -16,7 +16,7 @@ from gateway.pricing import Pricer
 from gateway.request import parse_request
 from gateway.state import build_state
 from gateway.stream.attempts import Attempt
-from gateway.stream.meter import Meter, served_model
+from gateway.stream.meter import Meter
 from gateway.stream.plan import build_attempts
 from tests.adapters.harness import fixture_bytes, splits
 from tests.support.gateway import config_from
@@ -63,14 +63,10 @@ class Holds:
         self.released.append(usage)
 
 
-def meter(tries: list[Attempt], model: str | None = None) -> tuple[Meter, Holds, Metrics]:
+def meter(tries: list[Attempt]) -> tuple[Meter, Holds, Metrics]:
     holds, metrics = Holds(), Metrics()
     admission = Admission("web", [holds])
-    return (
-        Meter(Pricer(PRICES), metrics.accounting, admission, "r", model, tries[0]),
-        holds,
-        metrics,
-    )
+    return Meter(Pricer(PRICES), metrics.accounting, admission, "r"), holds, metrics
 
 
 def cost_total(metrics: Metrics) -> float:
@@ -101,9 +97,10 @@ def test_the_usage_hook_runs_once_per_usage_event_never_per_content_event() -> N
 
 def test_the_served_model_is_priced() -> None:
     tries = attempts({**BODY, "model": "asked"})
-    assert served_model("asked", tries[0], primary=True) == "asked"
-    assert served_model("asked", tries[1], primary=False) == "unpriced"
-    m, _, _ = meter(tries, "asked")
+    # The override is the primary's; a fallback calls (and is priced at) its own model.
+    assert [t.model for t in tries] == ["asked", "unpriced"]
+    assert b'"model":"unpriced"' in tries[1].request.body  # type: ignore[union-attr]
+    m, _, _ = meter(tries)
     usage = ev.usage(input_tokens=100, output_tokens=10)
     primary = m.hook(tries[0])
     assert primary is not None
@@ -146,5 +143,5 @@ def test_a_drain_settles_instead_of_the_session() -> None:
 
 def test_without_a_pricer_there_is_no_hook() -> None:
     tries = attempts()
-    m = Meter(None, Metrics().accounting, Admission(), "r", None, tries[0])
+    m = Meter(None, Metrics().accounting, Admission(), "r")
     assert m.hook(tries[0]) is None
