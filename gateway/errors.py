@@ -296,3 +296,53 @@ class StreamStopped(GatewayError):
 class InternalError(GatewayError):
     code = "internal"
     status = 500
+
+
+# -- credential scrubbing (defence in depth: providers echo keys in their error messages) --------
+
+REDACTED = "[redacted]"
+"""What a provider credential becomes in any text the gateway passes on."""
+
+MIN_KEY_CHARS = 4
+"""Shorter keys are not redacted: replacing one or two characters would garble every message."""
+
+
+def redact(text: str, key: str | None) -> str:
+    """``text`` with every occurrence of ``key`` replaced by :data:`REDACTED`.
+
+    ``text`` is returned as is (the same object) when there is nothing to replace, so callers can
+    test ``redact(t, k) is t`` to skip a copy. A missing key or one under :data:`MIN_KEY_CHARS`
+    characters redacts nothing.
+    """
+    if key and len(key) >= MIN_KEY_CHARS and key in text:
+        return text.replace(key, REDACTED)
+    return text
+
+
+def scrub_error_data(data: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """An ``error`` event's data with ``key`` out of its ``message``.
+
+    Returns ``data`` itself when the message is clean (or absent), else a new dict: the caller's
+    dict is never changed.
+    """
+    message = data.get("message")
+    if isinstance(message, str):
+        scrubbed = redact(message, key)
+        if scrubbed is not message:
+            return {**data, "message": scrubbed}
+    return data
+
+
+def scrub_error(exc: GatewayError, key: str | None) -> GatewayError:
+    """``exc`` (changed in place and returned) with ``key`` out of every message it reports.
+
+    That is ``message`` (and ``args``, which logs print) and, for an :class:`EarlyError`, the
+    upstream event's ``data["message"]`` that :meth:`EarlyError.to_event_data` sends on.
+    """
+    message = redact(exc.message, key)
+    if message is not exc.message:
+        exc.message = message
+        exc.args = (message,)
+    if isinstance(exc, EarlyError):
+        exc.data = scrub_error_data(exc.data, key)
+    return exc

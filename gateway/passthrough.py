@@ -29,14 +29,13 @@ from __future__ import annotations
 
 from gateway import events as ev
 from gateway.adapters.base import Adapter
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, redact
 from gateway.events import Event
 from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Message
 from gateway.pipeline import _SHAPE_ERRORS, Pipeline, _malformed
 
 OWN_ERROR_CODE = "upstream_error"
 """The error code of a failure the provider reported itself (its frame is the API's own error)."""
-REDACTED = "[redacted]"
 
 
 class FrameTap:
@@ -137,8 +136,7 @@ class TappedPipeline(Pipeline):
         super().__init__(adapter, max_message_bytes)
         tap.open(live=True)
         self._tap = tap
-        key = adapter.upstream.api_key
-        self._key = key if key and len(key) >= 4 else None
+        self._key = adapter.upstream.api_key
 
     def _message(self, message: Message, out: list[Event]) -> None:
         """Translate one frame; keep it unless it could not be translated."""
@@ -159,9 +157,9 @@ class TappedPipeline(Pipeline):
             if terminal.data.get("code") != OWN_ERROR_CODE:
                 return  # the gateway writes the API's error frame for this one
             tap.own_terminal = True
-            key = self._key
-            if key is not None and key in message.data:  # providers echo keys in errors
-                message = message._replace(data=message.data.replace(key, REDACTED))
+            data = redact(message.data, self._key)  # providers echo keys in errors
+            if data is not message.data:
+                message = message._replace(data=data)
         tap.frames.append(message)
         tap.anchors.append(out[before] if len(out) > before else None)
 

@@ -26,6 +26,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
+    scrub_error,
 )
 from gateway.metrics import StreamRecord
 from gateway.passthrough import FrameTap
@@ -247,12 +248,8 @@ class Failover:
 
 
 def _scrub(exc: GatewayError, attempt: Attempt) -> GatewayError:
-    """Remove the provider credential from an upstream error message (defence in depth)."""
-    key = attempt.target.upstream.api_key
-    if key and len(key) >= 4 and key in exc.message:
-        exc.message = exc.message.replace(key, "[redacted]")
-        exc.args = (exc.message,)
-    return exc
+    """Remove the provider credential from an upstream error (defence in depth)."""
+    return scrub_error(exc, attempt.target.upstream.api_key)
 
 
 def attempt_result(exc: GatewayError) -> str:

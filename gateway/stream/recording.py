@@ -40,7 +40,13 @@ from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.config.resume import RESUMABLE_FORMATS
 from gateway.encoders.base import Encoder
-from gateway.errors import GatewayError, LimitExceeded, ShutdownError, StreamStopped
+from gateway.errors import (
+    GatewayError,
+    LimitExceeded,
+    ShutdownError,
+    StreamStopped,
+    scrub_error_data,
+)
 from gateway.events import Event
 from gateway.logs import log_event
 from gateway.metrics import StreamRecord
@@ -345,9 +351,5 @@ def _scrubbed(events: list[Event], source: Source) -> list[Event]:
     last = events[-1] if events else None
     if last is None or last.type != ev.ERROR:
         return events
-    key = source.attempt.target.upstream.api_key
-    message = last.data.get("message")
-    if key and len(key) >= 4 and isinstance(message, str) and key in message:
-        scrubbed = Event(ev.ERROR, {**last.data, "message": message.replace(key, "[redacted]")})
-        return [*events[:-1], scrubbed]
-    return events
+    data = scrub_error_data(last.data, source.attempt.target.upstream.api_key)
+    return events if data is last.data else [*events[:-1], Event(ev.ERROR, data)]

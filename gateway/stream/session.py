@@ -36,6 +36,7 @@ from gateway.errors import (
     LimitExceeded,
     ShutdownError,
     UpstreamError,
+    scrub_error_data,
 )
 from gateway.events import Event
 from gateway.logs import log_event
@@ -355,8 +356,5 @@ def _ms(t: float | None, t0: float) -> float | None:
 
 def _scrub_event(event: Event, attempt: Attempt) -> Event:
     """An ``error`` event without the provider credential in its message."""
-    key = attempt.target.upstream.api_key
-    message = event.data.get("message")
-    if key and len(key) >= 4 and isinstance(message, str) and key in message:
-        return Event(ev.ERROR, {**event.data, "message": message.replace(key, "[redacted]")})
-    return event
+    data = scrub_error_data(event.data, attempt.target.upstream.api_key)
+    return event if data is event.data else Event(ev.ERROR, data)
