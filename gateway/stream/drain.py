@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway import events as ev
 from gateway.errors import GatewayError
+from gateway.events import Event
 from gateway.logs import log_event
 from gateway.metrics import StreamRecord
 from gateway.stream.source import Source
@@ -70,13 +71,7 @@ async def _drain(
     try:
         async with asyncio.timeout(limit):
             async for events in source.batches():
-                content = False
-                for event in events:
-                    if event.type == ev.USAGE:
-                        usage.update(event.data)
-                    elif event.type in ev.CONTENT_TYPES:
-                        content = True
-                reads_after += content
+                reads_after += fold_batch(events, usage)
     except TimeoutError:
         outcome = "drain_timeout"
     except GatewayError as exc:
@@ -86,13 +81,43 @@ async def _drain(
             source.close()
         if settle is not None:  # even when the drain is cancelled (shutdown)
             settle(usage)
-    # The session already recorded the usage it wrote; record only what came after.
+    record_after_abort(record, before, usage, writes_before, reads_after)
+    log_event("drain", route=record.metrics.route, id=request_id, outcome=outcome, **usage)
+
+
+def fold_batch(events: list[Event], usage: dict[str, Any]) -> int:
+    """Fold the batch's ``usage`` events into ``usage``; 1 if the batch carried content, else 0.
+
+    One upstream read is one batch: the sum of the results is the content-carrying reads that
+    :func:`share_after` takes.
+    """
+    content = 0
+    for event in events:
+        if event.type == ev.USAGE:
+            usage.update(event.data)
+        elif event.type in ev.CONTENT_TYPES:
+            content = 1
+    return content
+
+
+def record_after_abort(
+    record: StreamRecord,
+    before: dict[str, Any],
+    usage: dict[str, Any],
+    writes_before: int,
+    reads_after: int,
+) -> None:
+    """Record the usage that came after the client left (``record.metrics.drained``).
+
+    ``before`` is the usage the session already recorded when the client left, ``usage`` the
+    whole usage at the end: only the positive integer differences are recorded, with the output
+    tokens after the abort estimated by :func:`share_after`. Nothing new, nothing recorded.
+    """
     fresh = {k: v - before.get(k, 0) for k, v in usage.items() if isinstance(v, int)}
     fresh = {k: v for k, v in fresh.items() if v > 0}
     if fresh:
         after = share_after(fresh.get("output_tokens", 0), writes_before, reads_after)
         record.metrics.drained(fresh, after)
-    log_event("drain", route=record.metrics.route, id=request_id, outcome=outcome, **usage)
 
 
 def share_after(output: int, writes_before: int, reads_after: int) -> int:

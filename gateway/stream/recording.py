@@ -53,7 +53,7 @@ from gateway.metrics import StreamRecord
 from gateway.resume.base import Recorder
 from gateway.resume.wiring import store_for
 from gateway.state import GatewayState
-from gateway.stream.drain import share_after
+from gateway.stream.drain import fold_batch, record_after_abort
 from gateway.stream.sinks import StreamingSink
 from gateway.stream.source import Source
 
@@ -211,7 +211,7 @@ class Detached:
             async with asyncio.timeout(sink.window):
                 while True:
                     if batch:
-                        reads_after += _note(batch, usage)
+                        reads_after += fold_batch(batch, usage)
                         sink.frame(_scrubbed(batch, source))
                     if source.done:
                         break
@@ -250,14 +250,7 @@ class Detached:
             sink.end_with(self.failure or ShutdownError("the stream ended unexpectedly"))
 
     def _settle(self, usage: dict[str, int], reads_after: int) -> None:
-        fresh = {
-            k: v - self._before.get(k, 0)
-            for k, v in usage.items()
-            if isinstance(v, int) and v > self._before.get(k, 0)
-        }
-        if fresh:
-            after = share_after(fresh.get("output_tokens", 0), self._writes_before, reads_after)
-            self.record.metrics.drained(fresh, after)
+        record_after_abort(self.record, self._before, usage, self._writes_before, reads_after)
         if self._settle_usage is not None:
             self._settle_usage(usage)
 
@@ -333,17 +326,6 @@ def attach(sink: RecordingSink | None, session: Interruptible, state: GatewaySta
 def _track(pump: Detached, state: GatewayState) -> None:
     state.sessions.add(pump)
     pump.on_end.append(state.sessions.discard)
-
-
-def _note(events: list[Event], usage: dict[str, int]) -> int:
-    """Fold ``usage`` events into ``usage``; 1 if the batch carried content."""
-    content = 0
-    for event in events:
-        if event.type == ev.USAGE:
-            usage.update(event.data)
-        elif event.type in ev.CONTENT_TYPES:
-            content = 1
-    return content
 
 
 def _scrubbed(events: list[Event], source: Source) -> list[Event]:
