@@ -28,7 +28,7 @@ Every failure the gateway reports, to a client or in a log, is one of these. For
     │   ├── UpstreamTimeout           upstream_timeout        504  yes
     │   ├── UpstreamTruncated         upstream_truncated      502  yes
     │   └── UpstreamProtocolError     upstream_protocol       502  no
-    ├── LimitExceeded                 limit_exceeded          (mid-stream only)
+    ├── LimitExceeded                 limit_exceeded          429  (mid-stream, or a held answer)
     ├── ShutdownError                 shutdown                503  yes
     └── InternalError                 internal                500  no
 
@@ -296,6 +296,37 @@ class StreamStopped(GatewayError):
 class InternalError(GatewayError):
     code = "internal"
     status = 500
+
+
+# -- code -> HTTP status, from the tree above ----------------------------------------------------
+
+
+def _status_table() -> dict[str, int]:
+    """Every client-facing code of the tree with its class's status (the first class that has it).
+
+    A subclass that keeps its parent's code keeps its status too (``EarlyError``,
+    ``UpstreamStatusError``); :class:`ConfigError` never reaches a client and is left out.
+    """
+    table: dict[str, int] = {}
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop(0)
+        pending.extend(cls.__subclasses__())
+        if cls is not ConfigError:
+            table.setdefault(cls.code, cls.status)
+    return table
+
+
+_STATUS_BY_CODE = _status_table()
+
+
+def status_for_code(code: str) -> int:
+    """The HTTP status for an error ``code`` when the error becomes a whole response.
+
+    The status its class in the tree declares (``limit_exceeded`` and ``budget_exceeded`` 429,
+    ``upstream_timeout`` 504, ...); 500 for a code the tree does not know (a provider's own).
+    """
+    return _STATUS_BY_CODE.get(code, 500)
 
 
 # -- credential scrubbing (defence in depth: providers echo keys in their error messages) --------

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from gateway.errors import (
     REDACTED,
+    BudgetExceeded,
+    ConfigError,
     EarlyError,
+    GatewayError,
+    LimitExceeded,
     UpstreamError,
     UpstreamStatusError,
     redact,
     scrub_error,
     scrub_error_data,
+    status_for_code,
 )
 
 KEY = "sk-test-0123456789"
@@ -67,3 +72,37 @@ def test_scrub_error_redacts_an_early_errors_event_data() -> None:
         "retryable": False,
     }
     assert KEY not in exc.to_json()["error"]["message"]
+
+
+def test_status_for_code_follows_the_tree() -> None:
+    assert status_for_code("upstream_error") == 502
+    assert status_for_code("upstream_timeout") == 504
+    assert status_for_code("rate_limited") == 429
+    assert status_for_code("shutdown") == 503
+    assert status_for_code("invalid_request") == 400
+
+
+def test_status_for_code_limit_and_budget_are_429() -> None:
+    # both were 500 in the encoders' copied tables
+    assert status_for_code("limit_exceeded") == LimitExceeded.status == 429
+    assert status_for_code("budget_exceeded") == BudgetExceeded.status == 429
+
+
+def test_status_for_code_unknown_is_500() -> None:
+    assert status_for_code("some_provider_code") == 500
+    assert status_for_code("config") == 500  # never sent to a client
+
+
+def _tree(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _tree(sub))]
+
+
+def test_every_code_of_the_tree_has_one_status() -> None:
+    seen: dict[str, set[int]] = {}
+    for cls in _tree(GatewayError):
+        if cls is not ConfigError:
+            seen.setdefault(cls.code, set()).add(cls.status)
+    assert all(len(statuses) == 1 for statuses in seen.values()), seen
+    assert {code: status_for_code(code) for code in seen} == {
+        code: next(iter(statuses)) for code, statuses in seen.items()
+    }

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
+from gateway.errors import status_for_code
 from gateway.events import Event
 from gateway.jsonutil import dumps
 
@@ -35,16 +36,6 @@ _FINISH = {
     "length": "length",
     "tool_calls": "tool_calls",
     "content_filter": "content_filter",
-}
-_STATUS = {
-    "upstream_error": 502,
-    "upstream_connect": 502,
-    "upstream_truncated": 502,
-    "upstream_protocol": 502,
-    "upstream_timeout": 504,
-    "rate_limited": 429,
-    "shutdown": 503,
-    "unavailable": 503,
 }
 _TYPES = {
     400: "invalid_request_error",
@@ -58,9 +49,8 @@ _TYPES = {
 }
 
 
-def status_for(code: str) -> int:
-    """The HTTP status for an error ``code`` reported by a held (non-streaming) answer."""
-    return _STATUS.get(code, 500)
+status_for = status_for_code
+"""The HTTP status for an error ``code`` reported by a held (non-streaming) answer."""
 
 
 def error_body(code: str, message: str, status: int, param: str | None = None) -> dict[str, Any]:

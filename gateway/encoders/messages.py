@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
+from gateway.errors import status_for_code
 from gateway.events import Event
 from gateway.jsonutil import dumps, loads
 
@@ -81,16 +82,6 @@ _TYPE_BY_CODE = {
     "upstream_timeout": "timeout_error",
     "shutdown": "overloaded_error",
     "unavailable": "overloaded_error",
-}
-_STATUS_BY_CODE = {
-    "upstream_error": 502,
-    "upstream_connect": 502,
-    "upstream_truncated": 502,
-    "upstream_protocol": 502,
-    "upstream_timeout": 504,
-    "rate_limited": 429,
-    "shutdown": 503,
-    "unavailable": 503,
 }
 
 
@@ -355,7 +346,7 @@ class MessageEncoder(Encoder):
             return dumps(self.message(stop_reason(event.data)))
         elif kind == ev.ERROR:
             code = str(event.data.get("code", "internal"))
-            self.status = _STATUS_BY_CODE.get(code, 500)
+            self.status = status_for_code(code)
             message = str(event.data.get("message", ""))
             return dumps(error_doc(event_error_type(event.data), message, self.request_id))
         return b""

@@ -40,7 +40,8 @@ from typing import Any
 from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
-from gateway.encoders.chat_completions import error_body, status_for
+from gateway.encoders.chat_completions import error_body
+from gateway.errors import status_for_code
 from gateway.events import Event
 from gateway.jsonutil import dumps
 
@@ -383,7 +384,7 @@ class ResponseDocEncoder(Encoder):
             return dumps(self.state.final)
         if event.type == ev.ERROR:
             code = str(event.data.get("code", "internal"))
-            self.status = status_for(code)
+            self.status = status_for_code(code)
             return dumps(error_body(code, str(event.data.get("message", "")), self.status))
         return b""
 

@@ -23,7 +23,7 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from gateway.encoders.chat_completions import status_for
+from gateway.errors import status_for_code as status_for
 from tests.adapters.harness import Assembled, assemble, fixture_bytes, fixture_expected, replay
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway
