@@ -50,13 +50,14 @@ class FrameTap:
     ``stopped``: nobody will read the frames again (a drain after the client left): not kept.
     """
 
-    __slots__ = ("anchors", "api", "frames", "live", "own_terminal", "stopped", "used")
+    __slots__ = ("_read", "anchors", "api", "frames", "live", "own_terminal", "stopped", "used")
 
     def __init__(self, api: str) -> None:
         self.api = api
         """The front door's API (an adapter's :attr:`~gateway.adapters.base.Adapter.native_api`)."""
         self.frames: list[Message] = []
         self.anchors: list[Event | None] = []
+        self._read = 0  # frames[:_read] were taken; the lists are emptied once all are
         self.live = False
         self.own_terminal = False
         self.used = False
@@ -64,8 +65,7 @@ class FrameTap:
 
     def open(self, live: bool) -> None:
         """A new upstream attempt answered: forget the frames of an earlier one."""
-        self.frames = []
-        self.anchors = []
+        self._clear()
         self.live = live
         self.own_terminal = False
         self.used = True
@@ -73,13 +73,18 @@ class FrameTap:
     def stop(self) -> None:
         """The client is gone for good (a drain reads on): drop the frames, keep no more."""
         self.stopped = True
+        self._clear()
+
+    def _clear(self) -> None:
         self.frames = []
         self.anchors = []
+        self._read = 0
 
     def take(self) -> list[Message]:
         """Every frame appended since the last call."""
-        frames, self.frames, self.anchors = self.frames, [], []
-        return frames
+        frames, start = self.frames, self._read
+        self._clear()
+        return frames[start:] if start else frames
 
     def take_for(self, event: Event) -> list[Message]:
         """The frames to write with ``event``, in order.
@@ -88,38 +93,50 @@ class FrameTap:
         before them that produced nothing). A terminal event takes what is left, except the
         frames of events never written (the output bound cut the batch short): those, and what
         came after them short of the terminal event's own frame, are dropped.
+
+        Linear in the frames taken: a read index moves on, and the lists are emptied once every
+        frame was taken (or compacted when the taken part is most of them).
         """
         anchors = self.anchors
         n = len(anchors)
-        if not n:
+        start = self._read
+        if start >= n:
             return []
         frames = self.frames
         if event.is_terminal:
             kept: list[Message] = []
             skipping = False
-            for anchor, message in zip(anchors, frames, strict=True):
+            for j in range(start, n):
+                anchor = anchors[j]
                 if anchor is None:
                     if not skipping:
-                        kept.append(message)
+                        kept.append(frames[j])
                 elif anchor is event or anchor.is_terminal:
-                    kept.append(message)
+                    kept.append(frames[j])
                 else:
                     skipping = True  # an event the client never got
-            self.frames, self.anchors = [], []
+            self._clear()
             return kept
-        i = 0
+        i = start
         while i < n:
             anchor = anchors[i]
             if anchor is not None and anchor is not event:
                 break
             i += 1
         if i == n:
-            self.frames, self.anchors = [], []
-            return frames
-        taken = frames[:i]
-        del frames[:i]
-        del anchors[:i]
+            self._clear()
+            return frames[start:] if start else frames
+        taken = frames[start:i]
+        if i >= _COMPACT_AT and 2 * i >= n:  # frames that never drain fully stay bounded
+            del frames[:i]
+            del anchors[:i]
+            i = 0
+        self._read = i
         return taken
+
+
+_COMPACT_AT = 64
+"""Taken frames kept before :meth:`FrameTap.take_for` drops them (if they are most of the list)."""
 
 
 class TappedPipeline(Pipeline):

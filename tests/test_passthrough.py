@@ -102,3 +102,52 @@ def test_live_frames_go_out_with_the_next_event_and_the_end_adds_nothing() -> No
     decoder = new_decoder("sse")
     sent = decoder.feed(out)
     assert [(m.event, m.data) for m in sent] == [(m.event, m.data) for m in _frames(data)]
+
+
+def _tapped(anchors: list[ev.Event | None]) -> FrameTap:
+    tap = FrameTap("messages")
+    tap.open(live=True)
+    for n, anchor in enumerate(anchors):
+        tap.frames.append(Message("f", str(n)))
+        tap.anchors.append(anchor)
+    return tap
+
+
+def test_take_for_walks_a_long_batch_in_order_and_empties_the_tap() -> None:
+    events = [ev.delta(str(n)) for n in range(500)]
+    tap = _tapped([a for e in events for a in (e, None)])  # each event's frame, then a ping
+    got = [[m.data for m in tap.take_for(e)] for e in events]
+    assert got == [[str(2 * n), str(2 * n + 1)] for n in range(500)]
+    assert tap.frames == [] and tap.anchors == [] and tap.take_for(ev.delta("x")) == []
+
+
+def test_take_for_a_terminal_after_a_partial_read_takes_only_the_rest() -> None:
+    first, cut, end = ev.delta("a"), ev.delta("b"), ev.end("stop")
+    tap = _tapped([first, None, cut, None, end])
+    assert [m.data for m in tap.take_for(first)] == ["0", "1"]
+    # ``cut`` was never written (the output bound): its frame and what follows it are dropped
+    assert [m.data for m in tap.take_for(end)] == ["4"]
+    assert tap.frames == [] and tap.take() == []
+
+
+def test_take_after_a_partial_read_returns_the_untaken_frames() -> None:
+    first, second = ev.delta("a"), ev.delta("b")
+    tap = _tapped([first, second, None])
+    assert [m.data for m in tap.take_for(first)] == ["0"]
+    assert [m.data for m in tap.take()] == ["1", "2"]
+
+
+def test_frames_that_never_drain_fully_stay_bounded() -> None:
+    tap = FrameTap("messages")
+    tap.open(live=True)
+    pending = ev.delta("0")
+    tap.frames.append(Message("f", "0"))
+    tap.anchors.append(pending)
+    for n in range(1, 1000):  # one frame always left behind: the lists never empty
+        event = ev.delta(str(n))
+        tap.frames.append(Message("f", str(n)))
+        tap.anchors.append(event)
+        assert [m.data for m in tap.take_for(pending)] == [str(n - 1)]
+        pending = event
+        assert len(tap.frames) == len(tap.anchors) < 200
+    assert [m.data for m in tap.take()] == ["999"]
