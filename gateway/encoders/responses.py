@@ -48,7 +48,7 @@ from gateway.jsonutil import dumps
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 Step = dict[str, Any]
-"""One typed Responses event without its ``sequence_number``."""
+"""One typed Responses event: a fresh dict, to which the stream encoder adds ``sequence_number``."""
 
 
 def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
@@ -348,11 +348,10 @@ class ResponseEventEncoder(Encoder):
 
     def encode(self, event: Event) -> bytes:
         out = []
-        for step in self.state.feed(event):
-            kind = step["type"]
-            frame = {"type": kind, "sequence_number": self.sequence, **step}
+        for step in self.state.feed(event):  # fresh dicts, this encoder's own: set in place
+            step["sequence_number"] = self.sequence
             self.sequence += 1
-            out.append(b"event: " + kind.encode() + b"\ndata: " + dumps(frame) + b"\n\n")
+            out.append(b"event: " + step["type"].encode() + b"\ndata: " + dumps(step) + b"\n\n")
         return b"".join(out)
 
     def heartbeat(self) -> bytes:
