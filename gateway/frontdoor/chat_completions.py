@@ -70,6 +70,13 @@ def find_route(state: GatewayState, body: Any) -> RouteRuntime:
     return runtime
 
 
+async def read_body(request: web.Request, state: GatewayState) -> Any:
+    """A front door's JSON body; raises Unavailable while draining, else as ``read_json`` does."""
+    if state.draining:
+        raise Unavailable("the gateway is shutting down")
+    return await read_json(request, state.config.server)
+
+
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
@@ -85,9 +92,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     received = time.monotonic()
     state = request.app[STATE].current
     try:
-        if state.draining:
-            raise Unavailable("the gateway is shutting down")
-        body = await read_json(request, state.config.server)
+        body = await read_body(request, state)
         runtime = find_route(state, body)
         stream, include_usage = _stream_flags(body)
     except NotFound as exc:

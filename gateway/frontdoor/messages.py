@@ -29,13 +29,14 @@ from gateway.encoders.messages import (
     error_doc,
     error_type_for_status,
 )
-from gateway.errors import GatewayError, NotFound, Unavailable
-from gateway.frontdoor.messages_request import route_name, stream_flag, to_common
+from gateway.errors import GatewayError
+from gateway.frontdoor.chat_completions import find_route, read_body
+from gateway.frontdoor.messages_request import stream_flag, to_common
 from gateway.frontdoor.passthrough import frontdoor_attempts
-from gateway.http import json_response, read_json
+from gateway.http import json_response
 from gateway.jsonutil import dumps_str
 from gateway.request import parse_request
-from gateway.state import STATE, GatewayState, RouteRuntime
+from gateway.state import STATE
 from gateway.stream import StreamPlan, start_stream
 
 API = "messages"
@@ -51,27 +52,13 @@ def messages_error(exc: GatewayError, headers: dict[str, str] | None = None) -> 
     return json_response(body, status=status, headers={**(headers or {}), **exc.headers})
 
 
-def _find_route(state: GatewayState, body: Any) -> RouteRuntime:
-    name = route_name(body)
-    runtime = state.routes.get(name)
-    if runtime is None:
-        raise NotFound(f"model: no route named {name!r}")
-    return runtime
-
-
-async def _read(request: web.Request, state: GatewayState) -> Any:
-    if state.draining:
-        raise Unavailable("the gateway is shutting down")
-    return await read_json(request, state.config.server)
-
-
 async def handle_messages(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages``: the body is read before the route is known (``model``)."""
     received = time.monotonic()
     state = request.app[STATE].current
     try:
-        body = await _read(request, state)
-        runtime = _find_route(state, body)
+        body = await read_body(request, state)
+        runtime = find_route(state, body)
         stream = stream_flag(body)
     except GatewayError as exc:
         return messages_error(exc)
@@ -112,8 +99,8 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE].current
     admission: Admission = NO_AUTH
     try:
-        body = await _read(request, state)
-        runtime = _find_route(state, body)
+        body = await read_body(request, state)
+        runtime = find_route(state, body)
         if state.admit is not None:
             admission = await state.admit(request, state, runtime)
         common = to_common(body, require_max_tokens=False)

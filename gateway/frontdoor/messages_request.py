@@ -53,16 +53,6 @@ def _fail(path: str, problem: str) -> InvalidRequest:
     return InvalidRequest(f"{path}: {problem}")
 
 
-def route_name(body: Any) -> str:
-    """The route named by ``model``; raises InvalidRequest when the body or ``model`` is wrong."""
-    if not isinstance(body, dict):
-        raise _fail("body", "must be a JSON object")
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise _fail("model", "is required and names a route")
-    return name
-
-
 def stream_flag(body: dict[str, Any]) -> bool:
     """``stream`` (default false); raises InvalidRequest unless it is a boolean."""
     stream = body.get("stream", False)

@@ -22,11 +22,10 @@ from aiohttp import web
 
 from gateway.encoders.base import Encoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
-from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
-from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route
+from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route, read_body
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.responses_request import decode, param_of
-from gateway.http import read_json
 from gateway.request import parse_request
 from gateway.state import STATE
 from gateway.stream import StreamPlan, start_stream
@@ -40,9 +39,7 @@ async def handle_responses(request: web.Request) -> web.StreamResponse:
     received = time.monotonic()
     state = request.app[STATE].current
     try:
-        if state.draining:
-            raise Unavailable("the gateway is shutting down")
-        body = await read_json(request, state.config.server)
+        body = await read_body(request, state)
         runtime = find_route(state, body)
         decoded = decode(body)
         chat = parse_request(decoded.common)
