@@ -8,6 +8,7 @@ never forwarded by the common adapters; ``metadata`` is never forwarded upstream
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +154,57 @@ def _json_kind(value: Any) -> str:
     return "a " + type(value).__name__
 
 
-def _parse_tools(value: Any) -> tuple[Tool, ...]:
+@dataclass(frozen=True, slots=True)
+class ToolShape:
+    """How one API spells a tool: what :func:`validate_tools` checks differently per API.
+
+    ``types`` are the accepted values of ``type`` (``type_default`` when absent); a wrong one
+    fails with ``type_problem`` (``{kind!r}`` is the value sent). The schema sits at
+    ``schema_key``; if ``schema_optional``, an absent one (or a ``null`` one, if
+    ``null_is_absent``) is an empty object schema. ``nested`` names a key that may hold the rest
+    of the tool (the Chat Completions ``{"type": "function", "function": {...}}``).
+    """
+
+    types: frozenset[str | None]
+    type_default: str | None
+    type_problem: str
+    schema_key: str
+    schema_optional: bool = False
+    null_is_absent: bool = False
+    nested: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFields:
+    """One validated tool: its fields, and ``spec`` (the object holding them) for API extras."""
+
+    name: str
+    description: str | None
+    schema: dict[str, Any]
+    spec: dict[str, Any]
+
+
+COMMON_TOOLS = ToolShape(
+    types=frozenset({"function"}),
+    type_default="function",
+    type_problem="must be 'function'",
+    schema_key="parameters",
+    schema_optional=True,
+    nested="function",
+)
+
+
+def validate_tools(
+    value: Any, shape: ToolShape, check: Callable[[dict[str, Any], str], None] | None = None
+) -> list[ToolFields]:
+    """A client's ``tools`` list checked against ``shape``; ``[]`` for ``None``.
+
+    Raises :class:`InvalidRequest` naming the field (``tools[2].name: must be a non-empty
+    string``), the same paths and problems for every API but the ``type`` one. ``check`` is
+    called with each tool's spec and path after its common fields (an API's own fields).
+    """
+    if value is None:
+        return []
     if not isinstance(value, list):
         raise _fail("tools", "must be a list")
     tools = []
@@ -161,23 +212,32 @@ def _parse_tools(value: Any) -> tuple[Tool, ...]:
         p = f"tools[{i}]"
         if not isinstance(item, dict):
             raise _fail(p, "must be an object")
-        if item.get("type", "function") != "function":
-            raise _fail(f"{p}.type", "must be 'function'")
-        # Accept the Chat Completions nesting {"type":"function","function":{...}} too.
-        spec = item.get("function", item)
+        kind = item.get("type", shape.type_default)
+        if kind not in shape.types:
+            raise _fail(f"{p}.type", shape.type_problem.format(kind=kind))
+        spec = item.get(shape.nested, item) if shape.nested else item
         if not isinstance(spec, dict):
-            raise _fail(f"{p}.function", "must be an object")
+            raise _fail(f"{p}.{shape.nested}", "must be an object")
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             raise _fail(f"{p}.name", "must be a non-empty string")
         description = spec.get("description")
         if description is not None and not isinstance(description, str):
             raise _fail(f"{p}.description", "must be a string")
-        parameters = spec.get("parameters", {"type": "object", "properties": {}})
-        if not isinstance(parameters, dict):
-            raise _fail(f"{p}.parameters", "must be an object (a JSON schema)")
-        tools.append(Tool(name, description, parameters))
-    return tuple(tools)
+        schema = spec.get(shape.schema_key)
+        absent = shape.null_is_absent or shape.schema_key not in spec
+        if schema is None and shape.schema_optional and absent:
+            schema = {"type": "object", "properties": {}}  # no arguments
+        if not isinstance(schema, dict):
+            raise _fail(f"{p}.{shape.schema_key}", "must be an object (a JSON schema)")
+        if check is not None:
+            check(spec, p)
+        tools.append(ToolFields(name, description, schema, spec))
+    return tools
+
+
+def _parse_tools(value: Any) -> tuple[Tool, ...]:
+    return tuple(Tool(t.name, t.description, t.schema) for t in validate_tools(value, COMMON_TOOLS))
 
 
 def parse_request(body: Any) -> ChatRequest:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from gateway.errors import InvalidRequest
+from gateway.frontdoor.messages_request import to_common
+from gateway.frontdoor.responses_request import decode
 from gateway.request import ChatMessage, Tool, ToolCall, parse_request
 
 USER = {"role": "user", "content": "hi"}
@@ -162,3 +165,61 @@ def test_tool_message_needs_a_tool_call_id(tool_call_id: Any) -> None:
 
 def test_empty_string_content_is_text() -> None:
     assert parse_request({"messages": [{"role": "user", "content": ""}]}).messages[0].content == ""
+
+
+# -- the tool validator shared by the common request and the front doors ---------------------
+
+_MSG = [{"role": "user", "content": "hi"}]
+
+
+def _common_tools(tools: Any) -> None:
+    parse_request({"messages": _MSG, "tools": tools})
+
+
+def _messages_tools(tools: Any) -> None:
+    to_common({"model": "r", "max_tokens": 10, "messages": _MSG, "tools": tools})
+
+
+def _responses_tools(tools: Any) -> None:
+    decode({"model": "r", "input": "hi", "tools": tools})
+
+
+_TOOL_ERRORS = [
+    (_common_tools, "x", "tools: must be a list"),
+    (_common_tools, [1], "tools[0]: must be an object"),
+    (_common_tools, [{"type": "web"}], "tools[0].type: must be 'function'"),
+    (_common_tools, [{"type": "function", "function": 1}], "tools[0].function: must be an object"),
+    (_common_tools, [{"function": {"name": ""}}], "tools[0].name: must be a non-empty string"),
+    (_common_tools, [{"name": "f", "description": 1}], "tools[0].description: must be a string"),
+    (_common_tools, [{"name": "f", "parameters": None}], "tools[0].parameters: must be an object"),
+    (_messages_tools, "x", "tools: must be a list"),
+    (_messages_tools, [{"type": "bash_20250124", "name": "b"}], "tools[0].type: only client"),
+    (_messages_tools, [{"input_schema": {}}], "tools[0].name: must be a non-empty string"),
+    (_messages_tools, [{"name": "f"}], "tools[0].input_schema: must be an object"),
+    (_responses_tools, [{"name": "f"}], "tools[0].type: only function tools are supported, not"),
+    (_responses_tools, [{"type": "function"}], "tools[0].name: must be a non-empty string"),
+    (_responses_tools, [{"type": "function", "name": "f", "strict": 1}], "tools[0].strict:"),
+    (
+        _responses_tools,
+        [{"type": "function", "name": "f", "strict": 1}, {"type": "function"}],
+        "tools[0].strict: must be true or false",  # each tool whole, in order
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "tools", "message"), _TOOL_ERRORS)
+def test_tool_errors_name_each_apis_field(
+    call: Callable[[Any], None], tools: Any, message: str
+) -> None:
+    with pytest.raises(InvalidRequest) as failed:
+        call(tools)
+    assert failed.value.message.startswith(message)
+
+
+def test_tools_without_a_schema_get_an_empty_one_each() -> None:
+    first = parse_request({"messages": _MSG, "tools": [{"name": "f"}, {"name": "g"}]}).tools
+    assert first[0].parameters == {"type": "object", "properties": {}}
+    assert first[0].parameters is not first[1].parameters
+    decoded = decode({"model": "r", "input": "hi", "tools": [{"type": "function", "name": "f"}]})
+    (tool,) = decoded.common["tools"]
+    assert tool["parameters"] == {"type": "object", "properties": {}}

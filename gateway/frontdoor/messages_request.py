@@ -42,6 +42,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.jsonutil import dumps_str
+from gateway.request import ToolShape, validate_tools
 
 # budget_tokens -> effort: the inverse of the Anthropic Messages adapter's default budgets.
 _EFFORT_STEPS = ((4096, "low"), (16384, "medium"))
@@ -244,31 +245,19 @@ def _stop_sequences(value: Any) -> list[str]:
     return value
 
 
+_TOOLS = ToolShape(
+    types=frozenset({"custom", None}),
+    type_default="custom",
+    type_problem="only client tools (with input_schema) are supported",
+    schema_key="input_schema",
+)
+
+
 def _tools(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _fail("tools", "must be a list")
-    tools = []
-    for i, tool in enumerate(value):
-        p = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _fail(p, "must be an object")
-        if tool.get("type", "custom") not in ("custom", None):
-            raise _fail(f"{p}.type", "only client tools (with input_schema) are supported")
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise _fail(f"{p}.name", "must be a non-empty string")
-        description = tool.get("description")
-        if description is not None and not isinstance(description, str):
-            raise _fail(f"{p}.description", "must be a string")
-        schema = tool.get("input_schema")
-        if not isinstance(schema, dict):
-            raise _fail(f"{p}.input_schema", "must be an object (a JSON schema)")
-        tools.append(
-            {"type": "function", "name": name, "description": description, "parameters": schema}
-        )
-    return tools
+    return [
+        {"type": "function", "name": t.name, "description": t.description, "parameters": t.schema}
+        for t in validate_tools(value, _TOOLS)
+    ]
 
 
 def _tool_choice(value: Any) -> str | None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.request import EFFORTS
+from gateway.request import EFFORTS, ToolShape, validate_tools
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -233,34 +233,32 @@ def _function_call(item: dict[str, Any], path: str) -> dict[str, Any]:
     return {"id": call_id, "name": name, "arguments": arguments or "{}"}
 
 
+_TOOLS = ToolShape(
+    types=frozenset({"function"}),
+    type_default=None,
+    type_problem="only function tools are supported, not {kind!r}",
+    schema_key="parameters",
+    schema_optional=True,
+    null_is_absent=True,
+)
+
+
+def _strict(tool: dict[str, Any], path: str) -> None:
+    strict = tool.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise _fail(f"{path}.strict", "must be true or false")
+
+
 def _tools(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _fail("tools", "must be a list")
     tools = []
-    for i, tool in enumerate(value):
-        path = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _fail(path, "must be an object")
-        kind = tool.get("type")
-        if kind != "function":
-            raise _fail(f"{path}.type", f"only function tools are supported, not {kind!r}")
-        name = _string(tool, "name", path)
-        description = tool.get("description")
-        if description is not None and not isinstance(description, str):
-            raise _fail(f"{path}.description", "must be a string")
-        parameters = tool.get("parameters")
-        if parameters is None:
-            parameters = {"type": "object", "properties": {}}
-        if not isinstance(parameters, dict):
-            raise _fail(f"{path}.parameters", "must be an object (a JSON schema)")
-        strict = tool.get("strict")
-        if strict is not None and not isinstance(strict, bool):
-            raise _fail(f"{path}.strict", "must be true or false")
-        spec: dict[str, Any] = {"name": name, "parameters": parameters, "strict": strict}
-        if description is not None:
-            spec["description"] = description
+    for tool in validate_tools(value, _TOOLS, _strict):
+        spec: dict[str, Any] = {
+            "name": tool.name,
+            "parameters": tool.schema,
+            "strict": tool.spec.get("strict"),
+        }
+        if tool.description is not None:
+            spec["description"] = tool.description
         tools.append(spec)
     return tools
 
