@@ -53,6 +53,7 @@ LOADS = (
     Load("chat-paced", "chat", 200, 0, 5, 64, 5, what="openai-chat, 200 tokens 5 ms apart"),
     Load("responses-paced", "responses", 200, 0, 5, 64, 5, what="openai-responses, same"),
     Load("chat-short", "chat", 10, 0, 0, 32, 5, what="openai-chat, 10-token streams"),
+    Load("chat-1", "chat", 1, 0, 0, 32, 5, what="openai-chat, 1-token streams (per request)"),
     Load("ttft-1", "chat", 5, 10, 10, 1, 6, True, what="1 stream at a time"),
     Load("ttft-64", "chat", 40, 10, 25, 64, 6, True, 1.0, what="64 concurrent, 40 tok/s"),
     Load("ttft-512", "chat", 40, 10, 50, 512, 8, True, 2.0, what="512 concurrent, 20 tok/s"),

@@ -11,7 +11,7 @@ from gateway.config.parse import load_config_file
 from gateway.errors import ConfigError
 from gateway.features import install_features
 from gateway.logs import log_event
-from gateway.state import SESSION, STATE, build_state
+from gateway.state import STATE, bind_clients, build_state
 
 
 def reload_config(app: web.Application, path: str) -> bool:
@@ -24,7 +24,7 @@ def reload_config(app: web.Application, path: str) -> bool:
         return False
     old = holder.current
     state = build_state(config, old.metrics)
-    state.session = app[SESSION]
+    bind_clients(app, state)
     state.sessions = old.sessions  # shutdown must still see streams started before the reload
     install_features(app, state)
     holder.current = state

@@ -20,6 +20,7 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
 from gateway.metrics import Metrics, RouteMetrics
+from gateway.rawhttp import RawClient, use_raw
 
 Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
@@ -47,6 +48,8 @@ class GatewayState:
     routes_by_path: dict[str, RouteRuntime]
     route_metrics: dict[str, RouteMetrics]
     session: aiohttp.ClientSession = field(init=False)
+    raw_client: RawClient | None = None
+    """The fast upstream client when ``server.upstream_client`` picks it (else the session)."""
     sessions: set[Stoppable] = field(default_factory=set)
     draining: bool = False
     drain_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -84,6 +87,16 @@ class StateHolder:
 
 STATE: web.AppKey[StateHolder] = web.AppKey("gateway_state", StateHolder)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("gateway_session", aiohttp.ClientSession)
+RAW_CLIENT: web.AppKey[RawClient] = web.AppKey("gateway_raw_client", RawClient)
+
+
+def bind_clients(app: web.Application, state: GatewayState) -> None:
+    """Give ``state`` the app's upstream clients (at start-up and on every reload)."""
+    state.session = app[SESSION]
+    raw = app.get(RAW_CLIENT)
+    state.raw_client = (
+        raw if raw is not None and use_raw(state.config.server.upstream_client) else None
+    )
 
 
 def build_adapter(target: UpstreamTarget) -> Adapter:

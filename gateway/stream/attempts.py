@@ -26,6 +26,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import StreamRecord
+from gateway.rawhttp import RawClient
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
@@ -69,7 +70,7 @@ class Opening(Protocol):
 class Failover:
     """Opens a stream's upstream, trying ``attempts`` in order (see the module docs)."""
 
-    __slots__ = ("_client", "_max_event_bytes", "_stream", "attempts", "served_by")
+    __slots__ = ("_client", "_max_event_bytes", "_raw", "_stream", "attempts", "served_by")
 
     def __init__(
         self,
@@ -77,9 +78,12 @@ class Failover:
         attempts: list[Attempt],
         client: aiohttp.ClientSession,
         max_event_bytes: int,
+        raw: RawClient | None = None,
     ) -> None:
         self._stream = stream
         self._client = client
+        self._raw = raw
+        """The fast upstream client (``server.upstream_client``); ``None``: ``client`` sends."""
         self._max_event_bytes = max_event_bytes
         self.attempts = attempts
         self.served_by = attempts[0]
@@ -136,7 +140,11 @@ class Failover:
         while True:
             try:
                 upstream = await open_upstream(
-                    self._client, attempt.adapter, attempt.request, attempt.target.timeouts
+                    self._client,
+                    attempt.adapter,
+                    attempt.request,
+                    attempt.target.timeouts,
+                    self._raw,
                 )
                 break
             except GatewayError as exc:

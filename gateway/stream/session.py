@@ -98,7 +98,7 @@ class StreamSession:
             t0=received,
         )
         self.failover = Failover(
-            self, plan.attempts, state.session, server.max_upstream_event_bytes
+            self, plan.attempts, state.session, server.max_upstream_event_bytes, state.raw_client
         )
         self.deadlines = Deadlines(
             self,

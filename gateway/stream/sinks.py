@@ -12,6 +12,13 @@ keeps a silent stream alive, and :meth:`Sink.result` is the response the handler
 
 A new way to deliver a stream (recording for resumption, say) is a new sink, or a sink wrapping
 ``send``; the session does not change.
+
+One token's way out (:meth:`Sink.send`): once the headers went out, a frame is written straight
+to the client's transport as one HTTP chunk while the transport is not paused (no coroutine, no
+drain); when the transport's buffer is over its high-water mark (``pause_writing``), the write goes
+through aiohttp, which waits for ``resume_writing`` (the slow-client deadline runs meanwhile). The
+frame that carries the terminal event goes out with the chunked terminator in one write
+(``write_eof``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ class Sink:
     """A client response fed with encoded events. One per stream."""
 
     __slots__ = (
+        "_direct",
         "_held",
+        "_last",
         "_request",
         "beating",
         "bytes_written",
@@ -67,6 +76,10 @@ class Sink:
         self.last_write = t0
         self.bytes_written = 0
         self._held: list[bytes] = []
+        self._direct: asyncio.Transport | None = None
+        """The client transport, once writing straight to it is safe (see :meth:`send`)."""
+        self._last = False
+        """The last framed batch carried the terminal event."""
         self.beating: asyncio.Future[None] | None = None
         """A heartbeat write in flight: :meth:`send` waits for it so frames stay whole."""
 
@@ -122,6 +135,7 @@ class Sink:
                     break
         if events[count - 1].is_terminal:
             parts.append(encoder.close())
+            self._last = True
         return b"".join(parts), count
 
     async def send(self, data: bytes) -> None:
@@ -131,10 +145,24 @@ class Sink:
         beating = self.beating
         if beating is not None and not beating.done() and beating is not asyncio.current_task():
             await beating
+        direct = self._direct
+        if (
+            direct is not None
+            and not self._last
+            and not self._request.protocol.writing_paused
+            and not direct.is_closing()
+        ):
+            direct.write(b"%x\r\n%b\r\n" % (len(data), data))  # one HTTP chunk
+            self.last_write = now()
+            self.bytes_written += len(data)
+            return
         self.writing = True
         self.write_since = now()
         try:
-            await response.write(data)
+            if self._last:
+                await response.write_eof(data)  # the last chunk and the terminator, one write
+            else:
+                await response.write(data)
         except ConnectionResetError:
             # The transport closed before the cancellation landed: the client is gone.
             raise asyncio.CancelledError() from None
@@ -142,6 +170,8 @@ class Sink:
             self.writing = False
         self.last_write = now()
         self.bytes_written += len(data)
+        if self._direct is None and response.chunked and not response.compression:
+            self._direct = self._request.transport  # the headers are out
 
     async def heartbeat(self) -> bool:
         """Write the encoder's heartbeat unless a write is under way; True if written."""

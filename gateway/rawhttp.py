@@ -1,0 +1,522 @@
+"""The fast upstream HTTP/1.1 client: a raw ``asyncio.Protocol`` per connection, ``httptools``.
+
+One token's way in: the kernel hands bytes to :meth:`_Conn.data_received`, ``httptools`` (llhttp)
+strips the chunked framing and calls :meth:`_Conn.on_body` with the payload, which is appended to
+the connection's pending list and wakes the reader; :meth:`RawStream.read` returns everything
+pending as one ``bytes`` to :class:`~gateway.stream.source.Source`, whose pipeline decodes the
+provider's framing. No per-chunk task, no intermediate stream reader.
+
+:class:`RawClient` is the pool: per ``(scheme, host, port)`` a list of idle keep-alive
+connections (reused when a response was read to its end; closed after
+:data:`IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
+(``max_connections``, 0 = none: a request waits for a free slot), a DNS cache
+(:data:`DNS_TTL`), TLS with certificate and host name verification (the system's default
+context). A request on a reused connection that the upstream closed before answering is sent
+once more on a fresh connection (the keep-alive race; nothing reached the model).
+
+It covers what the gateway's upstreams need: HTTP/1.1, ``Content-Length``, chunked or
+read-to-close bodies, gzip/deflate. What it does not do (proxies from the environment, HTTP
+redirects, HTTP/2) is what ``server.upstream_client: aiohttp`` is for (see
+docs/configuration.md). Errors are the gateway's own (:mod:`gateway.errors`) or ``OSError`` /
+``TimeoutError``, which :mod:`gateway.upstream` maps like the aiohttp client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from typing import cast
+from urllib.parse import urlsplit
+
+from gateway.errors import (
+    ConfigError,
+    GatewayError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTruncated,
+)
+
+try:
+    import httptools
+except ImportError:  # the ``fast`` extra is not installed: the aiohttp client serves
+    httptools = None  # type: ignore[assignment]
+
+AVAILABLE = httptools is not None
+"""Whether the fast client can run here (``httptools`` is installed)."""
+
+IDLE_KEEPALIVE = 30.0
+"""Seconds an idle pooled connection is kept open."""
+DNS_TTL = 300.0
+"""Seconds a resolved host name is reused."""
+LINGER = 1.0
+"""Seconds a finished stream's connection waits for the end of its HTTP response to be pooled."""
+HIGH_WATER = 256 * 1024
+"""Unread response bytes above which the connection stops reading (backpressure)."""
+
+Key = tuple[str, str, int]
+
+
+def use_raw(choice: str) -> bool:
+    """Whether ``server.upstream_client`` (``auto``, ``raw``, ``aiohttp``) picks this client.
+
+    ``auto`` picks it when ``httptools`` is installed; ``raw`` without it is a
+    :class:`ConfigError`.
+    """
+    if choice == "raw" and not AVAILABLE:
+        raise ConfigError(
+            "server.upstream_client: raw needs httptools (pip install 'llm-stream-gateway[fast]')"
+        )
+    return choice != "aiohttp" and AVAILABLE
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection and the response being read on it (one at a time)."""
+
+    __slots__ = (
+        "_decompress",
+        "_pool",
+        "_size",
+        "_until_close",
+        "closed",
+        "complete",
+        "error",
+        "headers",
+        "idle_timer",
+        "keep_alive",
+        "key",
+        "linger_timer",
+        "parser",
+        "paused",
+        "pending",
+        "status",
+        "transport",
+        "waiter",
+    )
+
+    def __init__(self, pool: RawClient, key: Key) -> None:
+        self._pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.pending: list[bytes] = []
+        self._size = 0
+        self._decompress: zlib._Decompress | None = None
+        self._until_close = False
+        self.complete = False
+        self.keep_alive = False
+        self.closed = False
+        self.paused = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.linger_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # bytes on an idle connection: it cannot be reused
+            self.abort()
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("upstream switched protocols", retryable=True))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"upstream sent malformed HTTP: {exc}", retryable=True))
+        if self._size > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool.forget(self)
+        if self._until_close and exc is None:
+            self.complete = True  # a body without length or chunks ends with the connection
+        if not self.complete and self.error is None:
+            self.error = exc or ConnectionResetError("upstream closed the connection")
+        if self.linger_timer is not None:
+            self._settle()
+        self._wake()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
+        framed = self.status in (204, 304)
+        for name, value in self.headers:
+            if name == b"content-length" or name == b"transfer-encoding":
+                framed = True
+            elif name == b"content-encoding":
+                coding = value.strip().lower()
+                if coding in (b"gzip", b"deflate"):
+                    bits = 31 if coding == b"gzip" else zlib.MAX_WBITS
+                    self._decompress = zlib.decompressobj(bits)
+        self._until_close = not framed
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._decompress is not None:
+            body = self._decompress.decompress(body)
+        self.pending.append(body)
+        self._size += len(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        if self.linger_timer is not None:
+            self._settle()
+        self._wake()
+
+    # -- the reader side -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.abort()
+        self._wake()
+
+    async def wait(self) -> None:
+        """Until something happened (headers, body, end, error)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def take(self) -> bytes:
+        """Everything read and not yet taken, as one ``bytes``."""
+        pending = self.pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._size = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    def start(self, request: bytes) -> None:
+        """Send one request on this connection and start parsing its response."""
+        assert self.transport is not None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers = []
+        self._decompress = None
+        self._until_close = False
+        self.complete = False
+        self.keep_alive = False
+        self.error = None
+        self.transport.write(request)
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.closed
+
+    def linger(self) -> None:
+        """The reader is done: pool the connection when its response ends, within LINGER."""
+        loop = asyncio.get_running_loop()
+        self.linger_timer = loop.call_later(LINGER, self._settle)
+
+    def _settle(self) -> None:
+        """End a lingering connection: pooled if its response ended, else closed."""
+        timer, self.linger_timer = self.linger_timer, None
+        if timer is None:
+            return
+        timer.cancel()
+        self.pending.clear()
+        if self.reusable:
+            self._pool.release(self)
+        else:
+            self.abort()
+        self._pool.done()
+
+    def abort(self) -> None:
+        """Drop the connection now (idempotent)."""
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        transport = self.transport
+        if transport is not None and not self.closed:
+            self.closed = True
+            transport.abort()
+            self._pool.forget(self)
+
+
+class RawStream:
+    """An upstream response (see :class:`gateway.upstream.UpstreamStream`)."""
+
+    __slots__ = ("_conn", "_error", "_released", "status")
+
+    def __init__(self, conn: _Conn) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self._error: GatewayError | None = None
+        self._released = False
+
+    def header(self, name: bytes) -> str | None:
+        """The first response header called ``name`` (lower case), decoded as latin-1."""
+        for key, value in self._conn.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    async def read(self) -> bytes:
+        """The next body bytes; ``b""`` at the end of the body."""
+        conn = self._conn
+        while True:
+            if self._error is not None:
+                raise self._error
+            if conn.pending:
+                return conn.take()
+            if conn.complete:
+                self.close()  # back to the pool: the response was read to its end
+                return b""
+            if conn.error is not None:
+                error = conn.error
+                if isinstance(error, GatewayError):
+                    raise error
+                raise UpstreamTruncated("the upstream connection broke mid-stream") from error
+            await conn.wait()
+
+    async def read_body(self, limit: int) -> bytes:
+        """At most ``limit`` body bytes (an error answer), then the connection is closed."""
+        parts: list[bytes] = []
+        size = 0
+        with contextlib.suppress(GatewayError):
+            while size < limit and (chunk := await self.read()):
+                parts.append(chunk)
+                size += len(chunk)
+        self.close()
+        return b"".join(parts)[:limit]
+
+    def interrupt(self, exc: GatewayError) -> None:
+        self._error = exc
+        self._conn._wake()
+
+    def finish(self) -> None:
+        """The content ended: pool the connection once the rest of the response arrives.
+
+        Falls back to :meth:`close` when the response already ended or broke.
+        """
+        conn = self._conn
+        if self._released or conn.complete or conn.closed or conn.error or self._error:
+            self.close()
+            return
+        self._released = True
+        conn.linger()
+
+    def close(self) -> None:
+        """Release the connection: to the pool if the response was read whole, else closed."""
+        if self._released:
+            return
+        self._released = True
+        conn = self._conn
+        conn.pending.clear()
+        if conn.reusable:
+            conn._pool.release(conn)
+        else:
+            conn.abort()
+        conn._pool.done()
+
+
+class RawClient:
+    """The pool of upstream connections (see the module docs). One per gateway process."""
+
+    def __init__(self, *, max_connections: int = 0) -> None:
+        self.max_connections = max_connections
+        self._idle: dict[Key, deque[_Conn]] = {}
+        self._open: set[_Conn] = set()
+        self._busy = 0
+        self._slots: deque[asyncio.Future[None]] = deque()
+        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._heads: dict[tuple[str, str], tuple[Key, str, str]] = {}
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, connect: float
+    ) -> RawStream:
+        """Send the request and wait for the response head; the caller bounds the wait.
+
+        Cancellation closes the connection. Raises :class:`UpstreamConnectError` (could not
+        connect), ``OSError`` or ``TimeoutError``.
+        """
+        key, line, host = self._head(method, url)
+        lines = [line]
+        for name, value in headers.items():
+            lines.append(f"{name}: {value}\r\n")
+            if host and name.lower() == "host":
+                host = ""  # the adapter's own (a signed request)
+        lines.append(f"{host}Content-Length: {len(body)}\r\n\r\n")
+        data = "".join(lines).encode("latin-1") + body
+        await self._slot()
+        try:
+            for _ in range(2):
+                conn, reused = await self._connection(key, connect)
+                try:
+                    conn.start(data)
+                    while not conn.status and conn.error is None:
+                        await conn.wait()
+                except BaseException:
+                    conn.abort()
+                    raise
+                if conn.status:
+                    return RawStream(conn)
+                conn.abort()
+                if isinstance(conn.error, GatewayError):
+                    raise conn.error
+                if not reused:
+                    raise UpstreamConnectError("upstream closed the connection")
+            raise UpstreamConnectError("upstream closed the connection")
+        except BaseException:
+            self.done()
+            raise
+
+    def _head(self, method: str, url: str) -> tuple[Key, str, str]:
+        """The pool key, the request line and the Host header, built once per (method, url)."""
+        cached = self._heads.get((method, url))
+        if cached is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UpstreamError(f"unsupported upstream URL scheme {parts.scheme!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            default = port == (443 if parts.scheme == "https" else 80)
+            name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            host = name if default else f"{name}:{port}"
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            line = f"{method} {target} HTTP/1.1\r\n"
+            cached = ((parts.scheme, parts.hostname, port), line, f"Host: {host}\r\n")
+            if len(self._heads) < 1024:
+                self._heads[(method, url)] = cached
+        return cached
+
+    async def _connection(self, key: Key, connect: float) -> tuple[_Conn, bool]:
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        scheme, host, port = key
+        address = await self._resolve(host, port)
+        loop = asyncio.get_running_loop()
+        tls = self._tls() if scheme == "https" else None
+        try:
+            async with asyncio.timeout(connect):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self, key),
+                    address,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+        except TimeoutError:
+            raise UpstreamConnectError(f"could not connect to upstream in {connect:g}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamConnectError(f"could not connect to upstream: {exc}") from exc
+        self._open.add(conn)
+        return conn, False
+
+    async def _resolve(self, host: str, port: int) -> str:
+        """``host`` as an address, from the DNS cache when fresh."""
+        cached = self._dns.get((host, port))
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if host.replace(".", "").isdigit() or ":" in host:
+            return host
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise UpstreamConnectError(f"could not resolve upstream host {host!r}") from exc
+        address = str(infos[0][4][0])
+        self._dns[(host, port)] = (now + DNS_TTL, address)
+        return address
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()  # verifies the certificate and host name
+        return self._ssl
+
+    # -- the connection cap ----------------------------------------------------------------
+
+    async def _slot(self) -> None:
+        if self.max_connections and self._busy >= self.max_connections:
+            waiter = asyncio.get_running_loop().create_future()
+            self._slots.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._busy -= 1  # handed a slot while being cancelled: give it back
+                    self._next()
+                raise
+            return  # the slot was handed over by done()
+        self._busy += 1
+
+    def done(self) -> None:
+        """A request ended (its connection was released or closed): pass its slot on."""
+        self._next()
+
+    def _next(self) -> None:
+        while self._slots:
+            waiter = self._slots.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._busy -= 1
+
+    # -- the pool --------------------------------------------------------------------------
+
+    def release(self, conn: _Conn) -> None:
+        conn.parser = None
+        self._idle.setdefault(conn.key, deque()).append(conn)
+        conn.idle_timer = asyncio.get_running_loop().call_later(IDLE_KEEPALIVE, conn.abort)
+
+    def forget(self, conn: _Conn) -> None:
+        self._open.discard(conn)
+        idle = self._idle.get(conn.key)
+        if idle is not None:
+            with contextlib.suppress(ValueError):
+                idle.remove(conn)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    @property
+    def idle_connections(self) -> int:
+        return sum(len(q) for q in self._idle.values())
+
+    async def close(self) -> None:
+        """Close every connection (shutdown)."""
+        for conn in list(self._open):
+            conn.abort()
+        self._idle.clear()
