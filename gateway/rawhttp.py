@@ -2,17 +2,11 @@
 
 One token's way in: the kernel hands bytes to :meth:`_Conn.data_received`, ``httptools`` (llhttp)
 strips the chunked framing and calls :meth:`_Conn.on_body` with the payload, which is appended to
-the connection's pending list and wakes the reader; :meth:`RawStream.read` returns everything
+the connection's pending list and wakes the reader; :meth:`RawResponse.read` returns everything
 pending as one ``bytes`` to :class:`~gateway.stream.source.Source`, whose pipeline decodes the
 provider's framing. No per-chunk task, no intermediate stream reader.
 
-:class:`RawClient` is the pool: per ``(scheme, host, port)`` a list of idle keep-alive
-connections (reused when a response was read to its end; closed after
-:data:`IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
-(``max_connections``, 0 = none: a request waits for a free slot), a DNS cache
-(:data:`DNS_TTL`), TLS with certificate and host name verification (the system's default
-context). A request on a reused connection that the upstream closed before answering is sent
-once more on a fresh connection (the keep-alive race; nothing reached the model).
+:class:`gateway.rawclient.RawClient` is the pool (keep-alive, DNS cache, TLS, connection cap).
 
 It covers what the gateway's upstreams need: HTTP/1.1, ``Content-Length``, chunked or
 read-to-close bodies, gzip/deflate. What it does not do (proxies from the environment, HTTP
@@ -25,19 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import ssl
-import time
 import zlib
-from collections import deque
-from collections.abc import Mapping
-from typing import cast
-from urllib.parse import urlsplit
+from typing import Protocol, cast
 
 from gateway.errors import (
     ConfigError,
     GatewayError,
-    UpstreamConnectError,
     UpstreamError,
     UpstreamTruncated,
 )
@@ -52,14 +39,25 @@ AVAILABLE = httptools is not None
 
 IDLE_KEEPALIVE = 30.0
 """Seconds an idle pooled connection is kept open."""
-DNS_TTL = 300.0
-"""Seconds a resolved host name is reused."""
 LINGER = 1.0
 """Seconds a finished stream's connection waits for the end of its HTTP response to be pooled."""
 HIGH_WATER = 256 * 1024
 """Unread response bytes above which the connection stops reading (backpressure)."""
 
 Key = tuple[str, str, int]
+
+
+class Pool(Protocol):
+    """What a connection tells its pool (:class:`gateway.rawclient.RawClient`)."""
+
+    def release(self, conn: _Conn) -> None:
+        """Keep ``conn`` for the next request to its upstream."""
+
+    def forget(self, conn: _Conn) -> None:
+        """``conn`` closed."""
+
+    def done(self) -> None:
+        """A request ended: free its connection slot."""
 
 
 def use_raw(choice: str) -> bool:
@@ -99,7 +97,7 @@ class _Conn(asyncio.Protocol):
         "waiter",
     )
 
-    def __init__(self, pool: RawClient, key: Key) -> None:
+    def __init__(self, pool: Pool, key: Key) -> None:
         self._pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -266,7 +264,7 @@ class _Conn(asyncio.Protocol):
             self._pool.forget(self)
 
 
-class RawStream:
+class RawResponse:
     """An upstream response (see :class:`gateway.upstream.UpstreamStream`)."""
 
     __slots__ = ("_conn", "_error", "_released", "status")
@@ -341,182 +339,3 @@ class RawStream:
         else:
             conn.abort()
         conn._pool.done()
-
-
-class RawClient:
-    """The pool of upstream connections (see the module docs). One per gateway process."""
-
-    def __init__(self, *, max_connections: int = 0) -> None:
-        self.max_connections = max_connections
-        self._idle: dict[Key, deque[_Conn]] = {}
-        self._open: set[_Conn] = set()
-        self._busy = 0
-        self._slots: deque[asyncio.Future[None]] = deque()
-        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
-        self._ssl: ssl.SSLContext | None = None
-        self._heads: dict[tuple[str, str], tuple[Key, str, str]] = {}
-
-    # -- requests --------------------------------------------------------------------------
-
-    async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes, connect: float
-    ) -> RawStream:
-        """Send the request and wait for the response head; the caller bounds the wait.
-
-        Cancellation closes the connection. Raises :class:`UpstreamConnectError` (could not
-        connect), ``OSError`` or ``TimeoutError``.
-        """
-        key, line, host = self._head(method, url)
-        lines = [line]
-        for name, value in headers.items():
-            lines.append(f"{name}: {value}\r\n")
-            if host and name.lower() == "host":
-                host = ""  # the adapter's own (a signed request)
-        lines.append(f"{host}Content-Length: {len(body)}\r\n\r\n")
-        data = "".join(lines).encode("latin-1") + body
-        await self._slot()
-        try:
-            for _ in range(2):
-                conn, reused = await self._connection(key, connect)
-                try:
-                    conn.start(data)
-                    while not conn.status and conn.error is None:
-                        await conn.wait()
-                except BaseException:
-                    conn.abort()
-                    raise
-                if conn.status:
-                    return RawStream(conn)
-                conn.abort()
-                if isinstance(conn.error, GatewayError):
-                    raise conn.error
-                if not reused:
-                    raise UpstreamConnectError("upstream closed the connection")
-            raise UpstreamConnectError("upstream closed the connection")
-        except BaseException:
-            self.done()
-            raise
-
-    def _head(self, method: str, url: str) -> tuple[Key, str, str]:
-        """The pool key, the request line and the Host header, built once per (method, url)."""
-        cached = self._heads.get((method, url))
-        if cached is None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise UpstreamError(f"unsupported upstream URL scheme {parts.scheme!r}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            default = port == (443 if parts.scheme == "https" else 80)
-            name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            host = name if default else f"{name}:{port}"
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            line = f"{method} {target} HTTP/1.1\r\n"
-            cached = ((parts.scheme, parts.hostname, port), line, f"Host: {host}\r\n")
-            if len(self._heads) < 1024:
-                self._heads[(method, url)] = cached
-        return cached
-
-    async def _connection(self, key: Key, connect: float) -> tuple[_Conn, bool]:
-        idle = self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn, True
-        scheme, host, port = key
-        address = await self._resolve(host, port)
-        loop = asyncio.get_running_loop()
-        tls = self._tls() if scheme == "https" else None
-        try:
-            async with asyncio.timeout(connect):
-                _, conn = await loop.create_connection(
-                    lambda: _Conn(self, key),
-                    address,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls is not None else None,
-                )
-        except TimeoutError:
-            raise UpstreamConnectError(f"could not connect to upstream in {connect:g}s") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise UpstreamConnectError(f"could not connect to upstream: {exc}") from exc
-        self._open.add(conn)
-        return conn, False
-
-    async def _resolve(self, host: str, port: int) -> str:
-        """``host`` as an address, from the DNS cache when fresh."""
-        cached = self._dns.get((host, port))
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        if host.replace(".", "").isdigit() or ":" in host:
-            return host
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise UpstreamConnectError(f"could not resolve upstream host {host!r}") from exc
-        address = str(infos[0][4][0])
-        self._dns[(host, port)] = (now + DNS_TTL, address)
-        return address
-
-    def _tls(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()  # verifies the certificate and host name
-        return self._ssl
-
-    # -- the connection cap ----------------------------------------------------------------
-
-    async def _slot(self) -> None:
-        if self.max_connections and self._busy >= self.max_connections:
-            waiter = asyncio.get_running_loop().create_future()
-            self._slots.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._busy -= 1  # handed a slot while being cancelled: give it back
-                    self._next()
-                raise
-            return  # the slot was handed over by done()
-        self._busy += 1
-
-    def done(self) -> None:
-        """A request ended (its connection was released or closed): pass its slot on."""
-        self._next()
-
-    def _next(self) -> None:
-        while self._slots:
-            waiter = self._slots.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._busy -= 1
-
-    # -- the pool --------------------------------------------------------------------------
-
-    def release(self, conn: _Conn) -> None:
-        conn.parser = None
-        self._idle.setdefault(conn.key, deque()).append(conn)
-        conn.idle_timer = asyncio.get_running_loop().call_later(IDLE_KEEPALIVE, conn.abort)
-
-    def forget(self, conn: _Conn) -> None:
-        self._open.discard(conn)
-        idle = self._idle.get(conn.key)
-        if idle is not None:
-            with contextlib.suppress(ValueError):
-                idle.remove(conn)
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
-    @property
-    def idle_connections(self) -> int:
-        return sum(len(q) for q in self._idle.values())
-
-    async def close(self) -> None:
-        """Close every connection (shutdown)."""
-        for conn in list(self._open):
-            conn.abort()
-        self._idle.clear()

@@ -34,7 +34,7 @@ from gateway.frontdoor import install_frontdoor
 from gateway.frontdoor.ui_messages import from_ui_messages
 from gateway.http import cors_headers, json_error, json_response, read_json
 from gateway.metrics import Metrics
-from gateway.rawhttp import RawClient
+from gateway.rawclient import RawClient
 from gateway.request import ChatRequest, parse_request
 from gateway.state import (
     RAW_CLIENT,

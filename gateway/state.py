@@ -20,7 +20,8 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
 from gateway.metrics import Metrics, RouteMetrics
-from gateway.rawhttp import RawClient, use_raw
+from gateway.rawclient import RawClient
+from gateway.rawhttp import use_raw
 
 Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""

@@ -33,7 +33,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamTruncated,
 )
-from gateway.rawhttp import RawClient, RawStream
+from gateway.rawclient import RawClient
+from gateway.rawhttp import RawResponse
 
 MAX_ERROR_BODY = 64 * 1024
 READ_CHUNK = 64 * 1024
@@ -232,9 +233,9 @@ async def open_upstream(
 
 async def _open_raw(
     raw: RawClient, adapter: Adapter, request: UpstreamRequest, timeouts: Timeouts
-) -> RawStream:
+) -> RawResponse:
     """:func:`open_upstream` with the fast client."""
-    stream: RawStream | None = None
+    stream: RawResponse | None = None
     try:
         with map_client_errors():
             async with asyncio.timeout(timeouts.first_event):

@@ -26,7 +26,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.metrics import StreamRecord
-from gateway.rawhttp import RawClient
+from gateway.rawclient import RawClient
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
