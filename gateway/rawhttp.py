@@ -167,6 +167,8 @@ class _Conn(asyncio.Protocol):
                     bits = 31 if coding == b"gzip" else zlib.MAX_WBITS
                     self._decompress = zlib.decompressobj(bits)
         self._until_close = not framed
+        if self.status < 300:
+            self.headers = []  # only an error answer's headers are read (Retry-After)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -276,7 +278,10 @@ class RawResponse:
         self._released = False
 
     def header(self, name: bytes) -> str | None:
-        """The first response header called ``name`` (lower case), decoded as latin-1."""
+        """The first response header called ``name`` (lower case), decoded as latin-1.
+
+        Kept for error answers only (status >= 300): a 2xx stream drops its headers.
+        """
         for key, value in self._conn.headers:
             if key == name:
                 return value.decode("latin-1")

@@ -108,13 +108,22 @@ async def test_request_line_headers_and_body_are_sent(client: RawClient) -> None
     server = await serve(lambda _: chunked(b"data: 1\n\n"))
     stream = await post(client, server.port, b'{"a":1}')
     assert stream.status == 200
-    assert stream.header(b"content-type") == "text/event-stream"
+    assert stream.header(b"content-type") is None  # a 2xx stream keeps no headers
     assert await body_of(stream) == b"data: 1\n\n"
     request = server.requests[0]
     assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{server.port}\r\n".encode() in request
     assert b"Content-Type: application/json\r\n" in request
     assert request.endswith(b'Content-Length: 7\r\n\r\n{"a":1}')
+    await server.stop()
+
+
+async def test_an_error_answer_keeps_its_headers(client: RawClient) -> None:
+    answer = b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nslow"
+    server = await serve(lambda _: answer)
+    stream = await post(client, server.port)
+    assert (stream.status, stream.header(b"retry-after")) == (429, "1")
+    assert await stream.read_body(1024) == b"slow"
     await server.stop()
 
 
