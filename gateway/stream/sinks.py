@@ -170,7 +170,7 @@ class Sink:
             self.writing = False
         self.last_write = now()
         self.bytes_written += len(data)
-        if self._direct is None and response.chunked and not response.compression:
+        if self._direct is None and _chunked(response):
             self._direct = self._request.transport  # the headers are out
 
     async def heartbeat(self) -> bool:
@@ -201,6 +201,11 @@ class Sink:
     def result(self) -> web.StreamResponse | None:
         """The response to return from the handler (``None``: nothing was started)."""
         return self.response
+
+
+def _chunked(response: web.StreamResponse) -> bool:
+    """The response's body goes out as plain HTTP/1.1 chunks (not HTTP/1.0, not compressed)."""
+    return response.headers.get("Transfer-Encoding") == "chunked" and not response.compression
 
 
 class StreamingSink(Sink):
