@@ -236,19 +236,20 @@ async def _open_raw(
 ) -> RawResponse:
     """:func:`open_upstream` with the fast client."""
     stream: RawResponse | None = None
-    try:
-        with map_client_errors():
-            async with asyncio.timeout(timeouts.first_event):
-                stream = await raw.request(
-                    request.method, request.url, request.headers, request.body, timeouts.connect
-                )
-                if stream.status >= 300:
-                    body = await stream.read_body(MAX_ERROR_BODY)
-                    retry_after = retry_after_seconds(stream.header(b"retry-after"))
-                    raise adapter.status_error(stream.status, body, retry_after)
-    except BaseException:
+    try:  # a plain try, not map_client_errors: a context manager per request costs
+        async with asyncio.timeout(timeouts.first_event):
+            stream = await raw.request(
+                request.method, request.url, request.headers, request.body, timeouts.connect
+            )
+            if stream.status >= 300:
+                body = await stream.read_body(MAX_ERROR_BODY)
+                retry_after = retry_after_seconds(stream.header(b"retry-after"))
+                raise adapter.status_error(stream.status, body, retry_after)
+    except BaseException as exc:
         if stream is not None:
             stream.close()
+        if isinstance(exc, _FOREIGN):
+            raise client_error(exc) from exc
         raise
     return stream
 
