@@ -190,11 +190,15 @@ def targets(summary: Summary, idle_asked: int) -> list[dict[str, Any]]:
     kib, held = g("kib_per_stream/idle"), g("held_upstream/idle")
     enough = held is not None and held >= idle_asked
     add("≤ 16 KiB per open idle stream", kib, _le(kib, 16.0), f"{_fmt(kib)} KiB")
+    fds = g("fd_limit/idle")
+    why = (
+        f" (open-files limit {fds:,.0f}: 2 per stream)" if fds and fds < 2 * idle_asked + 64 else ""
+    )
     add(
         f"{idle_asked:,} open streams on one process",
         held,
         enough if held is not None else None,
-        f"{_fmt(held)} held",
+        f"{_fmt(held)} held{why}",
     )
     for scenario, limit in (("ttft-64", 1.0), ("ttft-512", 5.0)):
         v = g(f"added_ttft_p99_ms/{scenario}")

@@ -191,6 +191,7 @@ async def run_idle(peer: Peer, control: tuple[str, int], n: int, budget: float) 
         "asked": n,
         "opened": len(conns),
         "held_upstream": held,
+        "fd_limit": fd_limit(pids[0]) if pids else None,
         "open_s": round(time.monotonic() - started, 1),
         "rss_before_kib": before,
         "rss_after_kib": after,
@@ -200,6 +201,18 @@ async def run_idle(peer: Peer, control: tuple[str, int], n: int, budget: float) 
         # holds 500) still holds every waiting client request in memory.
         out["kib_per_stream"] = round((after - before) / len(conns), 2)
     return out
+
+
+def fd_limit(pid: int) -> int | None:
+    """The process's open-files limit (a proxy needs two per stream: client and upstream)."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 async def _wait_upstream_idle(control: tuple[str, int], timeout: float) -> None:
