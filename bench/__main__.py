@@ -219,7 +219,7 @@ def _report(
     goals = report.targets(summary, args.idle)
     print("\n## Comparison (medians over repetitions)\n")
     print(report.table(summary, shown))
-    print("\n## Targets (issue 7)\n")
+    print("\n## Targets (issue 17)\n")
     print(report.targets_table(goals))
     if adapters:
         print("\n## Translator cost per adapter\n")

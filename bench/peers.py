@@ -5,6 +5,10 @@
             anchor.
 ``litellm`` LiteLLM proxy from its own venv (``bench/.venv-litellm``), the fake upstream as an
             OpenAI-compatible ``api_base``: the Python gateway users would otherwise pick.
+``portkey`` the Portkey AI gateway (npm ``@portkey-ai/gateway``, Node.js) from its own npm
+            prefix (``bench/.portkey``), pointed at the fake upstream per request with
+            ``x-portkey-provider: openai`` and ``x-portkey-custom-host``: the gateway users
+            would otherwise pick in the Node ecosystem.
 ``gateway`` this project, ``python -m gateway`` on a generated config with an ``openai-chat``
             and an ``openai-responses`` route, output format ``tokens``.
 
@@ -36,6 +40,17 @@ from bench.loadgen import post
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
+PORTKEY_DIR = ROOT / "bench" / ".portkey"
+PORTKEY_VERSION = "1.15.2"
+PORTKEY_PACKAGE = {
+    "name": "bench-portkey",
+    "private": True,
+    "dependencies": {"@portkey-ai/gateway": PORTKEY_VERSION},
+    # Today's resolution of these breaks every request with a 500 "TypeError: immutable"
+    # (Portkey-AI/gateway#1389); the versions it was built with work.
+    "overrides": {"@hono/node-server": "1.13.5", "@hono/node-ws": "1.2.0"},
+}
+PORTKEY_SERVER = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build"
 PROXY_CORE, LOAD_CORE = 0, 1
 FD_LIMIT = 200_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -289,10 +304,30 @@ def start_litellm(upstream_port: int) -> Peer:
     return peer
 
 
+def start_portkey(upstream_port: int) -> Peer:
+    script = PORTKEY_SERVER / "start-server.js"
+    node = shutil.which("node")
+    if node is None or not script.exists():
+        raise PeerUnavailable(f"Portkey is not installed in {PORTKEY_DIR} (or node is missing)")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-portkey-"))
+    port = free_port()
+    cmd = [node, str(script), f"--port={port}", "--headless"]
+    proc = _spawn("portkey", cmd, workdir)
+    peer = Peer("portkey", port, proc, workdir, _OPENAI_PATHS, _openai_bodies("bench"))
+    peer.headers = {
+        "Authorization": "Bearer sk-bench",
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1",
+    }
+    _wait_ready(peer, None, 60)
+    return peer
+
+
 GATEWAY_CONF = """\
 server:
   host: 127.0.0.1
   port: {port}
+  upstream_client: {client}
 limits:
   max_concurrent_streams: 1000000
 routes:
@@ -317,7 +352,9 @@ def _gateway_bodies() -> dict[str, Callable[[str], bytes]]:
 def start_gateway(upstream_port: int) -> Peer:
     workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     port = free_port()
-    (workdir / "gateway.yaml").write_text(GATEWAY_CONF.format(port=port, upstream=upstream_port))
+    client = os.environ.get("BENCH_UPSTREAM_CLIENT", "auto")  # A/B the upstream clients
+    conf = GATEWAY_CONF.format(port=port, upstream=upstream_port, client=client)
+    (workdir / "gateway.yaml").write_text(conf)
     cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
     proc = _spawn("gateway", cmd, workdir, {"PYTHONPATH": str(ROOT)})
     paths = {r: f"/v1/stream/{r}" for r in ROUTES}
@@ -378,6 +415,7 @@ LAUNCHERS: dict[str, Callable[[int], Peer]] = {
     "direct": start_direct,
     "nginx": start_nginx,
     "litellm": start_litellm,
+    "portkey": start_portkey,
     "gateway": start_gateway,
     "gateway-resume": start_gateway_resume,
     "gateway-pool": start_gateway_pool,
@@ -391,7 +429,7 @@ DEFAULT_PEERS = ("direct", "nginx", "litellm", "gateway")
 
 
 def ensure_installed(names: list[str], log: Callable[[str], None]) -> dict[str, str]:
-    """Install missing peers (nginx with apt-get, LiteLLM in its own venv).
+    """Install missing peers (nginx with apt-get, LiteLLM in its own venv, Portkey with npm).
 
     Returns ``{peer: reason}`` for the peers that still cannot run; never raises.
     """
@@ -422,4 +460,24 @@ def ensure_installed(names: list[str], log: Callable[[str], None]) -> dict[str, 
                 ok = subprocess.run(pip, stdout=out, stderr=out)
         if not (LITELLM_VENV / "bin" / "litellm").exists():
             missing["litellm"] = f"pip install 'litellm[proxy]' failed (see {logfile})"
+    if "portkey" in names and not (PORTKEY_SERVER / "start-server.js").exists():
+        missing.update(_install_portkey(log))
     return missing
+
+
+def _install_portkey(log: Callable[[str], None]) -> dict[str, str]:
+    """``npm install`` Portkey into :data:`PORTKEY_DIR` with the overrides it needs."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        return {"portkey": "node/npm are not installed: Portkey skipped"}
+    log(f"installing @portkey-ai/gateway {PORTKEY_VERSION} into {PORTKEY_DIR} with npm ...")
+    PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
+    (PORTKEY_DIR / "package.json").write_text(json.dumps(PORTKEY_PACKAGE, indent=2))
+    logfile = ROOT / "bench" / "results" / "portkey-install.log"
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "wb") as out:
+        cmd = [npm, "install", "--no-audit", "--no-fund", "--omit=dev"]
+        subprocess.run(cmd, cwd=PORTKEY_DIR, stdout=out, stderr=out, check=False)
+    if not (PORTKEY_SERVER / "start-server.js").exists():
+        return {"portkey": f"npm could not install @portkey-ai/gateway (see {logfile})"}
+    return {}

@@ -56,7 +56,7 @@ def summarise_stacks(raw: str, top: int = 40) -> dict[str, Any]:
     return {"samples": total, "self": share(own), "inclusive": share(anywhere)}
 
 
-PROFILED = ("chat-paced", "chat-short", "chat-b2b")
+PROFILED = ("chat-1", "chat-paced", "chat-b2b")
 
 
 async def profile_gateway(upstream_port: int, seconds: float, out_dir: Path) -> dict[str, Any]:

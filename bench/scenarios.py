@@ -53,6 +53,7 @@ LOADS = (
     Load("chat-paced", "chat", 200, 0, 5, 64, 5, what="openai-chat, 200 tokens 5 ms apart"),
     Load("responses-paced", "responses", 200, 0, 5, 64, 5, what="openai-responses, same"),
     Load("chat-short", "chat", 10, 0, 0, 32, 5, what="openai-chat, 10-token streams"),
+    Load("chat-1", "chat", 1, 0, 0, 32, 5, what="openai-chat, 1-token streams (per request)"),
     Load("ttft-1", "chat", 5, 10, 10, 1, 6, True, what="1 stream at a time"),
     Load("ttft-64", "chat", 40, 10, 25, 64, 6, True, 1.0, what="64 concurrent, 40 tok/s"),
     Load("ttft-512", "chat", 40, 10, 50, 512, 8, True, 2.0, what="512 concurrent, 20 tok/s"),
@@ -190,6 +191,7 @@ async def run_idle(peer: Peer, control: tuple[str, int], n: int, budget: float) 
         "asked": n,
         "opened": len(conns),
         "held_upstream": held,
+        "fd_limit": fd_limit(pids[0]) if pids else None,
         "open_s": round(time.monotonic() - started, 1),
         "rss_before_kib": before,
         "rss_after_kib": after,
@@ -199,6 +201,18 @@ async def run_idle(peer: Peer, control: tuple[str, int], n: int, budget: float) 
         # holds 500) still holds every waiting client request in memory.
         out["kib_per_stream"] = round((after - before) / len(conns), 2)
     return out
+
+
+def fd_limit(pid: int) -> int | None:
+    """The process's open-files limit (a proxy needs two per stream: client and upstream)."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 async def _wait_upstream_idle(control: tuple[str, int], timeout: float) -> None:

@@ -12,7 +12,7 @@ from gateway.errors import ConfigError
 from gateway.features import install_features
 from gateway.logs import log_event
 from gateway.resume.wiring import install_resume
-from gateway.state import SESSION, STATE, build_state
+from gateway.state import STATE, bind_clients, build_state
 from gateway.tracing.app import install_tracing
 
 
@@ -26,7 +26,7 @@ def reload_config(app: web.Application, path: str) -> bool:
         return False
     old = holder.current
     state = build_state(config, old.metrics, previous=old)
-    state.session = app[SESSION]
+    bind_clients(app, state)
     state.sessions = old.sessions  # shutdown must still see streams started before the reload
     install_features(app, state)
     install_resume(app, state)

@@ -17,6 +17,7 @@ import signal
 
 from aiohttp import web
 
+from gateway import gctune
 from gateway.config.model import GatewayConfig
 from gateway.logs import log_event
 from gateway.reload import reload_config
@@ -86,6 +87,7 @@ async def run_server(
     """Serve until SIGTERM/SIGINT; reload on SIGHUP. Returns the exit code."""
     app = build_app(config)
     runner, bound = await start_app(app, host, port, reuse_port=reuse_port)
+    gctune.tune()
     print_banner(config, host, bound)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -34,9 +34,18 @@ from gateway.frontdoor import install_frontdoor
 from gateway.frontdoor.ui_messages import from_ui_messages
 from gateway.http import cors_headers, json_error, json_response, read_json
 from gateway.metrics import Metrics
+from gateway.rawclient import RawClient
 from gateway.request import ChatRequest, parse_request
 from gateway.resume.wiring import handle_resume, install_resume
-from gateway.state import SESSION, STATE, RouteRuntime, StateHolder, build_state
+from gateway.state import (
+    RAW_CLIENT,
+    SESSION,
+    STATE,
+    RouteRuntime,
+    StateHolder,
+    bind_clients,
+    build_state,
+)
 from gateway.stream import StreamPlan, start_stream
 from gateway.stream.plan import build_attempts
 from gateway.tracing.app import install_tracing
@@ -188,8 +197,12 @@ async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
         connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
     )
     app[SESSION] = session
-    app[STATE].current.session = session
+    server = app[STATE].current.config.server
+    raw = RawClient(max_connections=server.upstream_max_connections)
+    app[RAW_CLIENT] = raw
+    bind_clients(app, app[STATE].current)
     yield
+    await raw.close()
     await session.close()
 
 

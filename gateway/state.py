@@ -23,6 +23,8 @@ from gateway.limits import ErrorReporter
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.pool import Pool, build_pools
 from gateway.pricing import Pricer
+from gateway.rawclient import RawClient
+from gateway.rawhttp import use_raw
 
 Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
@@ -50,6 +52,8 @@ class GatewayState:
     routes_by_path: dict[str, RouteRuntime]
     route_metrics: dict[str, RouteMetrics]
     session: aiohttp.ClientSession = field(init=False)
+    raw_client: RawClient | None = None
+    """The fast upstream client when ``server.upstream_client`` picks it (else the session)."""
     sessions: set[Stoppable] = field(default_factory=set)
     draining: bool = False
     drain_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -91,6 +95,16 @@ class StateHolder:
 
 STATE: web.AppKey[StateHolder] = web.AppKey("gateway_state", StateHolder)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("gateway_session", aiohttp.ClientSession)
+RAW_CLIENT: web.AppKey[RawClient] = web.AppKey("gateway_raw_client", RawClient)
+
+
+def bind_clients(app: web.Application, state: GatewayState) -> None:
+    """Give ``state`` the app's upstream clients (at start-up and on every reload)."""
+    state.session = app[SESSION]
+    raw = app.get(RAW_CLIENT)
+    state.raw_client = (
+        raw if raw is not None and use_raw(state.config.server.upstream_client) else None
+    )
 
 
 def build_adapter(target: UpstreamTarget) -> Adapter:

@@ -33,6 +33,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamTruncated,
 )
+from gateway.rawclient import RawClient
+from gateway.rawhttp import RawResponse
 
 MAX_ERROR_BODY = 64 * 1024
 READ_CHUNK = 64 * 1024
@@ -50,6 +52,9 @@ class UpstreamStream(Protocol):
 
     def close(self) -> None:
         """Close the upstream connection now (idempotent)."""
+
+    def finish(self) -> None:
+        """The stream's content ended: close, or keep the connection for reuse (idempotent)."""
 
 
 def client_error(
@@ -125,6 +130,9 @@ class _HTTPStream:
     def close(self) -> None:
         self._resp.close()
 
+    def finish(self) -> None:
+        self._resp.close()
+
 
 class _ScriptStream:
     """Plays a LocalScript: sleeps each chunk's delay, then returns its bytes."""
@@ -168,6 +176,9 @@ class _ScriptStream:
     def close(self) -> None:
         self._pos = len(self._chunks)
 
+    def finish(self) -> None:
+        self.close()
+
 
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
@@ -179,6 +190,7 @@ async def open_upstream(
     adapter: Adapter,
     request: UpstreamRequest | LocalScript,
     timeouts: Timeouts,
+    raw: RawClient | None = None,
 ) -> UpstreamStream:
     """Send ``request`` and wait for the upstream's answer (connect + headers).
 
@@ -186,9 +198,14 @@ async def open_upstream(
     raised as the adapter's :meth:`~Adapter.status_error`; a connect failure as
     :class:`UpstreamConnectError`; no headers within ``timeouts.first_event`` as
     :class:`UpstreamTimeout`. If the caller is cancelled meanwhile, the connection is closed.
+
+    ``raw``: the fast client (:mod:`gateway.rawhttp`, ``server.upstream_client``) sends the
+    request instead of the aiohttp ``session``; the same errors, the same stream interface.
     """
     if isinstance(request, LocalScript):
         return _ScriptStream(request)
+    if raw is not None:
+        return await _open_raw(raw, adapter, request, timeouts)
     client_timeout = aiohttp.ClientTimeout(
         total=None, connect=None, sock_connect=timeouts.connect, sock_read=None
     )
@@ -214,6 +231,29 @@ async def open_upstream(
             resp.close()
         raise
     return _HTTPStream(resp)
+
+
+async def _open_raw(
+    raw: RawClient, adapter: Adapter, request: UpstreamRequest, timeouts: Timeouts
+) -> RawResponse:
+    """:func:`open_upstream` with the fast client."""
+    stream: RawResponse | None = None
+    try:  # a plain try, not map_client_errors: a context manager per request costs
+        async with asyncio.timeout(timeouts.first_event):
+            stream = await raw.request(
+                request.method, request.url, request.headers, request.body, timeouts.connect
+            )
+            if stream.status >= 300:
+                body = await stream.read_body(MAX_ERROR_BODY)
+                retry_after = retry_after_seconds(stream.header(b"retry-after"))
+                raise adapter.status_error(stream.status, body, retry_after)
+    except BaseException as exc:
+        if stream is not None:
+            stream.close()
+        if isinstance(exc, _FOREIGN):
+            raise client_error(exc) from exc
+        raise
+    return stream
 
 
 async def iterate(stream: UpstreamStream) -> AsyncIterator[bytes]:

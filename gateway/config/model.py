@@ -18,6 +18,7 @@ from gateway.config.accounting import Budget, PriceOverride
 
 OnClientAbort = Literal["cancel", "drain", "detach"]
 RequestMode = Literal["common", "native"]
+UpstreamClient = Literal["auto", "raw", "aiohttp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,11 @@ class ServerConfig:
     """Largest single upstream message or line accepted by the framing decoders."""
     playground: bool = True
     """Serve the playground page at ``/`` and the route list at ``/v1/routes``."""
+    upstream_client: UpstreamClient = "auto"
+    """The upstream HTTP client: ``raw`` (``gateway.rawhttp``), ``aiohttp``, or ``auto`` (raw
+    when ``httptools`` is installed)."""
+    upstream_max_connections: int = 0
+    """Open upstream connections at most (the raw client; 0: no cap)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,8 @@ SERVER_SPEC: dict[str, f.Conv] = {
     "max_write_buffer_bytes": f.size(),
     "max_upstream_event_bytes": f.size(),
     "playground": f.boolean,
+    "upstream_client": f.choice("auto", "raw", "aiohttp"),
+    "upstream_max_connections": f.integer(lo=0),
 }
 LIMITS_SPEC: dict[str, f.Conv] = {
     "backend": f.choice("memory", "redis"),

@@ -59,20 +59,28 @@ class BatchedHistogram:
     def __init__(self, child: Histogram) -> None:
         self._child = child
         self._bounds: list[float] = child._upper_bounds
-        self._counts = [0] * len(self._bounds)
+        self._counts: list[int] | None = None
+        """Made at the first observation: an idle stream holds no bucket array."""
         self._sum = 0.0
 
+    def _buckets(self) -> list[int]:
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = [0] * len(self._bounds)
+        return counts
+
     def observe(self, amount: float) -> None:
-        self._counts[bisect_left(self._bounds, amount)] += 1
+        counts = self._counts or self._buckets()
+        counts[bisect_left(self._bounds, amount)] += 1
         self._sum += amount
 
     def observe_zeros(self, n: int) -> None:
         """``n`` observations of 0 (events written together: no gap between them)."""
-        self._counts[0] += n
+        (self._counts or self._buckets())[0] += n
 
     def flush(self) -> None:
         counts = self._counts
-        if not any(counts):
+        if counts is None or not any(counts):
             return
         buckets = self._child._buckets
         for i, n in enumerate(counts):

@@ -31,6 +31,7 @@ from gateway.errors import (
 from gateway.metrics import StreamRecord
 from gateway.passthrough import FrameTap
 from gateway.pipeline import UsageHook
+from gateway.rawclient import RawClient
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
@@ -90,6 +91,7 @@ class Failover:
         "_client",
         "_max_event_bytes",
         "_on_usage",
+        "_raw",
         "_stream",
         "_unjudged",
         "attempts",
@@ -105,11 +107,14 @@ class Failover:
         max_event_bytes: int,
         choices: Choices,
         on_usage: Callable[[Attempt], UsageHook | None] | None = None,
+        raw: RawClient | None = None,
     ) -> None:
         self._stream = stream
         self._on_usage = on_usage
         """Each opened attempt's pipeline usage hook (the stream's cost: ``meter.py``)."""
         self._client = client
+        self._raw = raw
+        """The fast upstream client (``server.upstream_client``); ``None``: ``client`` sends."""
         self._max_event_bytes = max_event_bytes
         self.attempts = attempts
         self.choices = choices
@@ -189,7 +194,11 @@ class Failover:
             request = stream.trace.request_for(attempt)  # each try is one traced attempt
             try:
                 upstream = await open_upstream(
-                    self._client, attempt.adapter, request, attempt.target.timeouts
+                    self._client,
+                    attempt.adapter,
+                    request,
+                    attempt.target.timeouts,
+                    self._raw,
                 )
                 break
             except GatewayError as exc:

@@ -126,6 +126,7 @@ class StreamSession:
             server.max_upstream_event_bytes,
             choices_for(plan.attempts, state.pools.get(route.name)),
             self.meter.hook,
+            state.raw_client,
         )
         self.deadlines = Deadlines(
             self,
@@ -180,8 +181,9 @@ class StreamSession:
 
     async def _pipe(self, source: Source) -> None:
         """Upstream event batches into the sink, until the terminal event."""
-        await self._start()
-        await self._deliver(source.take_held())
+        held = source.take_held()
+        if not await self._start(first=held):  # created and the held events: one write
+            await self._deliver(held)
         record = self.record
         while not source.done:
             events = await source.next_batch()
@@ -197,17 +199,22 @@ class StreamSession:
 
     # -- starting and writing ----------------------------------------------------------------
 
-    async def _start(self, *, commit: bool = False) -> None:
-        """Send the response headers and ``created`` (once; a heartbeat may get here first)."""
+    async def _start(self, *, commit: bool = False, first: list[Event] | None = None) -> bool:
+        """Send the response headers and ``created`` (once; a heartbeat may get here first).
+
+        ``first``: events to deliver with ``created``. Returns whether they went (if not, the
+        caller delivers them).
+        """
         async with self._start_lock:
             if self.sink.started or self.closed:
-                return
+                return False
             if not await self.sink.start(commit=commit):
-                return  # a buffered answer waits for its end
+                return False  # a buffered answer waits for its end
             attempt = self.failover.served_by
             model = attempt.model
             created = ev.created(self.request_id, self.route.name, attempt.target.provider, model)
-            await self._deliver([created])
+            await self._deliver([created, *(first or ())])
+            return True
 
     async def _deliver(self, events: list[Event], t_read: float | None = None) -> None:
         """Encode ``events`` into one write and record them.

@@ -14,6 +14,13 @@ A new way to deliver a stream is a new sink: the session calls only the methods 
 hooks that are no-ops here, :meth:`Sink.detach` (the client left and the route says
 ``on_client_abort: detach``) and :meth:`Sink.finished`; the recording sink of resumable streams
 (:mod:`gateway.stream.recording`) is one.
+
+One token's way out (:meth:`Sink.send`): once the headers went out, a frame is written straight
+to the client's transport as one HTTP chunk while the transport is not paused (no coroutine, no
+drain); when the transport's buffer is over its high-water mark (``pause_writing``), the write goes
+through aiohttp, which waits for ``resume_writing`` (the slow-client deadline runs meanwhile). The
+frame that carries the terminal event goes out with the chunked terminator in one write
+(``write_eof``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ class Sink:
     """A client response fed with encoded events. One per stream."""
 
     __slots__ = (
+        "_direct",
         "_held",
+        "_last",
         "_request",
         "beating",
         "bytes_written",
@@ -74,6 +83,10 @@ class Sink:
         self.last_write = t0
         self.bytes_written = 0
         self._held: list[bytes] = []
+        self._direct: asyncio.Transport | None = None
+        """The client transport, once writing straight to it is safe (see :meth:`send`)."""
+        self._last = False
+        """The last framed batch carried the terminal event."""
         self.beating: asyncio.Future[None] | None = None
         """A heartbeat write in flight: :meth:`send` waits for it so frames stay whole."""
 
@@ -135,6 +148,7 @@ class Sink:
             tail = encoder.close()
             if tail:
                 parts[-1] += tail
+            self._last = True  # the terminal frame goes out with the chunked terminator
         return parts
 
     async def send(self, data: bytes) -> None:
@@ -144,10 +158,24 @@ class Sink:
         beating = self.beating
         if beating is not None and not beating.done() and beating is not asyncio.current_task():
             await beating
+        direct = self._direct
+        if (
+            direct is not None
+            and not self._last
+            and not self._request.protocol.writing_paused
+            and not direct.is_closing()
+        ):
+            direct.write(b"%x\r\n%b\r\n" % (len(data), data))  # one HTTP chunk
+            self.last_write = now()
+            self.bytes_written += len(data)
+            return
         self.writing = True
         self.write_since = now()
         try:
-            await response.write(data)
+            if self._last:
+                await response.write_eof(data)  # the last chunk and the terminator, one write
+            else:
+                await response.write(data)
         except ConnectionResetError:
             # The transport closed before the cancellation landed: the client is gone.
             raise asyncio.CancelledError() from None
@@ -155,6 +183,8 @@ class Sink:
             self.writing = False
         self.last_write = now()
         self.bytes_written += len(data)
+        if self._direct is None and _chunked(response):
+            self._direct = self._request.transport  # the headers are out
 
     async def heartbeat(self) -> bool:
         """Write the encoder's heartbeat unless a write is under way; True if written."""
@@ -199,6 +229,11 @@ class Sink:
 
     def finished(self) -> None:
         """The session is over (its last call on the sink). A no-op here."""
+
+
+def _chunked(response: web.StreamResponse) -> bool:
+    """The response's body goes out as plain HTTP/1.1 chunks (not HTTP/1.0, not compressed)."""
+    return response.headers.get("Transfer-Encoding") == "chunked" and not response.compression
 
 
 class StreamingSink(Sink):

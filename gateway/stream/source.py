@@ -117,5 +117,13 @@ class Source:
         self.upstream.interrupt(exc)
 
     def close(self) -> None:
-        """Close the upstream connection now (idempotent)."""
-        self.upstream.close()
+        """Close the upstream connection now (idempotent).
+
+        After a normal end (the terminal ``end``), the connection may instead go back to a pool
+        once its HTTP response ends (:meth:`UpstreamStream.finish`); nothing is waiting on it.
+        """
+        terminal = self.pipeline.terminal
+        if terminal is not None and terminal.type == ev.END:
+            self.upstream.finish()
+        else:
+            self.upstream.close()

@@ -19,6 +19,9 @@ from tests.faults.kit import SSE, Reply, chat_chunk, chat_route, chat_stream, po
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 
+pytestmark = pytest.mark.usefixtures("upstream_client")
+"""Every test here runs over both upstream clients (``server.upstream_client``)."""
+
 JSON = {"Content-Type": "application/json"}
 HEAD = chat_chunk("Hel") + chat_chunk("lo")
 WHOLE = chat_stream("Hel", "lo")

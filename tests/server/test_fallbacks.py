@@ -30,6 +30,9 @@ from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 from tests.support.system import free_port
 
+pytestmark = pytest.mark.usefixtures("upstream_client")
+"""Every test here runs over both upstream clients (``server.upstream_client``)."""
+
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[tuple[FakeUpstream, FakeUpstream]]:

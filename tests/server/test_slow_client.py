@@ -21,6 +21,9 @@ from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 from tests.support.rawclient import open_raw
 
+pytestmark = pytest.mark.usefixtures("upstream_client")
+"""Every test here runs over both upstream clients (``server.upstream_client``)."""
+
 BUFFER = 16 * 1024
 WRITE_TIMEOUT = 0.5
 CHUNK = chat_chunk("x" * 2000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import signal
 import subprocess
@@ -26,6 +27,13 @@ from tests.support.system import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+UPSTREAM_CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "upstream_client", default=None
+)
+"""``server.upstream_client`` for :func:`running_gateway` (set by the ``upstream_client``
+fixture in ``tests/conftest.py``, which runs a test module over both upstream clients)."""
+
+
 def config_from(doc: dict[str, Any]) -> GatewayConfig:
     return parse_config(doc, env={})
 
@@ -46,7 +54,10 @@ class RunningGateway:
 @contextlib.asynccontextmanager
 async def running_gateway(doc: dict[str, Any]) -> AsyncIterator[RunningGateway]:
     """The gateway app on a free loopback port, started exactly as ``gateway`` starts it."""
-    doc = {**doc, "server": {"host": "127.0.0.1", "port": 0, **doc.get("server", {})}}
+    server = {"host": "127.0.0.1", "port": 0}
+    if (client := UPSTREAM_CLIENT.get()) is not None:
+        server["upstream_client"] = client
+    doc = {**doc, "server": {**server, **doc.get("server", {})}}
     app = build_app(config_from(doc), metrics=Metrics())
     runner, port = await start_app(app, "127.0.0.1", 0)
     try:

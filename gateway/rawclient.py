@@ -1,0 +1,206 @@
+"""The pool of the fast upstream client (:mod:`gateway.rawhttp` has the connections).
+
+:class:`RawClient` keeps per ``(scheme, host, port)`` a list of idle keep-alive connections
+(reused when a response was read to its end; closed after
+:data:`~gateway.rawhttp.IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
+(``max_connections``, 0 = none: a request waits for a free slot), a DNS cache (:data:`DNS_TTL`),
+TLS with certificate and host name verification (the system's default context). A request on a
+reused connection that the upstream closed before answering is sent once more on a fresh
+connection (the keep-alive race; nothing reached the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from gateway.errors import GatewayError, UpstreamConnectError, UpstreamError
+from gateway.rawhttp import IDLE_KEEPALIVE, Key, RawResponse, _Conn
+
+DNS_TTL = 300.0
+"""Seconds a resolved host name is reused."""
+
+
+class RawClient:
+    """The pool of upstream connections (see the module docs). One per gateway process."""
+
+    def __init__(self, *, max_connections: int = 0) -> None:
+        self.max_connections = max_connections
+        self._idle: dict[Key, deque[_Conn]] = {}
+        self._open: set[_Conn] = set()
+        self._busy = 0
+        self._slots: deque[asyncio.Future[None]] = deque()
+        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._heads: dict[tuple[str, str], tuple[Key, str, str]] = {}
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, connect: float
+    ) -> RawResponse:
+        """Send the request and wait for the response head; the caller bounds the wait.
+
+        Cancellation closes the connection. Raises :class:`UpstreamConnectError` (could not
+        connect), ``OSError`` or ``TimeoutError``.
+        """
+        key, line, host = self._head(method, url)
+        lines = [line]
+        for name, value in headers.items():
+            lines.append(f"{name}: {value}\r\n")
+            if host and name.lower() == "host":
+                host = ""  # the adapter's own (a signed request)
+        lines.append(f"{host}Content-Length: {len(body)}\r\n\r\n")
+        data = "".join(lines).encode("latin-1") + body
+        await self._slot()
+        try:
+            for _ in range(2):
+                conn, reused = await self._connection(key, connect)
+                try:
+                    conn.start(data)
+                    while not conn.status and conn.error is None:
+                        await conn.wait()
+                except BaseException:
+                    conn.abort()
+                    raise
+                if conn.status:
+                    return RawResponse(conn)
+                conn.abort()
+                if isinstance(conn.error, GatewayError):
+                    raise conn.error
+                if not reused:
+                    raise UpstreamConnectError("upstream closed the connection")
+            raise UpstreamConnectError("upstream closed the connection")
+        except BaseException:
+            self.done()
+            raise
+
+    def _head(self, method: str, url: str) -> tuple[Key, str, str]:
+        """The pool key, the request line and the Host header, built once per (method, url)."""
+        cached = self._heads.get((method, url))
+        if cached is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UpstreamError(f"unsupported upstream URL scheme {parts.scheme!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            default = port == (443 if parts.scheme == "https" else 80)
+            name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            host = name if default else f"{name}:{port}"
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            line = f"{method} {target} HTTP/1.1\r\n"
+            cached = ((parts.scheme, parts.hostname, port), line, f"Host: {host}\r\n")
+            if len(self._heads) < 1024:
+                self._heads[(method, url)] = cached
+        return cached
+
+    async def _connection(self, key: Key, connect: float) -> tuple[_Conn, bool]:
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        scheme, host, port = key
+        address = await self._resolve(host, port)
+        loop = asyncio.get_running_loop()
+        tls = self._tls() if scheme == "https" else None
+        try:
+            async with asyncio.timeout(connect):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self, key),
+                    address,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+        except TimeoutError:
+            raise UpstreamConnectError(f"could not connect to upstream in {connect:g}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamConnectError(f"could not connect to upstream: {exc}") from exc
+        self._open.add(conn)
+        return conn, False
+
+    async def _resolve(self, host: str, port: int) -> str:
+        """``host`` as an address, from the DNS cache when fresh."""
+        cached = self._dns.get((host, port))
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if host.replace(".", "").isdigit() or ":" in host:
+            return host
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise UpstreamConnectError(f"could not resolve upstream host {host!r}") from exc
+        address = str(infos[0][4][0])
+        self._dns[(host, port)] = (now + DNS_TTL, address)
+        return address
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()  # verifies the certificate and host name
+        return self._ssl
+
+    # -- the connection cap ----------------------------------------------------------------
+
+    async def _slot(self) -> None:
+        if self.max_connections and self._busy >= self.max_connections:
+            waiter = asyncio.get_running_loop().create_future()
+            self._slots.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._busy -= 1  # handed a slot while being cancelled: give it back
+                    self._next()
+                raise
+            return  # the slot was handed over by done()
+        self._busy += 1
+
+    def done(self) -> None:
+        """A request ended (its connection was released or closed): pass its slot on."""
+        self._next()
+
+    def _next(self) -> None:
+        while self._slots:
+            waiter = self._slots.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._busy -= 1
+
+    # -- the pool --------------------------------------------------------------------------
+
+    def release(self, conn: _Conn) -> None:
+        conn.parser = None
+        self._idle.setdefault(conn.key, deque()).append(conn)
+        conn.idle_timer = asyncio.get_running_loop().call_later(IDLE_KEEPALIVE, conn.abort)
+
+    def forget(self, conn: _Conn) -> None:
+        self._open.discard(conn)
+        idle = self._idle.get(conn.key)
+        if idle is not None:
+            with contextlib.suppress(ValueError):
+                idle.remove(conn)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    @property
+    def idle_connections(self) -> int:
+        return sum(len(q) for q in self._idle.values())
+
+    async def close(self) -> None:
+        """Close every connection (shutdown)."""
+        for conn in list(self._open):
+            conn.abort()
+        self._idle.clear()

@@ -1,0 +1,346 @@
+"""The fast upstream HTTP/1.1 client: a raw ``asyncio.Protocol`` per connection, ``httptools``.
+
+One token's way in: the kernel hands bytes to :meth:`_Conn.data_received`, ``httptools`` (llhttp)
+strips the chunked framing and calls :meth:`_Conn.on_body` with the payload, which is appended to
+the connection's pending list and wakes the reader; :meth:`RawResponse.read` returns everything
+pending as one ``bytes`` to :class:`~gateway.stream.source.Source`, whose pipeline decodes the
+provider's framing. No per-chunk task, no intermediate stream reader.
+
+:class:`gateway.rawclient.RawClient` is the pool (keep-alive, DNS cache, TLS, connection cap).
+
+It covers what the gateway's upstreams need: HTTP/1.1, ``Content-Length``, chunked or
+read-to-close bodies, gzip/deflate. What it does not do (proxies from the environment, HTTP
+redirects, HTTP/2) is what ``server.upstream_client: aiohttp`` is for (see
+docs/configuration.md). Errors are the gateway's own (:mod:`gateway.errors`) or ``OSError`` /
+``TimeoutError``, which :mod:`gateway.upstream` maps like the aiohttp client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from typing import Protocol, cast
+
+from gateway.errors import (
+    ConfigError,
+    GatewayError,
+    UpstreamError,
+    UpstreamTruncated,
+)
+
+try:
+    import httptools
+except ImportError:  # the ``fast`` extra is not installed: the aiohttp client serves
+    httptools = None  # type: ignore[assignment]
+
+AVAILABLE = httptools is not None
+"""Whether the fast client can run here (``httptools`` is installed)."""
+
+IDLE_KEEPALIVE = 30.0
+"""Seconds an idle pooled connection is kept open."""
+LINGER = 1.0
+"""Seconds a finished stream's connection waits for the end of its HTTP response to be pooled."""
+HIGH_WATER = 256 * 1024
+"""Unread response bytes above which the connection stops reading (backpressure)."""
+
+Key = tuple[str, str, int]
+
+
+class Pool(Protocol):
+    """What a connection tells its pool (:class:`gateway.rawclient.RawClient`)."""
+
+    def release(self, conn: _Conn) -> None:
+        """Keep ``conn`` for the next request to its upstream."""
+
+    def forget(self, conn: _Conn) -> None:
+        """``conn`` closed."""
+
+    def done(self) -> None:
+        """A request ended: free its connection slot."""
+
+
+def use_raw(choice: str) -> bool:
+    """Whether ``server.upstream_client`` (``auto``, ``raw``, ``aiohttp``) picks this client.
+
+    ``auto`` picks it when ``httptools`` is installed; ``raw`` without it is a
+    :class:`ConfigError`.
+    """
+    if choice == "raw" and not AVAILABLE:
+        raise ConfigError(
+            "server.upstream_client: raw needs httptools (pip install 'llm-stream-gateway[fast]')"
+        )
+    return choice != "aiohttp" and AVAILABLE
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection and the response being read on it (one at a time)."""
+
+    __slots__ = (
+        "_decompress",
+        "_pool",
+        "_size",
+        "_until_close",
+        "closed",
+        "complete",
+        "error",
+        "headers",
+        "idle_timer",
+        "keep_alive",
+        "key",
+        "linger_timer",
+        "parser",
+        "paused",
+        "pending",
+        "status",
+        "transport",
+        "waiter",
+    )
+
+    def __init__(self, pool: Pool, key: Key) -> None:
+        self._pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.pending: list[bytes] = []
+        self._size = 0
+        self._decompress: zlib._Decompress | None = None
+        self._until_close = False
+        self.complete = False
+        self.keep_alive = False
+        self.closed = False
+        self.paused = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.linger_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # bytes on an idle connection: it cannot be reused
+            self.abort()
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("upstream switched protocols", retryable=True))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"upstream sent malformed HTTP: {exc}", retryable=True))
+        if self._size > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool.forget(self)
+        if self._until_close and exc is None:
+            self.complete = True  # a body without length or chunks ends with the connection
+        if not self.complete and self.error is None:
+            self.error = exc or ConnectionResetError("upstream closed the connection")
+        if self.linger_timer is not None:
+            self._settle()
+        self._wake()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
+        framed = self.status in (204, 304)
+        for name, value in self.headers:
+            if name == b"content-length" or name == b"transfer-encoding":
+                framed = True
+            elif name == b"content-encoding":
+                coding = value.strip().lower()
+                if coding in (b"gzip", b"deflate"):
+                    bits = 31 if coding == b"gzip" else zlib.MAX_WBITS
+                    self._decompress = zlib.decompressobj(bits)
+        self._until_close = not framed
+        if self.status < 300:
+            self.headers = []  # only an error answer's headers are read (Retry-After)
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._decompress is not None:
+            body = self._decompress.decompress(body)
+        self.pending.append(body)
+        self._size += len(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        if self.linger_timer is not None:
+            self._settle()
+        self._wake()
+
+    # -- the reader side -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.abort()
+        self._wake()
+
+    async def wait(self) -> None:
+        """Until something happened (headers, body, end, error)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def take(self) -> bytes:
+        """Everything read and not yet taken, as one ``bytes``."""
+        pending = self.pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._size = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    def start(self, request: bytes) -> None:
+        """Send one request on this connection and start parsing its response."""
+        assert self.transport is not None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers = []
+        self._decompress = None
+        self._until_close = False
+        self.complete = False
+        self.keep_alive = False
+        self.error = None
+        self.transport.write(request)
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.closed
+
+    def linger(self) -> None:
+        """The reader is done: pool the connection when its response ends, within LINGER."""
+        loop = asyncio.get_running_loop()
+        self.linger_timer = loop.call_later(LINGER, self._settle)
+
+    def _settle(self) -> None:
+        """End a lingering connection: pooled if its response ended, else closed."""
+        timer, self.linger_timer = self.linger_timer, None
+        if timer is None:
+            return
+        timer.cancel()
+        self.pending.clear()
+        if self.reusable:
+            self._pool.release(self)
+        else:
+            self.abort()
+        self._pool.done()
+
+    def abort(self) -> None:
+        """Drop the connection now (idempotent)."""
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        transport = self.transport
+        if transport is not None and not self.closed:
+            self.closed = True
+            transport.abort()
+            self._pool.forget(self)
+
+
+class RawResponse:
+    """An upstream response (see :class:`gateway.upstream.UpstreamStream`)."""
+
+    __slots__ = ("_conn", "_error", "_released", "status")
+
+    def __init__(self, conn: _Conn) -> None:
+        self._conn = conn
+        self.status = conn.status
+        self._error: GatewayError | None = None
+        self._released = False
+
+    def header(self, name: bytes) -> str | None:
+        """The first response header called ``name`` (lower case), decoded as latin-1.
+
+        Kept for error answers only (status >= 300): a 2xx stream drops its headers.
+        """
+        for key, value in self._conn.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    async def read(self) -> bytes:
+        """The next body bytes; ``b""`` at the end of the body."""
+        conn = self._conn
+        while True:
+            if self._error is not None:
+                raise self._error
+            if conn.pending:
+                return conn.take()
+            if conn.complete:
+                self.close()  # back to the pool: the response was read to its end
+                return b""
+            if conn.error is not None:
+                error = conn.error
+                if isinstance(error, GatewayError):
+                    raise error
+                raise UpstreamTruncated("the upstream connection broke mid-stream") from error
+            await conn.wait()
+
+    async def read_body(self, limit: int) -> bytes:
+        """At most ``limit`` body bytes (an error answer), then the connection is closed."""
+        parts: list[bytes] = []
+        size = 0
+        with contextlib.suppress(GatewayError):
+            while size < limit and (chunk := await self.read()):
+                parts.append(chunk)
+                size += len(chunk)
+        self.close()
+        return b"".join(parts)[:limit]
+
+    def interrupt(self, exc: GatewayError) -> None:
+        self._error = exc
+        self._conn._wake()
+
+    def finish(self) -> None:
+        """The content ended: pool the connection once the rest of the response arrives.
+
+        Falls back to :meth:`close` when the response already ended or broke.
+        """
+        conn = self._conn
+        if self._released or conn.complete or conn.closed or conn.error or self._error:
+            self.close()
+            return
+        self._released = True
+        conn.linger()
+
+    def close(self) -> None:
+        """Release the connection: to the pool if the response was read whole, else closed."""
+        if self._released:
+            return
+        self._released = True
+        conn = self._conn
+        conn.pending.clear()
+        if conn.reusable:
+            conn._pool.release(conn)
+        else:
+            conn.abort()
+        conn._pool.done()

@@ -1,0 +1,259 @@
+"""The fast upstream client (gateway.rawhttp) against a hand-written HTTP/1.1 server.
+
+The gateway-level behaviour (streams, aborts, fallbacks, faults) runs over both upstream clients
+in tests/server and tests/faults; here are what only this client does: the keep-alive pool, the
+keep-alive race retry, the connection cap, the body framings, gzip, TLS verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import UpstreamConnectError, UpstreamTruncated
+from gateway.rawclient import RawClient
+from gateway.rawhttp import AVAILABLE, RawResponse, use_raw
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="httptools is not installed")
+
+Reply = Callable[[bytes], bytes]
+
+
+def chunked(*parts: bytes, close: bool = False) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+    if close:
+        head += b"Connection: close\r\n"
+    body = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in parts)
+    return head + b"\r\n" + body + b"0\r\n\r\n"
+
+
+class Server:
+    """Answers every request on a connection with ``reply(request)``; records connections."""
+
+    def __init__(self, reply: Reply, *, hold: bool = False) -> None:
+        self.reply = reply
+        self.hold = hold
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> Server:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                writer.write(self.reply(request))
+                await writer.drain()
+                if self.hold:
+                    await reader.read()  # until the client closes
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed.set()
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        for writer in self.writers:
+            writer.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[RawClient]:
+    raw = RawClient()
+    yield raw
+    await raw.close()
+
+
+async def serve(reply: Reply, **kwargs: bool) -> Server:
+    return await Server(reply, **kwargs).start()
+
+
+async def body_of(stream: RawResponse) -> bytes:
+    parts = []
+    while chunk := await stream.read():
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def post(client: RawClient, port: int, body: bytes = b"{}") -> RawResponse:
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    return await client.request("POST", url, {"Content-Type": "application/json"}, body, 5)
+
+
+async def test_request_line_headers_and_body_are_sent(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"data: 1\n\n"))
+    stream = await post(client, server.port, b'{"a":1}')
+    assert stream.status == 200
+    assert stream.header(b"content-type") is None  # a 2xx stream keeps no headers
+    assert await body_of(stream) == b"data: 1\n\n"
+    request = server.requests[0]
+    assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.port}\r\n".encode() in request
+    assert b"Content-Type: application/json\r\n" in request
+    assert request.endswith(b'Content-Length: 7\r\n\r\n{"a":1}')
+    await server.stop()
+
+
+async def test_an_error_answer_keeps_its_headers(client: RawClient) -> None:
+    answer = b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nslow"
+    server = await serve(lambda _: answer)
+    stream = await post(client, server.port)
+    assert (stream.status, stream.header(b"retry-after")) == (429, "1")
+    assert await stream.read_body(1024) == b"slow"
+    await server.stop()
+
+
+async def test_a_response_read_to_its_end_reuses_the_connection(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"a", b"b"))
+    for _ in range(3):
+        stream = await post(client, server.port)
+        assert await body_of(stream) == b"ab"
+        stream.close()
+    assert server.connections == 1
+    assert client.idle_connections == 1
+    await server.stop()
+
+
+async def test_connection_close_is_not_pooled(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"a", close=True))
+    for _ in range(2):
+        assert await body_of(await post(client, server.port)) == b"a"
+    assert server.connections == 2
+    await server.stop()
+
+
+async def test_finish_pools_the_connection_when_the_response_ends_soon(client: RawClient) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+
+    server = await serve(lambda _: head, hold=False)
+    stream = await post(client, server.port)
+    assert await stream.read() == b"a"
+    stream.finish()  # the content ended; the chunk terminator has not come yet
+    assert client.idle_connections == 0
+    server.writers[0].write(b"0\r\n\r\n")
+    await asyncio.sleep(0.05)
+    assert client.idle_connections == 1
+    await server.stop()
+
+
+async def test_close_before_the_end_closes_the_upstream_at_once(client: RawClient) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+    server = await serve(lambda _: head, hold=True)
+    stream = await post(client, server.port)
+    assert await stream.read() == b"a"
+    stream.close()
+    await asyncio.wait_for(server.closed.wait(), 1)
+    assert client.open_connections == 0
+    await server.stop()
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_replaced(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"a"))
+    assert await body_of(await post(client, server.port)) == b"a"
+    for writer in server.writers:  # the upstream drops its idle keep-alive connection
+        writer.transport.abort()
+    await asyncio.sleep(0.05)
+    assert await body_of(await post(client, server.port)) == b"a"
+    assert server.connections == 2
+    await server.stop()
+
+
+async def test_content_length_read_to_close_and_gzip_bodies(client: RawClient) -> None:
+    replies = iter(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close",
+        ]
+    )
+    server = await serve(lambda _: next(replies))
+    assert await body_of(await post(client, server.port)) == b"hello"
+    stream = await post(client, server.port)
+    server.writers[-1].close()
+    assert await body_of(stream) == b"until close"
+    await server.stop()
+    packed = gzip.compress(b"data: zipped\n\n")
+    zipped = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%b"
+    server = await serve(lambda _: zipped % (len(packed), packed))
+    assert await body_of(await post(client, server.port)) == b"data: zipped\n\n"
+    await server.stop()
+
+
+async def test_a_cut_chunked_body_is_truncated(client: RawClient) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n"
+    server = await serve(lambda _: head, hold=True)
+    stream = await post(client, server.port)
+    assert await stream.read() == b"a"
+    server.writers[0].transport.abort()
+    with pytest.raises(UpstreamTruncated):
+        await stream.read()
+    await server.stop()
+
+
+async def test_refused_connection_is_a_connect_error(client: RawClient) -> None:
+    server = await serve(lambda _: b"")
+    port = server.port
+    await server.stop()
+    with pytest.raises(UpstreamConnectError):
+        await post(client, port)
+
+
+async def test_the_connection_cap_makes_a_request_wait() -> None:
+    client = RawClient(max_connections=1)
+    server = await serve(lambda _: chunked(b"a"))
+    first = await post(client, server.port)
+    second = asyncio.ensure_future(post(client, server.port))
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    assert await body_of(first) == b"a"
+    assert await body_of(await asyncio.wait_for(second, 1)) == b"a"
+    await client.close()
+    await server.stop()
+
+
+async def test_tls_verifies_the_certificate(tmp_path: Path, client: RawClient) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = await asyncio.create_subprocess_exec(
+        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await made.wait():
+        pytest.skip("openssl could not make a certificate")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server = await Server(lambda _: chunked(b"a")).start(tls)
+    url = f"https://127.0.0.1:{server.port}/v1"
+    with pytest.raises(UpstreamConnectError, match="certificate"):
+        await client.request("POST", url, {}, b"", 5)
+    await server.stop()
+
+
+def test_the_config_choice() -> None:
+    assert use_raw("auto") is AVAILABLE
+    assert use_raw("raw") is True
+    assert use_raw("aiohttp") is False
