@@ -350,29 +350,26 @@ def _gateway_bodies() -> dict[str, Callable[[str], bytes]]:
 
 
 def start_gateway(upstream_port: int) -> Peer:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    port = free_port()
-    client = os.environ.get("BENCH_UPSTREAM_CLIENT", "auto")  # A/B the upstream clients
-    conf = GATEWAY_CONF.format(port=port, upstream=upstream_port, client=client)
-    (workdir / "gateway.yaml").write_text(conf)
-    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
-    proc = _spawn("gateway", cmd, workdir, {"PYTHONPATH": str(ROOT)})
-    paths = {r: f"/v1/stream/{r}" for r in ROUTES}
-    peer = Peer("gateway", port, proc, workdir, paths, _gateway_bodies())
-    _wait_ready(peer, "/healthz", 30)
-    return peer
+    return start_gateway_variant("gateway", upstream_port, lambda conf: conf)
 
 
 RESUME_LINE = "    resume: {enabled: true, window: 2s, store: memory}\n"
 
 
-def _start_gateway_variant(name: str, upstream_port: int, edit: Callable[[str], str]) -> Peer:
-    """The ``gateway`` peer on ``edit(config)``: the same routes with one feature switched on."""
+def gateway_config(port: int, upstream_port: int, edit: Callable[[str], str]) -> str:
+    """The ``gateway`` peer's config text, then ``edit`` (one feature switched on).
+
+    ``BENCH_UPSTREAM_CLIENT`` (auto, raw, aiohttp) picks the upstream client, to A/B them.
+    """
+    client = os.environ.get("BENCH_UPSTREAM_CLIENT", "auto")
+    return edit(GATEWAY_CONF.format(port=port, upstream=upstream_port, client=client))
+
+
+def start_gateway_variant(name: str, upstream_port: int, edit: Callable[[str], str]) -> Peer:
+    """The ``gateway`` peer on ``gateway_config(..., edit)``: the same routes, one feature on."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     port = free_port()
-    (workdir / "gateway.yaml").write_text(
-        edit(GATEWAY_CONF.format(port=port, upstream=upstream_port))
-    )
+    (workdir / "gateway.yaml").write_text(gateway_config(port, upstream_port, edit))
     cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
     proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(ROOT)})
     paths = {r: f"/v1/stream/{r}" for r in ROUTES}
@@ -381,7 +378,7 @@ def _start_gateway_variant(name: str, upstream_port: int, edit: Callable[[str], 
     return peer
 
 
-def _with_resume(conf: str) -> str:
+def with_resume(conf: str) -> str:
     conf = conf.replace("format: tokens\n", "format: tokens\n" + RESUME_LINE)
     return conf.replace("limits:\n", "limits:\n  max_resume_buffer_bytes: 1GiB\n")
 
@@ -390,10 +387,10 @@ def start_gateway_resume(upstream_port: int) -> Peer:
     """The gateway with ``resume: {store: memory}`` on both routes (a 2 s window and a 1 GiB
     buffer cap, so every stream of a run is recorded): compare with ``gateway`` for the CPU
     cost of recording (docs/resume.md, target at most +10% per event)."""
-    return _start_gateway_variant("gateway-resume", upstream_port, _with_resume)
+    return start_gateway_variant("gateway-resume", upstream_port, with_resume)
 
 
-def _with_pool(conf: str) -> str:
+def with_pool(conf: str) -> str:
     """Each route's one upstream becomes a pool of three deployments of it (least_busy)."""
 
     def pool(match: re.Match[str]) -> str:
@@ -408,7 +405,7 @@ def start_gateway_pool(upstream_port: int) -> Peer:
     """The gateway with a pool of three deployments per route (the same fake upstream behind
     each): compare with ``gateway`` for the CPU a pool adds per request and per event
     (docs/performance.md, issue: choosing a deployment < 5 µs, nothing measurable per event)."""
-    return _start_gateway_variant("gateway-pool", upstream_port, _with_pool)
+    return start_gateway_variant("gateway-pool", upstream_port, with_pool)
 
 
 LAUNCHERS: dict[str, Callable[[int], Peer]] = {

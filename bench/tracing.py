@@ -31,24 +31,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from bench.peers import (
-    GATEWAY_CONF,
-    LOAD_CORE,
-    ROOT,
-    ROUTES,
-    Peer,
-    _gateway_bodies,
-    _spawn,
-    _wait_ready,
-    free_port,
-    pinned,
-)
+from bench.peers import LOAD_CORE, Peer, pinned, start_gateway_variant
 from bench.scenarios import Load, run_load
 from gateway.config.model import TracingConfig
 from gateway.tracing import Tracing
@@ -161,19 +149,20 @@ def _start_upstream() -> tuple[subprocess.Popen[bytes], int]:
     return proc, int(line[1])
 
 
+def with_tracing(collector: int) -> Callable[[str], str]:
+    """A config edit: export every stream's spans (ratio 1.0) to the sink on ``collector``."""
+
+    def traced(conf: str) -> str:
+        return conf + (
+            f"tracing:\n  otlp_endpoint: http://127.0.0.1:{collector}\n  sample_ratio: 1.0\n"
+        )
+
+    return traced
+
+
 def _start_gateway(upstream: int, collector: int | None) -> Peer:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-tracing-"))
-    port = free_port()
-    conf = GATEWAY_CONF.format(port=port, upstream=upstream)
-    if collector is not None:
-        conf += f"tracing:\n  otlp_endpoint: http://127.0.0.1:{collector}\n  sample_ratio: 1.0\n"
-    (workdir / "gateway.yaml").write_text(conf)
-    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
-    proc = _spawn("gateway", cmd, workdir, {"PYTHONPATH": str(ROOT)})
-    peer = Peer("gateway", port, proc, workdir, {r: f"/v1/stream/{r}" for r in ROUTES})
-    peer.bodies = _gateway_bodies()  # the same requests as the main bench's gateway peer
-    _wait_ready(peer, "/healthz", 30)
-    return peer
+    edit = (lambda conf: conf) if collector is None else with_tracing(collector)
+    return start_gateway_variant("gateway", upstream, edit)
 
 
 def measure_gateway(seconds: float, reps: int) -> list[dict[str, Any]]:

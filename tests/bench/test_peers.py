@@ -1,0 +1,49 @@
+"""The benchmark's gateway variants start from configs the gateway accepts.
+
+The bench is not run by ``make test`` (its figures belong in docs/performance.md), so a config
+edit that breaks a variant would only show up in the next long run; these tests catch it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from bench.peers import gateway_config, with_pool, with_resume
+from bench.tracing import with_tracing
+from gateway.config.parse import parse_config
+
+VARIANTS: dict[str, Callable[[str], str]] = {
+    "gateway": lambda conf: conf,
+    "gateway-resume": with_resume,
+    "gateway-pool": with_pool,
+    "gateway-traced": with_tracing(4318),
+}
+
+
+@pytest.mark.parametrize("client", ["auto", "raw", "aiohttp"])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_config_parses(name: str, client: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_UPSTREAM_CLIENT", client)
+    config = parse_config(yaml.safe_load(gateway_config(8080, 9090, VARIANTS[name])))
+    assert config.server.upstream_client == client
+    assert [route.name for route in config.routes] == ["chat", "responses"]
+
+
+def test_resume_variant_records_every_route() -> None:
+    config = parse_config(yaml.safe_load(gateway_config(8080, 9090, with_resume)))
+    assert all(route.resume is not None and route.resume.enabled for route in config.routes)
+
+
+def test_pool_variant_has_three_deployments_per_route() -> None:
+    config = parse_config(yaml.safe_load(gateway_config(8080, 9090, with_pool)))
+    assert all(route.pool is not None and len(route.pool.targets) == 3 for route in config.routes)
+
+
+def test_traced_variant_samples_everything() -> None:
+    config = parse_config(yaml.safe_load(gateway_config(8080, 9090, with_tracing(4318))))
+    assert config.tracing is not None
+    assert config.tracing.sample_ratio == 1.0
+    assert config.tracing.otlp_endpoint == "http://127.0.0.1:4318"
