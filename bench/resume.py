@@ -19,7 +19,8 @@ import time
 import tracemalloc
 from typing import Any
 
-from gateway.resume import Budget, MemoryStore, RedisStore, ResumeStore, new_stream_id
+from gateway.ids import new_request_id as new_stream_id
+from gateway.resume import Budget, MemoryStore, RedisStore, ResumeStore
 
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Token-Protocol": "1"}
 PER_STREAM = 200
@@ -38,7 +39,7 @@ async def append_cost(store: ResumeStore, events: int, batch: int) -> float:
         rec, reason = await store.open(new_stream_id(), "app", HEADERS, 600.0, 20000)
         assert rec is not None, reason
         for start in range(0, PER_STREAM, batch):
-            rec.extend((i + 1, frames[i]) for i in range(start, min(start + batch, PER_STREAM)))
+            rec.extend(start + 1, frames[start : start + batch])
             await asyncio.sleep(0)  # a write batch goes out: the loop turns
         await rec.finish()
     return (time.process_time() - t0) / (streams * PER_STREAM) * 1e6
@@ -52,7 +53,7 @@ async def memory_per_event(events: int) -> float:
     for _ in range(max(1, events // PER_STREAM)):
         rec, _ = await store.open(new_stream_id(), "app", HEADERS, 600.0, 20000)
         assert rec is not None
-        rec.extend((i, frame(i)) for i in range(1, PER_STREAM + 1))
+        rec.extend(1, [frame(i) for i in range(1, PER_STREAM + 1)])
         await rec.finish()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

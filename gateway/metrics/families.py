@@ -32,7 +32,7 @@ worker writes its values to files there and ``/metrics`` aggregates all workers
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -115,6 +115,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.before_exposition: list[Callable[[], None]] = []
+        """Called before each ``/metrics`` (gauges read from live state, e.g. the resume buffer)."""
         r = self.registry
         self.requests = Counter(
             "gateway_requests", "Streams by final outcome.", ["route", "outcome"], registry=r
@@ -264,6 +266,8 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type (aggregated across workers if multiprocess)."""
+        for refresh in self.before_exposition:
+            refresh()
         directory = multiprocess_dir()
         if directory:
             from prometheus_client import multiprocess

@@ -1,9 +1,10 @@
 """The resume store's interface, its per-process bounds, and the checks every store shares.
 
 A resumable stream (contract section 12) is recorded while it is written: its recording sink
-(:mod:`gateway.stream.recording`) calls :meth:`Recorder.extend` with each write batch's
-``(event id, frame)`` pairs, then :meth:`Recorder.finish` after the terminal frame (the sink
-records an ``error{code: shutdown}`` frame first when the stream ends without one). Stream ids
+(:mod:`gateway.stream.recording`) calls :meth:`Recorder.extend` with each write batch's frames
+(their ids run on from the batch's first id), then :meth:`Recorder.finish` after the terminal
+frame (the sink records an ``error{code: shutdown}`` frame first when the stream ends without
+one). Stream ids
 are request ids (:func:`gateway.ids.new_request_id`, 128 random bits). Any request may then
 :meth:`ResumeStore.replay` the frames after an id and follow
 the live stream to its terminal frame, or :meth:`ResumeStore.stop` it.
@@ -11,22 +12,23 @@ the live stream to its terminal frame, or :meth:`ResumeStore.stop` it.
 ::
 
     ResumeStore.open(id, owner, headers, window, max_events, on_stop) -> (Recorder | None, reason)
-    Recorder.append(event_id, frame) / extend(items)     sync, never blocks the hot path
+    Recorder.extend(first_id, frames) / append(id, frame)  sync, never blocks the hot path
     Recorder.detach() -> bool                            the client left; keep recording?
-    await Recorder.finish() / abandon(event_id, frame)   terminal; the window starts
+    await Recorder.finish()                              terminal; the window starts
     await ResumeStore.replay(id, app, last_event_id) -> Replay(headers, frames)
     await ResumeStore.stop(id, app)                      calls the owner's on_stop
 
 Bounds: every store of a process shares one :class:`Budget` (bytes held in memory, detached
 streams). A store refuses to open a recorder when a cap is reached: that stream is simply not
-resumable, never an out-of-memory.
+resumable, never an out-of-memory. The budget is plain arithmetic on the hot path; its gauges
+are read from it (``ResumeMetrics.watch``), not pushed on every write batch.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound
@@ -79,22 +81,15 @@ def check_range(last_event_id: int, first: int | None, last: int, finished: bool
 
 
 class Budget:
-    """Per-process caps shared by every store: bytes held in memory and detached streams.
+    """Per-process caps shared by every store: bytes held in memory and detached streams."""
 
-    ``on_change(bytes, detached)`` is called after every change (the metrics gauges).
-    """
+    __slots__ = ("bytes", "detached", "max_bytes", "max_detached")
 
-    def __init__(
-        self,
-        max_bytes: int,
-        max_detached: int,
-        on_change: Callable[[int, int], None] | None = None,
-    ) -> None:
+    def __init__(self, max_bytes: int, max_detached: int) -> None:
         self.max_bytes = max_bytes
         self.max_detached = max_detached
         self.bytes = 0
         self.detached = 0
-        self._on_change = on_change
 
     def refusal(self) -> str | None:
         """Why a new recorder may not open now, or ``None`` when it may.
@@ -114,19 +109,15 @@ class Budget:
 
     def add(self, n: int) -> None:
         self.bytes += n
-        if self._on_change is not None:
-            self._on_change(self.bytes, self.detached)
 
     def detach(self) -> bool:
         if self.detached >= self.max_detached:
             return False
         self.detached += 1
-        self.add(0)
         return True
 
     def undetach(self) -> None:
         self.detached -= 1
-        self.add(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +138,18 @@ class Recorder(ABC):
     stream_id: str
 
     @abstractmethod
-    def append(self, event_id: int, frame: bytes) -> None:
-        """Record ``frame``, the encoded event ``event_id`` (ids increase). Never blocks.
+    def extend(self, first_id: int, frames: Sequence[bytes]) -> None:
+        """Record one write batch: ``frames[i]`` is the encoded event ``first_id + i``. Never
+        blocks.
 
-        Heartbeats are not recorded. After :meth:`finish` or :meth:`abandon` it is ignored.
-        Raises ``ValueError`` when ``event_id`` does not increase (a caller bug).
+        Ids run on without a gap: ``first_id`` is the last recorded id plus one (1 for the first
+        batch). Heartbeats are not recorded. After :meth:`finish` it is ignored. Raises
+        ``ValueError`` on any other ``first_id`` (a caller bug).
         """
 
-    def extend(self, items: Iterable[tuple[int, bytes]]) -> None:
-        """:meth:`append` for each ``(event_id, frame)`` of one write batch."""
-        for event_id, frame in items:
-            self.append(event_id, frame)
+    def append(self, event_id: int, frame: bytes) -> None:
+        """:meth:`extend` with one frame."""
+        self.extend(event_id, (frame,))
 
     @abstractmethod
     def detach(self) -> bool:
@@ -169,11 +161,6 @@ class Recorder(ABC):
     @abstractmethod
     async def finish(self) -> None:
         """The terminal frame was appended: followers end after it; the window starts now."""
-
-    @abstractmethod
-    async def abandon(self, event_id: int, frame: bytes) -> None:
-        """The process stops before the stream ends: record the caller's terminal ``error``
-        frame (code ``shutdown``) as ``event_id`` and finish. A no-op once finished."""
 
 
 class ResumeStore(ABC):

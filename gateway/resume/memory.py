@@ -1,5 +1,9 @@
 """The in-process resume store: frames in a deque per stream, followers woken by an Event.
 
+A stream's frames are kept as bare ``bytes`` (ids run on without a gap, so the deque and the id
+of its first frame say every frame's id): no per-frame tuple for the cyclic collector to walk
+while the stream is held.
+
 Only the process that runs a stream can serve its resumes (use ``store: redis`` behind a load
 balancer with several replicas). Appends are synchronous, so "beyond the stream" (400) is exact
 here even while the stream is live. Finished streams are kept ``window`` seconds, then dropped
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 from gateway.errors import NotFound
 from gateway.resume.base import (
@@ -36,6 +40,7 @@ class _Stream:
         "done",
         "event",
         "expires",
+        "first",
         "frames",
         "headers",
         "last",
@@ -59,7 +64,9 @@ class _Stream:
         self.window = window
         self.max_events = max_events
         self.on_stop = on_stop
-        self.frames: deque[tuple[int, bytes]] = deque()
+        self.frames: deque[bytes] = deque()
+        self.first = 1
+        """The id of ``frames[0]`` (``frames[i]`` is event ``first + i``)."""
         self.last = 0
         self.bytes = 0
         self.done = False
@@ -68,8 +75,9 @@ class _Stream:
         self.expires: float | None = None
         self.event: asyncio.Event | None = None
 
-    def first(self) -> int | None:
-        return self.frames[0][0] if self.frames else None
+    def oldest(self) -> int | None:
+        """The id of the oldest frame held (``None``: none)."""
+        return self.first if self.frames else None
 
     def wake(self) -> None:
         if self.event is not None:
@@ -77,14 +85,11 @@ class _Stream:
             self.event = None
 
     def after(self, pos: int) -> list[tuple[int, bytes]]:
-        """Frames with an id above ``pos`` (followers usually want a few at the end)."""
-        out: list[tuple[int, bytes]] = []
-        for item in reversed(self.frames):
-            if item[0] <= pos:
-                break
-            out.append(item)
-        out.reverse()
-        return out
+        """``(id, frame)`` of the frames with an id above ``pos`` (followers usually want a few
+        at the end: indexing a deque from its end is cheap)."""
+        frames, last = self.frames, self.last
+        start = max(pos + 1, self.first)
+        return [(i, frames[i - last - 1]) for i in range(start, last + 1)]
 
 
 class MemoryRecorder(Recorder):
@@ -93,41 +98,32 @@ class MemoryRecorder(Recorder):
         self._store = store
         self._s = stream
 
-    def append(self, event_id: int, frame: bytes) -> None:
-        self.extend(((event_id, frame),))
-
-    def extend(self, items: Iterable[tuple[int, bytes]]) -> None:
-        """One write batch: the frames go in, then the budget (and its gauges), the trimming
-        and the followers' wake-up happen once per batch, not once per event."""
+    def extend(self, first_id: int, frames: Sequence[bytes]) -> None:
+        """One write batch: the frames go in, then the budget, the trimming and the followers'
+        wake-up happen once per batch, not once per event."""
         s = self._s
-        if s.done:
+        if s.done or not frames:
             return
-        frames = s.frames
-        last = s.last
-        n = 0
-        for event_id, frame in items:
-            if event_id <= last:
-                raise ValueError(f"event id {event_id} after {last}")
-            frames.append((event_id, frame))
-            last = event_id
-            n += len(frame) + ENTRY_OVERHEAD
-        if not n:
-            return
-        s.last = last
+        if first_id != s.last + 1:
+            raise ValueError(f"event id {first_id} after {s.last}")
+        held = s.frames
+        held.extend(frames)
+        s.last += len(frames)
+        n = sum(map(len, frames)) + ENTRY_OVERHEAD * len(frames)
         s.bytes += n
         budget = self._store.budget
-        budget.add(n)
+        budget.bytes += n
         # Past max_events, or the process-wide byte cap: drop this stream's oldest frames
         # (a resume asking for them gets 410), keeping the newest one.
-        if len(frames) > s.max_events or budget.over:
+        if len(held) > s.max_events or budget.bytes > budget.max_bytes:
             dropped = 0
-            while len(frames) > 1 and (
-                len(frames) > s.max_events or budget.bytes - dropped > budget.max_bytes
+            while len(held) > 1 and (
+                len(held) > s.max_events or budget.bytes - dropped > budget.max_bytes
             ):
-                _, old = frames.popleft()
-                dropped += len(old) + ENTRY_OVERHEAD
+                dropped += len(held.popleft()) + ENTRY_OVERHEAD
+                s.first += 1
             s.bytes -= dropped
-            budget.add(-dropped)
+            budget.bytes -= dropped
         s.wake()
 
     def detach(self) -> bool:
@@ -149,12 +145,6 @@ class MemoryRecorder(Recorder):
             s.detached = False
             self._store.budget.undetach()
         s.wake()
-
-    async def abandon(self, event_id: int, frame: bytes) -> None:
-        if self._s.done:
-            return
-        self.append(max(event_id, self._s.last + 1), frame)
-        await self.finish()
 
 
 class MemoryStore(ResumeStore):
@@ -203,12 +193,12 @@ class MemoryStore(ResumeStore):
     ) -> Replay:
         s = self._get(stream_id, app)
         pos = last_event_id or 0
-        check_range(pos, s.first(), s.last, finished=True)
+        check_range(pos, s.oldest(), s.last, finished=True)
         return Replay(s.headers, self._follow(s, pos, idle), s.done and pos >= s.last)
 
     async def _follow(self, s: _Stream, pos: int, idle: float) -> AsyncGenerator[bytes, None]:
         while True:
-            first = s.first()
+            first = s.oldest()
             if first is not None and first > pos + 1:
                 return  # fell behind past max_events: the client's next resume gets 410
             for event_id, frame in s.after(pos):

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from gateway.errors import NotFound
@@ -83,18 +83,19 @@ class RedisRecorder(Recorder):
         self._failed = False
         self._detached = False
 
-    def append(self, event_id: int, frame: bytes) -> None:
-        if self._done or self._failed:
+    def extend(self, first_id: int, frames: Sequence[bytes]) -> None:
+        if self._done or self._failed or not frames:
             return
-        if event_id <= self._last:
-            raise ValueError(f"event id {event_id} after {self._last}")
-        self._last = event_id
+        if first_id != self._last + 1:
+            raise ValueError(f"event id {first_id} after {self._last}")
+        self._last += len(frames)
         if self._store.budget.over:  # Redis is too slow or down: stop recording, never OOM
             self._fail()
             return
-        self._pending.append((event_id, frame))
-        self._pending_bytes += len(frame)
-        self._store.budget.add(len(frame))
+        self._pending.extend(zip(range(first_id, first_id + len(frames)), frames, strict=True))
+        size = sum(map(len, frames))
+        self._pending_bytes += size
+        self._store.budget.add(size)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
@@ -160,12 +161,6 @@ class RedisRecorder(Recorder):
             await pipe.execute()
         except Exception as exc:
             log.warning("resume store finish failed: %s", type(exc).__name__)
-
-    async def abandon(self, event_id: int, frame: bytes) -> None:
-        if self._done:
-            return
-        self.append(max(event_id, self._last + 1), frame)
-        await self.finish()
 
 
 class RedisStore(ResumeStore):

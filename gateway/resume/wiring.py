@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -30,6 +31,9 @@ from gateway.state import GatewayState
 
 log = logging.getLogger("gateway.resume")
 
+GAUGE_REFRESH = 1.0
+"""Seconds between two refreshes of the resume buffer's gauges (besides each ``/metrics``)."""
+
 
 class ResumeHolder:
     """App-lifetime stores (one per kind), sharing one per-process :class:`Budget`."""
@@ -37,11 +41,9 @@ class ResumeHolder:
     def __init__(self, config: GatewayConfig, metrics: Metrics) -> None:
         limits = config.limits
         self.metrics = ResumeMetrics(metrics.registry)
-        self.budget = Budget(
-            limits.max_resume_buffer_bytes,
-            limits.max_detached_streams,
-            self.metrics.budget_changed,
-        )
+        self.budget = Budget(limits.max_resume_buffer_bytes, limits.max_detached_streams)
+        self.metrics.watch(self.budget)
+        metrics.before_exposition.append(self.metrics.refresh)
         self.redis_url = limits.redis_url
         self.stores: dict[str, ResumeStore] = {}
 
@@ -59,10 +61,19 @@ class ResumeHolder:
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         for store in list(self.stores.values()):
             await store.warm()
+        gauges = asyncio.create_task(self._refresh_gauges())
         yield
+        gauges.cancel()
         for store in self.stores.values():
             await store.close()
         self.stores.clear()
+
+    async def _refresh_gauges(self) -> None:
+        """The buffer gauges once a second (with ``--workers``, another worker may serve
+        ``/metrics`` from this worker's last written values)."""
+        while True:
+            await asyncio.sleep(GAUGE_REFRESH)
+            self.metrics.refresh()
 
 
 RESUME: web.AppKey[ResumeHolder] = web.AppKey("gateway_resume", ResumeHolder)

@@ -120,7 +120,7 @@ class RecordingSink(StreamingSink):
         first = self.last_id + 1
         self.last_id += count
         if self.recorder is not None and not self.ended:
-            self.recorder.extend(zip(range(first, first + count), parts, strict=True))
+            self.recorder.extend(first, parts)
             if events[count - 1].is_terminal:
                 self.ended = True
                 spawn(self.recorder.finish())

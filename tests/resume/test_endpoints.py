@@ -181,7 +181,8 @@ async def test_store_failure_is_503_and_counted() -> None:
 async def test_outcomes_are_counted(make_store: StoreFactory) -> None:
     registry = CollectorRegistry()
     metrics = ResumeMetrics(registry)
-    budget = Budget(1 << 20, 10, metrics.budget_changed)
+    budget = Budget(1 << 20, 10)
+    metrics.watch(budget)
     store = make_store(budget)
     server = TestServer(mount(store, metrics))
     await server.start_server()
@@ -198,4 +199,35 @@ async def test_outcomes_are_counted(make_store: StoreFactory) -> None:
 
     for outcome, n in (("resumed", 1), ("ended", 1), ("invalid_request", 1), ("gone", 0)):
         assert value("gateway_resumes_total", {"outcome": outcome}) == n
+    metrics.refresh()
     assert value("gateway_resume_buffered_bytes") == budget.bytes
+
+
+def test_buffer_gauges_are_read_from_the_budget() -> None:
+    registry = CollectorRegistry()
+    metrics = ResumeMetrics(registry)
+    budget = Budget(1 << 20, 10)
+    metrics.watch(budget)
+    budget.add(1234)
+    assert budget.detach()
+
+    def value(name: str) -> float | None:
+        return registry.get_sample_value(name)
+
+    # the hot path only does arithmetic: nothing reaches the gauges until a refresh
+    assert (value("gateway_resume_buffered_bytes"), value("gateway_resume_detached_streams")) == (
+        0,
+        0,
+    )
+    metrics.refresh()
+    assert (value("gateway_resume_buffered_bytes"), value("gateway_resume_detached_streams")) == (
+        1234,
+        1,
+    )
+    budget.add(-1234)
+    budget.undetach()
+    metrics.refresh()
+    assert (value("gateway_resume_buffered_bytes"), value("gateway_resume_detached_streams")) == (
+        0,
+        0,
+    )

@@ -184,6 +184,33 @@ async def test_delete_stops_a_detached_stream_and_cancels_its_upstream(
         await wait_for(lambda: not gw.state.sessions, 1)
 
 
+def _sample(exposition: str, name: str) -> float:
+    return next(float(x.split()[1]) for x in exposition.splitlines() if x.startswith(name + " "))
+
+
+async def test_metrics_show_the_buffer_and_the_detached_stream_when_scraped(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.push(Script(chunks=[(0.0, chat_chunk("go "))], endless=(0.02, chat_chunk("x"))))
+    doc = {"routes": [route(upstream, on_client_abort="detach")]}
+    async with running_gateway(doc) as gw, aiohttp.ClientSession() as s:
+
+        async def scrape() -> str:
+            async with s.get(gw.url + "/metrics") as r:
+                return await r.text()
+
+        before = _sample(await scrape(), "gateway_resume_buffered_bytes")
+        stream_id, _, _ = await cut_after(gw.url + PATH, CUTS["mid_text"])
+        await asyncio.sleep(0.1)  # detached: a few more frames recorded, no refresh tick yet
+        text = await scrape()
+        assert _sample(text, "gateway_resume_detached_streams") == 1
+        assert _sample(text, "gateway_resume_buffered_bytes") > before
+        async with s.delete(f"{gw.url}{PATH}/{stream_id}") as r:
+            assert r.status == 204
+        await wait_for(lambda: not gw.state.sessions, 1)
+        assert _sample(await scrape(), "gateway_resume_detached_streams") == 0
+
+
 async def test_delete_stops_an_attached_stream_for_its_client_too(upstream: FakeUpstream) -> None:
     upstream.push(Script(chunks=[(0.0, chat_chunk("go "))], endless=(0.02, chat_chunk("x"))))
     async with running_gateway({"routes": [route(upstream)]}) as gw, aiohttp.ClientSession() as s:

@@ -39,7 +39,7 @@ async def test_followers_of_a_crashed_owner_end_with_one_shutdown_error(
     owner, a, b = (make_store(Budget(1 << 20, 10)) for _ in range(3))
     assert isinstance(owner, RedisStore)
     rec = await opened(owner)
-    rec.extend((i, frame(i)) for i in (1, 2, 3))
+    rec.extend(1, [frame(i) for i in (1, 2, 3)])
     await asyncio.sleep(0.05)  # flushed
     replays = [await s.replay(rec.stream_id, "app", 1) for s in (a, b)]
     followers = [asyncio.create_task(drain(r.frames)) for r in replays]

@@ -34,7 +34,7 @@ async def opened(store: ResumeStore, stream_id: str | None = None, **kw: object)
 async def recorded(store: ResumeStore, n: int, **kw: object) -> Recorder:
     """A finished stream: events 1..n-1 then the terminal event n."""
     rec = await opened(store, **kw)
-    rec.extend((i, frame(i)) for i in range(1, n))
+    rec.extend(1, [frame(i) for i in range(1, n)])
     rec.append(n, frame(n, "end"))
     await rec.finish()
     return rec
@@ -67,7 +67,7 @@ async def test_replay_from_every_last_id(store: ResumeStore, last: int | None) -
 
 async def test_follow_live_then_terminal_exactly_once(store: ResumeStore) -> None:
     rec = await opened(store)
-    rec.extend([(1, frame(1)), (2, frame(2))])
+    rec.extend(1, [frame(1), frame(2)])
     replay = await store.replay(rec.stream_id, "app", 1)
     follower = asyncio.create_task(drain(replay.frames))
     await asyncio.sleep(0.05)
@@ -107,7 +107,7 @@ async def test_byte_cap_refuses_new_streams(make_store: StoreFactory) -> None:
     budget = Budget(10_000, 100)
     store = make_store(budget)
     rec = await opened(store)
-    rec.extend((i, b"x" * 100) for i in range(1, 101))  # no await: nothing flushed yet
+    rec.extend(1, [b"x" * 100] * 100)  # no await: nothing flushed yet
     refused, reason = await store.open(new_request_id(), "app", HEADERS, 60.0, 1000)
     assert refused is None
     assert reason == "buffer_full"
@@ -174,22 +174,30 @@ async def test_last_id_beyond_finished_stream_is_400(store: ResumeStore) -> None
         await store.replay(rec.stream_id, "app", 4)
 
 
-async def test_ids_must_increase(store: ResumeStore) -> None:
+async def test_ids_run_on_without_a_gap(store: ResumeStore) -> None:
     rec = await opened(store)
-    rec.append(2, frame(2))
     with pytest.raises(ValueError):
-        rec.append(2, frame(2))
+        rec.append(2, frame(2))  # the first id is 1
+    rec.extend(1, [frame(1), frame(2)])
+    for wrong in (2, 4):  # a repeat, a gap
+        with pytest.raises(ValueError):
+            rec.append(wrong, frame(wrong))
+    rec.extend(3, [])  # an empty batch records nothing
+    rec.append(3, frame(3, "end"))
+    await rec.finish()
+    replay = await store.replay(rec.stream_id, "app", 1)
+    assert await drain(replay.frames) == [frame(2), frame(3, "end")]
 
 
-async def test_abandon_ends_followers_with_shutdown_frame(store: ResumeStore) -> None:
-    rec = await opened(store)
-    rec.append(1, frame(1))
-    replay = await store.replay(rec.stream_id, "app", 0)
-    follower = asyncio.create_task(drain(replay.frames))
-    await asyncio.sleep(0.05)
-    await rec.abandon(2, shutdown_frame(2))
-    await rec.abandon(3, shutdown_frame(3))  # once only
-    assert await follower == [frame(1), shutdown_frame(2)]
+async def test_a_batch_after_trimming_keeps_ids(store: ResumeStore) -> None:
+    rec = await opened(store, max_events=5)
+    rec.extend(1, [frame(i) for i in range(1, 301)])  # one batch far over max_events
+    rec.extend(301, [frame(301), frame(302, "end")])
+    await rec.finish()
+    replay = await store.replay(rec.stream_id, "app", 300)
+    assert await drain(replay.frames) == [frame(301), frame(302, "end")]
+    with pytest.raises(Gone):
+        await store.replay(rec.stream_id, "app", 1)
 
 
 async def _stop_latency(owner: ResumeStore, stopper: ResumeStore) -> float:
