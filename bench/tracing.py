@@ -122,7 +122,7 @@ def measure(endpoint: str, ratio: float, streams: int) -> dict[str, Any]:
     }
 
 
-def _start_sink() -> tuple[subprocess.Popen[str], int]:
+def start_sink() -> tuple[subprocess.Popen[str], int]:
     sink = subprocess.Popen(
         [sys.executable, "-c", SINK],
         stdout=subprocess.PIPE,
@@ -139,7 +139,7 @@ def _batches(port: int) -> int:
         return int(r.read())
 
 
-def _start_upstream() -> tuple[subprocess.Popen[bytes], int]:
+def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
     cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
     assert proc.stdout is not None
@@ -168,8 +168,8 @@ def _start_gateway(upstream: int, collector: int | None) -> Peer:
 def measure_gateway(seconds: float, reps: int) -> list[dict[str, Any]]:
     """CPU µs per 200-token stream through the gateway, tracing off vs on (ratio 1.0)."""
     load = Load("chat-b2b", "chat", 200, 0, 0, 32, seconds)
-    upstream, upstream_port = _start_upstream()
-    sink, sink_port = _start_sink()
+    upstream, upstream_port = start_upstream()
+    sink, sink_port = start_sink()
     rows: list[dict[str, Any]] = []
     try:
         for rep in range(reps):

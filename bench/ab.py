@@ -1,0 +1,110 @@
+"""One feature's CPU cost, A/B side by side: the plain gateway and the gateway with the feature on.
+
+    python -m bench.ab --feature resume|tracing|pool [--scenarios chat-b2b,chat-paced]
+                       [--rounds 5] [--seconds 5]
+
+Both gateways run at the same time, pinned to the same core (the proxy core), and get the same
+closed-loop load at the same time from one load generator on the other core. Whatever else the
+machine does during a round (another tenant, a frequency change) hits both alike, so the ratio
+of their CPU per event within a round is steady where back-to-back runs (``python -m bench``)
+swing by ±15% on a shared machine. What it cannot remove: the two processes share the core's
+caches, so each runs a little slower than alone; the ratio is what this measures.
+
+Per round and scenario it prints each variant's CPU µs per event (and per stream), then the
+median over rounds of the per-round ratio. The order of the two loads is swapped every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bench.peers import Peer, start_gateway_variant, with_pool, with_resume
+from bench.scenarios import LOADS, run_load
+from bench.tracing import start_sink, start_upstream, with_tracing
+
+FEATURES = ("resume", "tracing", "pool")
+
+
+def _edit(feature: str, collector: int | None) -> Callable[[str], str]:
+    if feature == "resume":
+        return with_resume
+    if feature == "pool":
+        return with_pool
+    assert collector is not None
+    return with_tracing(collector)
+
+
+async def _both(a: Peer, b: Peer, load: Any, swap: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    first, second = (b, a) if swap else (a, b)
+    got = await asyncio.gather(run_load(first, load), run_load(second, load))
+    return (got[1], got[0]) if swap else (got[0], got[1])
+
+
+def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+    loads = {load.name: load for load in LOADS}
+    upstream, upstream_port = start_upstream()
+    sink, collector = start_sink() if feature == "tracing" else (None, None)
+    base = start_gateway_variant("gateway", upstream_port, lambda conf: conf)
+    other = start_gateway_variant(f"gateway-{feature}", upstream_port, _edit(feature, collector))
+    rows: list[dict[str, Any]] = []
+    try:
+        for name in scenarios:
+            load = loads[name]
+            load = dataclasses.replace(load, duration=seconds)
+            asyncio.run(_both(base, other, load.scaled(0.3), False))  # warm-up
+            for rnd in range(rounds):
+                off, on = asyncio.run(_both(base, other, load, swap=bool(rnd % 2)))
+                row = {
+                    "scenario": name,
+                    "round": rnd,
+                    "off_us_per_event": off.get("cpu_us_per_event"),
+                    "on_us_per_event": on.get("cpu_us_per_event"),
+                    "off_us_per_stream": off.get("cpu_us_per_stream"),
+                    "on_us_per_stream": on.get("cpu_us_per_stream"),
+                    "failed": off["failed"] + on["failed"],
+                    "cpu_pressure_avg10": on.get("cpu_pressure_avg10"),
+                }
+                if row["off_us_per_event"] and row["on_us_per_event"]:
+                    row["ratio"] = round(row["on_us_per_event"] / row["off_us_per_event"], 3)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(row)
+    finally:
+        for peer in (base, other):
+            peer.stop()
+        for proc in (upstream, sink):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(5)
+    summary = {}
+    for name in scenarios:
+        mine = [r for r in rows if r["scenario"] == name and "ratio" in r]
+        if mine:
+            summary[name] = {
+                "median_ratio": round(statistics.median(r["ratio"] for r in mine), 3),
+                "ratios": [r["ratio"] for r in mine],
+                "off_median_us": statistics.median(r["off_us_per_event"] for r in mine),
+                "on_median_us": statistics.median(r["on_us_per_event"] for r in mine),
+            }
+    return {"feature": feature, "rounds": rows, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feature", choices=FEATURES, required=True)
+    parser.add_argument("--scenarios", default="chat-b2b,chat-paced")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    result = measure(args.feature, args.scenarios.split(","), args.rounds, args.seconds)
+    print(json.dumps(result["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
