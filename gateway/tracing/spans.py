@@ -2,7 +2,7 @@
 
 ::
 
-    Tracing.from_config(cfg, drops)          once per app (own TracerProvider, not the global one)
+    Tracing.from_config(cfg, drops)          once per app (its own sampler and processor; no global)
       .start_stream(headers, route, ...)     SERVER span "chat <model>", continuing the client's
         │                                    W3C traceparent; None when not sampled
         ├─ .attempt(target, provider, url)   CLIENT span "POST" per upstream attempt
@@ -13,8 +13,18 @@
 
 Nothing here is called per event: the stream keeps its own record (timings, counts) and hands it
 to :meth:`StreamSpan.finish`, which back-dates the first-token and abort events to the recorded
-monotonic times. Times are ``time.monotonic()`` seconds, converted to wall-clock nanoseconds
-against a pair of clock readings taken when the stream span starts.
+monotonic times.
+
+The spans are built finished. The SDK's live ``Span`` (a lock, attribute validation on every
+``set_attribute``, processor ``on_start`` calls) was half of a traced stream's event-loop cost
+(``python -m bench.tracing``); a stream's span never changes while it runs and its attributes
+are ours and typed, so :meth:`StreamSpan.finish` and :meth:`AttemptSpan.end` make the SDK's
+``ReadableSpan`` (what exporters read) once, at the end, and hand it to the span processor. The
+SDK still decides: its ``ParentBased(TraceIdRatioBased)`` sampler, its random id generator, its
+batch processor and the official OTLP/HTTP exporter.
+
+Times are ``time.monotonic()`` seconds, converted to wall-clock nanoseconds against a pair of
+clock readings taken when the stream span starts.
 
 Sampling: a client ``traceparent`` decides (its sampled flag is followed, as OpenTelemetry's
 ``parentbased`` samplers do); without one, ``sample_ratio`` of the trace ids are kept.
@@ -24,17 +34,27 @@ keys and query values never are.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.adapters import GENAI_PROVIDERS
@@ -49,6 +69,41 @@ OK_OUTCOMES = frozenset({"completed", "client_abort"})
 EXPORT_TIMEOUT = 5.0
 """Seconds one OTLP export (with its retries) may take in the exporter's thread."""
 _PROPAGATOR = TraceContextTextMapPropagator()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
+
+
+@functools.lru_cache(maxsize=256)
+def _url_attributes(url: str) -> Mapping[str, Any]:
+    """An attempt's URL attributes (``""``: a built-in source, none), parsed once per URL."""
+    if not url:
+        return {}
+    host, port = content.server_of(url)
+    attributes: dict[str, Any] = {"url.full": content.safe_url(url)}
+    if host:
+        attributes["server.address"] = host
+    if port is not None:
+        attributes["server.port"] = port
+    return MappingProxyType(attributes)
+
+
+class HashedResource(Resource):
+    """A :class:`Resource` that computes its hash once.
+
+    The OTLP encoder groups every span of a batch by resource (a dict keyed by it), and the SDK's
+    ``Resource.__hash__`` serialises the attributes to JSON on each call: about a tenth of the
+    export thread's time per span (``python -m bench.tracing``). A resource never changes.
+    """
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(dict(resource.attributes), resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other)
 
 
 class Tracing:
@@ -71,13 +126,10 @@ class Tracing:
         self.processor = DropCountingProcessor(
             exporter, drops, max_queue_size=max_queue_size, schedule_delay=schedule_delay
         )
-        self._provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
-            resource=Resource.create({"service.name": config.service_name}),
-            shutdown_on_exit=False,
-        )
-        self._provider.add_span_processor(self.processor)
-        self._tracer = self._provider.get_tracer("gateway")
+        self._sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
+        self._ids = RandomIdGenerator()
+        self.resource = HashedResource(Resource.create({"service.name": config.service_name}))
+        self.scope = InstrumentationScope("gateway")
 
     @classmethod
     def from_config(
@@ -112,10 +164,19 @@ class Tracing:
         if not traceparent and not self._roots:
             return None  # ratio 0 and nothing to continue: skip the SDK's sampler entirely
         wall, mono = time.time_ns(), time.monotonic()
-        parent = None
+        parent_context = None
+        parent: SpanContext | None = None
         if traceparent:
             carrier = {"traceparent": traceparent, "tracestate": headers.get("tracestate") or ""}
-            parent = _PROPAGATOR.extract(carrier)
+            parent_context = _PROPAGATOR.extract(carrier)
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                parent, parent_context = None, None
+        trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
+        name = f"{operation} {request_model}" if request_model else operation
+        sampled = self._sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+        if sampled.decision is not Decision.RECORD_AND_SAMPLE:
+            return None
         genai_provider = GENAI_PROVIDERS.get(provider, "_OTHER")
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -124,17 +185,56 @@ class Tracing:
         }
         if request_model:
             attributes["gen_ai.request.model"] = request_model
-        start = wall if started is None else wall + int((started - mono) * 1e9)
-        span = self._tracer.start_span(
-            f"{operation} {request_model}" if request_model else operation,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            start_time=start,
+        context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_SAMPLED,
+            trace_state=sampled.trace_state,
         )
-        if not span.is_recording():
-            return None
-        return StreamSpan(self, span, wall, mono, started if started is not None else mono)
+        start = wall if started is None else wall + int((started - mono) * 1e9)
+        return StreamSpan(
+            self,
+            name,
+            context,
+            parent,
+            attributes,
+            start,
+            wall,
+            mono,
+            mono if started is None else started,
+        )
+
+    def new_span_id(self) -> int:
+        return self._ids.generate_span_id()
+
+    def emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start: int,
+        end: int,
+        events: Sequence[Event] = (),
+        status: Status = _UNSET,
+    ) -> None:
+        """Hand one finished span to the batch processor (which never blocks)."""
+        span = ReadableSpan(
+            name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            events=events,
+            kind=kind,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self.scope,
+        )
+        self.processor.on_end(span)
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export what is queued now (blocking; for tests and tools)."""
@@ -150,17 +250,43 @@ class Tracing:
 class StreamSpan:
     """One sampled stream's span. ``finish`` ends it (once; later calls do nothing)."""
 
-    __slots__ = ("_attempts", "_mono", "_started", "_tracing", "_wall", "span")
+    __slots__ = (
+        "_attempts",
+        "_attributes",
+        "_ended",
+        "_mono",
+        "_start",
+        "_started",
+        "_tracing",
+        "_wall",
+        "context",
+        "name",
+        "parent",
+    )
 
     def __init__(
-        self, tracing: Tracing, span: trace.Span, wall: int, mono: float, started: float
+        self,
+        tracing: Tracing,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        start: int,
+        wall: int,
+        mono: float,
+        started: float,
     ) -> None:
         self._tracing = tracing
-        self.span = span
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self._attributes = attributes
+        self._start = start
         self._wall = wall
         self._mono = mono
         self._started = started
         self._attempts: list[AttemptSpan] = []
+        self._ended = False
 
     def ns(self, t: float) -> int:
         """Wall-clock nanoseconds of the ``time.monotonic()`` reading ``t``."""
@@ -170,25 +296,21 @@ class StreamSpan:
         """Open a CLIENT child span for one upstream attempt (``target``: the bounded label of
         the deployment or fallback; ``provider``: its adapter registry name; ``url``: the
         upstream URL, recorded without credentials or query values; ``""``: none)."""
-        host, port = content.server_of(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "gateway.upstream": target,
             "gen_ai.provider.name": GENAI_PROVIDERS.get(provider, "_OTHER"),
+            **_url_attributes(url),
         }
-        if url:  # "" for a built-in source (no network)
-            attributes["url.full"] = content.safe_url(url)
-        if host:
-            attributes["server.address"] = host
-        if port is not None:
-            attributes["server.port"] = port
-        span = self._tracing._tracer.start_span(
-            method,
-            context=trace.set_span_in_context(self.span),
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
+        parent = self.context
+        context = SpanContext(
+            parent.trace_id,
+            self._tracing.new_span_id(),
+            is_remote=False,
+            trace_flags=_SAMPLED,
+            trace_state=parent.trace_state,
         )
-        attempt = AttemptSpan(span)
+        attempt = AttemptSpan(self._tracing, method, context, parent, attributes)
         self._attempts.append(attempt)
         return attempt
 
@@ -218,12 +340,13 @@ class StreamSpan:
         outcome) as description and ``error.type``. ``input_messages`` and ``output_text`` are
         recorded only when ``capture_content`` is on.
         """
-        span = self.span
-        if not span.is_recording():
+        if self._ended:
             return
+        self._ended = True
         for open_attempt in self._attempts:
             open_attempt.end(None)
-        attributes: dict[str, Any] = {"gateway.outcome": outcome}
+        attributes = self._attributes
+        attributes["gateway.outcome"] = outcome
         if app is not None:
             attributes["gateway.app"] = app
         if response_model:
@@ -236,45 +359,75 @@ class StreamSpan:
             attributes["gen_ai.response.finish_reasons"] = tuple(finish_reasons)
         if attempts is not None:
             attributes["gateway.attempts"] = attempts
+        events: list[Event] = []
         if first_content is not None:
             ttft = max(first_content - self._started, 0.0)
             attributes["gateway.time_to_first_token_s"] = ttft
             attributes["gen_ai.response.time_to_first_chunk"] = ttft
-            span.add_event("gateway.first_token", timestamp=self.ns(first_content))
+            events.append(Event("gateway.first_token", timestamp=self.ns(first_content)))
         if abort_phase is not None:
             attributes["gateway.abort_phase"] = abort_phase
         if outcome == "client_abort" or aborted is not None:
-            when = self.ns(aborted) if aborted is not None else None
+            when = self.ns(aborted) if aborted is not None else time.time_ns()
             phase = {"gateway.abort_phase": abort_phase} if abort_phase else None
-            span.add_event("gateway.client_abort", attributes=phase, timestamp=when)
+            events.append(Event("gateway.client_abort", attributes=phase, timestamp=when))
         if self._tracing.capture_content:
             if input_messages is not None:
                 attributes["gen_ai.input.messages"] = content.input_messages(input_messages)
             if output_text is not None:
                 out = content.output_messages(output_text, finish_reasons)
                 attributes["gen_ai.output.messages"] = out
+        status = _UNSET
         if outcome not in OK_OUTCOMES:
             code = error_code or outcome
             attributes["error.type"] = code
-            span.set_status(Status(StatusCode.ERROR, code))
-        span.set_attributes(attributes)
-        span.end(end_time=self.ns(ended) if ended is not None else None)
+            status = Status(StatusCode.ERROR, code)
+        end = self.ns(ended) if ended is not None else time.time_ns()
+        self._tracing.emit(
+            self.name,
+            self.context,
+            self.parent,
+            SpanKind.SERVER,
+            attributes,
+            self._start,
+            end,
+            events,
+            status,
+        )
 
 
 class AttemptSpan:
     """One upstream attempt's CLIENT span. ``end`` ends it (once; later calls do nothing)."""
 
-    __slots__ = ("_ended", "span")
+    __slots__ = ("_attributes", "_ended", "_start", "_tracing", "context", "name", "parent")
 
-    def __init__(self, span: trace.Span) -> None:
-        self.span = span
+    def __init__(
+        self,
+        tracing: Tracing,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext,
+        attributes: dict[str, Any],
+    ) -> None:
+        self._tracing = tracing
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self._attributes = attributes
+        self._start = time.time_ns()
         self._ended = False
 
     def inject_headers(self) -> dict[str, str]:
-        """``traceparent`` (and ``tracestate`` when the client sent one) to send upstream."""
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(self.span))
-        return carrier
+        """``traceparent`` (and ``tracestate`` when the client sent one) to send upstream.
+
+        Written here as W3C Trace Context level 1 spells it (what the SDK's propagator writes
+        for a sampled span; the tests parse it back with that propagator), without building a
+        context object per attempt."""
+        context = self.context
+        headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-01"}
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
+        return headers
 
     def end(self, status: int | None, error_code: str | None = None) -> None:
         """End the attempt: ``status`` is the upstream's HTTP status (None: no response came);
@@ -284,11 +437,21 @@ class AttemptSpan:
         if self._ended:
             return
         self._ended = True
-        span = self.span
+        attributes = self._attributes
+        span_status = _UNSET
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         if error_code is not None or (status is not None and status >= 400):
             code = error_code or str(status)
-            span.set_attribute("error.type", code)
-            span.set_status(Status(StatusCode.ERROR, code))
-        span.end()
+            attributes["error.type"] = code
+            span_status = Status(StatusCode.ERROR, code)
+        self._tracing.emit(
+            self.name,
+            self.context,
+            self.parent,
+            SpanKind.CLIENT,
+            attributes,
+            self._start,
+            time.time_ns(),
+            status=span_status,
+        )
