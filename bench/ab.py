@@ -1,6 +1,6 @@
 """One feature's CPU cost, A/B side by side: the plain gateway and the gateway with the feature on.
 
-    python -m bench.ab --feature resume|tracing|pool [--scenarios chat-b2b,chat-paced]
+    python -m bench.ab --feature resume|resume-redis|tracing|pool [--scenarios ...]
                        [--rounds 5] [--seconds 5]
 
 Both gateways run at the same time, pinned to the same core (the proxy core), and get the same
@@ -18,27 +18,60 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.peers import Peer, start_gateway_variant, with_pool, with_resume
+from bench.peers import (
+    LOAD_CORE,
+    Peer,
+    free_port,
+    pinned,
+    start_gateway_variant,
+    with_pool,
+    with_redis_resume,
+    with_resume,
+)
 from bench.scenarios import LOADS, run_load
 from bench.tracing import start_sink, start_upstream, with_tracing
 
-FEATURES = ("resume", "tracing", "pool")
+FEATURES = ("resume", "resume-redis", "tracing", "pool")
 
 
-def _edit(feature: str, collector: int | None) -> Callable[[str], str]:
+def _edit(feature: str, collector: int | None, redis_url: str | None) -> Callable[[str], str]:
     if feature == "resume":
         return with_resume
+    if feature == "resume-redis":
+        assert redis_url is not None
+        return with_redis_resume(redis_url)
     if feature == "pool":
         return with_pool
     assert collector is not None
     return with_tracing(collector)
+
+
+def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server (no persistence) on a free port, pinned to the load core."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("resume-redis needs redis-server (apt-get install redis-server)")
+    port = free_port()
+    cmd = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=pinned(LOAD_CORE))
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+            return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("redis-server did not start")
 
 
 async def _both(a: Peer, b: Peer, load: Any, swap: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -51,8 +84,10 @@ def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> 
     loads = {load.name: load for load in LOADS}
     upstream, upstream_port = start_upstream()
     sink, collector = start_sink() if feature == "tracing" else (None, None)
+    redis, redis_url = _start_redis() if feature == "resume-redis" else (None, None)
     base = start_gateway_variant("gateway", upstream_port, lambda conf: conf)
-    other = start_gateway_variant(f"gateway-{feature}", upstream_port, _edit(feature, collector))
+    edit = _edit(feature, collector, redis_url)
+    other = start_gateway_variant(f"gateway-{feature}", upstream_port, edit)
     rows: list[dict[str, Any]] = []
     try:
         for name in scenarios:
@@ -78,7 +113,7 @@ def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> 
     finally:
         for peer in (base, other):
             peer.stop()
-        for proc in (upstream, sink):
+        for proc in (upstream, sink, redis):
             if proc is not None:
                 proc.terminate()
                 proc.wait(5)

@@ -383,6 +383,16 @@ def with_resume(conf: str) -> str:
     return conf.replace("limits:\n", "limits:\n  max_resume_buffer_bytes: 1GiB\n")
 
 
+def with_redis_resume(redis_url: str) -> Callable[[str], str]:
+    """``with_resume`` on ``store: redis`` at ``redis_url`` (a bench-owned redis-server)."""
+
+    def edit(conf: str) -> str:
+        conf = with_resume(conf).replace("store: memory", "store: redis")
+        return conf.replace("limits:\n", f"limits:\n  redis_url: {redis_url}\n")
+
+    return edit
+
+
 def start_gateway_resume(upstream_port: int) -> Peer:
     """The gateway with ``resume: {store: memory}`` on both routes (a 2 s window and a 1 GiB
     buffer cap, so every stream of a run is recorded): compare with ``gateway`` for the CPU

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from bench.peers import gateway_config, with_pool, with_resume
+from bench.peers import gateway_config, with_pool, with_redis_resume, with_resume
 from bench.tracing import with_tracing
 from gateway.config.parse import parse_config
 
@@ -19,6 +19,7 @@ VARIANTS: dict[str, Callable[[str], str]] = {
     "gateway": lambda conf: conf,
     "gateway-resume": with_resume,
     "gateway-pool": with_pool,
+    "gateway-resume-redis": with_redis_resume("redis://127.0.0.1:6390/0"),
     "gateway-traced": with_tracing(4318),
 }
 
@@ -47,3 +48,10 @@ def test_traced_variant_samples_everything() -> None:
     assert config.tracing is not None
     assert config.tracing.sample_ratio == 1.0
     assert config.tracing.otlp_endpoint == "http://127.0.0.1:4318"
+
+
+def test_redis_resume_variant_uses_the_bench_redis() -> None:
+    conf = gateway_config(8080, 9090, with_redis_resume("redis://127.0.0.1:6390/0"))
+    config = parse_config(yaml.safe_load(conf))
+    assert config.limits.redis_url == "redis://127.0.0.1:6390/0"
+    assert all(route.resume.store == "redis" for route in config.routes)
