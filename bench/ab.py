@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.peers import (
     LOAD_CORE,
     Peer,
@@ -137,6 +139,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
+    raise_fd_limit()
+    os.sched_setaffinity(0, {LOAD_CORE})  # the load generator beside the upstream, as in bench
+    install_uvloop()
     result = measure(args.feature, args.scenarios.split(","), args.rounds, args.seconds)
     print(json.dumps(result["summary"], indent=1))
 

@@ -179,14 +179,20 @@ _OPENAI_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
 
 
 def _spawn(
-    name: str, cmd: list[str], workdir: Path, env: dict[str, str] | None = None
+    name: str,
+    cmd: list[str],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    pin: bool = True,
 ) -> subprocess.Popen[bytes]:
+    """Start a peer pinned to the proxy core (``pin=False``: wherever the kernel puts it)."""
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
         cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=pinned(PROXY_CORE),
+        preexec_fn=pinned(PROXY_CORE) if pin else None,
         env={**os.environ, **(env or {})},
         cwd=workdir,
     )
