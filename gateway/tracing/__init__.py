@@ -6,7 +6,8 @@ when tracing is configured, so the gateway runs without it. Use::
     tracing = gateway.tracing.from_config(config.tracing, TraceMetrics(metrics.registry))
     span = tracing.start_stream(request.headers, route.name, ...) if tracing else None
 
-The pieces: ``spans.py`` (:class:`Tracing`, :class:`StreamSpan`, :class:`AttemptSpan`),
+The pieces: ``tracer.py`` (:class:`Tracing`: sampling, ids, the exporter), ``spans.py``
+(:class:`StreamSpan`, :class:`AttemptSpan`, built finished from what the stream recorded),
 ``export.py`` (batching, bounded queue, drop counting), ``content.py`` (safe attribute values).
 """
 
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.config.model import TracingConfig
     from gateway.tracing.export import DropSink
-    from gateway.tracing.spans import AttemptSpan, StreamSpan, Tracing
+    from gateway.tracing.spans import AttemptSpan, StreamSpan
+    from gateway.tracing.tracer import Tracing
 
 __all__ = ["AttemptSpan", "StreamSpan", "Tracing", "from_config"]
 
@@ -30,15 +32,19 @@ def from_config(config: TracingConfig | None, drops: DropSink | None = None) -> 
     """
     if config is None or config.otlp_endpoint is None:
         return None
-    from gateway.tracing.spans import Tracing
+    from gateway.tracing.tracer import Tracing
 
     return Tracing.from_config(config, drops)
 
 
 def __getattr__(name: str) -> object:
     """``gateway.tracing.Tracing`` and friends, imported on first use (they need the extra)."""
-    if name in ("AttemptSpan", "StreamSpan", "Tracing"):
+    if name in ("AttemptSpan", "StreamSpan"):
         from gateway.tracing import spans
 
         return getattr(spans, name)
+    if name == "Tracing":
+        from gateway.tracing import tracer
+
+        return tracer.Tracing
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

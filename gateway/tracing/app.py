@@ -32,7 +32,7 @@ from gateway.state import STATE, GatewayState
 from gateway.tracing import from_config
 
 if TYPE_CHECKING:
-    from gateway.tracing.spans import Tracing
+    from gateway.tracing.tracer import Tracing
 
 __all__ = ["SHUTDOWN_TIMEOUT", "TracingHolder", "install_tracing", "tracing_of"]
 

@@ -16,7 +16,7 @@ from gateway.config.model import TracingConfig
 from gateway.metrics import TRACE_DROP_REASONS
 from gateway.tracing import Tracing
 from gateway.tracing.export import DropCountingProcessor, traces_url
-from gateway.tracing.spans import EXPORT_TIMEOUT
+from gateway.tracing.tracer import EXPORT_TIMEOUT
 from tests.support.system import free_port
 from tests.tracing.conftest import Drops
 
