@@ -69,11 +69,13 @@ def free_port() -> int:
         return port
 
 
-def pinned(core: int) -> Callable[[], None]:
-    """A ``preexec_fn``: pin to ``core`` and raise the open-files limit (inherited by workers)."""
+def pinned(core: int | None) -> Callable[[], None]:
+    """A ``preexec_fn``: pin to ``core`` (``None``: any core) and raise the open-files limit
+    (inherited by workers); the child leads its own process group (``Peer.stop`` signals it)."""
 
     def setup() -> None:
-        os.sched_setaffinity(0, {core})
+        if core is not None:
+            os.sched_setaffinity(0, {core})
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
         os.setpgrp()
@@ -192,7 +194,7 @@ def _spawn(
         cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=pinned(PROXY_CORE) if pin else None,
+        preexec_fn=pinned(PROXY_CORE if pin else None),
         env={**os.environ, **(env or {})},
         cwd=workdir,
     )
