@@ -32,9 +32,21 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 """Route and app-key names: safe as metrics labels and in URLs."""
 
 RESERVED_PATHS = frozenset(
-    {"/", "/metrics", "/healthz", "/readyz", "/v1/routes", "/v1/chat/completions", "/v1/models"}
+    {
+        "/",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/v1/routes",
+        "/v1/models",
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    }
 )
-"""The gateway's own endpoints; ``/static`` and everything below it are reserved too."""
+"""The gateway's own endpoints (operations, the playground, the front doors); ``/static`` and
+everything below it are reserved too."""
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 

@@ -82,7 +82,8 @@ def test_reserved_paths(path: str) -> None:
 
 def test_reserved_set_covers_the_contract() -> None:
     expected = {"/", "/metrics", "/healthz", "/readyz", "/v1/routes", "/v1/chat/completions"}
-    assert expected | {"/v1/models"} == RESERVED_PATHS
+    front_doors = {"/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+    assert expected | front_doors | {"/v1/models"} == RESERVED_PATHS
 
 
 def test_duplicate_paths() -> None:
