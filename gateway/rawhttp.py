@@ -4,7 +4,8 @@ One token's way in: the kernel hands bytes to :meth:`_Conn.data_received`, ``htt
 strips the chunked framing and calls :meth:`_Conn.on_body` with the payload, which is appended to
 the connection's pending list and wakes the reader; :meth:`RawResponse.read` returns everything
 pending as one ``bytes`` to :class:`~gateway.stream.source.Source`, whose pipeline decodes the
-provider's framing. No per-chunk task, no intermediate stream reader.
+provider's framing. No per-chunk task, no intermediate stream reader. docs/hot-path.md follows
+the token on to the client's socket.
 
 :class:`gateway.rawclient.RawClient` is the pool (keep-alive, DNS cache, TLS, connection cap).
 
