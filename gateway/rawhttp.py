@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from gateway.errors import (
@@ -84,6 +85,7 @@ class _Conn(asyncio.Protocol):
         "_until_close",
         "closed",
         "complete",
+        "consumer",
         "error",
         "headers",
         "idle_timer",
@@ -114,6 +116,9 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.error: BaseException | None = None
+        self.consumer: Callable[[bytes], None] | None = None
+        """While set (:meth:`RawResponse.push_to`), each read's body bytes go to it from
+        :meth:`data_received` instead of waking the reader."""
         self.waiter: asyncio.Future[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
@@ -134,6 +139,10 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamError("upstream switched protocols", retryable=True))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"upstream sent malformed HTTP: {exc}", retryable=True))
+        consumer = self.consumer
+        if consumer is not None and self.pending and self.error is None:
+            consumer(self.take())  # the push path: gateway/stream/push.py
+            return
         if self._size > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -177,7 +186,8 @@ class _Conn(asyncio.Protocol):
             body = self._decompress.decompress(body)
         self.pending.append(body)
         self._size += len(body)
-        self._wake()
+        if self.consumer is None:  # else data_received hands the whole read over at once
+            self._wake()
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -224,6 +234,7 @@ class _Conn(asyncio.Protocol):
             self.idle_timer.cancel()
             self.idle_timer = None
         self.parser = httptools.HttpResponseParser(self)
+        self.consumer = None
         self.status = 0
         self.headers = []
         self._decompress = None
@@ -321,12 +332,38 @@ class RawResponse:
         self._error = exc
         self._conn._wake()
 
+    # -- the push path (gateway/stream/push.py) -------------------------------------------
+
+    def push_to(self, consumer: Callable[[bytes], None] | None) -> bool:
+        """Hand each further read to ``consumer(body bytes)`` from ``data_received`` (None: stop).
+
+        Refused (False) while anything is left for :meth:`read`: bytes already read, the end,
+        an error, an interruption. While pushing, the reader is woken only for those (and by
+        :meth:`wake`), so the caller waits with :meth:`wait` and then reads as usual.
+        """
+        conn = self._conn
+        if consumer is not None and (
+            conn.pending or conn.complete or conn.error is not None or self._error is not None
+        ):
+            return False
+        conn.consumer = consumer
+        return True
+
+    async def wait(self) -> None:
+        """Until the connection has something for :meth:`read` or :meth:`wake` is called."""
+        await self._conn.wait()
+
+    def wake(self) -> None:
+        """End the current :meth:`wait`."""
+        self._conn._wake()
+
     def finish(self) -> None:
         """The content ended: pool the connection once the rest of the response arrives.
 
         Falls back to :meth:`close` when the response already ended or broke.
         """
         conn = self._conn
+        conn.consumer = None
         if self._released or conn.complete or conn.closed or conn.error or self._error:
             self.close()
             return
@@ -339,6 +376,7 @@ class RawResponse:
             return
         self._released = True
         conn = self._conn
+        conn.consumer = None
         conn.pending.clear()
         if conn.reusable:
             conn._pool.release(conn)

@@ -49,6 +49,7 @@ from gateway.stream.deadlines import Deadlines
 from gateway.stream.drain import drain
 from gateway.stream.meter import Meter
 from gateway.stream.plan import ErrorShape, StreamPlan
+from gateway.stream.push import Push
 from gateway.stream.sinks import Sink, new_sink
 from gateway.stream.source import Source, now
 from gateway.stream.trace import start_trace
@@ -180,12 +181,21 @@ class StreamSession:
         return response
 
     async def _pipe(self, source: Source) -> None:
-        """Upstream event batches into the sink, until the terminal event."""
+        """Upstream event batches into the sink, until the terminal event.
+
+        Each read is pulled here, or pushed (:mod:`gateway.stream.push`) while the stream is in
+        its steady state: then this coroutine only waits until the push path hands back."""
         held = source.take_held()
         if not await self._start(first=held):  # created and the held events: one write
             await self._deliver(held)
         record = self.record
-        while not source.done:
+        push = Push.of(source, self.sink, record)
+        while not source.done or source.held:
+            if source.held:  # a read the push path handed back (maybe the terminal event)
+                await self._deliver(source.take_held(), source.last_read)
+                continue
+            if await push.run():  # reads went straight to the client until one needed us
+                continue
             events = await source.next_batch()
             if events:
                 t_read = source.last_read

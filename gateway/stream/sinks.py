@@ -165,9 +165,7 @@ class Sink:
             and not self._request.protocol.writing_paused
             and not direct.is_closing()
         ):
-            direct.write(b"%x\r\n%b\r\n" % (len(data), data))  # one HTTP chunk
-            self.last_write = now()
-            self.bytes_written += len(data)
+            self.write_now(data)  # one HTTP chunk, no coroutine, no drain
             return
         self.writing = True
         self.write_since = now()
@@ -185,6 +183,26 @@ class Sink:
         self.bytes_written += len(data)
         if self._direct is None and _chunked(response):
             self._direct = self._request.transport  # the headers are out
+
+    def ready(self) -> bool:
+        """Whether a frame could go out now without waiting: straight to the client's transport
+        (the headers are out, no write or heartbeat under way, not paused, not the last frame).
+        The push path (:mod:`gateway.stream.push`) asks this before framing a read's events."""
+        direct = self._direct
+        if direct is None or self._last or self.writing or direct.is_closing():
+            return False
+        beating = self.beating
+        if beating is not None and not beating.done():
+            return False
+        return not self._request.protocol.writing_paused
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` as one HTTP chunk, now (only right after :meth:`ready` said so)."""
+        direct = self._direct
+        assert direct is not None
+        direct.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self.last_write = now()
+        self.bytes_written += len(data)
 
     async def heartbeat(self) -> bool:
         """Write the encoder's heartbeat unless a write is under way; True if written."""
@@ -251,6 +269,9 @@ class BufferedSink(Sink):
         if not commit:
             return False
         return await super().start()
+
+    def ready(self) -> bool:
+        return False  # the document waits for the terminal event: never pushed
 
     async def send(self, data: bytes) -> None:
         if self.started:

@@ -57,6 +57,11 @@ class Source:
         return self.pipeline.done
 
     @property
+    def interrupted(self) -> bool:
+        """:meth:`interrupt` was called (the next read raises, or ends the batch, with it)."""
+        return self._failure is not None
+
+    @property
     def got_event(self) -> bool:
         """A read returned since the upstream answered (``idle`` rather than ``first_event``)."""
         return self.last_read > self.t_headers
