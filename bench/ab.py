@@ -1,6 +1,7 @@
 """One feature's CPU cost, A/B side by side: the plain gateway and the gateway with the feature on.
 
     python -m bench.ab --feature resume|resume-redis|tracing|pool [--scenarios ...]
+    python -m bench.ab --base ../old-checkout [--scenarios ...]     # this code against another
                        [--rounds 5] [--seconds 5]
 
 Both gateways run at the same time, pinned to the same core (the proxy core), and get the same
@@ -9,6 +10,10 @@ machine does during a round (another tenant, a frequency change) hits both alike
 of their CPU per event within a round is steady where back-to-back runs (``python -m bench``)
 swing by ±15% on a shared machine. What it cannot remove: the two processes share the core's
 caches, so each runs a little slower than alone; the ratio is what this measures.
+
+With ``--base PATH`` the two sides are the same plain config, the "off" side run from the
+checkout at ``PATH`` (another commit: ``git worktree add PATH <commit>``) and the "on" side from
+this one: a code change's cost or gain, measured the same way.
 
 Per round and scenario it prints each variant's CPU µs per event (and per stream), then the
 median over rounds of the per-round ratio. The order of the two loads is swapped every round.
@@ -29,11 +34,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.peers import (
     LOAD_CORE,
+    ROOT,
     Peer,
     free_port,
     pinned,
@@ -45,10 +52,12 @@ from bench.peers import (
 from bench.scenarios import LOADS, run_load
 from bench.tracing import start_sink, start_upstream, with_tracing
 
-FEATURES = ("resume", "resume-redis", "tracing", "pool")
+FEATURES = ("none", "resume", "resume-redis", "tracing", "pool")
 
 
 def _edit(feature: str, collector: int | None, redis_url: str | None) -> Callable[[str], str]:
+    if feature == "none":
+        return lambda conf: conf
     if feature == "resume":
         return with_resume
     if feature == "resume-redis":
@@ -82,12 +91,14 @@ async def _both(a: Peer, b: Peer, load: Any, swap: bool) -> tuple[dict[str, Any]
     return (got[1], got[0]) if swap else (got[0], got[1])
 
 
-def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+def measure(
+    feature: str, scenarios: list[str], rounds: int, seconds: float, base: Path | None = None
+) -> dict[str, Any]:
     loads = {load.name: load for load in LOADS}
     upstream, upstream_port = start_upstream()
     sink, collector = start_sink() if feature == "tracing" else (None, None)
     redis, redis_url = _start_redis() if feature == "resume-redis" else (None, None)
-    base = start_gateway_variant("gateway", upstream_port, lambda conf: conf)
+    plain = start_gateway_variant("gateway", upstream_port, lambda c: c, tree=base or ROOT)
     edit = _edit(feature, collector, redis_url)
     other = start_gateway_variant(f"gateway-{feature}", upstream_port, edit)
     rows: list[dict[str, Any]] = []
@@ -95,9 +106,9 @@ def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> 
         for name in scenarios:
             load = loads[name]
             load = dataclasses.replace(load, duration=seconds)
-            asyncio.run(_both(base, other, load.scaled(0.3), False))  # warm-up
+            asyncio.run(_both(plain, other, load.scaled(0.3), False))  # warm-up
             for rnd in range(rounds):
-                off, on = asyncio.run(_both(base, other, load, swap=bool(rnd % 2)))
+                off, on = asyncio.run(_both(plain, other, load, swap=bool(rnd % 2)))
                 row = {
                     "scenario": name,
                     "round": rnd,
@@ -113,7 +124,7 @@ def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> 
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
     finally:
-        for peer in (base, other):
+        for peer in (plain, other):
             peer.stop()
         for proc in (upstream, sink, redis):
             if proc is not None:
@@ -134,7 +145,8 @@ def measure(feature: str, scenarios: list[str], rounds: int, seconds: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--feature", choices=FEATURES, required=True)
+    parser.add_argument("--feature", choices=FEATURES, default="none")
+    parser.add_argument("--base", type=Path, help="run the plain side from this checkout")
     parser.add_argument("--scenarios", default="chat-b2b,chat-paced")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -142,7 +154,10 @@ def main() -> None:
     raise_fd_limit()
     os.sched_setaffinity(0, {LOAD_CORE})  # the load generator beside the upstream, as in bench
     install_uvloop()
-    result = measure(args.feature, args.scenarios.split(","), args.rounds, args.seconds)
+    if args.feature == "none" and args.base is None:
+        parser.error("give --feature, or --base to compare this checkout with another")
+    scenarios = args.scenarios.split(",")
+    result = measure(args.feature, scenarios, args.rounds, args.seconds, args.base)
     print(json.dumps(result["summary"], indent=1))
 
 

@@ -373,13 +373,17 @@ def gateway_config(port: int, upstream_port: int, edit: Callable[[str], str]) ->
     return edit(GATEWAY_CONF.format(port=port, upstream=upstream_port, client=client))
 
 
-def start_gateway_variant(name: str, upstream_port: int, edit: Callable[[str], str]) -> Peer:
-    """The ``gateway`` peer on ``gateway_config(..., edit)``: the same routes, one feature on."""
+def start_gateway_variant(
+    name: str, upstream_port: int, edit: Callable[[str], str], *, tree: Path = ROOT
+) -> Peer:
+    """The ``gateway`` peer on ``gateway_config(..., edit)``: the same routes, one feature on.
+
+    ``tree``: the checkout whose ``gateway`` package runs (another commit, to A/B code)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     port = free_port()
     (workdir / "gateway.yaml").write_text(gateway_config(port, upstream_port, edit))
     cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
-    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(ROOT)})
+    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(tree)})
     paths = {r: f"/v1/stream/{r}" for r in ROUTES}
     peer = Peer(name, port, proc, workdir, paths, _gateway_bodies())
     _wait_ready(peer, "/healthz", 30)
