@@ -2,10 +2,12 @@
 
 One token's way in: the kernel hands bytes to :meth:`_Conn.data_received`, ``httptools`` (llhttp)
 strips the chunked framing and calls :meth:`_Conn.on_body` with the payload, which is appended to
-the connection's pending list and wakes the reader; :meth:`RawResponse.read` returns everything
-pending as one ``bytes`` to :class:`~gateway.stream.source.Source`, whose pipeline decodes the
-provider's framing. No per-chunk task, no intermediate stream reader. docs/hot-path.md follows
-the token on to the client's socket.
+the connection's pending list. Then either the stream's push path takes the whole read at once
+(:attr:`_Conn.consumer`, set by :meth:`RawResponse.push_to`: :mod:`gateway.stream.push` decodes,
+encodes and writes it to the client right there), or the reader is woken and
+:meth:`RawResponse.read` returns everything pending as one ``bytes`` to
+:class:`~gateway.stream.source.Source`. No per-chunk task, no intermediate stream reader.
+docs/hot-path.md follows the token on to the client's socket.
 
 :class:`gateway.rawclient.RawClient` is the pool (keep-alive, DNS cache, TLS, connection cap).
 
