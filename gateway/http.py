@@ -53,6 +53,12 @@ async def read_body(request: web.Request, max_bytes: int, read_timeout: float) -
     length = request.content_length
     if length is not None and length > max_bytes:
         raise BodyTooLarge(f"request body is larger than {max_bytes} bytes")
+    content = request.content
+    if content.is_eof():  # the whole body came with the request head (the usual small POST):
+        body = content.read_nowait()  # no timer, no async iteration
+        if len(body) > max_bytes:
+            raise BodyTooLarge(f"request body is larger than {max_bytes} bytes")
+        return body
     chunks: list[bytes] = []
     size = 0
     try:
