@@ -55,3 +55,12 @@ def test_redis_resume_variant_uses_the_bench_redis() -> None:
     config = parse_config(yaml.safe_load(conf))
     assert config.limits.redis_url == "redis://127.0.0.1:6390/0"
     assert all(route.resume.store == "redis" for route in config.routes)
+
+
+def test_hold_config_is_a_silent_built_in_route() -> None:
+    from bench.hold import CONF
+
+    config = parse_config(yaml.safe_load(CONF.format(port=8080)))
+    (route,) = config.routes
+    assert route.provider == "simulated" and route.path == "/v1/stream/silent"
+    assert route.primary.options["first_token_delay"] >= 3600
