@@ -66,7 +66,9 @@ async def _drain(
 ) -> None:
     """Read to the end (or ``timeout``), close the upstream, record the new usage."""
     usage = dict(before)
-    reads_after = 0  # upstream reads carrying content: the unit of record.content_writes
+    # A read already decoded but not delivered when the client left (the push path handed it
+    # back, or the stream was still holding its first events) counts like one read after.
+    reads_after = fold_batch(source.take_held(), usage)
     outcome = "drained"
     try:
         async with asyncio.timeout(limit):

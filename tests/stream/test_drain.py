@@ -60,3 +60,39 @@ def test_share_after_without_content_before_is_everything() -> None:
     assert share_after(9, 0, 0) == 9
     assert share_after(9, 0, 3) == 9
     assert share_after(9, 3, 0) == 0
+
+
+class _HeldSource:
+    """A source whose last read was decoded but not delivered (the client left right then), and
+    whose stream is already over: nothing more to read."""
+
+    def __init__(self, held: list[Event]) -> None:
+        self.held = held
+        self.closed = False
+
+    def take_held(self) -> list[Event]:
+        held, self.held = self.held, []
+        return held
+
+    async def batches(self) -> Any:
+        for _ in ():
+            yield []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_drain_counts_the_read_that_was_not_delivered() -> None:
+    from gateway.stream.drain import _drain
+
+    source = _HeldSource(
+        [Event(ev.DELTA, {"text": "late"}), Event(ev.USAGE, {"output_tokens": 9}), ev.end("stop")]
+    )
+    record = SimpleNamespace(
+        metrics=SimpleNamespace(drained=_Metrics().drained, route="r"), usage={}
+    )
+    settled: list[dict[str, Any]] = []
+    before = {"output_tokens": 4}
+    await _drain(source, record, before, 1, 5.0, "id", settled.append)  # type: ignore[arg-type]
+    assert settled == [{"output_tokens": 9}]
+    assert source.closed and source.held == []
