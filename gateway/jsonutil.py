@@ -15,10 +15,10 @@ try:  # pragma: no cover - exercised whichever way the environment is set up
     import orjson
 
     loads: Callable[[str | bytes], Any] = orjson.loads
-
-    def dumps(obj: Any) -> bytes:
-        """Serialise ``obj`` to compact JSON bytes."""
-        return orjson.dumps(obj)
+    # orjson's own function, not a wrapper: ``dumps`` runs once per event on the hot path and a
+    # Python frame around it costs about a tenth of the call.
+    dumps: Callable[[Any], bytes] = orjson.dumps
+    """Serialise ``obj`` to compact JSON bytes."""
 
     FAST = True
 except ImportError:  # pragma: no cover

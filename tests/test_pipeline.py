@@ -144,3 +144,18 @@ def test_any_split_of_the_bytes_gives_the_same_events(split: int) -> None:
     assert [(e.type, e.data) for e in got] == [
         (e.type, e.data) for e in run(data.decode(), accepted=False)
     ]
+
+
+def test_a_subclass_that_overrides_message_sees_every_message() -> None:
+    seen: list[str] = []
+
+    class Counting(Pipeline):
+        def _message(self, message: Message, out: list[Event]) -> None:
+            seen.append(message.data)
+            super()._message(message, out)
+
+    assert Counting.hooked and not Pipeline.hooked
+    pipe = Counting(ScriptedAdapter(UpstreamConfig(), {}))
+    got = pipe.feed(b"delta\ndelta end\ndelta\n")
+    assert seen == ["delta", "delta end"]  # nothing after the terminal message
+    assert types(got) == ["clear", "delta", "delta", "end"]

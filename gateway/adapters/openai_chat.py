@@ -72,9 +72,9 @@ from gateway.adapters._kit import (
     typed,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
-from gateway.events import Event, FinishReason
+from gateway.events import DELTA, REASONING, Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps_str
+from gateway.jsonutil import dumps_str, loads
 from gateway.request import ChatMessage, ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -183,35 +183,37 @@ class ChatTranslator(Translator):
         self._calls = IndexedToolCalls()
 
     def feed(self, message: Message) -> list[Event]:
+        # The hot path of every compatible server, once per chunk: written out rather than
+        # through the kit's helpers (``load_object``, ``as_object``, ``text``, ``ev.delta``),
+        # which cost a Python call each per chunk. ``x.__class__ is str`` and truthiness: a
+        # non-empty string (JSON strings are exact ``str``); likewise ``dict`` for objects.
         if self.finished:
             return _NOTHING
         data = message.data
         if data == "[DONE]":
             return self._end()
-        doc = load_object(data, "openai-chat")
-        err = doc.get("error")
-        if err or doc.get("object") == "error":
+        try:
+            doc = loads(data)
+        except ValueError:
+            doc = None
+        if doc.__class__ is not dict:
+            doc = load_object(data, "openai-chat")  # raises the protocol error
+        get = doc.get
+        err = get("error")
+        if err or get("object") == "error":
             self.finished = True
             return [error_object_event(_error_object(err, doc))]
-        if self.model is None and isinstance(doc.get("model"), str):
+        if self.model is None and get("model").__class__ is str:
             self.model = doc["model"]
-        usage = doc.get("usage")
+        usage = get("usage")
         if usage.__class__ is dict:
             _take_usage(self._usage, usage)
-        choices = doc.get("choices")
-        if not isinstance(choices, list) or not choices:
+        choices = get("choices")
+        if choices.__class__ is not list or not choices:
             return _NOTHING
-        return self._choice(as_object(choices[0]))
-
-    def close(self) -> list[Event]:
-        if not self.finished and self._eof_ok and self._finish is not None:
-            return self._end()
-        return super().close()
-
-    def _choice(self, choice: Mapping[str, Any]) -> list[Event]:
-        # The hot path of every compatible server: written out rather than through _kit.text(),
-        # which costs a call per field per chunk. ``x.__class__ is str`` and truthiness: a
-        # non-empty string (JSON strings are exact ``str``).
+        choice = choices[0]
+        if choice.__class__ is not dict:
+            return _NOTHING  # as an empty choice would
         out: list[Event] = []
         delta = choice.get("delta")
         if delta.__class__ is dict and delta:
@@ -220,27 +222,32 @@ class ChatTranslator(Translator):
             if not (piece and piece.__class__ is str):
                 piece = get("reasoning_content")
             if piece and piece.__class__ is str:
-                out.append(ev.reasoning(piece))
+                out.append(Event(REASONING, {"text": piece}))
             piece = get("content")
             if piece and piece.__class__ is str:
-                out.append(ev.delta(piece))
+                out.append(Event(DELTA, {"text": piece}))
             piece = get("refusal")
             if piece and piece.__class__ is str:
                 self._refused = True
-                out.append(ev.delta(piece))
+                out.append(Event(DELTA, {"text": piece}))
             calls = get("tool_calls")
-            if isinstance(calls, list):
+            if calls.__class__ is list:
                 for call in calls:
-                    if isinstance(call, dict):
+                    if call.__class__ is dict:
                         self._tool_piece(call, out)
         finish = choice.get("finish_reason")
-        if isinstance(finish, str) and finish:
+        if finish and finish.__class__ is str:
             if finish == "error":
                 self.finished = True
                 out.append(error_object_event({}, "error"))
             else:
                 self._finish = finish
         return out
+
+    def close(self) -> list[Event]:
+        if not self.finished and self._eof_ok and self._finish is not None:
+            return self._end()
+        return super().close()
 
     def _tool_piece(self, call: Mapping[str, Any], out: list[Event]) -> None:
         function = as_object(call.get("function"))

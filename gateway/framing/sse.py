@@ -30,6 +30,9 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+_new = tuple.__new__
+
+
 class SSEDecoder:
     """Bytes of an event stream in, dispatched events out; any split of the input gives the same.
 
@@ -181,22 +184,39 @@ class SSEDecoder:
         return out
 
     def _decode_lines(self, lines: list[bytes], out: list[Message]) -> None:
+        # The hot path (a ``data:`` line, then the blank line that dispatches it) stays in this
+        # loop: the event's data and size as locals, the dispatch written out, the message made
+        # with ``tuple.__new__`` (a NamedTuple's own constructor is a Python function).
         limit = self._max
+        data = self._data  # the same list as ``self._data``: ``_field`` may append to it
+        size = self._data_len
+        append = out.append
         for line in lines:
             if not line:
-                self._dispatch(out)
+                if data:
+                    raw = data[0] if len(data) == 1 else b"\n".join(data)
+                    event = self._event
+                    kind = _text(event) if event else "message"
+                    append(_new(Message, (kind, _text(raw), self.last_event_id)))
+                    data.clear()
+                    size = 0
+                self._event = b""
+                if self._raw:
+                    append(self._flush_raw())
                 continue
             if len(line) > limit:
                 self._check_line(len(line))
             if line.startswith(b"data:"):
-                # The hot path: one data line per event.
                 value = line[6:] if len(line) > 5 and line[5] == _SPACE else line[5:]
-                self._data_len += len(value) + 1
-                if self._data_len > limit:
+                size += len(value) + 1
+                if size > limit:
                     raise _too_large(limit)
-                self._data.append(value)
+                data.append(value)
             elif line[0] != _COLON:
+                self._data_len = size
                 self._field(line)
+                size = self._data_len
+        self._data_len = size
 
     @staticmethod
     def _field_name(line: bytes) -> bytes:
@@ -226,18 +246,6 @@ class SSEDecoder:
                 self.retry = int(value)
         elif self._raw_lines:
             self._add_raw(line)
-
-    def _dispatch(self, out: list[Message]) -> None:
-        data = self._data
-        if data:
-            text = _text(data[0]) if len(data) == 1 else _text(b"\n".join(data))
-            event = _text(self._event) if self._event else "message"
-            out.append(Message(event, text, self.last_event_id))
-            self._data = []
-            self._data_len = 0
-        self._event = b""
-        if self._raw:
-            out.append(self._flush_raw())
 
     def _add_raw(self, line: bytes) -> None:
         self._raw_len += len(line) + 1
