@@ -65,8 +65,9 @@ from gateway.adapters._kit import (
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
 from gateway.errors import UpstreamProtocolError
-from gateway.events import Event, FinishReason
+from gateway.events import DELTA, Event, FinishReason
 from gateway.framing import Message
+from gateway.jsonutil import loads
 from gateway.request import ChatMessage, ChatRequest
 
 _OPTIONS: OptionTable = {
@@ -185,8 +186,18 @@ class ResponsesTranslator(Translator):
         data = message.data
         if data == "[DONE]":
             return _NOTHING
-        doc = load_object(data, "openai-responses")
+        try:  # load_object written out (it raises the protocol error below): a call less
+            doc = loads(data)
+        except ValueError:
+            doc = None
+        if doc.__class__ is not dict:
+            doc = load_object(data, "openai-responses")
         kind = doc.get("type")
+        if kind == "response.output_text.delta":  # most events: ``_text`` written out
+            piece = doc.get("delta")
+            if piece and piece.__class__ is str:
+                return [Event(DELTA, {"text": piece})]
+            return _NOTHING
         # A non-string type (a list is unhashable) is just an event we do not know.
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         return handler(self, doc) if handler is not None else _NOTHING
