@@ -65,6 +65,13 @@ class Pipeline:
         "tool_called",
     )
 
+    hooked: ClassVar[bool] = False
+    """The class overrides :meth:`_message` (``feed`` calls it only then; set by itself)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.hooked = cls._message is not Pipeline._message
+
     def __init__(
         self,
         adapter: Adapter,
@@ -130,13 +137,6 @@ class Pipeline:
         except _SHAPE_ERRORS:
             self._guard([_malformed()], out)
         return out
-
-    hooked: ClassVar[bool] = False
-    """The class overrides :meth:`_message` (``feed`` calls it only then; set by itself)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.hooked = cls._message is not Pipeline._message
 
     def _message(self, message: Message, out: list[Event]) -> None:
         """Translate one framed message into ``out`` (a subclass may keep the frame too)."""
