@@ -30,6 +30,7 @@ from aiohttp import web
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.config.model import GatewayConfig, LimitsConfig
+from gateway.http import ClientRequest
 from gateway.limits import BACKENDS, ErrorReporter, LimitBackend, Limiter, has_limits
 from gateway.limits.budget import Budgets, BudgetStore, BudgetTicket
 from gateway.metrics import Metrics
@@ -112,7 +113,9 @@ def install_features(app: web.Application, state: GatewayState) -> None:
         return
     token_estimate = config.limits.token_estimate
 
-    async def admit(request: web.Request, state: GatewayState, runtime: RouteRuntime) -> Admission:
+    async def admit(
+        request: ClientRequest, state: GatewayState, runtime: RouteRuntime
+    ) -> Admission:
         key = None
         admission = Admission()
         if auth is not None:

@@ -8,9 +8,11 @@ API's error format.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
+from multidict import CIMultiDictProxy, MultiMapping
 
 from gateway.config.model import RouteConfig, ServerConfig
 from gateway.errors import (
@@ -20,7 +22,98 @@ from gateway.errors import (
     InvalidRequest,
     UnsupportedMediaType,
 )
+from gateway.httpexchange import Reply, ServerRequest, ServerResponse
 from gateway.jsonutil import dumps, loads
+
+
+class RequestBody(Protocol):
+    """A request body as it arrives: aiohttp's ``StreamReader`` or
+    :class:`gateway.httpexchange.Body`."""
+
+    total_bytes: int
+
+    def is_eof(self) -> bool: ...
+
+    def read_nowait(self, n: int = -1) -> bytes: ...
+
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class WriteState(Protocol):
+    """The client connection's flow control, as the stream's direct writes check it."""
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+
+class ClientRequest(Protocol):
+    """What the stream path reads of a client request, on either server: an
+    ``aiohttp.web.Request`` or the fast server's :class:`gateway.httpexchange.ServerRequest`."""
+
+    @property
+    def app(self) -> web.Application: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def query(self) -> MultiMapping[str]: ...
+
+    @property
+    def content(self) -> RequestBody: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    @property
+    def protocol(self) -> WriteState: ...
+
+
+async def start_response(request: ClientRequest, headers: Mapping[str, str]) -> Reply:
+    """Send a 200 response head for a streamed body on ``request``'s server; returns the
+    response to write the body to (``write``, ``write_eof``)."""
+    if isinstance(request, ServerRequest):
+        return request.respond(200, headers)
+    assert isinstance(request, web.BaseRequest)
+    response = web.StreamResponse(status=200, headers=headers)
+    await response.prepare(request)
+    return response
+
+
+def on_aiohttp(
+    handler: Callable[[ClientRequest], Awaitable[Reply]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` as aiohttp's router takes it."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return aiohttp_reply(await handler(request))
+
+    return serve
+
+
+def aiohttp_reply(reply: Reply) -> web.StreamResponse:
+    """A handler's reply on aiohttp's server, where it is always aiohttp's response (a
+    :class:`ServerResponse` exists only on the fast server)."""
+    assert isinstance(reply, web.StreamResponse)
+    return reply
+
+
+def direct_transport(request: ClientRequest, response: Reply) -> asyncio.Transport | None:
+    """The transport a body frame may be written to straight, as one HTTP chunk, once the
+    head is out; ``None`` when the body is not plain HTTP/1.1 chunks (HTTP/1.0, compressed)."""
+    if isinstance(response, ServerResponse):
+        return response.direct
+    chunked = response.headers.get("Transfer-Encoding") == "chunked"
+    return request.transport if chunked and not response.compression else None
 
 
 def json_error(exc: GatewayError, extra_headers: dict[str, str] | None = None) -> web.Response:
@@ -42,7 +135,7 @@ def json_response(
     )
 
 
-async def read_body(request: web.Request, max_bytes: int, read_timeout: float) -> bytes:
+async def read_body(request: ClientRequest, max_bytes: int, read_timeout: float) -> bytes:
     """Read the whole request body (bounded in size and time).
 
     Reading it all before opening the upstream matters: an unread body pauses socket reads and
@@ -73,7 +166,7 @@ async def read_body(request: web.Request, max_bytes: int, read_timeout: float) -
     return b"".join(chunks)
 
 
-def check_content_type(request: web.Request) -> None:
+def check_content_type(request: ClientRequest) -> None:
     """Raise :class:`UnsupportedMediaType` unless the body is declared ``application/json``."""
     ctype = request.headers.get("Content-Type", "")
     if ctype.split(";", 1)[0].strip().lower() != "application/json":
@@ -88,13 +181,13 @@ def decode_json(body: bytes) -> Any:
         raise InvalidJSON("request body is not valid JSON") from None
 
 
-async def read_json(request: web.Request, server: ServerConfig) -> Any:
+async def read_json(request: ClientRequest, server: ServerConfig) -> Any:
     """Check the content type, read the whole body (bounded) and decode it."""
     check_content_type(request)
     return decode_json(await read_body(request, server.max_body_bytes, server.request_read_timeout))
 
 
-def cors_headers(request: web.Request, route: RouteConfig) -> dict[str, str]:
+def cors_headers(request: ClientRequest, route: RouteConfig) -> dict[str, str]:
     """The CORS response headers for ``request``'s ``Origin`` on ``route`` (none if not allowed)."""
     cors = route.cors
     origin = request.headers.get("Origin")

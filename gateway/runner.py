@@ -19,9 +19,10 @@ from aiohttp import web
 
 from gateway import gctune
 from gateway.config.model import GatewayConfig
+from gateway.httpserver import Listener, use_raw_server
 from gateway.logs import log_event
 from gateway.reload import reload_config
-from gateway.server import build_app
+from gateway.server import build_app, stream_listener
 from gateway.state import STATE, GatewayState
 
 KEEPALIVE_TIMEOUT = 75.0
@@ -68,12 +69,14 @@ async def start_app(
         keepalive_timeout=KEEPALIVE_TIMEOUT,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
+    assert runner.server is not None
+    if use_raw_server(app[STATE].current.config.server.http_server):
+        listener = stream_listener(app, runner.server, keepalive_timeout=KEEPALIVE_TIMEOUT)
+        site: web.TCPSite | Site = Site(runner, listener, host, port, reuse_port=reuse_port)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return runner, bound
+    return runner, site.port
 
 
 async def run_server(
@@ -125,3 +128,53 @@ def print_banner(config: GatewayConfig, host: str, port: int) -> None:
         '-d \'{"messages":[{"role":"user","content":"Hello"}]}\'',
         flush=True,
     )
+
+
+class Site(web.BaseSite):
+    """An aiohttp site whose connections start on the fast server's :class:`Listener` (stream
+    ``POST`` requests served there, the rest handed to aiohttp: ``gateway.httpserver``)."""
+
+    __slots__ = ("_bound", "_host", "_listener", "_port", "_reuse_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        listener: Listener,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        backlog: int = 4096,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._listener = listener
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+        self._bound = port
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the system chose for port 0, once started)."""
+        return self._bound
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._bound}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = server = await loop.create_server(
+            self._listener,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
+        )
+        if server.sockets:
+            self._bound = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._listener.close_all()

@@ -10,7 +10,6 @@ HTML or a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,9 +29,18 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.features import install_features
-from gateway.frontdoor import install_frontdoor
+from gateway.frontdoor import STREAM_ENDPOINTS, install_frontdoor
 from gateway.frontdoor.ui_messages import from_ui_messages
-from gateway.http import cors_headers, json_error, json_response, read_json
+from gateway.http import (
+    ClientRequest,
+    aiohttp_reply,
+    cors_headers,
+    json_error,
+    json_response,
+    read_json,
+)
+from gateway.httpexchange import Reply, ServerRequest
+from gateway.httpserver import Listener
 from gateway.metrics import Metrics
 from gateway.rawclient import RawClient
 from gateway.request import ChatRequest, parse_request
@@ -53,14 +61,14 @@ from gateway.tracing.app import install_tracing
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def _pick_encoder(request: web.Request, runtime: RouteRuntime) -> str:
+def _pick_encoder(request: ClientRequest, runtime: RouteRuntime) -> str:
     fmt = request.query.get("format") or runtime.config.format
     if fmt not in ENCODERS:
         raise InvalidRequest(f"format: unknown format (known: {', '.join(ENCODERS)})")
     return fmt
 
 
-async def handle_stream(request: web.Request) -> web.StreamResponse:
+async def handle_stream(request: ClientRequest) -> Reply:
     """``POST <route path>``: validate, then stream (contract sections 3, 5, 6)."""
     received = time.monotonic()
     state = request.app[STATE].current
@@ -159,6 +167,14 @@ async def handle_index(request: web.Request) -> web.StreamResponse:
 # -- app factory -------------------------------------------------------------------------------
 
 
+def guard(exc: Exception, path: str) -> web.Response:
+    """The JSON answer for an error that escaped a handler (before the stream started)."""
+    if isinstance(exc, GatewayError):
+        return json_error(exc)
+    logging.getLogger("gateway").exception("unhandled error in %s", path)
+    return json_error(InternalError("internal error"))
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -181,13 +197,8 @@ async def error_middleware(
             doc = {"error": {"code": code, "message": exc.reason}}
             return json_response(doc, status=exc.status)
         raise
-    except GatewayError as exc:
-        return json_error(exc)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logging.getLogger("gateway").exception("unhandled error in %s", request.path)
-        return json_error(InternalError("internal error"))
+    except Exception as exc:  # GatewayError, or a bug: never a traceback to the client
+        return guard(exc, request.path)
 
 
 async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -252,7 +263,44 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return resumed
         return json_error(NotFound(f"no route at {request.path}"))
     if request.method == "POST":
-        return await handle_stream(request)
+        return aiohttp_reply(await handle_stream(request))
     if request.method == "OPTIONS":
         return await handle_preflight(request)
     return await handle_wrong_method(request)
+
+
+# -- the fast server (gateway/httpserver.py) ---------------------------------------------------
+
+
+async def handle_route(request: ServerRequest) -> Reply:
+    """The fast server's handler: a configured route's or a front door's stream ``POST``."""
+    try:
+        endpoint = STREAM_ENDPOINTS.get(request.path)
+        if endpoint is not None:
+            return await endpoint(request)
+        return await handle_stream(request)
+    except Exception as exc:  # as error_middleware does on aiohttp's server
+        return guard(exc, request.path)
+
+
+def stream_listener(
+    app: web.Application, aiohttp_server: web.Server, *, keepalive_timeout: float
+) -> Listener:
+    """The fast server's protocol factory for ``app``: stream ``POST`` requests are served by
+    :func:`handle_route`, every other request by ``aiohttp_server`` (``gateway.httpserver``)."""
+    holder = app[STATE]
+
+    def claims(path: str) -> bool:
+        return path in holder.current.routes_by_path or path in STREAM_ENDPOINTS
+
+    def max_body_bytes() -> int:
+        return holder.current.config.server.max_body_bytes
+
+    return Listener(
+        app,
+        aiohttp_server,
+        handler=handle_route,
+        claims=claims,
+        max_body_bytes=max_body_bytes,
+        keepalive_timeout=keepalive_timeout,
+    )

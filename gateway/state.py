@@ -19,6 +19,7 @@ from gateway.adapters.base import Adapter
 from gateway.admission import Admission
 from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
+from gateway.http import ClientRequest
 from gateway.limits import ErrorReporter
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.pool import Pool, build_pools
@@ -26,7 +27,7 @@ from gateway.pricing import Pricer
 from gateway.rawclient import RawClient
 from gateway.rawhttp import use_raw
 
-Admit = Callable[[web.Request, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
+Admit = Callable[[ClientRequest, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""
 
 

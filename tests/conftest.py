@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway import httpserver
 from gateway.rawhttp import AVAILABLE
-from tests.support.gateway import UPSTREAM_CLIENT
+from tests.support.gateway import HTTP_SERVER, UPSTREAM_CLIENT
 
 
 @pytest.fixture(params=["raw", "aiohttp"])
@@ -25,3 +26,20 @@ def upstream_client(request: pytest.FixtureRequest) -> Iterator[str]:
         yield choice
     finally:
         UPSTREAM_CLIENT.reset(token)
+
+
+@pytest.fixture(params=["raw", "aiohttp"])
+def http_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per server for the stream requests (``server.http_server``).
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("http_server")``; every
+    gateway it starts with ``running_gateway`` then serves its streams with that server.
+    """
+    choice = str(request.param)
+    if choice == "raw" and not httpserver.AVAILABLE:
+        pytest.skip("httptools is not installed (the fast extra)")
+    token = HTTP_SERVER.set(choice)
+    try:
+        yield choice
+    finally:
+        HTTP_SERVER.reset(token)

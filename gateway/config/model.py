@@ -19,6 +19,7 @@ from gateway.config.accounting import Budget, PriceOverride
 OnClientAbort = Literal["cancel", "drain", "detach"]
 RequestMode = Literal["common", "native"]
 UpstreamClient = Literal["auto", "raw", "aiohttp"]
+HttpServer = Literal["auto", "raw", "aiohttp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,9 @@ class ServerConfig:
     when ``httptools`` is installed)."""
     upstream_max_connections: int = 0
     """Open upstream connections at most (the raw client; 0: no cap)."""
+    http_server: HttpServer = "auto"
+    """The server for the stream ``POST`` requests: ``raw`` (``gateway.httpserver``), ``aiohttp``,
+    or ``auto`` (raw when ``httptools`` is installed); every other request is aiohttp's."""
 
 
 @dataclass(frozen=True, slots=True)

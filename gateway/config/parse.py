@@ -64,6 +64,7 @@ SERVER_SPEC: dict[str, f.Conv] = {
     "playground": f.boolean,
     "upstream_client": f.choice("auto", "raw", "aiohttp"),
     "upstream_max_connections": f.integer(lo=0),
+    "http_server": f.choice("auto", "raw", "aiohttp"),
 }
 LIMITS_SPEC: dict[str, f.Conv] = {
     "backend": f.choice("memory", "redis"),

@@ -33,7 +33,8 @@ from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncode
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
-from gateway.http import json_response, read_json
+from gateway.http import ClientRequest, json_response, read_json
+from gateway.httpexchange import Reply
 from gateway.request import parse_request
 from gateway.state import STATE, GatewayState, RouteRuntime
 from gateway.stream import StreamPlan, start_stream
@@ -70,7 +71,7 @@ def find_route(state: GatewayState, body: Any) -> RouteRuntime:
     return runtime
 
 
-async def read_body(request: web.Request, state: GatewayState) -> Any:
+async def read_body(request: ClientRequest, state: GatewayState) -> Any:
     """A front door's JSON body; raises Unavailable while draining, else as ``read_json`` does."""
     if state.draining:
         raise Unavailable("the gateway is shutting down")
@@ -87,7 +88,7 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, options.get("include_usage") is True
 
 
-async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
+async def handle_chat_completions(request: ClientRequest) -> Reply:
     """``POST /v1/chat/completions``: the body is read before the route is known (``model``)."""
     received = time.monotonic()
     state = request.app[STATE].current

@@ -33,7 +33,8 @@ from gateway.errors import GatewayError
 from gateway.frontdoor.chat_completions import find_route, read_body
 from gateway.frontdoor.messages_request import stream_flag, to_common
 from gateway.frontdoor.passthrough import frontdoor_attempts
-from gateway.http import json_response
+from gateway.http import ClientRequest, json_response
+from gateway.httpexchange import Reply
 from gateway.jsonutil import dumps_str
 from gateway.request import parse_request
 from gateway.state import STATE
@@ -52,7 +53,7 @@ def messages_error(exc: GatewayError, headers: dict[str, str] | None = None) -> 
     return json_response(body, status=status, headers={**(headers or {}), **exc.headers})
 
 
-async def handle_messages(request: web.Request) -> web.StreamResponse:
+async def handle_messages(request: ClientRequest) -> Reply:
     """``POST /v1/messages``: the body is read before the route is known (``model``)."""
     received = time.monotonic()
     state = request.app[STATE].current

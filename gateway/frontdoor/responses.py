@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 
-from aiohttp import web
-
 from gateway.encoders.base import Encoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route, read_body
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.responses_request import decode, param_of
+from gateway.http import ClientRequest
+from gateway.httpexchange import Reply
 from gateway.request import parse_request
 from gateway.state import STATE
 from gateway.stream import StreamPlan, start_stream
@@ -34,7 +34,7 @@ API = "responses"
 """This front door's API (an adapter speaking it natively is passed through)."""
 
 
-async def handle_responses(request: web.Request) -> web.StreamResponse:
+async def handle_responses(request: ClientRequest) -> Reply:
     """``POST /v1/responses``: the body is read before the route is known (``model``)."""
     received = time.monotonic()
     state = request.app[STATE].current

@@ -34,8 +34,6 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from aiohttp import web
-
 from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.config.resume import RESUMABLE_FORMATS
@@ -48,6 +46,7 @@ from gateway.errors import (
     scrub_error_data,
 )
 from gateway.events import Event
+from gateway.http import ClientRequest
 from gateway.logs import log_event
 from gateway.metrics import StreamRecord
 from gateway.resume.base import Recorder
@@ -85,7 +84,7 @@ class RecordingSink(StreamingSink):
 
     def __init__(
         self,
-        request: web.Request,
+        request: ClientRequest,
         encoder: Encoder,
         headers: dict[str, str],
         *,
@@ -258,7 +257,7 @@ class Detached:
 async def open_recording(
     state: GatewayState,
     route: RouteConfig,
-    request: web.Request,
+    request: ClientRequest,
     encoder: Encoder,
     headers: dict[str, str],
     *,

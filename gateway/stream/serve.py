@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
-
 from gateway.admission import NO_AUTH, Admission, Demand
 from gateway.errors import GatewayError, Unavailable
-from gateway.http import cors_headers, json_error
+from gateway.http import ClientRequest, cors_headers, json_error
+from gateway.httpexchange import Reply
 from gateway.ids import new_request_id
 from gateway.logs import log_event
 from gateway.state import GatewayState, RouteRuntime
@@ -21,7 +20,7 @@ Prepare = Callable[[str], Awaitable[StreamPlan]]
 
 
 async def start_stream(
-    request: web.Request,
+    request: ClientRequest,
     state: GatewayState,
     runtime: RouteRuntime,
     prepare: Prepare,
@@ -29,7 +28,7 @@ async def start_stream(
     received: float,
     errors: ErrorShape = json_error,
     frontdoor: str = "route",
-) -> web.StreamResponse:
+) -> Reply:
     """Admit (auth, limits), ``prepare``, check the concurrency cap, reserve, then stream.
 
     A :class:`GatewayError` before the stream is counted as a rejection, releases what the
@@ -82,7 +81,7 @@ async def start_stream(
     return await session.run()
 
 
-def demand(request: web.Request, plan: StreamPlan) -> Demand:
+def demand(request: ClientRequest, plan: StreamPlan) -> Demand:
     """The request's :class:`Demand` once ``prepare`` read its body (its size: the bytes read,
     which also counts a chunked body without Content-Length)."""
     size = request.content.total_bytes or request.content_length or 0

@@ -39,6 +39,8 @@ from gateway.errors import (
     scrub_error_data,
 )
 from gateway.events import Event
+from gateway.http import ClientRequest
+from gateway.httpexchange import Reply
 from gateway.logs import log_event
 from gateway.metrics import StreamRecord
 from gateway.pricing import cost_of
@@ -86,7 +88,7 @@ class StreamSession:
         self,
         state: GatewayState,
         route: RouteConfig,
-        request: web.Request,
+        request: ClientRequest,
         plan: StreamPlan,
         *,
         request_id: str,
@@ -150,7 +152,7 @@ class StreamSession:
         """The gateway cancelled the task itself (an interruption before the upstream answered),
         as opposed to the client going away."""
 
-    async def run(self) -> web.StreamResponse:
+    async def run(self) -> Reply:
         """Serve the stream. Returns the response (an error document if nothing was sent)."""
         self.task = asyncio.current_task()
         self.state.sessions.add(self)

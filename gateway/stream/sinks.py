@@ -33,6 +33,8 @@ from aiohttp import web
 
 from gateway.encoders.base import Encoder
 from gateway.events import Event
+from gateway.http import ClientRequest, direct_transport, start_response
+from gateway.httpexchange import Reply
 from gateway.stream.source import Source, now
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ class Sink:
 
     def __init__(
         self,
-        request: web.Request,
+        request: ClientRequest,
         encoder: Encoder,
         headers: dict[str, str],
         *,
@@ -76,7 +78,7 @@ class Sink:
         """Response headers (the encoder's content type and extras are added at start)."""
         self.max_bytes = max_bytes
         self.max_write_buffer = max_write_buffer
-        self.response: web.StreamResponse | None = None
+        self.response: Reply | None = None
         self.started = False
         self.writing = False
         self.write_since = 0.0
@@ -108,8 +110,7 @@ class Sink:
             **encoder.extra_headers,
             **self.headers,
         }
-        response = web.StreamResponse(status=200, headers=headers)
-        await response.prepare(self._request)
+        response = await start_response(self._request, headers)
         transport = self._request.transport
         if transport is not None:
             transport.set_write_buffer_limits(high=self.max_write_buffer)
@@ -181,8 +182,8 @@ class Sink:
             self.writing = False
         self.last_write = now()
         self.bytes_written += len(data)
-        if self._direct is None and _chunked(response):
-            self._direct = self._request.transport  # the headers are out
+        if self._direct is None:
+            self._direct = direct_transport(self._request, response)  # the head is out
 
     def ready(self) -> bool:
         """Whether a frame could go out now without waiting: straight to the client's transport
@@ -229,7 +230,7 @@ class Sink:
         if transport is not None:
             transport.abort()
 
-    def result(self) -> web.StreamResponse | None:
+    def result(self) -> Reply | None:
         """The response to return from the handler (``None``: nothing was started)."""
         return self.response
 
@@ -247,11 +248,6 @@ class Sink:
 
     def finished(self) -> None:
         """The session is over (its last call on the sink). A no-op here."""
-
-
-def _chunked(response: web.StreamResponse) -> bool:
-    """The response's body goes out as plain HTTP/1.1 chunks (not HTTP/1.0, not compressed)."""
-    return response.headers.get("Transfer-Encoding") == "chunked" and not response.compression
 
 
 class StreamingSink(Sink):
@@ -280,7 +276,7 @@ class BufferedSink(Sink):
             self._held.append(data)
             self.bytes_written += len(data)
 
-    def result(self) -> web.StreamResponse | None:
+    def result(self) -> Reply | None:
         if self.started:
             return self.response
         status = getattr(self.encoder, "status", 200)
@@ -293,7 +289,7 @@ class BufferedSink(Sink):
 
 
 def new_sink(
-    request: web.Request,
+    request: ClientRequest,
     encoder: Encoder,
     headers: dict[str, str],
     *,

@@ -21,8 +21,9 @@ from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 from tests.support.rawclient import open_raw
 
-pytestmark = pytest.mark.usefixtures("upstream_client")
-"""Every test here runs over both upstream clients (``server.upstream_client``)."""
+pytestmark = pytest.mark.usefixtures("upstream_client", "http_server")
+"""Every test here runs over both upstream clients (``server.upstream_client``) and both servers
+(``server.http_server``)."""
 
 BUFFER = 16 * 1024
 WRITE_TIMEOUT = 0.5

@@ -18,8 +18,9 @@ from tests.adapters.harness import FIXTURES, assemble, fixture_bytes, fixture_ex
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway
 
-pytestmark = pytest.mark.usefixtures("upstream_client")
-"""Every test here runs over both upstream clients (``server.upstream_client``)."""
+pytestmark = pytest.mark.usefixtures("upstream_client", "http_server")
+"""Every test here runs over both upstream clients (``server.upstream_client``) and both servers
+(``server.http_server``)."""
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 SSE = {"Content-Type": "text/event-stream"}

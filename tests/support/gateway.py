@@ -34,6 +34,13 @@ UPSTREAM_CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 fixture in ``tests/conftest.py``, which runs a test module over both upstream clients)."""
 
 
+HTTP_SERVER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "http_server", default=None
+)
+"""``server.http_server`` for :func:`running_gateway` (set by the ``http_server`` fixture in
+``tests/conftest.py``, which runs a test module over both servers)."""
+
+
 def config_from(doc: dict[str, Any]) -> GatewayConfig:
     return parse_config(doc, env={})
 
@@ -57,6 +64,8 @@ async def running_gateway(doc: dict[str, Any]) -> AsyncIterator[RunningGateway]:
     server = {"host": "127.0.0.1", "port": 0}
     if (client := UPSTREAM_CLIENT.get()) is not None:
         server["upstream_client"] = client
+    if (http_server := HTTP_SERVER.get()) is not None:
+        server["http_server"] = http_server
     doc = {**doc, "server": {**server, **doc.get("server", {})}}
     app = build_app(config_from(doc), metrics=Metrics())
     runner, port = await start_app(app, "127.0.0.1", 0)

@@ -1,0 +1,399 @@
+"""The fast HTTP/1.1 server for the stream requests: a raw ``asyncio.Protocol``, ``httptools``.
+
+The twin of the upstream client (:mod:`gateway.rawhttp`): per request one
+:class:`~gateway.httpexchange.ServerRequest`, one :class:`~gateway.httpexchange.ServerResponse`
+and the handler's task, where aiohttp's server builds a handler task, a payload reader, request
+and response objects with their multidicts, and a keep-alive timer per connection.
+
+Every connection starts here; at each request boundary :meth:`Connection._begin` reads the
+request line. A ``POST`` to a configured route or a streaming front door is served here; anything
+else hands the connection and the bytes read so far to aiohttp's request handler for good
+(``transport.set_protocol``). Kept from aiohttp's server: a client disconnect cancels the
+handler at once (``handler_cancellation``), keep-alive with an idle timeout, ``Expect:
+100-continue``, HTTP/1.0, flow control toward the client, bounded heads and bodies, lingering
+after an early answer. A request sent before the previous answer ended is served after it; two
+in one read (pipelining) get the first answered, then a close. No TLS (a proxy terminates it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.errors import ConfigError
+from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, head
+
+try:
+    import httptools
+except ImportError:  # the ``fast`` extra is not installed: aiohttp's server serves
+    httptools = None  # type: ignore[assignment]
+
+AVAILABLE = httptools is not None
+"""Whether the fast server can run here (``httptools`` is installed)."""
+
+MAX_REQUEST_LINE = 8192
+"""Bytes of a request line read before it is handed to aiohttp undecided (which rejects it)."""
+LINGERING_TIME = 1.0
+"""Seconds the rest of an early-answered request is read and dropped before closing."""
+MAX_FIELD = 8190
+"""Longest header name or value (aiohttp's limit; past it: 400)."""
+MAX_HEADERS = 128
+"""Most header lines in one request (past it: 400)."""
+BAD_REQUEST = b'{"error":{"code":"invalid_request","message":"malformed HTTP request"}}'
+MAX_EARLY_BYTES = 64 * 1024
+"""Bytes of a next request kept while the current answer is still going out; then reads pause."""
+
+Handler = Callable[[ServerRequest], Awaitable[Reply]]
+Claims = Callable[[str], bool]
+"""``claims(path)``: whether a ``POST`` to ``path`` is served here."""
+
+_log = logging.getLogger("gateway")
+
+
+def use_raw_server(choice: str) -> bool:
+    """Whether ``server.http_server`` (``auto``, ``raw``, ``aiohttp``) picks this server.
+
+    ``auto`` picks it when ``httptools`` is installed; ``raw`` without it is a
+    :class:`ConfigError`.
+    """
+    if choice == "raw" and not AVAILABLE:
+        raise ConfigError(
+            "server.http_server: raw needs httptools (pip install 'llm-stream-gateway[fast]')"
+        )
+    return choice != "aiohttp" and AVAILABLE
+
+
+class Connection(asyncio.Protocol):
+    """One client connection while the gateway's own server has it (see the module docs)."""
+
+    __slots__ = (
+        "_expect",
+        "_head",
+        "_headers",
+        "_lingering",
+        "_pipelined",
+        "_url",
+        "body",
+        "drain_waiter",
+        "http11",
+        "idle_timer",
+        "keep_alive",
+        "listener",
+        "parser",
+        "task",
+        "transport",
+        "writing_paused",
+    )
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpRequestParser | None = None
+        self._head = b""
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._expect = False
+        self._pipelined = False
+        self._lingering = False
+        self.body: Body | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.http11 = True
+        self.keep_alive = True
+        self.writing_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.listener.connections.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if self._lingering:
+            return
+        if parser is None:
+            data = self._head + data if self._head else data
+            if self.task is None:
+                self._begin(data)
+            else:  # the next request, sent before this answer's last bytes were handled
+                self._head = data
+                if len(data) > MAX_EARLY_BYTES:
+                    self.pause_reading()
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._bad_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        self._cancel_idle()
+        self.transport = None
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()  # the client went away: the stream closes its upstream now
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Until the client's buffer is below its low-water mark again."""
+        if not self.writing_paused:
+            return
+        self.drain_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.drain_waiter
+        finally:
+            self.drain_waiter = None
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # -- a request boundary: ours or aiohttp's ---------------------------------------------
+
+    def _begin(self, data: bytes) -> None:
+        """The first bytes of a request: serve it here if it is a stream route's ``POST``."""
+        if not data.startswith(b"POST /"):
+            if len(data) < 6 and b"POST /".startswith(data):
+                self._head = data  # wait for the rest of the method
+                return
+            self._hand_off(data)
+            return
+        end = data.find(b" ", 5)
+        if end < 0:
+            if len(data) < MAX_REQUEST_LINE:
+                self._head = data
+                return
+            self._hand_off(data)
+            return
+        target = data[5:end]
+        path = target.partition(b"?")[0]
+        if b"%" in path or not self.listener.claims(path.decode("latin-1")):
+            self._hand_off(data)
+            return
+        self._head = b""
+        self.parser = httptools.HttpRequestParser(self)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._bad_request()
+
+    def _hand_off(self, data: bytes) -> None:
+        """Give the connection to aiohttp's request handler, with the bytes read so far."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._cancel_idle()
+        self.listener.connections.discard(self)
+        handler = self.listener.aiohttp_server()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self.writing_paused:
+            handler.pause_writing()
+        handler.data_received(data)
+        self.transport = None
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_REQUEST_LINE:
+            raise ValueError("request line too long")  # httptools: HttpParserCallbackError
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._pipelined:  # a pipelined request's bytes: dropped, the connection closes
+            return
+        if len(name) > MAX_FIELD or len(value) > MAX_FIELD or len(self._headers) >= MAX_HEADERS:
+            raise ValueError("header too large")  # httptools: HttpParserCallbackError
+        self._headers.append((name, value))
+        if name.lower() == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if parser is None or self._pipelined:
+            return
+        self._cancel_idle()
+        self.http11 = parser.get_http_version() == "1.1"
+        self.keep_alive = parser.should_keep_alive()
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in self._headers:
+            headers.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        self._headers = []
+        path, _, query = self._url.partition(b"?")
+        self._url = b""
+        max_body = self.listener.max_body_bytes()
+        self.body = body = Body(self, max_body)
+        request = ServerRequest(
+            self, path.decode("latin-1"), query.decode("latin-1"), CIMultiDictProxy(headers), body
+        )
+        if self._expect and self.http11:
+            self._expect = False
+            length = request.content_length
+            if length is None or length <= max_body:
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.task = asyncio.get_running_loop().create_task(self._serve(request))
+
+    def on_body(self, body: bytes) -> None:
+        if self.body is not None and not self._pipelined:
+            self.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._pipelined:
+            return
+        if self.body is not None:
+            self.body.feed_eof()
+        self.parser = None  # later bytes wait in ``_head`` until this answer is out
+
+    def on_message_begin(self) -> None:
+        if self.task is not None:  # a second request in the same read as the first: its
+            self._pipelined = True  # bytes are in the parser, not ours to replay; close after
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def _serve(self, request: ServerRequest) -> None:
+        try:
+            reply = await self.listener.handler(request)
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        except Exception:  # the handler guards its errors; this is a bug in that guard
+            _log.exception("unhandled error serving %s", request.path)
+            self.abort()
+            return
+        try:
+            await self._finish(reply)
+        except ConnectionResetError:
+            self.abort()
+            return
+        self.task = None
+        self.body = None
+        if self.parser is not None:  # answered before the body arrived (413, 401, ...)
+            self._linger()
+            return
+        if not (self.keep_alive and not self._pipelined):
+            self.close()
+            return
+        self._arm_idle()
+        self.resume_reading()  # paused by a body over its bound or an early next request
+        if self._head:  # the next request came while this answer went out
+            data, self._head = self._head, b""
+            self._begin(data)
+
+    async def _finish(self, reply: Reply) -> None:
+        if isinstance(reply, ServerResponse):
+            if not reply.ended:
+                await reply.write_eof()
+            if not reply.chunked:
+                self.keep_alive = False  # an HTTP/1.0 stream's body ends with the connection
+            return
+        if not isinstance(reply, web.Response) or reply.prepared:
+            raise RuntimeError(f"a stream route returned {type(reply).__name__}")
+        body = reply.body
+        data = body if isinstance(body, bytes) else b""
+        framing = f"Content-Length: {len(data)}"
+        if not self.keep_alive:
+            framing += "\r\nConnection: close"
+        self.write(head(reply.status, reply.headers, framing) + data)
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to the client; ``ConnectionResetError`` once it is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+
+    def _bad_request(self) -> None:
+        """A request the parser rejected: a JSON 400 if nothing was answered yet, then close."""
+        self.parser = None
+        if self.transport is None or self.task is not None:
+            self.abort()  # the handler runs: its request broke off, so does the connection
+            return
+        framing = f"Content-Length: {len(BAD_REQUEST)}\r\nConnection: close"
+        self.write(head(400, {"Content-Type": "application/json"}, framing) + BAD_REQUEST)
+        self.close()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close after the buffered bytes are out."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends for :data:`LINGERING_TIME`, then close:
+        closing with unread bytes would reset the connection and the client could lose the
+        answer (as aiohttp's ``lingering_time``)."""
+        self._lingering = True
+        self.parser = None
+        self.resume_reading()
+        self._cancel_idle()
+        loop = asyncio.get_running_loop()
+        self.idle_timer = loop.call_later(LINGERING_TIME, self.close)
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        loop = asyncio.get_running_loop()
+        self.idle_timer = loop.call_later(self.listener.keepalive_timeout, self.close)
+
+    def _cancel_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = None
+
+
+class Listener:
+    """What every connection of one listening socket shares; the protocol factory."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        aiohttp_server: web.Server,
+        *,
+        handler: Handler,
+        claims: Claims,
+        max_body_bytes: Callable[[], int],
+        keepalive_timeout: float,
+    ) -> None:
+        self.app = app
+        self.aiohttp_server = aiohttp_server  # a connection handed off gets one of its handlers
+        self.handler = handler
+        self.claims = claims
+        self.max_body_bytes = max_body_bytes
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[Connection] = set()
+
+    def __call__(self) -> Connection:
+        return Connection(self)
+
+    def close_all(self) -> None:
+        """Close every connection still here (at shutdown, after the streams ended)."""
+        for conn in list(self.connections):
+            conn.close()

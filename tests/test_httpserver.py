@@ -1,0 +1,356 @@
+"""The fast HTTP/1.1 server (``gateway/httpserver.py``, ``server.http_server``) on real sockets.
+
+Which server answered is visible: aiohttp's answers carry its ``Server`` header, the fast
+server's do not. Requests are written in every way a network could split them; answers are read
+with a small HTTP/1.1 reader here (not an HTTP library, which would hide framing mistakes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway import httpserver, runner
+from gateway.errors import ConfigError
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.rawclient import HELLO
+
+pytestmark = pytest.mark.skipif(not httpserver.AVAILABLE, reason="httptools is not installed")
+
+ROUTE = {
+    "name": "r",
+    "provider": "simulated",
+    "options": {"text": "one two", "first_token_delay": "0ms", "token_interval": "0ms"},
+}
+PATH = "/v1/stream/r"
+
+
+def post(path: str = PATH, body: Any = HELLO, *, extra: str = "", version: str = "1.1") -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n{extra}\r\n"
+    ).encode() + payload
+
+
+class Answer:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def by_aiohttp(self) -> bool:
+        return "aiohttp" in self.headers.get("server", "")
+
+    def events(self) -> list[str]:
+        return [line[7:] for line in self.body.decode().splitlines() if line.startswith("event: ")]
+
+    @property
+    def whole(self) -> bool:
+        """A whole token stream: ``created`` first, ``end`` last, the route's text between."""
+        text = "".join(
+            json.loads(block.split("data: ", 1)[1]).get("text", "")
+            for block in self.body.decode().split("\n\n")
+            if "event: delta" in block
+        )
+        events = self.events()
+        return events[0] == "created" and events[-1] == "end" and text.strip() == self.expect
+
+    expect = "one two"
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    """One HTTP/1.1 answer: Content-Length, chunked, or (HTTP/1.0) until the connection ends."""
+    async with asyncio.timeout(10):
+        status_line = await reader.readline()
+        assert status_line.startswith(b"HTTP/1."), status_line
+        status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status == 100:
+            return Answer(status, headers, b"")
+        if "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            parts = []
+            while size := int((await reader.readline()).strip(), 16):
+                parts.append(await reader.readexactly(size))
+                assert await reader.readexactly(2) == b"\r\n"
+            assert await reader.readexactly(2) == b"\r\n"
+            body = b"".join(parts)
+        else:
+            body = await reader.read()
+    return Answer(status, headers, body)
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closes the connection (EOF or reset) within 3 s, sending nothing."""
+    try:
+        async with asyncio.timeout(3):
+            return await reader.read(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[RunningGateway]:
+    doc = {"server": {"http_server": "raw", "max_body_bytes": 2048}, "routes": [ROUTE]}
+    async with running_gateway(doc) as gateway:
+        yield gateway
+
+
+async def connect(gw: RunningGateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", gw.port)
+
+
+async def test_a_stream_post_is_served_by_the_fast_server(gw: RunningGateway) -> None:
+    reader, writer = await connect(gw)
+    writer.write(post())
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 200 and not answer.by_aiohttp
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.headers["transfer-encoding"] == "chunked"
+    assert answer.headers["x-request-id"] and answer.headers["date"]
+    assert answer.whole
+
+
+async def test_aiohttp_serves_with_the_fast_server_off() -> None:
+    doc = {"server": {"http_server": "aiohttp"}, "routes": [ROUTE]}
+    async with running_gateway(doc) as gw:
+        reader, writer = await connect(gw)
+        writer.write(post())
+        answer = await read_answer(reader)
+        writer.close()
+    assert answer.status == 200 and answer.by_aiohttp
+    assert answer.whole
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 50])
+async def test_a_request_split_anywhere_is_the_same_request(gw: RunningGateway, size: int) -> None:
+    """The request written ``size`` bytes at a time (each its own segment)."""
+    data = post(PATH + "?format=tokens")
+    reader, writer = await connect(gw)
+    for i in range(0, len(data), size):
+        writer.write(data[i : i + size])
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 200 and not answer.by_aiohttp
+    assert answer.whole
+
+
+async def test_keep_alive_then_another_endpoint_hands_the_connection_to_aiohttp(
+    gw: RunningGateway,
+) -> None:
+    reader, writer = await connect(gw)
+    first: list[Answer] = []
+    for _ in range(3):
+        writer.write(post())
+        first.append(await read_answer(reader))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    health = await read_answer(reader)
+    writer.write(post())  # the connection is aiohttp's now
+    after = await read_answer(reader)
+    writer.close()
+    assert [(a.status, a.by_aiohttp) for a in first] == [(200, False)] * 3
+    assert len({a.headers["x-request-id"] for a in first}) == 3
+    assert (health.status, health.by_aiohttp, json.loads(health.body)) == (
+        200,
+        True,
+        {"status": "ok"},
+    )
+    assert (after.status, after.by_aiohttp) == (200, True)
+    assert after.whole and all(a.whole for a in first)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/stream/r HTTP/1.1\r\nHost: x\r\n\r\n",  # wrong method: aiohttp's 405
+        b"POST /v1/stream/%72 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  # escaped
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"OPTIONS /v1/stream/r HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+async def test_what_is_not_a_stream_post_gets_aiohttps_answer(
+    gw: RunningGateway, request_bytes: bytes
+) -> None:
+    reader, writer = await connect(gw)
+    for byte in request_bytes[:4]:  # the method arrives a byte at a time
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    writer.write(request_bytes[4:])
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.by_aiohttp and answer.status >= 400
+    assert "error" in json.loads(answer.body)
+
+
+async def test_the_front_doors_stream_on_the_fast_server(gw: RunningGateway) -> None:
+    body = {"model": "r", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    reader, writer = await connect(gw)
+    writer.write(post("/v1/chat/completions", body))
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 200 and not answer.by_aiohttp
+    assert answer.body.rstrip().endswith(b"data: [DONE]")
+
+
+async def test_http_1_0_body_ends_with_the_connection(gw: RunningGateway) -> None:
+    reader, writer = await connect(gw)
+    writer.write(post(version="1.0"))
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 200 and not answer.by_aiohttp
+    assert answer.headers["connection"] == "close" and "transfer-encoding" not in answer.headers
+    assert answer.whole
+
+
+async def test_expect_100_continue(gw: RunningGateway) -> None:
+    data = post(extra="Expect: 100-continue\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    reader, writer = await connect(gw)
+    writer.write(head + b"\r\n\r\n")
+    interim = await read_answer(reader)
+    writer.write(body)
+    answer = await read_answer(reader)
+    writer.close()
+    assert interim.status == 100
+    assert answer.status == 200 and answer.whole
+
+
+async def test_a_chunked_request_body_arriving_slowly(gw: RunningGateway) -> None:
+    payload = json.dumps(HELLO).encode()
+    reader, writer = await connect(gw)
+    writer.write(
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    for i in range(0, len(payload), 5):
+        piece = payload[i : i + 5]
+        writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+        await writer.drain()
+        await asyncio.sleep(0.005)
+    writer.write(b"0\r\n\r\n")
+    answer = await read_answer(reader)
+    writer.close()
+    assert answer.status == 200 and answer.whole
+
+
+async def test_an_oversized_body_is_413_and_the_connection_still_serves(
+    gw: RunningGateway,
+) -> None:
+    reader, writer = await connect(gw)
+    writer.write(post(body={"messages": [{"role": "user", "content": "x" * 4000}]}))
+    too_big = await read_answer(reader)
+    writer.write(post())
+    ok = await read_answer(reader)
+    writer.close()
+    assert too_big.status == 413 and not too_big.by_aiohttp
+    assert json.loads(too_big.body)["error"]["code"] == "body_too_large"
+    assert ok.status == 200 and ok.whole
+
+
+async def test_an_answer_before_the_body_lingers_then_closes(gw: RunningGateway) -> None:
+    """A body announced over the bound: 413 at once, the rest of it read and dropped, then the
+    connection closes (the client gets its answer, not a reset)."""
+    reader, writer = await connect(gw)
+    writer.write(
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n".encode()
+        + b"x" * 3000
+    )
+    answer = await read_answer(reader)
+    writer.write(b"x" * 3000)  # still accepted while it lingers
+    assert answer.status == 413
+    assert await closed(reader)
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /v1/stream/r HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
+        b"POST /v1/stream/r HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /v1/stream/r HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",
+        b"POST /v1/stream/r HTTQ/1.1\r\n\r\n",
+    ],
+    ids=["bad-length", "big-header", "many-headers", "bad-version"],
+)
+async def test_a_malformed_request_is_a_json_400_then_close(
+    gw: RunningGateway, request_bytes: bytes
+) -> None:
+    reader, writer = await connect(gw)
+    writer.write(request_bytes)
+    answer = await read_answer(reader)
+    assert answer.status == 400 and not answer.by_aiohttp
+    assert json.loads(answer.body)["error"]["code"] == "invalid_request"
+    assert await closed(reader)
+    writer.close()
+
+
+async def test_two_requests_in_one_write_answer_the_first_then_close(gw: RunningGateway) -> None:
+    reader, writer = await connect(gw)
+    writer.write(post() + post())
+    answer = await read_answer(reader)
+    assert answer.status == 200 and answer.whole
+    assert await closed(reader)
+    writer.close()
+
+
+async def test_a_next_request_sent_before_the_answer_ended_is_served_after_it() -> None:
+    """The next request arrives while the first stream is still going (it is read, kept, and
+    served when the first answer is out)."""
+    slow = {**ROUTE, "options": {"text": "a b c", "token_interval": "50ms"}}
+    async with running_gateway({"server": {"http_server": "raw"}, "routes": [slow]}) as gw:
+        reader, writer = await connect(gw)
+        writer.write(post())
+        await reader.readuntil(b"event: created")
+        writer.write(post())
+        rest = await read_answer_rest(reader)
+        second = await read_answer(reader)
+        writer.close()
+    assert rest.endswith(b"0\r\n\r\n")
+    second.expect = "a b c"
+    assert second.status == 200 and second.whole
+
+
+async def read_answer_rest(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(10):
+        return await reader.readuntil(b"\r\n0\r\n\r\n")
+
+
+async def test_an_idle_connection_closes_after_the_keep_alive_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "KEEPALIVE_TIMEOUT", 0.3)
+    async with running_gateway({"server": {"http_server": "raw"}, "routes": [ROUTE]}) as gw:
+        reader, writer = await connect(gw)
+        writer.write(post())
+        answer = await read_answer(reader)
+        assert answer.status == 200
+        assert await closed(reader)
+        idle_reader, idle_writer = await connect(gw)  # never sends a byte
+        assert await closed(idle_reader)
+        writer.close()
+        idle_writer.close()
+
+
+def test_raw_without_httptools_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(httpserver, "AVAILABLE", False)
+    with pytest.raises(ConfigError, match="http_server: raw needs httptools"):
+        httpserver.use_raw_server("raw")
+    assert httpserver.use_raw_server("auto") is False
+    monkeypatch.setattr(httpserver, "AVAILABLE", True)
+    assert httpserver.use_raw_server("auto") is True
+    assert httpserver.use_raw_server("aiohttp") is False
