@@ -1,8 +1,10 @@
 """Running the gateway in production: the runner, signals, graceful drain, the start banner.
 
-``start_app`` starts an app exactly the way production does (``handler_cancellation=True``: a
-client disconnect cancels its handler at once, which is what closes the upstream); tests use it
-too, never aiohttp's test server, which forces that flag on and would hide its absence.
+``start_app`` starts an app exactly the way production does: the stream requests on the fast
+server (``gateway.httpserver``, ``server.http_server``), the rest on aiohttp's, which runs with
+``handler_cancellation=True`` (a client disconnect cancels its handler at once, which is what
+closes the upstream; the fast server does the same). Tests use it too, never aiohttp's test
+server, which forces that flag on and would hide its absence.
 ``run_server`` serves one process; the CLI (``cli.py``) runs it directly or as ``--workers N``
 processes (``workers.py``).
 SIGTERM drains (readiness 503, new streams 503, open streams get ``shutdown_timeout``, then a
@@ -56,9 +58,10 @@ async def start_app(
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` the production way on a real socket; returns the runner and the bound port.
 
+    With the fast server (``server.http_server``) every connection starts on its listener
+    (:class:`Site`), which hands what is not a stream request to aiohttp's. On aiohttp's server,
     ``handler_cancellation=True`` is what turns a client disconnect into an immediate
-    cancellation of its handler (and so of the upstream request). Tests use this too, never
-    aiohttp's test server, which forces the flag on and would hide its absence here.
+    cancellation of its handler (and so of the upstream request).
     """
     runner = web.AppRunner(
         app,

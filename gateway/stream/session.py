@@ -11,7 +11,8 @@ source into the client sink, finish. The parts, each behind a narrow interface:
 * :class:`~gateway.stream.meter.Meter`, the stream's cost (priced when its usage passes) and its
   settlement (admission released, cost counted) at the end, or after a drain.
 
-Cancellation: the server runs with ``handler_cancellation=True``, so a client disconnect cancels
+Cancellation: either server (``gateway.httpserver``, or aiohttp's with
+``handler_cancellation=True``) turns a client disconnect into a cancellation of
 the handler task inside :meth:`run`; the ``except CancelledError`` path closes the upstream at once
 (or hands it to a drain when the route says ``on_client_abort: drain``), records the abort phase
 and the cancel latency, and re-raises. Shutdown, deadline and limit failures never cancel the

@@ -18,7 +18,9 @@ hooks that are no-ops here, :meth:`Sink.detach` (the client left and the route s
 One token's way out (:meth:`Sink.send`): once the headers went out, a frame is written straight
 to the client's transport as one HTTP chunk while the transport is not paused (no coroutine, no
 drain); when the transport's buffer is over its high-water mark (``pause_writing``), the write goes
-through aiohttp, which waits for ``resume_writing`` (the slow-client deadline runs meanwhile). The
+through the response's ``write`` (the fast server's :class:`~gateway.httpexchange.ServerResponse`
+or aiohttp's ``StreamResponse``), which waits for ``resume_writing`` (the slow-client deadline
+runs meanwhile). The
 frame that carries the terminal event goes out with the chunked terminator in one write
 (``write_eof``).
 """
