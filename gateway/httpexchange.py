@@ -41,8 +41,8 @@ class Body:
         self.total_bytes = 0
 
     def is_eof(self) -> bool:
-        """Whether the whole body arrived and nothing is left unread."""
-        return self._eof and not self._chunks
+        """Whether the whole body arrived (read or not: :meth:`read_nowait` takes the rest)."""
+        return self._eof
 
     def read_nowait(self, n: int = -1) -> bytes:
         """Everything received and not yet read (``n`` is ignored: the body is small)."""
