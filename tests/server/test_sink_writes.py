@@ -18,6 +18,9 @@ import pytest
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway
 
+pytestmark = pytest.mark.usefixtures("http_server")
+"""Every test here runs over both servers (``server.http_server``)."""
+
 SSE = {"Content-Type": "text/event-stream"}
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 
