@@ -1,6 +1,8 @@
 """The aiohttp application: the app factory and the gateway's own handlers.
 
 ``build_app(config)`` is shared by the runner (``runner.py``, the production way) and the tests.
+The stream ``POST`` requests reach :func:`handle_route` on the fast server
+(``gateway/httpserver.py``, :func:`stream_listener`) or the same handlers through aiohttp's router.
 
 Endpoints: one ``POST`` per configured route; ``GET /metrics``, ``/healthz``, ``/readyz``;
 ``GET /`` (playground), ``/static/...``, ``GET /v1/routes`` (route list for the playground, no

@@ -1,0 +1,272 @@
+"""The floor: the cheapest translating proxy a CPython process can be, to measure beside nginx.
+
+    python -m bench.floor [--rounds 3] [--seconds 5]
+
+Issue 17 asks for the gateway's CPU per request within 3x of nginx's, or for the gap to be
+explained by where the time goes and why it cannot go lower in Python. This module measures the
+second half directly: :class:`FloorServer` does, for one ``POST``, only the work no translating
+proxy can skip, in the fastest way this machine's Python has (uvloop, httptools, orjson, no
+framework, no coroutine, no task):
+
+* parse the request head and body (httptools) and the JSON body (orjson);
+* build the upstream request from it (orjson) and write it on a pooled keep-alive connection;
+* parse the upstream response (httptools), split its SSE events, parse each one's JSON;
+* encode the token protocol's events (``created``, ``delta``, ``usage``, ``end``) and write them
+  to the client as HTTP chunks.
+
+Nothing else: no validation beyond reading ``messages``, no admission, limits, failover,
+deadlines, heartbeats, metrics, log line or error handling (a malformed anything drops the
+connection). Every one of those is something the gateway does per request; the floor says how
+much of the gateway's cost is Python itself and how much is the gateway's features.
+
+It is measured like ``python -m bench.ab`` measures: the floor, nginx and the gateway run pinned
+to the proxy core at the same time, and the same closed loop of 1-token streams (``chat-1``)
+goes to each in turn from the other core, for ``--rounds`` rounds; each round gives every
+peer's CPU µs per request (from ``/proc``) and the ratios to nginx. The floor is not a product:
+it is a bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httptools
+import orjson
+
+from bench.fake_upstream import install_uvloop, raise_fd_limit
+from bench.peers import (
+    LOAD_CORE,
+    Peer,
+    _spawn,
+    _wait_ready,
+    free_port,
+    start_gateway,
+    start_nginx,
+)
+from bench.scenarios import LOADS, run_load
+
+UPSTREAM_PATH = b"/v1/chat/completions"
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class Upstream(asyncio.Protocol):
+    """One keep-alive upstream connection, feeding one client stream at a time."""
+
+    def __init__(self, server: FloorServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client: Client | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.pending = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_headers_complete(self) -> None:
+        client = self.client
+        assert client is not None
+        created = client.event(b"created", {"id": client.rid, "route": "chat"})
+        client.write(created, HEAD)
+
+    def on_body(self, body: bytes) -> None:
+        client = self.client
+        assert client is not None
+        buf = self.pending + body if self.pending else body
+        *events, self.pending = buf.split(b"\n\n")
+        out = []
+        for event in events:
+            data = event[6:]  # b"data: "
+            if data == b"[DONE]":
+                continue
+            doc = orjson.loads(data)
+            usage = doc.get("usage")
+            if usage:
+                out.append(client.event(b"usage", usage))
+            for choice in doc["choices"]:
+                text = choice["delta"].get("content")
+                if text:
+                    out.append(client.event(b"delta", {"text": text}))
+        if out:
+            client.write(b"".join(out))
+
+    def on_message_complete(self) -> None:
+        client, self.client = self.client, None
+        assert client is not None
+        client.finish(client.event(b"end", {"reason": "stop"}))
+        self.parser = httptools.HttpResponseParser(self)
+        self.server.idle.append(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client is not None:
+            self.client.abort()
+
+
+class Client(asyncio.Protocol):
+    """One client connection: request in, the token stream out."""
+
+    def __init__(self, server: FloorServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.body: list[bytes] = []
+        self.n = 0
+        self.rid = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        request = orjson.loads(b"".join(self.body))
+        self.body.clear()
+        self.n = 0
+        self.rid = os.urandom(8).hex()
+        upstream_body = orjson.dumps(
+            {
+                "model": "bench",
+                "messages": request["messages"],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        )
+        self.server.send_upstream(
+            self,
+            b"POST %s HTTP/1.1\r\nHost: upstream\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer sk-bench\r\nContent-Length: %d\r\n\r\n%s"
+            % (UPSTREAM_PATH, len(upstream_body), upstream_body),
+        )
+
+    def event(self, name: bytes, doc: dict[str, Any]) -> bytes:
+        self.n += 1
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.n, name, orjson.dumps(doc))
+
+    def write(self, data: bytes, head: bytes = b"") -> None:
+        if self.transport is not None:
+            self.transport.write(b"%b%x\r\n%b\r\n" % (head, len(data), data))
+
+    def finish(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class FloorServer:
+    """The listening side and the upstream pool."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.idle: list[Upstream] = []
+
+    def send_upstream(self, client: Client, request: bytes) -> None:
+        if self.idle:
+            conn = self.idle.pop()
+            conn.client = client
+            assert conn.transport is not None
+            conn.transport.write(request)
+            return
+        asyncio.get_running_loop().create_task(self._connect(client, request))
+
+    async def _connect(self, client: Client, request: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(
+            lambda: Upstream(self), "127.0.0.1", self.upstream_port
+        )
+        conn.client = client
+        assert conn.transport is not None
+        conn.transport.write(request)
+
+
+async def serve(port: int, upstream_port: int) -> None:
+    server = FloorServer(upstream_port)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: Client(server), "127.0.0.1", port, backlog=4096)
+    print(f"ready {port}", flush=True)
+    async with listener:
+        await listener.serve_forever()
+
+
+def start_floor(upstream_port: int) -> Peer:
+    """The floor proxy as a bench peer, pinned like the others."""
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    cmd = [sys.executable, "-m", "bench.floor", "--serve", str(port)]
+    cmd += ["--upstream", str(upstream_port)]
+    proc = _spawn("floor", cmd, workdir, {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+    def body(spec: str) -> bytes:
+        return json.dumps({"messages": [{"role": "user", "content": spec}]}).encode()
+
+    peer = Peer("floor", port, proc, workdir, {"chat": "/v1/stream/chat"}, {"chat": body})
+    _wait_ready(peer, None, 30)
+    return peer
+
+
+async def measure(rounds: int, seconds: float) -> dict[str, Any]:
+    from bench.__main__ import start_upstream
+
+    upstream, upstream_port = start_upstream()
+    load = dataclasses.replace(next(x for x in LOADS if x.name == "chat-1"), duration=seconds)
+    peers = [start_floor(upstream_port), start_nginx(upstream_port), start_gateway(upstream_port)]
+    rows: list[dict[str, float]] = []
+    try:
+        for r in range(rounds):
+            row: dict[str, float] = {}
+            order = peers if r % 2 == 0 else list(reversed(peers))
+            for peer in order:
+                result = await run_load(peer, load)
+                row[peer.name] = result["cpu_us_per_stream"]
+            row["floor/nginx"] = round(row["floor"] / row["nginx"], 2)
+            row["gateway/nginx"] = round(row["gateway"] / row["nginx"], 2)
+            row["gateway/floor"] = round(row["gateway"] / row["floor"], 2)
+            print(json.dumps({"round": r, **row}), flush=True)
+            rows.append(row)
+    finally:
+        for peer in peers:
+            peer.stop()
+        upstream.terminate()
+    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.floor", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    install_uvloop()
+    raise_fd_limit()
+    if args.serve is not None:
+        asyncio.run(serve(args.serve, args.upstream))
+        return
+    os.sched_setaffinity(0, {LOAD_CORE})
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    medians = asyncio.run(measure(args.rounds, args.seconds))
+    print(json.dumps({"started": started, "median": medians}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
