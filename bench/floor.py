@@ -1,6 +1,6 @@
 """The floor: the cheapest translating proxy a CPython process can be, to measure beside nginx.
 
-    python -m bench.floor [--rounds 3] [--seconds 5]
+    python -m bench.floor [--scenarios chat-1,chat-paced,chat-b2b] [--rounds 3] [--seconds 5]
 
 Issue 17 asks for the gateway's CPU per request within 3x of nginx's, or for the gap to be
 explained by where the time goes and why it cannot go lower in Python. This module measures the
@@ -19,11 +19,11 @@ deadlines, heartbeats, metrics, log line or error handling (a malformed anything
 connection). Every one of those is something the gateway does per request; the floor says how
 much of the gateway's cost is Python itself and how much is the gateway's features.
 
-It is measured like ``python -m bench.ab`` measures: the floor, nginx and the gateway run pinned
-to the proxy core at the same time, and the same closed loop of 1-token streams (``chat-1``)
-goes to each in turn from the other core, for ``--rounds`` rounds; each round gives every
-peer's CPU µs per request (from ``/proc``) and the ratios to nginx. The floor is not a product:
-it is a bound.
+The floor, nginx and the gateway run pinned to the proxy core at the same time, and each
+scenario's closed loop (``bench/scenarios.py``: ``chat-1`` is 1-token streams, so µs per event
+is µs per request there) goes to each in turn from the other core, for ``--rounds`` rounds;
+each round gives every peer's CPU µs per event (from ``/proc``) and the ratios. The floor is not
+a product: it is a bound.
 """
 
 from __future__ import annotations
@@ -222,36 +222,42 @@ def start_floor(upstream_port: int) -> Peer:
     return peer
 
 
-async def measure(rounds: int, seconds: float) -> dict[str, Any]:
+async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+    """Per scenario: the median over ``rounds`` of each peer's CPU µs per event and per stream,
+    and of the per-round ratios."""
     from bench.__main__ import start_upstream
 
     upstream, upstream_port = start_upstream()
-    load = dataclasses.replace(next(x for x in LOADS if x.name == "chat-1"), duration=seconds)
+    loads = [dataclasses.replace(x, duration=seconds) for x in LOADS if x.name in names]
     peers = [start_floor(upstream_port), start_nginx(upstream_port), start_gateway(upstream_port)]
-    rows: list[dict[str, float]] = []
+    rows: dict[str, list[dict[str, float]]] = {load.name: [] for load in loads}
     try:
         for r in range(rounds):
-            row: dict[str, float] = {}
-            order = peers if r % 2 == 0 else list(reversed(peers))
-            for peer in order:
-                result = await run_load(peer, load)
-                row[peer.name] = result["cpu_us_per_stream"]
-            row["floor/nginx"] = round(row["floor"] / row["nginx"], 2)
-            row["gateway/nginx"] = round(row["gateway"] / row["nginx"], 2)
-            row["gateway/floor"] = round(row["gateway"] / row["floor"], 2)
-            print(json.dumps({"round": r, **row}), flush=True)
-            rows.append(row)
+            for load in loads:
+                row: dict[str, float] = {}
+                for peer in peers if r % 2 == 0 else list(reversed(peers)):
+                    result = await run_load(peer, load)
+                    row[peer.name] = result["cpu_us_per_event"]
+                row["floor/nginx"] = round(row["floor"] / row["nginx"], 2)
+                row["gateway/nginx"] = round(row["gateway"] / row["nginx"], 2)
+                row["gateway/floor"] = round(row["gateway"] / row["floor"], 2)
+                print(json.dumps({"scenario": load.name, "round": r, **row}), flush=True)
+                rows[load.name].append(row)
     finally:
         for peer in peers:
             peer.stop()
         upstream.terminate()
-    return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    return {
+        name: {key: statistics.median(row[key] for row in got) for key in got[0]}
+        for name, got in rows.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.floor", description=__doc__.split("\n")[0]
     )
+    parser.add_argument("--scenarios", default="chat-1,chat-paced,chat-b2b")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -264,7 +270,7 @@ def main() -> None:
         return
     os.sched_setaffinity(0, {LOAD_CORE})
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    medians = asyncio.run(measure(args.rounds, args.seconds))
+    medians = asyncio.run(measure(args.scenarios.split(","), args.rounds, args.seconds))
     print(json.dumps({"started": started, "median": medians}, indent=1))
 
 
