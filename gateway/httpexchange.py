@@ -30,13 +30,14 @@ class Body:
     """A request body as it arrives (the part of aiohttp's ``StreamReader`` the gateway reads:
     :func:`gateway.http.read_body`)."""
 
-    __slots__ = ("_chunks", "_conn", "_eof", "_max", "_waiter", "total_bytes")
+    __slots__ = ("_chunks", "_conn", "_eof", "_max", "_paused", "_waiter", "total_bytes")
 
     def __init__(self, conn: Connection, max_bytes: int) -> None:
         self._conn = conn
         self._max = max_bytes
         self._chunks: list[bytes] = []
         self._eof = False
+        self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self.total_bytes = 0
 
@@ -49,7 +50,9 @@ class Body:
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
-        self._conn.resume_reading()
+        if self._paused:
+            self._paused = False
+            self._conn.resume_reading()
         return data
 
     async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
@@ -72,6 +75,7 @@ class Body:
         self._chunks.append(data)
         self.total_bytes += len(data)
         if self.total_bytes > self._max:  # the reader raises BodyTooLarge; read no more
+            self._paused = True
             self._conn.pause_reading()
         self._wake()
 
@@ -136,7 +140,7 @@ class ServerRequest:
         return self.protocol.transport
 
     def respond(self, status: int, headers: Mapping[str, str]) -> ServerResponse:
-        """Send the response head now; the body follows through the returned response."""
+        """Start the answer: its head goes out with the first body write (one send, not two)."""
         return ServerResponse(self.protocol, status, headers)
 
 
