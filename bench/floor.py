@@ -19,11 +19,16 @@ deadlines, heartbeats, metrics, log line or error handling (a malformed anything
 connection). Every one of those is something the gateway does per request; the floor says how
 much of the gateway's cost is Python itself and how much is the gateway's features.
 
-The floor, nginx and the gateway run pinned to the proxy core at the same time, and each
-scenario's closed loop (``bench/scenarios.py``: ``chat-1`` is 1-token streams, so µs per event
-is µs per request there) goes to each in turn from the other core, for ``--rounds`` rounds;
-each round gives every peer's CPU µs per event (from ``/proc``) and the ratios. The floor is not
-a product: it is a bound.
+A second peer, the *contract floor* (``bench/contract_floor.py``), is this floor plus only what
+``docs/contract.md`` requires of every stream (the request's checks and JSON errors, the
+protocol's headers and events, the timeouts and heartbeat, abort handling, the core Prometheus
+series, a log line), each in its cheapest form: what any conforming gateway must spend.
+
+The floor, the contract floor, nginx and the gateway run pinned to the proxy core at the same
+time, and each scenario's closed loop (``bench/scenarios.py``: ``chat-1`` is 1-token streams, so
+µs per event is µs per request there) goes to each in turn from the other core, for ``--rounds``
+rounds; each round gives every peer's CPU µs per event (from ``/proc``) and the ratios
+(:data:`RATIOS`). Neither floor is a product: they are bounds.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Upstream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
+
+    def begin(self, client: Client) -> None:
+        self.client = client
 
     def on_headers_complete(self) -> None:
         client = self.client
@@ -137,12 +145,16 @@ class Client(asyncio.Protocol):
     def on_message_complete(self) -> None:
         request = orjson.loads(b"".join(self.body))
         self.body.clear()
+        self.start(request["messages"])
+
+    def start(self, messages: list[Any]) -> None:
+        """Send the upstream request for ``messages``."""
         self.n = 0
         self.rid = os.urandom(8).hex()
         upstream_body = orjson.dumps(
             {
                 "model": "bench",
-                "messages": request["messages"],
+                "messages": messages,
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
@@ -178,10 +190,16 @@ class FloorServer:
         self.upstream_port = upstream_port
         self.idle: list[Upstream] = []
 
+    def upstream(self) -> Upstream:
+        return Upstream(self)
+
+    def client(self) -> Client:
+        return Client(self)
+
     def send_upstream(self, client: Client, request: bytes) -> None:
         if self.idle:
             conn = self.idle.pop()
-            conn.client = client
+            conn.begin(client)
             assert conn.transport is not None
             conn.transport.write(request)
             return
@@ -189,37 +207,53 @@ class FloorServer:
 
     async def _connect(self, client: Client, request: bytes) -> None:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
-            lambda: Upstream(self), "127.0.0.1", self.upstream_port
-        )
-        conn.client = client
+        _, conn = await loop.create_connection(self.upstream, "127.0.0.1", self.upstream_port)
+        conn.begin(client)
         assert conn.transport is not None
         conn.transport.write(request)
 
 
-async def serve(port: int, upstream_port: int) -> None:
-    server = FloorServer(upstream_port)
+async def serve(port: int, upstream_port: int, *, contract: bool = False) -> None:
+    """Serve the floor (``contract``: the contract floor, ``bench/contract_floor.py``)."""
+    if contract:
+        from bench.contract_floor import ContractServer
+
+        server: FloorServer = ContractServer(upstream_port)
+    else:
+        server = FloorServer(upstream_port)
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: Client(server), "127.0.0.1", port, backlog=4096)
+    listener = await loop.create_server(server.client, "127.0.0.1", port, backlog=4096)
     print(f"ready {port}", flush=True)
     async with listener:
         await listener.serve_forever()
 
 
-def start_floor(upstream_port: int) -> Peer:
-    """The floor proxy as a bench peer, pinned like the others."""
+def start_floor(upstream_port: int, *, contract: bool = False) -> Peer:
+    """The floor proxy (``contract``: the contract floor) as a bench peer, pinned like the
+    others."""
+    name = "contract" if contract else "floor"
     port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     cmd = [sys.executable, "-m", "bench.floor", "--serve", str(port)]
-    cmd += ["--upstream", str(upstream_port)]
-    proc = _spawn("floor", cmd, workdir, {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    cmd += ["--upstream", str(upstream_port), *(["--contract"] if contract else [])]
+    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
 
     def body(spec: str) -> bytes:
         return json.dumps({"messages": [{"role": "user", "content": spec}]}).encode()
 
-    peer = Peer("floor", port, proc, workdir, {"chat": "/v1/stream/chat"}, {"chat": body})
+    peer = Peer(name, port, proc, workdir, {"chat": "/v1/stream/chat"}, {"chat": body})
     _wait_ready(peer, None, 30)
     return peer
+
+
+RATIOS = (
+    ("floor", "nginx"),
+    ("contract", "nginx"),
+    ("gateway", "nginx"),
+    ("contract", "floor"),
+    ("gateway", "contract"),
+)
+"""The ratios reported per round: each peer against nginx, and each step up from the floor."""
 
 
 async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, Any]:
@@ -229,7 +263,12 @@ async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, An
 
     upstream, upstream_port = start_upstream()
     loads = [dataclasses.replace(x, duration=seconds) for x in LOADS if x.name in names]
-    peers = [start_floor(upstream_port), start_nginx(upstream_port), start_gateway(upstream_port)]
+    peers = [
+        start_floor(upstream_port),
+        start_floor(upstream_port, contract=True),
+        start_nginx(upstream_port),
+        start_gateway(upstream_port),
+    ]
     rows: dict[str, list[dict[str, float]]] = {load.name: [] for load in loads}
     try:
         for r in range(rounds):
@@ -238,9 +277,8 @@ async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, An
                 for peer in peers if r % 2 == 0 else list(reversed(peers)):
                     result = await run_load(peer, load)
                     row[peer.name] = result["cpu_us_per_event"]
-                row["floor/nginx"] = round(row["floor"] / row["nginx"], 2)
-                row["gateway/nginx"] = round(row["gateway"] / row["nginx"], 2)
-                row["gateway/floor"] = round(row["gateway"] / row["floor"], 2)
+                for over, under in RATIOS:
+                    row[f"{over}/{under}"] = round(row[over] / row[under], 2)
                 print(json.dumps({"scenario": load.name, "round": r, **row}), flush=True)
                 rows[load.name].append(row)
     finally:
@@ -262,11 +300,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--contract", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     install_uvloop()
     raise_fd_limit()
     if args.serve is not None:
-        asyncio.run(serve(args.serve, args.upstream))
+        asyncio.run(serve(args.serve, args.upstream, contract=args.contract))
         return
     os.sched_setaffinity(0, {LOAD_CORE})
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
