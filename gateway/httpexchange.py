@@ -21,6 +21,8 @@ from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 if TYPE_CHECKING:
     from gateway.httpserver import Connection
 
+_NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+
 Reply: TypeAlias = "web.StreamResponse | ServerResponse"
 """What a stream handler returns on either server: the answer it streamed, or a document to send
 (an ``aiohttp.web.Response``: an error, a buffered answer)."""
@@ -125,8 +127,11 @@ class ServerRequest:
     def query(self) -> MultiDictProxy[str]:
         query = self._query
         if query is None:
-            pairs = parse_qsl(self._query_string, keep_blank_values=True)
-            query = self._query = MultiDictProxy(MultiDict(pairs))
+            if not self._query_string:
+                query = self._query = _NO_QUERY  # read-only, so one serves every request
+            else:
+                pairs = parse_qsl(self._query_string, keep_blank_values=True)
+                query = self._query = MultiDictProxy(MultiDict(pairs))
         return query
 
     @property
