@@ -179,6 +179,7 @@ class ContractUpstream(floor.Upstream):
 
     def reset(self) -> None:
         self.done = False
+        self.headed = False
         self.texted = False
         self.t0 = self.last_read = self.last_content = 0.0
         self.counts: dict[str, int] = {}
@@ -206,10 +207,10 @@ class ContractUpstream(floor.Upstream):
         silent = now - self.last_read
         limit = FIRST_EVENT if self.last_read == self.t0 else IDLE
         if silent >= limit or now - self.t0 >= TOTAL:
-            self.fail("upstream_timeout", "the upstream went silent")
+            self.fail("upstream_timeout", "the upstream went silent", b"504 Gateway Timeout")
             return
-        if silent >= HEARTBEAT:
-            client.write(b": ping\n\n")
+        if silent >= HEARTBEAT:  # before the upstream answered, the head goes out with it
+            client.write(self.head() + b": ping\n\n" if not self.headed else b": ping\n\n")
         self.timer = self.server.loop.call_at(now + HEARTBEAT, self.tick)
 
     def emit(self, name: bytes, doc: dict[str, Any]) -> bytes:
@@ -218,27 +219,26 @@ class ContractUpstream(floor.Upstream):
         self.counts[kind] = self.counts.get(kind, 0) + 1
         return self.client.event(name, doc)
 
-    def on_headers_complete(self) -> None:
+    def head(self) -> bytes:
+        """The response head and ``created`` (once: at the answer or the first heartbeat)."""
         client = self.client
         assert client is not None
-        if self.parser.get_status_code() >= 300:
-            self.fail_before_head()
-            return
+        self.headed = True
         route = self.server
         created = self.emit(
             b"created",
             {"id": client.rid, "route": "chat", "provider": route.provider, "model": route.model},
         )
-        thinking = self.emit(b"thinking", {})
-        head = HEAD + client.rid.encode() + b"\r\n\r\n"
-        client.write(created + thinking, head)
+        return HEAD + client.rid.encode() + b"\r\n\r\n" + b"%x\r\n%b\r\n" % (len(created), created)
 
-    def fail_before_head(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            client.refuse(b"502 Bad Gateway", "upstream_error", "the upstream refused")
-        if self.transport is not None:
-            self.transport.close()
+    def on_headers_complete(self) -> None:
+        client = self.client
+        assert client is not None
+        if self.parser.get_status_code() >= 300:
+            self.fail("upstream_error", "the upstream refused", b"502 Bad Gateway")
+            return
+        head = b"" if self.headed else self.head()
+        client.write(self.emit(b"thinking", {}), head)
 
     def on_body(self, body: bytes) -> None:
         client = self.client
@@ -303,17 +303,28 @@ class ContractUpstream(floor.Upstream):
         self.reset()
         self.server.idle.append(self)
 
-    def fail(self, code: str, message: str) -> None:
-        frame = self.emit(b"error", {"code": code, "message": message, "retryable": True})
-        self.finish(frame, failed=True)
+    def fail(self, code: str, message: str, status: bytes = b"502 Bad Gateway") -> None:
+        """End the stream with ``code``: an ``error`` event once the head went out, before it
+        a JSON error with ``status`` (contract section 5, rule 6)."""
+        if self.headed:
+            frame = self.emit(b"error", {"code": code, "message": message, "retryable": True})
+            self.finish(frame, failed=True)
+        else:
+            self.finish(None, failed=True, refusal=(status, code, message))
         if self.transport is not None and not self.done:
             self.transport.close()
 
-    def finish(self, frame: bytes, *, failed: bool) -> None:
+    def finish(
+        self, frame: bytes | None, *, failed: bool, refusal: tuple[bytes, str, str] | None = None
+    ) -> None:
         client, self.client = self.client, None
         assert client is not None
         client.upstream = None
-        client.finish(frame)
+        if refusal is not None:
+            client.refuse(*refusal)
+        else:
+            assert frame is not None
+            client.finish(frame)
         self.timer.cancel()
         series = self.server.series
         now = self.server.loop.time()

@@ -160,3 +160,21 @@ async def test_a_client_abort_closes_the_contract_floors_upstream(upstream_port:
     assert not server.idle  # the upstream connection was closed, not pooled
     listener.close()
     await listener.wait_closed()
+
+
+async def test_an_upstream_refusal_is_a_502_json_error_and_ends_the_stream(
+    upstream_port: int,
+) -> None:
+    server, listener, port = await _serve_contract(upstream_port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post(_chat("no bench spec: the fake upstream answers 400")))
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    listener.close()
+    await listener.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 502 ") and b'"code":"upstream_error"' in answer
+    assert b"event:" not in answer  # no stream began: the head never went out
+    assert _value(server, "gateway_active_streams") == 0
+    assert _value(server, "gateway_requests_total", outcome="upstream_error") == 1
+    assert not server.idle  # the refused connection was closed, not pooled
