@@ -32,11 +32,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## check: formatting, lint and strict typing of gateway/
+## check: formatting, lint and strict typing of gateway/ and bench/
 check: $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
-	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict gateway bench
 
 ## bench: the benchmark (not part of `make test`); writes bench/results/
 bench: $(STAMP)

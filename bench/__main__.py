@@ -101,7 +101,7 @@ async def run_peer(
 
 
 def _brief(figures: dict[str, Any]) -> str:
-    keys = ("events_per_s", "cpu_us_per_event", "cpu_us_per_stream", "ttft_p99_ms")
+    keys: tuple[str, ...] = ("events_per_s", "cpu_us_per_event", "cpu_us_per_stream", "ttft_p99_ms")
     keys += ("gap_p99_ms", "failed", "kib_per_stream", "held_upstream")
     return ", ".join(f"{k}={figures[k]}" for k in keys if figures.get(k) is not None)
 
@@ -116,7 +116,7 @@ def machine() -> dict[str, Any]:
         platform.processor(),
     )
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("aiohttp", "uvloop", "orjson"):
         try:
             versions[dist] = metadata.version(dist)

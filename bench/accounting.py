@@ -123,7 +123,7 @@ def stream_accounting(budget: float = 1.0) -> float:
     usage = ev.usage(input_tokens=1200, output_tokens=200, cache_read_input_tokens=800)
 
     def one() -> None:
-        meter = Meter(pricer, metrics.accounting, admission, "r", None, attempt)
+        meter = Meter(pricer, metrics.accounting, admission, "r")
         hook = meter.hook(attempt)
         assert hook is not None
         meter.finished(hook(usage).data)
@@ -147,7 +147,7 @@ def per_event(rounds: int = 7, streams: int = 300) -> dict[str, float]:
     admission = Admission()
     check = Pipeline(
         attempt.adapter,
-        on_usage=Meter(pricer, metrics.accounting, admission, "r", None, attempt).hook(attempt),
+        on_usage=Meter(pricer, metrics.accounting, admission, "r").hook(attempt),
     )
     priced = [e for r in reads for e in check.feed(r) if e.type == ev.USAGE]
     assert len(priced) == 1 and "cost_usd" in priced[0].data, "the hook prices the usage"
@@ -158,7 +158,7 @@ def per_event(rounds: int = 7, streams: int = 300) -> dict[str, float]:
             for _ in range(streams):
                 hook = None
                 if name == "pipeline_with_cost":
-                    meter = Meter(pricer, metrics.accounting, admission, "r", None, attempt)
+                    meter = Meter(pricer, metrics.accounting, admission, "r")
                     hook = meter.hook(attempt)
                 events += _events_per_stream(attempt, reads, hook)
             figures[name].append((time.process_time() - start) / events * 1e6)

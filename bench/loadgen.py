@@ -22,7 +22,7 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 _now = time.monotonic
 MARK = b"~"
@@ -282,14 +282,14 @@ async def abort_probes(
     return ProbeResult(delays, missing)
 
 
-async def get_json(host: str, port: int, path: str) -> dict[str, object]:
+async def get_json(host: str, port: int, path: str) -> dict[str, Any]:
     """A one-shot ``GET`` answered with a JSON body (the fake upstream's control endpoints)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        doc: dict[str, object] = json.loads(await reader.readexactly(length))
+        doc: dict[str, Any] = json.loads(await reader.readexactly(length))
         return doc
     finally:
         writer.close()

@@ -143,7 +143,7 @@ class Upstream:
             await resp.prepare(request)
             for i in range(self.tokens):
                 await asyncio.sleep(self.interval * random.uniform(0.5, 1.5))
-                doc = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}}]}
+                doc: dict[str, Any] = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}}]}
                 await resp.write(b"data: " + json.dumps(doc).encode() + b"\n\n")
             usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 50}}
             stop = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
