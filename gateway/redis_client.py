@@ -6,6 +6,9 @@ backend is first used, so a gateway without it runs on the memory backends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -23,3 +26,50 @@ def connect(url: str, timeout: float) -> Any:
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
     )
+
+
+class LeaseRefresher:
+    """Keeps a replica's leases in Redis alive while any is held (limits and pools alike).
+
+    ``refresh()`` runs every ``period`` seconds in one background task, started by
+    :meth:`ensure` when a lease is taken and ending once ``held()`` is false. A failure of type
+    ``errors`` goes to ``on_error`` (``None``: ``refresh`` reports its own) and the loop goes on:
+    a lease that is not refreshed expires on its own. :meth:`close` stops the task.
+    """
+
+    __slots__ = ("_errors", "_held", "_on_error", "_period", "_refresh", "_task")
+
+    def __init__(
+        self,
+        refresh: Callable[[], Awaitable[None]],
+        held: Callable[[], bool],
+        period: float,
+        errors: type[Exception],
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._refresh = refresh
+        self._held = held
+        self._period = period
+        self._errors = errors
+        self._on_error = on_error
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure(self) -> None:
+        """A lease was taken: run the loop unless it already runs."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+
+    async def _loop(self) -> None:
+        while self._held():
+            await asyncio.sleep(self._period)
+            try:
+                await self._refresh()
+            except self._errors as exc:
+                if self._on_error is not None:
+                    self._on_error(exc)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -27,7 +27,6 @@ second at most before the limiter fails open or closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -183,7 +182,10 @@ class RedisBackend(LimitBackend):
         self.held: dict[str, tuple[str, ...]] = {}
         """Open leases of this process: lease id -> the sorted-set keys it sits in."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refresher: asyncio.Task[None] | None = None
+        self._refresher = redis_client.LeaseRefresher(
+            self.refresh, lambda: bool(self.held), lease_ttl / 3, BackendError, self._report
+        )
+        """Keeps this process's leases alive while their streams run (every lease_ttl / 3)."""
 
     def _connect(self) -> None:
         if self._client is not None:
@@ -249,7 +251,7 @@ class RedisBackend(LimitBackend):
         )
         if streams:
             self.held[lease] = streams
-            self._ensure_refresher()
+            self._refresher.ensure()
         return Grant(tuple(scopes), tokens, index, lease)
 
     def release(self, grant: Grant, tokens_used: int | None, now: float) -> None:
@@ -331,19 +333,6 @@ class RedisBackend(LimitBackend):
         if self.on_error is not None:
             self.on_error(exc)
 
-    def _ensure_refresher(self) -> None:
-        if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.ensure_future(self._refresh_loop())
-
-    async def _refresh_loop(self) -> None:
-        """Keep this process's leases alive while their streams run (every lease_ttl / 3)."""
-        while self.held:
-            await asyncio.sleep(self.lease_ttl / 3)
-            try:
-                await self.refresh()
-            except BackendError as exc:
-                self._report(exc)
-
     async def refresh(self) -> None:
         """Push every open lease's expiry to now + lease_ttl (re-adding any that expired)."""
         if not self.held:
@@ -368,10 +357,7 @@ class RedisBackend(LimitBackend):
             await asyncio.wait(self._tasks, timeout=2 * TIMEOUT + 1)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await self._refresher.close()
         await self.flush()
         if self._client is not None:
             await self._client.aclose()

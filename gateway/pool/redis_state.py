@@ -15,7 +15,6 @@ any failure of the store becomes :class:`~gateway.limits.base.BackendError` at :
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -58,7 +57,9 @@ class RedisPoolState(PoolState):
         """Open leases of this process: lease id -> deployment name (refreshed until released)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None
-        self._refresher: asyncio.Task[None] | None = None
+        self._refresher = redis_client.LeaseRefresher(
+            self.refresh, lambda: bool(self.held), lease_ttl / 3, BackendError
+        )  # refresh() reports its own failures
 
     def _keys(self, name: str) -> list[str]:
         p = f"{PREFIX}{self.route}:{name}:"
@@ -112,7 +113,7 @@ class RedisPoolState(PoolState):
         index, probe = int(result[0]), bool(int(result[1]))
         name = candidates[index - 1].name
         self.held[lease] = name
-        self._ensure_refresher()
+        self._refresher.ensure()
         return Taken(name, probe)
 
     def succeeded(self, name: str, lease: str, ttft: float) -> None:
@@ -167,16 +168,6 @@ class RedisPoolState(PoolState):
             if self.on_error is not None:
                 self.on_error(exc)
 
-    def _ensure_refresher(self) -> None:
-        if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.ensure_future(self._refresh_loop())
-
-    async def _refresh_loop(self) -> None:
-        while self.held:
-            await asyncio.sleep(self.lease_ttl / 3)
-            with contextlib.suppress(BackendError):  # reported by refresh()
-                await self.refresh()
-
     async def refresh(self) -> None:
         """Push every open lease's (and held probe's) expiry to now + lease_ttl."""
         if not self.held:
@@ -202,10 +193,7 @@ class RedisPoolState(PoolState):
             await asyncio.wait(set(self._tasks), timeout=2 * TIMEOUT + 1)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await self._refresher.close()
         await self.flush()
         if self._client is not None:
             await self._client.aclose()
