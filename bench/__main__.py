@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from bench.peers import (
     Peer,
     PeerUnavailable,
     ensure_installed,
-    pinned,
+    start_upstream,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,16 +63,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", type=float, default=0, metavar="S", help="py-spy S seconds")
     parser.add_argument("--report", metavar="JSON", help="only re-render a results file's tables")
     return parser
-
-
-def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if not line or line[0] != b"ready":
-        raise SystemExit("the fake upstream did not start")
-    return proc, int(line[1])
 
 
 async def run_peer(

@@ -45,12 +45,13 @@ from bench.peers import (
     free_port,
     pinned,
     start_gateway_variant,
+    start_upstream,
     with_pool,
     with_redis_resume,
     with_resume,
 )
 from bench.scenarios import LOADS, run_load
-from bench.tracing import start_sink, start_upstream, with_tracing
+from bench.tracing import start_sink, with_tracing
 
 FEATURES = ("none", "resume", "resume-redis", "tracing", "pool")
 

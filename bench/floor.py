@@ -259,7 +259,7 @@ RATIOS = (
 async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, Any]:
     """Per scenario: the median over ``rounds`` of each peer's CPU µs per event and per stream,
     and of the per-round ratios."""
-    from bench.__main__ import start_upstream
+    from bench.peers import start_upstream
 
     upstream, upstream_port = start_upstream()
     loads = [dataclasses.replace(x, duration=seconds) for x in LOADS if x.name in names]

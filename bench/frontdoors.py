@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,14 +34,13 @@ from typing import Any
 
 from bench.loadgen import closed_loop, post
 from bench.peers import (
-    LOAD_CORE,
     ROOT,
     Peer,
     _spawn,
     _wait_ready,
     cpu_seconds,
     free_port,
-    pinned,
+    start_upstream,
 )
 
 TARGET = 1.3
@@ -81,16 +79,6 @@ def request(route: str, door: str, spec: str) -> tuple[str, bytes]:
         return "/v1/responses", json.dumps(body).encode()
     body = {"model": route, "max_tokens": 4096, "messages": user, "stream": True}
     return "/v1/messages", json.dumps(body).encode()
-
-
-def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if not line or line[0] != b"ready":
-        raise SystemExit("the fake upstream did not start")
-    return proc, int(line[1])
 
 
 def start_gateway(upstream_port: int) -> Peer:

@@ -83,6 +83,18 @@ def pinned(core: int | None) -> Callable[[], None]:
     return setup
 
 
+def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
+    """The fake upstream (:mod:`bench.fake_upstream`) on a free port, pinned to the load core:
+    the process and its port."""
+    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != b"ready":
+        raise SystemExit("the fake upstream did not start")
+    return proc, int(line[1])
+
+
 def process_tree(root: int) -> list[int]:
     """``root`` and every descendant alive now."""
     parents: dict[int, list[int]] = {}

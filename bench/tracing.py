@@ -36,7 +36,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from bench.peers import LOAD_CORE, Peer, pinned, start_gateway_variant
+from bench.peers import LOAD_CORE, Peer, pinned, start_gateway_variant, start_upstream
 from bench.scenarios import Load, run_load
 from gateway.config.model import TracingConfig
 from gateway.tracing import Tracing
@@ -137,16 +137,6 @@ def _batches(port: int) -> int:
     """Export batches the sink received so far (proves the traced runs really export)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
         return int(r.read())
-
-
-def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
-    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(LOAD_CORE))
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if not line or line[0] != b"ready":
-        raise SystemExit("the fake upstream did not start")
-    return proc, int(line[1])
 
 
 def with_tracing(collector: int) -> Callable[[str], str]:

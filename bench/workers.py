@@ -41,9 +41,9 @@ from bench.peers import (
     free_port,
     gateway_config,
     process_tree,
+    start_upstream,
 )
 from bench.scenarios import LOADS, run_load
-from bench.tracing import start_upstream
 
 
 def start_workers(upstream_port: int, workers: int) -> Peer:
