@@ -10,6 +10,9 @@ LiteLLM, the gateway) can pass it through unchanged: the body must contain a spe
 the wire format: a path ending in ``/responses`` gets a Responses stream, ``/messages`` an
 Anthropic Messages stream, anything else a Chat Completions stream.
 
+An optional ``:<tag>`` after the mode marks the stream for :mod:`bench.ttft`: the upstream
+notes when the request arrived and when it wrote the first token (``/_marks``).
+
 ``mode``
     ``flow``: headers, then ``tokens`` token events (``first_ms`` before the first, ``gap_ms``
     between the others; back to back when both are 0), then the terminator; one write each.
@@ -24,6 +27,8 @@ Control endpoints (``GET``), for the load client:
     ``/_closes?after=K&wait=MS``: the ``time.monotonic()`` instants at which a peer closed a
     stream before its end (index > K), waiting up to MS ms for one. Same clock as the client's:
     CLOCK_MONOTONIC is system-wide, which is how abort propagation is timed across processes.
+    ``/_marks``: ``{"marks": {<tag>: [<request arrived>, <first token written>]}}`` of the
+    tagged streams since the last call (same clock), then forgets them.
 
 Run: ``python -m bench.fake_upstream --port 0`` prints ``ready <port>`` once listening.
 """
@@ -45,7 +50,7 @@ TOKEN_TEXT = " ~ab"
 """Each token's text; ``~`` is the one marker byte the load client counts."""
 DONE_TEXT = " -ab"
 """What a token looks like inside the final "whole text" events (no marker)."""
-SPEC = re.compile(rb"bench:(\d+):(\d+):(\d+):([a-z]+)")
+SPEC = re.compile(rb"bench:(\d+):(\d+):(\d+):([a-z]+)(?::(\d+))?")
 
 _CHAT_BASE = {
     "id": "chatcmpl-bench",
@@ -185,6 +190,8 @@ class Recorder:
         self.open = 0
         self.requests = 0
         self.closes: list[float] = []
+        self.marks: dict[str, list[float]] = {}
+        """Tagged streams: tag -> [request arrived, first token written] (``time.monotonic``)."""
         self._waiters: list[asyncio.Future[None]] = []
 
     def closed_early(self, when: float) -> None:
@@ -218,6 +225,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.tail = b""
         self.gap = 0.0
         self.control: asyncio.Future[None] | None = None
+        self.mark: list[float] | None = None
+        """A tagged stream's entry in ``Recorder.marks`` until its first token is written."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -271,6 +280,8 @@ class UpstreamProtocol(asyncio.Protocol):
             self._reply(400, b'{"error":{"message":"no bench spec in the body"}}')
             return
         tokens, first_ms, gap_ms, mode = int(spec[1]), int(spec[2]), int(spec[3]), spec[4]
+        if spec[5] is not None:
+            self.mark = self.rec.marks[spec[5].decode()] = [time.monotonic(), 0.0]
         api = target.split(b"?", 1)[0].rsplit(b"/", 1)[-1].decode("latin-1")
         self.streaming = True
         self.rec.open += 1
@@ -283,6 +294,7 @@ class UpstreamProtocol(asyncio.Protocol):
             # coalesced only as far as its own reads lag behind.
             write = self.transport.write
             write(head)
+            self._marked()
             for _ in range(tokens):
                 write(self.token)
             write(self.tail)
@@ -299,12 +311,19 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         if self.left > 0:
             self.left -= 1
+            self._marked()
             self.transport.write(self.token)
             if self.left > 0:
                 self.timer = self.loop.call_later(self.gap, self._tick)
                 return
         self.transport.write(self.tail)
         self._finish()
+
+    def _marked(self) -> None:
+        """The first token is being written: note when (a tagged stream)."""
+        if self.mark is not None:
+            self.mark[1] = time.monotonic()
+            self.mark = None
 
     def _finish(self) -> None:
         if self.streaming:
@@ -325,6 +344,8 @@ class UpstreamProtocol(asyncio.Protocol):
         elif url.path == "/_closes":
             after, wait = int(query.get("after", 0)), float(query.get("wait", 0)) / 1000
             doc = {"closes": await self.rec.closes_after(after, wait)}
+        elif url.path == "/_marks":
+            doc, self.rec.marks = {"marks": self.rec.marks}, {}
         else:
             self._reply(404, b'{"error":{"message":"not found"}}')
             return
