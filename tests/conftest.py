@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from gateway import httpserver
 from gateway.rawhttp import AVAILABLE
+from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway import HTTP_SERVER, UPSTREAM_CLIENT
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A fake upstream provider (``tests/support/fake_upstream.py``) for one test; a module
+    that needs another kind defines its own ``upstream``."""
+    fake = await FakeUpstream().start()
+    yield fake
+    await fake.stop()
 
 
 @pytest.fixture(params=["raw", "aiohttp"])

@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -234,13 +233,6 @@ async def test_operations_endpoints_stay_open() -> None:
         for path in ("/healthz", "/readyz", "/metrics", "/v1/routes"):
             async with s.get(f"{gw.url}{path}") as r:
                 assert r.status == 200, path
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.mark.parametrize(

@@ -55,13 +55,6 @@ def chat_route(upstream: FakeUpstream, name: str = "r") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
-
-
 @contextlib.asynccontextmanager
 async def behind_nginx(
     tmp_path: Path, doc: dict[str, Any]

@@ -9,7 +9,6 @@ row runs on a fresh gateway, so each absolute value is the delta of that one req
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,13 +163,6 @@ ROWS: dict[str, Row] = {
         completed=None,
     ),
 }
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.mark.parametrize("name", list(ROWS))

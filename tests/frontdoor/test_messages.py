@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -77,13 +76,6 @@ PROVIDER_FIXTURES = sorted(
     for p in FIXTURES.iterdir()
     if p.suffix in (".sse", ".ndjson", ".bin") and not p.name.startswith(("vercel", "sse_"))
 )
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def route_doc(name: str, provider: str, options: dict[str, Any], base_url: str) -> dict[str, Any]:

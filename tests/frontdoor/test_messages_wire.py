@@ -7,7 +7,6 @@ nothing reaches the upstream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -159,13 +158,6 @@ def test_decoder_errors_name_the_field(patch: dict[str, Any], field: str) -> Non
     with pytest.raises(InvalidRequest) as info:
         parse_request(to_common(body))
     assert info.value.message.startswith(field + ":")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 async def test_bad_input_over_http_is_anthropics_400_and_reaches_nothing(

@@ -9,7 +9,6 @@ in the API's own error; a fallback of another API is re-encoded as usual.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -29,13 +28,6 @@ WEATHER = {
     "description": "Get the weather",
     "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}},
 }
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def route(name: str, provider: str, base_url: str, **extra: Any) -> dict[str, Any]:

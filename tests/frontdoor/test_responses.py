@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -62,13 +61,6 @@ CASES = [
     ("bedrock", "bedrock_converse_stream_exception.bin"),
 ]
 IDS = [f"{p}:{f.split('.')[0]}" for p, f in CASES]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def routes(base_url: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +87,6 @@ def assert_clean(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         assert got["errors"] == [], f"{version}: {got['errors']}"
         out[version] = summarise(got["message"])
     return out
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def fake_route(name: str, provider: str, base_url: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -67,13 +66,6 @@ def check_whole(frames: list[Frame]) -> None:
     for call in CALLS:
         pieces = [d for _, k, d in frames if k == "tool_call" and d["index"] == call["index"]]
         assert "".join(p.get("arguments", "") for p in pieces) == call["arguments"]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 async def cut_after(url: str, stop: Any) -> tuple[str, list[Frame], Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,13 +29,6 @@ LIMIT = 0.1
 def chat_chunk(text: str) -> bytes:
     doc = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def gateway_doc(upstream: FakeUpstream, **route: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -37,13 +36,6 @@ CACHE_FIXTURES = [
 ]
 PRICE = {"input": 3.0, "output": 15.0, "read": 0.3, "write": 3.75}
 """USD per million tokens, distinct so that a mixed-up count changes the cost."""
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def pricing(model: str) -> dict[str, Any]:

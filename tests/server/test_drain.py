@@ -8,22 +8,12 @@ streams is capped (``limits.max_draining_streams``) and each drain by ``drain_ti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from tests.faults.kit import SSE, chat_chunk, chat_route, chat_stream
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 from tests.support.rawclient import open_raw, read_until
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def drain_doc(upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:

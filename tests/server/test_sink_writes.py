@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,13 +34,6 @@ def script(words: list[str]) -> Script:
     chunks = [(0.01, chat_chunk(w)) for w in words]
     chunks += [(0.01, chat_chunk("", "stop")), (0, b"data: [DONE]\n\n")]
     return Script(chunks=chunks, headers=SSE)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def doc(upstream: FakeUpstream) -> dict[str, Any]:

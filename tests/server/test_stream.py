@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.usefixtures("upstream_client", "http_server")
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 SSE = {"Content-Type": "text/event-stream"}
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 def route(name: str, provider: str, base_url: str, **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -43,13 +42,6 @@ def frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
         if "event" in lines:
             out.append((lines["event"], json.loads(lines["data"])))
     return out
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

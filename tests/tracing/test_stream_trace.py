@@ -47,13 +47,6 @@ MAPPED = yaml.safe_load(
 )
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream().start()
-    yield fake
-    await fake.stop()
-
-
 def traced(doc: dict[str, Any], endpoint: str, **tracing: Any) -> dict[str, Any]:
     return {**doc, "tracing": {"otlp_endpoint": endpoint, **tracing}}
 
