@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -67,26 +68,42 @@ def _parser() -> argparse.ArgumentParser:
 
 async def run_peer(
     peer: Peer, args: argparse.Namespace, chosen: list[str], rep: int
-) -> dict[str, Any]:
-    """Every chosen scenario against one started peer: ``scenario -> figures``."""
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every chosen scenario against one started peer: ``(scenario -> figures, scenario ->
+    why it was lost)``. A peer that dies or refuses connections loses the scenarios it cannot
+    serve in this repetition, not the whole run."""
     control = ("127.0.0.1", args.upstream_port)
     factor = 0.3 if args.quick else 1.0
-    warm = scenarios.Load("warm-up", "chat", 200, 0, 0, 8, 1.0)
-    await scenarios.run_load(peer, warm)
     out: dict[str, Any] = {}
+    lost: dict[str, str] = {}
+
+    async def attempt(name: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+        try:
+            got = await run
+        except OSError as exc:
+            lost[name] = f"{type(exc).__name__}: {exc}"
+            log(f"  {peer.name} {name}: lost ({lost[name]})")
+            return None
+        out[name] = got
+        return got
+
+    await scenarios.run_load(peer, scenarios.Load("warm-up", "chat", 200, 0, 0, 8, 1.0))
     for load in scenarios.LOADS:
         if load.name in chosen:
-            out[load.name] = await scenarios.run_load(peer, load.scaled(factor))
-            log(f"  {peer.name} {load.name}: {_brief(out[load.name])}")
+            got = await attempt(load.name, scenarios.run_load(peer, load.scaled(factor)))
+            if got is not None:
+                log(f"  {peer.name} {load.name}: {_brief(got)}")
     if "abort" in chosen:
-        out["abort"] = await scenarios.run_abort(peer, control, args.probes)
-        brief = {k: (v["p50_ms"], v["max_ms"], v["missing"]) for k, v in out["abort"].items()}
-        log(f"  {peer.name} abort (p50, max, missing): {brief}")
+        got = await attempt("abort", scenarios.run_abort(peer, control, args.probes))
+        if got is not None:
+            brief = {k: (v["p50_ms"], v["max_ms"], v["missing"]) for k, v in got.items()}
+            log(f"  {peer.name} abort (p50, max, missing): {brief}")
     if "idle" in chosen and rep == 0 and peer.name != "direct":
         budget = 300.0 if peer.name == "litellm" else 120.0
-        out["idle"] = await scenarios.run_idle(peer, control, args.idle, budget)
-        log(f"  {peer.name} idle: {_brief(out['idle'])}")
-    return out
+        got = await attempt("idle", scenarios.run_idle(peer, control, args.idle, budget))
+        if got is not None:
+            log(f"  {peer.name} idle: {_brief(got)}")
+    return out, lost
 
 
 def _brief(figures: dict[str, Any]) -> str:
@@ -144,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     upstream, args.upstream_port = start_upstream()
     started = datetime.now(UTC)
     runs: report.Runs = {}
+    lost: list[dict[str, Any]] = []
     try:
         for rep in range(args.reps):
             for name in peers:
@@ -157,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"  {name} unavailable: {exc}")
                     continue
                 try:
-                    figures = asyncio.run(run_peer(peer, args, chosen, rep))
+                    figures, why = asyncio.run(run_peer(peer, args, chosen, rep))
                 finally:
                     peer.stop()
+                lost += [
+                    {"peer": name, "rep": rep, "scenario": s, "error": e} for s, e in why.items()
+                ]
                 for scenario, value in figures.items():
                     runs.setdefault(name, {}).setdefault(scenario, []).append(value)
         profile = None
@@ -172,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream.terminate()
         upstream.wait(5)
     adapters = [] if args.no_adapters else measure_adapters(0.2 if args.quick else 1.0)
-    return _report(args, argv, peers, runs, unavailable, adapters, profile, started)
+    return _report(args, argv, peers, runs, unavailable, lost, adapters, profile, started)
 
 
 def rerender(path: Path) -> int:
@@ -199,6 +220,7 @@ def _report(
     peers: list[str],
     runs: report.Runs,
     unavailable: dict[str, str],
+    lost: list[dict[str, Any]],
     adapters: list[dict[str, Any]],
     profile: dict[str, Any] | None,
     started: datetime,
@@ -218,6 +240,11 @@ def _report(
         print(report.profile_tables(profile))
     for name, why in unavailable.items():
         print(f"\n{name}: not measured: {why.splitlines()[0]}")
+    for item in lost:
+        print(
+            f"\n{item['peer']}: {item['scenario']} lost in repetition {item['rep'] + 1}:",
+            item["error"],
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc = {
@@ -228,6 +255,7 @@ def _report(
         "options": {k: v for k, v in vars(args).items() if k != "upstream_port"},
         "scenarios": {load.name: load.__dict__ for load in scenarios.LOADS},
         "unavailable": unavailable,
+        "lost": lost,
         "runs": runs,
         "summary": summary,
         "targets": goals,
