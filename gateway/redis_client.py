@@ -1,4 +1,5 @@
-"""The one way the gateway opens a Redis client (limits, budgets, pools), for shared state.
+"""The one way the gateway opens a Redis client (limits, budgets, pools), for shared state,
+and :class:`LeaseRefresher`, which keeps a replica's leases there alive.
 
 ``redis`` is an optional dependency (the ``redis`` extra): it is imported here, when a Redis
 backend is first used, so a gateway without it runs on the memory backends.
