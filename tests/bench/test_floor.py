@@ -5,30 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
 
 from bench.contract_floor import ContractServer
 from bench.floor import Client, FloorServer
-
-
-@pytest.fixture
-def upstream_port() -> Iterator[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_upstream", "--port", "0"], stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    assert line[0] == b"ready"
-    try:
-        yield int(line[1])
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        proc.stdout.close()
 
 
 async def test_the_floor_translates_a_chat_stream_into_tokens(upstream_port: int) -> None:

@@ -3,26 +3,10 @@ the fake upstream's marks of tagged streams."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from bench import loadgen
-from bench.peers import start_direct, start_upstream
+from bench.peers import start_direct
 from bench.scenarios import HOST
 from bench.ttft import Legs, Shape, run_shape, summarise
-
-
-@pytest.fixture
-def upstream_port() -> Iterator[int]:
-    proc, port = start_upstream()
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 def test_summarise_takes_each_legs_quantiles() -> None:
