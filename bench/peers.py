@@ -201,15 +201,15 @@ def _spawn(
     pin: bool = True,
 ) -> subprocess.Popen[bytes]:
     """Start a peer pinned to the proxy core (``pin=False``: wherever the kernel puts it)."""
-    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=pinned(PROXY_CORE if pin else None),
-        env={**os.environ, **(env or {})},
-        cwd=workdir,
-    )
+    with open(workdir / f"{name}.log", "wb") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=pinned(PROXY_CORE if pin else None),
+            env={**os.environ, **(env or {})},
+            cwd=workdir,
+        )
 
 
 def _wait_ready(peer: Peer, path: str | None, timeout: float) -> None:
