@@ -1,6 +1,7 @@
 """The floor: the cheapest translating proxy a CPython process can be, to measure beside nginx.
 
-    python -m bench.floor [--scenarios chat-1,chat-paced,chat-b2b] [--rounds 3] [--seconds 5]
+    python -m bench.floor [--scenarios chat-1,chat-1-rate,chat-paced,chat-b2b] [--rounds 3]
+                          [--seconds 5]
 
 Issue 17 asks for the gateway's CPU per request within 3x of nginx's, or for the gap to be
 explained by where the time goes and why it cannot go lower in Python. This module measures the
@@ -26,7 +27,8 @@ series, a log line), each in its cheapest form: what any conforming gateway must
 
 The floor, the contract floor, nginx and the gateway run pinned to the proxy core at the same
 time, and each scenario's closed loop (``bench/scenarios.py``: ``chat-1`` is 1-token streams, so
-µs per event is µs per request there) goes to each in turn from the other core, for ``--rounds``
+µs per event is µs per request there; ``chat-1-rate`` the same at one rate for every peer) goes
+to each in turn from the other core, for ``--rounds``
 rounds; each round gives every peer's CPU µs per event (from ``/proc``) and the ratios
 (:data:`RATIOS`). Neither floor is a product: they are bounds.
 """
@@ -295,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.floor", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--scenarios", default="chat-1,chat-paced,chat-b2b")
+    parser.add_argument("--scenarios", default="chat-1,chat-1-rate,chat-paced,chat-b2b")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)

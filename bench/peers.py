@@ -116,17 +116,24 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (``/proc/<pid>/stat`` fields 14 and 15), in seconds."""
-    ticks = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """utime and stime of ``pids`` (``/proc/<pid>/stat`` fields 14 and 15): the seconds spent
+    in the process's own code and in the kernel on its behalf."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids``, in seconds."""
+    return sum(cpu_times(pids))
 
 
 def rss_kib(pids: list[int]) -> int:

@@ -24,6 +24,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("cpu_us_per_event/chat-paced", "CPU µs per event, openai-chat, 5 ms apart"),
     ("cpu_us_per_event/responses-paced", "CPU µs per event, openai-responses, 5 ms apart"),
     ("cpu_us_per_stream/chat-1", "CPU µs per request (1-token streams)"),
+    ("cpu_us_per_stream/chat-1-rate", "CPU µs per request, same traffic (~2,000/s for each)"),
     ("cpu_us_per_stream/chat-short", "CPU µs per stream (10-token streams)"),
     ("cpu_us_per_stream/chat-b2b", "CPU µs per stream (200-token streams)"),
     ("events_per_core_s/chat-b2b", "events/s one core carries, openai-chat (1e6 / µs per event)"),
@@ -176,6 +177,7 @@ def targets(summary: Summary, idle_asked: int) -> list[dict[str, Any]]:
 
     for figure, how, limit in (
         ("cpu_us_per_stream/chat-1", "CPU/request (1-token streams)", 3.0),
+        ("cpu_us_per_stream/chat-1-rate", "CPU/request at the same traffic (~2,000/s)", 3.0),
         ("cpu_us_per_event/chat-paced", "CPU/event, each token its own packet", 2.0),
         ("cpu_us_per_event/chat-b2b", "CPU/event, tokens back to back", 1.3),
     ):

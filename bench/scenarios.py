@@ -54,6 +54,10 @@ LOADS = (
     Load("responses-paced", "responses", 200, 0, 5, 64, 5, what="openai-responses, same"),
     Load("chat-short", "chat", 10, 0, 0, 32, 5, what="openai-chat, 10-token streams"),
     Load("chat-1", "chat", 1, 0, 0, 32, 5, what="openai-chat, 1-token streams (per request)"),
+    # Each answer waits 16 ms upstream, so 32 clients ask at most ~2,000 requests/s: the same
+    # traffic for every peer that carries it. chat-1 runs each peer at its own saturation, where
+    # a fast proxy amortises its wake-ups over many requests and a slow one does not.
+    Load("chat-1-rate", "chat", 1, 16, 0, 32, 5, stagger=0.016, what="same, ~2,000/s each"),
     Load("ttft-1", "chat", 5, 10, 10, 1, 6, True, what="1 stream at a time"),
     Load("ttft-64", "chat", 40, 10, 25, 64, 6, True, 1.0, what="64 concurrent, 40 tok/s"),
     Load("ttft-512", "chat", 40, 10, 50, 512, 8, True, 2.0, what="512 concurrent, 20 tok/s"),

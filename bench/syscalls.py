@@ -1,16 +1,20 @@
-"""System calls per request: what each proxy asks of the kernel for one 1-token stream.
+"""Where a request's CPU goes: the kernel's share and the process's own, and the calls behind it.
 
-    python -m bench.syscalls [--peers nginx,floor,contract,gateway] [--seconds 2]
+    python -m bench.syscalls [--peers nginx,floor,contract,gateway] [--seconds 3]
 
-The CPU per request of ``bench.floor`` is the kernel's work (the socket calls) plus the
-process's own. This module separates the two by counting: ``strace -c -f`` is attached to each
-peer's processes while the ``chat-1`` load (1-token streams, 32 clients back to back) runs from
-the load core, and each system call's count is divided by the requests answered meanwhile. A
-proxy that makes as many calls per request as nginx spends the rest of its CPU in user space.
+``bench.floor`` gives each proxy's CPU per 1-token request (``chat-1``). This module splits it,
+per peer, one peer at a time against one fake upstream, the ``chat-1`` load (32 clients back to
+back) running from the load core:
 
-strace slows every call it sees, so this module reports counts only, never times; the peers are
-started as in ``bench.floor`` (nginx, the floor, the contract floor, the gateway) against one fake
-upstream, one after the other. Needs ``strace`` (Debian's package) and ptrace permission.
+* ``cpu_us``: CPU µs per request, untraced, spent in the process's own code (``user``) and in
+  the kernel on its behalf (``system``: the socket calls and the wake-ups), from ``/proc``;
+* ``calls``: the system calls per request, by name: ``strace -c -f`` attached to the peer's
+  processes during a second run of the load (strace slows every call it sees, so that run's
+  times are not used).
+
+A proxy that makes as many calls per request as nginx, and spends as long in the kernel, spends
+the rest of its CPU in its own code. The peers are those of ``bench.floor``: nginx, the floor,
+the contract floor and the gateway. Needs ``strace`` (Debian's package) and ptrace permission.
 """
 
 from __future__ import annotations
@@ -25,10 +29,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.floor import start_floor
-from bench.peers import LOAD_CORE, Peer, start_gateway, start_nginx, start_upstream
+from bench.peers import (
+    LOAD_CORE,
+    Peer,
+    cpu_times,
+    start_gateway,
+    start_nginx,
+    start_upstream,
+)
 from bench.scenarios import LOADS, Load, run_load
 
 STARTERS: dict[str, Callable[[int], Peer]] = {
@@ -66,9 +78,22 @@ def per_request(counts: dict[str, int], requests: int) -> dict[str, float]:
     return {**rows, "total": round(sum(counts.values()) / requests, 2)}
 
 
+async def cpu_split(peer: Peer, load: Load) -> dict[str, float]:
+    """CPU µs per request of ``peer`` under ``load``, untraced: in its own code (``user``) and
+    in the kernel on its behalf (``system``), from ``/proc``'s tick counts."""
+    pids = peer.pids()
+    before = cpu_times(pids)
+    result = await run_load(peer, load)
+    after = cpu_times(pids)
+    requests = _answered(result)
+    return {
+        "user": round((after[0] - before[0]) / requests * 1e6, 1),
+        "system": round((after[1] - before[1]) / requests * 1e6, 1),
+    }
+
+
 async def count(peer: Peer, load: Load, workdir: Path) -> dict[str, float]:
-    """System calls per request of ``peer`` under ``load`` (after a short warm-up)."""
-    await run_load(peer, dataclasses.replace(load, name="warm-up", duration=1.0))
+    """System calls per request of ``peer`` under ``load``, traced."""
     out = workdir / f"{peer.name}.strace"
     attach = [arg for pid in peer.pids() for arg in ("-p", str(pid))]
     tracer = await asyncio.create_subprocess_exec(
@@ -81,21 +106,32 @@ async def count(peer: Peer, load: Load, workdir: Path) -> dict[str, float]:
     finally:
         tracer.terminate()  # strace writes its summary when it detaches
         await asyncio.wait_for(tracer.wait(), 10)
-    requests = sum(result["statuses"].values())  # every request answered while counted
-    return per_request(parse_summary(out.read_text()), requests)
+    return per_request(parse_summary(out.read_text()), _answered(result))
 
 
-async def measure(names: list[str], seconds: float) -> dict[str, dict[str, float]]:
-    """System calls per ``chat-1`` request of each named peer, one peer at a time."""
+def _answered(result: dict[str, Any]) -> int:
+    """The requests answered during a load: each started a response (the window's count of
+    finished streams leaves out the last ones, whose calls are counted too)."""
+    return sum(result["statuses"].values())
+
+
+async def measure_peer(peer: Peer, load: Load, workdir: Path) -> dict[str, Any]:
+    """``peer``'s CPU per request split by where it was spent, then its system calls."""
+    await run_load(peer, dataclasses.replace(load, name="warm-up", duration=1.0))
+    return {"cpu_us": await cpu_split(peer, load), "calls": await count(peer, load, workdir)}
+
+
+async def measure(names: list[str], seconds: float) -> dict[str, dict[str, Any]]:
+    """CPU and system calls per ``chat-1`` request of each named peer, one at a time."""
     load = dataclasses.replace(next(x for x in LOADS if x.name == "chat-1"), duration=seconds)
     upstream, upstream_port = start_upstream()
     workdir = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     try:
         for name in names:
             peer = STARTERS[name](upstream_port)
             try:
-                rows[name] = await count(peer, load, workdir)
+                rows[name] = await measure_peer(peer, load, workdir)
             finally:
                 peer.stop()
             print(json.dumps({"peer": name, **rows[name]}), flush=True)
@@ -109,7 +145,7 @@ def main() -> None:
         prog="python -m bench.syscalls", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--peers", default=",".join(STARTERS))
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     install_uvloop()
     raise_fd_limit()

@@ -6,12 +6,21 @@ edit that breaks a variant would only show up in the next long run; these tests 
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 
 import pytest
 import yaml
 
-from bench.peers import gateway_config, with_pool, with_redis_resume, with_resume
+from bench.peers import (
+    cpu_seconds,
+    cpu_times,
+    gateway_config,
+    with_pool,
+    with_redis_resume,
+    with_resume,
+)
 from bench.tracing import with_tracing
 from gateway.config.parse import parse_config
 
@@ -64,3 +73,16 @@ def test_hold_config_is_a_silent_built_in_route() -> None:
     (route,) = config.routes
     assert route.provider == "simulated" and route.path == "/v1/stream/silent"
     assert route.primary.options["first_token_delay"] >= 3600
+
+
+def test_cpu_times_splits_a_process_cpu_into_user_and_system() -> None:
+    pid = os.getpid()
+    user0, system0 = cpu_times([pid])
+    end = time.perf_counter() + 0.1
+    while time.perf_counter() < end:  # 100 ms in this process's own code (a vDSO clock)
+        sum(range(100))
+    user1, system1 = cpu_times([pid])
+    assert user1 - user0 >= 0.05  # ticks of 10 ms; the machine may take some of the 100
+    assert system1 >= system0
+    assert cpu_seconds([pid]) == pytest.approx(user1 + system1, abs=0.05)
+    assert cpu_times([2**22 + 1]) == (0.0, 0.0)  # a process that is gone counts nothing

@@ -9,7 +9,7 @@ import pytest
 
 from bench.floor import start_floor
 from bench.scenarios import LOADS
-from bench.syscalls import count, parse_summary, per_request
+from bench.syscalls import measure_peer, parse_summary, per_request
 from tests.support.system import require_binary
 
 SUMMARY = """\
@@ -46,16 +46,21 @@ def test_per_request_divides_and_sorts() -> None:
         per_request({"read": 1}, 0)
 
 
-async def test_count_traces_a_real_proxy(upstream_port: int, tmp_path: Path) -> None:
+async def test_measure_peer_splits_a_real_proxys_cpu_and_counts_its_calls(
+    upstream_port: int, tmp_path: Path
+) -> None:
     require_binary("strace")
     load = dataclasses.replace(next(x for x in LOADS if x.name == "chat-1"), duration=0.5)
     peer = start_floor(upstream_port)
     try:
-        got = await count(peer, load, tmp_path)
+        got = await measure_peer(peer, load, tmp_path)
     finally:
         peer.stop()
+    cpu, calls = got["cpu_us"], got["calls"]
+    assert set(cpu) == {"user", "system"}
+    assert cpu["user"] + cpu["system"] > 0  # ticks of 10 ms: one of the two may round to zero
     # One request read from the client and one response read from the upstream; the upstream
     # request and the client's answer written: at least two reads and two writes each.
-    assert 2 <= got["read"] < 4
-    assert 2 <= got["write"] < 10
-    assert got["total"] >= got["read"] + got["write"]
+    assert 2 <= calls["read"] < 4
+    assert 2 <= calls["write"] < 10
+    assert calls["total"] >= calls["read"] + calls["write"]
