@@ -28,14 +28,13 @@ from typing import Any
 
 from bench import report, scenarios
 from bench.adapters import measure as measure_adapters
-from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.peers import (
     DEFAULT_PEERS,
     LAUNCHERS,
-    LOAD_CORE,
     PEERS,
     Peer,
     PeerUnavailable,
+    become_load_generator,
     ensure_installed,
     start_upstream,
 )
@@ -154,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in chosen if s not in scenarios.SCENARIOS]
     if unknown or bad:
         raise SystemExit(f"unknown peers {unknown} or scenarios {bad}")
-    raise_fd_limit()
-    os.sched_setaffinity(0, {LOAD_CORE})
-    install_uvloop()
+    become_load_generator()
     unavailable = {} if args.no_install else ensure_installed(peers, log)
     upstream, args.upstream_port = start_upstream()
     started = datetime.now(UTC)

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -37,11 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.peers import (
     LOAD_CORE,
     ROOT,
     Peer,
+    become_load_generator,
     free_port,
     pinned,
     start_gateway_variant,
@@ -152,9 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {LOAD_CORE})  # the load generator beside the upstream, as in bench
-    install_uvloop()
+    become_load_generator()
     if args.feature == "none" and args.base is None:
         parser.error("give --feature, or --base to compare this checkout with another")
     scenarios = args.scenarios.split(",")

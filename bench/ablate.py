@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -34,15 +33,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.peers import (
-    LOAD_CORE,
     ROOT,
     ROUTES,
     Peer,
     _gateway_bodies,
     _spawn,
     _wait_ready,
+    become_load_generator,
     free_port,
     gateway_config,
     start_upstream,
@@ -213,9 +211,7 @@ def main() -> None:
     unknown = [p for p in parts if p not in STUBS]
     if unknown:
         parser.error(f"unknown parts {unknown} (known: {', '.join(STUBS)})")
-    raise_fd_limit()
-    install_uvloop()
-    os.sched_setaffinity(0, {LOAD_CORE})
+    become_load_generator()
     base = next(x for x in LOADS if x.name == args.scenario)
     load = dataclasses.replace(base, duration=args.seconds)
     print(json.dumps(asyncio.run(measure(parts, load, args.rounds)), indent=1))

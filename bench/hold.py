@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 import tempfile
@@ -30,9 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.loadgen import post
-from bench.peers import LOAD_CORE, ROOT, Peer, _spawn, _wait_ready, free_port, rss_kib
+from bench.peers import (
+    ROOT,
+    Peer,
+    _spawn,
+    _wait_ready,
+    become_load_generator,
+    free_port,
+    rss_kib,
+)
 from bench.scenarios import fd_limit
 
 CONF = """\
@@ -97,9 +103,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--budget", type=float, default=120.0)
     args = parser.parse_args()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {LOAD_CORE})
-    install_uvloop()
+    become_load_generator()
     workdir = Path(tempfile.mkdtemp(prefix="bench-hold-"))
     port = free_port()
     (workdir / "gateway.yaml").write_text(CONF.format(port=port))

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.loadgen import post
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,14 @@ def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
     if not line or line[0] != b"ready":
         raise SystemExit("the fake upstream did not start")
     return proc, int(line[1])
+
+
+def become_load_generator() -> None:
+    """Make this process the bench's load generator: room for tens of thousands of sockets,
+    uvloop, and the load core (beside the fake upstream, away from the proxy under test)."""
+    raise_fd_limit()
+    install_uvloop()
+    os.sched_setaffinity(0, {LOAD_CORE})
 
 
 def process_tree(root: int) -> list[int]:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -31,11 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.floor import start_floor
 from bench.peers import (
-    LOAD_CORE,
     Peer,
+    become_load_generator,
     cpu_times,
     start_gateway,
     start_nginx,
@@ -147,9 +145,7 @@ def main() -> None:
     parser.add_argument("--peers", default=",".join(STARTERS))
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    install_uvloop()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {LOAD_CORE})
+    become_load_generator()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows = asyncio.run(measure(args.peers.split(","), args.seconds))
     print(json.dumps({"started": started, "per_request": rows}, indent=1))

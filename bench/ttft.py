@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -33,11 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import loadgen
-from bench.fake_upstream import install_uvloop, raise_fd_limit
 from bench.floor import start_floor
 from bench.peers import (
-    LOAD_CORE,
     Peer,
+    become_load_generator,
     start_direct,
     start_gateway,
     start_nginx,
@@ -187,9 +185,7 @@ def main() -> None:
     parser.add_argument("--peers", default="direct,nginx,contract,gateway")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    install_uvloop()
-    raise_fd_limit()
-    os.sched_setaffinity(0, {LOAD_CORE})
+    become_load_generator()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     medians = asyncio.run(measure(args.peers.split(","), args.rounds))
     print(json.dumps({"started": started, "median": medians}, indent=1))
