@@ -123,16 +123,16 @@ async def measure(names: list[str], seconds: float) -> dict[str, dict[str, Any]]
     """CPU and system calls per ``chat-1`` request of each named peer, one at a time."""
     load = dataclasses.replace(next(x for x in LOADS if x.name == "chat-1"), duration=seconds)
     upstream, upstream_port = start_upstream()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-syscalls-"))
     rows: dict[str, dict[str, Any]] = {}
     try:
-        for name in names:
-            peer = STARTERS[name](upstream_port)
-            try:
-                rows[name] = await measure_peer(peer, load, workdir)
-            finally:
-                peer.stop()
-            print(json.dumps({"peer": name, **rows[name]}), flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-syscalls-") as workdir:
+            for name in names:
+                peer = STARTERS[name](upstream_port)
+                try:
+                    rows[name] = await measure_peer(peer, load, Path(workdir))
+                finally:
+                    peer.stop()
+                print(json.dumps({"peer": name, **rows[name]}), flush=True)
     finally:
         upstream.terminate()
     return rows
