@@ -219,6 +219,13 @@ async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The streams' pending metric updates reach the series before the process ends (the last
+    context torn down: drains and pools may still count on the way out)."""
+    yield
+    app[STATE].current.metrics.flush()
+
+
 async def _pools_ctx(app: web.Application) -> AsyncIterator[None]:
     """Close the upstream pools' stores at shutdown (a reload carries them over instead)."""
     yield
@@ -233,6 +240,7 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
     )
     state = build_state(config, metrics)
     app[STATE] = StateHolder(state)
+    app.cleanup_ctx.append(_metrics_ctx)
     app.cleanup_ctx.append(_client_session_ctx)
     app.cleanup_ctx.append(_pools_ctx)
     install_features(app, state)

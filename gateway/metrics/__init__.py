@@ -7,7 +7,9 @@ This package is the only place that touches a Prometheus object (a test checks i
   :class:`RouteMetrics` (one route's children, bound once);
 * :mod:`~gateway.metrics.pool`: :class:`PoolMetrics`, the per-deployment series of upstream pools;
 * :mod:`~gateway.metrics.record`: :class:`StreamRecord`, what one stream did, recorded through a
-  few named calls and flushed in batches.
+  few named calls and flushed in batches;
+* :mod:`~gateway.metrics.tally`: :class:`Tally`, the process's pending updates of the stream
+  series, added to them in one go (within 100 ms, before each scrape, at shutdown).
 """
 
 from gateway.metrics.accounting import NO_APP, AccountingMetrics
@@ -19,21 +21,21 @@ from gateway.metrics.buckets import (
     OVERHEAD_BUCKETS,
     TTFT_BUCKETS,
 )
-from gateway.metrics.families import (
+from gateway.metrics.families import Metrics, RouteMetrics
+from gateway.metrics.labels import (
     ABORT_PHASES,
     ATTEMPT_RESULTS,
     OUTCOMES,
     REJECTION_CODES,
     STATUS_CLASSES,
     TOKEN_KINDS,
-    Metrics,
-    RouteMetrics,
     status_class,
 )
 from gateway.metrics.multiprocess import mark_process_dead, multiprocess_dir
 from gateway.metrics.pool import POOL_OUTCOMES, REST_REASONS, PoolMetrics, PoolRouteMetrics
-from gateway.metrics.record import BatchedHistogram, StreamRecord, StreamRecorder, outcome_for
+from gateway.metrics.record import StreamRecord, StreamRecorder, outcome_for
 from gateway.metrics.resume import ResumeMetrics
+from gateway.metrics.tally import FLUSH_INTERVAL, BatchedHistogram, Tally
 from gateway.metrics.tracing import TRACE_DROP_REASONS, TraceMetrics
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "ATTEMPT_RESULTS",
     "CANCEL_BUCKETS",
     "DURATION_BUCKETS",
+    "FLUSH_INTERVAL",
     "GAP_BUCKETS",
     "MAX_GAP_BUCKETS",
     "NO_APP",
@@ -62,6 +65,7 @@ __all__ = [
     "RouteMetrics",
     "StreamRecord",
     "StreamRecorder",
+    "Tally",
     "TraceMetrics",
     "mark_process_dead",
     "multiprocess_dir",

@@ -3,9 +3,9 @@
 Reference for operators: ``docs/operations.md`` (every series, its labels, meaning and buckets).
 
 Labels are bounded by the configuration only (route names, provider names, app key names) and by
-closed sets defined here (outcomes, abort phases, token kinds, status classes, event types, error
-codes), never by request data. Every label set is pre-created at 0 when the app starts
-(:func:`Metrics.precreate`) so dashboards and ``rate()`` see series from the first scrape. The
+closed sets (outcomes, abort phases, token kinds, status classes, event types, error codes:
+:mod:`~gateway.metrics.labels`), never by request data. Every label set is pre-created at 0 when
+the app starts (:func:`Metrics.precreate`) so dashboards and ``rate()`` see series from the first scrape. The
 hot path never looks labels up per event: :class:`RouteMetrics` binds each route's children once,
 and the per-stream calls (:meth:`RouteMetrics.finish`, ...) index small dicts of bound children.
 
@@ -55,59 +55,20 @@ from gateway.metrics.buckets import (
     TTFT_BUCKETS,
 )
 from gateway.metrics.frontdoor import FrontdoorMetrics
+from gateway.metrics.labels import (
+    ABORT_PHASES,
+    ATTEMPT_RESULTS,
+    OUTCOMES,
+    REJECTION_CODES,
+    STATUS_CLASSES,
+    TOKEN_KINDS,
+    status_class,
+)
 from gateway.metrics.multiprocess import multiprocess_dir
 from gateway.metrics.pool import PoolMetrics
+from gateway.metrics.tally import BatchedHistogram, Tally
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-OUTCOMES = (
-    "completed",
-    "client_abort",
-    "upstream_error",
-    "upstream_timeout",
-    "upstream_truncated",
-    "limit_exceeded",
-    "rejected",
-    "shutdown",
-    "internal",
-)
-"""Closed set of stream outcomes (``gateway_requests_total{outcome}``).
-
-``limit_exceeded`` (a gateway limit ended a started stream: output size, slow client) and
-``internal`` (a gateway bug) are not in the issue's list but are neither the upstream's nor the
-client's doing, so they get their own values instead of hiding inside another one.
-"""
-
-ABORT_PHASES = ("before_upstream_headers", "before_first_token", "mid_stream")
-TOKEN_KINDS = (
-    "input",
-    "output",
-    "reasoning",
-    "cached_input",
-    "cache_read_input",
-    "cache_write_input",
-)
-STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
-ATTEMPT_RESULTS = ("ok", "connect_error", "status_error", "timeout", "early_error")
-REJECTION_CODES = (
-    "invalid_json",
-    "invalid_request",
-    "unauthorized",
-    "forbidden",
-    "body_too_large",
-    "unsupported_media_type",
-    "rate_limited",
-    "unavailable",
-)
-"""The codes a request can be refused with before streaming (pre-created; the error tree bounds
-any other code a feature may raise)."""
-
-
-def status_class(status: int | None) -> str:
-    """``2xx`` .. ``5xx`` for an upstream status, ``error`` when no response came (closed set)."""
-    if status is None or status < 200:
-        return "error"
-    return f"{min(status // 100, 5)}xx"
 
 
 class Metrics:
@@ -115,6 +76,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.tally = Tally()
+        """The streams' updates of the series below, pending until its next flush."""
         self.before_exposition: list[Callable[[], None]] = []
         """Called before each ``/metrics`` (gauges read from live state, e.g. the resume buffer)."""
         r = self.registry
@@ -236,7 +199,7 @@ class Metrics:
         self.accounting = AccountingMetrics(r)
         self.pools = PoolMetrics(r)  # bound per pooled route: pools.route(...)
 
-        self.frontdoor = FrontdoorMetrics(r)
+        self.frontdoor = FrontdoorMetrics(r, self.tally)
 
     def precreate(
         self,
@@ -264,10 +227,17 @@ class Metrics:
         """The shared limits backend failed once."""
         self.limit_backend_errors.inc()
 
+    def flush(self) -> None:
+        """Add every pending stream update to the series now (the tally flushes by itself at
+        most :data:`~gateway.metrics.tally.FLUSH_INTERVAL` after an update; this is for
+        exposition, shutdown and tests that read the registry directly)."""
+        self.tally.flush()
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type (aggregated across workers if multiprocess)."""
         for refresh in self.before_exposition:
             refresh()
+        self.tally.flush()
         directory = multiprocess_dir()
         if directory:
             from prometheus_client import multiprocess
@@ -283,9 +253,10 @@ class RouteMetrics:
 
     Per event and per write, streams record into their own
     :class:`~gateway.metrics.record.StreamRecord` (no locks), flushed here every few seconds and
-    at the end. Per stream: the methods below, which pick a
-    bound child from a small dict. An ``app`` that was not configured (a feature passing an
-    unexpected name) falls back to a label lookup.
+    at the end. Per stream: the methods below, which pick a bound child from a small dict and add
+    to it through the process's :class:`~gateway.metrics.tally.Tally` (no lock either). An
+    ``app`` that was not configured (a feature passing an unexpected name) falls back to a label
+    lookup.
     """
 
     __slots__ = (
@@ -301,10 +272,13 @@ class RouteMetrics:
         "events",
         "heartbeats",
         "inter_token",
+        "inter_token_batch",
         "max_gap",
         "metrics",
         "overhead",
+        "overhead_batch",
         "route",
+        "tally",
         "tokens_after_abort",
         "ttft",
         "upstream_headers",
@@ -312,6 +286,7 @@ class RouteMetrics:
 
     def __init__(self, metrics: Metrics, route: str, apps: Iterable[str] = ()) -> None:
         self.metrics = metrics
+        self.tally = tally = metrics.tally
         self._attempts: dict[tuple[str, str], Counter] = {}
         self.route = route
         self.active = metrics.active.labels(route)
@@ -334,31 +309,43 @@ class RouteMetrics:
             cls: metrics.upstream_responses.labels(route, cls) for cls in STATUS_CLASSES
         }
         self._aborts = {phase: metrics.aborts.labels(route, phase) for phase in ABORT_PHASES}
+        self.inter_token_batch: BatchedHistogram = tally.histogram(self.inter_token)
+        self.overhead_batch: BatchedHistogram = tally.histogram(self.overhead)
+        """The per-write histograms' pending observations (streams add to them directly)."""
+
+    def inc(self, child: Counter | Gauge, amount: float = 1) -> None:
+        """Add ``amount`` to one of this route's children by the tally's next flush."""
+        self.tally.inc(child, amount)
+
+    def observe(self, child: Histogram, value: float) -> None:
+        """Observe ``value`` on one of this route's histogram children by the next flush."""
+        self.tally.observe(child, value)
 
     def finish(self, outcome: str, duration: float | None, app: str | None) -> None:
         """Count a stream's outcome (one of :data:`OUTCOMES`); time it unless ``duration`` is
         None."""
-        self._requests[outcome].inc()
+        tally = self.tally
+        tally.inc(self._requests[outcome])
         if duration is not None:
-            self._duration[outcome].observe(duration)
+            tally.observe(self._duration[outcome], duration)
         if app is not None:
             child = self._app_requests.get((app, outcome))
             if child is None:
                 child = self.metrics.app_requests.labels(app, self.route, outcome)
-            child.inc()
+            tally.inc(child)
 
     def tokens(self, usage: Mapping[str, int]) -> None:
         """Add a stream's provider-reported usage (``<kind>_tokens`` keys) to the token counters."""
         for kind, child in self._tokens.items():
             value = usage.get(f"{kind}_tokens")
             if isinstance(value, int) and value > 0:
-                child.inc(value)
+                self.tally.inc(child, value)
 
     def upstream_status(self, status: int | None) -> None:
-        self._statuses[status_class(status)].inc()
+        self.tally.inc(self._statuses[status_class(status)])
 
     def abort(self, phase: str) -> None:
-        self._aborts[phase].inc()
+        self.tally.inc(self._aborts[phase])
 
     def attempt(self, upstream: str, result: str) -> None:
         """One upstream attempt's result (``ATTEMPT_RESULTS``) on target ``upstream``."""
@@ -366,18 +353,18 @@ class RouteMetrics:
         if child is None:  # bound on first use: the targets are the config's, a bounded set
             child = self.metrics.upstream_attempts.labels(self.route, upstream, result)
             self._attempts[upstream, result] = child
-        child.inc()
+        self.tally.inc(child)
 
     def slow_client(self) -> None:
-        self.metrics.slow_clients.labels(self.route).inc()
+        self.tally.inc(self.metrics.slow_clients.labels(self.route))
 
     def drained(self, usage: Mapping[str, int], after_abort: int) -> None:
         """Usage read by a drain after the client left, and its estimated share after the abort."""
         self.tokens(usage)
         if after_abort:
-            self.tokens_after_abort.inc(after_abort)
+            self.tally.inc(self.tokens_after_abort, after_abort)
 
     def rejected(self, code: str, app: str | None) -> None:
         """A request refused before streaming: counted by code and as outcome ``rejected``."""
-        self.metrics.rejections.labels(self.route, code).inc()
+        self.tally.inc(self.metrics.rejections.labels(self.route, code))
         self.finish("rejected", None, app)

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter
 
+from gateway.metrics.tally import Tally
+
 FRONTDOORS = ("route", "chat_completions", "responses", "messages")
 """Closed set of ``frontdoor`` label values: the route's token-protocol path, then each front
 door's API (the names adapters give in ``native_api``)."""
@@ -15,7 +17,8 @@ class FrontdoorMetrics:
     """``gateway_frontdoor_requests_total{route, frontdoor}``: admitted-or-rejected stream
     requests per route and entry API. Registered in the app's registry, pre-created at 0."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, tally: Tally) -> None:
+        self._tally = tally
         self.requests = Counter(
             "gateway_frontdoor_requests",
             "Stream requests by route and the API the client spoke (route, or a front door).",
@@ -35,4 +38,4 @@ class FrontdoorMetrics:
         child = self._children.get(key)
         if child is None:  # bound once per (route, front door): no label lookup per request
             child = self._children[key] = self.requests.labels(*key)
-        child.inc()
+        self._tally.inc(child)

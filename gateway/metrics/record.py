@@ -6,17 +6,17 @@ The stream's I/O edge reports what happens through a few named calls (:meth:`Str
 record keeps what it saw (time to first token, usage, outcome, attempts) so the log line and a
 trace can be built from it at the end, with no extra work per event.
 
-Per event and per write nothing takes a prometheus_client lock: event counts are a dict update and
-the gap and overhead histograms are :class:`BatchedHistogram`, flushed by the stream's timer (at
-least every ``server.write_timeout / 2``) and at the end.
+Nothing here takes a prometheus_client lock: per event, counts are a dict update; per write,
+the gap and overhead histograms are the route's pending
+:class:`~gateway.metrics.tally.BatchedHistogram`; per stream, every update goes through the
+process's :class:`~gateway.metrics.tally.Tally`, which adds them to the series in one go (within
+100 ms, before each scrape, at shutdown). The stream's timer flushes its counts at least every
+``server.write_timeout / 2``, and its end does.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import TYPE_CHECKING
-
-from prometheus_client import Histogram
 
 from gateway.events import CONTENT_TYPES, USAGE
 from gateway.metrics.families import RouteMetrics
@@ -44,58 +44,14 @@ def outcome_for(code: str | None, *, upstream: bool = True) -> str:
     return _OUTCOME_BY_CODE.get(code, "upstream_error" if upstream else "rejected")
 
 
-class BatchedHistogram:
-    """One stream's observations of a histogram child, added to it in one go by :meth:`flush`.
-
-    ``observe`` costs a bisect and two additions instead of prometheus_client's lock per bucket
-    and per sum, which matters on the per-write path. ``flush`` adds the bucket counts and the sum
-    to the child exactly as the same ``observe`` calls would have (a test compares both
-    expositions). It relies on the child's ``_upper_bounds``, ``_buckets`` and ``_sum``, which
-    prometheus_client has kept since 0.4; the test catches a change.
-    """
-
-    __slots__ = ("_bounds", "_child", "_counts", "_sum")
-
-    def __init__(self, child: Histogram) -> None:
-        self._child = child
-        self._bounds: list[float] = child._upper_bounds
-        self._counts: list[int] | None = None
-        """Made at the first observation: an idle stream holds no bucket array."""
-        self._sum = 0.0
-
-    def _buckets(self) -> list[int]:
-        counts = self._counts
-        if counts is None:
-            counts = self._counts = [0] * len(self._bounds)
-        return counts
-
-    def observe(self, amount: float) -> None:
-        counts = self._counts or self._buckets()
-        counts[bisect_left(self._bounds, amount)] += 1
-        self._sum += amount
-
-    def observe_zeros(self, n: int) -> None:
-        """``n`` observations of 0 (events written together: no gap between them)."""
-        (self._counts or self._buckets())[0] += n
-
-    def flush(self) -> None:
-        counts = self._counts
-        if counts is None or not any(counts):
-            return
-        buckets = self._child._buckets
-        for i, n in enumerate(counts):
-            if n:
-                buckets[i].inc(n)
-                counts[i] = 0
-        self._child._sum.inc(self._sum)
-        self._sum = 0.0
-
-
 class StreamRecorder:
     """The batched part of a record: per-event counts and per-write histograms.
 
-    The price of batching is that ``gateway_events_total``, ``gateway_inter_token_seconds`` and
-    ``gateway_overhead_seconds`` lag a long stream by up to the flush interval.
+    Event counts are a dict per stream, added to the route's series by :meth:`flush`; the gap and
+    overhead observations go straight into the route's pending batches (the tally's), which
+    :meth:`flush` makes sure get flushed. So ``gateway_events_total``,
+    ``gateway_inter_token_seconds`` and ``gateway_overhead_seconds`` lag a long stream by up to
+    the flush interval.
     """
 
     __slots__ = ("_route", "counts", "inter_token", "overhead")
@@ -103,18 +59,18 @@ class StreamRecorder:
     def __init__(self, route: RouteMetrics) -> None:
         self._route = route
         self.counts: dict[str, int] = {}
-        self.inter_token = BatchedHistogram(route.inter_token)
-        self.overhead = BatchedHistogram(route.overhead)
+        self.inter_token = route.inter_token_batch
+        self.overhead = route.overhead_batch
 
     def flush(self) -> None:
+        route = self._route
         counts = self.counts
         if counts:
-            events = self._route.events
+            events = route.events
             for kind, n in counts.items():
-                events[kind].inc(n)
+                route.inc(events[kind], n)
             counts.clear()
-        self.inter_token.flush()
-        self.overhead.flush()
+        route.tally.touch()
 
 
 class StreamRecord:
@@ -167,13 +123,13 @@ class StreamRecord:
 
     def started(self) -> None:
         """The stream is open (``gateway_active_streams``)."""
-        self.metrics.active.inc()
+        self.metrics.inc(self.metrics.active)
 
     def upstream_answered(self, status: int, now: float) -> None:
         """An upstream answered 2xx at ``now``."""
         self.metrics.upstream_status(status)
         self.t_headers = now
-        self.metrics.upstream_headers.observe(now - self.t0)
+        self.metrics.observe(self.metrics.upstream_headers, now - self.t0)
 
     def upstream_refused(self, status: int | None) -> None:
         """An upstream answered non-2xx (``status``) or not at all (``None``)."""
@@ -213,7 +169,7 @@ class StreamRecord:
             return
         if self.t_first_content is None:
             self.t_first_content = now
-            self.metrics.ttft.observe(now - self.t0)
+            self.metrics.observe(self.metrics.ttft, now - self.t0)
         else:
             gap = now - self.last_content
             self._batch.inter_token.observe(gap)
@@ -229,7 +185,7 @@ class StreamRecord:
         self._batch.overhead.observe(seconds)
 
     def heartbeat(self) -> None:
-        self.metrics.heartbeats.inc()
+        self.metrics.inc(self.metrics.heartbeats)
 
     def slow_client(self) -> None:
         """The client stopped reading and was cut."""
@@ -251,7 +207,7 @@ class StreamRecord:
 
     def cancelled(self, seconds: float) -> None:
         """Client abort seen -> upstream connection closed, in ``seconds``."""
-        self.metrics.cancel.observe(seconds)
+        self.metrics.observe(self.metrics.cancel, seconds)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -270,10 +226,10 @@ class StreamRecord:
     def finished(self, now: float) -> float:
         """Close the record: flush, count the outcome, add the usage. Returns the duration."""
         metrics = self.metrics
-        metrics.active.dec()
+        metrics.inc(metrics.active, -1)
         self._batch.flush()
         if self.t_first_content is not None:
-            metrics.max_gap.observe(self.max_gap)
+            metrics.observe(metrics.max_gap, self.max_gap)
         if self.usage:
             metrics.tokens(self.usage)
         duration = now - self.t0
