@@ -5,9 +5,10 @@ Reference for operators: ``docs/operations.md`` (every series, its labels, meani
 Labels are bounded by the configuration only (route names, provider names, app key names) and by
 closed sets (outcomes, abort phases, token kinds, status classes, event types, error codes:
 :mod:`~gateway.metrics.labels`), never by request data. Every label set is pre-created at 0 when
-the app starts (:func:`Metrics.precreate`) so dashboards and ``rate()`` see series from the first scrape. The
-hot path never looks labels up per event: :class:`RouteMetrics` binds each route's children once,
-and the per-stream calls (:meth:`RouteMetrics.finish`, ...) index small dicts of bound children.
+the app starts (:func:`Metrics.precreate`) so dashboards and ``rate()`` see series from the
+first scrape. The hot path never looks labels up per event: :class:`RouteMetrics` binds each
+route's children once, and the per-stream calls (:meth:`RouteMetrics.finish`, ...) index small
+dicts of bound children.
 
 Bucket choices (seconds) and why:
 

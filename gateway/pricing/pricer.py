@@ -94,7 +94,7 @@ class Pricer:
             return None
         price = self.price(provider, model)
         if price is None:
-            self._warn_unknown(provider, model)
+            self.warn_unknown(provider, model)
             return None
         return cost(price, c)
 
@@ -114,7 +114,8 @@ class Pricer:
             usd = max(usd, cost(price, Counts(est_input, c.output, 0, est_input)))
         return usd
 
-    def _warn_unknown(self, provider: str, model: str | None) -> None:
+    def warn_unknown(self, provider: str, model: str | None) -> None:
+        """Log ``price_unknown`` for ``(provider, model)``, once."""
         key = (provider, model or "")
         if key in self._warned or len(self._warned) > MAX_WARNED:
             return

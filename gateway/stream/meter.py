@@ -55,12 +55,17 @@ class Meter:
         """A drain settles (:meth:`hand_to_drain`), not the session's end."""
 
     def hook(self, attempt: Attempt) -> UsageHook | None:
-        """The usage hook of ``attempt``'s pipeline (``None`` without a pricer)."""
+        """The usage hook of ``attempt``'s pipeline: ``None`` without a pricer, or when the
+        model it calls has no price (looked up once, here; the pricer warns once per model), so
+        an unpriced stream's usage passes with no pricing work at all."""
         pricer = self._pricer
         if pricer is None:
             return None
         provider = attempt.target.provider
         model = attempt.model  # what the attempt calls (``build_attempts``)
+        if pricer.price(provider, model) is None:
+            pricer.warn_unknown(provider, model)
+            return None
         merged: dict[str, Any] = {}
 
         def priced(event: Event) -> Event:
