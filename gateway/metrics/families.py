@@ -305,7 +305,8 @@ class RouteMetrics:
         self._app_requests = {
             (app, o): metrics.app_requests.labels(app, route, o) for app in apps for o in OUTCOMES
         }
-        self._tokens = {kind: metrics.tokens.labels(route, kind) for kind in TOKEN_KINDS}
+        self._tokens = {f"{k}_tokens": metrics.tokens.labels(route, k) for k in TOKEN_KINDS}
+        """The token counters by the usage key they add up (``input_tokens`` ...)."""
         self._statuses = {
             cls: metrics.upstream_responses.labels(route, cls) for cls in STATUS_CLASSES
         }
@@ -337,8 +338,8 @@ class RouteMetrics:
 
     def tokens(self, usage: Mapping[str, int]) -> None:
         """Add a stream's provider-reported usage (``<kind>_tokens`` keys) to the token counters."""
-        for kind, child in self._tokens.items():
-            value = usage.get(f"{kind}_tokens")
+        for key, child in self._tokens.items():
+            value = usage.get(key)
             if isinstance(value, int) and value > 0:
                 self.tally.inc(child, value)
 
