@@ -8,7 +8,9 @@ and at shutdown.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gateway.metrics import GAP_BUCKETS, Metrics, Tally
@@ -68,6 +70,39 @@ def test_without_an_event_loop_updates_apply_at_once() -> None:
     assert _value(registry, "h_count") == 1
 
 
+async def test_a_bound_batch_flushes_once_touched() -> None:
+    registry, _, _, histogram = _families()
+    tally = Tally(interval=3600)
+    batch = tally.histogram(histogram.labels("r"))
+    batch.observe(0.5)
+    tally.flush()
+    assert _value(registry, "h_count") == 0  # not touched: not known to be pending
+    tally.touch(batch)
+    tally.flush()
+    assert _value(registry, "h_count") == 1
+
+
+async def test_with_several_workers_a_stream_end_flushes_at_once() -> None:
+    registry, counter, _, _ = _families()
+    tally = Tally(interval=3600, eager=True)
+    tally.inc(counter.labels("r"))
+    assert _value(registry, "c_total") == 0
+    tally.stream_ended()
+    assert _value(registry, "c_total") == 1
+    lazy = Tally(interval=3600)
+    lazy.inc(counter.labels("r"))
+    lazy.stream_ended()  # one worker: the interval (or a scrape) flushes
+    assert _value(registry, "c_total") == 1
+
+
+def test_metrics_are_eager_in_multiprocess_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert not Metrics().tally.eager
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert Metrics().tally.eager
+
+
 async def test_histogram_exposition_is_what_direct_observations_give() -> None:
     values = [0.0, 0.0004, 0.003, 0.003, 0.07, 1.0, 2.5, 45.0, 1e9]
     direct_registry, _, _, direct = _families()
@@ -80,6 +115,7 @@ async def test_histogram_exposition_is_what_direct_observations_give() -> None:
     batch = tally.histogram(tallied.labels("r"))  # the per-write path's bound batch
     for v in values[4:]:
         batch.observe(v)
+    tally.touch(batch)  # what the stream's timer and its end do for the bound batches
     tally.flush()
     assert generate_latest(tallied_registry) == generate_latest(direct_registry)
 

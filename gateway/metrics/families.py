@@ -77,7 +77,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.tally = Tally()
+        self.tally = Tally(eager=bool(multiprocess_dir()))
         """The streams' updates of the series below, pending until its next flush."""
         self.before_exposition: list[Callable[[], None]] = []
         """Called before each ``/metrics`` (gauges read from live state, e.g. the resume buffer)."""
@@ -335,6 +335,7 @@ class RouteMetrics:
             if child is None:
                 child = self.metrics.app_requests.labels(app, self.route, outcome)
             tally.inc(child)
+        tally.stream_ended()
 
     def tokens(self, usage: Mapping[str, int]) -> None:
         """Add a stream's provider-reported usage (``<kind>_tokens`` keys) to the token counters."""
@@ -365,6 +366,7 @@ class RouteMetrics:
         self.tokens(usage)
         if after_abort:
             self.tally.inc(self.tokens_after_abort, after_abort)
+        self.tally.stream_ended()
 
     def rejected(self, code: str, app: str | None) -> None:
         """A request refused before streaming: counted by code and as outcome ``rejected``."""

@@ -70,7 +70,7 @@ class StreamRecorder:
             for kind, n in counts.items():
                 route.inc(events[kind], n)
             counts.clear()
-        route.tally.touch()
+        route.tally.touch(self.inter_token, self.overhead)
 
 
 class StreamRecord:

@@ -10,13 +10,15 @@ instead (a dict update each) and the tally adds the sums to the children:
   something is pending: an idle gateway has none);
 * before each ``/metrics`` exposition of this process (``Metrics.exposition``), so a scrape sees
   every stream that ended before it in the worker that serves it;
-* at shutdown (``Metrics.close``).
+* at shutdown (the app's cleanup).
 
-So with ``--workers N`` a scrape answered by one worker sees another worker's streams at most
-:data:`FLUSH_INTERVAL` late. Sums are exact: a counter child gets the sum of its increments, a
-gauge child the net of its (an open stream's ``+1`` and its ``-1`` cancel out when both are
-pending), a histogram child the bucket counts and sum that the same ``observe`` calls would give
-(:class:`BatchedHistogram`).
+With ``--workers N`` (``eager``) a worker flushes at the end of each stream instead, so a scrape
+answered by one worker sees every stream any worker ended before it, as before the tally (the
+gain is then only within a stream).
+
+Sums are exact: a counter child gets the sum of its increments, a gauge child the net of its (an
+open stream's ``+1`` and its ``-1`` cancel out when both are pending), a histogram child the
+bucket counts and sum that the same ``observe`` calls would give (:class:`BatchedHistogram`).
 
 The tally belongs to the event loop's thread: series updated from other threads (the trace
 exporter's) keep prometheus_client's own calls. Written by hand: the dict is the whole mechanism,
@@ -91,13 +93,18 @@ class Incrementable(Protocol):
 class Tally:
     """Pending increments and observations by child; see the module docs."""
 
-    __slots__ = ("_adds", "_histograms", "_timer", "interval")
+    __slots__ = ("_adds", "_dirty", "_histograms", "_timer", "eager", "interval")
 
-    def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(self, interval: float = FLUSH_INTERVAL, *, eager: bool = False) -> None:
         self.interval = interval
+        self.eager = eager
+        """Several workers share the series: each stream's updates go out at its end
+        (:meth:`stream_ended`), so no scrape of any worker misses a stream that ended."""
         self._adds: dict[Incrementable, float] = {}
         self._histograms: dict[Histogram, BatchedHistogram] = {}
         """One batch per histogram child ever observed: bounded by the config's label sets."""
+        self._dirty: dict[BatchedHistogram, None] = {}
+        """The batches observed since the last flush (an ordered set)."""
         self._timer: asyncio.TimerHandle | None = None
 
     def inc(self, child: Incrementable, amount: float = 1) -> None:
@@ -109,25 +116,32 @@ class Tally:
 
     def observe(self, child: Histogram, value: float) -> None:
         """Observe ``value`` on histogram ``child`` by the next flush."""
-        batch = self._histograms.get(child)
-        if batch is None:
-            batch = self._histograms[child] = BatchedHistogram(child)
+        batch = self._histograms.get(child) or self.histogram(child)
         batch.observe(value)
+        self._dirty[batch] = None
         if self._timer is None:
             self._arm()
 
     def histogram(self, child: Histogram) -> BatchedHistogram:
         """``child``'s pending observations, to bind once and observe into on a per-write path;
-        whoever does calls :meth:`touch` now and then (a stream's timer does), so they flush."""
+        whoever does passes it to :meth:`touch` now and then (a stream's timer does)."""
         batch = self._histograms.get(child)
         if batch is None:
             batch = self._histograms[child] = BatchedHistogram(child)
         return batch
 
-    def touch(self) -> None:
-        """Make sure a flush is coming (after observations through :meth:`histogram`)."""
+    def touch(self, *batches: BatchedHistogram) -> None:
+        """``batches`` (from :meth:`histogram`) were observed into: flush them with the rest."""
+        dirty = self._dirty
+        for batch in batches:
+            dirty[batch] = None
         if self._timer is None:
             self._arm()
+
+    def stream_ended(self) -> None:
+        """A stream's last update was made: flush now if :attr:`eager`."""
+        if self.eager:
+            self.flush()
 
     def _arm(self) -> None:
         try:
@@ -149,5 +163,8 @@ class Tally:
             for child, amount in adds.items():
                 if amount:
                     child.inc(amount)
-        for batch in self._histograms.values():
-            batch.flush()
+        dirty = self._dirty
+        if dirty:
+            self._dirty = {}
+            for batch in dirty:
+                batch.flush()
