@@ -319,6 +319,10 @@ class RawResponse:
                 raise UpstreamTruncated("the upstream connection broke mid-stream") from error
             await conn.wait()
 
+    def ready(self) -> bool:
+        """Body bytes were received and not yet read (:meth:`read` returns them at once)."""
+        return self._error is None and bool(self._conn.pending)
+
     async def read_body(self, limit: int) -> bytes:
         """At most ``limit`` body bytes (an error answer), then the connection is closed."""
         parts: list[bytes] = []

@@ -47,6 +47,10 @@ class UpstreamStream(Protocol):
 
     async def read(self) -> bytes: ...
 
+    def ready(self) -> bool:
+        """Whether ``read()`` would return bytes at once, already received (False is always
+        safe: an implementation that cannot tell cheaply says False)."""
+
     def interrupt(self, exc: GatewayError) -> None:
         """Make the pending (or next) ``read()`` raise ``exc`` (deadline watchdog)."""
 
@@ -124,6 +128,9 @@ class _HTTPStream:
         except _FOREIGN as exc:
             raise client_error(exc, mid_stream=True) from exc
 
+    def ready(self) -> bool:
+        return False  # aiohttp's reader keeps its buffer to itself
+
     def interrupt(self, exc: GatewayError) -> None:
         self._content.set_exception(exc)
 
@@ -167,6 +174,10 @@ class _ScriptStream:
         # must not lose its chunk; the next read plays it.
         self._pos += 1
         return data
+
+    def ready(self) -> bool:
+        chunks, pos = self._chunks, self._pos
+        return self._error is None and pos < len(chunks) and chunks[pos][0] <= 0
 
     def interrupt(self, exc: GatewayError) -> None:
         self._error = exc

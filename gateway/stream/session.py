@@ -188,10 +188,15 @@ class StreamSession:
 
         Each read is pulled here, or pushed (:mod:`gateway.stream.push`) while the stream is in
         its steady state: then this coroutine only waits until the push path hands back."""
-        held = source.take_held()
-        if not await self._start(first=held):  # created and the held events: one write
-            await self._deliver(held)
         record = self.record
+        try:
+            early = await source.read_ready()  # a short answer's body came with its head
+        except GatewayError:  # bad bytes: the stream fails as if they had come after the head
+            await self._open(source.take_held())
+            raise
+        await self._open(source.take_held())
+        if early:
+            record.overhead(now() - source.last_read)
         push = Push.of(source, self.sink, record)
         while not source.done or source.held:
             if source.held:  # a read the push path handed back (maybe the terminal event)
@@ -211,6 +216,11 @@ class StreamSession:
             record.failed(str(terminal.data.get("code")))
 
     # -- starting and writing ----------------------------------------------------------------
+
+    async def _open(self, held: list[Event]) -> None:
+        """The response head, ``created`` and the ``held`` events, in one write."""
+        if not await self._start(first=held):
+            await self._deliver(held)
 
     async def _start(self, *, commit: bool = False, first: list[Event] | None = None) -> bool:
         """Send the response headers and ``created`` (once; a heartbeat may get here first).

@@ -82,6 +82,15 @@ class Source:
             events += pipeline.fail(self._failure)
         return events
 
+    async def read_ready(self) -> bool:
+        """Translate into :attr:`held` what the upstream already sent, without waiting (the
+        body bytes that came with its head, as a short answer's do). True if there were any.
+        The response's first write then carries their events with ``created``."""
+        if not self.upstream.ready():
+            return False
+        self.held += await self.next_batch()
+        return True
+
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Every batch until the terminal event (the last batch ends with it)."""
         while not self.pipeline.done:

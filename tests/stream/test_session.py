@@ -1,0 +1,102 @@
+"""gateway/stream/session.py: a short answer whose body came with the upstream's head.
+
+The session reads what the upstream already sent before its first write, so a 1-token answer
+(its head and whole body in one upstream read) goes to the client in one write: the response
+head, ``created``, the events and the chunked terminator. Bad bytes in that read still fail the
+stream after its head, as they would have a read later: a ``200`` with one ``error`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.httpserver import Connection
+from tests.faults.kit import DONE, chat_chunk, chat_route, chat_usage
+from tests.support.gateway import running_gateway
+
+HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
+
+
+async def _one_write_upstream(body: bytes) -> AsyncIterator[str]:
+    """A Chat Completions upstream that answers with its head and ``body`` in one write."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            + b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+def client_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write of the fast server to a client connection."""
+    writes: list[bytes] = []
+    original = Connection.write
+
+    def counted(self: Connection, data: bytes) -> None:
+        writes.append(data)
+        original(self, data)
+
+    monkeypatch.setattr(Connection, "write", counted)
+    return writes
+
+
+async def _stream(body: bytes) -> tuple[int, str]:
+    async for url in _one_write_upstream(body):
+        doc: dict[str, Any] = {
+            "server": {"http_server": "raw", "upstream_client": "raw"},
+            "routes": [chat_route("r", url)],
+        }
+        async with (
+            running_gateway(doc) as gw,
+            aiohttp.ClientSession() as session,
+            session.post(f"{gw.url}/v1/stream/r", json=HELLO) as resp,
+        ):
+            return resp.status, await resp.text()
+    raise AssertionError("the upstream did not start")
+
+
+def _events(text: str) -> list[str]:
+    return [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+
+
+async def test_a_short_answer_goes_out_in_one_write(client_writes: list[bytes]) -> None:
+    body = chat_chunk("Hi") + chat_chunk("", "stop") + chat_usage(3, 1) + DONE
+    status, text = await _stream(body)
+    assert status == 200
+    events = _events(text)
+    assert events[0] == "created" and "delta" in events and "usage" in events
+    assert events[-1] == "end"
+    (write,) = client_writes  # head, every event and the chunked terminator together
+    assert write.startswith(b"HTTP/1.1 200 ")
+    assert b"event: created" in write and b"event: end" in write
+    assert write.endswith(b"0\r\n\r\n")
+
+
+async def test_bad_bytes_with_the_head_still_fail_after_it(client_writes: list[bytes]) -> None:
+    status, text = await _stream(chat_chunk("Hi") + b"data: {not json\n\n")
+    assert status == 200  # the stream started, as it does when the bad read comes later
+    events = _events(text)
+    assert events[0] == "created" and events[-1] == "error" and events.count("error") == 1
+    error = json.loads(text.rsplit("data: ", 1)[1].split("\n", 1)[0])
+    assert error["code"] == "upstream_protocol"
