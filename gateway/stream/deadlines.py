@@ -57,6 +57,7 @@ class Deadlines:
         "_loop",
         "_stream",
         "_timer",
+        "_when",
         "deadline_total",
         "duration_is_limit",
         "heartbeat_interval",
@@ -77,6 +78,8 @@ class Deadlines:
         self._stream = stream
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._when = 0.0
+        """When the armed timer fires (``now()`` clock)."""
         self.heartbeat_interval = heartbeat_interval
         self.write_timeout = write_timeout
         self.max_duration = max_duration
@@ -85,13 +88,32 @@ class Deadlines:
             max_duration if max_duration is not None and max_duration < total else total
         )
 
+    def start(self, t0: float) -> None:
+        """The stream opened at ``t0``: the first heartbeat, or the stream's end, whichever is
+        first (an upstream that answers and a response that starts add theirs:
+        :meth:`wake_by`, :meth:`response_started`)."""
+        self.arm(min(t0 + self.heartbeat_interval, self.deadline_total))
+
     def arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._when = when
         self._timer = self._loop.call_later(max(0.0, when - now()), self._tick)
 
+    def wake_by(self, when: float) -> None:
+        """Make sure the timer fires by ``when`` (a new deadline: an upstream answered, so its
+        first event is due by then). The armed timer already covers every other deadline, so it
+        is moved only if it would fire later."""
+        if self._timer is None or when < self._when:
+            self.arm(when)
+
+    def response_started(self) -> None:
+        """The response head went out: from now on the timer checks for a stalled client at
+        least every ``write_timeout / 2``."""
+        self.wake_by(now() + self.write_timeout / 2)
+
     def rearm_now(self) -> None:
-        """Check now (a new upstream answered, or the timer had stopped)."""
+        """Check now (the timer had stopped)."""
         self.arm(now())
 
     def stop(self) -> None:

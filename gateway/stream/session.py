@@ -158,7 +158,7 @@ class StreamSession:
         self.task = asyncio.current_task()
         self.state.sessions.add(self)
         self.record.started()
-        self.deadlines.arm(self.record.t0 + self.deadlines.heartbeat_interval)
+        self.deadlines.start(self.record.t0)
         try:
             source = await self.failover.open()
             await self._pipe(source)
@@ -233,6 +233,7 @@ class StreamSession:
                 return False
             if not await self.sink.start(commit=commit):
                 return False  # a buffered answer waits for its end
+            self.deadlines.response_started()
             attempt = self.failover.served_by
             model = attempt.model
             created = ev.created(self.request_id, self.route.name, attempt.target.provider, model)
