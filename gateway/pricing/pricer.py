@@ -10,8 +10,9 @@ Where a price comes from, first match wins:
 3. nothing: the cost is ``None``, never a guess, and a warning is logged once per
    ``(provider, model)`` (``price_unknown``).
 
-Both lookups are cached per ``(provider, model)``; call :meth:`Pricer.cost_usd` once per stream,
-at its end, with the stream's last ``usage`` data. :meth:`Pricer.worst_case_usd` prices a request
+Both lookups are cached per ``(provider, model)``. A stream's meter (``stream/meter.py``) takes
+:meth:`Pricer.price` once per upstream attempt and prices the attempt's usage with ``rates.py``;
+:meth:`Pricer.cost_usd` does both in one call. :meth:`Pricer.worst_case_usd` prices a request
 before it runs, for budget admission (``limits/budget.py``).
 """
 

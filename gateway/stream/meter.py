@@ -21,7 +21,7 @@ from gateway.admission import Admission
 from gateway.events import Event
 from gateway.metrics import AccountingMetrics
 from gateway.pipeline import UsageHook
-from gateway.pricing import Pricer, cost_of
+from gateway.pricing import Pricer, cost, cost_of, counts
 
 if TYPE_CHECKING:
     from gateway.stream.attempts import Attempt
@@ -56,24 +56,26 @@ class Meter:
 
     def hook(self, attempt: Attempt) -> UsageHook | None:
         """The usage hook of ``attempt``'s pipeline: ``None`` without a pricer, or when the
-        model it calls has no price (looked up once, here; the pricer warns once per model), so
-        an unpriced stream's usage passes with no pricing work at all."""
+        model it calls has no price (looked up once, here, at the price in force when the attempt
+        starts; the pricer warns once per model), so an unpriced stream's usage passes with no
+        pricing work at all."""
         pricer = self._pricer
         if pricer is None:
             return None
         provider = attempt.target.provider
         model = attempt.model  # what the attempt calls (``build_attempts``)
-        if pricer.price(provider, model) is None:
+        price = pricer.price(provider, model)  # the price when the attempt started
+        if price is None:
             pricer.warn_unknown(provider, model)
             return None
         merged: dict[str, Any] = {}
 
         def priced(event: Event) -> Event:
             merged.update(event.data)
-            usd = pricer.cost_usd(provider, model, merged)
-            if usd is None:
+            c = counts(merged)
+            if c is None:  # no input or output count yet
                 return event
-            return Event(ev.USAGE, {**event.data, "cost_usd": usd})
+            return Event(ev.USAGE, {**event.data, "cost_usd": cost(price, c)})
 
         return priced
 
