@@ -230,15 +230,15 @@ class Metrics:
 
     def flush(self) -> None:
         """Add every pending stream update to the series now (the tally flushes by itself at
-        most :data:`~gateway.metrics.tally.FLUSH_INTERVAL` after an update; this is for
-        exposition, shutdown and tests that read the registry directly)."""
+        most :data:`~gateway.metrics.tally.FLUSH_INTERVAL` after an update; the app's shutdown
+        calls this, :meth:`exposition` does the same)."""
         self.tally.flush()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type (aggregated across workers if multiprocess)."""
         for refresh in self.before_exposition:
             refresh()
-        self.tally.flush()
+        self.flush()
         directory = multiprocess_dir()
         if directory:
             from prometheus_client import multiprocess
