@@ -1,6 +1,6 @@
 """Where a request's CPU goes: the kernel's share and the process's own, and the calls behind it.
 
-    python -m bench.syscalls [--peers nginx,floor,contract,gateway] [--seconds 3]
+    python -m bench.syscalls [--peers nginx,floor,contract,gateway] [--seconds 3] [--scenario chat-1]
 
 ``bench.floor`` gives each proxy's CPU per 1-token request (``chat-1``). This module splits it,
 per peer, one peer at a time against one fake upstream, the ``chat-1`` load (32 clients back to
@@ -119,9 +119,12 @@ async def measure_peer(peer: Peer, load: Load, workdir: Path) -> dict[str, Any]:
     return {"cpu_us": await cpu_split(peer, load), "calls": await count(peer, load, workdir)}
 
 
-async def measure(names: list[str], seconds: float) -> dict[str, dict[str, Any]]:
-    """CPU and system calls per ``chat-1`` request of each named peer, one at a time."""
-    load = dataclasses.replace(next(x for x in LOADS if x.name == "chat-1"), duration=seconds)
+async def measure(
+    names: list[str], seconds: float, scenario: str = "chat-1"
+) -> dict[str, dict[str, Any]]:
+    """CPU and system calls per request of each named peer under ``scenario`` (a 1-token load:
+    ``chat-1`` at each peer's saturation, ``chat-1-rate`` at the same traffic), one at a time."""
+    load = dataclasses.replace(next(x for x in LOADS if x.name == scenario), duration=seconds)
     upstream, upstream_port = start_upstream()
     rows: dict[str, dict[str, Any]] = {}
     try:
@@ -144,11 +147,12 @@ def main() -> None:
     )
     parser.add_argument("--peers", default=",".join(STARTERS))
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--scenario", default="chat-1", choices=("chat-1", "chat-1-rate"))
     args = parser.parse_args()
     become_load_generator()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    rows = asyncio.run(measure(args.peers.split(","), args.seconds))
-    print(json.dumps({"started": started, "per_request": rows}, indent=1))
+    rows = asyncio.run(measure(args.peers.split(","), args.seconds, args.scenario))
+    print(json.dumps({"started": started, "scenario": args.scenario, "per_request": rows}, indent=1))
 
 
 if __name__ == "__main__":
