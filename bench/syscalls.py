@@ -1,6 +1,7 @@
 """Where a request's CPU goes: the kernel's share and the process's own, and the calls behind it.
 
-    python -m bench.syscalls [--peers nginx,floor,contract,gateway] [--seconds 3] [--scenario chat-1]
+    python -m bench.syscalls [--peers nginx,floor,contract,gateway] [--seconds 3]
+                             [--scenario chat-1|chat-1-rate]
 
 ``bench.floor`` gives each proxy's CPU per 1-token request (``chat-1``). This module splits it,
 per peer, one peer at a time against one fake upstream, the ``chat-1`` load (32 clients back to
@@ -152,7 +153,8 @@ def main() -> None:
     become_load_generator()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows = asyncio.run(measure(args.peers.split(","), args.seconds, args.scenario))
-    print(json.dumps({"started": started, "scenario": args.scenario, "per_request": rows}, indent=1))
+    report = {"started": started, "scenario": args.scenario, "per_request": rows}
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
