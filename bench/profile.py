@@ -3,8 +3,9 @@
 py-spy (``pip install py-spy``) samples the pinned gateway process from core 1 while the load
 runs, writing collapsed stacks; :func:`summarise_stacks` turns them into the share of samples
 per function, both *self* (the leaf frame: where the CPU is spent, kernel time of a syscall
-included in the Python frame that made it) and *inclusive* (the frame anywhere on the stack).
-An SVG flame graph is written beside the raw stacks.
+included in the Python frame that made it) and *inclusive* (the frame anywhere on the stack),
+and the self share per module (the leaf frame's file: which part of the gateway the time is
+spent in, however its functions split it). An SVG flame graph is written beside the raw stacks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bench import scenarios
 from bench.peers import LOAD_CORE, pinned, start_gateway
 
 _LINE = re.compile(r":\d+\)")
+_FILE = re.compile(r"\(([^()]*?)(?::\d+)?\)$")
 
 
 def _py_spy() -> str | None:
@@ -33,9 +35,11 @@ def _py_spy() -> str | None:
 
 
 def summarise_stacks(raw: str, top: int = 40) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's ``--format raw`` output."""
+    """Self and inclusive sample shares per function, and self shares per module, from
+    py-spy's ``--format raw`` output."""
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -45,18 +49,26 @@ def summarise_stacks(raw: str, top: int = 40) -> dict[str, Any]:
         frames = [_LINE.sub(")", f) for f in stack.split(";")]
         total += n
         own[frames[-1]] += n
+        module = _FILE.search(frames[-1])
+        modules[module.group(1) if module else frames[-1]] += n
         for frame in set(frames):
             anywhere[frame] += n
     if not total:
-        return {"samples": 0, "self": [], "inclusive": []}
+        return {"samples": 0, "self": [], "inclusive": [], "modules": []}
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(f, round(100 * c / total, 1)) for f, c in counter.most_common(top)]
 
-    return {"samples": total, "self": share(own), "inclusive": share(anywhere)}
+    return {
+        "samples": total,
+        "self": share(own),
+        "inclusive": share(anywhere),
+        "modules": share(modules),
+    }
 
 
-PROFILED = ("chat-1", "chat-paced", "chat-b2b")
+PROFILED = ("chat-1", "chat-1-rate", "chat-paced", "chat-b2b")
+"""Per request at saturation and at the same traffic, per paced token, per token back to back."""
 
 
 async def profile_gateway(upstream_port: int, seconds: float, out_dir: Path) -> dict[str, Any]:

@@ -263,5 +263,9 @@ def profile_tables(profile: dict[str, Any], top: int = 15) -> str:
             summary["self"][:top], summary["inclusive"][:top], strict=False
         ):
             parts.append(f"| {ss} | `{fs}` | | {si} | `{fi}` |")
+        modules = summary.get("modules")
+        if modules:
+            shares = ", ".join(f"`{m}` {p}" for m, p in modules[:top])
+            parts.append(f"\nBy module (self %): {shares}")
         parts.append("")
     return "\n".join(parts)
