@@ -18,6 +18,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from gateway.errors import GatewayError, UpstreamConnectError, UpstreamError
@@ -38,32 +39,35 @@ class RawClient:
         self._slots: deque[asyncio.Future[None]] = deque()
         self._dns: dict[tuple[str, int], tuple[float, str]] = {}
         self._ssl: ssl.SSLContext | None = None
-        self._heads: dict[tuple[str, str], tuple[Key, str, str]] = {}
+        self._heads: dict[tuple[str, str, int], tuple[Mapping[str, str], Key, bytes]] = {}
 
     # -- requests --------------------------------------------------------------------------
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes, connect: float
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        connect: float,
+        deadline: float | None = None,
     ) -> RawResponse:
-        """Send the request and wait for the response head; the caller bounds the wait.
+        """Send the request and wait for the response head.
 
-        Cancellation closes the connection. Raises :class:`UpstreamConnectError` (could not
-        connect), ``OSError`` or ``TimeoutError``.
+        ``deadline`` (the loop's clock; ``None``: the caller bounds the wait) bounds it all: a
+        connection slot, the DNS lookup and the connect (also bounded by ``connect`` seconds),
+        and the head, whose wait is the connection's own timer (no ``asyncio.timeout`` on the
+        hot path). Past it, ``TimeoutError``. Cancellation closes the connection. Raises
+        :class:`UpstreamConnectError` (could not connect), ``OSError`` or ``TimeoutError``.
         """
-        key, line, host = self._head(method, url)
-        lines = [line]
-        for name, value in headers.items():
-            lines.append(f"{name}: {value}\r\n")
-            if host and name.lower() == "host":
-                host = ""  # the adapter's own (a signed request)
-        lines.append(f"{host}Content-Length: {len(body)}\r\n\r\n")
-        data = "".join(lines).encode("latin-1") + body
-        await self._slot()
+        key, head = self._head(method, url, headers)
+        data = b"%b%d\r\n\r\n%b" % (head, len(body), body)
+        await self._slot(deadline)
         try:
             for _ in range(2):
-                conn, reused = await self._connection(key, connect)
+                conn, reused = await self._connection(key, connect, deadline)
                 try:
-                    conn.start(data)
+                    conn.start(data, deadline)
                     while not conn.status and conn.error is None:
                         await conn.wait()
                 except BaseException:
@@ -72,7 +76,7 @@ class RawClient:
                 if conn.status:
                     return RawResponse(conn)
                 conn.abort()
-                if isinstance(conn.error, GatewayError):
+                if isinstance(conn.error, (GatewayError, TimeoutError)):
                     raise conn.error
                 if not reused:
                     raise UpstreamConnectError("upstream closed the connection")
@@ -81,46 +85,73 @@ class RawClient:
             self.done()
             raise
 
-    def _head(self, method: str, url: str) -> tuple[Key, str, str]:
-        """The pool key, the request line and the Host header, built once per (method, url)."""
-        cached = self._heads.get((method, url))
-        if cached is None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise UpstreamError(f"unsupported upstream URL scheme {parts.scheme!r}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            default = port == (443 if parts.scheme == "https" else 80)
-            name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            host = name if default else f"{name}:{port}"
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            line = f"{method} {target} HTTP/1.1\r\n"
-            cached = ((parts.scheme, parts.hostname, port), line, f"Host: {host}\r\n")
-            if len(self._heads) < 1024:
-                self._heads[(method, url)] = cached
-        return cached
+    def _head(self, method: str, url: str, headers: Mapping[str, str]) -> tuple[Key, bytes]:
+        """The pool key and the request's head up to its ``Content-Length`` value: built once
+        per (method, url, headers) for read-only headers (``MappingProxyType``: an adapter's
+        own, built once, :meth:`gateway.adapters.base.Adapter.post_json`); a request with a
+        dict of its own (a signed one, a traced one) builds its head anew."""
+        shared = isinstance(headers, MappingProxyType)  # read-only: encoded once
+        if shared:
+            cached = self._heads.get((method, url, id(headers)))
+            if cached is not None and cached[0] is headers:
+                return cached[1], cached[2]
+        key, line, host = self._target(method, url)
+        lines = [line]
+        for name, value in headers.items():
+            lines.append(f"{name}: {value}\r\n")
+            if host and name.lower() == "host":
+                host = ""  # the adapter's own (a signed request)
+        lines.append(f"{host}Content-Length: ")
+        head = "".join(lines).encode("latin-1")
+        if shared and len(self._heads) < 1024:  # the entry keeps ``headers`` alive: its id too
+            self._heads[(method, url, id(headers))] = (headers, key, head)
+        return key, head
 
-    async def _connection(self, key: Key, connect: float) -> tuple[_Conn, bool]:
+    def _target(self, method: str, url: str) -> tuple[Key, str, str]:
+        """The pool key, the request line and the Host header of (method, url)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamError(f"unsupported upstream URL scheme {parts.scheme!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        default = port == (443 if parts.scheme == "https" else 80)
+        name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host = name if default else f"{name}:{port}"
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        return (
+            (parts.scheme, parts.hostname, port),
+            f"{method} {target} HTTP/1.1\r\n",
+            f"Host: {host}\r\n",
+        )
+
+    async def _connection(
+        self, key: Key, connect: float, deadline: float | None
+    ) -> tuple[_Conn, bool]:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn, True
         scheme, host, port = key
-        address = await self._resolve(host, port)
         loop = asyncio.get_running_loop()
+        connect_by = loop.time() + connect
         tls = self._tls() if scheme == "https" else None
         try:
-            async with asyncio.timeout(connect):
+            async with asyncio.timeout_at(
+                connect_by if deadline is None else min(connect_by, deadline)
+            ):
+                address = await self._resolve(host, port)
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(self, key),
+                    lambda: _Conn(self, key, loop),
                     address,
                     port,
                     ssl=tls,
                     server_hostname=host if tls is not None else None,
                 )
         except TimeoutError:
+            if deadline is not None and deadline < connect_by:
+                raise  # the answer's deadline came first: the upstream did not answer in time
             raise UpstreamConnectError(f"could not connect to upstream in {connect:g}s") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamConnectError(f"could not connect to upstream: {exc}") from exc
@@ -151,12 +182,13 @@ class RawClient:
 
     # -- the connection cap ----------------------------------------------------------------
 
-    async def _slot(self) -> None:
+    async def _slot(self, deadline: float | None) -> None:
         if self.max_connections and self._busy >= self.max_connections:
             waiter = asyncio.get_running_loop().create_future()
             self._slots.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout_at(deadline):
+                    await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._busy -= 1  # handed a slot while being cancelled: give it back
@@ -182,7 +214,7 @@ class RawClient:
     def release(self, conn: _Conn) -> None:
         conn.parser = None
         self._idle.setdefault(conn.key, deque()).append(conn)
-        conn.idle_timer = asyncio.get_running_loop().call_later(IDLE_KEEPALIVE, conn.abort)
+        conn.idle_timer = conn.loop.call_later(IDLE_KEEPALIVE, conn.abort)
 
     def forget(self, conn: _Conn) -> None:
         self._open.discard(conn)

@@ -89,11 +89,13 @@ class _Conn(asyncio.Protocol):
         "complete",
         "consumer",
         "error",
+        "head_timer",
         "headers",
         "idle_timer",
         "keep_alive",
         "key",
         "linger_timer",
+        "loop",
         "parser",
         "paused",
         "pending",
@@ -102,9 +104,10 @@ class _Conn(asyncio.Protocol):
         "waiter",
     )
 
-    def __init__(self, pool: Pool, key: Key) -> None:
+    def __init__(self, pool: Pool, key: Key, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
         self.key = key
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
         self.status = 0
@@ -124,6 +127,8 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
+        self.head_timer: asyncio.TimerHandle | None = None
+        """Armed by :meth:`start` with a deadline: the response head is late past it."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -151,6 +156,9 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         self._pool.forget(self)
         if self._until_close and exc is None:
             self.complete = True  # a body without length or chunks ends with the connection
@@ -167,6 +175,9 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
         framed = self.status in (204, 304)
@@ -229,12 +240,15 @@ class _Conn(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    def start(self, request: bytes) -> None:
-        """Send one request on this connection and start parsing its response."""
+    def start(self, request: bytes, deadline: float | None = None) -> None:
+        """Send one request on this connection and start parsing its response; without its
+        head by ``deadline`` (the loop's clock), the connection fails with ``TimeoutError``."""
         assert self.transport is not None
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if deadline is not None:
+            self.head_timer = self.loop.call_at(deadline, self._head_late)
         self.parser = httptools.HttpResponseParser(self)
         self.consumer = None
         self.status = 0
@@ -246,14 +260,17 @@ class _Conn(asyncio.Protocol):
         self.error = None
         self.transport.write(request)
 
+    def _head_late(self) -> None:
+        self.head_timer = None
+        self._fail(TimeoutError("upstream did not answer in time"))
+
     @property
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.closed
 
     def linger(self) -> None:
         """The reader is done: pool the connection when its response ends, within LINGER."""
-        loop = asyncio.get_running_loop()
-        self.linger_timer = loop.call_later(LINGER, self._settle)
+        self.linger_timer = self.loop.call_later(LINGER, self._settle)
 
     def _settle(self) -> None:
         """End a lingering connection: pooled if its response ended, else closed."""
@@ -273,6 +290,9 @@ class _Conn(asyncio.Protocol):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         transport = self.transport
         if transport is not None and not self.closed:
             self.closed = True

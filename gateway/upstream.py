@@ -247,17 +247,20 @@ async def open_upstream(
 async def _open_raw(
     raw: RawClient, adapter: Adapter, request: UpstreamRequest, timeouts: Timeouts
 ) -> RawResponse:
-    """:func:`open_upstream` with the fast client."""
+    """:func:`open_upstream` with the fast client. ``timeouts.first_event`` is a deadline the
+    client keeps itself (the connection's timer for the head), not an ``asyncio.timeout``: a
+    context manager, a task lookup and a timer per request on the hot path."""
+    deadline = asyncio.get_running_loop().time() + timeouts.first_event
     stream: RawResponse | None = None
     try:  # a plain try, not map_client_errors: a context manager per request costs
-        async with asyncio.timeout(timeouts.first_event):
-            stream = await raw.request(
-                request.method, request.url, request.headers, request.body, timeouts.connect
-            )
-            if stream.status >= 300:
+        stream = await raw.request(
+            request.method, request.url, request.headers, request.body, timeouts.connect, deadline
+        )
+        if stream.status >= 300:
+            async with asyncio.timeout_at(deadline):
                 body = await stream.read_body(MAX_ERROR_BODY)
-                retry_after = retry_after_seconds(stream.header(b"retry-after"))
-                raise adapter.status_error(stream.status, body, retry_after)
+            retry_after = retry_after_seconds(stream.header(b"retry-after"))
+            raise adapter.status_error(stream.status, body, retry_after)
     except BaseException as exc:
         if stream is not None:
             stream.close()

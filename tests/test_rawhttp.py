@@ -12,6 +12,7 @@ import gzip
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -250,6 +251,61 @@ async def test_tls_verifies_the_certificate(tmp_path: Path, client: RawClient) -
     url = f"https://127.0.0.1:{server.port}/v1"
     with pytest.raises(UpstreamConnectError, match="certificate"):
         await client.request("POST", url, {}, b"", 5)
+    await server.stop()
+
+
+async def test_a_head_later_than_the_deadline_is_a_timeout(client: RawClient) -> None:
+    server = await serve(lambda _: b"", hold=True)  # reads the request, never answers
+    url = f"http://127.0.0.1:{server.port}/v1"
+    deadline = asyncio.get_running_loop().time() + 0.1
+    with pytest.raises(TimeoutError):
+        await client.request("POST", url, {}, b"", 5, deadline)
+    await asyncio.wait_for(server.closed.wait(), 1)  # the connection was dropped
+    assert client.open_connections == 0
+    await server.stop()
+
+
+async def test_a_head_in_time_disarms_the_deadline(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"a"))
+    url = f"http://127.0.0.1:{server.port}/v1"
+    deadline = asyncio.get_running_loop().time() + 0.05
+    stream = await client.request("POST", url, {}, b"", 5, deadline)
+    await asyncio.sleep(0.1)  # past the deadline: the answer stands
+    assert await body_of(stream) == b"a"
+    await server.stop()
+
+
+async def test_a_slot_not_free_by_the_deadline_is_a_timeout() -> None:
+    client = RawClient(max_connections=1)
+    server = await serve(lambda _: chunked(b"a"))
+    first = await post(client, server.port)
+    url = f"http://127.0.0.1:{server.port}/v1"
+    deadline = asyncio.get_running_loop().time() + 0.05
+    with pytest.raises(TimeoutError):
+        await client.request("POST", url, {}, b"", 5, deadline)
+    assert await body_of(first) == b"a"  # the slot came back: the next request gets it
+    assert await body_of(await post(client, server.port)) == b"a"
+    await client.close()
+    await server.stop()
+
+
+async def test_read_only_headers_are_encoded_once(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"a"))
+    url = f"http://127.0.0.1:{server.port}/v1"
+    shared = MappingProxyType({"x-route": "one"})
+    for body in (b"{}", b'{"a":2}'):
+        assert await body_of(await client.request("POST", url, shared, body, 5)) == b"a"
+    assert len(client._heads) == 1
+    await client.request("POST", url, {"x-own": "dict"}, b"", 5)  # a request's own: not kept
+    assert len(client._heads) == 1
+    first, second, third = server.requests
+    assert first.endswith(
+        b"x-route: one\r\n"
+        + f"Host: 127.0.0.1:{server.port}\r\n".encode()
+        + b"Content-Length: 2\r\n\r\n{}"
+    )
+    assert second.endswith(b"Content-Length: 7\r\n\r\n" + b'{"a":2}')
+    assert b"x-own: dict\r\n" in third and b"x-route" not in third
     await server.stop()
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from gateway.adapters._kit import OptionTable, validate_options
@@ -108,6 +109,8 @@ class Adapter(ABC):
     def __init__(self, upstream: UpstreamConfig, options: Mapping[str, Any]) -> None:
         self.upstream = upstream
         self.options = options
+        self._headers: Mapping[str, str] | None = None
+        """:meth:`common_headers`, built at the first request (see :meth:`post_json`)."""
 
     @classmethod
     def parse_options(
@@ -159,10 +162,15 @@ class Adapter(ABC):
         )
 
     def post_json(self, path: str, body: Any) -> UpstreamRequest:
-        """``POST {base_url}{path}`` with ``body`` as JSON and :meth:`common_headers`."""
-        return UpstreamRequest(
-            "POST", self.base_url + path, self.common_headers(), dumps_kept(body)
-        )
+        """``POST {base_url}{path}`` with ``body`` as JSON and :meth:`common_headers`.
+
+        The headers are built once per adapter (its config never changes: a reload builds new
+        adapters) and shared, read-only, by every request; the raw client encodes them once.
+        """
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = MappingProxyType(self.common_headers())
+        return UpstreamRequest("POST", self.base_url + path, headers, dumps_kept(body))
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the provider credential (never logged, never sent to clients)."""

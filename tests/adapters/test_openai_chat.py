@@ -376,6 +376,15 @@ def test_build_request_exact_body() -> None:
     assert json.loads(req.body) == EXPECTED_BODY
 
 
+def test_every_request_shares_the_adapters_read_only_headers() -> None:
+    adapter = make_adapter(OpenAIChatAdapter, model="gpt-test", api_key="sk-test")
+    first = adapter.build_request(parse_request(COMMON_BODY))
+    second = adapter.build_request(parse_request(COMMON_BODY))
+    assert first.headers is second.headers  # built once: the raw client encodes them once
+    with pytest.raises(TypeError):
+        first.headers["authorization"] = "Bearer other"  # type: ignore[index]
+
+
 def test_build_request_options() -> None:
     adapter = make_adapter(
         OpenAIChatAdapter,
