@@ -78,13 +78,16 @@ class ClientRequest(Protocol):
     def protocol(self) -> WriteState: ...
 
 
-async def start_response(request: ClientRequest, headers: Mapping[str, str]) -> Reply:
+async def start_response(
+    request: ClientRequest, headers: Mapping[str, str], own: Mapping[str, str] | None = None
+) -> Reply:
     """Send a 200 response head for a streamed body on ``request``'s server; returns the
-    response to write the body to (``write``, ``write_eof``)."""
+    response to write the body to (``write``, ``write_eof``). ``own``: this response's headers
+    after ``headers`` (which may be a format's fixed, read-only ones: formatted once)."""
     if isinstance(request, ServerRequest):
-        return request.respond(200, headers)
+        return request.respond(200, headers, own)
     assert isinstance(request, web.BaseRequest)
-    response = web.StreamResponse(status=200, headers=headers)
+    response = web.StreamResponse(status=200, headers={**headers, **(own or {})})
     await response.prepare(request)
     return response
 

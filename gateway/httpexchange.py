@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import parse_qsl
 
@@ -144,9 +145,12 @@ class ServerRequest:
         """The client connection's transport (``None`` once it closed)."""
         return self.protocol.transport
 
-    def respond(self, status: int, headers: Mapping[str, str]) -> ServerResponse:
-        """Start the answer: its head goes out with the first body write (one send, not two)."""
-        return ServerResponse(self.protocol, status, headers)
+    def respond(
+        self, status: int, headers: Mapping[str, str], own: Mapping[str, str] | None = None
+    ) -> ServerResponse:
+        """Start the answer: its head goes out with the first body write (one send, not two).
+        ``own``: this answer's headers after ``headers`` (see :func:`head`)."""
+        return ServerResponse(self.protocol, status, headers, own)
 
 
 class ServerResponse:
@@ -157,12 +161,18 @@ class ServerResponse:
 
     __slots__ = ("_conn", "_head", "chunked", "ended")
 
-    def __init__(self, conn: Connection, status: int, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        status: int,
+        headers: Mapping[str, str],
+        own: Mapping[str, str] | None = None,
+    ) -> None:
         self._conn = conn
         self.chunked = conn.http11
         self.ended = False
         framing = "Transfer-Encoding: chunked" if self.chunked else "Connection: close"
-        self._head = head(status, headers, framing)
+        self._head = head(status, headers, framing, own)
         """The head, until the first write takes it."""
 
     @property
@@ -199,14 +209,36 @@ class ServerResponse:
         self._conn.write(data)
 
 
-def head(status: int, headers: Mapping[str, str], framing: str) -> bytes:
-    """A response head: the status line, ``headers``, ``framing`` (a header line or two) and
-    ``Date``."""
+def head(
+    status: int, headers: Mapping[str, str], framing: str, own: Mapping[str, str] | None = None
+) -> bytes:
+    """A response head: the status line, ``headers``, ``own``, ``framing`` (a header line or
+    two) and ``Date``. Read-only ``headers`` (``MappingProxyType``: a stream format's fixed
+    ones, :func:`gateway.stream.sinks.fixed_headers`) are formatted once, not per answer."""
     lines = [f"HTTP/1.1 {status} {_reason(status)}"]
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    if isinstance(headers, MappingProxyType):
+        lines.append(_fixed_lines(headers))
+    else:
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+    if own:
+        lines.extend(f"{name}: {value}" for name, value in own.items())
     lines.append(framing)
     lines.append(_date())
     return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n"
+
+
+_FIXED: dict[int, tuple[Mapping[str, str], str]] = {}
+"""Read-only header mappings' lines, by id (the entry keeps the mapping, so its id too)."""
+
+
+def _fixed_lines(headers: Mapping[str, str]) -> str:
+    cached = _FIXED.get(id(headers))
+    if cached is not None and cached[0] is headers:
+        return cached[1]
+    lines = "\r\n".join(f"{name}: {value}" for name, value in headers.items())
+    if len(_FIXED) < 256:
+        _FIXED[id(headers)] = (headers, lines)
+    return lines
 
 
 _REASONS: dict[int, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -82,3 +83,12 @@ def test_head_has_status_headers_framing_and_date() -> None:
     assert any(line.startswith(b"Date: ") and line.endswith(b" GMT") for line in lines)
     assert data.endswith(b"\r\n\r\n") and data.count(b"\r\n\r\n") == 1
     assert head(599, {}, "Content-Length: 0").startswith(b"HTTP/1.1 599 Unknown\r\n")
+
+
+def test_read_only_headers_make_the_same_head_as_a_dict() -> None:
+    fixed = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+    own = {"X-Request-Id": "r2"}
+    expected = head(200, {**fixed, **own}, "Transfer-Encoding: chunked")
+    shared = MappingProxyType(fixed)
+    for _ in range(2):  # formatted at the first use, then taken as formatted
+        assert head(200, shared, "Transfer-Encoding: chunked", own) == expected

@@ -28,7 +28,8 @@ frame that carries the terminal event goes out with the chunked terminator in on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -104,15 +105,7 @@ class Sink:
 
         ``commit``: a heartbeat is due (a buffered sink starts only then).
         """
-        encoder = self.encoder
-        headers = {
-            "Content-Type": encoder.content_type,
-            "Cache-Control": "no-cache, no-transform",
-            "X-Accel-Buffering": "no",
-            **encoder.extra_headers,
-            **self.headers,
-        }
-        response = await start_response(self._request, headers)
+        response = await start_response(self._request, fixed_headers(self.encoder), self.headers)
         transport = self._request.transport
         if transport is not None:
             transport.set_write_buffer_limits(high=self.max_write_buffer)
@@ -288,6 +281,27 @@ class BufferedSink(Sink):
             content_type=self.encoder.content_type.split(";")[0],
             headers=self.headers,
         )
+
+
+_FIXED: dict[type[Encoder], Mapping[str, str]] = {}
+
+
+def fixed_headers(encoder: Encoder) -> Mapping[str, str]:
+    """The headers of every streamed response in ``encoder``'s format (its content type, no
+    caching or proxy buffering, its own extra ones): one read-only mapping per encoder class,
+    so the fast server formats them once (:func:`gateway.httpexchange.head`)."""
+    kind = type(encoder)
+    fixed = _FIXED.get(kind)
+    if fixed is None:
+        fixed = _FIXED[kind] = MappingProxyType(
+            {
+                "Content-Type": kind.content_type,
+                "Cache-Control": "no-cache, no-transform",
+                "X-Accel-Buffering": "no",
+                **kind.extra_headers,
+            }
+        )
+    return fixed
 
 
 def new_sink(
