@@ -84,6 +84,7 @@ class Connection(asyncio.Protocol):
         "idle_timer",
         "keep_alive",
         "listener",
+        "loop",
         "parser",
         "task",
         "transport",
@@ -92,6 +93,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
+        self.loop = asyncio.get_running_loop()  # made by the loop's server: once, not per request
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = None
         self._head = b""
@@ -157,7 +159,7 @@ class Connection(asyncio.Protocol):
         """Until the client's buffer is below its low-water mark again."""
         if not self.writing_paused:
             return
-        self.drain_waiter = asyncio.get_running_loop().create_future()
+        self.drain_waiter = self.loop.create_future()
         try:
             await self.drain_waiter
         finally:
@@ -254,7 +256,7 @@ class Connection(asyncio.Protocol):
             length = request.content_length
             if length is None or length <= max_body:
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.task = asyncio.get_running_loop().create_task(self._serve(request))
+        self.task = self.loop.create_task(self._serve(request))
 
     def on_body(self, body: bytes) -> None:
         if self.body is not None and not self._pipelined:
@@ -355,13 +357,11 @@ class Connection(asyncio.Protocol):
         self.parser = None
         self.resume_reading()
         self._cancel_idle()
-        loop = asyncio.get_running_loop()
-        self.idle_timer = loop.call_later(LINGERING_TIME, self.close)
+        self.idle_timer = self.loop.call_later(LINGERING_TIME, self.close)
 
     def _arm_idle(self) -> None:
         self._cancel_idle()
-        loop = asyncio.get_running_loop()
-        self.idle_timer = loop.call_later(self.listener.keepalive_timeout, self.close)
+        self.idle_timer = self.loop.call_later(self.listener.keepalive_timeout, self.close)
 
     def _cancel_idle(self) -> None:
         if self.idle_timer is not None:

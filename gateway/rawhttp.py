@@ -223,7 +223,7 @@ class _Conn(asyncio.Protocol):
 
     async def wait(self) -> None:
         """Until something happened (headers, body, end, error)."""
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         try:
             await self.waiter
         finally:
