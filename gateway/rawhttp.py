@@ -21,7 +21,6 @@ docs/configuration.md). Errors are the gateway's own (:mod:`gateway.errors`) or 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import zlib
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -342,17 +341,6 @@ class RawResponse:
     def ready(self) -> bool:
         """Body bytes were received and not yet read (:meth:`read` returns them at once)."""
         return self._error is None and bool(self._conn.pending)
-
-    async def read_body(self, limit: int) -> bytes:
-        """At most ``limit`` body bytes (an error answer), then the connection is closed."""
-        parts: list[bytes] = []
-        size = 0
-        with contextlib.suppress(GatewayError):
-            while size < limit and (chunk := await self.read()):
-                parts.append(chunk)
-                size += len(chunk)
-        self.close()
-        return b"".join(parts)[:limit]
 
     def interrupt(self, exc: GatewayError) -> None:
         self._error = exc

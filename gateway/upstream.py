@@ -258,7 +258,7 @@ async def _open_raw(
         )
         if stream.status >= 300:
             async with asyncio.timeout_at(deadline):
-                body = await stream.read_body(MAX_ERROR_BODY)
+                body = await _error_body(stream, MAX_ERROR_BODY)
             retry_after = retry_after_seconds(stream.header(b"retry-after"))
             raise adapter.status_error(stream.status, body, retry_after)
     except BaseException as exc:
@@ -268,6 +268,18 @@ async def _open_raw(
             raise client_error(exc) from exc
         raise
     return stream
+
+
+async def _error_body(stream: RawResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of an error answer's body, then the connection is closed."""
+    parts: list[bytes] = []
+    size = 0
+    with contextlib.suppress(GatewayError):
+        while size < limit and (chunk := await stream.read()):
+            parts.append(chunk)
+            size += len(chunk)
+    stream.close()
+    return b"".join(parts)[:limit]
 
 
 async def iterate(stream: UpstreamStream) -> AsyncIterator[bytes]:

@@ -124,7 +124,7 @@ async def test_an_error_answer_keeps_its_headers(client: RawClient) -> None:
     server = await serve(lambda _: answer)
     stream = await post(client, server.port)
     assert (stream.status, stream.header(b"retry-after")) == (429, "1")
-    assert await stream.read_body(1024) == b"slow"
+    assert await body_of(stream) == b"slow"
     await server.stop()
 
 
