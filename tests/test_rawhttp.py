@@ -19,6 +19,7 @@ import pytest
 from gateway.errors import UpstreamConnectError, UpstreamTruncated
 from gateway.rawclient import RawClient
 from gateway.rawhttp import AVAILABLE, RawResponse, use_raw
+from gateway.upstream import _error_body
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="httptools is not installed")
 
@@ -125,6 +126,14 @@ async def test_an_error_answer_keeps_its_headers(client: RawClient) -> None:
     stream = await post(client, server.port)
     assert (stream.status, stream.header(b"retry-after")) == (429, "1")
     assert await body_of(stream) == b"slow"
+    await server.stop()
+
+
+async def test_an_error_body_is_read_up_to_its_cap(client: RawClient) -> None:
+    answer = b"HTTP/1.1 500 Oops\r\nContent-Length: 10\r\n\r\n0123456789"
+    server = await serve(lambda _: answer)
+    assert await _error_body(await post(client, server.port), 4) == b"0123"
+    assert await _error_body(await post(client, server.port), 64) == b"0123456789"
     await server.stop()
 
 
