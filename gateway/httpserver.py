@@ -279,6 +279,7 @@ class Connection(asyncio.Protocol):
         try:
             reply = await self.listener.handler(request)
         except asyncio.CancelledError:
+            self.task = None  # it keeps its CancelledError, whose frames hold this connection
             self.abort()
             raise
         except Exception:  # the handler guards its errors; this is a bug in that guard

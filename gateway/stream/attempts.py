@@ -144,45 +144,48 @@ class Failover:
         sink = stream.sink
         choices = self.choices
         last: GatewayError | None = None
-        while not (sink.started and last is not None):  # bytes went out: no more fallbacks
-            attempt = await choices.next()
-            if attempt is None:
-                break
-            final, leased = choices.final, choices.leased
-            retry_429 = final and not leased  # a pool rests a 429 deployment instead
-            source: Source | None = None
-            try:
-                sent = now()
-                source = await self._connect(attempt, retry_429=retry_429)
-                stream.source = source
-                early = None
-                if (leased or not final) and not sink.started:
-                    await source.hold_until_content(lambda: sink.started)
-                    early = source.early_error()
-                    if early is not None and not final:
-                        raise EarlyError(early.data)
-                if leased:  # the last deployment: an early error event streams out as it is
-                    if early is not None:
-                        choices.failed(EarlyError(early.data), source)
-                    elif source.got_event:
-                        choices.answered(source.last_read - sent)
-                    else:  # a heartbeat started the response first: judged at the end
-                        self._unjudged = sent
-            except GatewayError as exc:
-                if source is not None:  # failed while held back: count it here
-                    stream.record.attempt(attempt.target.label, attempt_result(exc))
-                    stream.trace.attempt_failed(exc)
-                last = _scrub(exc, attempt)
-                if leased and self._upstream_fault(exc):
-                    choices.failed(exc, source)
-                if sink.started or not self._may_fall_back(exc):
-                    raise last from None
-                self._discard(source)
-                continue
-            if not retry_429:
-                stream.record.attempt(attempt.target.label, "ok")
-            return source
-        raise choices.error(last)
+        try:
+            while not (sink.started and last is not None):  # bytes went out: no more fallbacks
+                attempt = await choices.next()
+                if attempt is None:
+                    break
+                final, leased = choices.final, choices.leased
+                retry_429 = final and not leased  # a pool rests a 429 deployment instead
+                source: Source | None = None
+                try:
+                    sent = now()
+                    source = await self._connect(attempt, retry_429=retry_429)
+                    stream.source = source
+                    early = None
+                    if (leased or not final) and not sink.started:
+                        await source.hold_until_content(lambda: sink.started)
+                        early = source.early_error()
+                        if early is not None and not final:
+                            raise EarlyError(early.data)
+                    if leased:  # the last deployment: an early error event streams out as it is
+                        if early is not None:
+                            choices.failed(EarlyError(early.data), source)
+                        elif source.got_event:
+                            choices.answered(source.last_read - sent)
+                        else:  # a heartbeat started the response first: judged at the end
+                            self._unjudged = sent
+                except GatewayError as exc:
+                    if source is not None:  # failed while held back: count it here
+                        stream.record.attempt(attempt.target.label, attempt_result(exc))
+                        stream.trace.attempt_failed(exc)
+                    last = _scrub(exc, attempt)
+                    if leased and self._upstream_fault(exc):
+                        choices.failed(exc, source)
+                    if sink.started or not self._may_fall_back(exc):
+                        raise last from None
+                    self._discard(source)
+                    continue
+                if not retry_429:
+                    stream.record.attempt(attempt.target.label, "ok")
+                return source
+            raise choices.error(last)
+        finally:
+            last = None  # a raised failure's traceback holds this frame: no cycle left behind
 
     async def _connect(self, attempt: Attempt, *, retry_429: bool) -> Source:
         """Open ``attempt``'s upstream (one capped ``Retry-After`` retry on the last target)."""
@@ -244,6 +247,7 @@ class Failover:
             self.choices.answered(first_content - self._unjudged)
         self._unjudged = None
         self.choices.close()
+        del self._stream  # the stream holds this failover: no cycle left for the collector
 
     def _discard(self, source: Source | None) -> None:
         """Close a failed attempt's upstream and forget it before the next target."""

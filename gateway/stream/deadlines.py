@@ -75,7 +75,8 @@ class Deadlines:
         heartbeat_interval: float,
         write_timeout: float,
     ) -> None:
-        self._stream = stream
+        self._stream: Watched | None = stream
+        """Until :meth:`stop`: the stream holds this timer, so holding it back is a cycle."""
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._when = 0.0
@@ -117,6 +118,9 @@ class Deadlines:
         self.arm(now())
 
     def stop(self) -> None:
+        """For good: cancel the timer and let go of the stream, so that the stream and its parts
+        are freed by reference counting as it ends, not left to the cyclic collector."""
+        self._stream = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -133,7 +137,7 @@ class Deadlines:
         """
         self._timer = None
         stream = self._stream
-        if stream.closed:
+        if stream is None or stream.closed:
             return
         stream.flush()  # the stream's batched metrics reach /metrics at least this often
         sink = stream.sink

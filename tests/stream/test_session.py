@@ -9,16 +9,21 @@ stream after its head, as they would have a read later: a ``200`` with one ``err
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from gateway.httpserver import Connection
-from tests.faults.kit import DONE, chat_chunk, chat_route, chat_usage
-from tests.support.gateway import running_gateway
+from gateway.stream.session import StreamSession
+from tests.faults.kit import DONE, chat_chunk, chat_error, chat_route, chat_usage, post
+from tests.support.fake_upstream import FakeUpstream, Script
+from tests.support.gateway import running_gateway, wait_for
+from tests.support.rawclient import open_raw, read_until
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 
@@ -100,3 +105,68 @@ async def test_bad_bytes_with_the_head_still_fail_after_it(client_writes: list[b
     assert events[0] == "created" and events[-1] == "error" and events.count("error") == 1
     error = json.loads(text.rsplit("data: ", 1)[1].split("\n", 1)[0])
     assert error["code"] == "upstream_protocol"
+
+
+# -- a finished stream is freed by reference counting -------------------------------------------
+#
+# A stream's session and its parts (failover, deadlines, source, sink, record: some forty objects)
+# point at each other while it runs. Left in a cycle when it ends, every stream would wait for the
+# cyclic collector, whose walks cost a 1-token request about a tenth of its CPU
+# (docs/performance.md, "Garbage"). With the collector off, no session may outlive its stream.
+
+
+def _live_sessions() -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, StreamSession))
+
+
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _script(ending: str) -> Script:
+    text = chat_chunk("Hi")
+    return {
+        "whole": Script(chunks=[(0, text + chat_chunk("", "stop") + chat_usage(3, 1) + DONE)]),
+        "status 500": Script(status=500),
+        "error event": Script(chunks=[(0, text + chat_error())]),
+        "cut off": Script(chunks=[(0, text)], reset_after=True),
+    }[ending]
+
+
+@pytest.mark.parametrize("ending", ["whole", "status 500", "error event", "cut off"])
+async def test_an_ended_stream_leaves_no_cycle(ending: str) -> None:
+    fake = await FakeUpstream().start()
+    fake.default = _script(ending)
+    try:
+        async with running_gateway({"routes": [chat_route("r", fake.url)]}) as gw:
+            with _collector_off():
+                for _ in range(3):
+                    reply = await post(f"{gw.url}/v1/stream/r")
+                    assert reply.status == (502 if ending == "status 500" else 200)
+                await wait_for(lambda: not gw.state.sessions)
+                assert _live_sessions() == 0
+    finally:
+        await fake.stop()
+
+
+async def test_a_stream_its_client_left_leaves_no_cycle() -> None:
+    fake = await FakeUpstream().start()
+    fake.default = Script(chunks=[(0, chat_chunk("Hi"))], hang_after=True)
+    try:
+        async with running_gateway({"routes": [chat_route("r", fake.url)]}) as gw:
+            with _collector_off():
+                reader, writer = await open_raw(gw.port, "/v1/stream/r")
+                await read_until(reader, b"Hi")
+                assert _live_sessions() == 1
+                writer.transport.abort()
+                await wait_for(lambda: not gw.state.sessions)
+                await wait_for(lambda: fake.open_connections == 0)
+                assert _live_sessions() == 0
+    finally:
+        await fake.stop()
