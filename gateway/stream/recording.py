@@ -148,6 +148,7 @@ class RecordingSink(StreamingSink):
 
     def finished(self) -> None:
         """The session ended: end the record unless the terminal frame or a pump will."""
+        self.owner = None  # the session holds this sink: no cycle left for the collector
         if self.recorder is None or self.ended or self.detached is not None:
             return
         self.end_with(ShutdownError("the stream ended before its terminal event"))

@@ -139,15 +139,32 @@ def _script(ending: str) -> Script:
     }[ending]
 
 
-@pytest.mark.parametrize("ending", ["whole", "status 500", "error event", "cut off"])
-async def test_an_ended_stream_leaves_no_cycle(ending: str) -> None:
+RESUMABLE = {"resume": {"enabled": True, "window": "2s", "store": "memory"}}
+CHAT_DOOR = {"model": "r", "messages": HELLO["messages"], "stream": True}
+
+
+@pytest.mark.parametrize(
+    ("ending", "route", "path", "body"),
+    [
+        ("whole", {}, "/v1/stream/r", HELLO),
+        ("status 500", {}, "/v1/stream/r", HELLO),
+        ("error event", {}, "/v1/stream/r", HELLO),
+        ("cut off", {}, "/v1/stream/r", HELLO),
+        ("whole", RESUMABLE, "/v1/stream/r", HELLO),  # the recording sink holds the session
+        ("whole", {}, "/v1/chat/completions", CHAT_DOOR),
+    ],
+    ids=["whole", "status-500", "error-event", "cut-off", "resumable", "front-door"],
+)
+async def test_an_ended_stream_leaves_no_cycle(
+    ending: str, route: dict[str, Any], path: str, body: dict[str, Any]
+) -> None:
     fake = await FakeUpstream().start()
     fake.default = _script(ending)
     try:
-        async with running_gateway({"routes": [chat_route("r", fake.url)]}) as gw:
+        async with running_gateway({"routes": [chat_route("r", fake.url, **route)]}) as gw:
             with _collector_off():
                 for _ in range(3):
-                    reply = await post(f"{gw.url}/v1/stream/r")
+                    reply = await post(f"{gw.url}{path}", body)
                     assert reply.status == (502 if ending == "status 500" else 200)
                 await wait_for(lambda: not gw.state.sessions)
                 assert _live_sessions() == 0
