@@ -19,7 +19,8 @@ and the cancel latency, and re-raises. Shutdown, deadline and limit failures nev
 task: they interrupt the pending upstream read, so the normal path writes the terminal event.
 
 Endings leave no reference cycle: the parts that point back at the session (the deadlines, the
-failover, the task) let go of it in :meth:`StreamSession._finish`, so the session and its parts
+failover, the task, a resumable route's recording sink) let go of it in
+:meth:`StreamSession._finish`, so the session and its parts
 are freed by reference counting as the stream ends. Left to the cyclic collector, some forty
 objects a stream made its walks about a tenth of a 1-token request's CPU (docs/performance.md).
 """

@@ -112,7 +112,8 @@ async def test_bad_bytes_with_the_head_still_fail_after_it(client_writes: list[b
 # A stream's session and its parts (failover, deadlines, source, sink, record: some forty objects)
 # point at each other while it runs. Left in a cycle when it ends, every stream would wait for the
 # cyclic collector, whose walks cost a 1-token request about a tenth of its CPU
-# (docs/performance.md, "Garbage"). With the collector off, no session may outlive its stream.
+# (docs/performance.md, "no reference cycle left by a stream"). With the collector off, no
+# session may outlive its stream.
 
 
 def _live_sessions() -> int:
