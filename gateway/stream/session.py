@@ -18,11 +18,10 @@ the handler task inside :meth:`run`; the ``except CancelledError`` path closes t
 and the cancel latency, and re-raises. Shutdown, deadline and limit failures never cancel the
 task: they interrupt the pending upstream read, so the normal path writes the terminal event.
 
-Endings leave no reference cycle: the parts that point back at the session (the deadlines, the
-failover, the task, a resumable route's recording sink) let go of it in
-:meth:`StreamSession._finish`, so the session and its parts
-are freed by reference counting as the stream ends. Left to the cyclic collector, some forty
-objects a stream made its walks about a tenth of a 1-token request's CPU (docs/performance.md).
+Endings leave no reference cycle: what points back at the session (the deadlines, the failover,
+the task, a recording sink, a raised interruption's traceback) lets go in
+:meth:`StreamSession._finish`, so a stream's forty objects are freed by reference counting, not
+by the cyclic collector (whose walks were a tenth of a 1-token request: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -360,6 +359,8 @@ class StreamSession:
     def _finish(self) -> None:
         self.closed = True
         self.task = None  # a cancelled task keeps its CancelledError, whose frames hold us
+        if self.failure is not None:  # so does an interruption (the source raised it through us)
+            self.failure.__traceback__ = None
         self.deadlines.stop()
         if self.source is not None:
             self.source.close()

@@ -137,10 +137,13 @@ def _script(ending: str) -> Script:
         "status 500": Script(status=500),
         "error event": Script(chunks=[(0, text + chat_error())]),
         "cut off": Script(chunks=[(0, text)], reset_after=True),
+        "silent": Script(chunks=[(0, text)], hang_after=True),
+        "no answer": Script(delay_before_headers=5, chunks=[(0, text)]),
     }[ending]
 
 
 RESUMABLE = {"resume": {"enabled": True, "window": "2s", "store": "memory"}}
+QUICK = {"timeouts": {"first_event": "200ms", "idle": "200ms"}}  # a deadline interrupts
 CHAT_DOOR = {"model": "r", "messages": HELLO["messages"], "stream": True}
 
 
@@ -151,10 +154,21 @@ CHAT_DOOR = {"model": "r", "messages": HELLO["messages"], "stream": True}
         ("status 500", {}, "/v1/stream/r", HELLO),
         ("error event", {}, "/v1/stream/r", HELLO),
         ("cut off", {}, "/v1/stream/r", HELLO),
+        ("silent", QUICK, "/v1/stream/r", HELLO),  # the idle timeout, after the head
+        ("no answer", QUICK, "/v1/stream/r", HELLO),  # the first-event timeout, before it
         ("whole", RESUMABLE, "/v1/stream/r", HELLO),  # the recording sink holds the session
         ("whole", {}, "/v1/chat/completions", CHAT_DOOR),
     ],
-    ids=["whole", "status-500", "error-event", "cut-off", "resumable", "front-door"],
+    ids=[
+        "whole",
+        "status-500",
+        "error-event",
+        "cut-off",
+        "idle-timeout",
+        "first-event-timeout",
+        "resumable",
+        "front-door",
+    ],
 )
 async def test_an_ended_stream_leaves_no_cycle(
     ending: str, route: dict[str, Any], path: str, body: dict[str, Any]
@@ -166,7 +180,8 @@ async def test_an_ended_stream_leaves_no_cycle(
             with _collector_off():
                 for _ in range(3):
                     reply = await post(f"{gw.url}{path}", body)
-                    assert reply.status == (502 if ending == "status 500" else 200)
+                    status = {"status 500": 502, "no answer": 504}.get(ending, 200)
+                    assert reply.status == status
                 await wait_for(lambda: not gw.state.sessions)
                 assert _live_sessions() == 0
     finally:
