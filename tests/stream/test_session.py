@@ -188,11 +188,20 @@ async def test_an_ended_stream_leaves_no_cycle(
         await fake.stop()
 
 
-async def test_a_stream_its_client_left_leaves_no_cycle() -> None:
+LEFT = {
+    "cancel": {},
+    "drain": {"on_client_abort": "drain", "drain_timeout": "200ms"},
+    "detach": {"on_client_abort": "detach", **RESUMABLE},
+}
+
+
+@pytest.mark.parametrize("on_abort", list(LEFT))
+async def test_a_stream_its_client_left_leaves_no_cycle(on_abort: str) -> None:
     fake = await FakeUpstream().start()
-    fake.default = Script(chunks=[(0, chat_chunk("Hi"))], hang_after=True)
+    fake.default = Script(chunks=[(0, chat_chunk("Hi") + chat_chunk("", "stop"))], hang_after=True)
+    route = chat_route("r", fake.url, timeouts={"idle": "300ms"}, **LEFT[on_abort])
     try:
-        async with running_gateway({"routes": [chat_route("r", fake.url)]}) as gw:
+        async with running_gateway({"routes": [route]}) as gw:
             with _collector_off():
                 reader, writer = await open_raw(gw.port, "/v1/stream/r")
                 await read_until(reader, b"Hi")
