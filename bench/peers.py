@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +208,30 @@ def _openai_bodies(model: str) -> dict[str, Callable[[str], bytes]]:
 _OPENAI_PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
 
 
+@dataclass
+class Wrapper:
+    """A command every peer is started under (``valgrind ...``), and how much longer that makes
+    a peer's start-up: set for a ``with`` block by :func:`wrapped`."""
+
+    prefix: list[str] = field(default_factory=list)
+    slowdown: float = 1.0
+
+
+_WRAPPER = Wrapper()
+
+
+@contextlib.contextmanager
+def wrapped(prefix: list[str], slowdown: float) -> Iterator[None]:
+    """Start the peers of the block under ``prefix`` (``bench.instructions``: callgrind), giving
+    each ``slowdown`` times as long to become ready."""
+    global _WRAPPER
+    before, _WRAPPER = _WRAPPER, Wrapper(prefix, slowdown)
+    try:
+        yield
+    finally:
+        _WRAPPER = before
+
+
 def _spawn(
     name: str,
     cmd: list[str],
@@ -216,10 +240,11 @@ def _spawn(
     *,
     pin: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start a peer pinned to the proxy core (``pin=False``: wherever the kernel puts it)."""
+    """Start a peer pinned to the proxy core (``pin=False``: wherever the kernel puts it), under
+    the :func:`wrapped` prefix if one is set."""
     with open(workdir / f"{name}.log", "wb") as log:  # the child keeps its own copy
         return subprocess.Popen(
-            cmd,
+            [*_WRAPPER.prefix, *cmd],
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=pinned(PROXY_CORE if pin else None),
@@ -230,6 +255,7 @@ def _spawn(
 
 def _wait_ready(peer: Peer, path: str | None, timeout: float) -> None:
     """Poll until the peer answers (``path`` over HTTP, else a TCP connect) or fail."""
+    timeout *= _WRAPPER.slowdown
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if peer.proc is not None and peer.proc.poll() is not None:
@@ -292,13 +318,15 @@ def nginx_binary() -> str | None:
     )
 
 
-def start_nginx(upstream_port: int) -> Peer:
+def start_nginx(upstream_port: int, *, edit: Callable[[str], str] = lambda conf: conf) -> Peer:
+    """nginx as a plain proxy, on ``NGINX_CONF`` then ``edit``."""
     binary = nginx_binary()
     if binary is None:
         raise PeerUnavailable("nginx is not installed (apt-get install nginx-light)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
     port = free_port()
     conf = NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=port, fd_limit=FD_LIMIT)
+    conf = edit(conf)
     (workdir / "nginx.conf").write_text(conf)
     proc = _spawn("nginx", [binary, "-p", str(workdir), "-c", str(workdir / "nginx.conf")], workdir)
     peer = Peer("nginx", port, proc, workdir, _OPENAI_PATHS, _openai_bodies("bench"))

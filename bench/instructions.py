@@ -1,0 +1,317 @@
+"""Instructions per request: a proxy's own work, counted exactly, whatever the host is doing.
+
+    python -m bench.instructions [--peers nginx,floor,contract,gateway] [--requests 2000]
+                                 [--scenario chat-1] [--base ../old-checkout] [--top 12]
+
+CPU time per request on this shared VM swings by a third within minutes (docs/performance.md,
+"Six full runs"), and it swings more for the Python peers than for nginx, so even a ratio taken
+in the same minutes moves with the host. The number of instructions a process executes does
+not: valgrind's callgrind counts them, the same for the same work whatever else the machine
+runs. This module runs each peer under callgrind, one at a time against the fake upstream, and
+counts what its processes execute in user space for a fixed number of requests:
+
+1. start the peer under ``valgrind --tool=callgrind`` (every process of it);
+2. warm it up with ``--warmup`` requests (imports, caches, pools, the first allocations);
+3. zero the counters (``callgrind_control -z``), send ``--requests`` requests from
+   ``--concurrency`` keep-alive connections, each its next request as soon as the last one
+   ended, then dump the counters (``callgrind_control -d``);
+4. instructions per request = the dump's total over the requests.
+
+It counts user-space instructions only: the kernel's work for the socket calls is not in it
+(``bench.syscalls`` measures that share; it is about nginx's for every peer). An instruction is
+not a fixed time (a cache miss costs hundreds), so this is the *work* a request costs, the
+measure to compare two versions of the code with (``--base PATH``: the gateway from another
+checkout, as ``bench.ab``): a change of 0.5 % shows here, where ``bench.ab`` needs 2 %. Under
+callgrind a peer runs about fifty times slower, so the load saturates it and every peer is
+counted at saturation, as in ``chat-1``.
+
+Also printed per peer: the C functions with the most instructions of their own (callgrind's
+``Ir`` self cost), where in CPython the interpreter's own work shows as ``_PyEval_...`` and the
+object work as allocation, dict and attribute functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.floor import start_floor
+from bench.loadgen import Tally, connect
+from bench.peers import (
+    Peer,
+    become_load_generator,
+    start_gateway,
+    start_gateway_variant,
+    start_nginx,
+    start_upstream,
+    wrapped,
+)
+from bench.scenarios import LOADS
+
+
+def _worker_as_root(conf: str) -> str:
+    """nginx's worker keeps the master's user: callgrind_control cannot reach a worker that
+    switched to ``nobody`` (its vgdb files are not the controller's)."""
+    return "user root;\n" + conf
+
+
+STARTERS: dict[str, Callable[[int], Peer]] = {
+    "nginx": lambda port: start_nginx(port, edit=_worker_as_root),
+    "floor": start_floor,
+    "contract": lambda port: start_floor(port, contract=True),
+    "gateway": start_gateway,
+}
+"""The peers this module counts, by name (each takes the fake upstream's port)."""
+
+SLOWDOWN = 40.0
+"""How much longer a peer takes to start under callgrind than alone."""
+
+SUMMARY = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
+
+
+def callgrind_prefix(out_dir: Path) -> list[str]:
+    """The command a peer runs under: callgrind on every process, one output file per process
+    and dump (``cg.<pid>``, ``cg.<pid>.<n>``)."""
+    binary = shutil.which("valgrind")
+    if binary is None:
+        raise SystemExit("bench.instructions needs valgrind (apt-get install valgrind)")
+    return [
+        binary,
+        "--tool=callgrind",
+        "--trace-children=yes",
+        f"--callgrind-out-file={out_dir}/cg.%p",
+        "--quiet",
+    ]
+
+
+def total_instructions(dump: bytes) -> int:
+    """The ``summary:`` line of a callgrind output file: instructions counted in that dump."""
+    found = SUMMARY.search(dump)
+    if found is None:
+        raise ValueError("not a callgrind output file (no summary line)")
+    return int(found.group(1))
+
+
+def top_functions(dump: bytes, n: int) -> list[tuple[float, str]]:
+    """The ``n`` functions with the largest self cost in a callgrind output file: (share of its
+    total in %, function name), largest first."""
+    costs = self_costs(dump.decode(errors="replace"))
+    total = sum(costs.values()) or 1
+    ranked = sorted(costs.items(), key=lambda item: -item[1])[:n]
+    return [(round(100 * cost / total, 2), name) for name, cost in ranked]
+
+
+def self_costs(text: str) -> dict[str, int]:
+    """Each function's own instructions (its calls' costs left out) in callgrind's format.
+
+    ``fn=`` starts a function's lines and ``cfn=`` names a callee (either may define a
+    compressed name, ``(id) name``, used later as ``(id)``); a cost line (position, then ``Ir``)
+    right after ``calls=`` is the call's inclusive cost, so not the function's own. Parsed here
+    rather than by ``callgrind_annotate``, which shows inclusive costs for a mid-run dump."""
+    names: dict[str, str] = {}
+    costs: dict[str, int] = {}
+    current: str | None = None
+    after_call = False
+    for line in text.splitlines():
+        if line.startswith(("fn=", "cfn=")):
+            key, _, rest = line.partition("=")
+            name = _name(rest, names)
+            if key == "fn":
+                current = name
+        elif line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in ("+", "-", "*"):
+            if after_call:
+                after_call = False
+                continue
+            fields = line.split()
+            if current is not None and len(fields) >= 2:
+                costs[current] = costs.get(current, 0) + int(fields[1])
+    return costs
+
+
+def _name(field: str, names: dict[str, str]) -> str:
+    """A possibly compressed name: ``(id) name`` defines ``id``, ``(id)`` refers to it."""
+    if field.startswith("("):
+        ident, _, name = field.partition(")")
+        name = name.strip()
+        if name:
+            names[ident] = name
+            return name
+        return names.get(ident, ident + ")")
+    return field
+
+
+async def fixed_load(peer: Peer, request: bytes, requests: int, concurrency: int) -> Tally:
+    """Send exactly ``requests`` requests over ``concurrency`` keep-alive connections, each its
+    next one as soon as the last ended; returns the client's tally."""
+    tally = Tally()
+    left = [requests]
+
+    async def worker() -> None:
+        conn = await connect(peer.host, peer.port, tally)
+        while left[0] > 0:
+            left[0] -= 1
+            if await conn.send(request):
+                tally.streams += 1
+            else:
+                tally.failed += 1
+                conn = await connect(peer.host, peer.port, tally)
+        assert conn.transport is not None
+        conn.transport.close()
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    return tally
+
+
+def serving_processes(tree: list[int]) -> list[int]:
+    """The processes of a peer's tree that have no child in it: the ones that serve (nginx's
+    worker, not its master, which sleeps in ``sigsuspend`` where callgrind cannot be asked
+    anything; a one-process peer itself)."""
+    parents = set()
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parents.add(int(stat[stat.rfind(b")") + 2 :].split()[1]))
+    return [pid for pid in tree if pid not in parents]
+
+
+def _control(action: str, pids: list[int]) -> None:
+    subprocess.run(
+        ["callgrind_control", action, *map(str, pids)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+
+
+def count_peer(
+    start: Callable[[int], Peer],
+    upstream_port: int,
+    *,
+    requests: int,
+    warmup: int,
+    concurrency: int,
+    scenario: str,
+    top: int,
+) -> dict[str, Any]:
+    """One peer under callgrind: instructions per request and its top functions."""
+    load = next(x for x in LOADS if x.name == scenario)
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    try:
+        with wrapped(callgrind_prefix(out_dir), SLOWDOWN):
+            peer = start(upstream_port)
+        try:
+            request = peer.request(load.route, load.spec)
+            asyncio.run(fixed_load(peer, request, warmup, concurrency))
+            pids = serving_processes(peer.pids())
+            _control("--zero", pids)
+            tally = asyncio.run(fixed_load(peer, request, requests, concurrency))
+            _control("--dump", pids)
+        finally:
+            peer.stop()
+        if tally.failed or tally.streams != requests:
+            raise SystemExit(f"{peer.name}: {tally.failed} of {requests} requests failed")
+        dumps = [out_dir / f"cg.{pid}.1" for pid in pids]
+        totals = {path: total_instructions(path.read_bytes()) for path in dumps}
+        busiest = max(totals, key=lambda path: totals[path])
+        return {
+            "instructions_per_request": round(sum(totals.values()) / requests),
+            "processes": len(dumps),
+            "top_self": [
+                {"share_pct": share, "function": name}
+                for share, name in top_functions(busiest.read_bytes(), top)
+            ],
+        }
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def measure(
+    peers: list[str],
+    *,
+    requests: int,
+    warmup: int,
+    concurrency: int,
+    scenario: str,
+    base: Path | None,
+    top: int,
+) -> dict[str, Any]:
+    starters = dict(STARTERS)
+    if base is not None:
+        starters["base"] = lambda port: start_gateway_variant(
+            "gateway-base", port, lambda conf: conf, tree=base
+        )
+        peers = [*peers, "base"] if "base" not in peers else peers
+    upstream, upstream_port = start_upstream()
+    results: dict[str, Any] = {}
+    try:
+        for name in peers:
+            print(f"[instructions] {name} ...", file=sys.stderr, flush=True)
+            results[name] = count_peer(
+                starters[name],
+                upstream_port,
+                requests=requests,
+                warmup=warmup,
+                concurrency=concurrency,
+                scenario=scenario,
+                top=top,
+            )
+            print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+    finally:
+        upstream.terminate()
+        upstream.wait(5)
+    return {"scenario": scenario, "requests": requests, "peers": results, "ratios": ratios(results)}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Each pair's instructions per request, as in ``bench.floor`` (and the gateway over its
+    ``base`` when one was counted)."""
+    per = {name: r["instructions_per_request"] for name, r in results.items()}
+    pairs = [
+        ("floor", "nginx"),
+        ("contract", "nginx"),
+        ("gateway", "nginx"),
+        ("gateway", "contract"),
+        ("gateway", "base"),
+    ]
+    return {f"{a}/{b}": round(per[a] / per[b], 4) for a, b in pairs if a in per and b in per}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", default="nginx,floor,contract,gateway")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--scenario", default="chat-1", choices=("chat-1", "chat-1-rate"))
+    parser.add_argument("--base", type=Path, help="also count the gateway from this checkout")
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    become_load_generator()
+    result = measure(
+        [name for name in args.peers.split(",") if name],
+        requests=args.requests,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+        scenario=args.scenario,
+        base=args.base,
+        top=args.top,
+    )
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

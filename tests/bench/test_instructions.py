@@ -1,0 +1,107 @@
+"""``bench.instructions`` counts a proxy's instructions per request under callgrind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.floor import start_floor
+from bench.instructions import (
+    count_peer,
+    ratios,
+    self_costs,
+    serving_processes,
+    top_functions,
+    total_instructions,
+)
+from tests.support.system import require_binary
+
+# A mid-run dump as callgrind writes it: compressed names defined by fn= and cfn=, a call's
+# inclusive cost on the line after calls=, relative positions.
+DUMP = """\
+# callgrind format
+version: 1
+positions: line
+events: Ir
+summary: 1000
+
+ob=(1) /usr/lib/libpython.so
+fl=(1) ceval.c
+fn=(1) eval
+10 500
++2 100
+cfl=(2) obmalloc.c
+cfn=(2) malloc
+calls=3 40
+* 300
+
+fl=(2)
+fn=(2)
+40 250
+-3 50
+
+fn=(1)
+12 100
+totals: 1000
+"""
+
+
+def test_total_instructions_is_the_summary_line() -> None:
+    assert total_instructions(DUMP.encode()) == 1000
+    with pytest.raises(ValueError):
+        total_instructions(b"not callgrind")
+
+
+def test_self_costs_leave_out_what_a_call_cost_and_resolve_compressed_names() -> None:
+    assert self_costs(DUMP) == {"eval": 700, "malloc": 300}
+
+
+def test_top_functions_are_shares_of_the_self_costs_largest_first() -> None:
+    assert top_functions(DUMP.encode(), 5) == [(70.0, "eval"), (30.0, "malloc")]
+    assert top_functions(DUMP.encode(), 1) == [(70.0, "eval")]
+
+
+def test_serving_processes_are_the_leaves_of_the_tree() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert serving_processes([os.getpid(), child.pid]) == [child.pid]
+        assert serving_processes([child.pid]) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_ratios_pair_what_was_counted() -> None:
+    results = {
+        name: {"instructions_per_request": n}
+        for name, n in (("nginx", 100), ("contract", 1000), ("gateway", 2500), ("base", 2000))
+    }
+    assert ratios(results) == {
+        "contract/nginx": 10.0,
+        "gateway/nginx": 25.0,
+        "gateway/contract": 2.5,
+        "gateway/base": 1.25,
+    }
+
+
+def test_a_real_proxy_counted_under_callgrind(upstream_port: int) -> None:
+    require_binary("valgrind")
+    require_binary("callgrind_control")
+    got = count_peer(
+        start_floor,
+        upstream_port,
+        requests=60,
+        warmup=20,
+        concurrency=4,
+        scenario="chat-1",
+        top=5,
+    )
+    # The floor parses a request and one upstream answer and writes three events: some tens of
+    # thousands of instructions at least, and far less than the interpreter's start-up.
+    assert 20_000 < got["instructions_per_request"] < 5_000_000
+    assert got["processes"] == 1
+    shares = [row["share_pct"] for row in got["top_self"]]
+    assert len(shares) == 5 and shares == sorted(shares, reverse=True) and sum(shares) <= 100
