@@ -272,10 +272,12 @@ class RouteMetrics:
         "cancel",
         "events",
         "heartbeats",
+        "inc",
         "inter_token",
         "inter_token_batch",
         "max_gap",
         "metrics",
+        "observe",
         "overhead",
         "overhead_batch",
         "route",
@@ -288,6 +290,12 @@ class RouteMetrics:
     def __init__(self, metrics: Metrics, route: str, apps: Iterable[str] = ()) -> None:
         self.metrics = metrics
         self.tally = tally = metrics.tally
+        self.inc = tally.inc
+        """``inc(child, amount)``: add ``amount`` to one of this route's children by the tally's
+        next flush (the tally's own method: no call layer per update)."""
+        self.observe = tally.observe
+        """``observe(child, value)``: observe ``value`` on one of this route's histogram
+        children by the tally's next flush."""
         self._attempts: dict[tuple[str, str], Counter] = {}
         self.route = route
         self.active = metrics.active.labels(route)
@@ -314,14 +322,6 @@ class RouteMetrics:
         self.inter_token_batch: BatchedHistogram = tally.histogram(self.inter_token)
         self.overhead_batch: BatchedHistogram = tally.histogram(self.overhead)
         """The per-write histograms' pending observations (streams add to them directly)."""
-
-    def inc(self, child: Counter | Gauge, amount: float = 1) -> None:
-        """Add ``amount`` to one of this route's children by the tally's next flush."""
-        self.tally.inc(child, amount)
-
-    def observe(self, child: Histogram, value: float) -> None:
-        """Observe ``value`` on one of this route's histogram children by the next flush."""
-        self.tally.observe(child, value)
 
     def finish(self, outcome: str, duration: float | None, app: str | None) -> None:
         """Count a stream's outcome (one of :data:`OUTCOMES`); time it unless ``duration`` is
