@@ -70,6 +70,15 @@ def _no_metrics() -> None:
             _replace(cls, name, nothing)
 
 
+def _no_tally() -> None:
+    """The metric updates of a stream are not even batched: the tally's ``inc`` and ``observe``
+    do nothing (the records and the families still run; the per-write histograms' batches too)."""
+    from gateway.metrics.tally import Tally
+
+    for name in ("inc", "observe"):
+        _replace(Tally, name, lambda *_, **__: None)
+
+
 def _no_log() -> None:
     """The stream's log line (and a rejection's) is not written."""
     from gateway.stream import serve, session
@@ -113,6 +122,7 @@ def _counted_request_ids() -> None:
 
 STUBS: dict[str, Callable[[], None]] = {
     "metrics": _no_metrics,
+    "tally": _no_tally,
     "log": _no_log,
     "pricing": _no_pricing,
     "first-event-timeout": _no_first_event_timeout,

@@ -34,16 +34,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import ablate
 from bench.floor import start_floor
 from bench.loadgen import Tally, connect
 from bench.peers import (
@@ -248,6 +250,7 @@ def measure(
     scenario: str,
     base: Path | None,
     top: int,
+    parts: Sequence[str] = (),
 ) -> dict[str, Any]:
     starters = dict(STARTERS)
     if base is not None:
@@ -255,6 +258,9 @@ def measure(
             "gateway-base", port, lambda conf: conf, tree=base
         )
         peers = [*peers, "base"] if "base" not in peers else peers
+    for part in parts:  # the gateway with one part stubbed (bench.ablate's stubs)
+        starters[f"without-{part}"] = functools.partial(_ablated, part)
+        peers = [*peers, f"without-{part}"]
     upstream, upstream_port = start_upstream()
     results: dict[str, Any] = {}
     try:
@@ -273,7 +279,34 @@ def measure(
     finally:
         upstream.terminate()
         upstream.wait(5)
-    return {"scenario": scenario, "requests": requests, "peers": results, "ratios": ratios(results)}
+    return {
+        "scenario": scenario,
+        "requests": requests,
+        "peers": results,
+        "ratios": ratios(results),
+        "parts": part_costs(results),
+    }
+
+
+def _ablated(part: str, port: int) -> Peer:
+    return ablate.start_variant(f"without-{part}", [part], port)
+
+
+def part_costs(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each stubbed part's instructions per request: the gateway's count minus its variant's,
+    and that as a share of the gateway's."""
+    if "gateway" not in results:
+        return {}
+    whole = results["gateway"]["instructions_per_request"]
+    costs = {}
+    for name, result in results.items():
+        if name.startswith("without-"):
+            cost = whole - result["instructions_per_request"]
+            costs[name.removeprefix("without-")] = {
+                "instructions": cost,
+                "share_pct": round(100 * cost / whole, 2),
+            }
+    return costs
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:
@@ -299,6 +332,11 @@ def main() -> None:
     parser.add_argument("--scenario", default="chat-1", choices=("chat-1", "chat-1-rate"))
     parser.add_argument("--base", type=Path, help="also count the gateway from this checkout")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument(
+        "--parts",
+        default="",
+        help="also count the gateway with each of these parts stubbed (bench.ablate's names)",
+    )
     args = parser.parse_args()
     become_load_generator()
     result = measure(
@@ -309,6 +347,7 @@ def main() -> None:
         scenario=args.scenario,
         base=args.base,
         top=args.top,
+        parts=[part for part in args.parts.split(",") if part],
     )
     print(json.dumps(result, indent=1))
 

@@ -57,3 +57,16 @@ async def test_a_variant_streams_without_its_stubbed_parts(upstream_port: int) -
             assert re.fullmatch(r"[0-9a-f]{32}", request_id) and request_id != "0" * 32
             assert _requests_counted(metrics) == 1
             assert '"event":"stream"' in log
+
+
+async def test_the_tally_stub_drops_only_the_metric_updates(upstream_port: int) -> None:
+    peer = start_variant("no-tally", ["tally"], upstream_port)
+    try:
+        status, _, body, metrics = await _one_stream(peer.port)
+        assert peer.workdir is not None
+        log = (peer.workdir / f"{peer.name}.log").read_text()
+    finally:
+        peer.stop()
+    assert status == 200 and b"event: end" in body
+    assert _requests_counted(metrics) == 0
+    assert '"event":"stream"' in log

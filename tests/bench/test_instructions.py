@@ -11,6 +11,7 @@ import pytest
 from bench.floor import start_floor
 from bench.instructions import (
     count_peer,
+    part_costs,
     ratios,
     self_costs,
     serving_processes,
@@ -105,3 +106,17 @@ def test_a_real_proxy_counted_under_callgrind(upstream_port: int) -> None:
     assert got["processes"] == 1
     shares = [row["share_pct"] for row in got["top_self"]]
     assert len(shares) == 5 and shares == sorted(shares, reverse=True) and sum(shares) <= 100
+
+
+def test_part_costs_are_the_gateway_minus_each_stubbed_variant() -> None:
+    results = {
+        "nginx": {"instructions_per_request": 100},
+        "gateway": {"instructions_per_request": 1000},
+        "without-log": {"instructions_per_request": 960},
+        "without-tally": {"instructions_per_request": 975},
+    }
+    assert part_costs(results) == {
+        "log": {"instructions": 40, "share_pct": 4.0},
+        "tally": {"instructions": 25, "share_pct": 2.5},
+    }
+    assert part_costs({"nginx": {"instructions_per_request": 100}}) == {}
