@@ -20,6 +20,10 @@ try:  # pragma: no cover - exercised whichever way the environment is set up
     dumps: Callable[[Any], bytes] = orjson.dumps
     """Serialise ``obj`` to compact JSON bytes."""
 
+    def dumps_line(obj: Any) -> bytes:
+        """Serialise ``obj`` to compact JSON bytes and a newline (one line of a JSON-lines log)."""
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
     FAST = True
 except ImportError:  # pragma: no cover
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -28,6 +32,10 @@ except ImportError:  # pragma: no cover
     def dumps(obj: Any) -> bytes:
         """Serialise ``obj`` to compact JSON bytes."""
         return _encoder.encode(obj).encode()
+
+    def dumps_line(obj: Any) -> bytes:
+        """Serialise ``obj`` to compact JSON bytes and a newline (one line of a JSON-lines log)."""
+        return _encoder.encode(obj).encode() + b"\n"
 
     FAST = False
 

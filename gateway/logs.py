@@ -9,7 +9,8 @@ Every stream writes one such line, so :func:`log_event` skips ``logging``'s mach
 ``LogRecord``, its file and module names, the filters and handler chain: 5.7 % of a 1-token
 stream's CPU, measured; docs/performance.md) while the gateway's own handler is the only one
 that would see the line: it builds the line as :class:`JSONFormatter` does (:func:`line_doc`)
-and writes it to that handler's stream under the handler's lock. With any other handler (a
+and writes it to that handler's stream under the handler's lock (as bytes to the stream's byte
+layer when it has one, as ``sys.stderr`` does: the JSON is bytes already). With any other handler (a
 test's capture, an embedding application's) it goes through ``logging`` as usual.
 """
 
@@ -19,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from gateway.jsonutil import dumps_str
+from gateway.jsonutil import dumps_line, dumps_str
 
 LOGGER = logging.getLogger("gateway")
 
@@ -29,7 +30,7 @@ def line_doc(
 ) -> dict[str, Any]:
     """The JSON object of one log line (both ways of writing one use it)."""
     return {
-        "ts": round(created, 3),
+        "ts": round(created * 1000) / 1000,  # round(created, 3) formats and parses a decimal
         "level": level.lower(),
         "logger": logger,
         "event": event,
@@ -76,6 +77,12 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 
+_LEVEL_NAMES = {
+    level: logging.getLevelName(level)
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+}
+"""``logging.getLevelName`` for the standard levels, without its Python call."""
+
 ROOT = logging.getLogger()
 _HANDLER: logging.StreamHandler[Any] | None = None
 """The handler :func:`setup_logging` installed (``None`` until it runs)."""
@@ -100,12 +107,19 @@ def log_event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     ):
         LOGGER.log(level, name, extra={"fields": fields})
         return
-    doc = line_doc(time.time(), logging.getLevelName(level), LOGGER.name, name, fields)
-    line = dumps_str(doc) + "\n"
+    level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+    line = dumps_line(line_doc(time.time(), level_name, LOGGER.name, name, fields))
+    stream = handler.stream
+    binary = getattr(stream, "buffer", None)  # a text file's byte layer (sys.stderr's)
     with handler.lock:  # type: ignore[union-attr]  # a StreamHandler always has its lock
         try:
-            handler.stream.write(line)
-            handler.stream.flush()
+            if binary is None:  # a text-only stream (a test's capture)
+                stream.write(line.decode())
+                stream.flush()
+            else:  # the JSON is bytes already: no decoding and re-encoding
+                stream.flush()  # text written before this line goes out first
+                binary.write(line)
+                binary.flush()
         except Exception:  # as logging does: a broken stream never breaks the caller
             handler.handleError(logging.makeLogRecord({"msg": name}))
 

@@ -70,6 +70,42 @@ def test_the_direct_line_is_the_formatters_line(
     assert abs(direct["ts"] - formatted["ts"]) < 5
 
 
+def test_on_a_file_stream_the_line_goes_to_its_byte_layer_after_earlier_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    monkeypatch.setattr(logs, "_HANDLER", None)
+    raw = io.BytesIO()
+    stderr = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=True)  # as sys.stderr is
+    monkeypatch.setattr(sys, "stderr", stderr)
+    try:
+        setup_logging("info")
+        stderr.write("partial ")  # text still in the text layer: it must not come after
+        log_event("stream", **FIELDS, note="naïve")
+        logging.getLogger("gateway").warning("through logging")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    first, second = raw.getvalue().decode().splitlines()
+    assert first.startswith("partial {")
+    doc = json.loads(first.removeprefix("partial "))
+    assert _without_ts(doc) == {
+        "level": "info",
+        "logger": "gateway",
+        "event": "stream",
+        **FIELDS,
+        "note": "naïve",
+    }
+    assert json.loads(second)["event"] == "through logging"
+
+
+def test_the_time_has_three_decimals() -> None:
+    doc = logs.line_doc(1733500000.1234567, "INFO", "gateway", "x", {})
+    assert doc["ts"] == 1733500000.123
+    assert logs.line_doc(12.0005, "INFO", "gateway", "x", {})["ts"] in (12.0, 12.001)
+
+
 def test_levels_below_the_configured_one_are_not_written(
     gateway_logging: Callable[[], io.StringIO],
 ) -> None:

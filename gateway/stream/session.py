@@ -381,7 +381,7 @@ class StreamSession:
             code=record.error_code,
             ttft_ms=_ms(record.t_first_content, record.t0),
             headers_ms=_ms(record.t_headers, record.t0),
-            duration_ms=round(duration * 1000, 3),
+            duration_ms=round(duration * 1e6) / 1000,
             events=record.events_written,
             bytes=self.sink.bytes_written,
             cost_usd=cost_of(record.usage),
@@ -390,7 +390,7 @@ class StreamSession:
 
 
 def _ms(t: float | None, t0: float) -> float | None:
-    return None if t is None else round((t - t0) * 1000, 3)
+    return None if t is None else round((t - t0) * 1e6) / 1000  # ms to 3 places, no decimal round
 
 
 def _scrub_event(event: Event, attempt: Attempt) -> Event:
