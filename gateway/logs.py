@@ -10,8 +10,8 @@ Every stream writes one such line, so :func:`log_event` skips ``logging``'s mach
 stream's CPU, measured; docs/performance.md) while the gateway's own handler is the only one
 that would see the line: it builds the line as :class:`JSONFormatter` does (:func:`line_doc`)
 and writes it to that handler's stream under the handler's lock (as bytes to the stream's byte
-layer when it has one, as ``sys.stderr`` does: the JSON is bytes already). With any other handler (a
-test's capture, an embedding application's) it goes through ``logging`` as usual.
+layer when it has one, as ``sys.stderr`` does: the JSON is bytes already). With any other
+handler (a test's capture, an embedding application's) it goes through ``logging`` as usual.
 """
 
 from __future__ import annotations

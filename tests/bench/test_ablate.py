@@ -34,19 +34,28 @@ async def _one_stream(port: int) -> tuple[int, str, bytes, str]:
             return status, request_id, body, await metrics.text()
 
 
+async def _variant_stream(
+    name: str, parts: list[str], upstream_port: int
+) -> tuple[int, str, bytes, str, str]:
+    """One stream through a variant: its status, request id, body, ``/metrics`` and log."""
+    peer = start_variant(name, parts, upstream_port)
+    try:
+        status, request_id, body, metrics = await _one_stream(peer.port)
+        assert peer.workdir is not None
+        log = (peer.workdir / f"{peer.name}.log").read_text()
+    finally:
+        peer.stop()
+    return status, request_id, body, metrics, log
+
+
 def _requests_counted(metrics: str) -> float:
     return sum(float(v) for v in re.findall(r"^gateway_requests_total\{.*\} (\S+)$", metrics, re.M))
 
 
 async def test_a_variant_streams_without_its_stubbed_parts(upstream_port: int) -> None:
     for parts in ([], list(STUBS)):
-        peer = start_variant("all" if parts else "base", parts, upstream_port)
-        try:
-            status, request_id, body, metrics = await _one_stream(peer.port)
-            assert peer.workdir is not None
-            log = (peer.workdir / f"{peer.name}.log").read_text()
-        finally:
-            peer.stop()
+        name = "all" if parts else "base"
+        status, request_id, body, metrics, log = await _variant_stream(name, parts, upstream_port)
         assert status == 200
         assert body.count(b"event: delta") == 3 and b"event: end" in body
         if parts:  # metrics, the log line and random ids are gone; the stream is not
@@ -60,13 +69,7 @@ async def test_a_variant_streams_without_its_stubbed_parts(upstream_port: int) -
 
 
 async def test_the_tally_stub_drops_only_the_metric_updates(upstream_port: int) -> None:
-    peer = start_variant("no-tally", ["tally"], upstream_port)
-    try:
-        status, _, body, metrics = await _one_stream(peer.port)
-        assert peer.workdir is not None
-        log = (peer.workdir / f"{peer.name}.log").read_text()
-    finally:
-        peer.stop()
+    status, _, body, metrics, log = await _variant_stream("no-tally", ["tally"], upstream_port)
     assert status == 200 and b"event: end" in body
     assert _requests_counted(metrics) == 0
     assert '"event":"stream"' in log
