@@ -18,6 +18,7 @@ in one read (pipelining) get the first answered, then a close. No TLS (a proxy t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -27,6 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import ConfigError
 from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, head
+from gateway.idle import IdleTimer
 
 try:
     import httptools
@@ -76,12 +78,13 @@ class Connection(asyncio.Protocol):
         "_head",
         "_headers",
         "_lingering",
+        "_parser",
         "_pipelined",
         "_url",
         "body",
         "drain_waiter",
         "http11",
-        "idle_timer",
+        "idle",
         "keep_alive",
         "listener",
         "loop",
@@ -96,6 +99,10 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()  # made by the loop's server: once, not per request
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = None
+        """While a request is read: :attr:`_parser`."""
+        self._parser: httptools.HttpRequestParser | None = None
+        """Made for the first request, reused (llhttp is ready for a next message once one
+        completed). It holds our methods: dropped when the connection ends or is handed off."""
         self._head = b""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -108,14 +115,15 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self.writing_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle = IdleTimer(self.loop, listener.keepalive_timeout, self.close)
+        """Closes the connection after ``keepalive_timeout`` without a request."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.listener.connections.add(self)
-        self._arm_idle()
+        self.idle.idle()
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -137,8 +145,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
-        self._cancel_idle()
+        self.idle.cancel()
         self.transport = None
+        self._parser = None
         task = self.task
         if task is not None and not task.done():
             task.cancel()  # the client went away: the stream closes its upstream now
@@ -196,7 +205,10 @@ class Connection(asyncio.Protocol):
             self._hand_off(data)
             return
         self._head = b""
-        self.parser = httptools.HttpRequestParser(self)
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
+        self.parser = parser
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -207,7 +219,8 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        self._cancel_idle()
+        self.idle.cancel()
+        self._parser = None
         self.listener.connections.discard(self)
         handler = self.listener.aiohttp_server()
         transport.set_protocol(handler)
@@ -237,7 +250,7 @@ class Connection(asyncio.Protocol):
         parser = self.parser
         if parser is None or self._pipelined:
             return
-        self._cancel_idle()
+        self.idle.busy()
         self.http11 = parser.get_http_version() == "1.1"
         self.keep_alive = parser.should_keep_alive()
         headers: CIMultiDict[str] = CIMultiDict()
@@ -299,7 +312,7 @@ class Connection(asyncio.Protocol):
         if not (self.keep_alive and not self._pipelined):
             self.close()
             return
-        self._arm_idle()
+        self.idle.idle()
         self.resume_reading()  # paused by a body over its bound or an early next request
         if self._head:  # the next request came while this answer went out
             data, self._head = self._head, b""
@@ -330,7 +343,7 @@ class Connection(asyncio.Protocol):
 
     def _bad_request(self) -> None:
         """A request the parser rejected: a JSON 400 if nothing was answered yet, then close."""
-        self.parser = None
+        self.parser = self._parser = None
         if self.transport is None or self.task is not None:
             self.abort()  # the handler runs: its request broke off, so does the connection
             return
@@ -357,39 +370,23 @@ class Connection(asyncio.Protocol):
         self._lingering = True
         self.parser = None
         self.resume_reading()
-        self._cancel_idle()
-        self.idle_timer = self.loop.call_later(LINGERING_TIME, self.close)
-
-    def _arm_idle(self) -> None:
-        self._cancel_idle()
-        self.idle_timer = self.loop.call_later(self.listener.keepalive_timeout, self.close)
-
-    def _cancel_idle(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        self.idle_timer = None
+        self.idle.cancel()
+        self.idle = IdleTimer(self.loop, LINGERING_TIME, self.close)
+        self.idle.idle()
 
 
+@dataclasses.dataclass(eq=False)
 class Listener:
     """What every connection of one listening socket shares; the protocol factory."""
 
-    def __init__(
-        self,
-        app: web.Application,
-        aiohttp_server: web.Server,
-        *,
-        handler: Handler,
-        claims: Claims,
-        max_body_bytes: Callable[[], int],
-        keepalive_timeout: float,
-    ) -> None:
-        self.app = app
-        self.aiohttp_server = aiohttp_server  # a connection handed off gets one of its handlers
-        self.handler = handler
-        self.claims = claims
-        self.max_body_bytes = max_body_bytes
-        self.keepalive_timeout = keepalive_timeout
-        self.connections: set[Connection] = set()
+    app: web.Application
+    aiohttp_server: web.Server  # a connection handed off gets one of its handlers
+    _: dataclasses.KW_ONLY
+    handler: Handler
+    claims: Claims
+    max_body_bytes: Callable[[], int]
+    keepalive_timeout: float
+    connections: set[Connection] = dataclasses.field(default_factory=set)
 
     def __call__(self) -> Connection:
         return Connection(self)

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from gateway.errors import GatewayError, UpstreamConnectError, UpstreamError
-from gateway.rawhttp import IDLE_KEEPALIVE, Key, RawResponse, _Conn
+from gateway.rawhttp import Key, RawResponse, _Conn
 
 DNS_TTL = 300.0
 """Seconds a resolved host name is reused."""
@@ -214,7 +214,7 @@ class RawClient:
     def release(self, conn: _Conn) -> None:
         conn.parser = None
         self._idle.setdefault(conn.key, deque()).append(conn)
-        conn.idle_timer = conn.loop.call_later(IDLE_KEEPALIVE, conn.abort)
+        conn.idle.idle()
 
     def forget(self, conn: _Conn) -> None:
         self._open.discard(conn)

@@ -31,6 +31,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTruncated,
 )
+from gateway.idle import IdleTimer
 
 try:
     import httptools
@@ -81,6 +82,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "_decompress",
+        "_parser",
         "_pool",
         "_size",
         "_until_close",
@@ -90,7 +92,7 @@ class _Conn(asyncio.Protocol):
         "error",
         "head_timer",
         "headers",
-        "idle_timer",
+        "idle",
         "keep_alive",
         "key",
         "linger_timer",
@@ -109,6 +111,8 @@ class _Conn(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        """Made for the first response, then reused; dropped with the connection (a cycle)."""
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.pending: list[bytes] = []
@@ -124,7 +128,8 @@ class _Conn(asyncio.Protocol):
         """While set (:meth:`RawResponse.push_to`), each read's body bytes go to it from
         :meth:`data_received` instead of waking the reader."""
         self.waiter: asyncio.Future[None] | None = None
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle = IdleTimer(loop, IDLE_KEEPALIVE, self.abort)
+        """Closes the connection after ``IDLE_KEEPALIVE`` in the pool unused."""
         self.linger_timer: asyncio.TimerHandle | None = None
         self.head_timer: asyncio.TimerHandle | None = None
         """Armed by :meth:`start` with a deadline: the response head is late past it."""
@@ -155,6 +160,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = self._parser = None
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
@@ -243,12 +249,13 @@ class _Conn(asyncio.Protocol):
         """Send one request on this connection and start parsing its response; without its
         head by ``deadline`` (the loop's clock), the connection fails with ``TimeoutError``."""
         assert self.transport is not None
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle.busy()
         if deadline is not None:
             self.head_timer = self.loop.call_at(deadline, self._head_late)
-        self.parser = httptools.HttpResponseParser(self)
+        parser = self._parser
+        if parser is None:  # a pooled connection's response ended whole: llhttp is ready
+            parser = self._parser = httptools.HttpResponseParser(self)
+        self.parser = parser
         self.consumer = None
         self.status = 0
         self.headers = []
@@ -286,9 +293,7 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection now (idempotent)."""
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle.cancel()
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
@@ -311,10 +316,8 @@ class RawResponse:
         self._released = False
 
     def header(self, name: bytes) -> str | None:
-        """The first response header called ``name`` (lower case), decoded as latin-1.
-
-        Kept for error answers only (status >= 300): a 2xx stream drops its headers.
-        """
+        """The first response header called ``name`` (lower case), decoded as latin-1; kept
+        for error answers only (status >= 300): a 2xx stream drops its headers."""
         for key, value in self._conn.headers:
             if key == name:
                 return value.decode("latin-1")
@@ -372,10 +375,8 @@ class RawResponse:
         self._conn._wake()
 
     def finish(self) -> None:
-        """The content ended: pool the connection once the rest of the response arrives.
-
-        Falls back to :meth:`close` when the response already ended or broke.
-        """
+        """The content ended: pool the connection once the rest of the response arrives (or
+        :meth:`close` it at once when the response already ended or broke)."""
         conn = self._conn
         conn.consumer = None
         if self._released or conn.complete or conn.closed or conn.error or self._error:

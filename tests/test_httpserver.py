@@ -8,6 +8,7 @@ with a small HTTP/1.1 reader here (not an HTTP library, which would hide framing
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from gateway import httpserver, runner
 from gateway.errors import ConfigError
-from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.gateway import RunningGateway, running_gateway, wait_for
 from tests.support.rawclient import HELLO
 
 pytestmark = pytest.mark.skipif(not httpserver.AVAILABLE, reason="httptools is not installed")
@@ -344,6 +345,46 @@ async def test_an_idle_connection_closes_after_the_keep_alive_timeout(
         assert await closed(idle_reader)
         writer.close()
         idle_writer.close()
+
+
+async def test_requests_within_the_timeout_keep_the_connection_the_last_answer_starts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner, "KEEPALIVE_TIMEOUT", 0.4)
+    async with running_gateway({"server": {"http_server": "raw"}, "routes": [ROUTE]}) as gw:
+        reader, writer = await connect(gw)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < 1.0:  # 2.5 timeouts in all, never 0.4 s idle
+            writer.write(post())
+            assert (await read_answer(reader)).status == 200
+            last = loop.time()
+            await asyncio.sleep(0.1)
+        assert await closed(reader)
+        writer.close()
+    assert loop.time() - last >= 0.4 - 0.01  # idle for the timeout after the last answer
+
+
+async def test_a_closed_connection_leaves_no_cycle(gw: RunningGateway) -> None:
+    """A connection keeps its parser and idle timer across its requests (each holds the
+    connection's methods) and lets go of them as it ends: freed without the cyclic collector."""
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, httpserver.Connection))
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            reader, writer = await connect(gw)
+            for _ in range(2):  # keep-alive: the second request reuses the parser
+                writer.write(post())
+                assert (await read_answer(reader)).status == 200
+            writer.close()
+            await writer.wait_closed()
+        await wait_for(lambda: alive() == 0)
+    finally:
+        gc.enable()
 
 
 def test_raw_without_httptools_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ keep-alive race retry, the connection cap, the body framings, gzip, TLS verifica
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +17,12 @@ from types import MappingProxyType
 
 import pytest
 
+from gateway import rawhttp
 from gateway.errors import UpstreamConnectError, UpstreamTruncated
 from gateway.rawclient import RawClient
-from gateway.rawhttp import AVAILABLE, RawResponse, use_raw
+from gateway.rawhttp import AVAILABLE, RawResponse, _Conn, use_raw
 from gateway.upstream import _error_body
+from tests.support.gateway import wait_for
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="httptools is not installed")
 
@@ -146,6 +149,44 @@ async def test_a_response_read_to_its_end_reuses_the_connection(client: RawClien
     assert server.connections == 1
     assert client.idle_connections == 1
     await server.stop()
+
+
+async def test_a_pooled_connection_closes_after_the_idle_keep_alive(
+    client: RawClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rawhttp, "IDLE_KEEPALIVE", 0.3)
+    server = await serve(lambda _: chunked(b"a"))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < 0.7:  # reused more often than the timeout: kept
+        stream = await post(client, server.port)
+        assert await body_of(stream) == b"a"
+        stream.close()
+        await asyncio.sleep(0.1)
+    assert server.connections == 1 and client.idle_connections == 1
+    await asyncio.wait_for(server.closed.wait(), 2)  # then unused for 0.3 s: closed
+    assert client.open_connections == 0 and client.idle_connections == 0
+    await server.stop()
+
+
+async def test_a_closed_connection_leaves_no_cycle() -> None:
+    """A pooled connection keeps its parser and idle timer across responses (each holds the
+    connection's methods) and lets go of them as it closes: freed without the cyclic collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        client = RawClient()
+        server = await serve(lambda _: chunked(b"a"))
+        for _ in range(2):
+            stream = await post(client, server.port)
+            assert await body_of(stream) == b"a"
+            stream.close()
+        del stream
+        await client.close()
+        await server.stop()
+        await wait_for(lambda: not any(isinstance(o, _Conn) for o in gc.get_objects()))
+    finally:
+        gc.enable()
 
 
 async def test_connection_close_is_not_pooled(client: RawClient) -> None:
