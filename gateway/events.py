@@ -77,6 +77,9 @@ class Event:
 
 
 _EMPTY: dict[str, Any] = {}
+_THINKING = Event(THINKING, _EMPTY)
+_CLEAR = Event(CLEAR, _EMPTY)
+"""Events without data are immutable values: one of each serves every stream."""
 
 
 def created(request_id: str, route: str, provider: str, model: str | None) -> Event:
@@ -84,11 +87,11 @@ def created(request_id: str, route: str, provider: str, model: str | None) -> Ev
 
 
 def thinking() -> Event:
-    return Event(THINKING, _EMPTY)
+    return _THINKING
 
 
 def clear() -> Event:
-    return Event(CLEAR, _EMPTY)
+    return _CLEAR
 
 
 def reasoning(text: str) -> Event:

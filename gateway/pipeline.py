@@ -110,9 +110,11 @@ class Pipeline:
                 translate = self._translator.feed
                 guard = self._guard
                 for message in messages:
-                    guard(translate(message), out)
-                    if self.done:
-                        break
+                    produced = translate(message)
+                    if produced:  # most chunks of a short stream make no event (role, usage)
+                        guard(produced, out)
+                        if self.done:
+                            break
         except GatewayError as exc:
             self._guard([Event(ev.ERROR, exc.to_event_data())], out)
         except _SHAPE_ERRORS:
