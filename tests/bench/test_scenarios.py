@@ -16,7 +16,8 @@ async def test_chat_1_rate_holds_every_peer_to_the_same_request_rate(upstream_po
     uncapped = await run_load(peer, dataclasses.replace(free, duration=1.0))
     # 32 clients, each answer 16 ms after its request: at most 2,000 a second, whoever serves.
     assert capped["failed"] == 0
-    # One token a stream; a stream whose token came inside the window may end just after it.
-    assert capped["streams"] <= capped["events"] <= capped["streams"] + rate.concurrency
+    # One token a stream; a stream whose token came inside the window may end just after it,
+    # and one open as the window began may have had its token before it.
+    assert abs(capped["events"] - capped["streams"]) <= rate.concurrency
     assert 1000 < capped["streams_per_s"] <= 2000
     assert uncapped["streams_per_s"] > capped["streams_per_s"]  # chat-1: the peer's own pace
