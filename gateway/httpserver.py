@@ -28,7 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import ConfigError
 from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, head
-from gateway.idle import IdleTimer
+from gateway.idle import Expiry
 
 try:
     import httptools
@@ -78,13 +78,11 @@ class Connection(asyncio.Protocol):
         "_head",
         "_headers",
         "_lingering",
-        "_parser",
         "_pipelined",
         "_url",
         "body",
         "drain_waiter",
         "http11",
-        "idle",
         "keep_alive",
         "listener",
         "loop",
@@ -99,10 +97,6 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()  # made by the loop's server: once, not per request
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = None
-        """While a request is read: :attr:`_parser`."""
-        self._parser: httptools.HttpRequestParser | None = None
-        """Made for the first request, reused (llhttp is ready for a next message once one
-        completed). It holds our methods: dropped when the connection ends or is handed off."""
         self._head = b""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -115,15 +109,13 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self.writing_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.idle = IdleTimer(self.loop, listener.keepalive_timeout, self.close)
-        """Closes the connection after ``keepalive_timeout`` without a request."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.listener.connections.add(self)
-        self.idle.idle()
+        self._idle()
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -145,9 +137,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
-        self.idle.cancel()
+        self.listener.idle.clear(self)
         self.transport = None
-        self._parser = None
         task = self.task
         if task is not None and not task.done():
             task.cancel()  # the client went away: the stream closes its upstream now
@@ -205,10 +196,7 @@ class Connection(asyncio.Protocol):
             self._hand_off(data)
             return
         self._head = b""
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = httptools.HttpRequestParser(self)
-        self.parser = parser
+        self.parser = httptools.HttpRequestParser(self)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -219,8 +207,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        self.idle.cancel()
-        self._parser = None
+        self.listener.idle.clear(self)
         self.listener.connections.discard(self)
         handler = self.listener.aiohttp_server()
         transport.set_protocol(handler)
@@ -250,7 +237,7 @@ class Connection(asyncio.Protocol):
         parser = self.parser
         if parser is None or self._pipelined:
             return
-        self.idle.busy()
+        self.listener.idle.clear(self)  # busy until the answer is out
         self.http11 = parser.get_http_version() == "1.1"
         self.keep_alive = parser.should_keep_alive()
         headers: CIMultiDict[str] = CIMultiDict()
@@ -312,7 +299,7 @@ class Connection(asyncio.Protocol):
         if not (self.keep_alive and not self._pipelined):
             self.close()
             return
-        self.idle.idle()
+        self._idle()
         self.resume_reading()  # paused by a body over its bound or an early next request
         if self._head:  # the next request came while this answer went out
             data, self._head = self._head, b""
@@ -343,7 +330,7 @@ class Connection(asyncio.Protocol):
 
     def _bad_request(self) -> None:
         """A request the parser rejected: a JSON 400 if nothing was answered yet, then close."""
-        self.parser = self._parser = None
+        self.parser = None
         if self.transport is None or self.task is not None:
             self.abort()  # the handler runs: its request broke off, so does the connection
             return
@@ -370,9 +357,12 @@ class Connection(asyncio.Protocol):
         self._lingering = True
         self.parser = None
         self.resume_reading()
-        self.idle.cancel()
-        self.idle = IdleTimer(self.loop, LINGERING_TIME, self.close)
-        self.idle.idle()
+        self.listener.idle.after(self, LINGERING_TIME)  # then closed as an idle one is
+
+    def _idle(self) -> None:
+        """Closed after ``keepalive_timeout`` unless a request's head completes first."""
+        listener = self.listener
+        listener.idle.after(self, listener.keepalive_timeout)
 
 
 @dataclasses.dataclass(eq=False)
@@ -387,6 +377,12 @@ class Listener:
     max_body_bytes: Callable[[], int]
     keepalive_timeout: float
     connections: set[Connection] = dataclasses.field(default_factory=set)
+    idle: Expiry[Connection] = dataclasses.field(init=False)
+    """The idle connections' keep-alive deadlines (one loop timer for all: ``gateway/idle.py``;
+    acted on up to an eighth of the timeout late)."""
+
+    def __post_init__(self) -> None:
+        self.idle = Expiry(Connection.close, granularity=min(1.0, self.keepalive_timeout / 8))
 
     def __call__(self) -> Connection:
         return Connection(self)
@@ -395,3 +391,4 @@ class Listener:
         """Close every connection still here (at shutdown, after the streams ended)."""
         for conn in list(self.connections):
             conn.close()
+        self.idle.close()

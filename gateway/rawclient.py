@@ -2,7 +2,7 @@
 
 :class:`RawClient` keeps per ``(scheme, host, port)`` a list of idle keep-alive connections
 (reused when a response was read to its end; closed after
-:data:`~gateway.rawhttp.IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
+:data:`IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
 (``max_connections``, 0 = none: a request waits for a free slot), a DNS cache (:data:`DNS_TTL`),
 TLS with certificate and host name verification (the system's default context). A request on a
 reused connection that the upstream closed before answering is sent once more on a fresh
@@ -22,10 +22,13 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from gateway.errors import GatewayError, UpstreamConnectError, UpstreamError
+from gateway.idle import Expiry
 from gateway.rawhttp import Key, RawResponse, _Conn
 
 DNS_TTL = 300.0
 """Seconds a resolved host name is reused."""
+IDLE_KEEPALIVE = 30.0
+"""Seconds an idle pooled connection is kept open."""
 
 
 class RawClient:
@@ -34,6 +37,9 @@ class RawClient:
     def __init__(self, *, max_connections: int = 0) -> None:
         self.max_connections = max_connections
         self._idle: dict[Key, deque[_Conn]] = {}
+        self._idle_deadlines: Expiry[_Conn] = Expiry(_Conn.abort, granularity=1.0)
+        """The idle connections' deadlines (one loop timer for all: ``gateway/idle.py``)."""
+        self.heads: Expiry[_Conn] = Expiry(_Conn._head_late)
         self._open: set[_Conn] = set()
         self._busy = 0
         self._slots: deque[asyncio.Future[None]] = deque()
@@ -132,6 +138,7 @@ class RawClient:
         while idle:
             conn = idle.pop()
             if not conn.closed:
+                self._idle_deadlines.clear(conn)
                 return conn, True
         scheme, host, port = key
         loop = asyncio.get_running_loop()
@@ -214,10 +221,12 @@ class RawClient:
     def release(self, conn: _Conn) -> None:
         conn.parser = None
         self._idle.setdefault(conn.key, deque()).append(conn)
-        conn.idle.idle()
+        self._idle_deadlines.after(conn, IDLE_KEEPALIVE)
 
     def forget(self, conn: _Conn) -> None:
         self._open.discard(conn)
+        self._idle_deadlines.clear(conn)
+        self.heads.clear(conn)
         idle = self._idle.get(conn.key)
         if idle is not None:
             with contextlib.suppress(ValueError):
@@ -236,3 +245,5 @@ class RawClient:
         for conn in list(self._open):
             conn.abort()
         self._idle.clear()
+        self._idle_deadlines.close()
+        self.heads.close()

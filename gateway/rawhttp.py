@@ -31,7 +31,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTruncated,
 )
-from gateway.idle import IdleTimer
+from gateway.idle import Expiry
 
 try:
     import httptools
@@ -41,8 +41,6 @@ except ImportError:  # the ``fast`` extra is not installed: the aiohttp client s
 AVAILABLE = httptools is not None
 """Whether the fast client can run here (``httptools`` is installed)."""
 
-IDLE_KEEPALIVE = 30.0
-"""Seconds an idle pooled connection is kept open."""
 LINGER = 1.0
 """Seconds a finished stream's connection waits for the end of its HTTP response to be pooled."""
 HIGH_WATER = 256 * 1024
@@ -53,6 +51,9 @@ Key = tuple[str, str, int]
 
 class Pool(Protocol):
     """What a connection tells its pool (:class:`gateway.rawclient.RawClient`)."""
+
+    heads: Expiry[_Conn]
+    """The response-head deadlines of the pool's connections (one loop timer for all)."""
 
     def release(self, conn: _Conn) -> None:
         """Keep ``conn`` for the next request to its upstream."""
@@ -82,7 +83,6 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "_decompress",
-        "_parser",
         "_pool",
         "_size",
         "_until_close",
@@ -90,9 +90,7 @@ class _Conn(asyncio.Protocol):
         "complete",
         "consumer",
         "error",
-        "head_timer",
         "headers",
-        "idle",
         "keep_alive",
         "key",
         "linger_timer",
@@ -111,8 +109,6 @@ class _Conn(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpResponseParser | None = None
-        self._parser: httptools.HttpResponseParser | None = None
-        """Made for the first response, then reused; dropped with the connection (a cycle)."""
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.pending: list[bytes] = []
@@ -128,11 +124,7 @@ class _Conn(asyncio.Protocol):
         """While set (:meth:`RawResponse.push_to`), each read's body bytes go to it from
         :meth:`data_received` instead of waking the reader."""
         self.waiter: asyncio.Future[None] | None = None
-        self.idle = IdleTimer(loop, IDLE_KEEPALIVE, self.abort)
-        """Closes the connection after ``IDLE_KEEPALIVE`` in the pool unused."""
         self.linger_timer: asyncio.TimerHandle | None = None
-        self.head_timer: asyncio.TimerHandle | None = None
-        """Armed by :meth:`start` with a deadline: the response head is late past it."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -160,10 +152,7 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.parser = self._parser = None
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        self.parser = None  # it holds our methods
         self._pool.forget(self)
         if self._until_close and exc is None:
             self.complete = True  # a body without length or chunks ends with the connection
@@ -180,9 +169,7 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        self._pool.heads.clear(self)
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
         framed = self.status in (204, 304)
@@ -249,13 +236,9 @@ class _Conn(asyncio.Protocol):
         """Send one request on this connection and start parsing its response; without its
         head by ``deadline`` (the loop's clock), the connection fails with ``TimeoutError``."""
         assert self.transport is not None
-        self.idle.busy()
         if deadline is not None:
-            self.head_timer = self.loop.call_at(deadline, self._head_late)
-        parser = self._parser
-        if parser is None:  # a pooled connection's response ended whole: llhttp is ready
-            parser = self._parser = httptools.HttpResponseParser(self)
-        self.parser = parser
+            self._pool.heads.set(self, deadline)  # cleared when the head comes
+        self.parser = httptools.HttpResponseParser(self)
         self.consumer = None
         self.status = 0
         self.headers = []
@@ -267,7 +250,6 @@ class _Conn(asyncio.Protocol):
         self.transport.write(request)
 
     def _head_late(self) -> None:
-        self.head_timer = None
         self._fail(TimeoutError("upstream did not answer in time"))
 
     @property
@@ -293,10 +275,6 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection now (idempotent)."""
-        self.idle.cancel()
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
         transport = self.transport
         if transport is not None and not self.closed:
             self.closed = True

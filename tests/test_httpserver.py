@@ -365,9 +365,9 @@ async def test_requests_within_the_timeout_keep_the_connection_the_last_answer_s
     assert loop.time() - last >= 0.4 - 0.01  # idle for the timeout after the last answer
 
 
-async def test_a_closed_connection_leaves_no_cycle(gw: RunningGateway) -> None:
-    """A connection keeps its parser and idle timer across its requests (each holds the
-    connection's methods) and lets go of them as it ends: freed without the cyclic collector."""
+async def test_a_closed_connection_is_freed(gw: RunningGateway) -> None:
+    """The listener's keep-alive deadlines hold each idle connection; an ended connection is
+    let go of, and freed without the cyclic collector."""
 
     def alive() -> int:
         return sum(1 for o in gc.get_objects() if isinstance(o, httpserver.Connection))
@@ -377,7 +377,7 @@ async def test_a_closed_connection_leaves_no_cycle(gw: RunningGateway) -> None:
     try:
         for _ in range(3):
             reader, writer = await connect(gw)
-            for _ in range(2):  # keep-alive: the second request reuses the parser
+            for _ in range(2):  # keep-alive: busy, idle, busy again
                 writer.write(post())
                 assert (await read_answer(reader)).status == 200
             writer.close()

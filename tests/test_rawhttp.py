@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway import rawhttp
+from gateway import rawclient
 from gateway.errors import UpstreamConnectError, UpstreamTruncated
 from gateway.rawclient import RawClient
 from gateway.rawhttp import AVAILABLE, RawResponse, _Conn, use_raw
@@ -154,7 +154,7 @@ async def test_a_response_read_to_its_end_reuses_the_connection(client: RawClien
 async def test_a_pooled_connection_closes_after_the_idle_keep_alive(
     client: RawClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rawhttp, "IDLE_KEEPALIVE", 0.3)
+    monkeypatch.setattr(rawclient, "IDLE_KEEPALIVE", 0.3)
     server = await serve(lambda _: chunked(b"a"))
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -169,9 +169,9 @@ async def test_a_pooled_connection_closes_after_the_idle_keep_alive(
     await server.stop()
 
 
-async def test_a_closed_connection_leaves_no_cycle() -> None:
-    """A pooled connection keeps its parser and idle timer across responses (each holds the
-    connection's methods) and lets go of them as it closes: freed without the cyclic collector."""
+async def test_a_closed_connection_is_freed() -> None:
+    """The pool's idle and head deadlines hold its connections; a closed connection is let go
+    of, and freed without the cyclic collector."""
     gc.collect()
     gc.disable()
     try:
@@ -182,9 +182,11 @@ async def test_a_closed_connection_leaves_no_cycle() -> None:
             assert await body_of(stream) == b"a"
             stream.close()
         del stream
-        await client.close()
-        await server.stop()
+        assert client.idle_connections == 1
+        await server.stop()  # the upstream closes the pooled connection
         await wait_for(lambda: not any(isinstance(o, _Conn) for o in gc.get_objects()))
+        assert client.idle_connections == 0
+        await client.close()
     finally:
         gc.enable()
 
@@ -312,6 +314,24 @@ async def test_a_head_later_than_the_deadline_is_a_timeout(client: RawClient) ->
         await client.request("POST", url, {}, b"", 5, deadline)
     await asyncio.wait_for(server.closed.wait(), 1)  # the connection was dropped
     assert client.open_connections == 0
+    await server.stop()
+
+
+async def test_a_pooled_connection_keeps_each_request_s_own_head_deadline(
+    client: RawClient,
+) -> None:
+    replies = iter([chunked(b"a"), b""])  # the second request is never answered
+    server = await serve(lambda _: next(replies))
+    url = f"http://127.0.0.1:{server.port}/v1"
+    loop = asyncio.get_running_loop()
+    stream = await client.request("POST", url, {}, b"", 5, loop.time() + 30)
+    assert await body_of(stream) == b"a"  # its deadline's timer is still armed, for 30 s
+    stream.close()
+    start = loop.time()
+    with pytest.raises(TimeoutError):  # an earlier deadline on the same connection
+        await client.request("POST", url, {}, b"", 5, loop.time() + 0.1)
+    assert 0.1 - 0.01 <= loop.time() - start < 5
+    assert server.connections == 1
     await server.stop()
 
 
