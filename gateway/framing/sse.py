@@ -122,8 +122,8 @@ class SSEDecoder:
             data = bytes(buf) + data
             buf.clear()
         tail = None
-        if b"\r" not in data:  # LF only, as nearly every upstream sends: memchr finds them, where
-            lines = data.split(b"\n")  # splitlines scans byte by byte (1 % of a short stream)
+        if _CR not in data:  # LF only, as nearly every upstream sends: split finds them with
+            lines = data.split(b"\n")  # memchr, splitlines byte by byte (an int is memchr too)
             tail = lines.pop() or None  # the line after the last LF (b"": none)
         else:
             lines = data.splitlines()
