@@ -40,6 +40,7 @@ class RawClient:
         self._idle_deadlines: Expiry[_Conn] = Expiry(_Conn.abort, granularity=1.0)
         """The idle connections' deadlines (one loop timer for all: ``gateway/idle.py``)."""
         self.heads: Expiry[_Conn] = Expiry(_Conn._head_late)
+        """The response-head deadlines of the requests waiting for one."""
         self._open: set[_Conn] = set()
         self._busy = 0
         self._slots: deque[asyncio.Future[None]] = deque()
@@ -62,9 +63,10 @@ class RawClient:
 
         ``deadline`` (the loop's clock; ``None``: the caller bounds the wait) bounds it all: a
         connection slot, the DNS lookup and the connect (also bounded by ``connect`` seconds),
-        and the head, whose wait is the connection's own timer (no ``asyncio.timeout`` on the
-        hot path). Past it, ``TimeoutError``. Cancellation closes the connection. Raises
-        :class:`UpstreamConnectError` (could not connect), ``OSError`` or ``TimeoutError``.
+        and the head, whose wait is bounded by the pool's head deadlines (:attr:`heads`, no
+        ``asyncio.timeout`` on the hot path). Past it, ``TimeoutError``. Cancellation closes the
+        connection. Raises :class:`UpstreamConnectError` (could not connect), ``OSError`` or
+        ``TimeoutError``.
         """
         key, head = self._head(method, url, headers)
         data = b"%b%d\r\n\r\n%b" % (head, len(body), body)

@@ -248,7 +248,7 @@ async def _open_raw(
     raw: RawClient, adapter: Adapter, request: UpstreamRequest, timeouts: Timeouts
 ) -> RawResponse:
     """:func:`open_upstream` with the fast client. ``timeouts.first_event`` is a deadline the
-    client keeps itself (the connection's timer for the head), not an ``asyncio.timeout``: a
+    client keeps itself (the pool's head deadlines), not an ``asyncio.timeout``: a
     context manager, a task lookup and a timer per request on the hot path."""
     deadline = asyncio.get_running_loop().time() + timeouts.first_event
     stream: RawResponse | None = None
