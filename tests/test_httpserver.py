@@ -8,6 +8,7 @@ with a small HTTP/1.1 reader here (not an HTTP library, which would hide framing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 from collections.abc import AsyncIterator
@@ -331,11 +332,20 @@ async def read_answer_rest(reader: asyncio.StreamReader) -> bytes:
         return await reader.readuntil(b"\r\n0\r\n\r\n")
 
 
+@contextlib.asynccontextmanager
+async def with_keepalive(
+    monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> AsyncIterator[RunningGateway]:
+    """A gateway on the fast server whose keep-alive timeout is ``seconds``."""
+    monkeypatch.setattr(runner, "KEEPALIVE_TIMEOUT", seconds)
+    async with running_gateway({"server": {"http_server": "raw"}, "routes": [ROUTE]}) as gw:
+        yield gw
+
+
 async def test_an_idle_connection_closes_after_the_keep_alive_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runner, "KEEPALIVE_TIMEOUT", 0.3)
-    async with running_gateway({"server": {"http_server": "raw"}, "routes": [ROUTE]}) as gw:
+    async with with_keepalive(monkeypatch, 0.3) as gw:
         reader, writer = await connect(gw)
         writer.write(post())
         answer = await read_answer(reader)
@@ -350,8 +360,7 @@ async def test_an_idle_connection_closes_after_the_keep_alive_timeout(
 async def test_requests_within_the_timeout_keep_the_connection_the_last_answer_starts_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runner, "KEEPALIVE_TIMEOUT", 0.4)
-    async with running_gateway({"server": {"http_server": "raw"}, "routes": [ROUTE]}) as gw:
+    async with with_keepalive(monkeypatch, 0.4) as gw:
         reader, writer = await connect(gw)
         loop = asyncio.get_running_loop()
         start = loop.time()
