@@ -62,7 +62,8 @@ class Expiry(Generic[Owner]):
         self._due.pop(owner, None)
 
     def after(self, owner: Owner, seconds: float) -> None:
-        """:meth:`set` ``owner`` to expire ``seconds`` from now."""
+        """:meth:`set` ``owner`` to expire ``seconds`` from now (its body written out: this is
+        the per-request call)."""
         when = (self._loop or self.loop).time() + seconds
         self._due[owner] = when
         if self._handle is None or when < self._armed_for:
