@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.values import value
 
-@dataclass(frozen=True, slots=True)
+
+@value
 class Demand:
     """What a valid request may consume, known before it streams: its ``max_tokens`` (``None``:
     not given), the ``model`` it asked for (``None``: each target's configured model) and the

@@ -14,12 +14,13 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.jsonutil import dumps_str
+from gateway.values import value
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 EFFORTS = ("minimal", "low", "medium", "high")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ToolCall:
     """A tool call made by the assistant in an earlier turn; ``arguments`` is a JSON string."""
 
@@ -28,7 +29,7 @@ class ToolCall:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChatMessage:
     role: str
     content: str
@@ -36,14 +37,14 @@ class ChatMessage:
     tool_call_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Tool:
     name: str
     description: str | None
     parameters: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChatRequest:
     """The validated common request. ``raw`` is the decoded body as the client sent it."""
 

@@ -30,9 +30,10 @@ from gateway.events import Event
 from gateway.framing import Message
 from gateway.jsonutil import dumps_kept, loads
 from gateway.request import ChatRequest
+from gateway.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UpstreamRequest:
     """An HTTP request to send upstream. ``body`` is already encoded."""
 

@@ -37,11 +37,12 @@ everything else                                ignored (``include``, ``user``, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.request import EFFORTS, ToolShape, validate_tools
+from gateway.values import value
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
@@ -49,7 +50,7 @@ _EFFORT_ALIASES = {"xhigh": "high", "none": None}
 _STATEFUL = ("previous_response_id", "conversation", "prompt")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ResponsesRequest:
     """A decoded Responses request: the common body, the mode, and what the answer echoes."""
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.config.model import RouteLimits
+from gateway.values import value
 
 
 class BackendError(Exception):
@@ -31,7 +32,7 @@ class Scope:
     limits: RouteLimits
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Denied:
     """A refusal: which limit of which scope, and seconds until it would admit the request."""
 
@@ -40,7 +41,7 @@ class Denied:
     retry_after: float
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Grant:
     """What an admitted request holds until :meth:`LimitBackend.release`.
 

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from gateway.config.pool import Cooldown
 from gateway.limits.base import BackendError
+from gateway.values import value
 
 EWMA_ALPHA = 0.3
 """Weight of a new time-to-first-token sample in the EWMA (about the last 5 samples matter)."""
@@ -51,7 +52,7 @@ class View:
         return 0.0 < self.rest_until <= now and not self.probing
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Candidate:
     """One deployment offered to :meth:`PoolState.take`, in order of preference.
 

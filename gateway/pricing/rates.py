@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.values import value
+
 MTOK = 1_000_000
 
 
@@ -60,7 +62,7 @@ class Price:
     per_request: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Counts:
     """The token counts a cost needs, read from a ``usage`` dict (see the module docstring)."""
 

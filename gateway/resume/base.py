@@ -29,9 +29,9 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound
+from gateway.values import value
 
 STREAM_ID = re.compile(r"[0-9A-Za-z_-]{22,64}")
 """What a stream id may look like (``secrets.token_hex(16)`` and ``token_urlsafe`` fit)."""
@@ -121,7 +121,7 @@ class Budget:
         self.detached -= 1
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Replay:
     """A resume: the original response's headers, then every frame to send (``b""``: idle).
 

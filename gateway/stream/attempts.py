@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
@@ -37,6 +36,7 @@ from gateway.stream.sinks import Sink
 from gateway.stream.source import Source, now
 from gateway.stream.trace import StreamTrace
 from gateway.upstream import open_upstream
+from gateway.values import value
 
 if TYPE_CHECKING:
     from gateway.stream.choices import Choices
@@ -45,7 +45,7 @@ RETRY_AFTER_CAP = 2.0
 """Longest upstream ``Retry-After`` (seconds) the gateway waits out before one retry."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Attempt:
     """One upstream to try: a route target with its adapter and the request built for it."""
 

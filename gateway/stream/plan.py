@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -13,12 +13,13 @@ from gateway.errors import GatewayError
 from gateway.request import ChatRequest
 from gateway.state import RouteRuntime
 from gateway.stream.attempts import Attempt
+from gateway.values import value
 
 ErrorShape = Callable[[GatewayError, dict[str, str]], web.Response]
 """An API's pre-stream error response for a gateway error (``http.json_error`` by default)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StreamPlan:
     """The encoder (its ``buffered`` flag picks the sink), the upstream attempts in order, the
     model the request asked for, and its ``max_tokens`` (the limits' token reservation).
