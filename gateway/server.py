@@ -96,7 +96,7 @@ async def handle_stream(request: ClientRequest) -> Reply:
         model = chat.model if chat is not None else None
         max_tokens = chat.max_tokens if chat is not None else None
         encoder = ENCODERS[fmt](route, request_id)
-        return StreamPlan(encoder, attempts, model, max_tokens=max_tokens, chat=chat)
+        return StreamPlan(encoder, attempts, model, max_tokens, chat)
 
     return await start_stream(request, state, runtime, prepare, received=received)
 

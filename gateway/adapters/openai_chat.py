@@ -159,7 +159,7 @@ class OpenAIChatAdapter(Adapter):
         return self.post_json("/chat/completions", native)
 
     def new_translator(self) -> ChatTranslator:
-        return ChatTranslator(eof_after_finish=bool(self.options.get("eof_after_finish")))
+        return ChatTranslator(bool(self.options.get("eof_after_finish")))
 
 
 class ChatTranslator(Translator):
@@ -172,7 +172,7 @@ class ChatTranslator(Translator):
 
     __slots__ = ("_calls", "_eof_ok", "_finish", "_refused", "_usage", "finished", "model")
 
-    def __init__(self, *, eof_after_finish: bool = False) -> None:
+    def __init__(self, eof_after_finish: bool = False) -> None:
         self.finished = False
         self.model: str | None = None
         self._finish: str | None = None

@@ -34,7 +34,7 @@ DecoderFactory = Callable[[int], Decoder]
 
 
 def _sse(max_message_bytes: int) -> Decoder:
-    return SSEDecoder(max_message_bytes=max_message_bytes)
+    return SSEDecoder(max_message_bytes)
 
 
 def _sse_raw(max_message_bytes: int) -> Decoder:
@@ -42,11 +42,11 @@ def _sse_raw(max_message_bytes: int) -> Decoder:
 
 
 def _ndjson(max_message_bytes: int) -> Decoder:
-    return NDJSONDecoder(max_message_bytes=max_message_bytes)
+    return NDJSONDecoder(max_message_bytes)
 
 
 def _aws_eventstream(max_message_bytes: int) -> Decoder:
-    return EventStreamDecoder(max_message_bytes=max_message_bytes)
+    return EventStreamDecoder(max_message_bytes)
 
 
 DECODERS: dict[str, DecoderFactory] = {

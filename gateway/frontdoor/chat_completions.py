@@ -113,7 +113,7 @@ async def handle_chat_completions(request: ClientRequest) -> Reply:
         else:
             encoder = CompletionEncoder(route, request_id, model=route.name, created=created)
         attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
-        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens, chat=chat)
+        return StreamPlan(encoder, attempts, None, chat.max_tokens, chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API

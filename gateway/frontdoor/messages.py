@@ -73,7 +73,7 @@ async def handle_messages(request: ClientRequest) -> Reply:
         else:
             encoder = MessageEncoder(route, request_id, model=route.name)
         attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
-        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens, chat=chat)
+        return StreamPlan(encoder, attempts, None, chat.max_tokens, chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=messages_error, frontdoor=API

@@ -63,7 +63,7 @@ def frontdoor_attempts(
             built = adapter.build_native_request(native)
         else:
             built = adapter.build_request(own)
-        attempts.append(Attempt(target, adapter, built, tap, model=adapter.model_for(own)))
+        attempts.append(Attempt(target, adapter, built, adapter.model_for(own), tap))
     if tap is None:
         return attempts, encoder
     if whole:

@@ -60,7 +60,7 @@ async def handle_responses(request: ClientRequest) -> Reply:
         else:
             encoder = ResponseDocEncoder(route, request_id, answer)
         attempts, encoder = frontdoor_attempts(runtime, chat, body, API, encoder)
-        return StreamPlan(encoder, attempts, max_tokens=chat.max_tokens, chat=chat)
+        return StreamPlan(encoder, attempts, None, chat.max_tokens, chat)
 
     return await start_stream(
         request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API

@@ -52,10 +52,10 @@ class Attempt:
     target: UpstreamTarget
     adapter: Adapter
     request: UpstreamRequest | LocalScript
-    tap: FrameTap | None = None
-    """A front door's same-API pass-through channel (:mod:`gateway.passthrough`), or none."""
     model: str | None = None
     """The model this attempt calls (what ``created``, the price and the trace report)."""
+    tap: FrameTap | None = None
+    """A front door's same-API pass-through channel (:mod:`gateway.passthrough`), or none."""
 
 
 class Opening(Protocol):

@@ -68,7 +68,6 @@ class Deadlines:
     def __init__(
         self,
         stream: Watched,
-        *,
         received: float,
         total: float,
         max_duration: float | None,

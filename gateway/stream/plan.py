@@ -48,7 +48,7 @@ def build_attempts(
     for index, (target, adapter) in enumerate(runtime.targets):
         own = chat if chat is None or index < primaries else fallback_request(chat)
         built = adapter.build_request(own) if own else adapter.build_native_request(body)
-        attempts.append(Attempt(target, adapter, built, model=adapter.model_for(own)))
+        attempts.append(Attempt(target, adapter, built, adapter.model_for(own)))
     return attempts
 
 

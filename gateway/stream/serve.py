@@ -65,17 +65,10 @@ async def start_stream(
         app=admission.app,
         received=received,
     )
+    # By position (each argument is the parameter's name): a class called with keywords builds
+    # a dict of them first.
     session = StreamSession(
-        state,
-        route,
-        request,
-        plan,
-        request_id=request_id,
-        received=received,
-        admission=admission,
-        headers=headers,
-        errors=errors,
-        sink=sink,
+        state, route, request, plan, request_id, received, admission, headers, errors, sink
     )
     attach(sink, session, state)
     return await session.run()

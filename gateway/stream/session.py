@@ -96,7 +96,6 @@ class StreamSession:
         route: RouteConfig,
         request: ClientRequest,
         plan: StreamPlan,
-        *,
         request_id: str,
         received: float,
         admission: Admission,
@@ -137,13 +136,13 @@ class StreamSession:
             self.meter.hook,
             state.raw_client,
         )
-        self.deadlines = Deadlines(
+        self.deadlines = Deadlines(  # by position: keywords would cost a dict (``serve.py``)
             self,
-            received=received,
-            total=plan.attempts[0].target.timeouts.total,
-            max_duration=route.max_stream_duration,
-            heartbeat_interval=server.heartbeat_interval,
-            write_timeout=server.write_timeout,
+            received,
+            plan.attempts[0].target.timeouts.total,
+            route.max_stream_duration,
+            server.heartbeat_interval,
+            server.write_timeout,
         )
         self.source: Source | None = None
         self.failure: GatewayError | None = None
