@@ -74,7 +74,6 @@ class Connection(asyncio.Protocol):
     """One client connection while the gateway's own server has it (see the module docs)."""
 
     __slots__ = (
-        "_expect",
         "_head",
         "_headers",
         "_lingering",
@@ -100,7 +99,6 @@ class Connection(asyncio.Protocol):
         self._head = b""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._expect = False
         self._pipelined = False
         self._lingering = False
         self.body: Body | None = None
@@ -230,8 +228,6 @@ class Connection(asyncio.Protocol):
         if len(name) > MAX_FIELD or len(value) > MAX_FIELD or len(self._headers) >= MAX_HEADERS:
             raise ValueError("header too large")  # httptools: HttpParserCallbackError
         self._headers.append((name, value))
-        if name.lower() == b"expect" and value.lower() == b"100-continue":
-            self._expect = True
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -251,8 +247,8 @@ class Connection(asyncio.Protocol):
         request = ServerRequest(
             self, path.decode("latin-1"), query.decode("latin-1"), CIMultiDictProxy(headers), body
         )
-        if self._expect and self.http11:
-            self._expect = False
+        expect = headers.get("Expect")  # looked up once here, not tested per header
+        if expect is not None and self.http11 and expect.lower() == "100-continue":
             length = request.content_length
             if length is None or length <= max_body:
                 self.write(b"HTTP/1.1 100 Continue\r\n\r\n")

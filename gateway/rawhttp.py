@@ -192,7 +192,9 @@ class _Conn(asyncio.Protocol):
         self.pending.append(body)
         self._size += len(body)
         if self.consumer is None:  # else data_received hands the whole read over at once
-            self._wake()
+            waiter = self.waiter  # ``_wake``, written out: once per chunk
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         self.complete = True

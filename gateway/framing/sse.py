@@ -200,8 +200,9 @@ class SSEDecoder:
                 if data:
                     raw = data[0] if len(data) == 1 else b"\n".join(data)
                     event = self._event
-                    kind = _text(event) if event else "message"
-                    append(_new(Message, (kind, _text(raw), self.last_event_id)))
+                    kind = event.decode("utf-8", "replace") if event else "message"
+                    text = raw.decode("utf-8", "replace")  # ``_text``, written out
+                    append(_new(Message, (kind, text, self.last_event_id)))
                     data.clear()
                     size = 0
                 self._event = b""
