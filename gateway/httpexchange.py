@@ -219,9 +219,9 @@ def head(
     if isinstance(headers, MappingProxyType):
         lines.append(_fixed_lines(headers))
     else:
-        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        lines.extend([f"{name}: {value}" for name, value in headers.items()])
     if own:
-        lines.extend(f"{name}: {value}" for name, value in own.items())
+        lines.extend([f"{name}: {value}" for name, value in own.items()])
     lines.append(framing)
     lines.append(_date())
     return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n"

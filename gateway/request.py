@@ -251,7 +251,7 @@ def parse_request(body: Any) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _fail("messages", "is required and must be a non-empty list")
-    parsed = tuple(_parse_message(m, f"messages[{i}]") for i, m in enumerate(messages))
+    parsed = tuple([_parse_message(m, f"messages[{i}]") for i, m in enumerate(messages)])
 
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not model):

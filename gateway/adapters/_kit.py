@@ -170,9 +170,10 @@ class UsageTally:
         self.counts: dict[str, int] = {}
 
     def take(self, **counts: Any) -> None:
+        kept = self.counts
         for key, value in counts.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                self.counts[key] = value
+            if value.__class__ is int:  # an int and not a bool (JSON's ints are exact ``int``)
+                kept[key] = value
 
     def events(self) -> list[Event]:
         return [ev.usage(**self.counts)] if self.counts else []

@@ -24,10 +24,13 @@ def from_ui_messages(body: Any) -> Any:
     if not isinstance(body, dict):
         return body
     messages = body.get("messages")
-    if not isinstance(messages, list) or not any(
-        isinstance(m, dict) and "parts" in m and "content" not in m for m in messages
-    ):
+    if not isinstance(messages, list):
         return body
+    for m in messages:  # a loop, not ``any()`` over a generator: every request comes here
+        if isinstance(m, dict) and "parts" in m and "content" not in m:
+            break
+    else:
+        return body  # the common shape (the usual case): unchanged
     out: list[Any] = []
     for message in messages:
         if isinstance(message, dict) and "parts" in message and "content" not in message:
