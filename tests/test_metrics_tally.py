@@ -47,6 +47,17 @@ async def test_updates_wait_for_the_flush_then_add_up_exactly() -> None:
     assert _value(registry, "c_total") == 3.5
 
 
+async def test_add_is_inc_for_each_child_and_arms_the_flush() -> None:
+    registry, counter, gauge, _ = _families()
+    tally = Tally(interval=0.02)
+    tally.inc(counter.labels("r"))
+    tally.add({counter.labels("r"): 2, gauge.labels("r"): -1})
+    assert _value(registry, "c_total") == 0  # pending
+    await asyncio.sleep(0.1)
+    assert _value(registry, "c_total") == 3
+    assert _value(registry, "g") == -1
+
+
 async def test_a_pending_update_flushes_by_itself_within_the_interval() -> None:
     registry, counter, _, histogram = _families()
     tally = Tally(interval=0.02)

@@ -67,7 +67,7 @@ from gateway.metrics.labels import (
 )
 from gateway.metrics.multiprocess import multiprocess_dir
 from gateway.metrics.pool import PoolMetrics
-from gateway.metrics.tally import BatchedHistogram, Tally
+from gateway.metrics.tally import BatchedHistogram, Incrementable, Tally
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -331,11 +331,48 @@ class RouteMetrics:
         if duration is not None:
             tally.observe(self._duration[outcome], duration)
         if app is not None:
-            child = self._app_requests.get((app, outcome))
-            if child is None:
-                child = self.metrics.app_requests.labels(app, self.route, outcome)
-            tally.inc(child)
+            tally.inc(self._app_child(app, outcome))
         tally.stream_ended()
+
+    def stream_finished(
+        self,
+        events: dict[str, int],
+        usage: Mapping[str, int],
+        outcome: str,
+        duration: float,
+        app: str | None,
+        max_gap: float | None,
+    ) -> None:
+        """A stream's last updates, with one tally call for all its counts: the active gauge
+        down, the ``events`` counts by type still pending (then cleared), the usage's token
+        counts (as :meth:`tokens`), the outcome and the app's request (as :meth:`finish`), the
+        duration and, for a stream with content, its largest gap ``max_gap``."""
+        adds: dict[Incrementable, float] = {self.active: -1, self._requests[outcome]: 1}
+        if events:
+            children = self.events
+            for kind, n in events.items():
+                adds[children[kind]] = n
+            events.clear()
+        tokens = self._tokens
+        for key, value in usage.items():
+            child = tokens.get(key)
+            if child is not None and value.__class__ is int and value > 0:
+                adds[child] = value
+        if app is not None:
+            adds[self._app_child(app, outcome)] = 1
+        tally = self.tally
+        tally.add(adds)
+        tally.touch(self.inter_token_batch, self.overhead_batch)
+        tally.observe(self._duration[outcome], duration)
+        if max_gap is not None:
+            tally.observe(self.max_gap, max_gap)
+        tally.stream_ended()
+
+    def _app_child(self, app: str, outcome: str) -> Counter:
+        child = self._app_requests.get((app, outcome))
+        if child is None:
+            child = self.metrics.app_requests.labels(app, self.route, outcome)
+        return child
 
     def tokens(self, usage: Mapping[str, int]) -> None:
         """Add a stream's provider-reported usage (``<kind>_tokens`` keys) to the token counters."""

@@ -225,13 +225,13 @@ class StreamRecord:
 
     def finished(self, now: float) -> float:
         """Close the record: flush, count the outcome, add the usage. Returns the duration."""
-        metrics = self.metrics
-        metrics.inc(metrics.active, -1)
-        self._batch.flush()
-        if self.t_first_content is not None:
-            metrics.observe(metrics.max_gap, self.max_gap)
-        if self.usage:
-            metrics.tokens(self.usage)
         duration = now - self.t0
-        metrics.finish(self.outcome, duration, self.app)
+        self.metrics.stream_finished(
+            self._batch.counts,
+            self.usage,
+            self.outcome,
+            duration,
+            self.app,
+            None if self.t_first_content is None else self.max_gap,
+        )
         return duration

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Protocol
 
 from prometheus_client import Histogram
@@ -111,6 +112,14 @@ class Tally:
         """Add ``amount`` (negative: a gauge's decrement) to ``child`` by the next flush."""
         adds = self._adds
         adds[child] = adds.get(child, 0) + amount
+        if self._timer is None:
+            self._arm()
+
+    def add(self, amounts: Mapping[Incrementable, float]) -> None:
+        """:meth:`inc` for each child of ``amounts`` by its amount, in one call."""
+        adds = self._adds
+        for child, amount in amounts.items():
+            adds[child] = adds.get(child, 0) + amount
         if self._timer is None:
             self._arm()
 
