@@ -71,11 +71,12 @@ def _no_metrics() -> None:
 
 
 def _no_tally() -> None:
-    """The metric updates of a stream are not even batched: the tally's ``inc`` and ``observe``
-    do nothing (the records and the families still run; the per-write histograms' batches too)."""
+    """The metric updates of a stream are not even batched: the tally's ``inc``, ``add`` and
+    ``observe`` do nothing (the records and the families still run; the per-write histograms'
+    batches too)."""
     from gateway.metrics.tally import Tally
 
-    for name in ("inc", "observe"):
+    for name in ("inc", "add", "observe"):
         _replace(Tally, name, lambda *_, **__: None)
 
 
