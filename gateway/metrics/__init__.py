@@ -3,8 +3,9 @@
 Reference for operators: ``docs/operations.md`` (every series, its labels, meaning and buckets).
 This package is the only place that touches a Prometheus object (a test checks it):
 
-* :mod:`~gateway.metrics.families`: the metric families, their closed label sets and buckets, and
-  :class:`RouteMetrics` (one route's children, bound once);
+* :mod:`~gateway.metrics.families`: the metric families, their closed label sets and buckets;
+* :mod:`~gateway.metrics.route`: :class:`RouteMetrics`, one route's children, bound once, and the
+  per-stream updates made through them;
 * :mod:`~gateway.metrics.pool`: :class:`PoolMetrics`, the per-deployment series of upstream pools;
 * :mod:`~gateway.metrics.record`: :class:`StreamRecord`, what one stream did, recorded through a
   few named calls and flushed in batches;
@@ -21,7 +22,7 @@ from gateway.metrics.buckets import (
     OVERHEAD_BUCKETS,
     TTFT_BUCKETS,
 )
-from gateway.metrics.families import Metrics, RouteMetrics
+from gateway.metrics.families import Metrics
 from gateway.metrics.labels import (
     ABORT_PHASES,
     ATTEMPT_RESULTS,
@@ -35,6 +36,7 @@ from gateway.metrics.multiprocess import mark_process_dead, multiprocess_dir
 from gateway.metrics.pool import POOL_OUTCOMES, REST_REASONS, PoolMetrics, PoolRouteMetrics
 from gateway.metrics.record import StreamRecord, StreamRecorder, outcome_for
 from gateway.metrics.resume import ResumeMetrics
+from gateway.metrics.route import RouteMetrics
 from gateway.metrics.tally import FLUSH_INTERVAL, BatchedHistogram, Tally
 from gateway.metrics.tracing import TRACE_DROP_REASONS, TraceMetrics
 

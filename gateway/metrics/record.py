@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.events import CONTENT_TYPES, USAGE
-from gateway.metrics.families import RouteMetrics
+from gateway.metrics.route import RouteMetrics
 
 if TYPE_CHECKING:
     from gateway.events import Event
