@@ -47,7 +47,8 @@ async def start_stream(
         plan = await prepare(request_id)
         if len(state.sessions) >= state.config.limits.max_concurrent_streams:
             raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
-        await admission.reserve(demand(request, plan))  # counted last, once the request is valid
+        if admission.holds:  # counted last, once the request is valid
+            await admission.reserve(demand(request, plan))
     except GatewayError as exc:
         state.route_metrics[route.name].rejected(exc.error_code, admission.app)
         admission.release({})
@@ -55,16 +56,18 @@ async def start_stream(
             "rejected", route=route.name, id=request_id, code=exc.error_code, app=admission.app
         )
         return errors(exc, headers)
-    sink = await open_recording(
-        state,
-        route,
-        request,
-        plan.encoder,
-        headers,
-        stream_id=request_id,
-        app=admission.app,
-        received=received,
-    )
+    sink = None
+    if route.resume.enabled:  # else no recording: no coroutine to run for it
+        sink = await open_recording(
+            state,
+            route,
+            request,
+            plan.encoder,
+            headers,
+            stream_id=request_id,
+            app=admission.app,
+            received=received,
+        )
     # By position (each argument is the parameter's name): a class called with keywords builds
     # a dict of them first.
     session = StreamSession(
