@@ -180,7 +180,7 @@ class ChatTranslator(Translator):
         # Servers repeat usage on several chunks (cumulative) or split it: merged per count.
         self._usage = UsageTally()
         self._refused = False
-        self._calls = IndexedToolCalls()
+        self._calls: IndexedToolCalls | None = None  # made by the first tool call's piece
 
     def feed(self, message: Message) -> list[Event]:
         # The hot path of every compatible server, once per chunk: written out rather than
@@ -257,7 +257,10 @@ class ChatTranslator(Translator):
         elif not isinstance(arguments, str):
             arguments = ""
         call_id = text(call.get("id"))
-        ordinal = self._calls.fragment(count(call.get("index")), call_id, arguments, out)
+        calls = self._calls
+        if calls is None:
+            calls = self._calls = IndexedToolCalls()
+        ordinal = calls.fragment(count(call.get("index")), call_id, arguments, out)
         if ordinal is None:
             return
         name = text(function.get("name")) or ""

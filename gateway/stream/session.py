@@ -201,11 +201,13 @@ class StreamSession:
         await self._open(source.take_held())
         if early:
             record.overhead(now() - source.last_read)
-        push = Push.of(source, self.sink, record)
+        push: Push | None = None  # made at the first read to wait for (a short answer has none)
         while not source.done or source.held:
             if source.held:  # a read the push path handed back (maybe the terminal event)
                 await self._deliver(source.take_held(), source.last_read)
                 continue
+            if push is None:
+                push = Push.of(source, self.sink, record)
             if await push.run():  # reads went straight to the client until one needed us
                 continue
             events = await source.next_batch()
