@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d
 CONFIG ?= config.yaml
 LINTED := gateway tests $(wildcard bench)
 
-.PHONY: run test check bench fmt clean lock
+.PHONY: run test check bench fmt clean lock native
 
 # Installs exactly the versions in the lock (with their hashes), then the project itself.
 $(STAMP): pyproject.toml $(LOCK)
@@ -24,13 +24,35 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml $(addprefix --extra ,$(EXTRAS)) --generate-hashes \
 		--python-version 3.11 --custom-compile-command "make lock" -o $(LOCK)
 
+# The hot path compiled with mypyc (gateway/native.py), rebuilt when a source changed. Without
+# a C compiler the build fails and the gateway runs its Python sources, as it always can.
+NATIVE         := gateway/_native/manifest.json
+NATIVE_SOURCES := $(shell find gateway -name '*.py')
+
+## native: compile the hot path (gateway/_native/); `run` and `test` do it when sources changed
+native: $(NATIVE)
+
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
+	$(BIN)/python -m gateway.native_build \
+		|| echo "make: no compiled build (see above); the gateway runs its Python sources"
+
 ## run: start the gateway on config.yaml (the demo route needs no API key and no network)
-run: $(STAMP)
+run: $(STAMP) $(NATIVE)
 	$(BIN)/gateway --config $(CONFIG)
 
-## test: the whole suite (system tests skip with a reason unless GATEWAY_REQUIRE_SYSTEM_TESTS=1)
-test: $(STAMP)
+# The compiled modules' own tests, run a second time over their Python sources.
+SOURCE_TESTS := tests/adapters tests/framing tests/encoders tests/stream tests/test_pipeline.py \
+	tests/test_httpserver.py tests/test_rawhttp.py tests/test_client.py tests/test_http.py \
+	tests/test_request.py tests/test_logs.py tests/test_idle.py tests/test_values.py \
+	tests/test_native.py $(wildcard tests/test_metrics*.py) tests/server/test_lifetimes.py \
+	tests/server/test_stream.py
+
+## test: the whole suite over the compiled build (the Python sources without one), then the
+## compiled modules' tests over the sources (system tests skip with a reason unless
+## GATEWAY_REQUIRE_SYSTEM_TESTS=1)
+test: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest -q
+	GATEWAY_NATIVE=0 $(BIN)/python -m pytest -q $(SOURCE_TESTS)
 
 ## check: formatting, lint and strict typing of gateway/ and bench/
 check: $(STAMP)
@@ -39,7 +61,7 @@ check: $(STAMP)
 	$(BIN)/mypy --strict gateway bench
 
 ## bench: the benchmark (not part of `make test`); writes bench/results/
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: $(STAMP)
@@ -47,4 +69,4 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix $(LINTED)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway/_native

@@ -11,3 +11,7 @@ the I/O edge around one stream is ``gateway.stream`` (its package docs draw the 
 """
 
 __version__ = "0.1.0"
+
+from gateway.native import STATUS as NATIVE  # before any other module: see native.py
+
+__all__ = ["NATIVE", "__version__"]

@@ -30,6 +30,7 @@ from gateway.adapters.base import Adapter, Translator
 from gateway.errors import GatewayError, UpstreamProtocolError, UpstreamTruncated
 from gateway.events import Event
 from gateway.framing import DEFAULT_MAX_MESSAGE_BYTES, Decoder, Message, new_decoder
+from gateway.values import mypyc_attr
 
 UsageHook = Callable[[Event], Event]
 """Called with each ``usage`` event; returns the event to emit instead (see the module docs)."""
@@ -48,6 +49,7 @@ def _malformed() -> Event:
     )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed by modules not compiled
 class Pipeline:
     """One stream's translation state. Not thread-safe; one per stream.
 

@@ -19,7 +19,7 @@ import signal
 
 from aiohttp import web
 
-from gateway import gctune
+from gateway import NATIVE, gctune
 from gateway.config.model import GatewayConfig
 from gateway.httpserver import Listener, use_raw_server
 from gateway.logs import log_event
@@ -124,6 +124,7 @@ def print_banner(config: GatewayConfig, host: str, port: int) -> None:
     base = f"http://{shown}:{port}"
     first = config.routes[0]
     print(f"gateway listening on {base}", flush=True)
+    print(f"  compiled hot path: {NATIVE}", flush=True)  # gateway.native: on, or why not
     if config.server.playground:
         print(f"  playground: {base}/", flush=True)
     print(

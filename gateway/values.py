@@ -16,8 +16,9 @@ is a key or a set member). Records built once (the configuration) stay ``frozen=
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, dataclass_transform
+from typing import TYPE_CHECKING, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
@@ -26,3 +27,12 @@ T = TypeVar("T")
 def value(cls: type[T]) -> type[T]:
     """``cls`` as a slotted dataclass, immutable for the type checker (see the module docs)."""
     return dataclass(slots=True)(cls)
+
+
+if TYPE_CHECKING:
+    from mypy_extensions import mypyc_attr as mypyc_attr
+else:
+
+    def mypyc_attr(*_names: str, **_flags: bool) -> Callable[[type[T]], type[T]]:
+        """Read by the compiler only (``gateway.native``): at run time, ``cls`` unchanged."""
+        return lambda cls: cls

@@ -30,7 +30,7 @@ from gateway.events import Event
 from gateway.framing import Message
 from gateway.jsonutil import dumps_kept, loads
 from gateway.request import ChatRequest
-from gateway.values import value
+from gateway.values import mypyc_attr, value
 
 
 @value
@@ -56,6 +56,7 @@ class LocalScript:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a test's scripted translator
 class Translator(ABC):
     """Per-stream state: framed messages in, token events out.
 
@@ -80,6 +81,7 @@ class Translator(ABC):
         raise UpstreamTruncated("the upstream stream ended before its terminator")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fake adapters
 class Adapter(ABC):
     """One provider. Instances are built once per route target at config load and shared.
 

@@ -33,6 +33,7 @@ from gateway.adapters._kit import (
     load_object,
     non_negative_int,
     typed,
+    validate_options,
 )
 from gateway.adapters.base import Adapter, LocalScript, Translator
 from gateway.config.units import parse_duration
@@ -153,7 +154,9 @@ class SimulatedAdapter(Adapter):
         cls, options: Mapping[str, Any], path: str
     ) -> tuple[dict[str, Any], list[str]]:
         """The option table, then durations in seconds (the table checked them)."""
-        out, errors = super().parse_options(options, path)
+        # The base's check called directly: compiled (gateway.native), ``super()`` in a
+        # classmethod would hand the base the metaclass, not ``cls``.
+        out, errors = validate_options(cls.name, options, path, cls.option_table)
         for key in _DURATIONS:
             out[key] = parse_duration(out[key])
         return out, errors

@@ -16,10 +16,11 @@ process's :class:`~gateway.metrics.tally.Tally`, which adds them to the series i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.events import CONTENT_TYPES, USAGE
 from gateway.metrics.route import RouteMetrics
+from gateway.values import mypyc_attr
 
 if TYPE_CHECKING:
     from gateway.events import Event
@@ -73,6 +74,7 @@ class StreamRecorder:
         route.tally.touch(self.inter_token, self.overhead)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed by modules not compiled
 class StreamRecord:
     """What one stream did, recorded as it happens; see the module docs.
 
@@ -110,7 +112,8 @@ class StreamRecord:
         self.content_writes = 0
         """Writes carrying content: drain mode's tokens-after-abort share."""
         self.events_written = 0
-        self.usage: dict[str, int] = {}
+        self.usage: dict[str, Any] = {}
+        """The usage events' data merged: token counts, and a priced stream's cost (a float)."""
         self.ended = False
         """A terminal event was written."""
         self.outcome = "internal"

@@ -8,7 +8,7 @@ gateway's state by route name, so the per-stream path never looks a label up.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
@@ -114,7 +114,7 @@ class RouteMetrics:
     def stream_finished(
         self,
         events: dict[str, int],
-        usage: Mapping[str, int],
+        usage: Mapping[str, Any],
         outcome: str,
         duration: float,
         app: str | None,
@@ -151,7 +151,7 @@ class RouteMetrics:
             child = self.metrics.app_requests.labels(app, self.route, outcome)
         return child
 
-    def tokens(self, usage: Mapping[str, int]) -> None:
+    def tokens(self, usage: Mapping[str, Any]) -> None:
         """Add a stream's provider-reported usage (``<kind>_tokens`` keys) to the token counters."""
         for key, child in self._tokens.items():
             value = usage.get(key)
@@ -175,7 +175,7 @@ class RouteMetrics:
     def slow_client(self) -> None:
         self.tally.inc(self.metrics.slow_clients.labels(self.route))
 
-    def drained(self, usage: Mapping[str, int], after_abort: int) -> None:
+    def drained(self, usage: Mapping[str, Any], after_abort: int) -> None:
         """Usage read by a drain after the client left, and its estimated share after the abort."""
         self.tokens(usage)
         if after_abort:

@@ -15,6 +15,7 @@ from gateway.events import Event
 from gateway.resume import Budget, RedisStore, lease, redis_store
 from tests.resume.conftest import StoreFactory
 from tests.resume.test_store import drain, frame, opened
+from tests.support.gateway import config_from
 
 REDIS = pytest.mark.parametrize("make_store", ["redis"], indirect=True)
 
@@ -78,8 +79,11 @@ async def test_a_live_owner_keeps_its_followers_waiting(
 
 
 def test_abandon_frame_is_what_the_tokens_encoder_writes() -> None:
-    encoder = TokensEncoder.__new__(TokensEncoder)
-    encoder._n = 6
+    encoder = TokensEncoder(
+        config_from({"routes": [{"name": "r", "provider": "simulated"}]}).routes[0], "rid"
+    )
+    for _ in range(6):
+        encoder.encode(Event(ev.DELTA, {"text": "x"}))
     frame7 = lease.abandon_frame(7)
     data = json.loads(frame7.split(b"data: ", 1)[1])
     assert encoder.encode(Event(ev.ERROR, data)) == frame7
