@@ -16,6 +16,8 @@ A stub breaks what the part does (no metrics, no log line, no cost, no first-eve
 predictable request ids): a variant is a measurement, never a configuration. The stubs replace
 module attributes in the gateway's process before it starts (``--serve PARTS``: this module's
 entry applies them, then runs the gateway's command line), so the gateway's code is not touched.
+Every variant runs the gateway's Python sources (``GATEWAY_NATIVE=0``): a compiled module calls
+its neighbours directly, past any attribute a stub replaces (``gateway.native``).
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def start_variant(name: str, parts: list[str], upstream_port: int) -> Peer:
         "--config",
         str(config),
     ]
-    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(ROOT)})
+    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(ROOT), "GATEWAY_NATIVE": "0"})
     peer = Peer(
         name, port, proc, workdir, {r: f"/v1/stream/{r}" for r in ROUTES}, _gateway_bodies()
     )

@@ -52,6 +52,7 @@ from bench.peers import (
     Peer,
     become_load_generator,
     start_gateway,
+    start_gateway_sources,
     start_gateway_variant,
     start_nginx,
     start_upstream,
@@ -71,6 +72,7 @@ STARTERS: dict[str, Callable[[int], Peer]] = {
     "floor": start_floor,
     "contract": lambda port: start_floor(port, contract=True),
     "gateway": start_gateway,
+    "sources": start_gateway_sources,
 }
 """The peers this module counts, by name (each takes the fake upstream's port)."""
 
@@ -258,6 +260,8 @@ def measure(
             "gateway-base", port, lambda conf: conf, tree=base
         )
         peers = [*peers, "base"] if "base" not in peers else peers
+    if parts and "sources" not in peers:  # what the stubbed variants run, unstubbed
+        peers = [*peers, "sources"]
     for part in parts:  # the gateway with one part stubbed (bench.ablate's stubs)
         starters[f"without-{part}"] = functools.partial(_ablated, part)
         peers = [*peers, f"without-{part}"]
@@ -294,10 +298,12 @@ def _ablated(part: str, port: int) -> Peer:
 
 def part_costs(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Each stubbed part's instructions per request: the gateway's count minus its variant's,
-    and that as a share of the gateway's."""
-    if "gateway" not in results:
+    and that as a share of the gateway's. The variants run the sources (``bench.ablate``), so
+    the whole is the ``sources`` peer's count when there is one."""
+    whole_peer = "sources" if "sources" in results else "gateway"
+    if whole_peer not in results:
         return {}
-    whole = results["gateway"]["instructions_per_request"]
+    whole = results[whole_peer]["instructions_per_request"]
     costs = {}
     for name, result in results.items():
         if name.startswith("without-"):
@@ -319,6 +325,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         ("gateway", "nginx"),
         ("gateway", "contract"),
         ("gateway", "base"),
+        ("sources", "contract"),
+        ("gateway", "sources"),
     ]
     return {f"{a}/{b}": round(per[a] / per[b], 4) for a, b in pairs if a in per and b in per}
 

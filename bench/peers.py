@@ -429,17 +429,30 @@ def gateway_config(port: int, upstream_port: int, edit: Callable[[str], str]) ->
     return edit(GATEWAY_CONF.format(port=port, upstream=upstream_port, client=client))
 
 
+def start_gateway_sources(upstream_port: int) -> Peer:
+    """The ``gateway`` peer running its Python sources, compiled build or not (gateway.native)."""
+    return start_gateway_variant("sources", upstream_port, lambda conf: conf, native=False)
+
+
 def start_gateway_variant(
-    name: str, upstream_port: int, edit: Callable[[str], str], *, tree: Path = ROOT
+    name: str,
+    upstream_port: int,
+    edit: Callable[[str], str],
+    *,
+    tree: Path = ROOT,
+    native: bool = True,
 ) -> Peer:
     """The ``gateway`` peer on ``gateway_config(..., edit)``: the same routes, one feature on.
 
-    ``tree``: the checkout whose ``gateway`` package runs (another commit, to A/B code)."""
+    ``tree``: the checkout whose ``gateway`` package runs (another commit, to A/B code).
+    ``native``: run the tree's compiled build if it has a current one (``gateway.native``);
+    False runs its sources."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     port = free_port()
     (workdir / "gateway.yaml").write_text(gateway_config(port, upstream_port, edit))
     cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
-    proc = _spawn(name, cmd, workdir, {"PYTHONPATH": str(tree)})
+    env = {"PYTHONPATH": str(tree)} if native else {"PYTHONPATH": str(tree), "GATEWAY_NATIVE": "0"}
+    proc = _spawn(name, cmd, workdir, env)
     paths = {r: f"/v1/stream/{r}" for r in ROUTES}
     peer = Peer(name, port, proc, workdir, paths, _gateway_bodies())
     _wait_ready(peer, "/healthz", 30)

@@ -78,13 +78,21 @@ def test_serving_processes_are_the_leaves_of_the_tree() -> None:
 def test_ratios_pair_what_was_counted() -> None:
     results = {
         name: {"instructions_per_request": n}
-        for name, n in (("nginx", 100), ("contract", 1000), ("gateway", 2500), ("base", 2000))
+        for name, n in (
+            ("nginx", 100),
+            ("contract", 1000),
+            ("gateway", 2500),
+            ("base", 2000),
+            ("sources", 3000),
+        )
     }
     assert ratios(results) == {
         "contract/nginx": 10.0,
         "gateway/nginx": 25.0,
         "gateway/contract": 2.5,
         "gateway/base": 1.25,
+        "sources/contract": 3.0,
+        "gateway/sources": 0.8333,
     }
 
 
@@ -120,3 +128,13 @@ def test_part_costs_are_the_gateway_minus_each_stubbed_variant() -> None:
         "tally": {"instructions": 25, "share_pct": 2.5},
     }
     assert part_costs({"nginx": {"instructions_per_request": 100}}) == {}
+
+
+def test_part_costs_count_from_the_sources_when_they_were_counted() -> None:
+    """The stubbed variants run the sources: a compiled gateway's count is not their whole."""
+    results = {
+        "gateway": {"instructions_per_request": 700},
+        "sources": {"instructions_per_request": 1000},
+        "without-log": {"instructions_per_request": 960},
+    }
+    assert part_costs(results) == {"log": {"instructions": 40, "share_pct": 4.0}}
