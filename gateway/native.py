@@ -37,10 +37,10 @@ PACKAGE = Path(__file__).resolve().parent
 NATIVE_DIR = PACKAGE / "_native"
 MANIFEST = "manifest.json"
 
-_CORE = (
-    "gateway.encoders.tokens",
+_PACKAGES = ("adapters", "encoders", "framing")
+"""Compiled whole (but their ``__init__``): every provider, client format and wire framing."""
+_MODULES = (
     "gateway.events",
-    "gateway.framing.sse",
     "gateway.idle",
     "gateway.logs",
     "gateway.metrics.record",
@@ -55,22 +55,24 @@ _CORE = (
 COMPILED: tuple[str, ...] = tuple(
     sorted(
         (
-            *_CORE,
+            *_MODULES,
             *(
-                f"gateway.adapters.{path.stem}"
-                for path in (PACKAGE / "adapters").glob("*.py")
+                f"gateway.{package}.{path.stem}"
+                for package in _PACKAGES
+                for path in (PACKAGE / package).glob("*.py")
                 if path.stem != "__init__"
             ),
         )
     )
 )
-"""The pure core, in name order: every adapter (a route's provider is the operator's choice),
-the framing, pipeline, events, encoder and request parse, and the per-stream bookkeeping (the
-metrics, the log line, the deadlines' arithmetic, the meter, the plan). No module with a
-coroutine: compiled, the I/O edge took more instructions off but no CPU time per request, and
-the client sinks' coroutines kept every answered request alive (mypyc 2.4.1: a reference no
-collector can find; ``tests/server/test_lifetimes.py`` catches it). A module joins only with its
-tests passing over both builds."""
+"""The pure core, in name order: every adapter, client format and wire framing (a route's
+provider and format are the operator's choice), the pipeline, events and request parse, and the
+per-stream bookkeeping (the metrics, the log line, the deadlines' arithmetic, the meter, the
+plan). No module with a coroutine: compiled, the I/O edge took more instructions off but no CPU
+time per request, and the client sinks' coroutines kept every answered request alive (mypyc
+2.4.1: a reference no collector can find; ``tests/server/test_lifetimes.py`` catches it). Nor
+``gateway.jsonutil``, which defines its functions one way or another by what is installed. A
+module joins only with its tests passing over both builds."""
 
 
 def sources_digest(package: Path = PACKAGE) -> str:
