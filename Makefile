@@ -24,12 +24,12 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml $(addprefix --extra ,$(EXTRAS)) --generate-hashes \
 		--python-version 3.11 --custom-compile-command "make lock" -o $(LOCK)
 
-# The hot path compiled with mypyc (gateway/native.py), rebuilt when a source changed. Without
+# The pure core compiled with mypyc (gateway/native.py), rebuilt when a source changed. Without
 # a C compiler the build fails and the gateway runs its Python sources, as it always can.
 NATIVE         := gateway/_native/manifest.json
 NATIVE_SOURCES := $(shell find gateway -name '*.py')
 
-## native: compile the hot path (gateway/_native/); `run` and `test` do it when sources changed
+## native: compile the pure core (gateway/_native/); `run`, `test` and `bench` do it when a source changed
 native: $(NATIVE)
 
 $(NATIVE): $(STAMP) $(NATIVE_SOURCES)
