@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable
@@ -111,6 +112,20 @@ def _brief(figures: dict[str, Any]) -> str:
     return ", ".join(f"{k}={figures[k]}" for k in keys if figures.get(k) is not None)
 
 
+def gateway_build() -> str:
+    """What the gateway peer runs: ``on`` (its compiled pure core) or ``off: <why>`` (the
+    sources), as its startup banner says (``gateway.native``), asked of a fresh interpreter."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", "import gateway; print(gateway.NATIVE)"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    return done.stdout.strip() or f"unknown: {done.stderr.strip()[-200:]}"
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -128,6 +143,7 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     return {
+        "gateway_build": gateway_build(),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
