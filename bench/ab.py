@@ -2,6 +2,7 @@
 
     python -m bench.ab --feature resume|resume-redis|tracing|pool [--scenarios ...]
     python -m bench.ab --base ../old-checkout [--scenarios ...]     # this code against another
+    python -m bench.ab --python /other/venv/bin/python [...]       # this code on another CPython
                        [--rounds 5] [--seconds 5]
 
 Both gateways run at the same time, pinned to the same core (the proxy core), and get the same
@@ -13,7 +14,9 @@ caches, so each runs a little slower than alone; the ratio is what this measures
 
 With ``--base PATH`` the two sides are the same plain config, the "off" side run from the
 checkout at ``PATH`` (another commit: ``git worktree add PATH <commit>``) and the "on" side from
-this one: a code change's cost or gain, measured the same way.
+this one: a code change's cost or gain, measured the same way. With ``--python PATH`` the "on"
+side runs on that interpreter (another build of CPython, in an environment with the gateway's
+dependencies) and the "off" side on this one: what the interpreter's build costs or buys.
 
 Per round and scenario it prints each variant's CPU µs per event (and per stream), then the
 median over rounds of the per-round ratio. The order of the two loads is swapped every round.
@@ -92,7 +95,12 @@ async def _both(a: Peer, b: Peer, load: Any, swap: bool) -> tuple[dict[str, Any]
 
 
 def measure(
-    feature: str, scenarios: list[str], rounds: int, seconds: float, base: Path | None = None
+    feature: str,
+    scenarios: list[str],
+    rounds: int,
+    seconds: float,
+    base: Path | None = None,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     loads = {load.name: load for load in LOADS}
     upstream, upstream_port = start_upstream()
@@ -100,7 +108,7 @@ def measure(
     redis, redis_url = _start_redis() if feature == "resume-redis" else (None, None)
     plain = start_gateway_variant("gateway", upstream_port, lambda c: c, tree=base or ROOT)
     edit = _edit(feature, collector, redis_url)
-    other = start_gateway_variant(f"gateway-{feature}", upstream_port, edit)
+    other = start_gateway_variant(f"gateway-{feature}", upstream_port, edit, python=python)
     rows: list[dict[str, Any]] = []
     try:
         for name in scenarios:
@@ -147,15 +155,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feature", choices=FEATURES, default="none")
     parser.add_argument("--base", type=Path, help="run the plain side from this checkout")
+    parser.add_argument("--python", default=sys.executable, help="run the other side on this")
     parser.add_argument("--scenarios", default="chat-b2b,chat-paced")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     become_load_generator()
-    if args.feature == "none" and args.base is None:
-        parser.error("give --feature, or --base to compare this checkout with another")
+    if args.feature == "none" and args.base is None and args.python == sys.executable:
+        parser.error("give --feature, --base or --python to compare with another gateway")
     scenarios = args.scenarios.split(",")
-    result = measure(args.feature, scenarios, args.rounds, args.seconds, args.base)
+    result = measure(args.feature, scenarios, args.rounds, args.seconds, args.base, args.python)
     print(json.dumps(result["summary"], indent=1))
 
 

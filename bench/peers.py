@@ -441,16 +441,18 @@ def start_gateway_variant(
     *,
     tree: Path = ROOT,
     native: bool = True,
+    python: str = sys.executable,
 ) -> Peer:
     """The ``gateway`` peer on ``gateway_config(..., edit)``: the same routes, one feature on.
 
     ``tree``: the checkout whose ``gateway`` package runs (another commit, to A/B code).
     ``native``: run the tree's compiled build if it has a current one (``gateway.native``);
-    False runs its sources."""
+    False runs its sources. ``python``: the interpreter to run it on (another build of CPython:
+    its environment needs the gateway's dependencies)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     port = free_port()
     (workdir / "gateway.yaml").write_text(gateway_config(port, upstream_port, edit))
-    cmd = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
+    cmd = [python, "-m", "gateway", "--config", str(workdir / "gateway.yaml")]
     env = {"PYTHONPATH": str(tree)} if native else {"PYTHONPATH": str(tree), "GATEWAY_NATIVE": "0"}
     proc = _spawn(name, cmd, workdir, env)
     paths = {r: f"/v1/stream/{r}" for r in ROUTES}
