@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -126,6 +127,24 @@ def gateway_build() -> str:
     return done.stdout.strip() or f"unknown: {done.stderr.strip()[-200:]}"
 
 
+def python_build() -> str:
+    """How this interpreter (the one the gateway peer runs on) was built, as far as it can say.
+
+    The build moves every CPU figure of the gateway by 11-13 % (docs/performance.md, "The
+    interpreter's build"): ``libpython shared`` or ``static`` (read from this process's mapped
+    files, which do not lie), then the optimization flags its ``configure`` was given. A
+    distribution may optimize outside ``configure`` (Debian's static ``python3.11`` is built with
+    PGO and LTO by its own make target), so an empty flag list does not prove an unoptimized build;
+    the executable's path says which build it is.
+    """
+    maps = Path("/proc/self/maps")
+    shared = maps.exists() and "libpython3" in maps.read_text()
+    configure = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    flags = [f for f in ("--enable-optimizations", "--with-lto") if f in configure]
+    executable = os.path.realpath(sys.executable)
+    return f"{executable}: libpython {'shared' if shared else 'static'}; configure {flags}"
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -149,6 +168,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "python_build": python_build(),
         **versions,
         "cpu_pressure": Path("/proc/pressure/cpu").read_text().splitlines()[0]
         if Path("/proc/pressure/cpu").exists()
