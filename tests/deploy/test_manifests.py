@@ -266,6 +266,25 @@ def instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined]
 
 
+def stages() -> tuple[dict[str, str], list[list[tuple[str, str]]]]:
+    """The global build arguments (name -> default) and the instructions of each stage, in order,
+    ``${NAME}`` of a global argument substituted (as docker does in ``FROM`` and, once a stage
+    declares it again with ``ARG NAME``, in that stage)."""
+    ops = instructions()
+    first = next(i for i, (op, _) in enumerate(ops) if op == "FROM")
+    defaults = dict(args.split("=", 1) for op, args in ops[:first] if op == "ARG")
+
+    def sub(text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], text)
+
+    found: list[list[tuple[str, str]]] = []
+    for op, args in ops[first:]:
+        if op == "FROM":
+            found.append([])
+        found[-1].append((op, sub(args)))
+    return defaults, found
+
+
 def dockerfile_uid() -> int:
     users = [args for op, args in instructions() if op == "USER"]
     assert len(users) == 1
@@ -273,7 +292,7 @@ def dockerfile_uid() -> int:
 
 
 def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
-    ops = instructions()
+    ops = stages()[1][-1]  # the image is the last stage
     names = [op for op, _ in ops]
     base = ops[0]
     assert base[0] == "FROM" and re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", base[1])
@@ -292,6 +311,37 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
     assert args.workers == 1  # one process per container: scale with replicas
     copies = [text.split() for op, text in ops if op == "COPY"]
     assert ["config.yaml", args.config] in copies
+
+
+def locked(name: str) -> str:
+    """The version of ``name`` in requirements.lock."""
+    found = re.search(
+        rf"^{re.escape(name)}==(\S+)", (REPO / "requirements.lock").read_text(), re.M | re.I
+    )
+    assert found, name
+    return found.group(1)
+
+
+def test_the_image_carries_the_pure_core_compiled_for_its_own_interpreter() -> None:
+    defaults, (native, image) = stages()
+    python = defaults["PYTHON"]
+    # Both stages are the same CPython: the build serves only the interpreter it was made for.
+    assert native[0] == ("FROM", f"python:{python} AS native")
+    assert image[0] == ("FROM", f"python:{python}-slim")
+    assert ("ARG", "PYTHON") in image
+    build = " ".join(args for op, args in native if op == "RUN")
+    assert "python -m gateway.native_build" in build
+    # The compiler is the one `make native` uses, pinned as in the lock.
+    for name in ("mypy", "types-PyYAML"):
+        assert f'"{name}=={locked(name)}"' in build, name
+    # The build lands in the installed package, beside the sources it was compiled from.
+    workdir = next(args for op, args in native if op == "WORKDIR")
+    copied = [args.split() for op, args in image if op == "COPY" and args.startswith("--from")]
+    target = f"/usr/local/lib/python{python}/site-packages/gateway/_native"
+    assert copied == [["--from=native", f"{workdir}/gateway/_native", target]]
+    assert image.index(("COPY", " ".join(copied[0]))) > next(
+        i for i, (op, args) in enumerate(image) if op == "RUN" and "pip install" in args
+    )
 
 
 def test_dockerfile_bakes_in_no_secrets() -> None:
