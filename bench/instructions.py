@@ -2,6 +2,7 @@
 
     python -m bench.instructions [--peers nginx,floor,contract,gateway] [--requests 2000]
                                  [--scenario chat-1] [--base ../old-checkout] [--top 12]
+                                 [--keep DIR]
 
 CPU time per request on this shared VM swings by a third within minutes (docs/performance.md,
 "Six full runs"), and it swings more for the Python peers than for nginx, so even a ratio taken
@@ -27,7 +28,9 @@ counted at saturation, as in ``chat-1``.
 
 Also printed per peer: the C functions with the most instructions of their own (callgrind's
 ``Ir`` self cost), where in CPython the interpreter's own work shows as ``_PyEval_...`` and the
-object work as allocation, dict and attribute functions.
+object work as allocation, dict and attribute functions; and the split of its own costs by the
+file the code is in (``by_object_pct``: the interpreter, the event loop, the parsers, JSON, the
+compiled core, the C library). ``--keep DIR`` keeps each peer's dump for ``callgrind_annotate``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,16 +124,45 @@ def self_costs(text: str) -> dict[str, int]:
     compressed name, ``(id) name``, used later as ``(id)``); a cost line (position, then ``Ir``)
     right after ``calls=`` is the call's inclusive cost, so not the function's own. Parsed here
     rather than by ``callgrind_annotate``, which shows inclusive costs for a mid-run dump."""
-    names: dict[str, str] = {}
     costs: dict[str, int] = {}
+    for _, function, cost in _own_costs(text):
+        costs[function] = costs.get(function, 0) + cost
+    return costs
+
+
+def object_costs(text: str) -> dict[str, int]:
+    """The self costs summed by the file each function's code is in (``ob=``, shown by its
+    name without the directory): how a request's instructions split between the interpreter
+    (``libpython``, or the ``python`` executable when it is linked statically), the event loop
+    (uvloop's extension module, libuv inside it), the parsers and JSON (httptools, orjson), the
+    compiled core (``gateway/_native``'s module) and the C library."""
+    costs: dict[str, int] = {}
+    for obj, _, cost in _own_costs(text):
+        name = obj.rpartition("/")[2]
+        costs[name] = costs.get(name, 0) + cost
+    return costs
+
+
+def _own_costs(text: str) -> Iterator[tuple[str, str, int]]:
+    """(object file, function, own instructions) for each cost line of a dump that is not a
+    call's inclusive cost. Objects and functions have a compression table each (``ob=`` and
+    ``cob=`` share one, ``fn=`` and ``cfn=`` the other)."""
+    functions: dict[str, str] = {}
+    objects: dict[str, str] = {}
+    obj = "?"
     current: str | None = None
     after_call = False
     for line in text.splitlines():
         if line.startswith(("fn=", "cfn=")):
             key, _, rest = line.partition("=")
-            name = _name(rest, names)
+            name = _name(rest, functions)
             if key == "fn":
                 current = name
+        elif line.startswith(("ob=", "cob=")):
+            key, _, rest = line.partition("=")
+            name = _name(rest, objects)
+            if key == "ob":
+                obj = name
         elif line.startswith("calls="):
             after_call = True
         elif line[:1].isdigit() or line[:1] in ("+", "-", "*"):
@@ -139,8 +171,7 @@ def self_costs(text: str) -> dict[str, int]:
                 continue
             fields = line.split()
             if current is not None and len(fields) >= 2:
-                costs[current] = costs.get(current, 0) + int(fields[1])
-    return costs
+                yield obj, current, int(fields[1])
 
 
 def _name(field: str, names: dict[str, str]) -> str:
@@ -210,8 +241,11 @@ def count_peer(
     concurrency: int,
     scenario: str,
     top: int,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
-    """One peer under callgrind: instructions per request and its top functions."""
+    """One peer under callgrind: instructions per request, its top functions and its
+    instructions per request by object file; ``keep``: a directory to copy the serving
+    process's dump into (``<peer>.callgrind``, for ``callgrind_annotate --inclusive=yes``)."""
     load = next(x for x in LOADS if x.name == scenario)
     out_dir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
     try:
@@ -231,13 +265,26 @@ def count_peer(
         dumps = [out_dir / f"cg.{pid}.1" for pid in pids]
         totals = {path: total_instructions(path.read_bytes()) for path in dumps}
         busiest = max(totals, key=lambda path: totals[path])
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(busiest, keep / f"{peer.name}.callgrind")
+        dump = busiest.read_bytes()
+        by_object = object_costs(dump.decode(errors="replace"))
+        own_total = sum(by_object.values()) or 1
         return {
             "instructions_per_request": round(sum(totals.values()) / requests),
             "processes": len(dumps),
             "top_self": [
-                {"share_pct": share, "function": name}
-                for share, name in top_functions(busiest.read_bytes(), top)
+                {"share_pct": share, "function": name} for share, name in top_functions(dump, top)
             ],
+            # Shares, not counts: a mid-run dump's own costs add up to a little more than its
+            # summary (about 1.7 million instructions more whatever the number of requests:
+            # callgrind's ``totals:`` line, not this parser), so the split is of the own costs.
+            "by_object_pct": {
+                name: round(100 * cost / own_total, 2)
+                for name, cost in sorted(by_object.items(), key=lambda item: -item[1])
+                if cost >= own_total / 1000  # 0.1 % and up
+            },
         }
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -253,6 +300,7 @@ def measure(
     base: Path | None,
     top: int,
     parts: Sequence[str] = (),
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     starters = dict(STARTERS)
     if base is not None:
@@ -278,6 +326,7 @@ def measure(
                 concurrency=concurrency,
                 scenario=scenario,
                 top=top,
+                keep=keep,
             )
             print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
     finally:
@@ -345,6 +394,9 @@ def main() -> None:
         default="",
         help="also count the gateway with each of these parts stubbed (bench.ablate's names)",
     )
+    parser.add_argument(
+        "--keep", type=Path, help="copy each peer's callgrind dump into this directory"
+    )
     args = parser.parse_args()
     become_load_generator()
     result = measure(
@@ -356,6 +408,7 @@ def main() -> None:
         base=args.base,
         top=args.top,
         parts=[part for part in args.parts.split(",") if part],
+        keep=args.keep,
     )
     print(json.dumps(result, indent=1))
 
