@@ -374,6 +374,18 @@ def test_build_request_exact_body() -> None:
     assert req.headers["authorization"] == "Bearer sk-test"
     assert req.headers["accept"] == "text/event-stream"
     assert json.loads(req.body) == EXPECTED_BODY
+    assert list(json.loads(req.body)) == list(EXPECTED_BODY)  # the keys in the documented order
+
+
+def test_a_bare_request_sends_no_unset_setting() -> None:
+    adapter = make_adapter(OpenAIChatAdapter, model="gpt-test")
+    req = adapter.build_request(parse_request({"messages": [{"role": "user", "content": "Hi"}]}))
+    assert list(json.loads(req.body).items()) == [
+        ("model", "gpt-test"),
+        ("messages", [{"role": "user", "content": "Hi"}]),
+        ("stream", True),
+        ("stream_options", {"include_usage": True}),
+    ]
 
 
 def test_every_request_shares_the_adapters_read_only_headers() -> None:
