@@ -88,6 +88,7 @@ def _no_log() -> None:
 
     for module in (serve, session):
         _replace(module, "log_event", lambda *_, **__: None)
+    _replace(session, "log_fields", lambda *_, **__: None)  # the stream's line
 
 
 def _no_pricing() -> None:

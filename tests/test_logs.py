@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway import logs
-from gateway.logs import JSONFormatter, log_event, setup_logging
+from gateway.logs import JSONFormatter, log_event, log_fields, setup_logging
 
 
 @pytest.fixture
@@ -68,6 +68,22 @@ def test_the_direct_line_is_the_formatters_line(
     assert direct["event"] == "stream" and direct["level"] == "info"
     assert direct["logger"] == "gateway" and direct["code"] is None
     assert abs(direct["ts"] - formatted["ts"]) < 5
+
+
+def test_fields_in_a_dict_make_the_same_line_as_keywords(
+    gateway_logging: Callable[[], io.StringIO],
+) -> None:
+    stderr = gateway_logging()
+    fields = dict(FIELDS)
+    log_fields("stream", fields)
+    log_event("stream", **FIELDS)
+    log_fields("dropped", {"n": 1}, logging.DEBUG)  # under the level: nothing
+    log_fields("bad", {"n": 2}, logging.ERROR)
+    by_dict, by_keywords, bad = _lines(stderr)
+    assert _without_ts(by_dict) == _without_ts(by_keywords)
+    assert by_dict["event"] == "stream" and by_dict["route"] == "chat"
+    assert bad["level"] == "error" and bad["n"] == 2
+    assert fields == FIELDS  # the caller's dict is not changed
 
 
 def test_on_a_file_stream_the_line_goes_to_its_byte_layer_after_earlier_text(

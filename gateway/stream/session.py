@@ -47,7 +47,7 @@ from gateway.errors import (
 from gateway.events import Event
 from gateway.http import ClientRequest
 from gateway.httpexchange import Reply
-from gateway.logs import log_event
+from gateway.logs import log_event, log_fields
 from gateway.metrics import StreamRecord
 from gateway.pricing import cost_of
 from gateway.state import GatewayState
@@ -372,22 +372,25 @@ class StreamSession:
         duration = record.finished(now())
         self.meter.finished(record.usage)
         self.trace.finish(self)
-        log_event(
-            "stream",
-            route=self.route.name,
-            id=self.request_id,
-            app=record.app,
-            upstream=self.failover.served_by.target.provider,
-            outcome=record.outcome,
-            code=record.error_code,
-            ttft_ms=_ms(record.t_first_content, record.t0),
-            headers_ms=_ms(record.t_headers, record.t0),
-            duration_ms=round(duration * 1e6) / 1000,
-            events=record.events_written,
-            bytes=self.sink.bytes_written,
-            cost_usd=cost_of(record.usage),
-            **{k: v for k, v in record.usage.items() if isinstance(v, int)},
-        )
+        usage = record.usage
+        fields = {
+            "route": self.route.name,
+            "id": self.request_id,
+            "app": record.app,
+            "upstream": self.failover.served_by.target.provider,
+            "outcome": record.outcome,
+            "code": record.error_code,
+            "ttft_ms": _ms(record.t_first_content, record.t0),
+            "headers_ms": _ms(record.t_headers, record.t0),
+            "duration_ms": round(duration * 1e6) / 1000,
+            "events": record.events_written,
+            "bytes": self.sink.bytes_written,
+            "cost_usd": cost_of(usage),
+        }
+        for key, value in usage.items():
+            if isinstance(value, int):
+                fields[key] = value
+        log_fields("stream", fields)
 
 
 def _ms(t: float | None, t0: float) -> float | None:
