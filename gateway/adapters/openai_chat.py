@@ -130,7 +130,7 @@ class OpenAIChatAdapter(Adapter):
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The streaming ``/chat/completions`` request for ``request``."""
         # Built key by key, not with ``present(**...)``: every request of the commonest route
-        # comes here, and a call with a keyword dict and a comprehension cost 1 % of a 1-token
+        # comes here, and a call with a keyword dict and a comprehension cost 1.9 % of a 1-token
         # request (docs/performance.md). The keys keep ``present``'s order.
         model = self.model_for(request)
         body: dict[str, Any] = {} if model is None else {"model": model}
