@@ -187,11 +187,12 @@ class ResponsesTranslator(Translator):
         if data == "[DONE]":
             return _NOTHING
         try:  # load_object written out (it raises the protocol error below): a call less
-            doc = loads(data)
+            parsed = loads(data)
         except ValueError:
-            doc = None
-        if doc.__class__ is not dict:
-            doc = load_object(data, "openai-responses")
+            parsed = None
+        if not isinstance(parsed, dict):
+            parsed = load_object(data, "openai-responses")
+        doc: dict[str, Any] = parsed  # typed: compiled, ``doc.get`` is a direct dict lookup
         kind = doc.get("type")
         if kind == "response.output_text.delta":  # most events: ``_text`` written out
             piece = doc.get("delta")
