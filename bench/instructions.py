@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import re
@@ -61,7 +62,7 @@ from bench.peers import (
     start_upstream,
     wrapped,
 )
-from bench.scenarios import LOADS
+from bench.scenarios import LOADS, Load
 
 
 def _worker_as_root(conf: str) -> str:
@@ -83,6 +84,20 @@ SLOWDOWN = 40.0
 """How much longer a peer takes to start under callgrind than alone."""
 
 SUMMARY = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
+
+
+PACED_GAP_MS = 20
+"""The gap between a paced scenario's tokens under callgrind: a peer runs about fifty times
+slower there, and at the scenario's own 5 ms its reads would hold several tokens each; at 20 ms
+(with ``--concurrency 1``) every token is still its own read, as in ``chat-paced``."""
+
+SCENARIOS = ("chat-1", "chat-1-rate", "chat-paced")
+
+
+def counted_load(scenario: str) -> Load:
+    """The load of ``scenario`` as this module sends it (a paced one at :data:`PACED_GAP_MS`)."""
+    load = next(x for x in LOADS if x.name == scenario)
+    return dataclasses.replace(load, gap_ms=PACED_GAP_MS) if load.gap_ms else load
 
 
 def callgrind_prefix(out_dir: Path) -> list[str]:
@@ -246,7 +261,7 @@ def count_peer(
     """One peer under callgrind: instructions per request, its top functions and its
     instructions per request by object file; ``keep``: a directory to copy the serving
     process's dump into (``<peer>.callgrind``, for ``callgrind_annotate --inclusive=yes``)."""
-    load = next(x for x in LOADS if x.name == scenario)
+    load = counted_load(scenario)
     out_dir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
     try:
         with wrapped(callgrind_prefix(out_dir), SLOWDOWN):
@@ -271,8 +286,16 @@ def count_peer(
         dump = busiest.read_bytes()
         by_object = object_costs(dump.decode(errors="replace"))
         own_total = sum(by_object.values()) or 1
+        per_request = sum(totals.values()) / requests
         return {
-            "instructions_per_request": round(sum(totals.values()) / requests),
+            "instructions_per_request": round(per_request),
+            # A stream of many tokens: its instructions over its tokens (the request's own share,
+            # about a two-hundredth of a 1-token request's count, included).
+            **(
+                {"instructions_per_token": round(per_request / load.tokens)}
+                if load.tokens > 1
+                else {}
+            ),
             "processes": len(dumps),
             "top_self": [
                 {"share_pct": share, "function": name} for share, name in top_functions(dump, top)
@@ -386,7 +409,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--scenario", default="chat-1", choices=("chat-1", "chat-1-rate"))
+    parser.add_argument("--scenario", default="chat-1", choices=SCENARIOS)
     parser.add_argument("--base", type=Path, help="also count the gateway from this checkout")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument(

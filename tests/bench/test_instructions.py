@@ -11,7 +11,9 @@ import pytest
 
 from bench.floor import start_floor
 from bench.instructions import (
+    PACED_GAP_MS,
     count_peer,
+    counted_load,
     object_costs,
     part_costs,
     ratios,
@@ -20,6 +22,7 @@ from bench.instructions import (
     top_functions,
     total_instructions,
 )
+from bench.scenarios import LOADS
 from tests.support.system import require_binary
 
 # A mid-run dump as callgrind writes it: compressed names defined by fn= and cfn=, a call's
@@ -101,6 +104,13 @@ def test_object_costs_sum_self_costs_by_the_object_file_each_function_is_in() ->
 def test_top_functions_are_shares_of_the_self_costs_largest_first() -> None:
     assert top_functions(DUMP.encode(), 5) == [(70.0, "eval"), (30.0, "malloc")]
     assert top_functions(DUMP.encode(), 1) == [(70.0, "eval")]
+
+
+def test_a_paced_scenario_is_counted_with_wider_gaps_and_the_others_as_they_are() -> None:
+    paced = counted_load("chat-paced")
+    assert (paced.tokens, paced.gap_ms) == (200, PACED_GAP_MS)
+    assert PACED_GAP_MS > 5  # wider than the scenario's own: each token its own read
+    assert counted_load("chat-1") == next(x for x in LOADS if x.name == "chat-1")
 
 
 def test_serving_processes_are_the_leaves_of_the_tree() -> None:
