@@ -115,7 +115,7 @@ def test_metrics_are_eager_in_multiprocess_mode(
 
 
 async def test_histogram_exposition_is_what_direct_observations_give() -> None:
-    values = [0.0, 0.0004, 0.003, 0.003, 0.07, 1.0, 2.5, 45.0, 1e9]
+    values = [0.0, 0.0004, 0.003, 0.003, 0.07, 1.0, 2.5, 45.0, 1e9, float("nan")]
     direct_registry, _, _, direct = _families()
     for v in values:
         direct.labels("r").observe(v)
