@@ -38,6 +38,7 @@ from bench.peers import (
     PeerUnavailable,
     become_load_generator,
     ensure_installed,
+    in_turn,
     start_upstream,
 )
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     lost: list[dict[str, Any]] = []
     try:
         for rep in range(args.reps):
-            for name in peers:
+            for name in in_turn(peers):
                 if name in unavailable:
                     continue
                 log(f"rep {rep + 1}/{args.reps}: {name}")

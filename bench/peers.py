@@ -513,6 +513,25 @@ LAUNCHERS: dict[str, Callable[[int], Peer]] = {
 PEERS = tuple(LAUNCHERS)
 DEFAULT_PEERS = ("direct", "nginx", "litellm", "gateway")
 """Run without ``--peers`` (``gateway-resume`` and ``gateway-pool`` are asked for by name)."""
+MEASURED_IN_TURN = (
+    "direct",
+    "nginx",
+    "gateway",
+    "gateway-resume",
+    "gateway-pool",
+    "portkey",
+    "litellm",
+)
+"""The order in which one repetition measures its peers, whatever order ``--peers`` lists them
+in (the tables keep that one): nginx right before the gateway and its variants, so that the
+ratios to nginx compare neighbouring minutes, and the slow peers last. This VM's speed drifts
+by a fifth within minutes (docs/performance.md, "Six full runs"); with LiteLLM and Portkey
+between them, nginx and the gateway were measured nine minutes apart."""
+
+
+def in_turn(peers: list[str]) -> list[str]:
+    """``peers`` in :data:`MEASURED_IN_TURN` order."""
+    return sorted(peers, key=MEASURED_IN_TURN.index)
 
 
 # -- installing what the peers need ------------------------------------------------------------

@@ -14,9 +14,12 @@ import pytest
 import yaml
 
 from bench.peers import (
+    MEASURED_IN_TURN,
+    PEERS,
     cpu_seconds,
     cpu_times,
     gateway_config,
+    in_turn,
     with_pool,
     with_redis_resume,
     with_resume,
@@ -86,3 +89,12 @@ def test_cpu_times_splits_a_process_cpu_into_user_and_system() -> None:
     assert system1 >= system0
     assert cpu_seconds([pid]) == pytest.approx(user1 + system1, abs=0.05)
     assert cpu_times([2**22 + 1]) == (0.0, 0.0)  # a process that is gone counts nothing
+
+
+def test_a_repetition_measures_nginx_right_before_the_gateway_whatever_the_order_asked() -> None:
+    # The headline ratios are gateway / nginx; measured nine minutes apart (LiteLLM and Portkey
+    # between them) they met different host speeds.
+    asked = ["direct", "nginx", "litellm", "portkey", "gateway"]
+    assert in_turn(asked) == ["direct", "nginx", "gateway", "portkey", "litellm"]
+    assert in_turn(["gateway-pool", "gateway", "nginx"]) == ["nginx", "gateway", "gateway-pool"]
+    assert sorted(MEASURED_IN_TURN) == sorted(PEERS)  # a new peer gets its turn
