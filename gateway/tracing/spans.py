@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -132,6 +132,12 @@ class StreamSpan:
         """Wall-clock nanoseconds of the ``time.monotonic()`` reading ``t``."""
         return self._wall + int((t - self._mono) * 1e9)
 
+    def now_ns(self) -> int:
+        """Now, on this span's clock (:meth:`ns` of ``time.monotonic()``): its attempts' times
+        too, so that no child ends after its parent (``time.time_ns()`` and a mapped monotonic
+        reading can disagree by microseconds)."""
+        return self.ns(time.monotonic())
+
     def attempt(self, target: str, provider: str, url: str, method: str = "POST") -> AttemptSpan:
         """Open a CLIENT child span for one upstream attempt (``target``: the bounded label of
         the deployment or fallback; ``provider``: its adapter registry name; ``url``: the
@@ -150,7 +156,7 @@ class StreamSpan:
             trace_flags=SAMPLED,
             trace_state=parent.trace_state,
         )
-        attempt = AttemptSpan(self._tracing, method, context, parent, attributes)
+        attempt = AttemptSpan(self._tracing, method, context, parent, attributes, self.now_ns)
         self._attempts.append(attempt)
         return attempt
 
@@ -208,7 +214,7 @@ class StreamSpan:
         if abort_phase is not None:
             attributes["gateway.abort_phase"] = abort_phase
         if outcome == "client_abort" or aborted is not None:
-            when = self.ns(aborted) if aborted is not None else time.time_ns()
+            when = self.ns(aborted) if aborted is not None else self.now_ns()
             phase = {"gateway.abort_phase": abort_phase} if abort_phase else None
             events.append(Event("gateway.client_abort", attributes=phase, timestamp=when))
         if self._tracing.capture_content:
@@ -222,7 +228,7 @@ class StreamSpan:
             code = error_code or outcome
             attributes["error.type"] = code
             status = Status(StatusCode.ERROR, code)
-        end = self.ns(ended) if ended is not None else time.time_ns()
+        end = self.ns(ended) if ended is not None else self.now_ns()
         self._tracing.emit(
             self.name,
             self.context,
@@ -239,7 +245,16 @@ class StreamSpan:
 class AttemptSpan:
     """One upstream attempt's CLIENT span. ``end`` ends it (once; later calls do nothing)."""
 
-    __slots__ = ("_attributes", "_ended", "_start", "_tracing", "context", "name", "parent")
+    __slots__ = (
+        "_attributes",
+        "_ended",
+        "_now",
+        "_start",
+        "_tracing",
+        "context",
+        "name",
+        "parent",
+    )
 
     def __init__(
         self,
@@ -248,13 +263,16 @@ class AttemptSpan:
         context: SpanContext,
         parent: SpanContext,
         attributes: dict[str, Any],
+        now: Callable[[], int],
     ) -> None:
         self._tracing = tracing
         self.name = name
         self.context = context
         self.parent = parent
         self._attributes = attributes
-        self._start = time.time_ns()
+        self._now = now
+        """The stream span's clock (:meth:`StreamSpan.now_ns`)."""
+        self._start = now()
         self._ended = False
 
     def inject_headers(self) -> dict[str, str]:
@@ -292,6 +310,6 @@ class AttemptSpan:
             SpanKind.CLIENT,
             attributes,
             self._start,
-            time.time_ns(),
+            self._now(),
             status=span_status,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from gateway.tracing import StreamSpan
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.tracing.conftest import MakeTracing, flush
@@ -219,3 +221,25 @@ async def test_finish_is_once_and_ends_open_attempts(
     assert "http.response.status_code" not in client.attributes
     assert client.end_ns <= server.end_ns
     assert tracing.processor.enqueued == 2
+
+
+async def test_an_attempt_stays_inside_its_stream_span_when_the_wall_clock_steps(
+    make_tracing: MakeTracing, receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream span maps monotonic readings to wall time once, at its start; an attempt that
+    # read the wall clock itself ended after its parent when the two disagreed (by microseconds
+    # under load, by seconds after an NTP step).
+    tracing = make_tracing()
+    t0 = time.monotonic()
+    span = start(tracing.start_stream({}, "demo", request_model="m", provider="simulated"))
+    stepped = time.time_ns() + 5_000_000_000
+    monkeypatch.setattr(time, "time_ns", lambda: stepped)  # the wall clock jumps 5 s ahead
+    attempt = span.attempt("primary", "simulated", "http://127.0.0.1:1/x")
+    attempt.end(200)
+    span.finish(outcome="completed", ended=time.monotonic(), first_content=t0)
+    monkeypatch.undo()
+    await flush(tracing)
+    spans = await receiver.wait_for(2)
+    server, client = one(spans, "SERVER"), one(spans, "CLIENT")
+    assert server.start_ns <= client.start_ns <= client.end_ns <= server.end_ns
+    assert server.end_ns - server.start_ns < 1_000_000_000
