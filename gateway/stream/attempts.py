@@ -26,7 +26,9 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
     scrub_error,
+    scrub_error_data,
 )
+from gateway.events import ERROR, Event
 from gateway.metrics import StreamRecord
 from gateway.passthrough import FrameTap
 from gateway.pipeline import UsageHook
@@ -56,6 +58,16 @@ class Attempt:
     """The model this attempt calls (what ``created``, the price and the trace report)."""
     tap: FrameTap | None = None
     """A front door's same-API pass-through channel (:mod:`gateway.passthrough`), or none."""
+
+    def scrub(self, exc: GatewayError) -> GatewayError:
+        """``exc`` without this attempt's provider credential (defence in depth)."""
+        return scrub_error(exc, self.target.upstream.api_key)
+
+    def scrub_event(self, event: Event) -> Event:
+        """An ``error`` event without this attempt's provider credential in its message
+        (providers echo keys in errors)."""
+        data = scrub_error_data(event.data, self.target.upstream.api_key)
+        return event if data is event.data else Event(ERROR, data)
 
 
 class Opening(Protocol):
@@ -173,7 +185,7 @@ class Failover:
                     if source is not None:  # failed while held back: count it here
                         stream.record.attempt(attempt.target.label, attempt_result(exc))
                         stream.trace.attempt_failed(exc)
-                    last = _scrub(exc, attempt)
+                    last = attempt.scrub(exc)
                     if leased and self._upstream_fault(exc):
                         choices.failed(exc, source)
                     if sink.started or not self._may_fall_back(exc):
@@ -258,11 +270,6 @@ class Failover:
         stream.record.upstream_retry()
         stream.clear_failure()
         stream.deadlines.rearm_now()  # the timer stops once a pipeline is done: restart it
-
-
-def _scrub(exc: GatewayError, attempt: Attempt) -> GatewayError:
-    """Remove the provider credential from an upstream error (defence in depth)."""
-    return scrub_error(exc, attempt.target.upstream.api_key)
 
 
 def attempt_result(exc: GatewayError) -> str:

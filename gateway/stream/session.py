@@ -42,7 +42,6 @@ from gateway.errors import (
     LimitExceeded,
     ShutdownError,
     UpstreamError,
-    scrub_error_data,
 )
 from gateway.events import Event
 from gateway.http import ClientRequest
@@ -51,7 +50,7 @@ from gateway.logs import log_event, log_fields
 from gateway.metrics import StreamRecord
 from gateway.pricing import cost_of
 from gateway.state import GatewayState
-from gateway.stream.attempts import Attempt, Failover
+from gateway.stream.attempts import Failover
 from gateway.stream.choices import choices_for
 from gateway.stream.deadlines import Deadlines
 from gateway.stream.drain import drain
@@ -255,7 +254,7 @@ class StreamSession:
         if not events:
             return
         if events[-1].type == ev.ERROR:  # once per stream: providers echo keys in errors
-            events[-1] = _scrub_event(events[-1], self.failover.served_by)
+            events[-1] = self.failover.served_by.scrub_event(events[-1])
         sink = self.sink
         data, count = sink.frame(events)
         if count < len(events):
@@ -395,9 +394,3 @@ class StreamSession:
 
 def _ms(t: float | None, t0: float) -> float | None:
     return None if t is None else round((t - t0) * 1e6) / 1000  # ms to 3 places, no decimal round
-
-
-def _scrub_event(event: Event, attempt: Attempt) -> Event:
-    """An ``error`` event without the provider credential in its message."""
-    data = scrub_error_data(event.data, attempt.target.upstream.api_key)
-    return event if data is event.data else Event(ev.ERROR, data)
