@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -87,18 +87,38 @@ def _url_attributes(url: str) -> Mapping[str, Any]:
     return MappingProxyType(attributes)
 
 
+class SpanClock:
+    """A stream's clock: ``time.monotonic()`` readings as wall-clock nanoseconds, against the
+    pair of readings (``wall``, ``mono``) taken when its span started. The stream span and its
+    attempts share it, so that no child ends after its parent (``time.time_ns()`` and a mapped
+    monotonic reading can disagree by microseconds, by seconds after an NTP step)."""
+
+    __slots__ = ("mono", "wall")
+
+    def __init__(self, wall: int, mono: float) -> None:
+        self.wall = wall
+        self.mono = mono
+
+    def ns(self, t: float) -> int:
+        """Wall-clock nanoseconds of the ``time.monotonic()`` reading ``t``."""
+        return self.wall + int((t - self.mono) * 1e9)
+
+    def now(self) -> int:
+        """Now, in wall-clock nanoseconds."""
+        return self.ns(time.monotonic())
+
+
 class StreamSpan:
     """One sampled stream's span. ``finish`` ends it (once; later calls do nothing)."""
 
     __slots__ = (
         "_attempts",
         "_attributes",
+        "_clock",
         "_ended",
-        "_mono",
         "_start",
         "_started",
         "_tracing",
-        "_wall",
         "context",
         "name",
         "parent",
@@ -122,21 +142,14 @@ class StreamSpan:
         self.parent = parent
         self._attributes = attributes
         self._start = start
-        self._wall = wall
-        self._mono = mono
+        self._clock = SpanClock(wall, mono)
         self._started = started
         self._attempts: list[AttemptSpan] = []
         self._ended = False
 
     def ns(self, t: float) -> int:
-        """Wall-clock nanoseconds of the ``time.monotonic()`` reading ``t``."""
-        return self._wall + int((t - self._mono) * 1e9)
-
-    def now_ns(self) -> int:
-        """Now, on this span's clock (:meth:`ns` of ``time.monotonic()``): its attempts' times
-        too, so that no child ends after its parent (``time.time_ns()`` and a mapped monotonic
-        reading can disagree by microseconds)."""
-        return self.ns(time.monotonic())
+        """Wall-clock nanoseconds of the ``time.monotonic()`` reading ``t`` (:class:`SpanClock`)."""
+        return self._clock.ns(t)
 
     def attempt(self, target: str, provider: str, url: str, method: str = "POST") -> AttemptSpan:
         """Open a CLIENT child span for one upstream attempt (``target``: the bounded label of
@@ -156,7 +169,7 @@ class StreamSpan:
             trace_flags=SAMPLED,
             trace_state=parent.trace_state,
         )
-        attempt = AttemptSpan(self._tracing, method, context, parent, attributes, self.now_ns)
+        attempt = AttemptSpan(self._tracing, method, context, parent, attributes, self._clock)
         self._attempts.append(attempt)
         return attempt
 
@@ -214,7 +227,7 @@ class StreamSpan:
         if abort_phase is not None:
             attributes["gateway.abort_phase"] = abort_phase
         if outcome == "client_abort" or aborted is not None:
-            when = self.ns(aborted) if aborted is not None else self.now_ns()
+            when = self.ns(aborted) if aborted is not None else self._clock.now()
             phase = {"gateway.abort_phase": abort_phase} if abort_phase else None
             events.append(Event("gateway.client_abort", attributes=phase, timestamp=when))
         if self._tracing.capture_content:
@@ -228,7 +241,7 @@ class StreamSpan:
             code = error_code or outcome
             attributes["error.type"] = code
             status = Status(StatusCode.ERROR, code)
-        end = self.ns(ended) if ended is not None else self.now_ns()
+        end = self.ns(ended) if ended is not None else self._clock.now()
         self._tracing.emit(
             self.name,
             self.context,
@@ -247,8 +260,8 @@ class AttemptSpan:
 
     __slots__ = (
         "_attributes",
+        "_clock",
         "_ended",
-        "_now",
         "_start",
         "_tracing",
         "context",
@@ -263,16 +276,16 @@ class AttemptSpan:
         context: SpanContext,
         parent: SpanContext,
         attributes: dict[str, Any],
-        now: Callable[[], int],
+        clock: SpanClock,
     ) -> None:
         self._tracing = tracing
         self.name = name
         self.context = context
         self.parent = parent
         self._attributes = attributes
-        self._now = now
-        """The stream span's clock (:meth:`StreamSpan.now_ns`)."""
-        self._start = now()
+        self._clock = clock
+        """Its stream span's clock."""
+        self._start = clock.now()
         self._ended = False
 
     def inject_headers(self) -> dict[str, str]:
@@ -310,6 +323,6 @@ class AttemptSpan:
             SpanKind.CLIENT,
             attributes,
             self._start,
-            self._now(),
+            self._clock.now(),
             status=span_status,
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 
 import pytest
 
 from gateway.tracing import StreamSpan
+from gateway.tracing.spans import AttemptSpan
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.tracing.conftest import MakeTracing, flush
 
@@ -243,3 +245,26 @@ async def test_an_attempt_stays_inside_its_stream_span_when_the_wall_clock_steps
     server, client = one(spans, "SERVER"), one(spans, "CLIENT")
     assert server.start_ns <= client.start_ns <= client.end_ns <= server.end_ns
     assert server.end_ns - server.start_ns < 1_000_000_000
+
+
+def test_a_finished_span_and_its_attempts_are_freed_without_the_collector(
+    make_tracing: MakeTracing,
+) -> None:
+    # The stream path leaves no reference cycle (tests/stream/test_session.py); a traced
+    # stream's spans, which share their clock, must not bring one back.
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, StreamSpan | AttemptSpan))
+
+    tracing = make_tracing()
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        span = start(tracing.start_stream({}, "demo", request_model="m", provider="simulated"))
+        span.attempt("primary", "simulated", "http://127.0.0.1:1/x")
+        span.finish(outcome="completed")
+        assert alive() == before + 2
+        del span
+        assert alive() == before
+    finally:
+        gc.enable()
