@@ -232,13 +232,12 @@ async def test_an_attempt_stays_inside_its_stream_span_when_the_wall_clock_steps
     # read the wall clock itself ended after its parent when the two disagreed (by microseconds
     # under load, by seconds after an NTP step).
     tracing = make_tracing()
-    t0 = time.monotonic()
     span = start(tracing.start_stream({}, "demo", request_model="m", provider="simulated"))
     stepped = time.time_ns() + 5_000_000_000
     monkeypatch.setattr(time, "time_ns", lambda: stepped)  # the wall clock jumps 5 s ahead
     attempt = span.attempt("primary", "simulated", "http://127.0.0.1:1/x")
     attempt.end(200)
-    span.finish(outcome="completed", ended=time.monotonic(), first_content=t0)
+    span.finish(outcome="completed", ended=time.monotonic())
     monkeypatch.undo()
     await flush(tracing)
     spans = await receiver.wait_for(2)
