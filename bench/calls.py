@@ -50,9 +50,9 @@ from bench.scenarios import LOADS
 ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 """A code object with one of these flags runs as a coroutine (or an async generator): the hook
 sees a ``call`` event at its start and at every resumption."""
-START = bytes((dis.opmap["RESUME"], 0)) if "RESUME" in dis.opmap else None
-"""The instruction a coroutine's frame is at when the hook sees its start (CPython 3.11+:
-``RESUME 0``; a resumption is at ``RESUME`` 1-3)."""
+START = bytes((dis.opmap["RESUME"], 0))
+"""The instruction a coroutine's frame is at when the hook sees its start (``RESUME 0``; at a
+resumption it is at ``RESUME`` 1-3)."""
 ROOT = f"{Path(__file__).resolve().parents[1]}/"
 """The checkout this module is in (its files are named from there)."""
 SLOWDOWN = 4.0
