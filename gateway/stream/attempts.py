@@ -235,7 +235,8 @@ class Failover:
         source = Source(attempt, upstream, self._max_event_bytes, answered, hook)
         if retry_429:  # the last target: the response starts now (contract 5 rule 6)
             record.attempt(attempt.target.label, "ok")
-        stream.deadlines.wake_by(answered + attempt.target.timeouts.first_event)
+        timeouts = attempt.target.timeouts
+        stream.deadlines.upstream_answered(answered, timeouts.first_event, timeouts.idle)
         return source
 
     def _may_fall_back(self, exc: GatewayError) -> bool:

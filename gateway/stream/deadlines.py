@@ -91,7 +91,7 @@ class Deadlines:
     def start(self, t0: float) -> None:
         """The stream opened at ``t0``: the first heartbeat, or the stream's end, whichever is
         first (an upstream that answers and a response that starts add theirs:
-        :meth:`wake_by`, :meth:`response_started`)."""
+        :meth:`upstream_answered`, :meth:`response_started`)."""
         self.arm(min(t0 + self.heartbeat_interval, self.deadline_total))
 
     def arm(self, when: float) -> None:
@@ -106,6 +106,13 @@ class Deadlines:
         is moved only if it would fire later."""
         if self._timer is None or when < self._when:
             self.arm(when)
+
+    def upstream_answered(self, at: float, first_event: float, idle: float) -> None:
+        """An upstream answered at ``at``: its first event is due within ``first_event``, each
+        later one within ``idle`` of the last read. The first event turns one limit into the
+        other at a read the timer is not told of, so the timer looks again by ``at + idle`` as
+        well (and every ``idle`` while the first event is awaited: :meth:`_tick`)."""
+        self.wake_by(at + min(first_event, idle))
 
     def response_started(self) -> None:
         """The response head went out: from now on the timer checks for a stalled client at
@@ -168,6 +175,8 @@ class Deadlines:
                 stream.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
                 self.arm(t + self.write_timeout / 2)  # the terminal write keeps its stall guard
                 return
+            if not got_event:  # when it comes, a silence after it is due within ``idle``
+                upstream_deadline = min(upstream_deadline, t + timeouts.idle)
             nxt = min(nxt, upstream_deadline)
         beat = sink.last_write + self.heartbeat_interval
         if t >= beat:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -209,15 +210,28 @@ async def test_first_event_timeout_before_heartbeat_is_504(upstream: FakeUpstrea
     assert json.loads(raw)["error"]["code"] == "upstream_timeout"
 
 
-async def test_idle_timeout_midstream_is_an_error_event(upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("first_after", [0.0, 1.0], ids=["first-at-once", "first-after-1s"])
+async def test_idle_timeout_midstream_is_an_error_event(
+    upstream: FakeUpstream, first_after: float
+) -> None:
+    """``idle`` shorter than ``first_event``: a first event later than ``idle`` is waited for,
+    and the silence after it ends the stream once ``idle`` passed, not at the next timer tick
+    the stream had anyway (a heartbeat's, 15 s later)."""
     data = fixture_bytes("openai_chat_basic.sse")
-    upstream.push(Script(chunks=[(0, data[:400])], headers=SSE, hang_after=True))
-    doc = {"routes": [route("r", "openai-chat", upstream.url, timeouts={"idle": "300ms"})]}
+    two_events = data[: data.index(b"\n\n", data.index(b"\n\n") + 2) + 2]  # role, then text
+    upstream.push(Script(chunks=[(first_after, two_events)], headers=SSE, hang_after=True))
+    timeouts = {"first_event": "30s", "idle": "300ms"}
+    doc = {"routes": [route("r", "openai-chat", upstream.url, timeouts=timeouts)]}
     async with running_gateway(doc) as gw:
         async with aiohttp.ClientSession() as s:
+            started = time.monotonic()
             events = await collect(s, f"{gw.url}/v1/stream/r", HELLO)
+            elapsed = time.monotonic() - started
         await asyncio.wait_for(upstream.seen[0].closed.wait(), 2)
+    assert any(e.type == "delta" for e in events)  # the late first event was waited for
     assert events[-1].type == "error" and events[-1].data["code"] == "upstream_timeout"
+    assert "went silent for 0.3s" in events[-1].data["message"]
+    assert elapsed < first_after + 5  # the silence's 0.3 s, far from the heartbeat's 15 s
 
 
 @pytest.mark.parametrize(
