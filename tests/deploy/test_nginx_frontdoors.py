@@ -123,9 +123,12 @@ async def test_closing_the_sdk_stream_through_nginx_reaches_the_provider_within_
         "provider": provider,
         "upstream": {"base_url": upstream.url, "model": "m"},
     }
+    # A front door sends its headers with the first event, or with the first heartbeat when the
+    # model is silent: the SDK's call returns only then (before_first_token waits for it).
+    server = {"heartbeat_interval": "500ms"}
     try:
         async with (
-            running_gateway({"routes": [route]}) as gw,
+            running_gateway({"server": server, "routes": [route]}) as gw,
             running_nginx(tmp_path, gw.port) as nginx,
         ):
             opening = asyncio.ensure_future(open_sdk_stream(door, nginx.url))
