@@ -5,8 +5,9 @@
 :data:`IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
 (``max_connections``, 0 = none: a request waits for a free slot), a DNS cache (:data:`DNS_TTL`),
 TLS with certificate and host name verification (the system's default context). A request on a
-reused connection that the upstream closed before answering is sent once more on a fresh
-connection (the keep-alive race; nothing reached the model).
+reused connection that the upstream closed before answering is sent once more on a new
+connection, never another pooled one (the keep-alive race, or every idle connection dropped
+unseen by a restart or a load balancer; nothing reached the model).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ DNS_TTL = 300.0
 """Seconds a resolved host name is reused."""
 IDLE_KEEPALIVE = 30.0
 """Seconds an idle pooled connection is kept open."""
+
+
+def _raced(conn: _Conn) -> bool:
+    """Whether a pooled connection lost the keep-alive race: the upstream closed it before
+    answering, or answered 408 (its idle timeout ran out as the request came; browsers retry
+    that too). Either way no model saw the request; it is sent again on a new connection."""
+    if conn.status:
+        return conn.status == 408
+    return not isinstance(conn.error, (GatewayError, TimeoutError))
 
 
 class RawClient:
@@ -73,8 +83,8 @@ class RawClient:
         data = head + b"%d\r\n\r\n" % len(body) + body
         await self._slot(deadline)
         try:
-            for _ in range(2):
-                conn, reused = await self._connection(key, connect, deadline)
+            for fresh in (False, True):  # a retry never takes another pooled connection
+                conn, reused = await self._connection(key, connect, deadline, fresh)
                 try:
                     conn.start(data, deadline)
                     while not conn.status and conn.error is None:
@@ -82,13 +92,15 @@ class RawClient:
                 except BaseException:
                     conn.abort()
                     raise
+                if reused and _raced(conn):
+                    conn.abort()
+                    continue
                 if conn.status:
                     return RawResponse(conn)
                 conn.abort()
                 if isinstance(conn.error, (GatewayError, TimeoutError)):
                     raise conn.error
-                if not reused:
-                    raise UpstreamConnectError("upstream closed the connection")
+                break
             raise UpstreamConnectError("upstream closed the connection")
         except BaseException:
             self.done()
@@ -106,11 +118,15 @@ class RawClient:
                 return cached[1], cached[2]
         key, line, host = self._target(method, url)
         lines = [line]
+        coding = "Accept-Encoding: identity\r\n"  # a token's bytes as sent, not zlib's batch
         for name, value in headers.items():
             lines.append(f"{name}: {value}\r\n")
-            if host and name.lower() == "host":
+            lower = name.lower()
+            if lower == "host":
                 host = ""  # the adapter's own (a signed request)
-        lines.append(f"{host}Content-Length: ")
+            elif lower == "accept-encoding":
+                coding = ""
+        lines.append(f"{host}{coding}Content-Length: ")
         head = "".join(lines).encode("latin-1")
         if shared and len(self._heads) < 1024:  # the entry keeps ``headers`` alive: its id too
             self._heads[(method, url, id(headers))] = (headers, key, head)
@@ -135,9 +151,10 @@ class RawClient:
         )
 
     async def _connection(
-        self, key: Key, connect: float, deadline: float | None
+        self, key: Key, connect: float, deadline: float | None, fresh: bool = False
     ) -> tuple[_Conn, bool]:
-        idle = self._idle.get(key)
+        """A connection to ``key`` and whether it was pooled: an idle one unless ``fresh``."""
+        idle = None if fresh else self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed:

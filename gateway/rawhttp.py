@@ -12,10 +12,11 @@ docs/hot-path.md follows the token on to the client's socket.
 :class:`gateway.rawclient.RawClient` is the pool (keep-alive, DNS cache, TLS, connection cap).
 
 It covers what the gateway's upstreams need: HTTP/1.1, ``Content-Length``, chunked or
-read-to-close bodies, gzip/deflate. What it does not do (proxies from the environment, HTTP
-redirects, HTTP/2) is what ``server.upstream_client: aiohttp`` is for (see
-docs/configuration.md). Errors are the gateway's own (:mod:`gateway.errors`) or ``OSError`` /
-``TimeoutError``, which :mod:`gateway.upstream` maps like the aiohttp client's.
+read-to-close bodies, interim (1xx) answers skipped, a capped head, gzip and deflate (a request
+asks for neither). What it does not do (proxies from the environment, HTTP redirects, HTTP/2)
+is what ``server.upstream_client: aiohttp`` is for (see docs/configuration.md). Errors are the
+gateway's own (:mod:`gateway.errors`) or ``OSError`` / ``TimeoutError``, which
+:mod:`gateway.upstream` maps like the aiohttp client's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ LINGER = 1.0
 """Seconds a finished stream's connection waits for the end of its HTTP response to be pooled."""
 HIGH_WATER = 256 * 1024
 """Unread response bytes above which the connection stops reading (backpressure)."""
+MAX_HEAD = 64 * 1024
+"""Bytes a response head (with any interim heads before it) may take: past them the answer
+is an error, as aiohttp's client caps its header lines, not a buffer that grows as sent."""
+CODINGS = {b"gzip": 31, b"x-gzip": 31, b"deflate": zlib.MAX_WBITS}
+"""The content codings decoded (zlib's window bits for each). A request asks for none
+(``Accept-Encoding: identity``, :mod:`gateway.rawclient`); any other coding is an error."""
 
 Key = tuple[str, str, int]
 
@@ -83,6 +90,8 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "_decompress",
+        "_head_size",
+        "_interim",
         "_pool",
         "_size",
         "_until_close",
@@ -113,8 +122,11 @@ class _Conn(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.pending: list[bytes] = []
         self._size = 0
+        self._head_size = 0
         self._decompress: zlib._Decompress | None = None
         self._until_close = False
+        self._interim = False
+        """An interim (1xx) answer's head was parsed and its message has not ended yet."""
         self.complete = False
         self.keep_alive = False
         self.closed = False
@@ -146,6 +158,11 @@ class _Conn(asyncio.Protocol):
         if consumer is not None and self.pending and self.error is None:
             consumer(self.take())  # the push path: gateway/stream/push.py
             return
+        if not self.status:  # the head is still coming: its size is capped
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD:
+                self._fail(UpstreamError(f"upstream sent a response head over {MAX_HEAD} bytes"))
+            return
         if self._size > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -169,20 +186,29 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
-        self._pool.heads.clear(self)
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
-        framed = self.status in (204, 304)
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue, 103 Early Hints): not the response
+            self.headers = []  # (RFC 9110 15.2); llhttp parses the next head as a new message,
+            self._interim = True  # and a 101 makes feed_data raise HttpParserUpgrade
+            return
+        framed = status in (204, 304)
         for name, value in self.headers:
             if name == b"content-length" or name == b"transfer-encoding":
                 framed = True
             elif name == b"content-encoding":
                 coding = value.strip().lower()
-                if coding in (b"gzip", b"deflate"):
-                    bits = 31 if coding == b"gzip" else zlib.MAX_WBITS
+                bits = CODINGS.get(coding)
+                if bits is not None:
                     self._decompress = zlib.decompressobj(bits)
+                elif coding and coding != b"identity":
+                    coding_name = coding.decode("latin-1")[:40]
+                    self._fail(UpstreamError(f"upstream sent content-encoding {coding_name!r}"))
+                    return
+        self._pool.heads.clear(self)
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
         self._until_close = not framed
-        if self.status < 300:
+        if status < 300:
             self.headers = []  # only an error answer's headers are read (Retry-After)
         self._wake()
 
@@ -197,6 +223,9 @@ class _Conn(asyncio.Protocol):
                 waiter.set_result(None)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         if self.linger_timer is not None:
             self._settle()
@@ -246,6 +275,8 @@ class _Conn(asyncio.Protocol):
         self.headers = []
         self._decompress = None
         self._until_close = False
+        self._interim = False
+        self._head_size = 0
         self.complete = False
         self.keep_alive = False
         self.error = None

@@ -8,6 +8,7 @@ keep-alive race retry, the connection cap, the body framings, gzip, TLS verifica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import gzip
 import ssl
@@ -18,9 +19,9 @@ from types import MappingProxyType
 import pytest
 
 from gateway import rawclient
-from gateway.errors import UpstreamConnectError, UpstreamTruncated
+from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTruncated
 from gateway.rawclient import RawClient
-from gateway.rawhttp import AVAILABLE, RawResponse, _Conn, use_raw
+from gateway.rawhttp import AVAILABLE, MAX_HEAD, RawResponse, _Conn, use_raw
 from gateway.upstream import _error_body
 from tests.support.gateway import wait_for
 
@@ -235,6 +236,79 @@ async def test_a_pooled_connection_the_upstream_closed_is_replaced(client: RawCl
     await server.stop()
 
 
+async def test_stale_pooled_connections_are_retried_on_a_fresh_one(client: RawClient) -> None:
+    """Every idle connection was dropped by the upstream unseen (a restart, a load balancer's
+    idle cut): the request is sent once more on a new connection, not on the next stale one."""
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n{}")
+            writer.write(chunked(b"a"))
+            await reader.readuntil(b"\r\n\r\n{}")  # the next request: closed unanswered
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    streams = await asyncio.gather(*(post(client, port) for _ in range(3)))
+    for stream in streams:
+        assert await body_of(stream) == b"a"
+        stream.close()
+    assert client.idle_connections == 3
+    assert await body_of(await post(client, port)) == b"a"
+    assert len(writers) == 4  # the three pooled ones tried once between them, then a new one
+    for writer in writers:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_408_on_a_pooled_connection_is_retried_on_a_new_one(client: RawClient) -> None:
+    timed_out = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    replies = iter([chunked(b"a"), timed_out, chunked(b"b")])
+    server = await serve(lambda _: next(replies))
+    assert await body_of(await post(client, server.port)) == b"a"
+    assert await body_of(await post(client, server.port)) == b"b"
+    assert server.connections == 2
+    await server.stop()
+    server = await serve(lambda _: timed_out)
+    stream = await post(client, server.port)  # on a new connection a 408 is the answer
+    assert stream.status == 408
+    assert server.connections == 1
+    await server.stop()
+
+
+async def test_interim_answers_are_skipped(client: RawClient) -> None:
+    """A 1xx answer (100 Continue, 103 Early Hints) is not the response (RFC 9110 15.2): the
+    request waits for the final head, and the connection stays in step for the next request."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    replies = iter([interim, chunked(b"second")])
+    server = await serve(lambda _: next(replies))
+    first = asyncio.ensure_future(post(client, server.port))
+    await wait_for(lambda: server.requests)
+    await asyncio.sleep(0.05)
+    assert not first.done()  # only the interim answers came: the response is still awaited
+    server.writers[0].write(chunked(b"first"))
+    stream = await asyncio.wait_for(first, 1)
+    assert stream.status == 200
+    assert await body_of(stream) == b"first"
+    stream.close()
+    assert await body_of(await post(client, server.port)) == b"second"
+    assert server.connections == 1
+    await server.stop()
+
+
+async def test_an_interim_answer_does_not_meet_the_head_deadline(client: RawClient) -> None:
+    server = await serve(lambda _: b"HTTP/1.1 100 Continue\r\n\r\n", hold=True)
+    url = f"http://127.0.0.1:{server.port}/v1"
+    deadline = asyncio.get_running_loop().time() + 0.1
+    with pytest.raises(TimeoutError):
+        await client.request("POST", url, {}, b"", 5, deadline)
+    await server.stop()
+
+
 async def test_content_length_read_to_close_and_gzip_bodies(client: RawClient) -> None:
     replies = iter(
         [
@@ -252,6 +326,41 @@ async def test_content_length_read_to_close_and_gzip_bodies(client: RawClient) -
     zipped = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%b"
     server = await serve(lambda _: zipped % (len(packed), packed))
     assert await body_of(await post(client, server.port)) == b"data: zipped\n\n"
+    await server.stop()
+
+
+async def test_a_request_asks_for_no_content_coding(client: RawClient) -> None:
+    server = await serve(lambda _: chunked(b"a"))
+    url = f"http://127.0.0.1:{server.port}/v1"
+    await client.request("POST", url, {}, b"", 5)
+    await client.request("POST", url, {"Accept-Encoding": "gzip"}, b"", 5)  # an adapter's own
+    first, second = server.requests
+    assert b"\r\nAccept-Encoding: identity\r\n" in first
+    assert b"\r\nAccept-Encoding: gzip\r\n" in second and b"identity" not in second
+    await server.stop()
+
+
+@pytest.mark.parametrize("coding", [b"br", b"zstd", b"gzip, br"])
+async def test_a_content_coding_not_decoded_is_an_error(client: RawClient, coding: bytes) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: %b\r\nContent-Length: 3\r\n\r\nxyz"
+    server = await serve(lambda _: answer % coding)
+    with pytest.raises(UpstreamError, match="content-encoding"):
+        await post(client, server.port)
+    assert client.open_connections == 0
+    await server.stop()
+
+
+async def test_a_response_head_is_capped(client: RawClient) -> None:
+    filler = b"X-Filler: " + b"f" * 1000 + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\n" + filler * (MAX_HEAD // len(filler) + 1)
+    server = await serve(lambda _: answer, hold=True)  # the head never ends
+    with pytest.raises(UpstreamError, match="response head over"):
+        await post(client, server.port)
+    await asyncio.wait_for(server.closed.wait(), 1)
+    await server.stop()
+    lines = b"HTTP/1.1 200 OK\r\n" + filler * 20 + b"Content-Length: 1\r\n\r\na"
+    server = await serve(lambda _: lines)  # 20 KiB of headers: read
+    assert await body_of(await post(client, server.port)) == b"a"
     await server.stop()
 
 
@@ -372,7 +481,7 @@ async def test_read_only_headers_are_encoded_once(client: RawClient) -> None:
     assert first.endswith(
         b"x-route: one\r\n"
         + f"Host: 127.0.0.1:{server.port}\r\n".encode()
-        + b"Content-Length: 2\r\n\r\n{}"
+        + b"Accept-Encoding: identity\r\nContent-Length: 2\r\n\r\n{}"
     )
     assert second.endswith(b"Content-Length: 7\r\n\r\n" + b'{"a":2}')
     assert b"x-own: dict\r\n" in third and b"x-route" not in third
