@@ -33,13 +33,23 @@ class Body:
     """A request body as it arrives (the part of aiohttp's ``StreamReader`` the gateway reads:
     :func:`gateway.http.read_body`)."""
 
-    __slots__ = ("_chunks", "_conn", "_eof", "_max", "_paused", "_waiter", "total_bytes")
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_eof",
+        "_error",
+        "_max",
+        "_paused",
+        "_waiter",
+        "total_bytes",
+    )
 
     def __init__(self, conn: Connection, max_bytes: int) -> None:
         self._conn = conn
         self._max = max_bytes
         self._chunks: list[bytes] = []
         self._eof = False
+        self._error: Exception | None = None
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self.total_bytes = 0
@@ -65,6 +75,8 @@ class Body:
                 yield self.read_nowait()
             elif self._eof:
                 return
+            elif self._error is not None:
+                raise self._error
             else:
                 self._waiter = asyncio.get_running_loop().create_future()
                 try:
@@ -84,6 +96,11 @@ class Body:
 
     def feed_eof(self) -> None:
         self._eof = True
+        self._wake()
+
+    def fail(self, error: Exception) -> None:
+        """The body broke off (malformed framing): its reader raises ``error``."""
+        self._error = error
         self._wake()
 
     def _wake(self) -> None:
@@ -171,7 +188,12 @@ class ServerResponse:
         self._conn = conn
         self.chunked = conn.http11
         self.ended = False
-        framing = "Transfer-Encoding: chunked" if self.chunked else "Connection: close"
+        if not self.chunked:
+            framing = "Connection: close"  # an HTTP/1.0 body ends with the connection
+        elif conn.keep_alive:
+            framing = "Transfer-Encoding: chunked"
+        else:  # the client asked for close, or the connection cannot serve another request
+            framing = "Transfer-Encoding: chunked\r\nConnection: close"
         self._head = head(status, headers, framing, own)
         """The head, until the first write takes it."""
 

@@ -12,7 +12,8 @@ else hands the connection and the bytes read so far to aiohttp's request handler
 handler at once (``handler_cancellation``), keep-alive with an idle timeout, ``Expect:
 100-continue``, HTTP/1.0, flow control toward the client, bounded heads and bodies, lingering
 after an early answer. A request sent before the previous answer ended is served after it; two
-in one read (pipelining) get the first answered, then a close. No TLS (a proxy terminates it).
+in one read (pipelining) get the first answered, then a close. A request asking to switch
+protocols (``Upgrade``) is served as HTTP/1.1, then closed. No TLS (a proxy terminates it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import cast
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidRequest
 from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, head
 from gateway.idle import Expiry
 
@@ -78,6 +79,7 @@ class Connection(asyncio.Protocol):
         "_headers",
         "_lingering",
         "_pipelined",
+        "_upgrade",
         "_url",
         "body",
         "drain_waiter",
@@ -100,6 +102,8 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._pipelined = False
+        self._upgrade: bytes | None = None
+        """While an ignored ``Upgrade`` request's body is still to be read: its framing header."""
         self._lingering = False
         self.body: Body | None = None
         self.task: asyncio.Task[None] | None = None
@@ -128,10 +132,7 @@ class Connection(asyncio.Protocol):
                 if len(data) > MAX_EARLY_BYTES:
                     self.pause_reading()
             return
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._bad_request()
+        self._feed(parser, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
@@ -194,11 +195,35 @@ class Connection(asyncio.Protocol):
             self._hand_off(data)
             return
         self._head = b""
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = parser = httptools.HttpRequestParser(self)
+        self._feed(parser, data)
+
+    def _feed(self, parser: httptools.HttpRequestParser, data: bytes) -> None:
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._ignore_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserError:
             self._bad_request()
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """Serve a request that asked to switch protocols (``Upgrade: h2c`` from ``curl
+        --http2``, a websocket) as plain HTTP/1.1, as RFC 9110 7.8 allows and aiohttp does.
+
+        llhttp stops at the end of such a request's head and leaves its body unread, so a new
+        parser reads the body on from ``rest``, after a head that gives it only the request's
+        framing (its callbacks skip that head). The connection closes after the answer."""
+        framing, self._upgrade = self._upgrade, None
+        if not framing:  # no body: the request is whole
+            self.on_message_complete()
+            return
+        self.parser = parser = httptools.HttpRequestParser(self)
+        self._pipelined = True  # the head's callbacks: skipped
+        try:
+            parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
+        finally:
+            self._pipelined = False
+        self._feed(parser, rest)
 
     def _hand_off(self, data: bytes) -> None:
         """Give the connection to aiohttp's request handler, with the bytes read so far."""
@@ -240,6 +265,11 @@ class Connection(asyncio.Protocol):
         for name, value in self._headers:
             headers.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
         self._headers = []
+        if self.http11 and len(headers.getall("Host", ())) != 1:
+            raise ValueError("no Host, or more than one")  # RFC 9112 3.2; HttpParserCallbackError
+        if parser.should_upgrade():  # its body is read after llhttp pauses (_ignore_upgrade)
+            self.keep_alive = False
+            self._upgrade = _body_framing(headers)
         path, _, query = self._url.partition(b"?")
         self._url = b""
         max_body = self.listener.max_body_bytes()
@@ -259,7 +289,7 @@ class Connection(asyncio.Protocol):
             self.body.feed(body)
 
     def on_message_complete(self) -> None:
-        if self._pipelined:
+        if self._pipelined or self._upgrade is not None:  # (an upgrade's body is still to come)
             return
         if self.body is not None:
             self.body.feed_eof()
@@ -325,10 +355,19 @@ class Connection(asyncio.Protocol):
         transport.write(data)
 
     def _bad_request(self) -> None:
-        """A request the parser rejected: a JSON 400 if nothing was answered yet, then close."""
+        """A request the parser rejected: a JSON 400 if nothing was answered yet, then close.
+
+        Once its head was read the handler answers: its body broke off, which its read raises
+        (a JSON 400 too); or the bytes after a whole request were not HTTP, and the request is
+        answered before the connection closes."""
         self.parser = None
-        if self.transport is None or self.task is not None:
-            self.abort()  # the handler runs: its request broke off, so does the connection
+        self.keep_alive = False
+        if self.transport is None:
+            return
+        if self.task is not None:
+            body = self.body
+            if body is not None and not body.is_eof():
+                body.fail(InvalidRequest("malformed HTTP request body"))
             return
         framing = f"Content-Length: {len(BAD_REQUEST)}\r\nConnection: close"
         self.write(head(400, {"Content-Type": "application/json"}, framing) + BAD_REQUEST)
@@ -359,6 +398,18 @@ class Connection(asyncio.Protocol):
         """Closed after ``keepalive_timeout`` unless a request's head completes first."""
         listener = self.listener
         listener.idle.after(self, listener.keepalive_timeout)
+
+
+def _body_framing(headers: CIMultiDict[str]) -> bytes:
+    """The header line that frames a request's body (llhttp checked it), or ``b""`` when the
+    request has none."""
+    coding = headers.get("Transfer-Encoding")
+    if coding is not None:
+        return f"Transfer-Encoding: {coding}\r\n".encode("latin-1")
+    length = headers.get("Content-Length")
+    if length is None or not int(length):
+        return b""
+    return f"Content-Length: {length}\r\n".encode("latin-1")
 
 
 @dataclasses.dataclass(eq=False)

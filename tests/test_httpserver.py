@@ -18,7 +18,7 @@ import pytest
 
 from gateway import httpserver, runner
 from gateway.errors import ConfigError
-from tests.support.gateway import RunningGateway, running_gateway, wait_for
+from tests.support.gateway import RunningGateway, metric_value, running_gateway, wait_for
 from tests.support.rawclient import HELLO
 
 pytestmark = pytest.mark.skipif(not httpserver.AVAILABLE, reason="httptools is not installed")
@@ -286,8 +286,10 @@ async def test_an_answer_before_the_body_lingers_then_closes(gw: RunningGateway)
         b"POST /v1/stream/r HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
         b"POST /v1/stream/r HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",
         b"POST /v1/stream/r HTTQ/1.1\r\n\r\n",
+        b"POST /v1/stream/r HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"POST /v1/stream/r HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 0\r\n\r\n",
     ],
-    ids=["bad-length", "big-header", "many-headers", "bad-version"],
+    ids=["bad-length", "big-header", "many-headers", "bad-version", "no-host", "two-hosts"],
 )
 async def test_a_malformed_request_is_a_json_400_then_close(
     gw: RunningGateway, request_bytes: bytes
@@ -298,6 +300,125 @@ async def test_a_malformed_request_is_a_json_400_then_close(
     assert answer.status == 400 and not answer.by_aiohttp
     assert json.loads(answer.body)["error"]["code"] == "invalid_request"
     assert await closed(reader)
+    writer.close()
+
+
+def chunked_post(*chunks: bytes) -> bytes:
+    head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"".join(chunks)
+
+
+def short_length(request: bytes) -> bytes:
+    """``request`` with a Content-Length one byte short (a length counted in characters)."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    length = b"Content-Length: %d" % len(body)
+    return head.replace(length, b"Content-Length: %d" % (len(body) - 1)) + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (chunked_post(b"zz\r\n{}\r\n0\r\n\r\n"), "invalid_request"),
+        (chunked_post(b"2\r\n{}}}\r\n0\r\n\r\n"), "invalid_request"),
+        (short_length(post()), "invalid_json"),  # the body cut short, its last byte not HTTP
+    ],
+    ids=["bad-chunk-size", "chunk-overrun", "short-length"],
+)
+async def test_a_body_that_breaks_off_is_a_json_400_then_close(
+    gw: RunningGateway, request_bytes: bytes, code: str
+) -> None:
+    """The head was read and the handler runs: its answer is the 400, not a dropped connection."""
+    reader, writer = await connect(gw)
+    writer.write(request_bytes)
+    answer = await read_answer(reader)
+    assert answer.status == 400 and not answer.by_aiohttp
+    assert json.loads(answer.body)["error"]["code"] == code
+    assert answer.headers["connection"] == "close"
+    assert await closed(reader)
+    writer.close()
+
+
+async def test_bytes_after_a_whole_request_that_are_not_http_end_the_connection_after_it(
+    gw: RunningGateway,
+) -> None:
+    reader, writer = await connect(gw)
+    writer.write(post() + b"\x16\x03\x01 not a request\r\n\r\n")
+    answer = await read_answer(reader)
+    assert answer.status == 200 and answer.whole
+    assert answer.headers["connection"] == "close"
+    assert await closed(reader)
+    writer.close()
+    assert await metric_value(gw.url, "gateway_client_aborts_total", {"route": "r"}) == 0
+    assert await metric_value(gw.url, "gateway_requests_total", {"outcome": "completed"}) == 1
+
+
+CURL_HTTP2 = (
+    "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+"""What ``curl --http2`` (7.88) adds to a request to an ``http://`` URL."""
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_an_upgrade_request_is_served_as_http_1_1(gw: RunningGateway, split: bool) -> None:
+    """RFC 9110 7.8: a server may ignore ``Upgrade``; the stream comes over HTTP/1.1, then the
+    connection closes (the upgrade is not taken, and llhttp stopped at the request's head)."""
+    data = post(extra=CURL_HTTP2)
+    reader, writer = await connect(gw)
+    if split:  # the body in its own segment, after the head
+        cut = data.index(b"\r\n\r\n") + 4
+        writer.write(data[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        data = data[cut:]
+    writer.write(data)
+    answer = await read_answer(reader)
+    assert answer.status == 200 and answer.whole and not answer.by_aiohttp
+    assert answer.headers["connection"] == "close"
+    assert await closed(reader)
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("framing", "status"),
+    [("chunked", 200), ("none", 400)],
+)
+async def test_an_upgrade_request_s_body_in_any_framing(
+    gw: RunningGateway, framing: str, status: int
+) -> None:
+    upgrade = "Connection: upgrade\r\nUpgrade: websocket\r\n"
+    payload = json.dumps(HELLO).encode()
+    head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{upgrade}"
+    if framing == "chunked":
+        request = (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+        request += b"%x\r\n%b\r\n0\r\n\r\n" % (len(payload), payload)
+    else:
+        request = (head + "\r\n").encode()
+    reader, writer = await connect(gw)
+    writer.write(request)
+    answer = await read_answer(reader)
+    assert answer.status == status and not answer.by_aiohttp
+    if status == 200:
+        assert answer.whole
+    else:  # no body: the JSON error of an empty body
+        assert json.loads(answer.body)["error"]["code"] == "invalid_json"
+    assert await closed(reader)
+    writer.close()
+
+
+async def test_a_client_s_connection_close_is_said_in_the_streamed_answer(
+    gw: RunningGateway,
+) -> None:
+    reader, writer = await connect(gw)
+    writer.write(post(extra="Connection: close\r\n"))
+    answer = await read_answer(reader)
+    assert answer.status == 200 and answer.whole
+    assert answer.headers["connection"] == "close"
+    assert await closed(reader)
+    writer.close()
+    reader, writer = await connect(gw)
+    writer.write(post())
+    assert "connection" not in (await read_answer(reader)).headers  # kept alive: not said
     writer.close()
 
 
