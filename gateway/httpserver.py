@@ -196,9 +196,15 @@ class Connection(asyncio.Protocol):
             return
         self._head = b""
         self.parser = parser = httptools.HttpRequestParser(self)
-        self._feed(parser, data)
+        try:  # :meth:`_feed`, written out: once per request
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._ignore_upgrade(data[upgrade.args[0] :])
+        except httptools.HttpParserError:
+            self._bad_request()
 
     def _feed(self, parser: httptools.HttpRequestParser, data: bytes) -> None:
+        """Feed ``data`` to ``parser``: a request's bytes after its first read."""
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
