@@ -92,12 +92,11 @@ class RawClient:
                 except BaseException:
                     conn.abort()
                     raise
-                if reused and _raced(conn):
-                    conn.abort()
-                    continue
-                if conn.status:
+                if conn.status and not (reused and conn.status == 408):
                     return RawResponse(conn)
                 conn.abort()
+                if reused and _raced(conn):
+                    continue
                 if isinstance(conn.error, (GatewayError, TimeoutError)):
                     raise conn.error
                 break
