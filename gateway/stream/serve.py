@@ -39,42 +39,57 @@ async def start_stream(
     request_id = new_request_id()
     headers = {"X-Request-Id": request_id, **cors_headers(request, route)}
     admission: Admission = NO_AUTH
+    place = Starting()
     try:
-        if state.draining:
-            raise Unavailable("the gateway is shutting down")
-        if state.admit is not None:
-            admission = await state.admit(request, state, runtime)
-        plan = await prepare(request_id)
-        if len(state.sessions) >= state.config.limits.max_concurrent_streams:
-            raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
-        if admission.holds:  # counted last, once the request is valid
-            await admission.reserve(demand(request, plan))
-    except GatewayError as exc:
-        state.route_metrics[route.name].rejected(exc.error_code, admission.app)
-        admission.release({})
-        log_event(
-            "rejected", route=route.name, id=request_id, code=exc.error_code, app=admission.app
+        try:
+            if state.draining:
+                raise Unavailable("the gateway is shutting down")
+            if state.admit is not None:
+                admission = await state.admit(request, state, runtime)
+            plan = await prepare(request_id)
+            if len(state.sessions) >= state.config.limits.max_concurrent_streams:
+                raise Unavailable("too many concurrent streams", headers={"Retry-After": "1"})
+            state.sessions.add(place)  # counted from the check on: the waits below (a limits
+            if admission.holds:  # backend, a resume store) cannot let a burst past the cap
+                await admission.reserve(demand(request, plan))  # counted last, once valid
+        except GatewayError as exc:
+            state.route_metrics[route.name].rejected(exc.error_code, admission.app)
+            admission.release({})
+            log_event(
+                "rejected", route=route.name, id=request_id, code=exc.error_code, app=admission.app
+            )
+            return errors(exc, headers)
+        sink = None
+        if route.resume.enabled:  # else no recording: no coroutine to run for it
+            sink = await open_recording(
+                state,
+                route,
+                request,
+                plan.encoder,
+                headers,
+                stream_id=request_id,
+                app=admission.app,
+                received=received,
+            )
+        # By position (each argument is the parameter's name): a class called with keywords
+        # builds a dict of them first.
+        session = StreamSession(
+            state, route, request, plan, request_id, received, admission, headers, errors, sink
         )
-        return errors(exc, headers)
-    sink = None
-    if route.resume.enabled:  # else no recording: no coroutine to run for it
-        sink = await open_recording(
-            state,
-            route,
-            request,
-            plan.encoder,
-            headers,
-            stream_id=request_id,
-            app=admission.app,
-            received=received,
-        )
-    # By position (each argument is the parameter's name): a class called with keywords builds
-    # a dict of them first.
-    session = StreamSession(
-        state, route, request, plan, request_id, received, admission, headers, errors, sink
-    )
-    attach(sink, session, state)
+        attach(sink, session, state)
+    finally:
+        state.sessions.discard(place)  # the session takes its place as it starts: no wait between
     return await session.run()
+
+
+class Starting:
+    """A request past the concurrency cap's check that is not yet a session: it stands in
+    ``state.sessions`` until its session does, so the cap counts it while it waits."""
+
+    __slots__ = ()
+
+    def shutdown(self) -> None:
+        """Nothing streams yet (graceful shutdown waits for the session it becomes)."""
 
 
 def demand(request: ClientRequest, plan: StreamPlan) -> Demand:
