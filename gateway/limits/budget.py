@@ -20,8 +20,12 @@ Per app and period the backend keeps two integers, in nano-dollars (1e-9 USD, ex
 
 Backend failures follow ``limits.on_backend_error`` like the other limits: ``open`` admits the
 request unbudgeted, ``closed`` refuses it with 503; both are reported to the limiter's
-:class:`~gateway.limits.limiter.ErrorReporter`. ``memory.py`` and ``redis_backend.py`` implement
-:class:`BudgetStore` (atomic in Redis through one Lua script per operation).
+:class:`~gateway.limits.limiter.ErrorReporter`. A reservation that failed may still have been
+made (a stalled Redis runs the script it was sent once it wakes, after the gateway gave up on
+it), so each reservation has an id and a failed one is undone by it, at once and again after
+:data:`UNDO_AFTER` (undoing one that was never made does nothing). ``memory.py`` and
+``redis_backend.py`` implement :class:`BudgetStore` (atomic in Redis through one Lua script per
+operation).
 
 The worst case of a request: :func:`worst_case_usd`. A request's part in admission
 (:class:`gateway.admission.Hold`): :class:`BudgetTicket`, which reserves the worst case of its
@@ -31,6 +35,7 @@ The worst case of a request: :func:`worst_case_usd`. A request's part in admissi
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +54,9 @@ if TYPE_CHECKING:
 
 NANO = 1_000_000_000
 """Nano-dollars per USD: amounts are stored as integers of 1e-9 USD."""
+UNDO_AFTER = (5.0, 60.0)
+"""Seconds after a failed reservation at which it is undone again (a store that stalled may
+run it after the first undo)."""
 
 
 def to_nano(usd: float) -> int:
@@ -64,11 +72,11 @@ class BudgetStore(Protocol):
     """
 
     async def budget_reserve(
-        self, scope: str, index: int, limit: int, amount: int, ttl: int
+        self, scope: str, index: int, limit: int, amount: int, ttl: int, hold: str
     ) -> tuple[bool, int]:
         """Atomically: if ``used < limit`` and ``used + amount <= limit`` (used = spent +
-        reserved), add ``amount`` to reserved. Returns (admitted, used after). Raises
-        :class:`BackendError` when the store is unreachable."""
+        reserved), add ``amount`` to reserved as reservation ``hold`` (an id). Returns
+        (admitted, used after). Raises :class:`BackendError` when the store is unreachable."""
         ...
 
     def budget_settle(
@@ -80,10 +88,12 @@ class BudgetStore(Protocol):
         real: int,
         ttl: int,
         on_used: Callable[[int], None] | None = None,
+        hold: str = "",
     ) -> None:
-        """Remove ``reserved`` from period ``hold_index`` and add ``real`` to ``spent`` of period
-        ``index``; then call ``on_used`` with period ``index``'s used amount. Never raises and
-        never blocks (a backend doing I/O does it in the background, reporting failures)."""
+        """Remove reservation ``hold`` (of ``reserved``) from period ``hold_index``, if it is
+        there, and add ``real`` to ``spent`` of period ``index``; then call ``on_used`` with
+        period ``index``'s used amount. Never raises and never blocks (a backend doing I/O does
+        it in the background, reporting failures). With ``real`` 0 it undoes a reservation."""
         ...
 
     async def budget_used(self, scope: str, index: int) -> int:
@@ -102,6 +112,7 @@ class Hold:
     index: int
     limit: int
     amount: int
+    id: str
     settled: bool = False
     kept: bool = False
     """Settled by a drain, not by the end of the request's task."""
@@ -148,10 +159,15 @@ class Budgets:
         scope, index, left, ttl = self._where(app, now)
         limit = to_nano(app.budget.usd)
         amount = to_nano(worst_case_usd or 0.0)
+        hold_id = secrets.token_hex(8)
         try:
-            admitted, used = await self.store.budget_reserve(scope, index, limit, amount, ttl)
+            admitted, used = await self.store.budget_reserve(
+                scope, index, limit, amount, ttl, hold_id
+            )
         except BackendError as exc:
             self.report(exc)
+            if amount:
+                self._undo(scope, index, amount, ttl, hold_id)
             if self.fail_open:
                 return None
             raise Unavailable("budgets are unavailable", headers={"Retry-After": "1"}) from None
@@ -161,7 +177,7 @@ class Budgets:
                 f"budget of app '{app.name}' is used up for this period",
                 headers={"Retry-After": retry_after_header(left)},
             )
-        hold = Hold(app.name, scope, app.budget.period, index, limit, amount)
+        hold = Hold(app.name, scope, app.budget.period, index, limit, amount, hold_id)
         task = asyncio.current_task()
         if task is not None:
             task.add_done_callback(lambda _task: None if hold.kept else self.settle(hold, None))
@@ -181,7 +197,18 @@ class Budgets:
         def on_used(used: int) -> None:
             self._record(hold.app, hold.limit, used)
 
-        self.store.budget_settle(hold.scope, hold.index, hold.amount, index, real, ttl, on_used)
+        self.store.budget_settle(
+            hold.scope, hold.index, hold.amount, index, real, ttl, on_used, hold.id
+        )
+
+    def _undo(self, scope: str, index: int, amount: int, ttl: int, hold_id: str) -> None:
+        """Undo reservation ``hold_id``, whose reserve failed (see the module docs): now, and
+        again after each of :data:`UNDO_AFTER`."""
+        settle = self.store.budget_settle
+        settle(scope, index, amount, index, 0, ttl, None, hold_id)
+        loop = asyncio.get_running_loop()
+        for delay in UNDO_AFTER:
+            loop.call_later(delay, settle, scope, index, amount, index, 0, ttl, None, hold_id)
 
     async def remaining(self, app: AppKey) -> float | None:
         """USD ``app`` may still spend this period (reservations count as spent); ``None`` when

@@ -118,7 +118,7 @@ class MemoryBackend(LimitBackend):
         return entry
 
     async def budget_reserve(
-        self, scope: str, index: int, limit: int, amount: int, ttl: int
+        self, scope: str, index: int, limit: int, amount: int, ttl: int, hold: str
     ) -> tuple[bool, int]:
         entry = self._budget(scope, index)
         used = entry[1] + entry[2]
@@ -136,7 +136,9 @@ class MemoryBackend(LimitBackend):
         real: int,
         ttl: int,
         on_used: Callable[[int], None] | None = None,
+        hold: str = "",
     ) -> None:
+        # No reservation here fails after being made, so none is settled twice: no ids kept.
         entry = self._budget(scope, index)
         if hold_index == entry[0]:
             entry[2] = max(0, entry[2] - reserved)

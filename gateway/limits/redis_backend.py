@@ -128,22 +128,28 @@ return 0
 
 BUDGET_PREFIX = "gateway:budget:"
 
-# KEYS: the period's hash. ARGV: limit, amount, ttl. Returns {admitted 0/1, used after}.
+# KEYS: the period's hash. ARGV: limit, amount, ttl, hold id. Returns {admitted 0/1, used after}.
+# A reservation is also kept under its id (field ``h:<id>``), so that settling or undoing it
+# happens once, whoever runs first.
 BUDGET_RESERVE = """
 local limit, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
 local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
 local used = tonumber(v[1] or '0') + tonumber(v[2] or '0')
 if used >= limit or used + amount > limit then return {0, used} end
-if amount > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', amount) end
+if amount > 0 then
+  redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+  redis.call('HSET', KEYS[1], 'h:' .. ARGV[4], amount)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {1, used + amount}
 """
 
-# KEYS: the reservation's period hash, the current period hash. ARGV: reserved, real, ttl.
-# Returns the current period's used amount.
+# KEYS: the reservation's period hash, the current period hash. ARGV: reserved, real, ttl,
+# hold id. Removes the reservation if it is there (not yet settled or undone). Returns the
+# current period's used amount.
 BUDGET_SETTLE = """
 local reserved, real = tonumber(ARGV[1]), tonumber(ARGV[2])
-if reserved > 0 then
+if reserved > 0 and redis.call('HDEL', KEYS[1], 'h:' .. ARGV[4]) == 1 then
   local held = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
   if held > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', -math.min(held, reserved)) end
 end
@@ -284,10 +290,10 @@ class RedisBackend(LimitBackend):
             self._report(exc)
 
     async def budget_reserve(
-        self, scope: str, index: int, limit: int, amount: int, ttl: int
+        self, scope: str, index: int, limit: int, amount: int, ttl: int, hold: str
     ) -> tuple[bool, int]:
         key = f"{BUDGET_PREFIX}{scope}:{index}"
-        admitted, used = await self._call("budget_reserve", [key], [limit, amount, ttl])
+        admitted, used = await self._call("budget_reserve", [key], [limit, amount, ttl, hold])
         return bool(int(admitted)), int(used)
 
     def budget_settle(
@@ -299,9 +305,11 @@ class RedisBackend(LimitBackend):
         real: int,
         ttl: int,
         on_used: Callable[[int], None] | None = None,
+        hold: str = "",
     ) -> None:
         keys = [f"{BUDGET_PREFIX}{scope}:{hold_index}", f"{BUDGET_PREFIX}{scope}:{index}"]
-        task = asyncio.ensure_future(self._settle_now(keys, [reserved, real, ttl], on_used))
+        args = [reserved, real, ttl, hold]
+        task = asyncio.ensure_future(self._settle_now(keys, args, on_used))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -7,6 +7,8 @@ The Redis cases run the Lua scripts against a real ``redis-server`` (skipped wit
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from gateway.config.model import (
 )
 from gateway.errors import BudgetExceeded, Unavailable
 from gateway.limits import MemoryBackend
+from gateway.limits import budget as budget_module
 from gateway.limits.base import BackendError
 from gateway.limits.budget import NANO, Budgets, BudgetStore, Hold, to_nano, worst_case_usd
 from gateway.limits.redis_backend import RedisBackend
@@ -191,24 +194,92 @@ async def test_the_remaining_gauge_follows_reservations_and_settlements(store: A
 
 
 class BrokenStore:
+    def __init__(self) -> None:
+        self.holds: list[str] = []
+        self.settled: list[tuple[Any, ...]] = []
+
     async def budget_reserve(self, *args: Any) -> tuple[bool, int]:
+        self.holds.append(args[-1])
         raise BackendError("limits backend: ConnectionError")
 
     def budget_settle(self, *args: Any) -> None:
-        raise AssertionError("nothing to settle")
+        self.settled.append(args)
 
     async def budget_used(self, *args: Any) -> int:
         raise BackendError("limits backend: ConnectionError")
 
 
-async def test_backend_failure_fails_open_or_closed_as_configured() -> None:
+async def test_backend_failure_fails_open_or_closed_as_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(budget_module, "UNDO_AFTER", (0.05,))
     errors: list[Exception] = []
-    store: BudgetStore = BrokenStore()
+    broken = BrokenStore()
+    store: BudgetStore = broken
     assert await budgets(store, Clock(), errors, on_error="open").reserve(WEB, 0.1) is None
     with pytest.raises(Unavailable) as info:
         await budgets(store, Clock(), errors, on_error="closed").reserve(WEB, 0.1)
     assert info.value.http_status == 503 and info.value.headers["Retry-After"] == "1"
     assert len(errors) == 2
+    # Each failed reservation is undone by its id (real cost 0), at once and once more later.
+    assert len(set(broken.holds)) == 2
+    await asyncio.sleep(0.1)
+    index = T0 // HOUR
+    undo = [(args[1], args[2], args[3], args[4], args[7]) for args in broken.settled]
+    amount = to_nano(0.1)
+    assert sorted(undo) == sorted([(index, amount, index, 0, hold) for hold in broken.holds] * 2)
+
+
+async def test_a_reservation_a_stalled_redis_makes_after_giving_up_is_undone(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway gives up on a stalled Redis (503 or fail-open), but the script it sent runs
+    when Redis wakes: that reservation would hold budget for the rest of the period."""
+    monkeypatch.setattr(budget_module, "UNDO_AFTER", (0.5,))
+    await flush_redis(redis)
+    backend = RedisBackend(redis.url)
+    try:
+        b = budgets(backend, Clock(T0 + 10))
+        await settle(b, await b.reserve(WEB, 0.1), 0.1)  # a pooled connection, used once
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            assert await b.reserve(WEB, 0.4) is None  # failed open after the timeout
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(1.0)  # the undo at 0.5 s runs after Redis ran the reservation
+        assert await b.remaining(WEB) == pytest.approx(0.9, abs=1e-9)
+    finally:
+        await backend.close()
+
+
+async def test_a_reservation_in_redis_is_removed_once_however_often_it_is_settled(
+    redis: RedisServer,
+) -> None:
+    """By its id: an undo racing the stream's own settlement cannot take off another
+    stream's reservation."""
+    await flush_redis(redis)
+    backend = RedisBackend(redis.url)
+    try:
+        b = budgets(backend, Clock(T0 + 10))
+        first, second = await b.reserve(WEB, 0.5), await b.reserve(WEB, 0.25)
+        assert first is not None and second is not None
+        for _ in range(3):
+            backend.budget_settle(first.scope, first.index, first.amount, first.index, 0, 60)
+            backend.budget_settle(
+                first.scope, first.index, first.amount, first.index, 0, 60, None, first.id
+            )
+        await backend.flush()
+        assert await b.remaining(WEB) == pytest.approx(0.75, abs=1e-9)  # the second's stands
+    finally:
+        await backend.close()
+
+
+async def flush_redis(server: RedisServer) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(server.url)
+    await client.flushdb()
+    await client.aclose()
 
 
 async def test_two_redis_backends_share_one_budget(redis: RedisServer) -> None:
