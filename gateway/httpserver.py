@@ -12,8 +12,9 @@ else hands the connection and the bytes read so far to aiohttp's request handler
 handler at once (``handler_cancellation``), keep-alive with an idle timeout, ``Expect:
 100-continue``, HTTP/1.0, flow control toward the client, bounded heads and bodies, lingering
 after an early answer. A request sent before the previous answer ended is served after it; two
-in one read (pipelining) get the first answered, then a close. A request asking to switch
-protocols (``Upgrade``) is served as HTTP/1.1, then closed. No TLS (a proxy terminates it).
+in one read (pipelining) get the first answered with ``Connection: close``, then a close. A
+request asking to switch protocols (``Upgrade``) is served as HTTP/1.1, then closed. No TLS (a
+proxy terminates it).
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.task is not None:  # a second request in the same read as the first: its
             self._pipelined = True  # bytes are in the parser, not ours to replay; close after
+            self.keep_alive = False  # (the answer says so: the client sends it again)
 
     # -- serving ---------------------------------------------------------------------------
 

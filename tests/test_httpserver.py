@@ -427,6 +427,7 @@ async def test_two_requests_in_one_write_answer_the_first_then_close(gw: Running
     writer.write(post() + post())
     answer = await read_answer(reader)
     assert answer.status == 200 and answer.whole
+    assert answer.headers["connection"] == "close"  # the second is not answered: said so
     assert await closed(reader)
     writer.close()
 
