@@ -6,7 +6,9 @@
     reasoning  -> delta {"reasoning_content": text}   (the field most compatible servers use)
     delta      -> delta {"content": text}
     tool_call  -> delta {"tool_calls": [{index, id, type, function: {name, arguments}}]}
-                  (id, type and name on the first piece of an index, as upstream)
+                  (id, type and name on the first piece of an index, as upstream). A call with
+                  no argument text gets the piece "{}" as it closes (the next index, or end):
+                  arguments are always JSON, as the API's, and the SDK parses them
     usage      -> remembered; sent as a final ``choices: []`` chunk when the client asked for
                   ``stream_options.include_usage``
     end        -> a chunk with ``finish_reason``, the usage chunk, then ``data: [DONE]``
@@ -17,6 +19,7 @@
 :class:`CompletionEncoder` (``stream`` false) collects the same events and writes one
 ``chat.completion`` JSON at ``end`` (or an error body at ``error``, with :attr:`status`).
 ``finish_reason`` ``other`` becomes ``stop``: the OpenAI SDK's enum has no ``other``.
+A tool call without argument text has the arguments ``"{}"`` there too.
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ class ChatChunkEncoder(_Base):
         super().__init__(route, request_id, model=model, created=created)
         self.include_usage = include_usage
         self._seen_tools: set[int] = set()
+        self._open_call: int | None = None  # the index of the last tool call piece
+        self._with_arguments: set[int] = set()  # calls with argument text, or given "{}"
         self._failed = False
         # The envelope around each delta is the same for the whole stream: build it once.
         head = dumps(
@@ -154,7 +159,9 @@ class ChatChunkEncoder(_Base):
         if kind == ev.REASONING:
             return self._chunk({"reasoning_content": data["text"]})
         if kind == ev.TOOL_CALL:
-            return self._chunk({"tool_calls": [self._tool_piece(data)]})
+            index = data.get("index", 0)
+            closed = self._close_call() if index != self._open_call else b""
+            return closed + self._chunk({"tool_calls": [self._tool_piece(index, data)]})
         if kind == ev.CREATED:
             return self._chunk({"role": "assistant", "content": ""})
         if kind == ev.USAGE:
@@ -162,7 +169,8 @@ class ChatChunkEncoder(_Base):
             return b""
         if kind == ev.END:
             reason = dumps(finish_reason(data.get("reason")))
-            out = self._head + b"{}" + b',"finish_reason":' + reason + b"}]}\n\n"
+            out = self._close_call()
+            out += self._head + b"{}" + b',"finish_reason":' + reason + b"}]}\n\n"
             if self.include_usage:
                 usage = dumps(usage_doc(self.usage))
                 out += b"data: " + self._envelope + b',"choices":[],"usage":' + usage + b"}\n\n"
@@ -174,9 +182,11 @@ class ChatChunkEncoder(_Base):
             return b"data: " + dumps(body) + b"\n\n"
         return b""
 
-    def _tool_piece(self, data: dict[str, Any]) -> dict[str, Any]:
-        index = data.get("index", 0)
+    def _tool_piece(self, index: int, data: dict[str, Any]) -> dict[str, Any]:
         arguments = data.get("arguments", "")
+        self._open_call = index
+        if arguments:
+            self._with_arguments.add(index)
         if index in self._seen_tools:
             return {"index": index, "function": {"arguments": arguments}}
         self._seen_tools.add(index)
@@ -186,6 +196,18 @@ class ChatChunkEncoder(_Base):
             "type": "function",
             "function": {"name": data.get("name", ""), "arguments": arguments},
         }
+
+    def _close_call(self) -> bytes:
+        """The piece ``"{}"`` for the open call if it had no argument text, else nothing.
+
+        The SDK's stream helper takes a call as whole (and parses it) when the next index
+        starts or the choice finishes: that is when the call is closed here too.
+        """
+        index, self._open_call = self._open_call, None
+        if index is None or index in self._with_arguments:
+            return b""
+        self._with_arguments.add(index)
+        return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]})
 
     def heartbeat(self) -> bytes:
         return b": ping\n\n"
@@ -260,7 +282,7 @@ class CompletionEncoder(_Base):
                 {
                     "id": call["id"],
                     "type": "function",
-                    "function": {"name": call["name"], "arguments": "".join(call["args"])},
+                    "function": {"name": call["name"], "arguments": "".join(call["args"]) or "{}"},
                 }
                 for _, call in sorted(self._tools.items())
             ]

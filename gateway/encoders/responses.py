@@ -18,7 +18,8 @@ Mapping::
     delta      -> a message item: output_item.added, content_part.added (output_text),
                   output_text.delta ...
     tool_call  -> a function_call item per index (call_id = the event's id): output_item.added,
-                  function_call_arguments.delta ...
+                  function_call_arguments.delta ... A call with no argument text gets the
+                  delta "{}" as it closes: arguments are always JSON, as the API's.
                   A new item closes the open one first (its *.done events, output_item.done).
     usage      -> remembered for the terminal response's usage
     end        -> close the open item; response.completed (stop, tool_calls, other), or
@@ -280,15 +281,19 @@ class ResponseState:
         if arguments:
             # A piece for a call already closed (no adapter interleaves calls) still streams on
             # that call's output_index, so the SDK's accumulated arguments stay whole.
-            item.parts.append(arguments)
-            steps.append(
-                {
-                    "type": "response.function_call_arguments.delta",
-                    "item_id": item.id,
-                    "output_index": item.index,
-                    "delta": arguments,
-                }
-            )
+            self._arguments(item, arguments, steps)
+
+    @staticmethod
+    def _arguments(item: _Item, arguments: str, steps: list[Step]) -> None:
+        item.parts.append(arguments)
+        steps.append(
+            {
+                "type": "response.function_call_arguments.delta",
+                "item_id": item.id,
+                "output_index": item.index,
+                "delta": arguments,
+            }
+        )
 
     @staticmethod
     def _where(item: _Item) -> dict[str, Any]:
@@ -315,6 +320,9 @@ class ResponseState:
             steps.append({"type": "response.reasoning_summary_text.done", **where, "text": text})
             steps.append({"type": "response.reasoning_summary_part.done", **where, "part": part})
         else:
+            if not text:  # no arguments: "{}", as the API says it (the SDK parses them)
+                text = "{}"
+                self._arguments(item, text, steps)
             steps.append(
                 {
                     "type": "response.function_call_arguments.done",

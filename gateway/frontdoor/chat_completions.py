@@ -16,7 +16,8 @@ a request decoder, two registered encoders and an error shape:
   a later failure is then an error document with status 200.
 
 Errors before the answer use the OpenAI-compatible error shape
-``{"error": {message, type, param, code}}``.
+``{"error": {message, type, param, code}}``; a 400's ``param`` is the client's field its message
+names (``messages[0].role``).
 Differences from the real API: one choice (``n`` > 1 is a 400), text content only, and the
 body's ``model`` never overrides the route's upstream model.
 """
@@ -31,6 +32,7 @@ from aiohttp import web
 from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
+from gateway.frontdoor.openai_request import param_of
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
 from gateway.http import ClientRequest, json_response, read_json
@@ -46,6 +48,13 @@ API = "chat_completions"
 def compat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
     """``exc`` in the OpenAI-compatible error shape, with its status and headers."""
     return _compat_error(exc, headers=headers)
+
+
+def _chat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    """:func:`compat_error` with ``param``: a Chat Completions 400 names the client's own field
+    (the request mapping is 1:1, see :mod:`gateway.frontdoor.request_map`)."""
+    param = param_of(exc) if isinstance(exc, InvalidRequest) else None
+    return _compat_error(exc, param, headers=headers)
 
 
 def _compat_error(
@@ -99,7 +108,7 @@ async def handle_chat_completions(request: ClientRequest) -> Reply:
     except NotFound as exc:
         return _compat_error(exc, "model", "model_not_found")
     except GatewayError as exc:
-        return _compat_error(exc)
+        return _chat_error(exc)
     route = runtime.config
     created = int(time.time())
 
@@ -116,7 +125,7 @@ async def handle_chat_completions(request: ClientRequest) -> Reply:
         return StreamPlan(encoder, attempts, None, chat.max_tokens, chat)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API
+        request, state, runtime, prepare, received=received, errors=_chat_error, frontdoor=API
     )
 
 

@@ -1,7 +1,8 @@
 """A Chat Completions request body mapped to the common request body (contract section 3). Pure.
 
 The mapping is 1:1 per message, so the field paths in :func:`gateway.request.parse_request`'s
-errors (``messages[2].tool_calls[0].id``) point at the client's own body.
+errors (``messages[2].tool_calls[0].id``) point at the client's own body; the fields it renames
+(``max_completion_tokens``, ``reasoning_effort``) are checked here, under the client's name.
 
 ==========================================  ===============================================
 Chat Completions                            common request
@@ -9,13 +10,17 @@ Chat Completions                            common request
 ``messages[].content`` string or text parts  ``content`` string (text parts joined)
 ``messages[].tool_calls[].function.*``       ``tool_calls[] {id, name, arguments}``
 ``tools`` (``{"type","function":{...}}``)    passed through (parse_request accepts it)
+``tool_choice``                              ``none`` drops the tools (still validated); other
+                                             values are ignored (the common request has no
+                                             tool choice)
 ``max_completion_tokens`` / ``max_tokens``   ``max_tokens`` (the first when both are given)
 ``temperature``, ``top_p``, ``stop``         same
-``reasoning_effort``                         ``reasoning.effort``
+``reasoning_effort``                         ``reasoning.effort``: every SDK value (``none``
+                                             omits it, ``xhigh`` and ``max`` are ``high``)
 ``metadata``                                 ``metadata`` (never forwarded upstream)
 ``model``                                    names the route; not a model override
 ``n`` > 1                                    400: one choice per request
-everything else                              ignored (``tool_choice``, ``seed``, ``user`` ...)
+everything else                              ignored (``seed``, ``user`` ...)
 ==========================================  ===============================================
 """
 
@@ -24,6 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.frontdoor.openai_request import reasoning_effort
+from gateway.request import COMMON_TOOLS, validate_tools
 
 
 def to_common(body: dict[str, Any]) -> dict[str, Any]:
@@ -37,16 +44,25 @@ def to_common(body: dict[str, Any]) -> dict[str, Any]:
     common: dict[str, Any] = {
         "messages": [_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
     }
-    for key in ("temperature", "top_p", "stop", "tools", "metadata"):
+    for key in ("temperature", "top_p", "stop", "metadata"):
         if body.get(key) is not None:
             common[key] = body[key]
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
+    tools = body.get("tools")
+    if tools is not None:
+        if body.get("tool_choice") == "none":
+            validate_tools(tools, COMMON_TOOLS)  # the same 400s as when they are sent
+        else:
+            common["tools"] = tools
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    limit = body.get(key)
     if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidRequest(f"{key}: must be a positive integer")
         common["max_tokens"] = limit
     if body.get("reasoning_effort") is not None:
-        common["reasoning"] = {"effort": body["reasoning_effort"]}
+        effort = reasoning_effort(body["reasoning_effort"], "reasoning_effort")
+        if effort is not None:
+            common["reasoning"] = {"effort": effort}
     return common
 
 

@@ -2,7 +2,7 @@
 
 :func:`decode` validates the client's body itself, so every :class:`InvalidRequest` names the
 client's own field (``input[2].call_id: ...``); the handler turns the part before ``": "`` into
-the error's ``param`` (:func:`param_of`).
+the error's ``param`` (:func:`gateway.frontdoor.openai_request.param_of`).
 
 =============================================  ============================================
 Responses                                      common request
@@ -22,8 +22,8 @@ developer / assistant)                         ``output_text``) joined; other pa
                                                not enforced (the common request has no choice)
 ``max_output_tokens``                          ``max_tokens``
 ``temperature``, ``top_p``                     same
-``reasoning.effort``                           ``reasoning.effort`` (``none`` omits it,
-                                               ``xhigh`` is ``high``)
+``reasoning.effort``                           ``reasoning.effort`` (every SDK value: ``none``
+                                               omits it, ``xhigh`` and ``max`` are ``high``)
 ``metadata``                                   ``metadata`` (never forwarded upstream)
 ``model``                                      names the route; not a model override
 ``previous_response_id``, ``conversation``,    400 naming the field: the gateway keeps no
@@ -41,12 +41,12 @@ from dataclasses import field
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.request import EFFORTS, ToolShape, validate_tools
+from gateway.frontdoor.openai_request import reasoning_effort
+from gateway.request import ToolShape, validate_tools
 from gateway.values import value
 
 MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
-_EFFORT_ALIASES = {"xhigh": "high", "none": None}
 _STATEFUL = ("previous_response_id", "conversation", "prompt")
 
 
@@ -58,12 +58,6 @@ class ResponsesRequest:
     stream: bool = False
     echo: dict[str, Any] = field(default_factory=dict)
     """Request fields the ``response`` object repeats (``instructions``, ``tools`` ...)."""
-
-
-def param_of(exc: InvalidRequest) -> str | None:
-    """The client field an :class:`InvalidRequest` from :func:`decode` names (its prefix)."""
-    head, sep, _ = exc.message.partition(": ")
-    return head if sep and " " not in head else None
 
 
 def _fail(path: str, problem: str) -> InvalidRequest:
@@ -282,13 +276,9 @@ def _reasoning(value: Any, common: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _fail("reasoning", "must be an object")
     effort = value.get("effort")
-    if effort is not None:
-        if effort not in (*EFFORTS, *_EFFORT_ALIASES):
-            allowed = ", ".join((*_EFFORT_ALIASES, *EFFORTS))
-            raise _fail("reasoning.effort", f"must be one of {allowed}")
-        mapped = _EFFORT_ALIASES.get(effort, effort)
-        if mapped is not None:
-            common["reasoning"] = {"effort": mapped}
+    mapped = None if effort is None else reasoning_effort(effort, "reasoning.effort")
+    if mapped is not None:
+        common["reasoning"] = {"effort": mapped}
     summary = value.get("summary")
     if summary is not None and summary not in ("auto", "concise", "detailed"):
         raise _fail("reasoning.summary", "must be one of auto, concise, detailed")

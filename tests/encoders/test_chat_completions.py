@@ -80,6 +80,35 @@ def test_request_mapping_errors_name_the_field(body: dict[str, Any], field: str)
         parse_request(to_common(body))
 
 
+EFFORTS = [
+    ("none", None),
+    ("minimal", "minimal"),
+    ("low", "low"),
+    ("medium", "medium"),
+    ("high", "high"),
+    ("xhigh", "high"),
+    ("max", "high"),
+]
+"""Every reasoning effort of the OpenAI SDK and the common request's (None: no reasoning)."""
+
+
+@pytest.mark.parametrize(("effort", "common"), EFFORTS)
+def test_reasoning_effort_mapping(effort: str, common: str | None) -> None:
+    chat = parse_request(
+        to_common({"messages": [{"role": "user", "content": "Hi"}], "reasoning_effort": effort})
+    )
+    assert chat.reasoning_effort == common
+
+
+def test_tool_choice_none_drops_the_tools() -> None:
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    body = {"messages": [{"role": "user", "content": "Hi"}], "tools": tools}
+    assert "tools" not in to_common({**body, "tool_choice": "none"})
+    assert to_common({**body, "tool_choice": "required"})["tools"] == tools
+    with pytest.raises(InvalidRequest, match=r"tools\[0\]\.name"):  # still validated
+        to_common({**body, "tools": [{"type": "function"}], "tool_choice": "none"})
+
+
 def chunks(raw: bytes) -> list[Any]:
     text = raw.decode()
     out = []

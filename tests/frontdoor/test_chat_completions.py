@@ -20,6 +20,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.adapters.harness import fixture_bytes, fixture_expected
+from tests.frontdoor.streams import NO_ARGUMENTS, NO_ARGUMENTS_CALLS, STRICT_TOOLS
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway
 
@@ -346,3 +347,113 @@ async def test_whole_answer_commits_on_heartbeat_and_stays_valid_json(
         raw = await client.chat.completions.with_raw_response.create(model="sim", messages=USER)  # type: ignore[arg-type]
     assert raw.content.startswith(b"\n")
     assert ChatCompletion.model_validate_json(raw.content).choices[0].message.content == "slow"
+
+
+async def test_streamed_tool_call_without_arguments_is_an_empty_object(
+    upstream: FakeUpstream,
+) -> None:
+    """Each call's arguments are JSON, "{}" for none, before the SDK's helper closes the call."""
+    upstream.push(Script(chunks=[(0, NO_ARGUMENTS)]))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        async with client.chat.completions.stream(
+            model="msgs",
+            messages=USER,  # type: ignore[arg-type]
+            tools=STRICT_TOOLS,  # type: ignore[arg-type]
+        ) as stream:
+            done = [
+                (e.index, e.arguments, e.parsed_arguments)
+                async for e in stream
+                if e.type == "tool_calls.function.arguments.done"
+            ]
+            final = await stream.get_final_completion()
+    assert done == [(0, "{}", {}), (1, '{"city":"Rome"}', {"city": "Rome"}), (2, "{}", {})]
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.arguments) for c in calls] == NO_ARGUMENTS_CALLS
+
+
+async def test_whole_tool_call_without_arguments_is_an_empty_object(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.push(Script(chunks=[(0, NO_ARGUMENTS)]))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        parsed = await client.chat.completions.parse(
+            model="msgs",
+            messages=USER,  # type: ignore[arg-type]
+            tools=STRICT_TOOLS,  # type: ignore[arg-type]
+        )
+    calls = parsed.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.arguments) for c in calls] == NO_ARGUMENTS_CALLS
+    assert [c.function.parsed_arguments for c in calls] == [{}, {"city": "Rome"}, {}]
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", "max"])
+async def test_every_sdk_reasoning_effort_is_accepted(upstream: FakeUpstream, effort: str) -> None:
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        done = await client.chat.completions.create(
+            model="sim",
+            messages=USER,  # type: ignore[arg-type]
+            reasoning_effort=effort,  # type: ignore[arg-type]
+        )
+    assert done.choices[0].message.content == "Hello there, world!"
+
+
+async def test_tool_choice_none_sends_no_tools(upstream: FakeUpstream) -> None:
+    upstream.push(*[Script(chunks=[(0, fixture_bytes("anthropic_basic.sse"))]) for _ in range(2)])
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        for choice in ("none", "auto"):
+            await client.chat.completions.create(
+                model="msgs",
+                messages=USER,  # type: ignore[arg-type]
+                tools=[WEATHER_TOOL],  # type: ignore[list-item]
+                tool_choice=choice,  # type: ignore[arg-type]
+            )
+    assert ["tools" in seen.body for seen in upstream.seen] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+        ),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"max_tokens": "9"}, "max_tokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"stream": "yes"}, "stream"),
+    ],
+)
+async def test_400_names_the_client_field_in_param(
+    upstream: FakeUpstream, patch: dict[str, Any], param: str
+) -> None:
+    body = {"model": "chat", "messages": USER, **patch}
+    async with running_gateway(routes(upstream.url)) as gw, aiohttp.ClientSession() as s:
+        async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+            status, error = r.status, (await r.json())["error"]
+    assert status == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == param and error["message"].startswith(param + ": ")
+    assert upstream.seen == []
+
+
+async def test_a_route_outside_the_keys_allow_list_is_403(upstream: FakeUpstream) -> None:
+    """docs/frontdoors.md: 403 ``permission_error`` / ``forbidden`` on both OpenAI doors."""
+    doc = routes(upstream.url)
+    doc["auth"] = {"keys": [{"name": "app", "key": "k-123456", "routes": ["sim"]}]}
+    async with running_gateway(doc) as gw:
+        client = AsyncOpenAI(base_url=gw.url + "/v1", api_key="k-123456", max_retries=0)
+        async with client:
+            with pytest.raises(openai.PermissionDeniedError) as chat:
+                await client.chat.completions.create(model="chat", messages=USER)  # type: ignore[arg-type]
+            with pytest.raises(openai.PermissionDeniedError) as responses:
+                await client.responses.create(model="chat", input="Hello")
+    for denied in (chat.value, responses.value):
+        assert denied.status_code == 403
+        assert denied.body == {  # type: ignore[comparison-overlap]
+            "message": "this key may not use route 'chat'",
+            "type": "permission_error",
+            "param": None,
+            "code": "forbidden",
+        }
+    assert upstream.seen == []

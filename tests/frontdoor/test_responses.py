@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from gateway.errors import status_for_code as status_for
 from tests.adapters.harness import Assembled, assemble, fixture_bytes, fixture_expected, replay
+from tests.frontdoor.streams import NO_ARGUMENTS, NO_ARGUMENTS_CALLS
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway
 
@@ -298,3 +299,49 @@ async def test_abort_closes_the_upstream(upstream: FakeUpstream) -> None:
         await asyncio.wait_for(seen.closed.wait(), 2)
     assert seen.closed_at is not None and seen.closed_at - t0 < 0.1
     assert not seen.completed
+
+
+async def test_streamed_function_call_without_arguments_is_an_empty_object(
+    upstream: FakeUpstream,
+) -> None:
+    """A call with no argument text streams "{}" as its delta before its done events."""
+    upstream.push(Script(chunks=[(0, NO_ARGUMENTS)]))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        async with client.responses.stream(model="anthropic", input="Hello") as stream:
+            events = [e async for e in stream]
+            final = await stream.get_final_response()
+    deltas: dict[str, str] = {}
+    done: dict[str, tuple[str, str]] = {}
+    for e in events:
+        if e.type == "response.function_call_arguments.delta":
+            assert e.item_id not in done
+            deltas[e.item_id] = deltas.get(e.item_id, "") + e.delta
+        elif e.type == "response.function_call_arguments.done":
+            done[e.item_id] = (deltas.get(e.item_id, ""), e.arguments)
+        elif e.type == "response.output_item.done" and e.item.type == "function_call":
+            assert done[e.item.id] == (e.item.arguments, e.item.arguments)
+    assert [args for args, _ in done.values()] == [a for _, a in NO_ARGUMENTS_CALLS]
+    calls = [(i.call_id, i.arguments) for i in final.output if i.type == "function_call"]
+    assert calls == NO_ARGUMENTS_CALLS
+
+
+async def test_whole_function_call_without_arguments_is_an_empty_object(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.push(Script(chunks=[(0, NO_ARGUMENTS)]))
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        response = await client.responses.create(model="anthropic", input="Hello")
+    calls = [(i.call_id, i.arguments) for i in response.output if i.type == "function_call"]
+    assert calls == NO_ARGUMENTS_CALLS
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", "low", "medium", "high", "xhigh", "max"])
+async def test_every_sdk_reasoning_effort_is_accepted(upstream: FakeUpstream, effort: str) -> None:
+    async with running_gateway(routes(upstream.url)) as gw, client_for(gw.url) as client:
+        response = await client.responses.create(
+            model="sim",
+            input="Hello",
+            reasoning={"effort": effort},  # type: ignore[typeddict-item]
+        )
+    assert response.output_text == "Hello there, world!"
+    assert response.reasoning is not None and response.reasoning.effort == effort

@@ -17,8 +17,10 @@ from gateway.encoders.responses import (
     ResponseState,
 )
 from gateway.errors import InvalidRequest
-from gateway.frontdoor.responses_request import decode, param_of
+from gateway.frontdoor.openai_request import param_of
+from gateway.frontdoor.responses_request import decode
 from gateway.request import parse_request
+from tests.encoders.test_chat_completions import EFFORTS
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway import config_from, running_gateway
 
@@ -93,6 +95,13 @@ def test_request_mapping() -> None:
     ]
 
 
+@pytest.mark.parametrize(("effort", "common"), EFFORTS)
+def test_reasoning_effort_mapping(effort: str, common: str | None) -> None:
+    decoded = decode({"model": "r", "input": "Hi", "reasoning": {"effort": effort}})
+    assert parse_request(decoded.common).reasoning_effort == common
+    assert decoded.echo["reasoning"]["effort"] == effort
+
+
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
     ({"conversation": "conv_1"}, "conversation"),
@@ -134,7 +143,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"temperature": 3}, "temperature"),
     ({"top_p": "x"}, "top_p"),
     ({"reasoning": "high"}, "reasoning"),
-    ({"reasoning": {"effort": "max"}}, "reasoning.effort"),
+    ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
     ({"reasoning": {"summary": "long"}}, "reasoning.summary"),
     ({"metadata": []}, "metadata"),
     ({"metadata": {"k": 1}}, "metadata.k"),
