@@ -205,3 +205,25 @@ def cors_headers(request: ClientRequest, route: RouteConfig) -> dict[str, str]:
             "Vary": "Origin",
         }
     return {}
+
+
+def preflight(
+    request: ClientRequest, route: RouteConfig, methods: str, headers: tuple[str, ...] = ()
+) -> web.Response:
+    """The answer to a CORS preflight (``OPTIONS``) on ``route``, which has ``cors``: ``204``
+    allowing ``methods`` and the route's ``cors.allow_headers`` plus ``headers``, or ``403``
+    (no CORS headers) when ``request``'s ``Origin`` is not allowed."""
+    cors = route.cors
+    allowed = cors_headers(request, route)
+    if cors is None or not allowed:
+        return web.Response(status=403)
+    known = {h.lower() for h in cors.allow_headers}
+    names = [*cors.allow_headers, *(h for h in headers if h.lower() not in known)]
+    allowed.update(
+        {
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": ", ".join(names),
+            "Access-Control-Max-Age": str(int(cors.max_age)),
+        }
+    )
+    return web.Response(status=204, headers=allowed)

@@ -36,9 +36,9 @@ from gateway.frontdoor.ui_messages import from_ui_messages
 from gateway.http import (
     ClientRequest,
     aiohttp_reply,
-    cors_headers,
     json_error,
     json_response,
+    preflight,
     read_json,
 )
 from gateway.httpexchange import Reply, ServerRequest
@@ -107,18 +107,7 @@ async def handle_preflight(request: web.Request) -> web.StreamResponse:
     runtime = state.routes_by_path.get(request.path)
     if runtime is None or runtime.config.cors is None:
         return json_error(MethodNotAllowed("use POST"), {"Allow": "POST"})
-    headers = cors_headers(request, runtime.config)
-    if not headers:
-        return web.Response(status=403)
-    cors = runtime.config.cors
-    headers.update(
-        {
-            "Access-Control-Allow-Methods": "POST",
-            "Access-Control-Allow-Headers": ", ".join(cors.allow_headers),
-            "Access-Control-Max-Age": str(int(cors.max_age)),
-        }
-    )
-    return web.Response(status=204, headers=headers)
+    return preflight(request, runtime.config, "POST")
 
 
 async def handle_wrong_method(request: web.Request) -> web.StreamResponse:

@@ -7,8 +7,9 @@
 * :func:`store_for`: the store of a route with resume on (``gateway.stream.recording`` opens
   the recording of each new stream in it).
 * :func:`handle_resume` (the server's dispatch, for paths that are not a route): route lookup,
-  auth and the key's allow-list, then :func:`~gateway.resume.endpoints.resume_stream` or
-  :func:`~gateway.resume.endpoints.stop_stream`.
+  the CORS preflight (routes with ``cors``), auth and the key's allow-list, then
+  :func:`~gateway.resume.endpoints.resume_stream` or :func:`~gateway.resume.endpoints.stop_stream`,
+  with the CORS headers of the request's own ``Origin``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.config.model import GatewayConfig, RouteConfig
-from gateway.errors import MethodNotAllowed
-from gateway.http import json_error
+from gateway.errors import GatewayError, MethodNotAllowed
+from gateway.http import cors_headers, json_error, preflight
 from gateway.metrics import Metrics, ResumeMetrics
 from gateway.resume.base import Budget, ResumeStore
 from gateway.resume.endpoints import resume_stream, stop_stream
@@ -33,6 +34,11 @@ log = logging.getLogger("gateway.resume")
 
 GAUGE_REFRESH = 1.0
 """Seconds between two refreshes of the resume buffer's gauges (besides each ``/metrics``)."""
+
+PREFLIGHT_METHODS = "GET, DELETE, OPTIONS"
+PREFLIGHT_HEADERS = ("last-event-id",)
+"""Allowed at ``<route path>/<stream id>`` besides the route's ``cors.allow_headers``: a
+``fetch`` resume (``gateway-client.js``) sends ``Last-Event-ID``."""
 
 
 class ResumeHolder:
@@ -109,24 +115,35 @@ async def handle_resume(request: web.Request, state: GatewayState) -> web.Stream
     store = store_for(state, route)
     if store is None:
         return None
+    if request.method == "OPTIONS" and route.cors is not None:
+        return preflight(request, route, PREFLIGHT_METHODS, PREFLIGHT_HEADERS)
+    cors = cors_headers(request, route)
     if request.method not in ("GET", "DELETE"):
         return json_error(
-            MethodNotAllowed(f"{request.method} is not allowed here"), {"Allow": "GET, DELETE"}
+            MethodNotAllowed(f"{request.method} is not allowed here"),
+            {"Allow": "GET, DELETE", **cors},
         )
     app: str | None = None
     if state.auth is not None:
-        key = state.auth.authenticate(request.headers)  # 401
-        state.auth.authorize(key, route)  # 403: the key may not use this route
+        try:
+            key = state.auth.authenticate(request.headers)  # 401
+            state.auth.authorize(key, route)  # 403: the key may not use this route
+        except GatewayError as exc:
+            return json_error(exc, cors)
         app = key.name
     holder = state.extras["resume"]
     metrics = holder.metrics if isinstance(holder, ResumeHolder) else None
     if request.method == "GET":
+        route_metrics = state.route_metrics.get(route.name)
         return await resume_stream(
             request,
             store,
             stream_id,
             app,
             heartbeat=state.config.server.heartbeat_interval,
+            write_timeout=state.config.server.write_timeout,
+            cors=cors,
             metrics=metrics,
+            slow_client=route_metrics.slow_client if route_metrics is not None else None,
         )
-    return await stop_stream(store, stream_id, app, metrics=metrics)
+    return await stop_stream(store, stream_id, app, cors=cors, metrics=metrics)

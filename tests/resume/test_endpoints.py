@@ -1,8 +1,11 @@
-"""The GET/DELETE endpoint functions, mounted on a small aiohttp app on loopback."""
+"""The GET/DELETE endpoint functions, mounted on a small aiohttp app on loopback, then a
+follower's write deadline through the running gateway."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,8 +19,12 @@ from gateway.ids import new_request_id
 from gateway.metrics import ResumeMetrics
 from gateway.resume import Budget, MemoryStore, Replay, ResumeStore
 from gateway.resume.endpoints import resume_stream, stop_stream
+from tests.faults.kit import chat_chunk, chat_route, chat_stream
 from tests.resume.conftest import StoreFactory
 from tests.resume.test_store import HEADERS, frame, opened, recorded
+from tests.support.fake_upstream import FakeUpstream, Script
+from tests.support.gateway import metric_value, running_gateway
+from tests.support.rawclient import HELLO
 
 PATH = "/v1/stream/demo"
 Client = Callable[..., Any]
@@ -231,3 +238,66 @@ def test_buffer_gauges_are_read_from_the_budget() -> None:
         0,
         0,
     )
+
+
+# -- through the running gateway ---------------------------------------------------------------
+
+BIG = chat_chunk("x" * 16000)
+"""One 16 kB delta: 500 of them make a finished record larger than the kernel's socket buffers
+(loopback's send buffer grows to 4 MB), so a follower that never reads blocks a write."""
+
+
+async def test_a_follower_that_stops_reading_is_cut_as_a_slow_client() -> None:
+    """``GET <route path>/<id>`` keeps the stream's own slow-client guard: no progress for
+    ``server.write_timeout`` drops the connection, counted in
+    ``gateway_slow_client_disconnects_total`` (the follower would otherwise hold its socket and
+    the replay for as long as it likes)."""
+    upstream = await FakeUpstream().start()
+    upstream.default = Script(chunks=[(0, BIG)] * 500 + [(0, chat_stream())])
+    doc = {
+        "server": {"write_timeout": "300ms"},
+        "routes": [chat_route("r", upstream.url, resume={"enabled": True, "window": "1m"})],
+    }
+    try:
+        async with running_gateway(doc) as gw, aiohttp.ClientSession() as s:
+            async with s.post(f"{gw.url}/v1/stream/r", json=HELLO) as r:
+                stream_id = r.headers["X-Request-Id"]
+                whole = await r.read()
+            assert b"event: end" in whole
+            reader, writer = await open_get(gw.port, f"/v1/stream/r/{stream_id}", rcvbuf=4096)
+            labels = {"route": "r"}
+            try:
+                cut = 0.0
+                for _ in range(100):  # 5 s: the cut is due within 1.5 write_timeout
+                    cut = await metric_value(
+                        gw.url, "gateway_slow_client_disconnects_total", labels
+                    )
+                    if cut:
+                        break
+                    await asyncio.sleep(0.05)
+                assert cut == 1, "the follower was never cut"
+                got = b""
+                with contextlib.suppress(ConnectionResetError):
+                    async with asyncio.timeout(5):
+                        while chunk := await reader.read(1 << 20):
+                            got += chunk
+            finally:
+                writer.transport.abort()
+            assert got.startswith(b"HTTP/1.1 200")
+            assert b"event: end" not in got and not got.endswith(b"0\r\n\r\n")  # cut short
+    finally:
+        await upstream.stop()
+
+
+async def open_get(
+    port: int, path: str, *, rcvbuf: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw ``GET`` on a socket with a ``rcvbuf``-byte receive buffer, not read from."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer

@@ -1,4 +1,5 @@
-"""CORS per route (``cors.allow_origins``, contract section 9): preflight and the actual POST."""
+"""CORS per route (``cors.allow_origins``, contract section 9): preflight and the actual POST,
+then the resume and stop requests at ``<route path>/<stream id>``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.ids import new_request_id
 from tests.support.gateway import running_gateway
 
 APP = "https://app.example"
@@ -119,3 +121,99 @@ async def test_routes_without_cors_send_no_cors_headers() -> None:
     assert pre[0] == 405 and pre[1]["Allow"] == "POST"
     assert post[0] == 200
     assert not cors_keys(pre[1]) and not cors_keys(post[1])
+
+
+# -- <route path>/<stream id>: resume and stop (contract section 12) ----------------------------
+
+RESUMABLE = {
+    "auth": {"keys": [{"name": "web", "key": "k-web"}]},
+    "routes": [
+        sim(
+            "resumable",
+            options={"text": "a b c d e f", "first_token_delay": 0, "token_interval": 0},
+            cors={"allow_origins": [APP]},
+            resume={"enabled": True, "window": "1m", "max_events": 4},
+        )
+    ],
+}
+KEY = {"Authorization": "Bearer k-web"}
+STREAMS = "/v1/stream/resumable"
+
+
+def request_id(headers: dict[str, str]) -> str:
+    return next(v for k, v in headers.items() if k.lower() == "x-request-id")
+
+
+async def test_preflight_on_a_stream_path() -> None:
+    """A browser app stops (``DELETE``) or resumes (``GET`` with ``Last-Event-ID``, a key) a
+    stream with ``fetch``: each is preflighted at ``<route path>/<stream id>``."""
+    async with running_gateway(RESUMABLE) as gw:
+        url = f"{gw.url}{STREAMS}/{new_request_id()}"
+        answers = [
+            await call(
+                "OPTIONS",
+                url,
+                headers={
+                    "Origin": APP,
+                    "Access-Control-Request-Method": method,
+                    "Access-Control-Request-Headers": asked,
+                },
+            )
+            for method, asked in (
+                ("DELETE", "authorization"),
+                ("GET", "last-event-id"),
+                ("GET", "authorization,x-api-key,last-event-id"),
+            )
+        ]
+        refused = await call(
+            "OPTIONS", url, headers={"Origin": OTHER, "Access-Control-Request-Method": "GET"}
+        )
+    for status, headers, body in answers:
+        assert status == 204 and body == b""
+        assert headers["Access-Control-Allow-Origin"] == APP
+        methods = {m.strip() for m in headers["Access-Control-Allow-Methods"].split(",")}
+        assert methods == {"GET", "DELETE", "OPTIONS"}
+        allowed = {h.strip() for h in headers["Access-Control-Allow-Headers"].split(",")}
+        assert {"last-event-id", "authorization", "x-api-key", "content-type"} <= allowed
+        assert headers["Access-Control-Max-Age"] == "600"
+        assert "Origin" in headers["Vary"]
+    assert refused[0] == 403 and not cors_keys(refused[1])
+
+
+async def test_resume_and_stop_answers_carry_their_own_origin() -> None:
+    """Every answer at ``<route path>/<stream id>`` (a replay, an error, a stop) is readable by
+    the app that asked, whatever the ``POST`` that started the stream sent (here: no Origin,
+    then an Origin a resume without one must not repeat)."""
+    app = {"Origin": APP, **KEY}
+    async with running_gateway(RESUMABLE) as gw:
+        _, started, raw = await call("POST", f"{gw.url}{STREAMS}", json=HELLO, headers=KEY)
+        _, with_origin, _ = await call("POST", f"{gw.url}{STREAMS}", json=HELLO, headers=app)
+        last = raw.count(b"\nid: ") + raw.startswith(b"id: ")
+        url = f"{gw.url}{STREAMS}/{request_id(started)}"
+        answers = {
+            "replay": await call("GET", url, headers={**app, "Last-Event-ID": str(last - 1)}),
+            "ended": await call("GET", url, headers={**app, "Last-Event-ID": str(last)}),
+            "bad id": await call("GET", url, headers={**app, "Last-Event-ID": "x"}),
+            "gone": await call("GET", url, headers={**app, "Last-Event-ID": "0"}),
+            "unknown": await call("GET", f"{gw.url}{STREAMS}/{new_request_id()}", headers=app),
+            "no key": await call("GET", url, headers={"Origin": APP}),
+            "stop": await call("DELETE", url, headers=app),
+        }
+        own = f"{gw.url}{STREAMS}/{request_id(with_origin)}"
+        _, plain, _ = await call("GET", own, headers=KEY)
+        _, other, _ = await call("GET", own, headers={"Origin": OTHER, **KEY})
+    statuses = {name: status for name, (status, _, _) in answers.items()}
+    assert statuses == {
+        "replay": 200,
+        "ended": 204,
+        "bad id": 400,
+        "gone": 410,
+        "unknown": 404,
+        "no key": 401,
+        "stop": 204,
+    }
+    for _, headers, _ in answers.values():
+        assert headers["Access-Control-Allow-Origin"] == APP
+        assert "x-request-id" in headers["Access-Control-Expose-Headers"].lower()
+        assert "Origin" in headers["Vary"]
+    assert not cors_keys(plain) and not cors_keys(other)
