@@ -32,7 +32,7 @@ from aiohttp import web
 from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
-from gateway.frontdoor.openai_request import param_of
+from gateway.frontdoor.compat_request import param_of
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
 from gateway.http import ClientRequest, json_response, read_json

@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.frontdoor.openai_request import reasoning_effort
+from gateway.frontdoor.compat_request import reasoning_effort
 from gateway.request import COMMON_TOOLS, validate_tools
 
 

@@ -22,7 +22,7 @@ from gateway.encoders.base import Encoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route, read_body
-from gateway.frontdoor.openai_request import param_of
+from gateway.frontdoor.compat_request import param_of
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.responses_request import decode
 from gateway.http import ClientRequest

@@ -2,7 +2,7 @@
 
 :func:`decode` validates the client's body itself, so every :class:`InvalidRequest` names the
 client's own field (``input[2].call_id: ...``); the handler turns the part before ``": "`` into
-the error's ``param`` (:func:`gateway.frontdoor.openai_request.param_of`).
+the error's ``param`` (:func:`gateway.frontdoor.compat_request.param_of`).
 
 =============================================  ============================================
 Responses                                      common request
@@ -41,7 +41,7 @@ from dataclasses import field
 from typing import Any
 
 from gateway.errors import InvalidRequest
-from gateway.frontdoor.openai_request import reasoning_effort
+from gateway.frontdoor.compat_request import reasoning_effort
 from gateway.request import ToolShape, validate_tools
 from gateway.values import value
 

@@ -17,7 +17,7 @@ from gateway.encoders.responses import (
     ResponseState,
 )
 from gateway.errors import InvalidRequest
-from gateway.frontdoor.openai_request import param_of
+from gateway.frontdoor.compat_request import param_of
 from gateway.frontdoor.responses_request import decode
 from gateway.request import parse_request
 from tests.encoders.test_chat_completions import EFFORTS

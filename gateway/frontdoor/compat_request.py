@@ -1,4 +1,5 @@
-"""What the two OpenAI front doors' request decoders share (Chat Completions, Responses). Pure.
+"""What the request decoders of the two OpenAI-compatible front doors share (Chat Completions,
+Responses). Pure.
 
 * :func:`reasoning_effort`: an effort the OpenAI SDK may send as the common request's effort;
 * :func:`param_of`: the client's field an error names, for the error body's ``param``.
