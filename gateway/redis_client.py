@@ -1,5 +1,5 @@
-"""The one way the gateway opens a Redis client (limits, budgets, pools), for shared state,
-and :class:`LeaseRefresher`, which keeps a replica's leases there alive.
+"""The one way the gateway opens a Redis client (limits, budgets, pools, resume), for shared
+state, and :class:`LeaseRefresher`, which keeps a replica's leases there alive.
 
 ``redis`` is an optional dependency (the ``redis`` extra): it is imported here, when a Redis
 backend is first used, so a gateway without it runs on the memory backends.
@@ -27,6 +27,19 @@ def connect(url: str, timeout: float) -> Any:
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
     )
+
+
+def pooled(url: str, max_connections: int, wait: float) -> Any:
+    """A ``redis.asyncio.Redis`` client for ``url`` with a pool of its own: at most
+    ``max_connections`` connections, a command waits up to ``wait`` seconds for a free one and
+    then raises ``redis.exceptions.ConnectionError``. Connecting times out after a second;
+    reads do not time out (``XREAD BLOCK`` waits on purpose). ``aclose()`` closes the pool."""
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=wait, socket_connect_timeout=1.0
+    )
+    return Redis.from_pool(pool)
 
 
 class LeaseRefresher:

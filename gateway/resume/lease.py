@@ -2,9 +2,10 @@
 
 A replica that records live streams holds a lease per stream, ``<k>:lease``, set with a
 ``LEASE_TTL`` expiry when the stream opens and refreshed every ``LEASE_REFRESH`` by the store's
-keep-alive loop (:func:`refresh`, one pipeline for all of the process's live streams). A
-process that stops without ending its streams (SIGKILL, a lost host, a partition longer than
-the lease) stops refreshing, and its leases expire.
+keep-alive loop (:func:`refresh`, one pipeline for all of the process's live streams), on the
+owner's connection pool: followers read on a pool of their own, so however many there are,
+they cannot delay a refresh. A process that stops without ending its streams (SIGKILL, a lost
+host, a partition longer than the lease) stops refreshing, and its leases expire.
 
 A follower whose ``XREAD BLOCK`` comes back empty calls :func:`check`: when the stream is still
 ``live`` but its lease is gone, the first follower to ``SET <k>:abandon NX`` writes the terminal

@@ -11,8 +11,9 @@ import pytest
 
 from gateway import events as ev
 from gateway.encoders.tokens import TokensEncoder
+from gateway.errors import Unavailable
 from gateway.events import Event
-from gateway.resume import Budget, RedisStore, lease, redis_store
+from gateway.resume import Budget, RedisStore, Replay, lease, redis_store
 from tests.resume.conftest import StoreFactory
 from tests.resume.test_store import drain, frame, opened
 from tests.support.gateway import config_from
@@ -76,6 +77,38 @@ async def test_a_live_owner_keeps_its_followers_waiting(
     rec.append(2, frame(2, "end"))
     await rec.finish()
     assert await follower == [frame(1), frame(2, "end")]
+
+
+@REDIS
+async def test_many_followers_on_the_owners_replica_leave_the_record_whole(
+    make_store: StoreFactory, budget: Budget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More followers than the owner's pool has connections, on the owner's own store: the
+    owner's appends and lease refreshes still go through (a pool of their own), followers past
+    ``FOLLOWERS`` get 503, and the others follow the stream to its real end (no false
+    ``shutdown``, no cut record)."""
+    monkeypatch.setattr(redis_store, "OWNER_CONNECTIONS", 3)  # the stop listener holds one
+    monkeypatch.setattr(redis_store, "FOLLOWERS", 4)
+    monkeypatch.setattr(redis_store, "FOLLOWER_WAIT", 0.1)
+    store = make_store(budget)
+    rec = await opened(store)
+    rec.extend(1, [frame(1), frame(2), frame(3)])
+    await asyncio.sleep(0.05)  # flushed
+    tries = await asyncio.gather(
+        *(store.replay(rec.stream_id, "app", 1) for _ in range(110)), return_exceptions=True
+    )
+    admitted = [r for r in tries if isinstance(r, Replay)]
+    assert len(admitted) == 4
+    assert all(isinstance(r, Unavailable) for r in tries if not isinstance(r, Replay))
+    followers = [asyncio.create_task(drain(r.frames)) for r in admitted]
+    for i in range(4, 9):  # 1.25 s: a lease that is not refreshed would lapse
+        await asyncio.sleep(lease.LEASE_TTL / 2)
+        rec.append(i, frame(i))
+    rec.append(9, frame(9, "end"))
+    await rec.finish()
+    whole = [frame(i) for i in range(1, 9)] + [frame(9, "end")]
+    assert await asyncio.gather(*followers) == [whole[1:]] * 4
+    assert await drain((await store.replay(rec.stream_id, "app", None)).frames) == whole
 
 
 def test_abandon_frame_is_what_the_tokens_encoder_writes() -> None:

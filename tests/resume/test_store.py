@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound
+from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound, Unavailable
 from gateway.ids import new_request_id
-from gateway.resume import Budget, Recorder, ResumeStore
+from gateway.resume import Budget, Recorder, ResumeStore, redis_store
 from tests.resume.conftest import StoreFactory
 
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Request-Id": "abc"}
@@ -198,6 +198,77 @@ async def test_a_batch_after_trimming_keeps_ids(store: ResumeStore) -> None:
     assert await drain(replay.frames) == [frame(301), frame(302, "end")]
     with pytest.raises(Gone):
         await store.replay(rec.stream_id, "app", 1)
+
+
+async def test_a_slow_follower_ends_early_instead_of_skipping_events(store: ResumeStore) -> None:
+    """A follower that falls more than ``max_events`` behind ends (its next resume gets 410):
+    never a silent gap in its ids (contract 12; section 5 rules 2 and 3)."""
+    rec = await opened(store, max_events=5)
+    rec.extend(1, [frame(1), frame(2), frame(3)])
+    await asyncio.sleep(0.05)  # flushed (Redis)
+    replay = await store.replay(rec.stream_id, "app", 0)
+    got = [await anext(replay.frames) for _ in range(3)]
+    waiting = asyncio.create_task(drain(replay.frames))
+    await asyncio.sleep(0.05)  # the follower waits for more
+    rec.extend(4, [frame(i) for i in range(4, 1000)])  # far faster than this follower
+    rec.append(1000, frame(1000, "end"))
+    await rec.finish()
+    got += await waiting
+    assert got == [frame(1), frame(2), frame(3)]
+    with pytest.raises(Gone):
+        await store.replay(rec.stream_id, "app", 3)
+
+
+async def test_events_dropped_before_the_first_read_end_the_follower(store: ResumeStore) -> None:
+    """Trimming between the range check and the follower's first read: what it gets still runs
+    on from ``Last-Event-ID`` without a gap, then it ends and its next resume gets 410."""
+    rec = await opened(store, max_events=5)
+    rec.extend(1, [frame(1), frame(2), frame(3)])
+    await asyncio.sleep(0.05)  # flushed (Redis)
+    replay = await store.replay(rec.stream_id, "app", 1)  # event 2 is held now
+    rec.extend(4, [frame(i) for i in range(4, 1000)])
+    rec.append(1000, frame(1000, "end"))
+    await rec.finish()
+    got = await drain(replay.frames)
+    assert got == [frame(i) for i in range(2, 2 + len(got))]
+    with pytest.raises(Gone):
+        await store.replay(rec.stream_id, "app", 1 + len(got))
+
+
+@pytest.mark.parametrize("make_store", ["redis"], indirect=True)
+async def test_a_follower_slot_is_held_until_its_replay_ends(
+    make_store: StoreFactory, budget: Budget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most ``FOLLOWERS`` replays per store: one more waits ``FOLLOWER_WAIT`` for a slot, then
+    gets 503; every way a replay ends gives its slot back."""
+    monkeypatch.setattr(redis_store, "FOLLOWERS", 1)
+    monkeypatch.setattr(redis_store, "FOLLOWER_WAIT", 0.2)
+    store = make_store(budget)
+    done = await recorded(store, 2)
+    live = await opened(store)
+    held = await store.replay(live.stream_id, "app", None)
+    with pytest.raises(Unavailable):
+        await store.replay(done.stream_id, "app", None)
+    await held.frames.aclose()  # closed before its first frame (the client left at once)
+    for _ in range(2):
+        with pytest.raises(NotFound):
+            await store.replay(new_request_id(), "app", None)
+        with pytest.raises(InvalidRequest):
+            await store.replay(done.stream_id, "app", 3)
+        ended = await store.replay(done.stream_id, "app", 2)  # the 204 case
+        assert ended.ended
+        await ended.frames.aclose()
+        assert len(await drain((await store.replay(done.stream_id, "app", None)).frames)) == 2
+        follower = asyncio.create_task(drain((await store.replay(live.stream_id, "app", 0)).frames))
+        await asyncio.sleep(0.05)
+        follower.cancel()  # the client left while following
+        with pytest.raises(asyncio.CancelledError):
+            await follower
+    held = await store.replay(live.stream_id, "app", None)
+    waiting = asyncio.create_task(store.replay(done.stream_id, "app", None))
+    await asyncio.sleep(0.05)
+    await held.frames.aclose()  # a slot freed within FOLLOWER_WAIT: the waiting one gets it
+    assert len(await drain((await waiting).frames)) == 2
 
 
 async def _stop_latency(owner: ResumeStore, stopper: ResumeStore) -> float:
