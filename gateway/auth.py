@@ -8,8 +8,9 @@ whatever the key lengths. A missing key and a wrong key get the same 401 body.
 
 What identifies the caller afterwards is the key's *name* (the ``app`` label in metrics and the
 ``app`` field in logs); the key itself is never logged, counted, echoed or sent upstream.
-A valid key used on a route outside its ``routes`` allow-list gets the same 404 body as a path
-with no route, so an app cannot discover the routes it may not use.
+A valid key used on a route outside its ``routes`` allow-list gets 403 ``forbidden`` naming the
+route (contract section 3): its key is good, so 401 would mislead, and 404 would tell the app's
+developer the route does not exist.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
 from aiohttp import web
 
@@ -58,6 +59,9 @@ async def start_app(
 ) -> tuple[web.AppRunner, int]:
     """Start ``app`` the production way on a real socket; returns the runner and the bound port.
 
+    Raises ``OSError`` when ``host``/``port`` cannot be listened on (in use, not an address of
+    this machine, a privileged port), after cleaning up what the app's start-up opened (the
+    upstream session, which would otherwise be reported unclosed at exit).
     With the fast server (``server.http_server``) every connection starts on its listener
     (:class:`Site`), which hands what is not a stream request to aiohttp's. On aiohttp's server,
     ``handler_cancellation=True`` is what turns a client disconnect into an immediate
@@ -78,7 +82,11 @@ async def start_app(
         site: web.TCPSite | Site = Site(runner, listener, host, port, reuse_port=reuse_port)
     else:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=4096)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     return runner, site.port
 
 
@@ -90,9 +98,14 @@ async def run_server(
     config_path: str | None = None,
     reuse_port: bool = False,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; reload on SIGHUP. Returns the exit code."""
+    """Serve until SIGTERM/SIGINT; reload on SIGHUP. Returns the exit code: 0, or 1 after one
+    line on stderr when the address cannot be listened on."""
     app = build_app(config)
-    runner, bound = await start_app(app, host, port, reuse_port=reuse_port)
+    try:
+        runner, bound = await start_app(app, host, port, reuse_port=reuse_port)
+    except OSError as exc:  # start-up opens no other socket or file: this is the listen address
+        print(f"error: cannot listen on {_address(host, port)}: {_reason(exc)}", file=sys.stderr)
+        return 1
     gctune.tune()
     print_banner(config, host, bound)
     loop = asyncio.get_running_loop()
@@ -107,6 +120,18 @@ async def run_server(
     await runner.cleanup()
     log_event("stopped")
     return 0
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reason(exc: OSError) -> str:
+    """``Address already in use``: the system's words for the error number, without the
+    event loop's wording around them (asyncio's and uvloop's differ)."""
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)  # a resolver error (gaierror) has a negative number
 
 
 def install_fast_loop() -> None:

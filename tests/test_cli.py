@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,28 @@ def test_python_dash_m(good: Path, bad: Path) -> None:
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert failed.stderr.startswith("config error:\n  routes[0].")
+
+
+def test_check_config_deeply_nested(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("x: " + "[" * 250 + "]" * 250 + "\n", encoding="utf-8")
+    assert main(["check-config", str(deep)]) == 1
+    assert capsys.readouterr().err == f"config error:\n  {deep}: invalid YAML: nested too deeply\n"
+
+
+def test_port_in_use_is_one_line_and_exit_1(good: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = subprocess.run(
+            [sys.executable, "-m", "gateway", "--config", str(good), "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert served.returncode == 1
+    assert served.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ Syntax, inside any string value at any depth (lists, maps, header values, api ke
 - any other ``$`` is kept as is.
 
 Only values are interpolated, never mapping keys, and substituted text is not scanned again.
+Problems name the key path but never quote the value, which may hold a secret.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 
 _REF = re.compile(r"\$(?:(?P<esc>\$)|\{(?P<body>[^}]*)\}|(?P<open>\{))")
 _BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
+INVALID_REFERENCE = (
+    "invalid variable reference: write '${NAME}' or '${NAME:-default}' with NAME matching"
+    " [A-Za-z_][A-Za-z0-9_]* (and '$$' for a literal '$')"
+)
 
 
 def join_path(path: str, key: object) -> str:
@@ -67,7 +72,8 @@ def substitute(text: str, env: Mapping[str, str], path: str, errors: Problems) -
         body = m.group("body")
         ref = _BODY.fullmatch(body)
         if ref is None:
-            errors.append((path, f"invalid variable reference '${{{body}}}'"))
+            # Not echoed: what sits between the braces may be a token pasted there by mistake.
+            errors.append((path, INVALID_REFERENCE))
             return m.group(0)
         name, default = ref.group("name"), ref.group("default")
         value = env.get(name)

@@ -236,29 +236,57 @@ def str_tuple(item: Conv | None = None) -> Conv:
 
 
 def url(*schemes: str) -> Conv:
-    """An absolute URL with one of ``schemes`` and a host (or a path for ``unix``)."""
+    """An absolute URL with one of ``schemes`` and a host (or a path for ``unix``).
+
+    Errors show the URL through :func:`shown_url`: it may carry a password or a key.
+    """
 
     def conv(r: Reader, v: Any, path: str) -> Any:
         if not isinstance(v, str):
             r.error(path, f"expected a URL string, got {kind(v)}")
             return BAD
+        shown = shown_url(v)
         try:
             parts = urlsplit(v)
             parts.port  # noqa: B018 (validates the port, which urlsplit alone does not)
         except ValueError as exc:
-            r.error(path, f"invalid URL {v!r} ({exc})")
+            r.error(path, f"invalid URL {shown!r} ({exc})")
             return BAD
         if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
-            r.error(
-                path, f"invalid URL {v!r} (expected {' or '.join(s + '://...' for s in schemes)})"
-            )
+            expected = " or ".join(s + "://..." for s in schemes)
+            r.error(path, f"invalid URL {shown!r} (expected {expected})")
             return BAD
         if any(c.isspace() for c in v):
-            r.error(path, f"invalid URL {v!r} (contains whitespace)")
+            r.error(path, f"invalid URL {shown!r} (contains whitespace)")
             return BAD
         return v
 
     return conv
+
+
+def shown_url(text: str) -> str:
+    """``text`` fit for an error message: the password, each query value and the fragment
+    replaced by ``***`` (``redis://:***@host:6379/0``, ``https://h/v1?key=***``); the scheme,
+    user name, host, port, path and trailing whitespace kept, so the operator still sees which
+    URL is wrong and why.
+
+    Works on the text, not through ``urlsplit`` (which rejects some of the URLs reported). The
+    user information is whatever precedes the *last* ``@``, so a password with an unescaped
+    ``/``, ``?`` or ``#`` is hidden too: hiding too much is the safe mistake.
+    """
+    body = text.rstrip()
+    scheme, slashes, rest = body.partition("//")
+    if not slashes:
+        scheme, rest = "", scheme
+    userinfo, at, rest = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    rest, hash_, fragment = rest.partition("#")
+    rest, qmark, query = rest.partition("?")
+    if query:
+        params = (param.partition("=") for param in query.split("&"))
+        query = "&".join(f"{name}=***" if eq else "***" if name else "" for name, eq, _ in params)
+    shown = f"{scheme}{slashes}{user}{colon and ':***'}{at}{rest}{qmark}{query}{hash_}"
+    return f"{shown}{fragment and '***'}{text[len(body) :]}"
 
 
 def header_name(r: Reader, v: Any, path: str) -> Any:

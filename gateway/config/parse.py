@@ -21,6 +21,7 @@ Zero is accepted for ``server.port`` (pick a free port), ``server.shutdown_timeo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,10 @@ def load_config(
     """Parse YAML ``text`` and validate it with :func:`parse_config`.
 
     Raises :class:`ConfigError`: a YAML syntax error (or a duplicate key) as one error naming
-    its line and column, otherwise every validation error.
+    its line and column, a document nested too deeply as one error, otherwise every validation
+    error.
     """
-    return parse_config(_yaml(text, None), env=env, adapters=adapters, encoders=encoders)
+    return _parse_text(text, None, env=env, adapters=adapters, encoders=encoders)
 
 
 def load_config_file(
@@ -149,8 +151,7 @@ def load_config_file(
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
-    doc = _yaml(text, os.fspath(path))
-    return parse_config(doc, env=env, adapters=adapters, encoders=encoders)
+    return _parse_text(text, os.fspath(path), env=env, adapters=adapters, encoders=encoders)
 
 
 def routes_summary(config: GatewayConfig) -> list[str]:
@@ -166,6 +167,27 @@ def routes_summary(config: GatewayConfig) -> list[str]:
             line += "  fallbacks=" + ",".join(t.provider for t in route.fallbacks)
         lines.append(line)
     return lines
+
+
+def _parse_text(
+    text: str,
+    source: str | None,
+    *,
+    env: Mapping[str, str] | None,
+    adapters: Mapping[str, type[Adapter]] | None,
+    encoders: Collection[str] | None,
+) -> GatewayConfig:
+    """:func:`parse_config` on the YAML ``text`` (from the file ``source``, if any).
+
+    PyYAML builds nested nodes recursively and interpolation walks them so: a document nested
+    deeper than Python's recursion limit (brackets, or aliases each holding the one before)
+    is reported as a :class:`ConfigError`, not a ``RecursionError`` traceback.
+    """
+    try:
+        return parse_config(_yaml(text, source), env=env, adapters=adapters, encoders=encoders)
+    except RecursionError:
+        prefix = f"{source}: " if source else ""
+        raise ConfigError(f"{prefix}invalid YAML: nested too deeply") from None
 
 
 def _registries(
@@ -283,6 +305,11 @@ class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that rejects a key repeated in one mapping."""
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key repeated in one mapping; its message names the key (the config's structure, so
+    shown as is, unlike the values PyYAML quotes in its own messages)."""
+
+
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
@@ -295,16 +322,30 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
         except TypeError:  # an unhashable key: SafeLoader reports it itself
             continue
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise _DuplicateKey(None, None, f"duplicate key {key!r}", key_node.start_mark)
     return loader.construct_mapping(node, deep=True)
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+# PyYAML quotes values with repr(): 'x', '\t', '<block end>', "it's", 'sk-...'.
+_QUOTED = re.compile(r""" ?('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_HARMLESS = re.compile(r"""(['"])(?:[^\\]|\\(?:x..|u....|U........|.)|<[a-z ]+>)\1""")
+
+
+def _unquoted(problem: str) -> str:
+    """PyYAML's ``problem`` text without the values it quotes: an unquoted token that starts
+    with ``*`` or ``!`` is read as an alias or a tag, and ``found undefined alias 'sk-...'``
+    would print it. One quoted character (``found character '\\t' that cannot start any
+    token``) and a token kind (``but found '<block mapping start>'``) are kept: they say what
+    is wrong and cannot hold a secret."""
+    return _QUOTED.sub(lambda m: m[0] if _HARMLESS.fullmatch(m[1]) else "", problem)
+
+
 def _yaml(text: str, source: str | None) -> Any:
+    """The YAML document in ``text``; a :class:`ConfigError` naming ``source``, the line and
+    the column, but no quoted value, when it is not valid YAML."""
     prefix = f"{source}: " if source else ""
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
@@ -312,6 +353,8 @@ def _yaml(text: str, source: str | None) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "syntax error"
+        if not isinstance(exc, _DuplicateKey):
+            problem = _unquoted(problem)
         raise ConfigError(f"{prefix}invalid YAML{where}: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{prefix}invalid YAML: {exc}") from None

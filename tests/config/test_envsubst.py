@@ -87,7 +87,10 @@ def test_unterminated_reference() -> None:
 def test_invalid_reference() -> None:
     _, problems = sub({"a": "${1BAD}", "b": "${}", "c": "${A B}"})
     assert [p for p, _ in problems] == ["a", "b", "c"]
-    assert problems[0][1] == "invalid variable reference '${1BAD}'"
+    assert problems[0][1] == (
+        "invalid variable reference: write '${NAME}' or '${NAME:-default}' with NAME matching"
+        " [A-Za-z_][A-Za-z0-9_]* (and '$$' for a literal '$')"
+    )
 
 
 def test_keys_are_never_interpolated() -> None:

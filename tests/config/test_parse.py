@@ -240,6 +240,14 @@ def test_missing_variable_names_variable_and_path_once() -> None:
     ]
 
 
+def test_invalid_reference_is_not_echoed() -> None:
+    # A token pasted between the braces instead of a variable name.
+    (error,) = errors_of(one_route(upstream={"api_key": "${sk-LEAK-123}"}))
+    assert error.startswith("routes[0].upstream.api_key: invalid variable reference")
+    assert "[A-Za-z_][A-Za-z0-9_]*" in error
+    assert "LEAK" not in error
+
+
 def test_typed_values_from_variables() -> None:
     doc = {
         "server": {
@@ -369,6 +377,40 @@ def test_bad_limits(key: str, value: object, error: str) -> None:
     assert got.startswith(f"limits.{key}: {error}")
 
 
+@pytest.mark.parametrize(
+    ("doc", "error"),
+    [
+        (
+            {"limits": {"redis_url": "redis://:sk-LEAK@127.0.0.1:70000/0"}, **one_route()},
+            "limits.redis_url: invalid URL 'redis://:***@127.0.0.1:70000/0' "
+            "(Port out of range 0-65535)",
+        ),
+        (
+            {"limits": {"redis_url": "http://:sk-LEAK@127.0.0.1:6379/0"}, **one_route()},
+            "limits.redis_url: invalid URL 'http://:***@127.0.0.1:6379/0' "
+            "(expected redis://... or rediss://... or unix://...)",
+        ),
+        (
+            one_route(provider="bare", upstream={"base_url": "ftp://user:sk-LEAK@h/v1"}),
+            "routes[0].upstream.base_url: invalid URL 'ftp://user:***@h/v1' "
+            "(expected http://... or https://...)",
+        ),
+        (
+            one_route(provider="bare", upstream={"base_url": "https://h/v1?key=sk-LEAK&alt "}),
+            "routes[0].upstream.base_url: invalid URL 'https://h/v1?key=***&*** ' "
+            "(contains whitespace)",
+        ),
+        (
+            {"tracing": {"otlp_endpoint": "ftp://u:sk-LEAK@h:4318/v1#sk-LEAK"}, **one_route()},
+            "tracing.otlp_endpoint: invalid URL 'ftp://u:***@h:4318/v1#***' "
+            "(expected http://... or https://...)",
+        ),
+    ],
+)
+def test_url_errors_hide_passwords_and_query_values(doc: dict[str, Any], error: str) -> None:
+    assert errors_of(doc) == [error]
+
+
 # --- auth ---------------------------------------------------------------------------------------
 
 
@@ -494,6 +536,37 @@ def test_yaml_merge_keys_still_work() -> None:
 def test_yaml_unsafe_tags_are_refused() -> None:
     with pytest.raises(ConfigError, match="invalid YAML"):
         _load("routes: !!python/object/apply:os.system ['true']\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("*sk-LEAK-123", "invalid YAML at line 4, column 25: found undefined alias"),
+        (
+            "!sk-LEAK-123 x",
+            "invalid YAML at line 4, column 25: could not determine a constructor for the tag",
+        ),
+    ],
+)
+def test_yaml_errors_do_not_echo_values(value: str, error: str) -> None:
+    # An unquoted token that starts with '*' or '!' reads as an alias or a tag.
+    with pytest.raises(ConfigError) as info:
+        _load(f"routes:\n  - name: a\n    provider: local\n    upstream: {{api_key: {value}}}\n")
+    assert info.value.errors == [error]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: " + "[" * 1000 + "]" * 1000 + "\n",
+        # Aliases nest without brackets: each list holds the one before it.
+        "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 2000)),
+    ],
+)
+def test_deeply_nested_yaml_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(text)
+    assert info.value.errors == ["invalid YAML: nested too deeply"]
 
 
 def test_empty_yaml() -> None:

@@ -70,3 +70,14 @@ async def test_invalid_config_is_refused_and_the_old_one_kept(tmp_path: Path) ->
         assert await text_of(url) == "still here"
         assert gw.proc.poll() is None
         assert "Traceback" not in gw.log()
+
+
+async def test_deeply_nested_config_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    with gateway_process(tmp_path, {"routes": [demo("still here")]}) as gw:
+        url = f"{gw.url}/v1/stream/demo"
+        (tmp_path / "gateway.yaml").write_text("x: " + "[" * 1000 + "]" * 1000 + "\n")
+        gw.signal(signal.SIGHUP)
+        await wait_for(lambda: "reload_refused" in gw.log(), 5)
+        assert "nested too deeply" in gw.log()
+        assert await text_of(url) == "still here"
+        assert "Traceback" not in gw.log()
