@@ -206,6 +206,8 @@ class MemoryStore(ResumeStore):
                 yield frame
             if s.done and pos >= s.last:
                 return
+            if pos < s.last:  # more came while it yielded (no event to wake it then)
+                continue
             if s.event is None:
                 s.event = asyncio.Event()
             event = s.event

@@ -82,6 +82,22 @@ async def test_follow_live_then_terminal_exactly_once(store: ResumeStore) -> Non
     assert [f for f in await drain(again.frames) if b"event: end" in f] == [frame(4, "end")]
 
 
+async def test_events_that_come_while_a_follower_writes_reach_it_at_once(
+    store: ResumeStore,
+) -> None:
+    """The rest of the stream, and its end, come while the follower is between two frames (its
+    client's write): it gets them without waiting for the next heartbeat tick."""
+    rec = await opened(store)
+    rec.extend(1, [frame(1), frame(2)])
+    await asyncio.sleep(0.05)  # flushed (Redis)
+    replay = await store.replay(rec.stream_id, "app", 0, idle=30.0)
+    assert await anext(replay.frames) == frame(1)  # suspended between two frames
+    rec.extend(3, [frame(3)])
+    rec.append(4, frame(4, "end"))
+    await rec.finish()
+    assert await drain(replay.frames, timeout=3.0) == [frame(2), frame(3), frame(4, "end")]
+
+
 async def test_idle_follower_gets_ticks(store: ResumeStore) -> None:
     rec = await opened(store)
     replay = await store.replay(rec.stream_id, "app", None, idle=0.05)
