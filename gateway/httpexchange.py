@@ -3,7 +3,8 @@
 :class:`ServerRequest` is what the gateway's stream handlers read of a request (the part of
 ``aiohttp.web.Request`` that :class:`gateway.http.ClientRequest` names), :class:`Body` its body
 as it arrives, :class:`ServerResponse` a streamed answer (the same ``write``/``write_eof`` as
-aiohttp's ``StreamResponse``), :func:`head` the bytes of a response head.
+aiohttp's ``StreamResponse``), :func:`head` the bytes of a response head, :func:`body_framing`
+the header line that frames a request's body.
 """
 
 from __future__ import annotations
@@ -289,3 +290,15 @@ def _date() -> str:
         _date_second = second
         _date_line = "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second))
     return _date_line
+
+
+def body_framing(headers: Mapping[str, str]) -> bytes:
+    """The header line that frames a request's body (llhttp checked it), or ``b""`` when the
+    request has none."""
+    coding = headers.get("Transfer-Encoding")
+    if coding is not None:
+        return f"Transfer-Encoding: {coding}\r\n".encode("latin-1")
+    length = headers.get("Content-Length")
+    if length is None or not int(length):
+        return b""
+    return f"Content-Length: {length}\r\n".encode("latin-1")

@@ -20,17 +20,17 @@ proxy terminates it).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import ConfigError, InvalidRequest
-from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, head
-from gateway.idle import Expiry
+from gateway.errors import InvalidRequest
+from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, body_framing, head
+
+if TYPE_CHECKING:
+    from gateway.httplistener import Listener
 
 try:
     import httptools
@@ -52,24 +52,7 @@ BAD_REQUEST = b'{"error":{"code":"invalid_request","message":"malformed HTTP req
 MAX_EARLY_BYTES = 64 * 1024
 """Bytes of a next request kept while the current answer is still going out; then reads pause."""
 
-Handler = Callable[[ServerRequest], Awaitable[Reply]]
-Claims = Callable[[str], bool]
-"""``claims(path)``: whether a ``POST`` to ``path`` is served here."""
-
 _log = logging.getLogger("gateway")
-
-
-def use_raw_server(choice: str) -> bool:
-    """Whether ``server.http_server`` (``auto``, ``raw``, ``aiohttp``) picks this server.
-
-    ``auto`` picks it when ``httptools`` is installed; ``raw`` without it is a
-    :class:`ConfigError`.
-    """
-    if choice == "raw" and not AVAILABLE:
-        raise ConfigError(
-            "server.http_server: raw needs httptools (pip install 'llm-stream-gateway[fast]')"
-        )
-    return choice != "aiohttp" and AVAILABLE
 
 
 class Connection(asyncio.Protocol):
@@ -276,7 +259,7 @@ class Connection(asyncio.Protocol):
             raise ValueError("no Host, or more than one")  # RFC 9112 3.2; HttpParserCallbackError
         if parser.should_upgrade():  # its body is read after llhttp pauses (_ignore_upgrade)
             self.keep_alive = False
-            self._upgrade = _body_framing(headers)
+            self._upgrade = body_framing(headers)
         path, _, query = self._url.partition(b"?")
         self._url = b""
         max_body = self.listener.max_body_bytes()
@@ -406,44 +389,3 @@ class Connection(asyncio.Protocol):
         """Closed after ``keepalive_timeout`` unless a request's head completes first."""
         listener = self.listener
         listener.idle.after(self, listener.keepalive_timeout)
-
-
-def _body_framing(headers: CIMultiDict[str]) -> bytes:
-    """The header line that frames a request's body (llhttp checked it), or ``b""`` when the
-    request has none."""
-    coding = headers.get("Transfer-Encoding")
-    if coding is not None:
-        return f"Transfer-Encoding: {coding}\r\n".encode("latin-1")
-    length = headers.get("Content-Length")
-    if length is None or not int(length):
-        return b""
-    return f"Content-Length: {length}\r\n".encode("latin-1")
-
-
-@dataclasses.dataclass(eq=False)
-class Listener:
-    """What every connection of one listening socket shares; the protocol factory."""
-
-    app: web.Application
-    aiohttp_server: web.Server  # a connection handed off gets one of its handlers
-    _: dataclasses.KW_ONLY
-    handler: Handler
-    claims: Claims
-    max_body_bytes: Callable[[], int]
-    keepalive_timeout: float
-    connections: set[Connection] = dataclasses.field(default_factory=set)
-    idle: Expiry[Connection] = dataclasses.field(init=False)
-    """The idle connections' keep-alive deadlines (one loop timer for all: ``gateway/idle.py``;
-    acted on up to an eighth of the timeout late)."""
-
-    def __post_init__(self) -> None:
-        self.idle = Expiry(Connection.close, granularity=min(1.0, self.keepalive_timeout / 8))
-
-    def __call__(self) -> Connection:
-        return Connection(self)
-
-    def close_all(self) -> None:
-        """Close every connection still here (at shutdown, after the streams ended)."""
-        for conn in list(self.connections):
-            conn.close()
-        self.idle.close()

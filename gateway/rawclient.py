@@ -1,4 +1,5 @@
-"""The pool of the fast upstream client (:mod:`gateway.rawhttp` has the connections).
+"""The pool of the fast upstream client (:mod:`gateway.rawhttp` has the connections), and
+:func:`use_raw`, whether ``server.upstream_client`` picks that client.
 
 :class:`RawClient` keeps per ``(scheme, host, port)`` a list of idle keep-alive connections
 (reused when a response was read to its end; closed after
@@ -22,14 +23,27 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from gateway.errors import GatewayError, UpstreamConnectError, UpstreamError
+from gateway.errors import ConfigError, GatewayError, UpstreamConnectError, UpstreamError
 from gateway.idle import Expiry
-from gateway.rawhttp import Key, RawResponse, _Conn
+from gateway.rawhttp import AVAILABLE, Key, RawResponse, _Conn
 
 DNS_TTL = 300.0
 """Seconds a resolved host name is reused."""
 IDLE_KEEPALIVE = 30.0
 """Seconds an idle pooled connection is kept open."""
+
+
+def use_raw(choice: str) -> bool:
+    """Whether ``server.upstream_client`` (``auto``, ``raw``, ``aiohttp``) picks this client.
+
+    ``auto`` picks it when ``httptools`` is installed; ``raw`` without it is a
+    :class:`ConfigError`.
+    """
+    if choice == "raw" and not AVAILABLE:
+        raise ConfigError(
+            "server.upstream_client: raw needs httptools (pip install 'llm-stream-gateway[fast]')"
+        )
+    return choice != "aiohttp" and AVAILABLE
 
 
 def _raced(conn: _Conn) -> bool:

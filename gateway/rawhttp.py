@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from gateway.errors import (
-    ConfigError,
     GatewayError,
     UpstreamError,
     UpstreamTruncated,
@@ -70,19 +69,6 @@ class Pool(Protocol):
 
     def done(self) -> None:
         """A request ended: free its connection slot."""
-
-
-def use_raw(choice: str) -> bool:
-    """Whether ``server.upstream_client`` (``auto``, ``raw``, ``aiohttp``) picks this client.
-
-    ``auto`` picks it when ``httptools`` is installed; ``raw`` without it is a
-    :class:`ConfigError`.
-    """
-    if choice == "raw" and not AVAILABLE:
-        raise ConfigError(
-            "server.upstream_client: raw needs httptools (pip install 'llm-stream-gateway[fast]')"
-        )
-    return choice != "aiohttp" and AVAILABLE
 
 
 class _Conn(asyncio.Protocol):

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway import NATIVE, gctune
 from gateway.config.model import GatewayConfig
-from gateway.httpserver import Listener, use_raw_server
+from gateway.httplistener import Listener, use_raw_server
 from gateway.logs import log_event
 from gateway.reload import reload_config
 from gateway.server import build_app, stream_listener

@@ -42,7 +42,7 @@ from gateway.http import (
     read_json,
 )
 from gateway.httpexchange import Reply, ServerRequest
-from gateway.httpserver import Listener
+from gateway.httplistener import Listener
 from gateway.metrics import Metrics
 from gateway.rawclient import RawClient
 from gateway.request import ChatRequest, parse_request

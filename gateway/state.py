@@ -24,8 +24,7 @@ from gateway.limits import ErrorReporter
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.pool import Pool, build_pools
 from gateway.pricing import Pricer
-from gateway.rawclient import RawClient
-from gateway.rawhttp import use_raw
+from gateway.rawclient import RawClient, use_raw
 
 Admit = Callable[[ClientRequest, "GatewayState", "RouteRuntime"], Awaitable[Admission]]
 """Auth and limits for one request, run before its body is read (``features.py`` builds it)."""

@@ -20,8 +20,8 @@ import pytest
 
 from gateway import rawclient
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTruncated
-from gateway.rawclient import RawClient
-from gateway.rawhttp import AVAILABLE, MAX_HEAD, RawResponse, _Conn, use_raw
+from gateway.rawclient import RawClient, use_raw
+from gateway.rawhttp import AVAILABLE, MAX_HEAD, RawResponse, _Conn
 from gateway.upstream import _error_body
 from tests.support.gateway import wait_for
 
