@@ -1,5 +1,9 @@
 """The Redis resume store: any replica pointed at one Redis can serve any stream's resume.
 
+This module holds the keys, the owner's side (:class:`RedisRecorder`: appends and ``finish``;
+leases, TTL refreshes, stops) and :class:`RedisStore`. The followers' side (their slots, their
+connection pool, reading a replay's frames, gap checks) is ``gateway.resume.redis_followers``.
+
 Keys (``<k>`` = ``gateway:resume:<stream id>``; the id is checked against ``STREAM_ID`` first):
 
 * ``<k>``: a Redis Stream, one entry per frame ``{i: <event id>, f: <frame>}``, appended with
@@ -15,17 +19,10 @@ with ``XRANGE`` then ``XREAD BLOCK``. The owner also holds a short lease per liv
 ``error{code: shutdown}`` frame, so followers of a crashed replica end within about 4 s.
 
 Two connection pools: the owner's (appends, ``finish``, lease and TTL refreshes, stops) and the
-followers' (every read of a replay). A follower holds a connection for each ``XREAD BLOCK``, so
-followers get a pool of their own, bounded by :data:`FOLLOWERS` slots: however many clients
-resume, the owner's writes and its lease never wait for a follower's connection (when they
-did, the owner's append failed, its lease lapsed, and its followers wrote a false ``shutdown``
-into a stream that was still running). A replay past the bound waits :data:`FOLLOWER_WAIT` for a
-slot, then gets 503 before its response starts.
-
-A follower gets each event after its ``Last-Event-ID`` exactly once and in order: when the next
-entry it reads is not the next id (``MAXLEN`` trimmed events it had not read yet), the replay is
-410 if nothing was sent yet, otherwise the follower ends early and its next resume gets 410, as
-in the memory store; never a silent gap in its ids.
+followers' (every read of a replay, bounded by follower slots: see
+``gateway.resume.redis_followers``), so the owner's writes and its lease never wait for a
+follower's connection. A follower gets each event after its ``Last-Event-ID`` exactly once and
+in order, or 410 (the same module).
 
 Appends are buffered in the recorder and written by one flush task per recorder, one
 :data:`APPEND` script call per flush (it runs the ``XADD`` of each frame inside Redis): the hot
@@ -43,12 +40,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway import redis_client
-from gateway.errors import Gone, NotFound, Unavailable
+from gateway.errors import NotFound
 from gateway.jsonutil import dumps, loads
 from gateway.resume import lease
 from gateway.resume.base import (
@@ -61,25 +57,13 @@ from gateway.resume.base import (
     check_range,
     check_stream_id,
 )
+from gateway.resume.redis_followers import RedisFollowers
 
 log = logging.getLogger("gateway.resume")
 
 PREFIX = "gateway:resume:"
 STOP_CHANNEL = "gateway:resume:stop"
 LIVE_TTL = 30.0
-BLOCK_MS = 1000
-PAGE = 500
-
-FOLLOWERS = 128
-"""Replays one store (one process) serves at once. Each holds two sockets for its whole life, its
-client's and a Redis connection (blocked in ``XREAD``, so not shared): 128 keeps that to 256
-file descriptors, a quarter of the common 1024 default, and leaves Redis' ``maxclients``
-(10,000) room for dozens of replicas. More followers of one popular stream are refused (503),
-never allowed to starve the owner's connections."""
-
-FOLLOWER_WAIT = 1.0
-"""Seconds a replay waits for a follower slot (about one ``XREAD`` block, in which followers that
-end give theirs back), then 503."""
 
 OWNER_CONNECTIONS = 100
 """The owner's pool: one append in flight per recorder, ``finish``, the keep-alive, the stop
@@ -107,30 +91,8 @@ per flush: redis-py spends about 30 µs of the gateway's CPU on each command of 
 server about one on each ``XADD`` of the script."""
 
 
-Entry = tuple[bytes, dict[bytes, bytes]]
-"""A Redis Stream entry as redis-py returns it: ``(entry id, fields)``."""
-
-
 def _key(stream_id: str) -> str:
     return PREFIX + stream_id
-
-
-def _after(page: Sequence[Entry], pos: int) -> tuple[list[bytes], int, bool]:
-    """The frames of ``page`` that run on from event ``pos``, the id of the last of them, and
-    whether the follower ends here: at the terminal marker, or at a gap (events trimmed before
-    it read them: ending lets its next resume get 410). Ids up to ``pos`` are skipped (a
-    ``Last-Event-ID`` may be ahead of what is flushed)."""
-    frames: list[bytes] = []
-    for _, fields in page:
-        if b"e" in fields:
-            return frames, pos, True
-        event_id = int(fields[b"i"])
-        if event_id > pos + 1:
-            return frames, pos, True
-        if event_id == pos + 1:
-            frames.append(fields[b"f"])
-            pos = event_id
-    return frames, pos, False
 
 
 class RedisRecorder(Recorder):
@@ -239,13 +201,11 @@ class RedisStore(ResumeStore):
         super().__init__(budget)
         self.url = url
         self._client = client
-        self._readers: Any = None
+        self._followers = RedisFollowers(url)
         self._append: Any = None
         self._live: dict[str, RedisRecorder] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
-        self._max_followers = FOLLOWERS
-        self._followers = asyncio.Semaphore(FOLLOWERS)
 
     @property
     def client(self) -> Any:
@@ -257,10 +217,8 @@ class RedisStore(ResumeStore):
     @property
     def readers(self) -> Any:
         """The followers' client: one connection per follower slot, so an admitted follower
-        never waits for one."""
-        if self._readers is None:
-            self._readers = redis_client.pooled(self.url, self._max_followers, FOLLOWER_WAIT)
-        return self._readers
+        never waits for one (:attr:`RedisFollowers.client`)."""
+        return self._followers.client
 
     @property
     def append_script(self) -> Any:
@@ -326,10 +284,10 @@ class RedisStore(ResumeStore):
     async def replay(
         self, stream_id: str, app: str | None, last_event_id: int | None, idle: float = 15.0
     ) -> Replay:
-        """See :meth:`ResumeStore.replay`; also raises :class:`Unavailable` (503) when no
-        follower slot frees within :data:`FOLLOWER_WAIT`. The slot is held until the returned
-        frames are closed or end."""
-        await self._admit()
+        """See :meth:`ResumeStore.replay`; also raises :class:`~gateway.errors.Unavailable`
+        (503) when no follower slot frees within ``redis_followers.FOLLOWER_WAIT``. The slot is
+        held until the returned frames are closed or end."""
+        await self._followers.admit()
         try:
             meta = await self._meta(stream_id, app, self.readers)
             pos = last_event_id or 0
@@ -338,80 +296,13 @@ class RedisStore(ResumeStore):
             check_range(pos, None, last, finished=done)
             headers = loads(meta.get("headers", "{}"))
             key = _key(stream_id)
-            cursor, page = await self._seek(key, pos)
+            cursor, page = await self._followers.seek(key, pos)
         except BaseException:
             self._followers.release()
             raise
-        frames = self._follow(key, pos, cursor, page, idle)
+        frames = self._followers.follow(key, pos, cursor, page, idle, LIVE_TTL)
         await anext(frames)  # started: from now on, closing it gives the slot back
         return Replay(headers, frames, done and pos >= last)
-
-    async def _admit(self) -> None:
-        """Take a follower slot, waiting up to :data:`FOLLOWER_WAIT` for one."""
-        try:
-            async with asyncio.timeout(FOLLOWER_WAIT):
-                await self._followers.acquire()
-        except TimeoutError:
-            raise Unavailable(
-                f"this replica serves {self._max_followers} resumes already; try again"
-            ) from None
-
-    async def _seek(self, key: str, pos: int) -> tuple[str, list[Entry]]:
-        """Where a follower after event ``pos`` starts: the entry id before the first entry
-        after ``pos`` (its cursor) and the rest of the page from that entry on (empty: none is
-        stored yet). Raises :class:`Gone` when that entry is not event ``pos + 1``: the range
-        check and the first frames come from the same read, so trimming cannot slip between."""
-        cursor = "0-0"
-        while True:
-            page = await self.readers.xrange(key, f"({cursor}", "+", count=PAGE)
-            for n, (entry_id, fields) in enumerate(page):
-                if b"e" in fields or int(fields[b"i"]) > pos:
-                    if b"i" in fields and int(fields[b"i"]) != pos + 1:
-                        next_id = int(fields[b"i"])
-                        raise Gone(f"events after {pos} were dropped (the next held is {next_id})")
-                    return cursor, page[n:]
-                cursor = entry_id.decode()
-            if len(page) < PAGE:
-                return cursor, []
-
-    async def _follow(
-        self, key: str, pos: int, cursor: str, page: list[Entry], idle: float
-    ) -> AsyncGenerator[bytes, None]:
-        """The frames after event ``pos``: ``page`` and the stored pages after it, then the live
-        ones (``XREAD BLOCK`` from ``cursor``) up to the terminal marker, ``b""`` after ``idle``
-        seconds without one. Ends early at a gap (see :func:`_after`). The first item is a
-        ``b""`` that :meth:`replay` takes, so the follower slot is given back however the
-        generator ends, even when it is closed before its first frame."""
-        try:
-            yield b""
-            while page:  # what is stored already, page by page
-                frames, pos, end = _after(page, pos)
-                for frame in frames:
-                    yield frame
-                if end:
-                    return
-                cursor = page[-1][0].decode()
-                page = await self.readers.xrange(key, f"({cursor}", "+", count=PAGE)
-            quiet = time.monotonic()
-            while True:  # then live
-                answer = await self.readers.xread({key: cursor}, count=PAGE, block=BLOCK_MS)
-                if not answer:
-                    if await lease.check(self.readers, key, LIVE_TTL) == "gone":
-                        return  # expired
-                    if time.monotonic() - quiet >= idle:
-                        quiet = time.monotonic()
-                        yield b""
-                    continue
-                page = answer[0][1]
-                frames, pos, end = _after(page, pos)
-                for frame in frames:
-                    yield frame
-                if end:
-                    return
-                cursor = page[-1][0].decode()
-                quiet = time.monotonic()
-        finally:
-            self._followers.release()
 
     async def stop(self, stream_id: str, app: str | None) -> None:
         meta = await self._meta(stream_id, app, self.client)
@@ -486,7 +377,7 @@ class RedisStore(ResumeStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for client in (self._client, self._readers):
-            if client is not None:
-                await client.aclose()
-        self._client = self._readers = self._append = None
+        if self._client is not None:
+            await self._client.aclose()
+        await self._followers.close()
+        self._client = self._append = None

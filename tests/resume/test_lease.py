@@ -13,7 +13,7 @@ from gateway import events as ev
 from gateway.encoders.tokens import TokensEncoder
 from gateway.errors import Unavailable
 from gateway.events import Event
-from gateway.resume import Budget, RedisStore, Replay, lease, redis_store
+from gateway.resume import Budget, RedisStore, Replay, lease, redis_followers, redis_store
 from tests.resume.conftest import StoreFactory
 from tests.resume.test_store import drain, frame, opened
 from tests.support.gateway import config_from
@@ -26,7 +26,7 @@ def short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 0.5 s lease refreshed every 0.1 s, and 0.2 s XREAD blocks: the same logic, faster."""
     monkeypatch.setattr(lease, "LEASE_TTL", 0.5)
     monkeypatch.setattr(lease, "LEASE_REFRESH", 0.1)
-    monkeypatch.setattr(redis_store, "BLOCK_MS", 200)
+    monkeypatch.setattr(redis_followers, "BLOCK_MS", 200)
 
 
 async def crash(store: RedisStore) -> None:
@@ -50,7 +50,7 @@ async def test_followers_of_a_crashed_owner_end_with_one_shutdown_error(
     await crash(owner)
     got = await asyncio.gather(*followers)
     elapsed = time.monotonic() - t0
-    assert elapsed < lease.LEASE_TTL + redis_store.BLOCK_MS / 1000 + 0.3
+    assert elapsed < lease.LEASE_TTL + redis_followers.BLOCK_MS / 1000 + 0.3
     assert got[0] == got[1]
     assert got[0][:2] == [frame(2), frame(3)] and len(got[0]) == 3
     tail = got[0][2]
@@ -88,8 +88,8 @@ async def test_many_followers_on_the_owners_replica_leave_the_record_whole(
     ``FOLLOWERS`` get 503, and the others follow the stream to its real end (no false
     ``shutdown``, no cut record)."""
     monkeypatch.setattr(redis_store, "OWNER_CONNECTIONS", 3)  # the stop listener holds one
-    monkeypatch.setattr(redis_store, "FOLLOWERS", 4)
-    monkeypatch.setattr(redis_store, "FOLLOWER_WAIT", 0.1)
+    monkeypatch.setattr(redis_followers, "FOLLOWERS", 4)
+    monkeypatch.setattr(redis_followers, "FOLLOWER_WAIT", 0.1)
     store = make_store(budget)
     rec = await opened(store)
     rec.extend(1, [frame(1), frame(2), frame(3)])

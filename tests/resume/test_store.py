@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound, Unavailable
 from gateway.ids import new_request_id
-from gateway.resume import Budget, Recorder, ResumeStore, redis_store
+from gateway.resume import Budget, Recorder, ResumeStore, redis_followers
 from tests.resume.conftest import StoreFactory
 
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Request-Id": "abc"}
@@ -257,8 +257,8 @@ async def test_a_follower_slot_is_held_until_its_replay_ends(
 ) -> None:
     """At most ``FOLLOWERS`` replays per store: one more waits ``FOLLOWER_WAIT`` for a slot, then
     gets 503; every way a replay ends gives its slot back."""
-    monkeypatch.setattr(redis_store, "FOLLOWERS", 1)
-    monkeypatch.setattr(redis_store, "FOLLOWER_WAIT", 0.2)
+    monkeypatch.setattr(redis_followers, "FOLLOWERS", 1)
+    monkeypatch.setattr(redis_followers, "FOLLOWER_WAIT", 0.2)
     store = make_store(budget)
     done = await recorded(store, 2)
     live = await opened(store)
