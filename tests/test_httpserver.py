@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from gateway import httplistener, httpserver, runner
-from gateway.errors import ConfigError
+from gateway import httpserver, runner
 from tests.support.gateway import RunningGateway, metric_value, running_gateway, wait_for
 from tests.support.rawclient import HELLO
 
@@ -516,13 +515,3 @@ async def test_a_closed_connection_is_freed(gw: RunningGateway) -> None:
         await wait_for(lambda: alive() == 0)
     finally:
         gc.enable()
-
-
-def test_raw_without_httptools_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(httplistener, "AVAILABLE", False)
-    with pytest.raises(ConfigError, match="http_server: raw needs httptools"):
-        httplistener.use_raw_server("raw")
-    assert httplistener.use_raw_server("auto") is False
-    monkeypatch.setattr(httplistener, "AVAILABLE", True)
-    assert httplistener.use_raw_server("auto") is True
-    assert httplistener.use_raw_server("aiohttp") is False
