@@ -106,6 +106,18 @@ def test_ndjson_lines() -> None:
     assert NDJSONEncoder.content_type == "application/x-ndjson"
 
 
+def test_an_ndjson_error_line_keeps_its_type_and_the_provider_s_as_error_type() -> None:
+    enc = NDJSONEncoder(ROUTE, "rid")
+    error = ev.error("upstream_error", "boom", True, type="overloaded_error")
+    assert json.loads(enc.encode(error)) == {
+        "type": "error",
+        "code": "upstream_error",
+        "message": "boom",
+        "retryable": True,
+        "error_type": "overloaded_error",
+    }
+
+
 def test_text_is_only_the_visible_text_by_default() -> None:
     enc = TextEncoder(ROUTE, "rid")
     assert b"".join(enc.encode(e) for e in sample()) == NASTY.encode()
