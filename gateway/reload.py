@@ -28,6 +28,7 @@ def reload_config(app: web.Application, path: str) -> bool:
     state = build_state(config, old.metrics, previous=old)
     bind_clients(app, state)
     state.sessions = old.sessions  # shutdown must still see streams started before the reload
+    state.drain_tasks = old.drain_tasks  # and their drains (and their cap counts them)
     install_features(app, state)
     install_resume(app, state)
     install_tracing(app, state)  # a tracing change needs a restart

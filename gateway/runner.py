@@ -38,17 +38,25 @@ default is 10 s, which lets a slowloris body hold the socket long after its 400)
 async def drain_and_stop(state: GatewayState, grace: float) -> None:
     """SIGTERM: refuse new streams, let open ones finish for ``grace`` seconds, then end the rest.
 
-    Polls the set of open streams every 50 ms: simpler than signalling every stream end, and
+    The drains of streams whose client left (``on_client_abort: drain``) read on for the same
+    ``grace``, then are cancelled and awaited: each settles its budget with the usage it read
+    as it ends, which must happen while the limits backend is still open (it closes with the
+    app, after this). Polls every 50 ms: simpler than signalling every stream end, and
     shutdown is not a hot path.
     """
     state.draining = True
     log_event("draining", streams=len(state.sessions), grace_s=grace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    while state.sessions and loop.time() < deadline:  # noqa: ASYNC110
+    while (state.sessions or state.drain_tasks) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     for session in list(state.sessions):
         session.shutdown()
+    drains = list(state.drain_tasks)
+    for task in drains:
+        task.cancel()
+    if drains:
+        await asyncio.wait(drains, timeout=5.0)
     end = loop.time() + 5.0
     while state.sessions and loop.time() < end:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
