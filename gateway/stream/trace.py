@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -94,6 +95,43 @@ class StreamTrace:
 
 
 NO_TRACE = StreamTrace()
+
+
+class ContextTrace(StreamTrace):
+    """No span of the gateway's (the stream is not sampled), but the client's trace context
+    goes upstream as it came, so the upstream's spans join the client's trace and its sampling
+    decision (an unsampled flag) holds there too (W3C Trace Context; OpenTelemetry's
+    parent-based sampling)."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, str]) -> None:
+        self._context = context
+
+    def request_for(self, attempt: Attempt) -> UpstreamRequest | LocalScript:
+        request = attempt.request
+        if not isinstance(request, UpstreamRequest):
+            return request
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _PROPAGATED}
+        headers.update(self._context)
+        return dataclasses.replace(request, headers=headers)
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
+
+
+def client_context(headers: Mapping[str, str]) -> StreamTrace:
+    """:class:`ContextTrace` for the client's ``traceparent`` (and ``tracestate``) when it is
+    well formed (it is sent on as it came: nothing else may pass), else :data:`NO_TRACE`."""
+    traceparent = headers.get("traceparent")
+    if traceparent is None or not _TRACEPARENT.fullmatch(traceparent):
+        return NO_TRACE
+    context = {"traceparent": traceparent}
+    tracestate = headers.get("tracestate")
+    if tracestate is not None and _TRACESTATE.fullmatch(tracestate):
+        context["tracestate"] = tracestate
+    return ContextTrace(context)
 
 
 class TextRecord(StreamRecord):
@@ -221,7 +259,8 @@ def start_trace(
     received: float,
 ) -> StreamTrace:
     """The stream's trace: a SERVER span continuing the client's ``traceparent`` when tracing
-    is on and the stream is sampled, else :data:`NO_TRACE`."""
+    is on and the stream is sampled; when it is on and the stream is not, the client's context
+    sent on upstream (:func:`client_context`); else :data:`NO_TRACE`."""
     tracing = tracing_of(state)
     if tracing is None:
         return NO_TRACE
@@ -237,7 +276,7 @@ def start_trace(
     except Exception:  # a tracing bug must never fail a stream
         log.exception("could not start the stream's trace span")
         return NO_TRACE
-    if span is None:
-        return NO_TRACE
+    if span is None:  # not sampled: the client's context still goes upstream
+        return client_context(headers)
     capture = tracing.capture_content
     return SpanTrace(span, capture=capture, chat=plan.chat if capture else None)

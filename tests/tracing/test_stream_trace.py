@@ -375,6 +375,26 @@ async def test_sample_ratio_zero_exports_nothing(
     assert {s.trace_id for s in spans} == {CLIENT_TRACE}
 
 
+async def test_an_unsampled_clients_context_still_goes_upstream(
+    upstream: FakeUpstream, receiver: OTLPReceiver
+) -> None:
+    """W3C Trace Context: the upstream continues the client's trace with its unsampled flag,
+    rather than starting a trace of its own that it might sample."""
+    upstream.default = Script(chunks=[(0, fixture_bytes("openai_chat_basic.sse"))], headers=SSE)
+    unsampled = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"
+    doc = {"routes": [chat_route("r", upstream.url)]}
+    async with gateway(doc, receiver, sample_ratio=0) as gw:
+        headers = {"traceparent": unsampled, "tracestate": "vendor=abc"}
+        assert (await post(f"{gw.url}/v1/stream/r", headers=headers)).status == 200
+        bad = {"traceparent": unsampled + "-extra"}  # malformed: not sent on
+        assert (await post(f"{gw.url}/v1/stream/r", headers=bad)).status == 200
+        await exported(gw, receiver, 0)
+    assert receiver.spans == []
+    first, second = (seen.headers for seen in upstream.seen)
+    assert (first["traceparent"], first["tracestate"]) == (unsampled, "vendor=abc")
+    assert "traceparent" not in second
+
+
 async def test_collector_down_streams_unaffected_drops_counted(upstream: FakeUpstream) -> None:
     upstream.default = Script(chunks=[(0, fixture_bytes("openai_chat_basic.sse"))], headers=SSE)
     dead = f"http://127.0.0.1:{free_port()}"
