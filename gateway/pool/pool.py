@@ -30,6 +30,7 @@ Store failures (Redis): ``on_backend_error="open"`` balances on this process's m
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ class Pool:
         """How many deployments the resting gauge shows as resting (0: the calm path is exact)."""
         self._pairs: list[tuple[Deployment, View]] = []
         self._pairs_of: PoolState | None = None
+        self._choosing = asyncio.Lock()
+        """A shared store's choices, one at a time (see :meth:`choose`)."""
         self._wire()
 
     def _wire(self) -> None:
@@ -232,7 +235,19 @@ class Pool:
         return choice if isinstance(choice, Lease) else None
 
     async def choose(self, tried: Collection[str] = ()) -> Lease | Refusal:
-        """Like :meth:`acquire`, with a :class:`Refusal` instead of ``None``."""
+        """Like :meth:`acquire`, with a :class:`Refusal` instead of ``None``.
+
+        With a shared store (Redis) a choice reads the store, orders the candidates and takes
+        one in two round trips; this process makes those choices one at a time. Made at once,
+        a burst all read the same counts and the strategy's same turn before any took, and all
+        took the first deployment (30 of 30 under ``round_robin``).
+        """
+        if isinstance(self.state, MemoryPoolState):  # nothing waits: no lock
+            return await self._choose(tried)
+        async with self._choosing:
+            return await self._choose(tried)
+
+    async def _choose(self, tried: Collection[str]) -> Lease | Refusal:
         now = self.clock()
         state = self.state
         if isinstance(state, MemoryPoolState):

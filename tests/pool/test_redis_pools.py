@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,6 +50,27 @@ def replica(  # type: ignore[no-untyped-def]
 async def settle(*pools: Pool) -> None:
     for pool in pools:
         await pool.state.flush()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "weights", "expected"),
+    [
+        ("round_robin", (1, 1, 1), {"a": 10, "b": 10, "c": 10}),
+        ("weighted", (3, 1, 1), {"a": 18, "b": 6, "c": 6}),
+        ("least_busy", (1, 1, 1), {"a": 10, "b": 10, "c": 10}),
+    ],
+)
+async def test_a_concurrent_burst_is_spread_as_the_strategy_says(
+    flushed: RedisServer, strategy: str, weights: tuple[int, ...], expected: dict[str, int]
+) -> None:
+    """Thirty streams at once on one replica (all held open): they used to read the same counts
+    and the same turn, and all took the first deployment."""
+    deps = [deployment(name, weight=w) for name, w in zip("abc", weights, strict=True)]
+    pool = replica(flushed.url, Clock(), *deps, strategy=strategy)
+    leases = await asyncio.gather(*(pool.acquire(set()) for _ in range(30)))
+    assert all(lease is not None for lease in leases)
+    assert Counter(lease.name for lease in leases if lease is not None) == expected
+    await pool.state.close()
 
 
 async def test_max_concurrent_holds_across_replicas(flushed: RedisServer) -> None:
