@@ -50,6 +50,11 @@ MAX_RETRY_AFTER = 300.0
 one probe asks again, and a deployment still limited answers 429 with a fresh Retry-After."""
 
 
+CHOICE_WAIT = 0.25
+"""Seconds a choice on a shared store waits for the one before it (a healthy Redis makes
+hundreds in that time) before it goes ahead alone."""
+
+
 class PoolRecorder(Protocol):
     """What the pool reports (``gateway.metrics.PoolRouteMetrics`` implements it)."""
 
@@ -240,12 +245,21 @@ class Pool:
         With a shared store (Redis) a choice reads the store, orders the candidates and takes
         one in two round trips; this process makes those choices one at a time. Made at once,
         a burst all read the same counts and the strategy's same turn before any took, and all
-        took the first deployment (30 of 30 under ``round_robin``).
+        took the first deployment (30 of 30 under ``round_robin``). A choice that waits
+        :data:`CHOICE_WAIT` for its turn goes ahead without it: a store that hangs delays
+        each request by its own timeout, never by those of the requests before it.
         """
         if isinstance(self.state, MemoryPoolState):  # nothing waits: no lock
             return await self._choose(tried)
-        async with self._choosing:
+        try:
+            async with asyncio.timeout(CHOICE_WAIT):
+                await self._choosing.acquire()
+        except TimeoutError:  # the choice before is stuck on the store: do not queue behind it
             return await self._choose(tried)
+        try:
+            return await self._choose(tried)
+        finally:
+            self._choosing.release()
 
     async def _choose(self, tried: Collection[str]) -> Lease | Refusal:
         now = self.clock()

@@ -12,7 +12,9 @@ import pytest
 
 from gateway.config.model import GatewayConfig, LimitsConfig, RouteConfig, ServerConfig
 from gateway.config.pool import Cooldown, Deployment
+from gateway.limits.base import BackendError
 from gateway.pool import Lease, Pool, Refusal, build_pools
+from gateway.pool.pool import CHOICE_WAIT
 from gateway.pool.redis_state import RedisPoolState
 from tests.limits.redis_server import RedisServer, redis_server
 from tests.pool.helpers import Clock, deployment, pool_config
@@ -70,6 +72,25 @@ async def test_a_concurrent_burst_is_spread_as_the_strategy_says(
     leases = await asyncio.gather(*(pool.acquire(set()) for _ in range(30)))
     assert all(lease is not None for lease in leases)
     assert Counter(lease.name for lease in leases if lease is not None) == expected
+    await pool.state.close()
+
+
+async def test_choices_do_not_queue_behind_a_hanging_store(
+    flushed: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each choice waits for its own store call, not for those of the choices before it."""
+    pool = replica(flushed.url, Clock(), deployment("a"), deployment("b"))
+
+    async def hanging(*_: object) -> None:
+        await asyncio.sleep(0.5)
+        raise BackendError("limits backend: TimeoutError")
+
+    monkeypatch.setattr(pool.state, "snapshot", hanging)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    leases = await asyncio.gather(*(pool.acquire(set()) for _ in range(6)))
+    assert all(lease is not None for lease in leases)  # fail open: the process's own state
+    assert loop.time() - start < 0.5 + CHOICE_WAIT + 0.5  # not 6 x 0.5 s
     await pool.state.close()
 
 
