@@ -8,6 +8,8 @@ Four small toolboxes, each used by several adapters (so a fix lands once):
   streams break closed SDK enums (protocols README section 0.2);
 * request pieces: optional fields (:func:`present`), the function-tool shape, tool-call
   arguments as objects, required models, bearer credentials, synthesised tool-call ids;
+* streamed tool calls: :class:`IndexedToolCalls` (Chat Completions fragments) and
+  :class:`BlockToolCalls` (a start, pieces and a stop per block);
 * provider-reported failures: :func:`upstream_failure` (raised by native translators) and
   :func:`error_object_event` (the terminal event for a ``{message, code, type}`` error object).
 """
@@ -282,6 +284,51 @@ class IndexedToolCalls:
         ordinal = self._next
         self._next += 1
         return ordinal
+
+
+class BlockToolCalls:
+    """Tool calls streamed as blocks keyed by the upstream's index: a start (id, name), argument
+    pieces, a stop (Anthropic, Bedrock, Cohere). One per stream.
+
+    Ordinals count starts in order; pieces for an index no start opened are dropped. A call that
+    stops before any argument text (a tool without parameters: these providers send its ``{}``
+    as a start placeholder or not at all) gets one ``"{}"`` piece at its stop, so every call's
+    arguments join into a JSON string (contract section 5).
+    """
+
+    __slots__ = ("_calls", "_next", "_waiting")
+
+    def __init__(self) -> None:
+        self._calls: dict[Any, int] = {}  # upstream index -> ordinal
+        self._waiting: dict[Any, int] = {}  # the same, for calls without argument text yet
+        self._next = 0
+
+    @property
+    def waiting(self) -> bool:
+        """Some call has no argument text yet (only then does a stop event need reading)."""
+        return bool(self._waiting)
+
+    def start(self, index: Any, call_id: Any, name: Any, arguments: str = "") -> Event:
+        """The first piece of a new call at ``index``, with its id and name."""
+        ordinal = self._next
+        self._next += 1
+        self._calls[index] = ordinal
+        if not arguments:
+            self._waiting[index] = ordinal
+        return ev.tool_call(ordinal, arguments, id=call_id, name=name)
+
+    def piece(self, index: Any, arguments: Any) -> list[Event]:
+        """``[tool_call]`` for a non-empty argument string of the call at ``index``, else ``[]``."""
+        ordinal = self._calls.get(index)
+        if ordinal is None or not isinstance(arguments, str) or not arguments:
+            return []
+        self._waiting.pop(index, None)
+        return [ev.tool_call(ordinal, arguments)]
+
+    def stop(self, index: Any) -> list[Event]:
+        """One ``"{}"`` piece when the call at ``index`` ends with no argument text, else ``[]``."""
+        ordinal = self._waiting.pop(index, None)
+        return [] if ordinal is None else [ev.tool_call(ordinal, "{}")]
 
 
 # --- provider-reported failures -----------------------------------------------------------------

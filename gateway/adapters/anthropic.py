@@ -2,10 +2,12 @@
 
 Request: system/developer messages go to ``system``; assistant tool calls become ``tool_use``
 blocks; tool results become ``tool_result`` blocks in one user message per run of results;
-reasoning effort becomes ``thinking.budget_tokens`` (option ``thinking_budgets``).
+reasoning effort becomes ``thinking.budget_tokens`` (option ``thinking_budgets``), except
+inside an assistant turn (see :func:`_inside_assistant_turn`).
 
 Stream: ``message_start`` (input usage) -> content blocks (``text_delta`` -> ``delta``,
-``thinking_delta`` -> ``reasoning``, ``tool_use`` start + ``input_json_delta`` -> ``tool_call``)
+``thinking_delta`` -> ``reasoning``, ``tool_use`` start + ``input_json_delta`` -> ``tool_call``,
+``"{}"`` at the stop of a call that streamed no input)
 -> ``message_delta`` (stop reason, cumulative output usage) -> ``message_stop`` (``usage`` then
 ``end``). Usage is merged count by count over ``message_start`` and every ``message_delta`` (a
 later report of a count replaces an earlier one): ``input_tokens`` is all the input
@@ -21,6 +23,7 @@ from typing import Any
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    BlockToolCalls,
     OptionTable,
     UsageTally,
     arguments_object,
@@ -59,7 +62,7 @@ _STOP_REASONS: dict[str, FinishReason] = {
 }
 _RETRYABLE = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 # Events whose payload carries nothing for the token protocol: skip them without parsing JSON.
-_SKIP = frozenset({"ping", "content_block_stop"})
+_SKIP = frozenset({"ping"})
 
 
 class AnthropicAdapter(Adapter):
@@ -91,9 +94,10 @@ class AnthropicAdapter(Adapter):
         }
         if system := request.system_text:
             body["system"] = system
-        body["messages"] = _messages(request)
+        messages = _messages(request)
+        body["messages"] = messages
         budget = self._thinking_budget(request.reasoning_effort, max_tokens)
-        if budget:
+        if budget and not _inside_assistant_turn(messages):
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
         else:
             # Anthropic rejects temperature/top_p changes while thinking, so send them only here.
@@ -126,6 +130,28 @@ class AnthropicAdapter(Adapter):
 
     def new_translator(self) -> Translator:
         return AnthropicTranslator()
+
+
+def _inside_assistant_turn(messages: list[dict[str, Any]]) -> bool:
+    """The conversation ends inside an assistant turn: on an assistant message (a prefill), or
+    on tool results that only follow an assistant message with ``tool_use`` (a tool loop).
+
+    With thinking on, Anthropic wants that turn to start with its own thinking block (with its
+    signature), which the token protocol does not carry: such a request is sent without
+    thinking. A later user message starts a new turn, which needs none.
+    """
+    if messages and messages[-1]["role"] == "assistant":
+        return True
+    return (
+        len(messages) > 1
+        and _block_types(messages[-1]) == {"tool_result"}
+        and "tool_use" in _block_types(messages[-2])
+    )
+
+
+def _block_types(message: dict[str, Any]) -> set[str]:
+    content = message["content"]
+    return {block["type"] for block in content} if isinstance(content, list) else set()
 
 
 def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -188,12 +214,12 @@ class AnthropicTranslator(Translator):
         # Anthropic's own counts, merged over message_start and message_delta(s).
         self._usage = UsageTally()
         self._stop_reason: str | None = None
-        self._tools: dict[int, int] = {}  # content block index -> tool-call ordinal
+        self._tools = BlockToolCalls()  # keyed by content block index
 
     def feed(self, message: Message) -> list[Event]:
         kind = message.event
-        if kind in _SKIP:
-            return []
+        if kind in _SKIP or (kind == "content_block_stop" and not self._tools.waiting):
+            return []  # a block's stop matters only to a tool call without input so far
         obj = load_object(message.data, "anthropic")
         if kind == "message":  # no event: line; the payload's type says the same thing
             kind = obj.get("type", "")
@@ -201,6 +227,8 @@ class AnthropicTranslator(Translator):
             return self._delta(obj)
         if kind == "content_block_start":
             return self._block_start(obj)
+        if kind == "content_block_stop":
+            return self._tools.stop(obj.get("index"))
         if kind == "message_start":
             self._take_usage(as_object(obj.get("message")).get("usage"))
             return []
@@ -226,21 +254,16 @@ class AnthropicTranslator(Translator):
             text = delta.get("thinking")
             return [ev.reasoning(text)] if text else []
         if kind == "input_json_delta":
-            ordinal = self._tools.get(obj.get("index", -1))
-            piece = delta.get("partial_json")
-            if ordinal is None or not piece:
-                return []  # a server tool's input, or the usual empty first piece
-            return [ev.tool_call(ordinal, piece)]
+            # A server tool's input (no tool_use start) and the usual empty first piece: nothing.
+            return self._tools.piece(obj.get("index"), delta.get("partial_json"))
         return []  # signature_delta, citations_delta: nothing for the token protocol
 
     def _block_start(self, obj: dict[str, Any]) -> list[Event]:
         block = as_object(obj.get("content_block"))
         if block.get("type") != "tool_use":
             return []
-        ordinal = len(self._tools)
-        self._tools[obj.get("index", ordinal)] = ordinal
         # input:{} here is a placeholder; the real input streams as input_json_delta.
-        return [ev.tool_call(ordinal, "", id=block.get("id"), name=block.get("name"))]
+        return [self._tools.start(obj.get("index"), block.get("id"), block.get("name"))]
 
     def _take_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):

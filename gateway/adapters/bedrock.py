@@ -10,7 +10,8 @@ with ``Authorization: Bearer <upstream.api_key>`` (a Bedrock API key) when no ke
 Stream (AWS binary event stream, one JSON payload per frame, the event name in a header):
 ``contentBlockStart`` with ``start.toolUse`` opens a ``tool_call``; ``contentBlockDelta``
 carries ``delta.text`` -> ``delta``, ``delta.reasoningContent.text`` -> ``reasoning``,
-``delta.toolUse.input`` -> ``tool_call`` pieces; ``messageStop.stopReason`` is remembered, and
+``delta.toolUse.input`` -> ``tool_call`` pieces (``"{}"`` at ``contentBlockStop`` when a call
+streamed none); ``messageStop.stopReason`` is remembered, and
 ``metadata`` (usage: ``inputTokens``, ``outputTokens``, ``cacheReadInputTokens``,
 ``cacheWriteInputTokens``) arrives *after* it and is the stream's terminator: ``usage`` then
 ``end`` are emitted at ``metadata``. An exception frame is a terminal ``error`` carrying the
@@ -27,6 +28,7 @@ from typing import Any
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    BlockToolCalls,
     arguments_object,
     bearer_headers,
     load_object,
@@ -62,7 +64,7 @@ _RETRYABLE = frozenset(
         "modelStreamErrorException",
     }
 )
-_SKIP = frozenset({"messageStart", "contentBlockStop"})
+_SKIP = frozenset({"messageStart"})
 
 
 def utc_now() -> datetime:
@@ -252,12 +254,12 @@ class BedrockTranslator(Translator):
     def __init__(self) -> None:
         self._stopped = False
         self._stop_reason: str | None = None
-        self._tools: dict[int, int] = {}  # contentBlockIndex -> tool-call ordinal
+        self._tools = BlockToolCalls()  # keyed by contentBlockIndex
 
     def feed(self, message: Message) -> list[Event]:
         kind = message.event
-        if kind in _SKIP:
-            return []
+        if kind in _SKIP or (kind == "contentBlockStop" and not self._tools.waiting):
+            return []  # a block's stop matters only to a tool call without input so far
         if kind.startswith(("exception:", "error:")):
             self._raise(kind.partition(":")[2], message.data)
         obj = load_object(message.data, "bedrock")
@@ -265,6 +267,8 @@ class BedrockTranslator(Translator):
             return self._delta(obj)
         if kind == "contentBlockStart":
             return self._block_start(obj)
+        if kind == "contentBlockStop":
+            return self._tools.stop(obj.get("contentBlockIndex"))
         if kind == "messageStop":
             self._stopped = True
             reason = obj.get("stopReason")
@@ -288,11 +292,7 @@ class BedrockTranslator(Translator):
             return [ev.reasoning(text)] if isinstance(text, str) and text else []
         use = delta.get("toolUse")
         if isinstance(use, dict):
-            ordinal = self._tools.get(obj.get("contentBlockIndex", -1))
-            piece = use.get("input")
-            if ordinal is None or not isinstance(piece, str) or not piece:
-                return []
-            return [ev.tool_call(ordinal, piece)]
+            return self._tools.piece(obj.get("contentBlockIndex"), use.get("input"))
         return []  # citation, image: not part of the token protocol
 
     def _block_start(self, obj: dict[str, Any]) -> list[Event]:
@@ -300,9 +300,9 @@ class BedrockTranslator(Translator):
         use = start.get("toolUse") if isinstance(start, dict) else None
         if not isinstance(use, dict):
             return []
-        ordinal = len(self._tools)
-        self._tools[obj.get("contentBlockIndex", ordinal)] = ordinal
-        return [ev.tool_call(ordinal, "", id=use.get("toolUseId"), name=use.get("name"))]
+        return [
+            self._tools.start(obj.get("contentBlockIndex"), use.get("toolUseId"), use.get("name"))
+        ]
 
     def _metadata(self, obj: dict[str, Any]) -> list[Event]:
         out: list[Event] = []

@@ -7,9 +7,10 @@ arguments; tool results as role ``tool`` with ``tool_call_id``), ``tools`` in th
 
 Stream: ``content-delta`` text -> ``delta``, thinking -> ``reasoning``; ``tool-plan-delta``
 (the model's plan before calling tools) -> ``reasoning``; ``tool-call-start`` / ``-delta`` ->
-``tool_call`` pieces; ``message-end`` -> ``usage`` + ``end`` (finish reason ``ERROR`` /
-``TIMEOUT`` -> terminal error instead). A ``data: [DONE]`` line is ignored. EOF before
-``message-end`` is ``upstream_truncated``.
+``tool_call`` pieces (``"{}"`` at ``tool-call-end`` when a call streamed no arguments);
+``message-end`` -> ``usage`` + ``end`` (finish reason ``ERROR`` / ``TIMEOUT`` -> terminal error
+instead). A ``data: [DONE]`` line is ignored. EOF before ``message-end`` is
+``upstream_truncated``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from gateway import events as ev
 from gateway.adapters._kit import (
+    BlockToolCalls,
     OptionTable,
     as_object,
     bearer_headers,
@@ -48,7 +50,7 @@ _FINISH: dict[str, FinishReason] = {
     "TOOL_CALL": "tool_calls",
 }
 _FAILED = frozenset({"ERROR", "TIMEOUT"})
-_SKIP = frozenset({"message-start", "content-start", "content-end", "tool-call-end"})
+_SKIP = frozenset({"message-start", "content-start", "content-end"})
 
 
 class CohereAdapter(Adapter):
@@ -136,12 +138,12 @@ class CohereTranslator(Translator):
     """v2 chat stream events -> token events. See the module docstring."""
 
     def __init__(self) -> None:
-        self._tools: dict[int, int] = {}  # Cohere tool-call index -> ordinal
+        self._tools = BlockToolCalls()  # keyed by Cohere's tool-call index
 
     def feed(self, message: Message) -> list[Event]:
         kind = message.event
-        if kind in _SKIP:
-            return []
+        if kind in _SKIP or (kind == "tool-call-end" and not self._tools.waiting):
+            return []  # a call's end matters only to a call without arguments so far
         data = message.data
         if data == "[DONE]":
             return []  # the SDK tolerates it after message-end; it carries nothing
@@ -164,6 +166,8 @@ class CohereTranslator(Translator):
             return [ev.reasoning(plan)] if plan else []
         if kind == "tool-call-start":
             return self._tool_piece(obj, start=True)
+        if kind == "tool-call-end":
+            return self._tools.stop(obj.get("index"))
         if kind == "message-end":
             return self._end(obj)
         return []  # citations, debug, and event types added later
@@ -174,16 +178,13 @@ class CohereTranslator(Translator):
             call = call[0] if call else None
         if not isinstance(call, dict):
             return []
-        key = obj.get("index", len(self._tools))
+        index = obj.get("index")
         function = as_object(call.get("function"))
-        arguments = function.get("arguments") or ""
+        arguments = function.get("arguments")
         if start:
-            first = self._tools.setdefault(key, len(self._tools))
-            return [ev.tool_call(first, arguments, id=call.get("id"), name=function.get("name"))]
-        ordinal = self._tools.get(key)
-        if ordinal is None or not arguments:
-            return []
-        return [ev.tool_call(ordinal, arguments)]
+            whole = arguments if isinstance(arguments, str) else ""
+            return [self._tools.start(index, call.get("id"), function.get("name"), whole)]
+        return self._tools.piece(index, arguments)
 
     def _end(self, obj: dict[str, Any]) -> list[Event]:
         self.finished = True

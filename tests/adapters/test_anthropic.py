@@ -14,7 +14,12 @@ from gateway.events import Event
 from gateway.framing import Message
 from gateway.jsonutil import loads
 from gateway.request import parse_request
-from tests.adapters.harness import make_adapter, replay
+from tests.adapters.harness import (
+    check_same_at_every_split,
+    make_adapter,
+    replay,
+    replay_checked,
+)
 from tests.adapters.native_contract import CONVERSATION, check_fixture
 
 
@@ -146,6 +151,95 @@ def test_thinking_budget_capped_below_max_tokens_or_dropped() -> None:
         {"messages": [{"role": "user", "content": "x"}], "reasoning": {"effort": "minimal"}}
     )
     assert "thinking" not in loads(adapter.build_request(minimal).body)
+
+
+USER = {"role": "user", "content": "Weather in Paris?"}
+CALL = {"id": "toolu_1", "name": "weather", "arguments": '{"city": "Paris"}'}
+ASKED = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+RESULT = {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        pytest.param([USER, ASKED, RESULT], id="tool-loop"),
+        pytest.param(
+            [USER, {**ASKED, "content": "Checking."}, RESULT, RESULT | {"tool_call_id": "t2"}],
+            id="tool-loop-text-and-two-results",
+        ),
+        pytest.param(
+            [USER, ASKED, RESULT, {"role": "system", "content": "Be brief."}],
+            id="tool-loop-then-system",
+        ),
+        pytest.param([USER, {"role": "assistant", "content": "Sunny, "}], id="prefill"),
+        pytest.param([USER, ASKED], id="unanswered-tool-use"),
+    ],
+)
+def test_no_thinking_inside_an_assistant_turn(messages: list[dict[str, Any]]) -> None:
+    # The turn being continued would need its own thinking block (with a signature) first,
+    # which a common request cannot carry: Anthropic answers 400 unless thinking is off.
+    # With thinking off, the sampling parameters go as they do without an effort.
+    request = {
+        "messages": messages,
+        "reasoning": {"effort": "medium"},
+        "temperature": 0.3,
+        "top_p": 0.9,
+    }
+    body = loads(
+        make_adapter(AnthropicAdapter, model="m").build_request(parse_request(request)).body
+    )
+    assert "thinking" not in body
+    assert (body["temperature"], body["top_p"]) == (0.3, 0.9)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        pytest.param([USER], id="first-turn"),
+        pytest.param([{"role": "system", "content": "x"}], id="no-messages-left"),  # no IndexError
+        pytest.param(
+            [USER, ASKED, RESULT, {"role": "user", "content": "And Rome?"}], id="new-turn"
+        ),
+        pytest.param(
+            [USER, {"role": "assistant", "content": "Sunny."}, {"role": "user", "content": "Ok"}],
+            id="after-a-text-answer",
+        ),
+    ],
+)
+def test_thinking_when_the_conversation_ends_on_a_user_turn(
+    messages: list[dict[str, Any]],
+) -> None:
+    request = {
+        "messages": messages,
+        "reasoning": {"effort": "medium"},
+        "max_tokens": 8000,
+        "temperature": 0.3,
+    }
+    body = loads(
+        make_adapter(AnthropicAdapter, model="m").build_request(parse_request(request)).body
+    )
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert "temperature" not in body
+
+
+def test_native_request_keeps_thinking_in_a_tool_loop() -> None:
+    # The Messages front door passes the client's own thinking blocks (with signatures) back:
+    # there the continued turn has its thinking block, and the client's thinking stays on.
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Look it up.", "signature": "sig"},
+                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1"}]},
+    ]
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    native = {"messages": messages, "thinking": thinking, "max_tokens": 2048}
+    body = loads(make_adapter(AnthropicAdapter, model="m").build_native_request(native).body)
+    assert body["thinking"] == thinking and body["messages"] == messages
 
 
 def test_bad_tool_arguments_name_the_field() -> None:
@@ -304,3 +398,64 @@ def test_usage_is_merged_over_message_start_and_message_delta() -> None:
 def test_upstream_config_base_url_default() -> None:
     adapter = AnthropicAdapter(UpstreamConfig(), AnthropicAdapter.parse_options({}, "o")[0])
     assert adapter.base_url == "https://api.anthropic.com"
+
+
+def _argless_stream(*, named: bool) -> bytes:
+    """A tool without parameters: its ``input: {}`` only as the start's placeholder, then one
+    empty ``input_json_delta``; between a text block and a call with arguments."""
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"usage": {"input_tokens": 3}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "On it."},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "now", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": ""},
+        },
+        {"type": "content_block_stop", "index": 1},
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "toolu_2", "name": "add", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a": 1}'},
+        },
+        {"type": "content_block_stop", "index": 2},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 9},
+        },
+        {"type": "message_stop"},
+    ]
+    if named:
+        return _sse(*events)
+    return b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["event-lines", "data-only"])
+def test_tool_call_without_arguments_is_an_empty_object(named: bool) -> None:
+    # The arguments of a call must join into a JSON string (contract section 5); they joined "".
+    adapter = make_adapter(AnthropicAdapter)
+    data = _argless_stream(named=named)
+    events = replay_checked(adapter, [data])
+    assert [e.data for e in events if e.type == "tool_call"] == [
+        {"index": 0, "id": "toolu_1", "name": "now", "arguments": ""},
+        {"index": 0, "arguments": "{}"},  # at the call's content_block_stop
+        {"index": 1, "id": "toolu_2", "name": "add", "arguments": ""},
+        {"index": 1, "arguments": '{"a": 1}'},
+    ]
+    check_same_at_every_split(adapter, data, events, every_cut=True)

@@ -293,6 +293,46 @@ def test_two_tool_calls_get_ordinals_in_order() -> None:
     ]
 
 
+def test_tool_call_without_arguments_is_an_empty_object() -> None:
+    # A tool without parameters: contentBlockStart then contentBlockStop, no toolUse deltas.
+    # Its arguments joined "" (not JSON, contract section 5); now one "{}" piece at the stop.
+    def start(index: int, tid: str) -> bytes:
+        return event(
+            "contentBlockStart",
+            {"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": tid, "name": "f"}}},
+        )
+
+    def stop(index: int) -> bytes:
+        return event("contentBlockStop", {"contentBlockIndex": index})
+
+    with_input = event(
+        "contentBlockDelta", {"contentBlockIndex": 3, "delta": {"toolUse": {"input": '{"x":1}'}}}
+    )
+    data = _stream(
+        TEXT,
+        stop(0),
+        start(1, "a"),
+        stop(1),
+        start(3, "b"),
+        with_input,
+        stop(3),
+        start(4, "c"),
+        stop(4),
+        event("messageStop", {"stopReason": "tool_use"}),
+        event("metadata", {"usage": {"inputTokens": 1, "outputTokens": 2}}),
+    )
+    events = run(data)
+    assert [e.data for e in events if e.type == "tool_call"] == [
+        {"index": 0, "id": "a", "name": "f", "arguments": ""},
+        {"index": 0, "arguments": "{}"},
+        {"index": 1, "id": "b", "name": "f", "arguments": ""},
+        {"index": 1, "arguments": '{"x":1}'},
+        {"index": 2, "id": "c", "name": "f", "arguments": ""},
+        {"index": 2, "arguments": "{}"},
+    ]
+    check_same_at_every_split(adapter(), data, events, every_cut=True)
+
+
 def test_invalid_json_payload_is_a_protocol_error() -> None:
     from tests.framing.aws_frames import frame
 

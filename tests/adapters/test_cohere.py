@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from gateway.adapters.cohere import CohereAdapter
 from gateway.jsonutil import loads
 from gateway.request import parse_request
-from tests.adapters.harness import make_adapter, replay
+from tests.adapters.harness import (
+    check_same_at_every_split,
+    make_adapter,
+    replay,
+    replay_checked,
+)
 from tests.adapters.native_contract import CONVERSATION, check_fixture
 
 
@@ -120,3 +128,43 @@ def test_done_marker_is_ignored_and_timeout_is_retryable() -> None:
     assert events[-1].data["retryable"] is True and events[-1].data["type"] == "TIMEOUT"
     truncated = replay(make_adapter(CohereAdapter), [stream.split(b"event: message-end")[0]])
     assert truncated[-1].data["code"] == "upstream_truncated"
+
+
+def _call(kind: str, index: int, call: dict[str, Any] | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": kind, "index": index}
+    if call is not None:
+        event["delta"] = {"message": {"tool_calls": call}}
+    return event
+
+
+def test_tool_call_without_arguments_is_an_empty_object() -> None:
+    # A tool without parameters: tool-call-start with arguments "", no tool-call-delta. Its
+    # arguments joined "" (not JSON, contract section 5); now one "{}" piece at tool-call-end.
+    def start(index: int, tid: str) -> dict[str, Any]:
+        function = {"name": "f", "arguments": ""}
+        return _call(
+            "tool-call-start", index, {"id": tid, "type": "function", "function": function}
+        )
+
+    events = [
+        start(0, "a"),
+        _call("tool-call-end", 0),
+        start(1, "b"),
+        _call("tool-call-delta", 1, {"function": {"arguments": '{"x":1}'}}),
+        _call("tool-call-end", 1),
+        start(2, "c"),
+        _call("tool-call-end", 2),
+        {"type": "message-end", "delta": {"finish_reason": "TOOL_CALL"}},
+    ]
+    data = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+    adapter = make_adapter(CohereAdapter)
+    got = replay_checked(adapter, [data])
+    assert [e.data for e in got if e.type == "tool_call"] == [
+        {"index": 0, "id": "a", "name": "f", "arguments": ""},
+        {"index": 0, "arguments": "{}"},
+        {"index": 1, "id": "b", "name": "f", "arguments": ""},
+        {"index": 1, "arguments": '{"x":1}'},
+        {"index": 2, "id": "c", "name": "f", "arguments": ""},
+        {"index": 2, "arguments": "{}"},
+    ]
+    check_same_at_every_split(adapter, data, got, every_cut=True)
