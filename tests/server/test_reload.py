@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from gateway.client import collect
@@ -81,3 +82,28 @@ async def test_deeply_nested_config_is_refused_not_a_traceback(tmp_path: Path) -
         assert "nested too deeply" in gw.log()
         assert await text_of(url) == "still here"
         assert "Traceback" not in gw.log()
+
+
+async def test_a_config_the_process_cannot_set_up_is_refused_and_the_old_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A valid file whose state fails to build (an extra not installed, a store that cannot
+    start): the reload says so and the running config stays, instead of an exception in the
+    signal handler."""
+    from gateway import reload
+    from gateway.state import STATE
+    from tests.support.gateway import running_gateway
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"routes": [demo("new")]}))
+    async with running_gateway({"routes": [demo("old")]}) as gw:
+        before = gw.app[STATE].current
+
+        def broken(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("cannot set up")
+
+        monkeypatch.setattr(reload, "build_state", broken)
+        assert reload.reload_config(gw.app, str(path)) is False
+        assert gw.app[STATE].current is before
+        assert await text_of(f"{gw.url}/v1/stream/demo") == "old"
+    assert "reload_refused" in caplog.text and "cannot set up" in caplog.text
