@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
@@ -71,6 +72,7 @@ class Connection(asyncio.Protocol):
         "keep_alive",
         "listener",
         "loop",
+        "lost_at",
         "parser",
         "task",
         "transport",
@@ -95,6 +97,8 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self.writing_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
+        self.lost_at: float | None = None
+        """When the client went away (``time.monotonic``): the start of an abort's cancel time."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Connection(asyncio.Protocol):
         self._feed(parser, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_at = time.monotonic()
         self.listener.connections.discard(self)
         self.listener.idle.clear(self)
         self.transport = None

@@ -335,9 +335,12 @@ class StreamSession:
         """The client disconnected (or a slow client was cut): close or drain the upstream."""
         if not self.slow_client:
             self.record.aborted(upstream_open=self.source is not None)
+        lost_at = self.sink.client_lost_at()
         source = self.source
-        if source is None:
-            return  # open_upstream closes its own connection when cancelled
+        if source is None:  # open_upstream closed its own connection as the cancel went through
+            if lost_at is not None:
+                self.record.cancelled(now() - lost_at)
+            return
         self.source = None
         route = self.route
 
@@ -352,7 +355,7 @@ class StreamSession:
         ):
             self.meter.hand_to_drain()  # the detached pump settles, with the whole usage
             return  # the sink records the rest (resumable streams)
-        t = now()
+        t = now() if lost_at is None else lost_at
         source.close()
         self.record.cancelled(now() - t)
 

@@ -229,6 +229,11 @@ class Sink:
         """The response to return from the handler (``None``: nothing was started)."""
         return self.response
 
+    def client_lost_at(self) -> float | None:
+        """When the client went away (``time.monotonic``), where the server says so (the fast
+        server's connections do; aiohttp's do not): the start of an abort's cancel time."""
+        return getattr(getattr(self._request, "protocol", None), "lost_at", None)
+
     def detach(
         self,
         source: Source,

@@ -56,7 +56,9 @@ async def abort_and_measure(writer: asyncio.StreamWriter, upstream: FakeUpstream
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 
 
-async def test_abort_while_waiting_for_upstream_headers(upstream: FakeUpstream) -> None:
+async def test_abort_while_waiting_for_upstream_headers(
+    upstream: FakeUpstream, http_server: str
+) -> None:
     upstream.push(Script(delay_before_headers=30, headers=SSE))
     async with running_gateway(gateway_doc(upstream)) as gw:
         _, writer = await open_raw(gw.port, "/v1/stream/r", HELLO)
@@ -74,6 +76,9 @@ async def test_abort_while_waiting_for_upstream_headers(upstream: FakeUpstream) 
             == 1
         )
         assert await metric_value(gw.url, "gateway_active_streams", {"route": "r"}) == 0
+        # Timed from the client's disconnect on the fast server (aiohttp's does not say when).
+        cancel = await metric_value(gw.url, "gateway_upstream_cancel_seconds_count", {"route": "r"})
+        assert cancel == (1 if http_server == "raw" else 0)
 
 
 async def test_abort_while_model_is_silent(upstream: FakeUpstream) -> None:
