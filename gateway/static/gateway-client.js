@@ -261,10 +261,12 @@ async function drain(reader, ms) {
 
 /**
  * The shared engine: POST, check the response, parse SSE, yield every token-protocol event
- * (terminal `error` included) as `{type, data, id, at}` where `at` is ms since the request
- * started. Fills `meta` (requestId, status, startedAt, headersAt). Ends after the terminal
- * event; throws on HTTP errors, truncation, bad frames and aborts. Closes the connection on
- * every early exit.
+ * (terminal `error` included) as `{type, data, id, at}` where `at` is ms since the call's first
+ * request started. Fills `meta` (requestId, status, startedAt, headersAt; a resume keeps the
+ * first request's startedAt and headersAt). Ends after the terminal event; throws on HTTP
+ * errors, truncation (a 204 included: the stream ended before this call saw its terminal
+ * event), bad frames and aborts, an abort also between two events of one network chunk.
+ * Closes the connection on every early exit.
  */
 async function* openStream(url, body, options, meta, lastEventId = null) {
   const outer = options.signal;
@@ -272,7 +274,7 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
   const controller = new AbortController();
   const onAbort = () => controller.abort(abortReason(outer));
   outer?.addEventListener("abort", onAbort, { once: true });
-  meta.startedAt = now();
+  meta.startedAt ??= now(); // a resume keeps the clock of the call's first request
   let reader = null;
   let finished = false;
   try {
@@ -304,7 +306,7 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
         cause: err,
       });
     }
-    meta.headersAt = now() - meta.startedAt;
+    meta.headersAt ??= now() - meta.startedAt;
     meta.status = response.status;
     meta.requestId = response.headers.get("X-Request-Id");
     if (!response.ok) {
@@ -313,8 +315,13 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
       throw err;
     }
     if (response.status === 204) {
-      finished = true; // a resume after the terminal event: nothing more will come
-      return;
+      // A resume from the terminal event (or beyond): nothing more will come, and this call
+      // never saw the terminal event. Not retryable: asking again gets the same 204.
+      throw new StreamTruncatedError("the stream had already ended (204) before its terminal event was received", {
+        status: response.status,
+        requestId: meta.requestId,
+        retryable: false,
+      });
     }
     const ctype = response.headers.get("Content-Type") ?? "";
     if (!ctype.toLowerCase().includes("text/event-stream") || response.body === null) {
@@ -344,6 +351,8 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
         throw new GatewayError(err.message, { kind: "protocol", code: "client_protocol", requestId: meta.requestId });
       }
       for (const frame of frames) {
+        // The consumer may abort while handling the previous event of this same chunk.
+        if (outer?.aborted) throw abortReason(outer);
         if (frame.type === "message") continue; // the token protocol always names its events
         let data;
         try {
@@ -378,6 +387,14 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
   }
 }
 
+/** `<url>/<stream id>`: the id goes at the end of the path, a query string is kept. */
+function resumeUrl(url, streamId) {
+  const base = "http://relative.invalid"; // resolves a relative url outside a page (node)
+  const target = new URL(url, globalThis.location?.href ?? base);
+  target.pathname = `${target.pathname.replace(/\/$/, "")}/${encodeURIComponent(streamId)}`;
+  return target.origin === base ? target.href.slice(base.length) : target.href;
+}
+
 const sleep = (ms, signal) =>
   new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(abortReason(signal));
@@ -393,7 +410,8 @@ const sleep = (ms, signal) =>
  * failure it GETs `<url>/<stream id>` with `Last-Event-ID` (the stream id is the `created`
  * event's `id`) until the terminal event, skipping events it already yielded. Gives up after
  * `options.maxResumes` (5) failed tries in a row, waiting `options.resumeDelay` ms (500,
- * doubling) between tries; an HTTP error on a resume (404 expired, 410 dropped) is thrown.
+ * doubling) between tries; an HTTP error on a resume (404 expired, 410 dropped) is thrown, and
+ * so is the `StreamTruncatedError` of a 204 (the stream ended before this call saw its end).
  * `options.resumeStreamId` (+ `options.resumeLastId`, default 0) resumes a stream known from
  * before (e.g. kept in sessionStorage across a reload) instead of POSTing; `options.onProgress
  * (streamId, lastId)` is called after each event, to keep such a record.
@@ -409,7 +427,7 @@ async function* events(url, body, options, meta) {
   let delay = options.resumeDelay ?? 500;
   let tries = 0;
   for (;;) {
-    const target = lastId === null ? url : `${url}/${encodeURIComponent(streamId)}`;
+    const target = lastId === null ? url : resumeUrl(url, streamId);
     try {
       for await (const ev of openStream(target, body, options, meta, lastId)) {
         const n = Number(ev.id);
@@ -424,7 +442,7 @@ async function* events(url, body, options, meta) {
       }
       return;
     } catch (err) {
-      const broken = err instanceof StreamTruncatedError || (err instanceof GatewayError && err.kind === "network");
+      const broken = err instanceof GatewayError && err.retryable && (err.kind === "truncated" || err.kind === "network");
       if (options.signal?.aborted || !broken || streamId === null || tries >= maxTries) throw err;
     }
     tries += 1;
@@ -570,7 +588,8 @@ function accumulate(s, ev) {
  *
  * Rejects (after calling onError(err), once) with: GatewayError kind "http" for an error
  * status, kind "stream" for a terminal `error` event, StreamTruncatedError when the stream
- * ends without a terminal event, the signal's reason (AbortError) on abort, or whatever a
+ * ends without a terminal event (or a resume gets 204: it had ended before this call saw its
+ * end), the signal's reason (AbortError) on abort, even from inside a callback, or whatever a
  * callback threw. The error's `summary` holds what streamed before the failure. Every
  * rejection closes the connection.
  */
@@ -618,6 +637,8 @@ export async function streamTokens(url, body, options = {}) {
         default: // a newer protocol's event: onEvent saw it
       }
     }
+    // A callback (onEnd, say) may have aborted after the last event: an abort never resolves.
+    if (options.signal?.aborted) throw abortReason(options.signal);
     return s;
   } catch (err) {
     if (s.events === 0) {
