@@ -16,6 +16,7 @@ Four small toolboxes, each used by several adapters (so a fix lands once):
 
 from __future__ import annotations
 
+import difflib
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -113,7 +114,7 @@ def validate_options(
     errors: list[str] = []
     for key, value in options.items():
         if key not in table:
-            errors.append(f"{path}.{key}: unknown option for provider '{provider}'")
+            errors.append(f"{path}.{key}: {_unknown_option(provider, key, table)}")
             continue
         default, check = table[key]
         problem = check(value)
@@ -124,6 +125,14 @@ def validate_options(
         else:
             out[key] = value
     return out, errors
+
+
+def _unknown_option(provider: str, key: object, table: OptionTable) -> str:
+    """``unknown option for provider 'x' (did you mean 'speed'?)``, the hint only when one is
+    close (the same match as the config's unknown keys)."""
+    close = difflib.get_close_matches(str(key), list(table), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown option for provider '{provider}'{hint}"
 
 
 # --- lenient upstream JSON ----------------------------------------------------------------------

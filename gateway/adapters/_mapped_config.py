@@ -61,7 +61,8 @@ class _Checker:
         if not isinstance(raw, str) or not raw or any(not s for s in raw.split(".")):
             self.error(where, "must be a dotted path such as choices.0.delta.content")
             return None
-        return tuple(int(s) if s.isdigit() else s for s in raw.split("."))
+        # ASCII digits only: str.isdigit() also accepts '²', which int() rejects.
+        return tuple(int(s) if s.isascii() and s.isdigit() else s for s in raw.split("."))
 
     def paths(self, raw: Any, where: str) -> tuple[Path, ...]:
         items = raw if isinstance(raw, list) else [raw]
@@ -128,7 +129,7 @@ def compile_options(options: Mapping[str, Any], path: str) -> tuple[Spec | None,
     if "events" not in top:
         c.error(f"{path}.events", "is required (where text, finish reason ... sit)")
     request = _request(c, top.get("request", {}), f"{path}.request")
-    events = _events(c, top.get("events", {}), f"{path}.events")
+    events = _events(c, top.get("events", {}), f"{path}.events", framing)
     if c.errors:
         return None, c.errors
     return Spec(framing, *request, **events), []
@@ -205,12 +206,17 @@ def _rules(c: _Checker, raw: Any, where: str, typed: bool) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _events(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
+def _events(c: _Checker, raw: Any, where: str, framing: str) -> dict[str, Any]:
     ev = c.keys(raw, where, _EVENTS)
     out: dict[str, Any] = {"type_path": None, "type_from_sse": False}
     if "type_path" in ev:
         if ev["type_path"] == SSE_EVENT:
             out["type_from_sse"] = True
+            if framing == "ndjson":
+                c.error(
+                    f"{where}.type_path",
+                    f"{SSE_EVENT} needs framing sse or sse+raw (ndjson has no event names)",
+                )
         else:
             out["type_path"] = c.path(ev["type_path"], f"{where}.type_path")
     typed = "type_path" in ev
@@ -239,7 +245,8 @@ def _events(c: _Checker, raw: Any, where: str) -> dict[str, Any]:
     if "terminator" not in ev:
         c.error(f"{where}.terminator", "is required: how the upstream says the stream is complete")
     else:
-        out["terminator"] = _terminator(c, ev["terminator"], f"{where}.terminator", typed)
+        finish = "finish_reason" in ev
+        out["terminator"] = _terminator(c, ev["terminator"], f"{where}.terminator", typed, finish)
     return out
 
 
@@ -315,19 +322,27 @@ def _error(c: _Checker, raw: Any, where: str, typed: bool) -> ErrorRule:
     )
 
 
-def _terminator(c: _Checker, raw: Any, where: str, typed: bool) -> Terminator:
+_NO_FINISH = "needs events.finish_reason (EOF ends normally only after a finish reason)"
+
+
+def _terminator(c: _Checker, raw: Any, where: str, typed: bool, finish: bool) -> Terminator:
     if raw == "eof_after_finish":
+        if not finish:
+            c.error(where, _NO_FINISH)
         return Terminator(eof_after_finish=True)
     t = c.keys(raw, where, _TERMINATOR)
-    if not t:
+    eof = t.get("eof_after_finish", False)
+    if not isinstance(eof, bool):
+        c.error(f"{where}.eof_after_finish", "must be true or false")
+    elif eof and not finish:
+        c.error(f"{where}.eof_after_finish", _NO_FINISH)
+    # Something must be able to end the stream: `eof_after_finish: false` alone sets nothing.
+    if not ({"data", "type", "path"} & t.keys() or eof is True):
         c.error(where, "give data, type, path (+ equals) or eof_after_finish")
     if "type" in t and not typed:
         c.error(f"{where}.type", "needs events.type_path (where the event type is)")
     if "equals" in t and "path" not in t:
         c.error(f"{where}.equals", "needs path")
-    eof = t.get("eof_after_finish", False)
-    if not isinstance(eof, bool):
-        c.error(f"{where}.eof_after_finish", "must be true or false")
     return Terminator(
         c.string(t["data"], f"{where}.data") if "data" in t else None,
         c.string(t["type"], f"{where}.type") if "type" in t else None,

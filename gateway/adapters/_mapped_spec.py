@@ -9,7 +9,7 @@ path only walks them. The option reference is ``docs/adapters/mapped.md``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -46,11 +46,16 @@ def lookup(doc: Any, path: Path) -> Any:
     return doc
 
 
-def first(doc: Any, paths: tuple[Path, ...]) -> Any:
-    """The first value found (not missing, not null) along ``paths``, else :data:`MISSING`."""
+def _present(value: Any) -> bool:
+    return value is not None
+
+
+def first(doc: Any, paths: tuple[Path, ...], accept: Callable[[Any], bool] = _present) -> Any:
+    """The first value along ``paths`` that ``accept`` takes (by default: any but null), else
+    :data:`MISSING`. Alternatives go on past a value of the wrong type."""
     for path in paths:
         value = lookup(doc, path)
-        if value is not MISSING and value is not None:
+        if value is not MISSING and accept(value):
             return value
     return MISSING
 
@@ -134,13 +139,13 @@ def placeholders(template: str) -> list[str]:
     return [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) is not None]
 
 
-def render(template: str, values: Mapping[str, Any]) -> str:
-    """``template`` with each ``{name}`` replaced by ``str(values[name])``; braces unescaped."""
+def render(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each ``{name}`` replaced by ``values[name]``; braces unescaped."""
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name is None:
             return m.group(0)[0]
-        return str(values[name])
+        return values[name]
 
     return _PLACEHOLDER.sub(sub, template)

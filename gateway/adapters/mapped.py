@@ -83,6 +83,7 @@ class MappedAdapter(Adapter):
         if model is not None and any(ch in model for ch in "\r\n\x00"):
             raise InvalidRequest("model: must not contain line breaks")
         spec = self.spec
+        texts = _texts(values)
         path = render(spec.path, {"model": quote_path_segment(model or "")})
         headers = {
             "content-type": "application/json",
@@ -91,9 +92,9 @@ class MappedAdapter(Adapter):
         for name, template in spec.headers or _DEFAULT_HEADERS:
             if "{api_key}" in template and not values["api_key"]:
                 continue  # no key configured: send no credential header at all
-            headers[name] = render(template, values)
+            headers[name] = render(template, texts)
         headers.update(self.upstream.headers)
-        body = _fill(spec.body, values, {k: "" if v is None else v for k, v in values.items()})
+        body = _fill(spec.body, values, texts)
         return UpstreamRequest(spec.method, self.base_url + path, headers, dumps_kept(body))
 
     def new_translator(self) -> Translator:
@@ -142,13 +143,21 @@ def _values(request: ChatRequest, model: str | None, api_key: str | None) -> dic
     }
 
 
+def _texts(values: Mapping[str, Any]) -> dict[str, str]:
+    """``values`` as text for placeholders inside a longer string (headers included): unset is
+    ``""``, a string itself, anything else compact JSON (``stop=["x","y"]``)."""
+    return {
+        k: "" if v is None else v if isinstance(v, str) else dumps_str(v) for k, v in values.items()
+    }
+
+
 _DROP = object()
 
 
-def _fill(node: Any, values: Mapping[str, Any], texts: Mapping[str, Any]) -> Any:
+def _fill(node: Any, values: Mapping[str, Any], texts: Mapping[str, str]) -> Any:
     """The body template with placeholders filled. A whole-value placeholder keeps the value's
-    JSON type; one whose value is unset drops its key (or list item). ``texts`` is ``values``
-    with unset ones as ``""``, for placeholders inside a longer string (built once a request)."""
+    JSON type; one whose value is unset drops its key (or list item). Inside a longer string,
+    placeholders take their ``texts`` (see :func:`_texts`, built once a request)."""
     if isinstance(node, str):
         if node.startswith("{") and node.endswith("}") and node[1:-1] in values:
             value = values[node[1:-1]]
@@ -167,11 +176,22 @@ def _text(doc: Any, rules: tuple[Rule, ...], kind: str | None) -> str | None:
     for rule in rules:
         if rule.types is not None and kind not in rule.types:
             continue
-        for path in rule.paths:
-            value = lookup(doc, path)
-            if isinstance(value, str) and value:
-                return value
+        if (value := first(doc, rule.paths, _is_text)) is not MISSING:
+            return cast(str, value)
     return None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_count(value: Any) -> bool:
+    return count(value) is not None
+
+
+def _is_reason(value: Any) -> bool:
+    """A finish reason: text, or a number (compared, like the config's map keys, as text)."""
+    return _is_text(value) or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 class MappedTranslator(Translator):
@@ -223,9 +243,9 @@ class MappedTranslator(Translator):
         if spec.usage is not None:
             self._take_usage(doc, kind)
         if spec.finish is not None and (spec.finish.types is None or kind in spec.finish.types):
-            value = first(doc, spec.finish.paths)
-            if isinstance(value, str) and value:
-                self._finish = value
+            value = first(doc, spec.finish.paths, _is_reason)
+            if value is not MISSING:
+                self._finish = str(value)
         if (term.type is not None and kind == term.type) or (
             term.paths and first(doc, term.paths) == term.equals
         ):
@@ -254,7 +274,7 @@ class MappedTranslator(Translator):
             return
         if rule.equals is not MISSING and value != rule.equals:
             return
-        message = first(doc, rule.message_paths) if rule.message_paths else value
+        message = first(doc, rule.message_paths, _is_text) if rule.message_paths else value
         found = [lookup(doc, p) for p in rule.type_paths]
         kinds = [k for k in found if isinstance(k, str) and k]
         status = next(
@@ -302,7 +322,7 @@ class MappedTranslator(Translator):
         if rule.types is not None and kind not in rule.types:
             return
         # Merged count by count: a provider may split usage over several events.
-        self._usage.take(**{key: first(doc, paths) for key, paths in rule.fields})
+        self._usage.take(**{key: first(doc, paths, _is_count) for key, paths in rule.fields})
 
     def _end(self) -> list[Event]:
         self.finished = True

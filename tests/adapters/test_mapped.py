@@ -243,7 +243,10 @@ def test_missing_paths_and_non_strings_are_absent() -> None:
 
 
 def test_non_json_is_a_protocol_error_and_empty_data_is_skipped() -> None:
-    options = {"request": {"body": {}}, "events": {"text": "t", "terminator": "eof_after_finish"}}
+    options = {
+        "request": {"body": {}},
+        "events": {"text": "t", "finish_reason": {"path": "f"}, "terminator": "eof_after_finish"},
+    }
     assert run(options, b"data: {nope\n\n")[-1].data["code"] == "upstream_protocol"
     # eof_after_finish without any finish reason: truncated, never a clean end
     assert run(options, b"data: \n\n" + sse({"t": "x"}))[-1].data["code"] == "upstream_truncated"
@@ -260,6 +263,7 @@ def test_raw_side_channel_json_errors() -> None:
                 "message_path": "error.message",
                 "status_path": "error.code",
             },
+            "finish_reason": {"path": "f"},
             "terminator": "eof_after_finish",
         },
     }
@@ -374,7 +378,7 @@ def test_request_placeholders_inline_and_unset() -> None:
 
 
 def test_default_headers_and_route_headers() -> None:
-    options = {"request": {"body": {}}, "events": {"text": "t", "terminator": "eof_after_finish"}}
+    options = {"request": {"body": {}}, "events": {"text": "t", "terminator": {"data": "x"}}}
     req = mapped(options, api_key="K", headers={"x-extra": "1"}).build_request(
         parse_request({"messages": [{"role": "user", "content": "x"}]})
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from gateway.adapters._kit import validate_options
 from gateway.config import (
     CorsConfig,
     RouteLimits,
@@ -207,6 +208,15 @@ def test_option_errors_carry_the_path() -> None:
         "routes[0].options.speed: must be a positive number",
         "routes[0].options.sped: unknown option for provider 'tunable'",
     ]
+
+
+def test_unknown_adapter_option_suggests_the_closest() -> None:
+    table = {"speed": (1.0, lambda v: None), "mode": ("a", lambda v: None)}
+    assert validate_options("p", {"sped": 1, "zzz": 2}, "routes[0].options", table)[1] == [
+        "routes[0].options.sped: unknown option for provider 'p' (did you mean 'speed'?)",
+        "routes[0].options.zzz: unknown option for provider 'p'",
+    ]
+    assert validate_options("p", {"x": 1}, "o", {})[1] == ["o.x: unknown option for provider 'p'"]
 
 
 def test_default_parse_options_accepts_nothing() -> None:
