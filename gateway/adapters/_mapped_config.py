@@ -124,6 +124,7 @@ def compile_options(options: Mapping[str, Any], path: str) -> tuple[Spec | None,
     framing = top.get("framing", "sse")
     if framing not in FRAMINGS:
         c.error(f"{path}.framing", f"must be one of {', '.join(FRAMINGS)}")
+        framing = "sse"  # the rest is checked as for SSE (and typed: the compiled build checks)
     if "request" not in top:
         c.error(f"{path}.request", "is required (method, path, headers, body)")
     if "events" not in top:
