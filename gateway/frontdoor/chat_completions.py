@@ -31,7 +31,7 @@ from aiohttp import web
 
 from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
-from gateway.errors import GatewayError, InvalidRequest, NotFound, Unavailable
+from gateway.errors import GatewayError, InvalidRequest, NotFound, Unauthorized, Unavailable
 from gateway.frontdoor.compat_request import param_of
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
@@ -87,6 +87,24 @@ async def read_body(request: ClientRequest, state: GatewayState) -> Any:
     return await read_json(request, state.config.server)
 
 
+def auth_first(state: GatewayState, request: ClientRequest, exc: GatewayError) -> GatewayError:
+    """What to answer a front-door request that failed before its admission: with auth on, a
+    missing or wrong key's 401 comes first, else ``exc``.
+
+    A front door reads its body before it knows the route (``model``), so its body checks and
+    route lookup run before the admission's auth; without this a client with no key could tell
+    the route names (404 against 401) and the body checks. Only the failure path pays for it:
+    an admitted request is authenticated once, by the admission.
+    """
+    if state.auth is None or isinstance(exc, Unauthorized):
+        return exc
+    try:
+        state.auth.authenticate(request.headers)
+    except Unauthorized as refusal:
+        return refusal
+    return exc
+
+
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
@@ -105,10 +123,11 @@ async def handle_chat_completions(request: ClientRequest) -> Reply:
         body = await read_body(request, state)
         runtime = find_route(state, body)
         stream, include_usage = _stream_flags(body)
-    except NotFound as exc:
-        return _compat_error(exc, "model", "model_not_found")
     except GatewayError as exc:
-        return _chat_error(exc)
+        failure = auth_first(state, request, exc)
+        if isinstance(failure, NotFound):
+            return _compat_error(failure, "model", "model_not_found")
+        return _chat_error(failure)
     route = runtime.config
     created = int(time.time())
 

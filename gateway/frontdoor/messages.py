@@ -30,7 +30,7 @@ from gateway.encoders.messages import (
     error_type_for_status,
 )
 from gateway.errors import GatewayError
-from gateway.frontdoor.chat_completions import find_route, read_body
+from gateway.frontdoor.chat_completions import auth_first, find_route, read_body
 from gateway.frontdoor.messages_request import stream_flag, to_common
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.http import ClientRequest, json_response
@@ -62,7 +62,7 @@ async def handle_messages(request: ClientRequest) -> Reply:
         runtime = find_route(state, body)
         stream = stream_flag(body)
     except GatewayError as exc:
-        return messages_error(exc)
+        return messages_error(auth_first(state, request, exc))
     route = runtime.config
 
     async def prepare(request_id: str) -> StreamPlan:
@@ -107,7 +107,7 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
         common = to_common(body, require_max_tokens=False)
         parse_request(common)
     except GatewayError as exc:
-        return messages_error(exc)
+        return messages_error(auth_first(state, request, exc))
     finally:
         admission.release({})  # counting tokens streams nothing: it holds no limit
     return json_response({"input_tokens": estimate_tokens(common)})

@@ -21,7 +21,13 @@ import time
 from gateway.encoders.base import Encoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
 from gateway.errors import GatewayError, InvalidRequest, NotFound
-from gateway.frontdoor.chat_completions import _compat_error, compat_error, find_route, read_body
+from gateway.frontdoor.chat_completions import (
+    _compat_error,
+    auth_first,
+    compat_error,
+    find_route,
+    read_body,
+)
 from gateway.frontdoor.compat_request import param_of
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.responses_request import decode
@@ -44,12 +50,13 @@ async def handle_responses(request: ClientRequest) -> Reply:
         runtime = find_route(state, body)
         decoded = decode(body)
         chat = parse_request(decoded.common)
-    except NotFound as exc:
-        return _compat_error(exc, "model", "model_not_found")
-    except InvalidRequest as exc:
-        return _compat_error(exc, param_of(exc))
     except GatewayError as exc:
-        return _compat_error(exc)
+        failure = auth_first(state, request, exc)
+        if isinstance(failure, NotFound):
+            return _compat_error(failure, "model", "model_not_found")
+        if isinstance(failure, InvalidRequest):
+            return _compat_error(failure, param_of(failure))
+        return _compat_error(failure)
     route = runtime.config
     created = int(time.time())
 

@@ -457,3 +457,34 @@ async def test_a_route_outside_the_keys_allow_list_is_403(upstream: FakeUpstream
             "code": "forbidden",
         }
     assert upstream.seen == []
+
+
+AUTH_FIRST_DOC = {
+    "auth": {"keys": [{"name": "app", "key": "k-123456"}]},
+    "routes": [{"name": "sim", "provider": "simulated", "options": {"text": "Hi"}}],
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/messages"])
+async def test_a_request_without_a_key_is_refused_before_its_body_is_judged(path: str) -> None:
+    # The body is read before the route (``model``) is known, so its checks ran before auth:
+    # a client with no key could tell route names (404) and body checks (400) from a 401.
+    bodies: list[Any] = [
+        {"model": "no-such-route", "messages": [{"role": "user", "content": "x"}]},
+        {"model": "sim", "messages": 5, "input": 5},
+        "{not json",
+    ]
+    async with running_gateway(AUTH_FIRST_DOC) as gw, aiohttp.ClientSession() as s:
+        for body in bodies:
+            data = body if isinstance(body, str) else json.dumps(body)
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                headers = {**headers, "Content-Type": "application/json"}
+                async with s.post(gw.url + path, data=data, headers=headers) as r:
+                    got = await r.json()
+                assert r.status == 401, (path, body, headers, got)
+                kind = got["error"]["type"]
+                assert kind in ("authentication_error", "invalid_request_error"), got
+                assert "route" not in got["error"]["message"], got
+        key = {"Authorization": "Bearer k-123456"}
+        async with s.post(gw.url + path, json=bodies[0], headers=key) as r:
+            assert r.status == 404  # with the key, the route lookup answers as before
