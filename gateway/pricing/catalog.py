@@ -6,8 +6,10 @@ at run time: the installed package version *is* the price list, so pin or upgrad
 dependency (``pip install 'genai-prices==X.Y.Z'``); ``pricing:`` overrides in the config win
 over it (``docs/accounting.md``).
 
-Lookups go through the snapshot's own model matching (``find_provider_model``: aliases, dated
-model names) once per ``(provider id, model)``; the result, a hit or a miss, is cached here.
+Lookups go through the snapshot's own model matching (the provider's ``find_model``: aliases,
+dated model names) once per ``(provider id, model)``; the result, a hit or a miss, is cached here,
+bounded. Not through ``find_provider_model``, whose caches keep every name ever asked for (and
+a request may name any model, of any length).
 A hit's prices are converted once into a :class:`~gateway.pricing.rates.Price` (floats), so a
 stream's cost is a few multiplications instead of the library's Decimal unit decomposition
 (about 80 µs per call). The result equals the library's ``calc_price`` for token usage (a test
@@ -19,6 +21,7 @@ Without the package installed (the ``prices`` extra), every lookup misses: only 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +30,12 @@ from gateway.pricing.rates import Price, Rate
 
 MAX_CACHED = 4096
 """Bound on cached lookups (the model of a request may come from the request)."""
+
+MAX_MODEL_CHARS = 256
+"""Longest model name looked up in the database. No real model id (Bedrock ARNs included) comes
+near it; a request's model (``allow_model_override``) may be as long as the body, and neither
+the caches here nor a database lookup should hold or scan megabytes of it: a longer name has no
+database price (a ``pricing:`` override of that exact name still applies)."""
 
 
 def _rate(value: Any) -> Rate | None:
@@ -84,6 +93,8 @@ class Catalog:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], Entry | None] = {}
+        self._providers: dict[str, Any] = {}
+        """Provider id -> the snapshot's ``Provider`` (``None``: not in the database)."""
         self._snapshot: Any = None
         self.available: bool | None = None
         """Whether ``genai-prices`` is installed (``None`` until the first lookup)."""
@@ -111,19 +122,35 @@ class Catalog:
         return version("genai-prices")
 
     def lookup(self, provider_id: str, model: str) -> Entry | None:
+        if len(model) > MAX_MODEL_CHARS:
+            return None
         key = (provider_id, model)
         if key in self._cache:
             return self._cache[key]
-        snapshot = self.load()
         entry = None
-        if snapshot is not None:
-            try:
-                _, info = snapshot.find_provider_model(model, None, provider_id, None)
-            except LookupError:
-                pass
-            else:
+        provider = self._provider(provider_id)
+        if provider is not None:
+            # The provider's own matching (aliases, dated names, its fallback providers), as
+            # ``find_provider_model`` does, but without the snapshot's lookup caches: they are
+            # keyed by the model name and never evicted, and the name may come from requests.
+            info = provider.find_model(model, all_providers=self._snapshot.providers)
+            if info is not None:
                 entry = Entry(info)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
         self._cache[key] = entry
         return entry
+
+    def _provider(self, provider_id: str) -> Any:
+        """The snapshot's provider ``provider_id`` (``None`` if unknown or not installed)."""
+        try:
+            return self._providers[provider_id]
+        except KeyError:
+            pass
+        snapshot = self.load()
+        provider = None
+        if snapshot is not None:
+            with contextlib.suppress(LookupError):
+                provider = snapshot.find_provider(None, provider_id, None)
+        self._providers[provider_id] = provider
+        return provider

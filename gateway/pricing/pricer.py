@@ -25,7 +25,7 @@ from typing import Any
 from gateway.adapters import PRICE_PROVIDERS
 from gateway.config.accounting import PriceOverride
 from gateway.logs import log_event
-from gateway.pricing.catalog import MAX_CACHED, Catalog, Entry
+from gateway.pricing.catalog import MAX_CACHED, MAX_MODEL_CHARS, Catalog, Entry
 from gateway.pricing.rates import Counts, Price, cost, counts, flat
 
 CHARS_PER_TOKEN = 4
@@ -70,6 +70,8 @@ class Pricer:
             entry = self._entries[key]
         except KeyError:
             entry = self._resolve(provider, model)
+            if len(model) > MAX_MODEL_CHARS:  # from a request: not kept (the database has none)
+                return entry.price() if isinstance(entry, Entry) else entry
             if len(self._entries) >= MAX_CACHED:
                 self._entries.clear()
             self._entries[key] = entry
@@ -117,7 +119,7 @@ class Pricer:
 
     def warn_unknown(self, provider: str, model: str | None) -> None:
         """Log ``price_unknown`` for ``(provider, model)``, once."""
-        key = (provider, model or "")
+        key = (provider, (model or "")[:MAX_MODEL_CHARS])
         if key in self._warned or len(self._warned) > MAX_WARNED:
             return
         self._warned.add(key)

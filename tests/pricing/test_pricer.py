@@ -138,3 +138,37 @@ def test_worst_case_uses_max_tokens_and_body_estimate() -> None:
     usd = dear_writes.worst_case_usd("local", "m", max_tokens=0, body_bytes=4_000)
     assert usd is not None and close(usd, 1_000 * 2.5 / 1e6)
     assert p.worst_case_usd("local", "unknown", 10, 10) is None
+
+
+def _snapshot_cache_sizes(catalog: Catalog) -> int:
+    snapshot = catalog.load()
+    return sum(len(getattr(snapshot, name, ())) for name in ("_provider_cache", "_lookup_cache"))
+
+
+def test_request_model_names_do_not_grow_the_databases_own_caches() -> None:
+    """A route with ``allow_model_override`` prices whatever model a request names: the
+    database's own lookup caches (keyed by the name, never evicted) must not keep them."""
+    p = pricer()
+    usage = {"input_tokens": 10, "output_tokens": 10}
+    assert p.cost_usd("messages", "claude-sonnet-4-5", usage) is not None
+    before = _snapshot_cache_sizes(p.catalog)
+    for i in range(300):
+        p.cost_usd("chat", f"no-such-model-{i}", usage)  # a miss
+        assert p.cost_usd("messages", f"claude-sonnet-4-5-x{i}", usage) is not None  # a hit
+    assert _snapshot_cache_sizes(p.catalog) == before
+
+
+def test_a_huge_model_name_is_neither_kept_nor_looked_up() -> None:
+    """No real model name is kilobytes long: such a name has no database price and is not
+    cached (4096 cached names of a megabyte each would be gigabytes); an override of that
+    exact name still prices it."""
+    catalog = CountingCatalog()
+    huge = "claude-sonnet-4-5-" + "x" * 100_000
+    p = Pricer((PriceOverride(huge[:-1], 1.0, 1.0, 1.0, 1.0),), PROVIDERS, catalog)
+    usage = {"input_tokens": 10, "output_tokens": 10}
+    for _ in range(3):
+        assert p.cost_usd("messages", huge, usage) is None
+    assert p.cost_usd("messages", huge[:-1], usage) == pytest.approx(20 / 1e6)
+    assert catalog.lookups == 3 and not catalog._cache
+    assert all(len(model) < 1_000 for _, model in p._entries)
+    assert all(len(model) < 1_000 for _, model in p._warned)
