@@ -238,15 +238,19 @@ def worst_case_usd(
 
     Output: ``max_tokens`` from the request, else ``default_max_tokens``
     (``limits.token_estimate``). Input: ``body_bytes / 4`` tokens
-    (:data:`gateway.pricing.CHARS_PER_TOKEN`). ``model`` is the request's model override, else
-    each target's configured model. Fallbacks may be dearer than the primary, so this is the
-    maximum over the route's targets whose price is known; ``None`` when none is.
+    (:data:`gateway.pricing.CHARS_PER_TOKEN`). ``model`` is the request's model override: the
+    primary (each pool deployment) calls it, a fallback its own configured model, as
+    :func:`gateway.stream.plan.build_attempts` sends them. Fallbacks may be dearer than the
+    primary, so this is the maximum over the route's targets whose price is known; ``None``
+    when none is.
     """
     out = max_tokens if max_tokens is not None and max_tokens > 0 else default_max_tokens
+    primaries = len(route.pool.deployments) if route.pool else 1
     worst: float | None = None
-    for target in route.targets:
+    for index, target in enumerate(route.targets):
+        called = model if model and index < primaries else None
         usd = pricer.worst_case_usd(
-            target.provider, model or target.upstream.model, out, body_bytes
+            target.provider, called or target.upstream.model, out, body_bytes
         )
         if usd is not None and (worst is None or usd > worst):
             worst = usd

@@ -338,6 +338,31 @@ def test_worst_case_is_the_dearest_target_with_a_known_price() -> None:
     assert got == pytest.approx((100 * 3.0 + 1_000 * 15.0) / 1e6)
     default = worst_case_usd(pricer, route, None, None, 500, body_bytes=400)
     assert default == pytest.approx((100 * 3.0 + 500 * 15.0) / 1e6)
-    override = worst_case_usd(pricer, route, "small", 1_000, 500, body_bytes=400)
+    # The primary's override is unpriced; the fallback is not (10 bytes: 3 input tokens).
+    unknown = worst_case_usd(pricer, route, "nothing-known", 10, 10, 10)
+    assert unknown == pytest.approx((3 * 3.0 + 10 * 15.0) / 1e6)
+    alone = RouteConfig(name="a", path="/a", format="tokens", primary=target("cheap", "big"))
+    override = worst_case_usd(pricer, alone, "small", 1_000, 500, body_bytes=400)
     assert override == pytest.approx((100 * 1.0 + 1_000 * 2.0) / 1e6)
-    assert worst_case_usd(pricer, route, "nothing-known", 10, 10, 10) is None
+    assert worst_case_usd(pricer, alone, "nothing-known", 10, 10, 10) is None
+
+
+def test_a_model_override_is_priced_for_the_primary_only() -> None:
+    # A fallback never gets the request's model (build_attempts sends it its own configured
+    # one), so its worst case is its own model's: a cheap override must not hide a dear fallback.
+    def target(provider: str, model: str) -> UpstreamTarget:
+        return UpstreamTarget(provider, UpstreamConfig(model=model))
+
+    route = RouteConfig(
+        name="r",
+        path="/r",
+        format="tokens",
+        primary=target("cheap", "configured"),
+        fallbacks=(target("dear", "big"),),
+    )
+    pricer = Pricer(
+        [PriceOverride("small", 0.1, 0.1, 0.1, 0.1), PriceOverride("big", 100.0, 100.0, 1.0, 1.0)],
+        {"cheap": None, "dear": None},
+    )
+    got = worst_case_usd(pricer, route, "small", 1_000, 500, body_bytes=400)
+    assert got == pytest.approx((100 + 1_000) * 100.0 / 1e6)
