@@ -13,7 +13,8 @@ Event mapping (one stream is one assistant message with one step)::
     delta      -> text-start (when a text part opens), text-delta
     tool_call  -> tool-input-start (first piece of an index), tool-input-delta;
                   tool-input-available with the parsed arguments when the call is complete
-                  (another kind of content starts, or the stream ends)
+                  (another kind of content starts and its arguments are whole JSON, or the
+                  stream ends): a call whose arguments go on after some text keeps its part
     usage      -> (nothing: strict 5.0.0 schemas have no place for it)
     end        -> close open parts, finish-step, finish, [DONE]
     error      -> error {errorText}, finish-step, finish, [DONE]   (what the SDK's own
@@ -33,6 +34,7 @@ from typing import Any, ClassVar
 from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
+from gateway.encoders.chat_completions import whole_json
 from gateway.events import Event
 from gateway.jsonutil import dumps, loads
 
@@ -91,7 +93,11 @@ class AISDKEncoder(Encoder):
             start = _frame({"type": "start", "messageId": "msg_" + self.request_id})
             return start + _START_STEP
         if kind == ev.END:
-            return self._close_parts() + _FINISH_STEP + self._finish(event.data.get("reason"))
+            return (
+                self._close_parts(final=True)
+                + _FINISH_STEP
+                + self._finish(event.data.get("reason"))
+            )
         if kind == ev.ERROR:
             error = _frame({"type": "error", "errorText": str(event.data.get("message", ""))})
             return error + _FINISH_STEP + self._finish("error")
@@ -148,8 +154,9 @@ class AISDKEncoder(Encoder):
             )
         return out
 
-    def _close_parts(self) -> bytes:
-        """End the open text and reasoning parts, and complete any streamed tool input."""
+    def _close_parts(self, *, final: bool = False) -> bytes:
+        """End the open text and reasoning parts, and complete the streamed tool inputs whose
+        arguments are whole JSON (every one when ``final``)."""
         out = b""
         if self._text is not None:
             out += _frame({"type": "text-end", "id": self._text})
@@ -161,7 +168,9 @@ class AISDKEncoder(Encoder):
             self._pending = False
             for index in sorted(self._tools):
                 call = self._tools[index]
-                if not call.done:
+                if not call.done and not final and not whole_json(call.args):
+                    self._pending = True  # more of it may follow the new content
+                elif not call.done:
                     call.done = True
                     out += _frame(
                         {

@@ -8,7 +8,11 @@
     tool_call  -> delta {"tool_calls": [{index, id, type, function: {name, arguments}}]}
                   (id, type and name on the first piece of an index, as upstream). A call with
                   no argument text gets the piece "{}" as it closes (the next index, or end):
-                  arguments are always JSON, as the API's, and the SDK parses them
+                  arguments are always JSON, as the API's, and the SDK parses them. Calls
+                  go out one after the other, as the API's: while the open call's arguments
+                  are not yet a whole JSON value, pieces of other indexes are held back until
+                  they are (or the end). So interleaved calls never get a "{}" in front of
+                  their real arguments, and the SDK's helper never closes a call half-written
     usage      -> remembered; sent as a final ``choices: []`` chunk when the client asked for
                   ``stream_options.include_usage``
     end        -> a chunk with ``finish_reason``, the usage chunk, then ``data: [DONE]``
@@ -32,7 +36,7 @@ from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
 from gateway.errors import status_for_code
 from gateway.events import Event
-from gateway.jsonutil import dumps
+from gateway.jsonutil import dumps, loads
 
 _FINISH = {
     "stop": "stop",
@@ -88,6 +92,21 @@ def usage_doc(usage: dict[str, int]) -> dict[str, Any]:
     return doc
 
 
+def whole_json(pieces: list[str] | None) -> bool:
+    """Whether the argument ``pieces`` of a tool call make one whole JSON object or array:
+    more text could only make it invalid, so the model has finished writing it."""
+    if not pieces:
+        return False
+    tail = next((piece.rstrip() for piece in reversed(pieces) if piece.strip()), "")
+    if not tail.endswith(("}", "]")):  # cheap: most pieces cannot end a whole value
+        return False
+    try:
+        loads("".join(pieces))
+    except ValueError:
+        return False
+    return True
+
+
 def finish_reason(reason: object) -> str:
     return _FINISH.get(str(reason), "stop")
 
@@ -133,7 +152,8 @@ class ChatChunkEncoder(_Base):
         self.include_usage = include_usage
         self._seen_tools: set[int] = set()
         self._open_call: int | None = None  # the index of the last tool call piece
-        self._with_arguments: set[int] = set()  # calls with argument text, or given "{}"
+        self._arguments: dict[int, list[str]] = {}  # each call's argument text so far
+        self._held: list[dict[str, Any]] = []  # other calls' pieces, while the open one is partial
         self._failed = False
         # The envelope around each delta is the same for the whole stream: build it once.
         head = dumps(
@@ -159,9 +179,7 @@ class ChatChunkEncoder(_Base):
         if kind == ev.REASONING:
             return self._chunk({"reasoning_content": data["text"]})
         if kind == ev.TOOL_CALL:
-            index = data.get("index", 0)
-            closed = self._close_call() if index != self._open_call else b""
-            return closed + self._chunk({"tool_calls": [self._tool_piece(index, data)]})
+            return self._tool_call(data)
         if kind == ev.CREATED:
             return self._chunk({"role": "assistant", "content": ""})
         if kind == ev.USAGE:
@@ -169,7 +187,7 @@ class ChatChunkEncoder(_Base):
             return b""
         if kind == ev.END:
             reason = dumps(finish_reason(data.get("reason")))
-            out = self._close_call()
+            out = self._close_calls()
             out += self._head + b"{}" + b',"finish_reason":' + reason + b"}]}\n\n"
             if self.include_usage:
                 usage = dumps(usage_doc(self.usage))
@@ -177,16 +195,42 @@ class ChatChunkEncoder(_Base):
             return out
         if kind == ev.ERROR:
             self._failed = True
+            self._held = []
             code = str(data.get("code", "internal"))
             body = error_body(code, str(data.get("message", "")), status_for(code))
             return b"data: " + dumps(body) + b"\n\n"
         return b""
 
+    def _tool_call(self, data: dict[str, Any]) -> bytes:
+        """The chunks for one ``tool_call`` event: none while it is held (see the module docs),
+        the held pieces after it once it completes the open call's arguments."""
+        index = data.get("index", 0)
+        if index == self._open_call:
+            out = self._chunk({"tool_calls": [self._tool_piece(index, data)]})
+            if self._held and whole_json(self._arguments.get(index)):
+                held, self._held = self._held, []
+                out += b"".join([self._tool_call(piece) for piece in held])
+            return out
+        open_call = self._open_call
+        if self._held or (open_call is not None and not whole_json(self._arguments.get(open_call))):
+            self._held.append(data)
+            return b""
+        return self._close_call() + self._chunk({"tool_calls": [self._tool_piece(index, data)]})
+
+    def _close_calls(self) -> bytes:
+        """Close every call at the end: held pieces go out after the open call's ``"{}"``."""
+        out = b""
+        while self._held:
+            held, self._held = self._held, []
+            out += self._close_call()
+            out += b"".join([self._tool_call(piece) for piece in held])
+        return out + self._close_call()
+
     def _tool_piece(self, index: int, data: dict[str, Any]) -> dict[str, Any]:
         arguments = data.get("arguments", "")
         self._open_call = index
         if arguments:
-            self._with_arguments.add(index)
+            self._arguments.setdefault(index, []).append(arguments)
         if index in self._seen_tools:
             return {"index": index, "function": {"arguments": arguments}}
         self._seen_tools.add(index)
@@ -204,9 +248,9 @@ class ChatChunkEncoder(_Base):
         starts or the choice finishes: that is when the call is closed here too.
         """
         index, self._open_call = self._open_call, None
-        if index is None or index in self._with_arguments:
+        if index is None or index in self._arguments:
             return b""
-        self._with_arguments.add(index)
+        self._arguments[index] = ["{}"]
         return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]})
 
     def heartbeat(self) -> bytes:

@@ -20,6 +20,10 @@ Mapping::
     tool_call  -> a function_call item per index (call_id = the event's id): output_item.added,
                   function_call_arguments.delta ... A call with no argument text gets the
                   delta "{}" as it closes: arguments are always JSON, as the API's.
+                  Calls go out one after the other, as the API's: while the open call's
+                  arguments are not yet a whole JSON value, pieces of other indexes are held
+                  back until they are (or other content, or the end). So interleaved calls
+                  never get a "{}" before their arguments, nor a done event half-written.
                   A new item closes the open one first (its *.done events, output_item.done).
     usage      -> remembered for the terminal response's usage
     end        -> close the open item; response.completed (stop, tool_calls, other), or
@@ -41,7 +45,7 @@ from typing import Any
 from gateway import events as ev
 from gateway.config.model import RouteConfig
 from gateway.encoders.base import Encoder
-from gateway.encoders.chat_completions import error_body
+from gateway.encoders.chat_completions import error_body, whole_json
 from gateway.errors import status_for_code
 from gateway.events import Event
 from gateway.jsonutil import dumps
@@ -137,6 +141,7 @@ class ResponseState:
         self.items: list[_Item] = []
         self.open: _Item | None = None
         self.calls: dict[int, _Item] = {}
+        self.held: list[dict[str, Any]] = []  # other calls' pieces, while the open one is partial
         self.usage: dict[str, int] = {}
         self.started = False
         self.final: dict[str, Any] | None = None
@@ -201,6 +206,7 @@ class ResponseState:
         elif kind == ev.END:
             reason = str(data.get("reason"))
             incomplete = _INCOMPLETE.get(reason)
+            self._release_all(steps)
             self._close(steps, "incomplete" if incomplete else "completed")
             if incomplete:
                 self.final = self.response("incomplete", incomplete=incomplete)
@@ -209,6 +215,7 @@ class ResponseState:
                 self.final = self.response("completed")
                 steps.append({"type": "response.completed", "response": self.final})
         elif kind == ev.ERROR:
+            self.held = []
             if self.open is not None:
                 self.open.status = "incomplete"
                 self.open = None
@@ -238,6 +245,7 @@ class ResponseState:
     def _text(self, kind: str, text: str, steps: list[Step]) -> None:
         item = self.open
         if item is None or item.kind != kind:
+            self._release_all(steps)
             item = self._start_item(kind, steps)
             self._added(item, steps)
             where = self._where(item)
@@ -271,6 +279,12 @@ class ResponseState:
     def _tool(self, data: dict[str, Any], steps: list[Step]) -> None:
         index = int(data.get("index", 0))
         item = self.calls.get(index)
+        open_call = (
+            self.open if self.open is not None and self.open.kind == "function_call" else None
+        )
+        if item is not open_call and self._holds(open_call):
+            self.held.append(data)  # another call's piece while the open one is partial
+            return
         if item is None:
             item = self._start_item("function_call", steps)
             item.call_id = data.get("id") or f"call_{self.request_id[:16]}_{index}"
@@ -279,9 +293,26 @@ class ResponseState:
             self._added(item, steps)
         arguments = data.get("arguments", "")
         if arguments:
-            # A piece for a call already closed (no adapter interleaves calls) still streams on
-            # that call's output_index, so the SDK's accumulated arguments stay whole.
+            # A piece for a call closed by other content still streams on that call's
+            # output_index, so the SDK's accumulated arguments stay whole.
             self._arguments(item, arguments, steps)
+            if item is open_call and self.held and whole_json(item.parts):
+                held, self.held = self.held, []
+                for piece in held:
+                    self._tool(piece, steps)
+
+    def _holds(self, open_call: _Item | None) -> bool:
+        """Whether another call's piece waits: pieces already wait, or the open call's
+        arguments are not yet whole (see the module docs)."""
+        return bool(self.held) or (open_call is not None and not whole_json(open_call.parts))
+
+    def _release_all(self, steps: list[Step]) -> None:
+        """Send every held piece, each open call without argument text closing with "{}"."""
+        while self.held:
+            held, self.held = self.held, []
+            self._close(steps, "completed")
+            for piece in held:
+                self._tool(piece, steps)
 
     @staticmethod
     def _arguments(item: _Item, arguments: str, steps: list[Step]) -> None:
