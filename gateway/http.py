@@ -92,6 +92,20 @@ async def start_response(
     return response
 
 
+async def cut_response(request: ClientRequest, response: Reply, data: bytes) -> None:
+    """Send ``data`` and end ``response`` without the body's end: the connection closes once
+    the bytes are out, with no chunked terminator, so curl, ``fetch`` and every HTTP client
+    report the body as cut short (a failed stream in a format with no error of its own)."""
+    if isinstance(response, ServerResponse):
+        response.cut(data)
+        return
+    if data:
+        await response.write(data)
+    transport = request.transport
+    if transport is not None:
+        transport.close()  # after the buffered bytes; aiohttp's own end then finds it closing
+
+
 def on_aiohttp(
     handler: Callable[[ClientRequest], Awaitable[Reply]],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

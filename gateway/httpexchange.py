@@ -224,6 +224,17 @@ class ServerResponse:
         if self._conn.writing_paused:
             await self._conn.drain()
 
+    def cut(self, data: bytes = b"") -> None:
+        """Send ``data`` and end the answer without the body's end: no chunked terminator, and
+        the connection closes once the bytes are out, so no client takes the body for whole
+        (a failed stream in a format with no error of its own: ``Encoder.cut_on_error``)."""
+        if self.ended:
+            return
+        self.ended = True
+        self._conn.keep_alive = False
+        if data or self._head:
+            self._send(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked and data else data)
+
     def _send(self, data: bytes) -> None:
         head = self._head
         if head:

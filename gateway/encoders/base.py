@@ -23,6 +23,10 @@ class Encoder(ABC):
     """A non-streaming answer: one document at the terminal event, sent with :attr:`status`."""
     status: int = 200
     """The HTTP status of a buffered answer (an error document sets its own)."""
+    cut_on_error: ClassVar[bool] = False
+    """A failed stream ends cut short (no end of body, the connection closed after its last
+    bytes) instead of with the body's end: for a format that has no error of its own, whose
+    failure would otherwise look like a success to the client (``text``)."""
 
     def __init__(self, route: RouteConfig, request_id: str) -> None:
         self.route = route

@@ -3,6 +3,11 @@
 Reasoning, tool calls and usage have no place in plain text and are left out. Markers for
 created / thinking / clear / end / error come from the route's ``text_markers`` (empty by
 default). There is no heartbeat: any byte would be text.
+
+A failed stream (an ``error`` event after the headers) writes its marker, if any, and then ends
+cut short: no end of the chunked body, the connection closed (``cut_on_error``). With the
+default empty markers a failure would otherwise be a clean end after partial text, the seed's
+"failure that looks like success"; every HTTP client reports a body cut short as an error.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from gateway.events import Event
 class TextEncoder(Encoder):
     name = "text"
     content_type = "text/plain; charset=utf-8"
+    cut_on_error = True
 
     def encode(self, event: Event) -> bytes:
         kind = event.type

@@ -260,7 +260,7 @@ class StreamSession:
         if count < len(events):
             events = events[:count]
         self.record.wrote(events, now() if t_read is None else t_read)
-        if data:
+        if data or sink.ending:  # an empty end still goes through the sink, which ends the body
             await sink.send(data)
         if sink.over_limit and not self.record.ended:
             raise LimitExceeded(f"stream output exceeded {sink.max_bytes} bytes")

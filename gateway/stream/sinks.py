@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway.encoders.base import Encoder
-from gateway.events import Event
-from gateway.http import ClientRequest, direct_transport, start_response
+from gateway.events import ERROR, Event
+from gateway.http import ClientRequest, cut_response, direct_transport, start_response
 from gateway.httpexchange import Reply
 from gateway.stream.source import Source, now
 
@@ -48,6 +48,7 @@ class Sink:
     """A client response fed with encoded events. One per stream."""
 
     __slots__ = (
+        "_cut",
         "_direct",
         "_held",
         "_last",
@@ -92,8 +93,16 @@ class Sink:
         """The client transport, once writing straight to it is safe (see :meth:`send`)."""
         self._last = False
         """The last framed batch carried the terminal event."""
+        self._cut = False
+        """That event is an error the format ends cut short (``Encoder.cut_on_error``)."""
         self.beating: asyncio.Future[None] | None = None
         """A heartbeat write in flight: :meth:`send` waits for it so frames stay whole."""
+
+    @property
+    def ending(self) -> bool:
+        """The last framed batch carried the terminal event: the next :meth:`send` ends the
+        body (with the chunked terminator, or cut short: ``Encoder.cut_on_error``)."""
+        return self._last
 
     @property
     def over_limit(self) -> bool:
@@ -140,11 +149,13 @@ class Sink:
                 size += len(data)
                 if size > limit:
                     break
-        if events[len(parts) - 1].is_terminal:
+        terminal = events[len(parts) - 1]
+        if terminal.is_terminal:
             tail = encoder.close()
             if tail:
                 parts[-1] += tail
             self._last = True  # the terminal frame goes out with the chunked terminator
+            self._cut = encoder.cut_on_error and terminal.type == ERROR  # or without it
         return parts
 
     async def send(self, data: bytes) -> None:
@@ -166,7 +177,9 @@ class Sink:
         self.writing = True
         self.write_since = now()
         try:
-            if self._last:
+            if self._cut:
+                await cut_response(self._request, response, data)  # no terminator: a failure
+            elif self._last:
                 await response.write_eof(data)  # the last chunk and the terminator, one write
             else:
                 await response.write(data)

@@ -41,9 +41,11 @@ def doc(upstream: FakeUpstream) -> dict[str, Any]:
     return {"routes": [{"name": "r", "provider": "openai-chat", "upstream": target}]}
 
 
-def request(version: str) -> bytes:
+def request(version: str, query: str = "") -> bytes:
     body = json.dumps(HELLO).encode()
-    head = f"POST /v1/stream/r HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (
+        f"POST /v1/stream/r{query} HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+    )
     return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
@@ -112,3 +114,23 @@ async def test_an_http_1_0_client_gets_a_plain_body(upstream: FakeUpstream) -> N
         assert texts(payload) == words
         assert payload.rstrip().endswith(b"}")  # the end event, no chunk framing after it
         writer.close()
+
+
+async def test_a_failed_text_stream_ends_cut_short(upstream: FakeUpstream) -> None:
+    # ``text`` has no error of its own (its markers are empty by default): a failure that ended
+    # with the chunked terminator would be a success to the client, the seed's weak point.
+    # It ends without one and the connection closes: every HTTP client reports a cut body.
+    truncated = Script(chunks=[(0.01, chat_chunk("Hel")), (0.01, chat_chunk("lo"))], headers=SSE)
+    upstream.push(script(["Hel", "lo"]), truncated)
+    async with running_gateway(doc(upstream)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(request("1.1", "?format=text"))
+        head, body = await read_response(reader)  # a whole stream ends as before
+        assert dechunk(body) == (b"Hello", b"")
+        writer.write(request("1.1", "?format=text"))
+        async with asyncio.timeout(5):
+            raw = await reader.read(-1)  # the connection closes after the text
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+    assert body == b"3\r\nHel\r\n2\r\nlo\r\n"  # whole chunks, and no terminator
