@@ -207,6 +207,7 @@ class Failover:
         retried = False
         while True:
             request = stream.trace.request_for(attempt)  # each try is one traced attempt
+            sent = now()  # ``first_event`` counts from here, the headers' wait included
             try:
                 upstream = await open_upstream(
                     self._client,
@@ -232,11 +233,11 @@ class Failover:
         record.upstream_answered(upstream.status, answered)
         stream.trace.answered(upstream.status)
         hook = self._on_usage(attempt) if self._on_usage is not None else None
-        source = Source(attempt, upstream, self._max_event_bytes, answered, hook)
+        source = Source(attempt, upstream, self._max_event_bytes, answered, hook, sent)
         if retry_429:  # the last target: the response starts now (contract 5 rule 6)
             record.attempt(attempt.target.label, "ok")
         timeouts = attempt.target.timeouts
-        stream.deadlines.upstream_answered(answered, timeouts.first_event, timeouts.idle)
+        stream.deadlines.upstream_answered(sent, answered, timeouts.first_event, timeouts.idle)
         return source
 
     def _may_fall_back(self, exc: GatewayError) -> bool:

@@ -107,12 +107,13 @@ class Deadlines:
         if self._timer is None or when < self._when:
             self.arm(when)
 
-    def upstream_answered(self, at: float, first_event: float, idle: float) -> None:
-        """An upstream answered at ``at``: its first event is due within ``first_event``, each
-        later one within ``idle`` of the last read. The first event turns one limit into the
-        other at a read the timer is not told of, so the timer looks again by ``at + idle`` as
-        well (and every ``idle`` while the first event is awaited: :meth:`_tick`)."""
-        self.wake_by(at + min(first_event, idle))
+    def upstream_answered(self, sent: float, at: float, first_event: float, idle: float) -> None:
+        """An upstream whose request was sent at ``sent`` answered at ``at``: its first event is
+        due within ``first_event`` of ``sent`` (the wait for the headers counts), each later one
+        within ``idle`` of the last read. The first event turns one limit into the other at a
+        read the timer is not told of, so the timer looks again by ``at + idle`` as well (and
+        every ``idle`` while the first event is awaited: :meth:`_tick`)."""
+        self.wake_by(min(sent + first_event, at + idle))
 
     def response_started(self) -> None:
         """The response head went out: from now on the timer checks for a stalled client at
@@ -153,7 +154,15 @@ class Deadlines:
             if t >= stall_deadline:
                 stream.cut_slow_client()
                 return
-            self.arm(stall_deadline)
+            # The write may end any moment, and nothing else wakes the timer when it does: look
+            # again within a heartbeat interval (and the upstream's idle limit), not only at the
+            # stall deadline, or a silence after the write goes without heartbeats (and its
+            # deadlines unchecked) for up to ``write_timeout``.
+            poll = self.heartbeat_interval
+            source = stream.source
+            if source is not None:
+                poll = min(poll, source.attempt.target.timeouts.idle)
+            self.arm(min(stall_deadline, t + poll))
             return
         nxt = t + self.write_timeout / 2 if sink.started else self.deadline_total
         source = stream.source
@@ -168,8 +177,12 @@ class Deadlines:
         if source is not None:
             timeouts = source.attempt.target.timeouts
             got_event = source.got_event
-            limit = timeouts.idle if got_event else timeouts.first_event
-            upstream_deadline = source.last_read + limit
+            if got_event:
+                limit = timeouts.idle
+                upstream_deadline = source.last_read + limit
+            else:  # request sent -> first event (contract section 2), headers' wait included
+                limit = timeouts.first_event
+                upstream_deadline = source.t_sent + limit
             if t >= upstream_deadline and stream.failure is None:
                 what = "sent nothing" if not got_event else "went silent"
                 stream.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))

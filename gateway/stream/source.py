@@ -30,10 +30,21 @@ class Source:
 
     ``held`` are events produced but not yet delivered: ``thinking`` from :meth:`accepted`, then
     whatever :meth:`hold_until_content` read. ``last_read`` is when the last read returned;
-    ``t_headers`` when the upstream answered (no read yet while ``last_read == t_headers``).
+    ``t_headers`` when the upstream answered (no read yet while ``last_read == t_headers``);
+    ``t_sent`` when its request was sent (the ``first_event`` timeout counts from it: contract
+    section 2, "request sent -> first upstream event").
     """
 
-    __slots__ = ("_failure", "attempt", "held", "last_read", "pipeline", "t_headers", "upstream")
+    __slots__ = (
+        "_failure",
+        "attempt",
+        "held",
+        "last_read",
+        "pipeline",
+        "t_headers",
+        "t_sent",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -42,12 +53,14 @@ class Source:
         max_event_bytes: int,
         answered: float,
         on_usage: UsageHook | None = None,
+        sent: float | None = None,
     ) -> None:
         self.attempt = attempt
         self.upstream = upstream
         self.pipeline = new_pipeline(attempt.adapter, attempt.tap, max_event_bytes)
         self.pipeline.on_usage = on_usage
         self.t_headers = self.last_read = answered
+        self.t_sent = answered if sent is None else sent
         self.held: list[Event] = self.pipeline.accepted()
         self._failure: GatewayError | None = None
 
