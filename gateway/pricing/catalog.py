@@ -32,7 +32,7 @@ MAX_CACHED = 4096
 """Bound on cached lookups (the model of a request may come from the request)."""
 
 MAX_MODEL_CHARS = 256
-"""Longest model name looked up in the database. No real model id (Bedrock ARNs included) comes
+"""Longest model name looked up in the database. No real model id (cloud ARNs included) comes
 near it; a request's model (``allow_model_override``) may be as long as the body, and neither
 the caches here nor a database lookup should hold or scan megabytes of it: a longer name has no
 database price (a ``pricing:`` override of that exact name still applies)."""
