@@ -33,13 +33,18 @@ Every failure the gateway reports, to a client or in a log, is one of these. For
     └── InternalError                 internal                500  no
 
 Before the first byte of a stream an error becomes a JSON body ``{"error": {"code", "message"}}``
-with ``status``; after it, a terminal ``error`` event ``{"code", "message", "retryable"}``.
+with ``status``; after it, a terminal ``error`` event ``{"code", "message", "retryable"}``, whose
+code is one of contract section 5 rule 5's (``event_code``: ``upstream_connect``, ``rate_limited``
+and ``unavailable`` say ``upstream_error`` there).
 Messages are written for clients: they never carry a secret, a traceback or request text.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+DEFAULT_RETRY_AFTER = 1
+"""Seconds of ``Retry-After`` on a 429 whose upstream gave none (as the gateway's own caps)."""
 
 
 class GatewayError(Exception):
@@ -53,6 +58,11 @@ class GatewayError(Exception):
     code: ClassVar[str] = "internal"
     status: ClassVar[int] = 500
     default_retryable: ClassVar[bool] = False
+    event_code: ClassVar[str | None] = None
+    """The code of this error's ``error`` event, when not :attr:`error_code`: an event says one
+    of contract section 5 rule 5's codes, so an error whose own code names a status
+    (``upstream_connect``, ``rate_limited``, ``unavailable``: a failure after a heartbeat
+    started the response) says ``upstream_error`` there."""
 
     def __init__(
         self,
@@ -82,7 +92,8 @@ class GatewayError(Exception):
 
     def to_event_data(self) -> dict[str, Any]:
         """The data of the terminal ``error`` event."""
-        return {"code": self.error_code, "message": self.message, "retryable": self.retryable}
+        code = self.event_code or self.error_code
+        return {"code": code, "message": self.message, "retryable": self.retryable}
 
 
 class ConfigError(GatewayError):
@@ -168,6 +179,7 @@ class Unavailable(GatewayError):
     code = "unavailable"
     status = 503
     default_retryable = True
+    event_code = "upstream_error"  # after a heartbeat: no upstream deployment could serve
 
 
 class UpstreamError(GatewayError):
@@ -201,10 +213,15 @@ class UpstreamError(GatewayError):
 class UpstreamConnectError(UpstreamError):
     code = "upstream_connect"
     default_retryable = True
+    event_code = "upstream_error"
 
 
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered non-2xx before streaming. A 429 is reported as ``rate_limited``."""
+    """The upstream answered non-2xx before streaming. A 429 is reported as ``rate_limited``,
+    with the upstream's ``Retry-After`` or else one of :data:`DEFAULT_RETRY_AFTER` seconds
+    (contract section 3: a 429 comes with ``Retry-After``)."""
+
+    event_code = "upstream_error"
 
     def __init__(
         self,
@@ -218,6 +235,8 @@ class UpstreamStatusError(UpstreamError):
         headers = {}
         if retry_after is not None:
             headers["Retry-After"] = str(max(1, round(retry_after)))
+        elif upstream_status == 429:
+            headers["Retry-After"] = str(DEFAULT_RETRY_AFTER)
         super().__init__(message, retryable=retryable, headers=headers, provider_type=provider_type)
         self.upstream_status = upstream_status
         self.retry_after = retry_after

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -194,7 +195,7 @@ class RawClient:
                 raise  # the answer's deadline came first: the upstream did not answer in time
             raise UpstreamConnectError(f"could not connect to upstream in {connect:g}s") from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamConnectError(f"could not connect to upstream: {exc}") from exc
+            raise UpstreamConnectError(f"could not connect to upstream: {_why(exc)}") from exc
         self._open.add(conn)
         return conn, False
 
@@ -280,3 +281,13 @@ class RawClient:
         self._idle.clear()
         self._idle_deadlines.close()
         self.heads.close()
+
+
+def _why(exc: OSError) -> str:
+    """Why a connection failed, without the OS's message, which names the upstream's address
+    (clients see this message; the address is the operator's)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "its TLS certificate did not verify"
+    if isinstance(exc, ssl.SSLError):
+        return "the TLS handshake failed"
+    return os.strerror(exc.errno) if exc.errno else type(exc).__name__

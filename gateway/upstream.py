@@ -75,6 +75,8 @@ def client_error(
         exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, OSError)
     ):
         return UpstreamTruncated(f"the {what} connection broke mid-stream")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # a TimeoutError: checked first
+        return UpstreamConnectError(f"could not connect to {what} in time")
     if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeout(f"{what} did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -8,9 +8,14 @@ from gateway.errors import (
     ConfigError,
     EarlyError,
     GatewayError,
+    InternalError,
     LimitExceeded,
+    Unavailable,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamTruncated,
     redact,
     scrub_error,
     scrub_error_data,
@@ -106,3 +111,45 @@ def test_every_code_of_the_tree_has_one_status() -> None:
     assert {code: status_for_code(code) for code in seen} == {
         code: next(iter(statuses)) for code, statuses in seen.items()
     }
+
+
+EVENT_CODES = {
+    "upstream_error",
+    "upstream_truncated",
+    "upstream_timeout",
+    "upstream_protocol",
+    "limit_exceeded",
+    "shutdown",
+    "internal",
+}
+"""Contract section 5 rule 5: the codes of an ``error`` event."""
+
+
+def test_errors_whose_code_names_a_status_say_upstream_error_in_an_event() -> None:
+    # After a heartbeat started the response, a refused or unreachable upstream ends the
+    # stream with an event; its code is one of rule 5's, the status code stays for the JSON.
+    refused = UpstreamStatusError(429, "upstream answered 429")
+    down = UpstreamConnectError("could not connect to upstream")
+    none = Unavailable("no upstream deployment is available")
+    for exc, status_code in ((refused, "rate_limited"), (down, "upstream_connect")):
+        assert exc.to_json()["error"]["code"] == status_code
+        assert exc.to_event_data() == {
+            "code": "upstream_error",
+            "message": exc.message,
+            "retryable": True,
+        }
+    assert none.to_event_data()["code"] == "upstream_error"
+    for exc in (
+        UpstreamTimeout("t"),
+        UpstreamTruncated("t"),
+        LimitExceeded("l"),
+        InternalError("i"),
+    ):
+        assert exc.to_event_data()["code"] == exc.error_code
+        assert exc.to_event_data()["code"] in EVENT_CODES
+
+
+def test_an_upstream_429_without_retry_after_gets_one() -> None:
+    assert UpstreamStatusError(429, "x").headers == {"Retry-After": "1"}
+    assert UpstreamStatusError(429, "x", retry_after=7.2).headers == {"Retry-After": "7"}
+    assert UpstreamStatusError(503, "x").headers == {}
