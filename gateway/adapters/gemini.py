@@ -3,7 +3,8 @@
 Request: ``contents`` with roles ``user``/``model``; system/developer text goes to
 ``systemInstruction``; assistant tool calls become ``functionCall`` parts and tool results
 ``functionResponse`` parts (the function name is looked up from the earlier call's id);
-``generationConfig`` carries limits, sampling, stop sequences and ``thinkingConfig``.
+a tool without arguments is declared without ``parameters`` (Gemini rejects an empty object
+schema); ``generationConfig`` carries limits, sampling, stop sequences and ``thinkingConfig``.
 
 Stream: data-only SSE framed with CRLF, each event a whole ``GenerateContentResponse``. Parts
 with ``thought: true`` -> ``reasoning``, other text parts -> ``delta``, each ``functionCall`` part
@@ -13,8 +14,9 @@ earlier one, never summed) and emitted once, at the end; ``cachedContentTokenCou
 cache read. Gemini
 has no terminator but EOF: a chunk with ``finishReason`` makes the stream finishable and
 :meth:`GeminiTranslator.close` emits ``usage`` + ``end``; EOF without one is
-``upstream_truncated``. Errors arrive as ``{"error": {code, message, status}}``, either as a
-``data:`` event or as raw pretty-printed JSON outside SSE framing (framing ``sse+raw``).
+``upstream_truncated`` (also when EOF cuts raw error text short). Errors arrive as
+``{"error": {code, message, status}}``, either as a ``data:`` event or as raw pretty-printed
+JSON outside SSE framing (framing ``sse+raw``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from gateway.errors import InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import RAW_EVENT, Message
 from gateway.jsonutil import dumps_str
-from gateway.request import ChatRequest
+from gateway.request import ChatRequest, Tool
 
 _OPTIONS: OptionTable = {
     # thinkingBudget per effort (Gemini 2.5). 0 turns thinking off where the model allows it.
@@ -109,9 +111,7 @@ class GeminiAdapter(Adapter):
         if system := request.system_text:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         if request.tools:
-            # A declaration is the inner part of the function-tool shape.
-            declarations = [function_tool(t)["function"] for t in request.tools]
-            body["tools"] = [{"functionDeclarations": declarations}]
+            body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
         config = self._generation_config(request)
         if config:
             body["generationConfig"] = config
@@ -146,6 +146,26 @@ class GeminiAdapter(Adapter):
 
     def new_translator(self) -> Translator:
         return GeminiTranslator()
+
+
+_NO_ARGUMENT_KEYS = frozenset({"type", "properties", "required", "additionalProperties", "$schema"})
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    """The function declaration: the inner part of the function-tool shape, without
+    ``parameters`` for a tool that takes no arguments. Gemini rejects an object schema with no
+    properties (400 ``parameters.properties: should be non-empty for OBJECT type``), which is
+    what a tool sent without parameters becomes in the common request."""
+    declaration: dict[str, Any] = function_tool(tool)["function"]
+    schema = tool.parameters
+    if (
+        not schema.get("properties")
+        and not schema.get("required")
+        and schema.get("type", "object") == "object"
+        and schema.keys() <= _NO_ARGUMENT_KEYS
+    ):
+        del declaration["parameters"]
+    return declaration
 
 
 def _contents(request: ChatRequest) -> list[dict[str, Any]]:
@@ -197,8 +217,11 @@ class GeminiTranslator(Translator):
         self._usage: dict[str, Any] | None = None
         self._finish: str | None = None
         self._tools = 0
+        self._cut: UpstreamProtocolError | None = None
 
     def feed(self, message: Message) -> list[Event]:
+        if self._cut is not None:
+            raise self._cut  # the unparsable raw text was not the stream's last
         if message.event == RAW_EVENT:
             return self._raw(message.data)
         obj = load_object(message.data, "gemini")
@@ -247,12 +270,21 @@ class GeminiTranslator(Translator):
                 self._tools += 1
 
     def _raw(self, text: str) -> list[Event]:
-        """Text outside SSE framing: Gemini's pretty-printed error JSON (nothing else expected)."""
+        """Text outside SSE framing: Gemini's pretty-printed error JSON (nothing else expected).
+
+        An object that does not parse may be that error cut short by EOF (raw text has no framing
+        to tell): held back, so EOF right after it is ``upstream_truncated`` (contract rule 5.1),
+        while any further message makes it the ``upstream_protocol`` error it is.
+        """
         try:
             obj = load_object(text, "gemini")
         except UpstreamProtocolError:
+            problem = UpstreamProtocolError("gemini sent text outside SSE framing")
+            if text.lstrip().startswith("{"):
+                self._cut = problem
+                return []
             self.finished = True
-            raise UpstreamProtocolError("gemini sent text outside SSE framing") from None
+            raise problem from None
         self.finished = True
         if "error" in obj:
             _raise_error(obj["error"])
@@ -281,7 +313,7 @@ class GeminiTranslator(Translator):
         """EOF is Gemini's terminator, valid only after a chunk carried ``finishReason``."""
         if self.finished:
             return []
-        if self._finish is None:
+        if self._finish is None or self._cut is not None:
             return super().close()  # raises upstream_truncated
         self.finished = True
         return [*self._usage_events(), ev.end(_finish_reason(self._finish), self._finish)]

@@ -9,7 +9,7 @@ Stream: one JSON object per line. ``message.thinking`` / ``thinking`` -> ``reaso
 ``message.content`` / ``response`` -> ``delta`` (the final ``done`` object may carry text too),
 ``message.tool_calls`` (whole) -> one ``tool_call`` each with a synthesised id and the arguments
 as a JSON string. ``done: true`` -> ``usage`` + ``end``. ``{"error": "..."}`` -> terminal error.
-EOF before ``done`` is ``upstream_truncated``.
+EOF before ``done`` is ``upstream_truncated``, also when it cuts the last line short.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from gateway.adapters._kit import (
     tool_names_by_id,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
-from gateway.errors import InvalidRequest, UpstreamError
+from gateway.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
 from gateway.jsonutil import dumps_str
@@ -144,13 +144,28 @@ def _generate_prompt(request: ChatRequest) -> dict[str, Any]:
 
 
 class OllamaTranslator(Translator):
-    """``/api/chat`` and ``/api/generate`` stream lines -> token events."""
+    """``/api/chat`` and ``/api/generate`` stream lines -> token events.
+
+    A line that starts like an object but does not parse may be the unterminated last line of a
+    stream cut mid-line (the decoder hands that tail over at EOF): it is held back, so EOF right
+    after it is ``upstream_truncated`` (contract rule 5.1); any further line makes it the
+    ``upstream_protocol`` error it is.
+    """
 
     def __init__(self) -> None:
         self._tools = 0
+        self._cut: UpstreamProtocolError | None = None
 
     def feed(self, message: Message) -> list[Event]:
-        obj = load_object(message.data, "ollama")
+        if self._cut is not None:
+            raise self._cut  # the malformed line was not the last one
+        try:
+            obj = load_object(message.data, "ollama")
+        except UpstreamProtocolError as exc:
+            if not message.data.lstrip().startswith("{"):
+                raise
+            self._cut = exc  # maybe a line cut by EOF: close() says truncated
+            return []
         if "error" in obj:
             self.finished = True
             raise UpstreamError(str(obj["error"]), retryable=False)

@@ -26,7 +26,8 @@ Only ``choices[0]`` is read (the gateway never asks for ``n > 1``).
 =====================================  =====================================================
 upstream                               token events
 =====================================  =====================================================
-delta.content                          delta
+delta.content                          delta (a list of typed chunks, Mistral's reasoning
+                                       models: ``text`` -> delta, ``thinking`` -> reasoning)
 delta.reasoning / delta.reasoning_     reasoning (vLLM >= late 2025 / DeepSeek, older vLLM;
 content                                one of them per chunk, ``reasoning`` preferred, since
                                        transitional vLLM sent both with the same text)
@@ -40,7 +41,8 @@ the finish chunk for DeepSeek)         earlier one); one ``usage`` event right b
                                        prompt_cache_hit_tokens) and .cache_write_tokens
 finish_reason                          remembered: stop, length, tool_calls (function_call),
                                        content_filter; anything else is ``other``
-data: [DONE]                           usage, end(reason seen, or ``other`` if none)
+data: [DONE]                           usage, end(reason seen; if none, ``tool_calls``
+                                       after a tool call, else ``other``)
 {"error": {...}} / {"object":          error(upstream_error, message, type); also a chunk
 "error", ...} (vLLM)                   with finish_reason ``error``
 =====================================  =====================================================
@@ -239,6 +241,8 @@ class ChatTranslator(Translator):
             piece = delta.get("content")
             if piece and piece.__class__ is str:
                 out.append(Event(DELTA, {"text": piece}))
+            elif piece and piece.__class__ is list:
+                _content_parts(piece, out)  # Mistral's reasoning models: typed chunks
             piece = delta.get("refusal")
             if piece and piece.__class__ is str:
                 self._refused = True
@@ -282,10 +286,36 @@ class ChatTranslator(Translator):
     def _end(self) -> list[Event]:
         self.finished = True
         finish = self._finish
-        reason: FinishReason = _FINISH_REASONS.get(finish, "other") if finish else "other"
+        if finish:
+            reason: FinishReason = _FINISH_REASONS.get(finish, "other")
+        else:  # no finish_reason at all: a tool call still makes it tool_calls (contract 5)
+            reason = "other" if self._calls is None else "tool_calls"
         if self._refused and reason == "stop":
             reason = "content_filter"
         return [*self._usage.events(), ev.end(reason, finish)]
+
+
+def _content_parts(parts: list[Any], out: list[Event]) -> None:
+    """``delta.content`` as a list of typed chunks (Mistral's reasoning models, Magistral):
+    ``{"type": "text", "text"}`` is visible text, ``{"type": "thinking", "thinking": [{"type":
+    "text", "text"}]}`` reasoning; other chunk types (references ...) carry no text of ours."""
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            piece = text(part.get("text"))
+            if piece is not None:
+                out.append(Event(DELTA, {"text": piece}))
+        elif kind == "thinking":
+            thinking = part.get("thinking")
+            if isinstance(thinking, str):
+                thinking = [{"type": "text", "text": thinking}]
+            if isinstance(thinking, list):
+                for chunk in thinking:
+                    piece = text(as_object(chunk).get("text"))
+                    if piece is not None:
+                        out.append(Event(REASONING, {"text": piece}))
 
 
 def _error_object(err: Any, doc: Mapping[str, Any]) -> Mapping[str, Any]:

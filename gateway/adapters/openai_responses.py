@@ -27,6 +27,9 @@ response.output_text.delta               delta
 response.refusal.delta                   delta; the end reason becomes ``content_filter``
 response.reasoning_summary_text.delta,   reasoning
 response.reasoning_text.delta
+response.reasoning_summary_part.added    reasoning "\\n\\n" when reasoning text came before
+                                         (summary parts, each a paragraph with its own
+                                         title, are joined as paragraphs, not run together)
 response.output_item.added               tool_call {index, id: call_id, name, arguments: ""}
   (function_call item)                   (index in order of appearance)
 response.function_call_arguments.delta   tool_call {index, arguments} (looked up by item_id)
@@ -171,12 +174,13 @@ class ResponsesTranslator(Translator):
     call that was never announced. After a terminal event every further message is ignored.
     """
 
-    __slots__ = ("_calls", "_refused", "finished", "model")
+    __slots__ = ("_calls", "_reasoned", "_refused", "finished", "model")
 
     def __init__(self) -> None:
         self.finished = False
         self.model: str | None = None
         self._refused = False
+        self._reasoned = False  # some reasoning text went out (summary parts are separated)
         # item_id -> [index, arguments streamed so far?]
         self._calls: dict[str, list[Any]] = {}
 
@@ -228,7 +232,15 @@ class ResponsesTranslator(Translator):
 
     def _reasoning(self, doc: dict[str, Any]) -> list[Event]:
         piece = text(doc.get("delta"))
-        return [ev.reasoning(piece)] if piece is not None else _NOTHING
+        if piece is None:
+            return _NOTHING
+        self._reasoned = True
+        return [ev.reasoning(piece)]
+
+    def _summary_part(self, doc: dict[str, Any]) -> list[Event]:
+        # A new summary part (the next paragraph, or another reasoning item's summary): a blank
+        # line between it and the reasoning before, as the parts would be shown one by one.
+        return [ev.reasoning("\n\n")] if self._reasoned else _NOTHING
 
     def _item_added(self, doc: dict[str, Any]) -> list[Event]:
         item = as_object(doc.get("item"))
@@ -324,6 +336,7 @@ _HANDLERS: dict[str, Handler] = {
     "response.refusal.delta": ResponsesTranslator._refusal,
     "response.reasoning_summary_text.delta": ResponsesTranslator._reasoning,
     "response.reasoning_text.delta": ResponsesTranslator._reasoning,
+    "response.reasoning_summary_part.added": ResponsesTranslator._summary_part,
     "response.output_item.added": ResponsesTranslator._item_added,
     "response.function_call_arguments.delta": ResponsesTranslator._arguments,
     "response.function_call_arguments.done": ResponsesTranslator._arguments_done,

@@ -11,7 +11,7 @@ from gateway.adapters.gemini import GeminiAdapter
 from gateway.errors import InvalidRequest
 from gateway.jsonutil import loads
 from gateway.request import parse_request
-from tests.adapters.harness import make_adapter, replay
+from tests.adapters.harness import fixture_bytes, make_adapter, replay
 from tests.adapters.native_contract import CONVERSATION, check_fixture
 
 
@@ -195,3 +195,58 @@ def test_usage_is_the_last_cumulative_value_emitted_once() -> None:
         }
     ]
     assert events[-1].data == {"reason": "other", "provider_reason": "OTHER"}
+
+
+def test_stream_cut_inside_a_raw_error_is_truncated() -> None:
+    # Contract rule 5.1: EOF inside the pretty-printed error outside SSE framing (it has no
+    # framing that could tell it is complete) is upstream_truncated, not upstream_protocol.
+    data = fixture_bytes("gemini_error_midstream.sse")
+    start = data.index(b"\r\n\r\n{") + 4
+    adapter = make_adapter(GeminiAdapter)
+    for end in range(start + 1, len(data) - 1):
+        events = replay(adapter, [data[:end]])
+        assert events[-1].data["code"] == "upstream_truncated", (end, events[-1])
+    assert replay(adapter, [data])[-1].data["code"] == "upstream_error"
+    finished = _sse(_text_chunk("Hi", finishReason="STOP")) + b'{\n  "error": {\n'
+    assert replay(adapter, [finished])[-1].data["code"] == "upstream_truncated"
+
+
+def test_unparsable_raw_text_followed_by_more_is_a_protocol_error() -> None:
+    data = b'{\n  "oops"\n\n' + _sse(_text_chunk("Hi", finishReason="STOP"))
+    assert replay(make_adapter(GeminiAdapter), [data])[-1].data["code"] == "upstream_protocol"
+
+
+def test_a_tool_without_arguments_is_declared_without_parameters() -> None:
+    # Gemini answers 400 "parameters.properties: should be non-empty for OBJECT type" to the
+    # empty object schema a tool without parameters gets in the common request.
+    body = {
+        "messages": [{"role": "user", "content": "What time is it?"}],
+        "tools": [
+            {"type": "function", "name": "now", "description": "The time"},
+            {"type": "function", "name": "empty", "parameters": {"type": "object"}},
+            {
+                "type": "function",
+                "name": "open",
+                "parameters": {"type": "object", "properties": {}, "required": []},
+            },
+            {
+                "type": "function",
+                "name": "city",
+                "parameters": {"type": "object", "properties": {"c": {"type": "string"}}},
+            },
+        ],
+    }
+    req = make_adapter(GeminiAdapter, model="m").build_request(parse_request(body))
+    assert loads(req.body)["tools"] == [
+        {
+            "functionDeclarations": [
+                {"name": "now", "description": "The time"},
+                {"name": "empty"},
+                {"name": "open"},
+                {
+                    "name": "city",
+                    "parameters": {"type": "object", "properties": {"c": {"type": "string"}}},
+                },
+            ]
+        }
+    ]

@@ -157,3 +157,31 @@ def test_done_object_text_tool_calls_and_reasons() -> None:
     ]
     unload = replay(make_adapter(OllamaAdapter), [b'{"done": true, "done_reason": "unload"}\n'])
     assert unload[-1].data == {"reason": "other", "provider_reason": "unload"}
+
+
+def test_stream_cut_inside_any_line_is_truncated_not_protocol() -> None:
+    # Contract rule 5.1: a connection closed mid-line (the decoder hands the unterminated tail
+    # over at EOF) is upstream_truncated, not a malformed-data upstream_protocol error.
+    lines = [
+        b'{"message":{"role":"assistant","content":"H\xc3\xa9"},"done":false}\n',
+        b'{"message":{"role":"assistant","content":"llo"},"done":false}\n',
+        b'{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}',
+    ]
+    data = b"".join(lines)
+    adapter = make_adapter(OllamaAdapter, model="m")
+    for end in range(1, len(data)):
+        if data[:end].endswith(b"\n"):
+            continue  # a whole line: the stream just lacks its terminator (covered elsewhere)
+        for chunks in ([data[:end]], [data[i : i + 1] for i in range(end)]):
+            events = replay(adapter, chunks)
+            assert events[-1].type == "error", (end, events[-1])
+            assert events[-1].data["code"] == "upstream_truncated", (end, events[-1])
+    assert replay(adapter, [data])[-1].data == {"reason": "stop", "provider_reason": "stop"}
+
+
+def test_malformed_line_followed_by_more_lines_is_a_protocol_error() -> None:
+    data = b'{"message":{"content":"a"\n{"message":{"content":"b"},"done":true}\n'
+    events = replay(make_adapter(OllamaAdapter, model="m"), [data])
+    assert events[-1].data["code"] == "upstream_protocol"
+    not_json = replay(make_adapter(OllamaAdapter, model="m"), [b"<html>oops</html>"])
+    assert not_json[-1].data["code"] == "upstream_protocol"

@@ -481,3 +481,33 @@ def test_status_error_reads_the_openai_error_body(status: int, code: str, retrya
     assert (error.error_code, error.retryable) == (code, retryable)
     assert "Nope" in error.message
     assert error.to_event_data()["type"] == "invalid_request_error"
+
+
+# --- audit fixes ------------------------------------------------------------------------------
+
+
+def test_mistral_typed_content_chunks_are_text_and_reasoning() -> None:
+    # Magistral (Mistral's reasoning models) streams delta.content as a list of typed chunks;
+    # the text and the thinking used to be dropped silently.
+    thinking = {"type": "thinking", "thinking": [{"type": "text", "text": "Let me "}]}
+    events = run(
+        sse(
+            chunk({"role": "assistant", "content": [thinking]}),
+            chunk(
+                {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "think"}]}]}
+            ),
+            chunk({"content": [{"type": "text", "text": "Bonjour"}, {"type": "text", "text": ""}]}),
+            chunk({"content": [{"type": "reference", "reference_ids": [1]}, 3, "x"]}),
+            chunk({"content": " à vous"}),
+            chunk({}, "stop"),
+            "[DONE]",
+        )
+    )
+    got = assemble(events)
+    assert (got.reasoning, got.text) == ("Let me think", "Bonjour à vous")
+    assert events[-1].data == {"reason": "stop", "provider_reason": "stop"}
+
+
+def test_done_without_finish_reason_after_a_tool_call_is_tool_calls() -> None:
+    events = run(sse(chunk({"tool_calls": [_call(0, "call_a", "f", "{}")]}), "[DONE]"))
+    assert events[-1].data == {"reason": "tool_calls"}

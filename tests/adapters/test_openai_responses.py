@@ -356,3 +356,41 @@ def test_parse_options_defaults() -> None:
     parsed, errors = OpenAIResponsesAdapter.parse_options({}, "options")
     assert errors == []
     assert parsed == {"reasoning_summary": "auto", "strict_tools": False}
+
+
+# --- audit fixes ------------------------------------------------------------------------------
+
+
+def _summary_part(index: int) -> dict[str, Any]:
+    return {
+        "type": "response.reasoning_summary_part.added",
+        "item_id": "rs_1",
+        "output_index": 0,
+        "summary_index": index,
+        "part": {"type": "summary_text", "text": ""},
+    }
+
+
+def _summary_delta(index: int, delta: str) -> dict[str, Any]:
+    return {
+        "type": "response.reasoning_summary_text.delta",
+        "item_id": "rs_1",
+        "output_index": 0,
+        "summary_index": index,
+        "delta": delta,
+    }
+
+
+def test_reasoning_summary_parts_are_separated_by_a_blank_line() -> None:
+    # Each summary part is a paragraph with its own bold title; run together they read
+    # "...first.**Second**" (the titles merge into the text before them).
+    events = run(
+        sse(
+            _summary_part(0),
+            _summary_delta(0, "**First**\n\nOne."),
+            _summary_part(1),
+            _summary_delta(1, "**Second**\n\nTwo."),
+            completed(),
+        )
+    )
+    assert assemble(events).reasoning == "**First**\n\nOne.\n\n**Second**\n\nTwo."
