@@ -280,7 +280,7 @@ class GeminiTranslator(Translator):
             obj = load_object(text, "gemini")
         except UpstreamProtocolError:
             problem = UpstreamProtocolError("gemini sent text outside SSE framing")
-            if text.lstrip().startswith("{"):
+            if text.lstrip().startswith(("{", "[")):
                 self._cut = problem
                 return []
             self.finished = True

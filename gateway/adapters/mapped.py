@@ -198,10 +198,13 @@ class MappedTranslator(Translator):
     """One stream read through a compiled :class:`Spec`; see the module docstring for the order.
 
     ``feed`` raises :class:`UpstreamProtocolError` for a message that is not JSON (raw side-channel
-    text that is not JSON is ignored) and :class:`UpstreamError` when an error rule matches.
+    text that is not JSON is ignored) and :class:`UpstreamError` when an error rule matches. A
+    message that starts like JSON but does not parse may be the stream's last line cut short by
+    EOF (NDJSON hands that tail over at EOF): it is held back, so EOF right after it is
+    ``upstream_truncated`` (contract rule 5.1) and any further message makes it the protocol error.
     """
 
-    __slots__ = ("_calls", "_finish", "_refused", "_spec", "_usage")
+    __slots__ = ("_calls", "_cut", "_finish", "_refused", "_spec", "_usage")
 
     def __init__(self, spec: Spec) -> None:
         self._spec = spec
@@ -209,10 +212,13 @@ class MappedTranslator(Translator):
         self._usage = UsageTally()
         self._refused = False
         self._calls = IndexedToolCalls()
+        self._cut: UpstreamProtocolError | None = None
 
     def feed(self, message: Message) -> list[Event]:
         if self.finished:
             return []
+        if self._cut is not None:
+            raise self._cut  # the message that did not parse was not the stream's last
         spec = self._spec
         data = message.data
         term = spec.terminator
@@ -225,7 +231,11 @@ class MappedTranslator(Translator):
         except ValueError:
             if message.event == RAW_EVENT:
                 return []
-            raise UpstreamProtocolError("the upstream sent a message that is not JSON") from None
+            problem = UpstreamProtocolError("the upstream sent a message that is not JSON")
+            if data.lstrip().startswith(("{", "[")):
+                self._cut = problem  # maybe cut short by EOF: close() says truncated
+                return []
+            raise problem from None
         kind = self._kind(doc, message)
         for rule in spec.errors:
             if rule.types is None or kind in rule.types:
@@ -255,7 +265,11 @@ class MappedTranslator(Translator):
     def close(self) -> list[Event]:
         if self.finished:
             return []
-        if self._spec.terminator.eof_after_finish and self._finish is not None:
+        if (
+            self._cut is None
+            and self._spec.terminator.eof_after_finish
+            and self._finish is not None
+        ):
             return self._end()
         return super().close()
 

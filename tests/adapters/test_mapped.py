@@ -549,3 +549,22 @@ def test_paths_are_compiled_to_tuples() -> None:
     assert spec.text[0].paths == (("choices", 0, "delta", "content"),)
     assert spec.tool_call.index_path == ("index",)
     assert re.fullmatch(r"\[DONE\]", spec.terminator.data)
+
+
+def test_an_ndjson_stream_cut_inside_its_last_line_is_truncated() -> None:
+    # NDJSON hands the unterminated tail over at EOF: a line cut short is upstream_truncated
+    # (contract rule 5.1), as on the built-in ollama adapter, not upstream_protocol.
+    adapter = mapped(twin_options("ollama"), model="m")
+    data = fixture_bytes("ollama_chat.ndjson")
+    last = data.rstrip(b"\n").rfind(b"\n") + 1  # where the last line starts
+    for end in range(last + 1, len(data) - 1):
+        events = replay(adapter, [data[:end]])
+        assert events[-1].type == "error", (end, events[-1])
+        assert events[-1].data["code"] == "upstream_truncated", (end, events[-1])
+
+
+def test_an_ndjson_line_that_does_not_parse_before_more_is_a_protocol_error() -> None:
+    adapter = mapped(twin_options("ollama"), model="m")
+    data = b'{"message":{"content":"a"\n{"message":{"content":"b"},"done":true}\n'
+    assert replay(adapter, [data])[-1].data["code"] == "upstream_protocol"
+    assert replay(adapter, [b"<html>oops</html>"])[-1].data["code"] == "upstream_protocol"
