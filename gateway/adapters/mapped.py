@@ -198,10 +198,11 @@ class MappedTranslator(Translator):
     """One stream read through a compiled :class:`Spec`; see the module docstring for the order.
 
     ``feed`` raises :class:`UpstreamProtocolError` for a message that is not JSON (raw side-channel
-    text that is not JSON is ignored) and :class:`UpstreamError` when an error rule matches. A
-    message that starts like JSON but does not parse may be the stream's last line cut short by
-    EOF (NDJSON hands that tail over at EOF): it is held back, so EOF right after it is
-    ``upstream_truncated`` (contract rule 5.1) and any further message makes it the protocol error.
+    text that is not JSON is ignored) and :class:`UpstreamError` when an error rule matches. An
+    NDJSON line that starts like JSON but does not parse may be the stream's last line cut short
+    by EOF (the decoder hands that tail over at EOF; SSE drops an unterminated event): it is held
+    back, so EOF right after it is ``upstream_truncated`` (contract rule 5.1) and any further
+    message makes it the protocol error.
     """
 
     __slots__ = ("_calls", "_cut", "_finish", "_refused", "_spec", "_usage")
@@ -232,7 +233,7 @@ class MappedTranslator(Translator):
             if message.event == RAW_EVENT:
                 return []
             problem = UpstreamProtocolError("the upstream sent a message that is not JSON")
-            if data.lstrip().startswith(("{", "[")):
+            if spec.framing == "ndjson" and data.lstrip().startswith(("{", "[")):
                 self._cut = problem  # maybe cut short by EOF: close() says truncated
                 return []
             raise problem from None
