@@ -13,7 +13,8 @@ the upstream is drained after the client left, the drain calls it with the whole
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from gateway import events as ev
@@ -25,6 +26,16 @@ from gateway.pricing import Pricer, cost, cost_of, counts
 
 if TYPE_CHECKING:
     from gateway.stream.attempts import Attempt
+
+
+REFUSED = frozenset({"status_error", "connect_error"})
+"""Attempt results (``StreamRecord.attempt``) where no upstream took the request: it answered
+non-2xx, or was never reached. Providers bill neither."""
+
+NOTHING_USED: Mapping[str, Any] = MappingProxyType(
+    {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+)
+"""The usage a stream settles with when every attempt was refused."""
 
 
 class Meter:
@@ -86,10 +97,20 @@ class Meter:
         self._admission.keep()
         return self.settle
 
-    def finished(self, usage: Mapping[str, Any]) -> None:
-        """The session ended: settle now, unless a drain will."""
-        if not self.deferred:
-            self.settle(usage)
+    def finished(self, usage: Mapping[str, Any], attempts: Sequence[tuple[str, str]] = ()) -> None:
+        """The session ended: settle now, unless a drain will.
+
+        ``attempts`` are the stream's ``(upstream, result)`` pairs: when every one was refused
+        (:data:`REFUSED`: a 429 or 5xx, a connection that failed) and no usage came, no upstream
+        generated anything and the stream settles at zero (:data:`NOTHING_USED`) instead of
+        being charged its reservation, which an upstream outage would otherwise spend as budget.
+        Anything else without usage (a timeout, a cut stream, a client gone) keeps the
+        reservation: the upstream may have billed it."""
+        if self.deferred:
+            return
+        if not usage and attempts and all(result in REFUSED for _, result in attempts):
+            usage = NOTHING_USED
+        self.settle(usage)
 
     def settle(self, usage: Mapping[str, Any]) -> None:
         """Release the admission with ``usage`` and count its cost (once; later calls no-op)."""

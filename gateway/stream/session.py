@@ -372,7 +372,7 @@ class StreamSession:
         self.sink.finished()
         record = self.record
         duration = record.finished(now())
-        self.meter.finished(record.usage)
+        self.meter.finished(record.usage, record.attempts)
         self.trace.finish(self)
         usage = record.usage
         fields = {

@@ -238,3 +238,19 @@ def usage_of(raw: bytes) -> dict[str, Any]:
     ]
     assert isinstance(usage, dict)
     return usage
+
+
+async def test_a_request_every_upstream_refused_costs_nothing(upstream: FakeUpstream) -> None:
+    # A 500 or a 429 before any stream: the provider billed nothing, so the budget is whole
+    # again after it (it was charged the worst case each time: an outage spent the budget).
+    error = {"error": {"message": "overloaded", "type": "server_error"}}
+    refused = [Script(status=s, chunks=[(0, json.dumps(error).encode())]) for s in (500, 429)]
+    upstream.push(*refused)
+    async with running_gateway(config(upstream)) as gw:
+        stream = f"{gw.url}/v1/stream/r"
+        assert (await post(stream, "web"))[0] == 502
+        assert await remaining(gw.url, "web") == pytest.approx(LIMIT, abs=1e-12)
+        assert (await post(stream, "web"))[0] == 429
+        assert await remaining(gw.url, "web") == pytest.approx(LIMIT, abs=1e-12)
+        assert (await post(stream, "web"))[0] == 200  # the next is served and charged
+        assert await remaining(gw.url, "web") == pytest.approx(LIMIT - COST, abs=1e-8)

@@ -143,3 +143,26 @@ def test_without_a_pricer_there_is_no_hook() -> None:
     tries = attempts()
     m = Meter(None, Metrics().accounting, Admission(), "r")
     assert m.hook(tries[0]) is None
+
+
+@pytest.mark.parametrize(
+    ("results", "charged"),
+    [
+        ([("a", "status_error")], False),  # a 429 or 5xx: nothing generated, nothing billed
+        ([("a", "connect_error"), ("b", "status_error")], False),
+        ([("a", "timeout")], True),  # the upstream may have worked on it: the reservation
+        ([("a", "status_error"), ("b", "ok")], True),  # served, but no usage came
+        ([], True),  # gone before any attempt ended (a client abort)
+    ],
+)
+def test_a_stream_every_upstream_refused_settles_at_zero(
+    results: list[tuple[str, str]], charged: bool
+) -> None:
+    m, holds, metrics = meter(attempts())
+    m.finished({}, results)
+    (usage,) = holds.released
+    if charged:
+        assert usage == {}  # no cost: budgets charge the reservation
+    else:
+        assert usage == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+    assert cost_total(metrics) == 0
