@@ -15,7 +15,7 @@ Event mapping (one stream is one assistant message with one step)::
                   tool-input-available with the parsed arguments when the call is complete
                   (another kind of content starts and its arguments are whole JSON, or the
                   stream ends): a call whose arguments go on after some text keeps its part
-    usage      -> (nothing: strict 5.0.0 schemas have no place for it)
+    usage      -> (nothing: only ``messageMetadata`` could carry it, whose schema is the app's)
     end        -> close open parts, finish-step, finish, [DONE]
     error      -> error {errorText}, finish-step, finish, [DONE]   (what the SDK's own
                   ``toUIMessageStream`` does; open parts stay unclosed, as there)
