@@ -188,7 +188,7 @@ class Pool:
         self.on_backend_error = on_backend_error
         self.on_error = on_error
         self.clock = clock
-        self.strategy: Strategy = STRATEGIES[config.strategy]()
+        self.strategy: Strategy = STRATEGIES[config.strategy](config.names)
         self.deployments = config.deployments
         self.names = config.names
         self._by_name = {d.name: d for d in config.deployments}

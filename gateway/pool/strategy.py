@@ -5,7 +5,8 @@ not resting) with their :class:`~gateway.pool.state.View`, returns them in order
 and is told which one was taken (the first may have filled up meanwhile). State kept here
 (rotation cursors) is per process; with Redis the counts and EWMA it reads are shared.
 
-* ``round_robin``: each deployment in turn.
+* ``round_robin``: each deployment in turn, in config order: the next choice starts after the
+  deployment taken last, so a retry that skipped a failing one does not skip the one after it.
 * ``weighted``: smooth weighted round robin (the nginx algorithm): over any run of choices each
   deployment's share is its weight's share, evenly interleaved, without randomness.
 * ``least_busy``: fewest open streams; ties go to the higher weight, then in turn.
@@ -43,8 +44,13 @@ class Strategy:
 
     name: ClassVar[str] = ""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Sequence[str] = ()) -> None:
         self.turn = 0
+        """Choices made (``latency`` explores every :data:`EXPLORE_EVERY`-th)."""
+        self.last: str | None = None
+        """The deployment taken last: the rotation goes on after it."""
+        self._position = {name: i for i, name in enumerate(names)}
+        """Each deployment's place in the pool's config order (``names``)."""
 
     def order(self, choices: Sequence[Choice]) -> list[Choice]:
         raise NotImplementedError
@@ -54,16 +60,24 @@ class Strategy:
         (``None``: to none of them, e.g. to a probe)."""
         if deployment is not None:
             self.turn += 1
+            self.last = deployment.name
 
     def carry_from(self, old: Strategy) -> None:
         """Keep the rotation of the strategy this one replaces (config reload)."""
         self.turn = old.turn
+        self.last = old.last
 
     def _rotated(self, choices: Sequence[Choice]) -> list[Choice]:
-        if not choices:
-            return []
-        k = self.turn % len(choices)
-        return [*choices[k:], *choices[:k]]
+        """``choices`` (in config order, some left out) from the first one after the deployment
+        taken last. By place, not by count: a retry's choices lack the deployment that failed,
+        and rotating them by a count skipped the one after it."""
+        last = self.last
+        position = self._position
+        after = -1 if last is None else position.get(last, -1)
+        for i, (deployment, _) in enumerate(choices):
+            if position.get(deployment.name, -1) > after:
+                return [*choices[i:], *choices[:i]] if i else list(choices)
+        return list(choices)
 
 
 class RoundRobin(Strategy):
@@ -76,8 +90,8 @@ class RoundRobin(Strategy):
 class Weighted(Strategy):
     name = "weighted"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, names: Sequence[str] = ()) -> None:
+        super().__init__(names)
         self.current: dict[str, float] = {}
         self._last: Sequence[Choice] = ()
         self._total = 0.0
@@ -111,8 +125,8 @@ class LeastBusy(Strategy):
 class Latency(Strategy):
     name = "latency"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, names: Sequence[str] = ()) -> None:
+        super().__init__(names)
         self.last_taken: dict[str, int] = {}
 
     def order(self, choices: Sequence[Choice]) -> list[Choice]:

@@ -314,3 +314,24 @@ async def test_metrics_per_deployment() -> None:
     probe.release()
     await pool.acquire(set())
     assert _value(registry, "gateway_deployment_resting", **ab) == 0
+
+
+async def test_round_robin_goes_on_after_the_deployment_a_retry_took() -> None:
+    # a fails; the retry must take b (the next in turn), and the next request c: a count-based
+    # rotation of the retry's shorter list took c, and c again for the next request.
+    pool = make(deployment("a"), deployment("b"), deployment("c"))
+    first = await pick(pool)
+    assert first.name == "a"
+    retry = await pick(pool, {"a"})
+    assert retry.name == "b"
+    names = [(await pick(pool)).name for _ in range(4)]
+    assert names == ["c", "a", "b", "c"]
+
+
+async def test_least_busy_breaks_ties_in_turn_after_a_retry() -> None:
+    pool = make(deployment("a"), deployment("b"), deployment("c"), strategy="least_busy")
+    taken = [await pick(pool), await pick(pool, {"a"})]
+    assert [lease.name for lease in taken] == ["a", "b"]  # all idle: in turn, a tried
+    for lease in taken:
+        lease.release()
+    assert (await pick(pool)).name == "c"
