@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from gateway.values import value
@@ -26,6 +27,14 @@ class Demand:
     max_tokens: int | None = None
     model: str | None = None
     body_bytes: int = 0
+
+
+NOT_ADMITTED: Mapping[str, Any] = MappingProxyType(
+    {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+)
+"""The usage a hold is released with when a later hold refused the request: nothing was used,
+and a hold that can tell (a limits ticket, by identity) un-counts the request as well, so a
+refusal spends no one's limits ("all admit it and all count it, or nothing is counted")."""
 
 
 class Hold(Protocol):
@@ -57,7 +66,7 @@ class Admission:
                 await hold.reserve(demand)
             except BaseException:
                 for earlier in self.holds[:index]:
-                    earlier.release(None)
+                    earlier.release(NOT_ADMITTED)
                 raise
 
     def keep(self) -> None:

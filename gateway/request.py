@@ -94,7 +94,10 @@ def _parse_tool_calls(value: Any, path: str) -> tuple[ToolCall, ...]:
         if not isinstance(name, str) or not name:
             raise _fail(f"{p}.name", "must be a non-empty string")
         if isinstance(arguments, dict):
-            arguments = dumps_str(arguments)
+            try:
+                arguments = dumps_str(arguments)
+            except TypeError:  # nested deeper than the encoder goes (orjson: 255 levels)
+                raise _fail(f"{p}.arguments", "is nested too deeply") from None
         if not isinstance(arguments, str):
             raise _fail(f"{p}.arguments", "must be a JSON string or an object")
         calls.append(ToolCall(call_id, name, arguments))
@@ -214,7 +217,8 @@ def validate_tools(
         if not isinstance(item, dict):
             raise _fail(p, "must be an object")
         kind = item.get("type", shape.type_default)
-        if kind not in shape.types:
+        # A list or an object is no type either (and unhashable: a set lookup would raise).
+        if not (kind is None or isinstance(kind, str)) or kind not in shape.types:
             raise _fail(f"{p}.type", shape.type_problem.format(kind=kind))
         spec = item.get(shape.nested, item) if shape.nested else item
         if not isinstance(spec, dict):

@@ -223,3 +223,25 @@ def test_tools_without_a_schema_get_an_empty_one_each() -> None:
     decoded = decode({"model": "r", "input": "hi", "tools": [{"type": "function", "name": "f"}]})
     (tool,) = decoded.common["tools"]
     assert tool["parameters"] == {"type": "object", "properties": {}}
+
+
+@pytest.mark.parametrize("kind", [[], ["function"], {}, {"function": 1}])
+@pytest.mark.parametrize("call", [_common_tools, _messages_tools, _responses_tools])
+def test_a_tool_type_that_is_a_list_or_an_object_is_a_400(
+    call: Callable[[Any], None], kind: Any
+) -> None:
+    # Unhashable: a set lookup raised TypeError (a 500 with a traceback) before the fix.
+    with pytest.raises(InvalidRequest) as info:
+        call([{"type": kind, "name": "f", "parameters": {}}])
+    assert info.value.message.startswith("tools[0].type: ")
+
+
+def test_tool_call_arguments_nested_too_deeply_are_a_400_naming_them() -> None:
+    deep: Any = []
+    for _ in range(300):  # orjson decodes 1024 levels but encodes only 255
+        deep = [deep]
+    call = {"id": "c1", "name": "f", "arguments": {"a": deep}}
+    body = {"messages": [{"role": "assistant", "tool_calls": [call]}]}
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(body)
+    assert info.value.message.startswith("messages[0].tool_calls[0].arguments: ")

@@ -77,6 +77,12 @@ class LimitBackend(ABC):
         blocks: a backend that needs I/O does it in the background and reports failures itself.
         """
 
+    def cancel(self, grant: Grant, now: float) -> None:
+        """Undo an :meth:`acquire` whose request was refused after all (by a later hold, a
+        budget): free its slots, give back its tokens and, where the backend can, un-count the
+        request. By default a release with nothing used (the request stays counted)."""
+        self.release(grant, 0, now)
+
     async def flush(self) -> None:
         """Wait for background work started by :meth:`release` (tests, shutdown)."""
         return None  # nothing runs in the background by default

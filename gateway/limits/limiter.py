@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.admission import Demand
+from gateway.admission import NOT_ADMITTED, Demand
 from gateway.config.model import AppKey, GatewayConfig, RouteConfig, RouteLimits
 from gateway.errors import RateLimited, Unavailable
 from gateway.limits.base import BackendError, Denied, Grant, LimitBackend, Scope
@@ -154,4 +154,8 @@ class Ticket:
         if self.released or self.grant is None:
             return
         self.released = True
-        self.limiter.backend.release(self.grant, tokens_used(usage), self.limiter.clock())
+        backend, now = self.limiter.backend, self.limiter.clock()
+        if usage is NOT_ADMITTED:  # a later hold (a budget) refused the request after all
+            backend.cancel(self.grant, now)
+        else:
+            backend.release(self.grant, tokens_used(usage), now)

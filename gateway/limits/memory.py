@@ -107,6 +107,18 @@ class MemoryBackend(LimitBackend):
                 win.prev = max(0, win.prev + delta)
             # a refund for a window that no longer counts is dropped
 
+    def cancel(self, grant: Grant, now: float) -> None:
+        self.release(grant, 0, now)  # slots freed, tokens given back
+        index = w.window_index(now)
+        for scope in grant.scopes:
+            if scope.limits.requests_per_minute is None:
+                continue
+            win = self._window(scope.name, "rpm", index)
+            if grant.window == index:
+                win.cur = max(0, win.cur - 1)
+            elif grant.window == index - 1:
+                win.prev = max(0, win.prev - 1)
+
     # Budgets (``budget.py``): per scope, the counters of its current period only; a settlement
     # for an older period drops its refund (that period no longer admits anything).
 

@@ -179,3 +179,25 @@ async def test_redis_refresh_keeps_a_long_stream_counted(redis: RedisServer) -> 
     finally:
         b.held.clear()
         await b.close()
+
+
+async def test_a_cancelled_grant_frees_its_slot_and_gives_back_its_tokens(
+    backend: LimitBackend,
+) -> None:
+    # A request refused after its limits admitted it (by a budget) holds nothing afterwards.
+    s = [scope(concurrent_streams=1, tokens_per_minute=100)]
+    grant = await take(backend, s, T0, tokens=100)
+    assert isinstance(grant, Grant)
+    backend.cancel(grant, T0 + 1)
+    await backend.flush()
+    assert isinstance(await take(backend, s, T0 + 2, tokens=100), Grant)
+
+
+async def test_a_cancelled_grant_is_not_counted_as_a_request() -> None:
+    backend = MemoryBackend()
+    s = [scope(requests_per_minute=1)]
+    grant = await take(backend, s, T0 + 59)
+    assert isinstance(grant, Grant)
+    backend.cancel(grant, T0 + WINDOW + 1)  # refused in the next window: un-counted from prev
+    assert isinstance(await take(backend, s, T0 + WINDOW + 2), Grant)
+    assert isinstance(await take(backend, s, T0 + WINDOW + 3), Denied)

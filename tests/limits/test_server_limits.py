@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 
 from gateway.limits import MemoryBackend
+from tests.faults.kit import SSE, chat_route, chat_stream
+from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 from tests.support.system import free_port
 
@@ -198,3 +200,32 @@ async def test_reload_keeps_counts_and_the_backend(
         assert reload_config(gw.app, str(path))
         assert backend_of(gw) is backend
         assert [(await post(url))[0] for _ in range(2)] == [200, 429]  # 2 already counted
+
+
+async def test_a_budget_refusal_spends_no_route_limit() -> None:
+    # An app whose budget is used up is refused after the route's limits admitted it: those
+    # must not keep the request, or it would spend every other app's share of the route.
+    fake = await FakeUpstream().start()
+    fake.default = Script(chunks=[(0, chat_stream("ok"))], headers=SSE)
+    limits = {"requests_per_minute": 2, "tokens_per_minute": 5000, "concurrent_streams": 1}
+    doc = {
+        "routes": [chat_route("r", fake.url, limits=limits)],
+        "pricing": [{"model": "m-1", "input_per_mtok": 1e6, "output_per_mtok": 1e6}],
+        "auth": {
+            "keys": [
+                {"name": "poor", "key": "k-poor-0123", "budget": {"usd": 0.5, "per": "1d"}},
+                {"name": "rich", "key": "k-rich-0123"},
+            ]
+        },
+    }
+    try:
+        async with running_gateway(doc) as gw:
+            url = f"{gw.url}/v1/stream/r"
+            for _ in range(3):
+                status, _, body = await post(url, headers={"x-api-key": "k-poor-0123"})
+                assert status == 429 and b"budget" in body
+            assert backend_of(gw).streams["route:r"] == 0
+            for _ in range(2):
+                assert (await post(url, headers={"x-api-key": "k-rich-0123"}))[0] == 200
+    finally:
+        await fake.stop()
