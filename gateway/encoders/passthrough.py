@@ -240,6 +240,19 @@ class _Doc:
         raise NotImplementedError
 
 
+_RESPONSE_TERMINALS = ("response.completed", "response.incomplete")
+
+
+def _type_of(data: str) -> str:
+    """The ``type`` of a data-only frame's JSON object (``""`` if it has none)."""
+    try:
+        doc = loads(data)
+    except ValueError:
+        return ""
+    kind = doc.get("type") if isinstance(doc, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
 class _ResponseDoc(_Doc):
     """Responses: the ``response`` object of the terminal frame (completed or incomplete)."""
 
@@ -247,8 +260,14 @@ class _ResponseDoc(_Doc):
         self.response: dict[str, Any] = {}
 
     def feed(self, message: Message) -> None:
-        if message.event in ("response.completed", "response.incomplete"):
-            response = loads(message.data).get("response")
+        kind = message.event
+        if kind in _UNNAMED:  # a data-only stream: the frame's ``type`` names it
+            if '"response.' not in message.data:
+                return
+            kind = _type_of(message.data)
+        if kind in _RESPONSE_TERMINALS:
+            doc = loads(message.data)
+            response = doc.get("response") if isinstance(doc, dict) else None
             if isinstance(response, dict):
                 self.response = response
 
@@ -305,7 +324,11 @@ class _MessageDoc(_Doc):
         elif kind == "input_json_delta":
             self.json[index] = self.json.get(index, "") + delta.get("partial_json", "")
         elif kind == "citations_delta":
-            block.setdefault("citations", []).append(delta.get("citation"))
+            citations = block.get("citations")
+            if isinstance(citations, list):  # absent or null until the first one (as the SDK)
+                citations.append(delta.get("citation"))
+            else:
+                block["citations"] = [delta.get("citation")]
 
     def result(self) -> dict[str, Any]:
         return self.message

@@ -29,9 +29,27 @@ NOT_FORWARDED = ("model", "metadata")
 """Client body fields a pass-through request drops (the adapter sets the model)."""
 
 
-def native_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The client's body as a pass-through request starts from (a copy)."""
-    return {k: v for k, v in body.items() if k not in NOT_FORWARDED}
+def native_body(body: dict[str, Any], api: str = "") -> dict[str, Any]:
+    """The client's body as a pass-through request starts from (a copy).
+
+    Chat Completions: a client's ``stream_options.include_usage`` that is false is dropped, so
+    the adapter asks the upstream for usage as on every request (the gateway counts tokens and
+    cost from it, and settles budgets; the client still gets no usage chunk).
+    """
+    native = {k: v for k, v in body.items() if k not in NOT_FORWARDED}
+    if api == "chat_completions":
+        options = native.get("stream_options")
+        if (
+            isinstance(options, dict)
+            and "include_usage" in options
+            and not options["include_usage"]
+        ):
+            rest = {k: v for k, v in options.items() if k != "include_usage"}
+            if rest:
+                native["stream_options"] = rest
+            else:
+                del native["stream_options"]
+    return native
 
 
 def passes_through(runtime: RouteRuntime, api: str) -> bool:
@@ -54,7 +72,7 @@ def frontdoor_attempts(
     whole = encoder.buffered
     # A whole Chat Completions answer is the delegate's: its request passes, its frames need not.
     tap = None if whole and api not in PassThroughDocEncoder.builders else FrameTap(api)
-    native = native_body(body)
+    native = native_body(body, api)
     attempts = []
     primaries = len(runtime.config.pool.deployments) if runtime.config.pool else 1
     for index, (target, adapter) in enumerate(runtime.targets):

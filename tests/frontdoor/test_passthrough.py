@@ -265,3 +265,118 @@ async def test_requests_are_counted_by_front_door(upstream: FakeUpstream) -> Non
             for door in ("route", "chat_completions", "responses", "messages")
         }
     assert counts == {"route": 0, "chat_completions": 0, "responses": 0, "messages": 2}
+
+
+def _strip_event_lines(data: bytes) -> bytes:
+    """``data`` as a data-only stream (no ``event:`` lines), as some compatible servers send."""
+    return b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"event:"))
+
+
+async def test_whole_response_from_a_data_only_upstream(upstream: FakeUpstream) -> None:
+    data = fixture_bytes("openai_responses_basic.sse")
+    upstream.push(Script(chunks=[(0, _strip_event_lines(data))]))
+    doc = {"routes": [route("r", "openai-responses", upstream.url)]}
+    async with running_gateway(doc) as gw:
+        client = AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=10)
+        response = await client.responses.create(model="r", input="hi")
+        await client.close()
+    completed = json.loads(frames_of(data)[-1][1])["response"]
+    assert response.id == completed["id"] and response.status == "completed"
+    assert response.output_text == completed["output"][0]["content"][0]["text"]
+
+
+def _sse(event: str, doc: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + compact(doc) + b"\n\n"
+
+
+CITATION = {
+    "type": "char_location",
+    "cited_text": "The grass is green.",
+    "document_index": 0,
+    "document_title": "Facts",
+    "start_char_index": 0,
+    "end_char_index": 19,
+}
+
+
+def _cited_message(start_block: dict[str, Any]) -> bytes:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 1},
+    }
+    cite = {"type": "citations_delta", "citation": CITATION}
+    return b"".join(
+        [
+            _sse("message_start", {"type": "message_start", "message": message}),
+            _sse("content_block_start", {"type": "content_block_start", "index": 0, **start_block}),
+            _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": cite}),
+            _sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": "Grass is green."},
+                },
+            ),
+            _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 5},
+                },
+            ),
+            _sse("message_stop", {"type": "message_stop"}),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "start_block",
+    [
+        {"content_block": {"type": "text", "text": "", "citations": None}},
+        {"content_block": {"type": "text", "text": ""}},
+    ],
+    ids=["citations-null", "citations-absent"],
+)
+async def test_whole_message_keeps_citations(
+    upstream: FakeUpstream, start_block: dict[str, Any]
+) -> None:
+    upstream.push(Script(chunks=[(0, _cited_message(start_block))]))
+    doc = {"routes": [route("r", "anthropic", upstream.url)]}
+    async with running_gateway(doc) as gw:
+        client = AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0, timeout=10)
+        message = await client.messages.create(
+            model="r",
+            max_tokens=64,
+            messages=USER,  # type: ignore[arg-type]
+        )
+        await client.close()
+    (block,) = [b.to_dict() for b in message.content]
+    assert block["text"] == "Grass is green." and block["citations"] == [CITATION]
+
+
+async def test_chat_usage_is_asked_for_even_when_the_client_declines(
+    upstream: FakeUpstream,
+) -> None:
+    """The gateway counts tokens and cost from the upstream's usage: a client's
+    ``include_usage: false`` does not turn it off upstream, and the client gets no usage chunk."""
+    data = fixture_bytes("openai_chat_cache_usage.sse")
+    upstream.push(Script(chunks=[(0, data)]))
+    body = {
+        "model": "r",
+        "messages": USER,
+        "stream": True,
+        "stream_options": {"include_usage": False},
+    }
+    async with running_gateway({"routes": [route("r", "openai-chat", upstream.url)]}) as gw:
+        got = await post_raw(f"{gw.url}/v1/chat/completions", compact(body))
+    assert upstream.seen[0].body["stream_options"] == {"include_usage": True}
+    assert frames_of(got) == [f for f in frames_of(data) if '"choices":[]' not in f[1]]
