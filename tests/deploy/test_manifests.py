@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,25 @@ def test_the_image_carries_the_pure_core_compiled_for_its_own_interpreter() -> N
     assert image.index(("COPY", " ".join(copied[0]))) > next(
         i for i, (op, args) in enumerate(image) if op == "RUN" and "pip install" in args
     )
+
+
+def test_the_image_installs_every_runtime_extra() -> None:
+    """Without ``redis`` a replica cannot share limits, resumes or pools (such a config starts,
+    then fails open or closed on every request); without ``prices`` every cost is unknown and
+    budgets never spend; without ``otel`` a tracing config is refused. Only the test and dev
+    extras stay out of the image."""
+    extras = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
+    image = stages()[1][-1]
+    installs = [
+        m.group(1)
+        for op, args in image
+        if op == "RUN"
+        for m in re.finditer(r"pip install [^&]*?\"?\.\[([\w,]+)\]", args)
+    ]
+    assert len(installs) == 1, installs
+    assert set(installs[0].split(",")) == extras - {"test", "dev"}
 
 
 def test_dockerfile_bakes_in_no_secrets() -> None:
