@@ -66,7 +66,14 @@ def serve(
     port = config.server.port if port is None else port
     _warn_if_open(config, host)
     if workers > 1:
-        return run_workers(config, config_path=config_path, host=host, port=port, workers=workers)
+        return run_workers(
+            config,
+            config_path=config_path,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
     install_fast_loop()
     return asyncio.run(run_server(config, host=host, port=port, config_path=config_path))
 

@@ -74,14 +74,17 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(config: GatewayConfig, config_path: str | None, host: str, port: int) -> None:
-    """One serving process (the target of a spawned ``multiprocessing.Process``)."""
+def _worker(
+    config: GatewayConfig, config_path: str | None, host: str, port: int, log_level: str
+) -> None:
+    """One serving process (the target of a spawned ``multiprocessing.Process``), logging at
+    the ``--log-level`` the parent was given."""
     # Until run_server installs its handlers: a stop exits at once (nothing to drain yet) and
     # a reload is meaningless (the config is being loaded), rather than killing the worker.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    setup_logging(os.environ.get("GATEWAY_LOG_LEVEL", "info"))
+    setup_logging(log_level)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField())
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
@@ -180,14 +183,21 @@ class Supervisor:
 
 
 def run_workers(
-    config: GatewayConfig, *, config_path: str | None, host: str, port: int, workers: int
+    config: GatewayConfig,
+    *,
+    config_path: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str = "info",
 ) -> int:
     """Run ``workers`` serving processes until they all exit; returns the exit code."""
     if port == 0:
         raise SystemExit("--workers needs a fixed --port (SO_REUSEPORT shares one port)")
     directory, owned = prepare_metrics_dir()
     try:
-        supervisor = Supervisor(_worker, (config, config_path, host, port), workers, directory)
+        args = (config, config_path, host, port, log_level)
+        supervisor = Supervisor(_worker, args, workers, directory)
         return supervisor.run()
     finally:
         if owned:

@@ -69,12 +69,15 @@ def wait_until(predicate: Any, timeout: float = 15.0, what: str = "condition") -
 
 
 @contextlib.contextmanager
-def group(tmp_path: Path, env: dict[str, str], name: str = "gw") -> Iterator[GatewayProcess]:
-    """A ``--workers 2`` process group, ready when every worker listens; stopped at the end."""
+def group(
+    tmp_path: Path, env: dict[str, str], name: str = "gw", *args: str
+) -> Iterator[GatewayProcess]:
+    """A ``--workers 2`` process group (more command-line ``args`` after it), ready when every
+    worker listens; stopped at the end."""
     config = tmp_path / f"{name}.yaml"
     if not config.exists():
         write_config(config, "demo")
-    proc = GatewayProcess(config, None, "--workers", str(WORKERS), env=env)
+    proc = GatewayProcess(config, None, "--workers", str(WORKERS), *args, env=env)
     try:
         wait_until(
             lambda: (
@@ -242,6 +245,16 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
         gw.proc.kill()
         gw.proc.wait(5)
         wait_until(lambda: not any(alive(p) for p in pids), 10, "orphaned workers exited")
+
+
+def test_workers_log_at_the_given_level(tmp_path: Path) -> None:
+    # The workers set their logging up themselves (spawned interpreters): they logged at info
+    # whatever --log-level said (their draining and stopped lines, every stream's line).
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with group(tmp_path, env, "quiet", "--log-level", "warning") as gw:
+        pass
+    lines = [line for line in gw.log_path.read_text().splitlines() if line.startswith("{")]
+    assert lines == [] or all(json.loads(line)["level"] != "info" for line in lines), lines
 
 
 def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
