@@ -42,7 +42,7 @@ from gateway.config.model import (
     RouteLimits,
     ServerConfig,
 )
-from gateway.config.resume import check_resume_stores
+from gateway.config.resume import REDIS_MISSING, check_resume_stores, redis_installed
 from gateway.config.routes import ROUTE_LIMITS, check_name, check_unique, parse_route
 from gateway.config.tracing import parse_tracing
 from gateway.encoders import ENCODERS
@@ -106,6 +106,8 @@ def parse_config(
     check_resume_stores(r, top.get("routes"), routes, top.get("limits"))
     auth = _auth(r, top.get("auth"), names)
     limits = r.build(LimitsConfig, top.get("limits"), "limits", LIMITS_SPEC)
+    if limits.backend == "redis" and not redis_installed():
+        r.error("limits.backend", REDIS_MISSING)
     pricing = parse_pricing(r, top.get("pricing"))
     tracing = parse_tracing(r, top.get("tracing"))
     if r.errors:

@@ -11,18 +11,32 @@ Choices where the contract is silent (documented in ``docs/configuration.md``):
 * ``store: redis`` needs ``limits.redis_url`` written in the file: the default URL is fine for a
   local limiter, but a resume store that silently points at the wrong Redis makes every resume
   on another replica a 404.
+* ``store: redis`` (and ``limits.backend: redis``) need the optional ``redis`` package: without
+  it such a config would start, then fail open or closed on every request.
 * ``on_client_abort: detach`` needs ``resume.enabled``: a stream that keeps running after its
   client left is only worth running if someone can pick it up.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.config import fields as f
 from gateway.config.envsubst import join_path
 from gateway.config.model import ResumeConfig, RouteConfig
+
+REDIS_MISSING = (
+    "'redis' needs the optional redis package, which is not installed "
+    "(pip install 'llm-stream-gateway[redis]')"
+)
+
+
+def redis_installed() -> bool:
+    """Whether the ``[redis]`` extra is importable (checked without importing it)."""
+    return importlib.util.find_spec("redis") is not None
+
 
 RESUMABLE_FORMATS = frozenset({"tokens"})
 """Output formats whose frames carry the SSE ``id`` a resume starts from."""
@@ -63,12 +77,15 @@ def check_route_resume(
 def check_resume_stores(
     r: f.Reader, raw_routes: Any, routes: Iterable[RouteConfig], limits_raw: Any
 ) -> None:
-    """``store: redis`` on any route needs ``limits.redis_url`` set in the document.
+    """``store: redis`` on any route needs ``limits.redis_url`` set in the document, and the
+    ``redis`` package installed.
 
     ``raw_routes`` is the document's ``routes`` list (for the error's index), ``routes`` the
     routes that were built from it.
     """
-    if isinstance(limits_raw, Mapping) and limits_raw.get("redis_url") is not None:
+    has_url = isinstance(limits_raw, Mapping) and limits_raw.get("redis_url") is not None
+    installed = redis_installed()
+    if has_url and installed:
         return
     index: dict[str, int] = {}
     if isinstance(raw_routes, list):
@@ -77,5 +94,8 @@ def check_resume_stores(
                 index.setdefault(raw["name"], i)
     for route in routes:
         if route.resume.enabled and route.resume.store == "redis":
-            where = join_path("routes", index.get(route.name, 0))
-            r.error(join_path(where, "resume.store"), "'redis' needs limits.redis_url")
+            where = join_path(join_path("routes", index.get(route.name, 0)), "resume.store")
+            if not has_url:
+                r.error(where, "'redis' needs limits.redis_url")
+            if not installed:
+                r.error(where, REDIS_MISSING)

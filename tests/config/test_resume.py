@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -54,6 +55,24 @@ def test_bad_values_name_their_path(block: Any, error: str) -> None:
 def test_redis_store_needs_a_redis_url() -> None:
     doc = {"routes": [route(name="a"), route(name="b", resume={"store": "redis"})]}
     assert errors_of(doc) == ["routes[1].resume.store: 'redis' needs limits.redis_url"]
+
+
+def test_redis_needs_the_redis_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without it, such a config started, then failed open or closed on every request.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "redis" else find_spec(name)
+    )
+    doc = {
+        "limits": {"backend": "redis", "redis_url": "redis://127.0.0.1:6379/0"},
+        "routes": [route(name="a", resume={"store": "redis"})],
+    }
+    missing = "'redis' needs the optional redis package, which is not installed"
+    got = errors_of(doc)
+    assert [e.split(": ", 1)[0] for e in got] == ["routes[0].resume.store", "limits.backend"]
+    assert all(missing in e for e in got)
+    monkeypatch.undo()
+    assert parse(doc).limits.backend == "redis"  # the test extra installs it
 
 
 def test_detach_needs_resume() -> None:
