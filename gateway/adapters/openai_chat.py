@@ -158,8 +158,14 @@ class OpenAIChatAdapter(Adapter):
         """Forward the client's own Chat body: streaming forced, the route's model applied.
 
         ``stream_options.include_usage`` is added (when the option is on) unless the client set it.
+        With ``max_tokens_field: max_completion_tokens``, a client's ``max_tokens`` is sent under
+        that name (unless it sent both), as on the route's own path: the upstream that needs the
+        option refuses ``max_tokens``.
         """
         native = native_stream_body(body, self.upstream.model)
+        field = self.options.get("max_tokens_field", "max_tokens")
+        if field != "max_tokens" and "max_tokens" in native and field not in native:
+            native[field] = native.pop("max_tokens")
         if self.options.get("include_usage", True):
             client = native.get("stream_options")
             stream_options = dict(client) if isinstance(client, dict) else {}

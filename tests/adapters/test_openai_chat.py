@@ -431,6 +431,18 @@ def test_native_request_preserves_fields_and_forces_stream() -> None:
     assert body["stream"] is False and "stream_options" not in body
 
 
+def test_native_request_sends_max_tokens_under_the_routes_field() -> None:
+    # A pass-through request obeys max_tokens_field as the route's own path does: the upstream
+    # that needs max_completion_tokens (reasoning models) refuses max_tokens with a 400.
+    adapter = make_adapter(OpenAIChatAdapter, {"max_tokens_field": "max_completion_tokens"})
+    sent = json.loads(adapter.build_native_request({"messages": [], "max_tokens": 50}).body)
+    assert sent["max_completion_tokens"] == 50 and "max_tokens" not in sent
+    both = {"messages": [], "max_tokens": 50, "max_completion_tokens": 70}
+    assert json.loads(adapter.build_native_request(both).body)["max_completion_tokens"] == 70
+    plain = make_adapter(OpenAIChatAdapter)
+    assert json.loads(plain.build_native_request({"max_tokens": 50}).body)["max_tokens"] == 50
+
+
 def test_native_request_keeps_the_clients_stream_options() -> None:
     adapter = make_adapter(OpenAIChatAdapter)
     options = {"include_usage": False, "include_obfuscation": False}
