@@ -82,6 +82,15 @@ class Translator(ABC):
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests' fake adapters
+def body_bytes(body: Any) -> bytes:
+    """An upstream request's JSON body. A client's value nested deeper than the encoder goes
+    (orjson: 255 levels; a tool schema, a native body) is the client's 400, not a 500."""
+    try:
+        return dumps_kept(body)
+    except TypeError:
+        raise InvalidRequest("body: is nested too deeply to send upstream") from None
+
+
 class Adapter(ABC):
     """One provider. Instances are built once per route target at config load and shared.
 
@@ -173,7 +182,7 @@ class Adapter(ABC):
         headers = self._headers
         if headers is None:
             headers = self._headers = MappingProxyType(self.common_headers())
-        return UpstreamRequest("POST", self.base_url + path, headers, dumps_kept(body))
+        return UpstreamRequest("POST", self.base_url + path, headers, body_bytes(body))
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the provider credential (never logged, never sent to clients)."""

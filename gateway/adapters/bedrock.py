@@ -36,13 +36,12 @@ from gateway.adapters._kit import (
     require_model,
     upstream_failure,
 )
-from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest, body_bytes
 from gateway.adapters.sigv4 import AwsCredentials, quote_path_segment, sign_headers
 from gateway.config.model import UpstreamConfig
 from gateway.errors import ConfigError, UpstreamError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.jsonutil import dumps_kept
 from gateway.request import ChatMessage, ChatRequest, Tool
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d+$")
@@ -181,7 +180,7 @@ class BedrockAdapter(Adapter):
 
     def _request(self, model_id: str, body: dict[str, Any]) -> UpstreamRequest:
         url = f"{self.base_url}/model/{quote_path_segment(model_id)}/converse-stream"
-        raw = dumps_kept(body)
+        raw = body_bytes(body)
         headers = {
             "content-type": "application/json",
             "accept": "application/vnd.amazon.eventstream",

@@ -33,13 +33,13 @@ from gateway.adapters._kit import (
 )
 from gateway.adapters._mapped_config import compile_options
 from gateway.adapters._mapped_spec import MISSING, ErrorRule, Rule, Spec, first, lookup, render
-from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.adapters.base import Adapter, Translator, UpstreamRequest, body_bytes
 from gateway.adapters.sigv4 import quote_path_segment
 from gateway.config.model import UpstreamConfig
 from gateway.errors import ConfigError, InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
 from gateway.framing import RAW_EVENT, Message
-from gateway.jsonutil import dumps_kept, dumps_str, loads
+from gateway.jsonutil import dumps_str, loads
 from gateway.request import ChatRequest
 
 _DEFAULT_HEADERS = (("authorization", "Bearer {api_key}"),)
@@ -95,7 +95,7 @@ class MappedAdapter(Adapter):
             headers[name] = render(template, texts)
         headers.update(self.upstream.headers)
         body = _fill(spec.body, values, texts)
-        return UpstreamRequest(spec.method, self.base_url + path, headers, dumps_kept(body))
+        return UpstreamRequest(spec.method, self.base_url + path, headers, body_bytes(body))
 
     def new_translator(self) -> Translator:
         return MappedTranslator(self.spec)

@@ -293,3 +293,18 @@ async def test_nothing_from_the_request_reaches_upstream_headers(
     assert sent["Authorization"] == f"Bearer {SECRET}"
     # The text travels in the JSON body, escaped, and nowhere else.
     assert "\r\n" not in "".join(f"{k}{v}" for k, v in sent.items())
+
+
+async def test_a_tool_schema_nested_past_the_encoder_is_a_400(
+    gw: RunningGateway, upstream: FakeUpstream
+) -> None:
+    # The request parse takes 1024 levels (orjson's reader); the upstream body's encoder writes
+    # 255: such a schema was a 500 and a logged traceback when the upstream request was built.
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    body = {**HELLO, "tools": [{"name": "f", "parameters": {"type": "object", "x": deep}}]}
+    status, doc, _ = await send(gw, json=body)
+    assert status == 400 and doc["error"]["code"] == "invalid_request", doc
+    assert doc["error"]["message"].startswith("body:")
+    assert upstream.seen == []
