@@ -125,6 +125,16 @@ end
 return 0
 """
 
+# KEYS: the request counters (rpm) of a grant's window, one per scope. Un-counts the request of a
+# grant cancelled after all (a budget refused it): each counter one less, never below zero.
+UNCOUNT = """
+for i = 1, #KEYS do
+  local have = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if have > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
 
 BUDGET_PREFIX = "gateway:budget:"
 
@@ -202,6 +212,7 @@ class RedisBackend(LimitBackend):
             for name, source in (
                 ("acquire", ACQUIRE),
                 ("release", RELEASE),
+                ("uncount", UNCOUNT),
                 ("budget_reserve", BUDGET_RESERVE),
                 ("budget_settle", BUDGET_SETTLE),
             )
@@ -276,17 +287,33 @@ class RedisBackend(LimitBackend):
             ]
         if not any(keys):
             return
-        task = asyncio.ensure_future(
-            self._release_now(keys, [grant.lease, delta, _window_ttl(now)])
-        )
+        self._in_background("release", keys, [grant.lease, delta, _window_ttl(now)])
+
+    def cancel(self, grant: Grant, now: float) -> None:
+        self.release(grant, 0, now)  # the slot freed, the tokens given back
+        index = w.window_index(now)
+        if grant.window not in (index, index - 1):
+            return  # a window that no longer counts
+        keys = [
+            f"{PREFIX}{s.name}:rpm:{grant.window}"
+            for s in grant.scopes
+            if s.limits.requests_per_minute is not None
+        ]
+        if keys:
+            self._in_background("uncount", keys, [])
+
+    def _in_background(self, name: str, keys: list[str], args: list[Any]) -> None:
+        """Run a script without making the caller wait (see :meth:`flush`)."""
+        task = asyncio.ensure_future(self._call_reported(name, keys, args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _release_now(self, keys: list[str], args: list[Any]) -> None:
+    async def _call_reported(self, name: str, keys: list[str], args: list[Any]) -> None:
         try:
-            await self._call("release", keys, args)
+            await self._call(name, keys, args)
         except BackendError as exc:
-            # The lease expires on its own within lease_ttl; the reconciliation is lost.
+            # A lease expires on its own within lease_ttl; a reconciliation or an un-count is
+            # lost (the request stays counted in its window).
             self._report(exc)
 
     async def budget_reserve(
