@@ -154,6 +154,13 @@ def load_object(data: str, provider: str) -> dict[str, Any]:
     return doc
 
 
+def maybe_cut(text: str) -> bool:
+    """Whether ``text``, which did not parse, may be JSON cut short by EOF (it starts like an
+    object or an array). A translator holds such a message back: EOF right after it is
+    ``upstream_truncated`` (contract rule 5.1), a further message makes it the protocol error."""
+    return text.lstrip().startswith(("{", "["))
+
+
 def as_object(value: Any) -> Mapping[str, Any]:
     """``value`` when it is a JSON object, else an empty mapping (lenient nested access)."""
     return value if isinstance(value, dict) else EMPTY

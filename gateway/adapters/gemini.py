@@ -32,6 +32,7 @@ from gateway.adapters._kit import (
     effort_budgets,
     function_tool,
     load_object,
+    maybe_cut,
     new_call_id,
     present,
     require_model,
@@ -280,7 +281,7 @@ class GeminiTranslator(Translator):
             obj = load_object(text, "gemini")
         except UpstreamProtocolError:
             problem = UpstreamProtocolError("gemini sent text outside SSE framing")
-            if text.lstrip().startswith(("{", "[")):
+            if maybe_cut(text):
                 self._cut = problem
                 return []
             self.finished = True

@@ -26,6 +26,7 @@ from gateway.adapters._kit import (
     IndexedToolCalls,
     UsageTally,
     count,
+    maybe_cut,
     new_call_id,
     retryable_status,
     text,
@@ -233,7 +234,7 @@ class MappedTranslator(Translator):
             if message.event == RAW_EVENT:
                 return []
             problem = UpstreamProtocolError("the upstream sent a message that is not JSON")
-            if spec.framing == "ndjson" and data.lstrip().startswith(("{", "[")):
+            if spec.framing == "ndjson" and maybe_cut(data):
                 self._cut = problem  # maybe cut short by EOF: close() says truncated
                 return []
             raise problem from None

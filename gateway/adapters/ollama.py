@@ -24,6 +24,7 @@ from gateway.adapters._kit import (
     boolean,
     function_tool,
     load_object,
+    maybe_cut,
     native_stream_body,
     new_call_id,
     one_of,
@@ -162,7 +163,7 @@ class OllamaTranslator(Translator):
         try:
             obj = load_object(message.data, "ollama")
         except UpstreamProtocolError as exc:
-            if not message.data.lstrip().startswith("{"):
+            if not maybe_cut(message.data):
                 raise
             self._cut = exc  # maybe a line cut by EOF: close() says truncated
             return []
