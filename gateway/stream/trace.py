@@ -117,7 +117,11 @@ class ContextTrace(StreamTrace):
         return dataclasses.replace(request, headers=headers)
 
 
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACEPARENT = re.compile(
+    r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}"
+)
+"""A W3C Trace Context level 1 ``traceparent``: lower-case hex; version ``ff``, an all-zero
+trace id and an all-zero parent id are invalid (a receiver ignores them)."""
 _TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
 
 

@@ -59,20 +59,35 @@ class CountingExporter(SpanExporter):
         self._drops = drops
         self.handed = 0
         self.failed = 0
+        self.settled = 0
+        """Spans whose export returned (sent or failed)."""
+        self._lock = threading.Lock()
+        self._abandoned = False
         self._closed = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.handed += len(spans)
+        count = len(spans)
+        self.handed += count
         try:
             result = self._inner.export(spans)
         except Exception:  # the SDK would log and lose the batch: count it instead
-            log.warning("trace export raised; %d spans lost", len(spans), exc_info=True)
+            log.warning("trace export raised; %d spans lost", count, exc_info=True)
             result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self.failed += len(spans)
-            if self._drops is not None:
-                self._drops.spans_dropped("export_failed", len(spans))
+        with self._lock:  # once per batch, in the export thread
+            self.settled += count
+            if result is not SpanExportResult.SUCCESS:
+                self.failed += count
+                if self._drops is not None and not self._abandoned:
+                    self._drops.spans_dropped("export_failed", count)
         return result
+
+    def abandon(self, accepted: int) -> int:
+        """Give up on what is still unsent of the ``accepted`` spans (queued or in an export
+        that outlived the shutdown's bound) and return how many that is. An export that
+        returns later counts nothing: its spans are among these."""
+        with self._lock:
+            self._abandoned = True
+            return max(accepted - self.settled, 0)
 
     def abort(self) -> None:
         """Stop the inner exporter now: its retries and waits end, later exports fail fast."""
@@ -143,8 +158,10 @@ class DropCountingProcessor(SpanProcessor):
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush for at most ``timeout`` seconds (blocking; run it off the event loop), then stop.
 
-        Idempotent. The SDK's own shutdown can wait 30 s on a dead collector; this one bounds it
-        by stopping the exporter's retries when the time is up.
+        Idempotent. The SDK's own shutdown can wait 30 s on a dead collector, and an export in
+        flight to a collector that never answers cannot be interrupted: when the time is up this
+        one stops the exporter's retries, counts every span not yet exported as
+        ``export_failed`` and returns, leaving the export thread (a daemon) behind.
         """
         if self._shut:
             return
@@ -153,5 +170,7 @@ class DropCountingProcessor(SpanProcessor):
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
+            lost = self.exporter.abandon(self.enqueued - self.dropped)
+            if lost and self._drops is not None:
+                self._drops.spans_dropped("export_failed", lost)
             self.exporter.abort()
-            worker.join(timeout)

@@ -144,3 +144,38 @@ async def test_dead_collector_never_slows_streams(drops: Drops) -> None:
     assert drops("export_failed") > 0
     # Every one of the 100 spans is accounted for (a race may over-count a queue drop).
     assert drops("queue_full") + drops("export_failed") >= 100
+
+
+class StuckExporter(SpanExporter):
+    """An export that stops for nothing, not even ``shutdown``: an HTTP request in flight to a
+    collector that accepted the connection and never answers (the OTLP exporter's shutdown
+    cannot interrupt it)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        self.release.wait(10)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_shutdown_keeps_its_bound_and_counts_what_it_leaves(drops: Drops) -> None:
+    """At most ``timeout`` s (not twice that), and every span not exported by then is counted
+    as ``export_failed`` (the process exits with the export thread still stuck)."""
+    exporter = StuckExporter()
+    processor = DropCountingProcessor(exporter, drops.metrics, max_queue_size=4, schedule_delay=60)
+    end_spans(processor, 4)  # a full batch: the worker takes it and gets stuck exporting it
+    assert exporter.entered.wait(5)
+    end_spans(processor, 3)  # still queued behind it
+    began = time.monotonic()
+    processor.shutdown(0.3)
+    assert time.monotonic() - began < 0.55
+    assert drops("export_failed") == 7
+    exporter.release.set()  # the stuck export fails at last: already counted, not counted again
+    time.sleep(0.2)
+    assert drops("export_failed") == 7

@@ -388,11 +388,21 @@ async def test_an_unsampled_clients_context_still_goes_upstream(
         assert (await post(f"{gw.url}/v1/stream/r", headers=headers)).status == 200
         bad = {"traceparent": unsampled + "-extra"}  # malformed: not sent on
         assert (await post(f"{gw.url}/v1/stream/r", headers=bad)).status == 200
+        # Well shaped but invalid (W3C: an all-zero trace id or parent id, version ff): ignored.
+        for invalid in (
+            f"00-{'0' * 32}-{CLIENT_SPAN}-01",
+            f"00-{CLIENT_TRACE}-{'0' * 16}-00",
+            f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+        ):
+            headers = {"traceparent": invalid, "tracestate": "vendor=abc"}
+            assert (await post(f"{gw.url}/v1/stream/r", headers=headers)).status == 200
         await exported(gw, receiver, 0)
     assert receiver.spans == []
-    first, second = (seen.headers for seen in upstream.seen)
+    first, *others = (seen.headers for seen in upstream.seen)
     assert (first["traceparent"], first["tracestate"]) == (unsampled, "vendor=abc")
-    assert "traceparent" not in second
+    assert len(others) == 4
+    for headers in others:
+        assert "traceparent" not in headers and "tracestate" not in headers
 
 
 async def test_collector_down_streams_unaffected_drops_counted(upstream: FakeUpstream) -> None:
