@@ -70,6 +70,9 @@ class Traced(Protocol):
     @property
     def source(self) -> Source | None: ...
 
+    @property
+    def request_id(self) -> str: ...
+
 
 class StreamTrace:
     """No trace: every hook does nothing (the shared :data:`NO_TRACE`)."""
@@ -240,6 +243,7 @@ class SpanTrace(StreamTrace):
         self._span.finish(
             outcome=outcome,
             ended=ended,
+            request_id=stream.request_id,
             aborted=ended if record.abort_phase is not None else None,
             app=record.app,
             response_model=response_model,

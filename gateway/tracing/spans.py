@@ -178,6 +178,7 @@ class StreamSpan:
         *,
         outcome: str,
         ended: float | None = None,
+        request_id: str | None = None,
         app: str | None = None,
         response_model: str | None = None,
         input_tokens: int | None = None,
@@ -206,6 +207,8 @@ class StreamSpan:
             open_attempt.end(None)
         attributes = self._attributes
         attributes["gateway.outcome"] = outcome
+        if request_id is not None:  # the X-Request-Id and the log line's id: joins them
+            attributes["gateway.request_id"] = request_id
         if app is not None:
             attributes["gateway.app"] = app
         if response_model:

@@ -154,6 +154,8 @@ async def test_span_attributes_per_provider_fixture(
     assert a["gen_ai.usage.output_tokens"] == want.usage["output_tokens"]
     assert a["gen_ai.response.finish_reasons"] == (want.terminal.data["reason"],)
     assert a["gateway.route"] == "r"
+    request_id = {k.lower(): v for k, v in reply.headers.items()}["x-request-id"]
+    assert a["gateway.request_id"] == request_id  # joins the trace and the stream's log line
     assert a["gateway.outcome"] == "completed"
     assert a["gateway.attempts"] == 1
     assert server.status == "UNSET"
