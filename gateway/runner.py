@@ -52,14 +52,32 @@ async def drain_and_stop(state: GatewayState, grace: float) -> None:
         await asyncio.sleep(0.05)
     for session in list(state.sessions):
         session.shutdown()
+    await _end_drains(state)
+    end = loop.time() + 5.0
+    while state.sessions and loop.time() < end:
+        # A request admitted just before the grace ended (it stood in ``sessions`` as a
+        # placeholder, whose ``shutdown`` does nothing) becomes a session meanwhile: it is
+        # ended too, rather than waited for and then cut without its terminal event.
+        for session in list(state.sessions):
+            session.shutdown()  # once ended, a session ignores it
+        await asyncio.sleep(0.01)
+    await _end_drains(state)  # a client that left as its stream was being ended started one
+
+
+async def _end_drains(state: GatewayState) -> None:
+    """Cancel the drains still reading and wait (5 s at most) for them to settle.
+
+    A drain task created in this very turn of the loop has not started: cancelled now, its
+    coroutine would never run, so its upstream would stay open and its usage never be settled
+    (the ``finally`` that does both is never entered). One turn of the loop starts it first.
+    """
+    if not state.drain_tasks:
+        return
+    await asyncio.sleep(0)
     drains = list(state.drain_tasks)
     for task in drains:
         task.cancel()
-    if drains:
-        await asyncio.wait(drains, timeout=5.0)
-    end = loop.time() + 5.0
-    while state.sessions and loop.time() < end:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    await asyncio.wait(drains, timeout=5.0)
 
 
 async def start_app(

@@ -42,3 +42,63 @@ async def test_a_drain_that_ends_within_the_grace_is_waited_for() -> None:
     task.add_done_callback(state.drain_tasks.discard)
     await asyncio.wait_for(drain_and_stop(state, grace=5.0), 5)
     assert task.done() and not task.cancelled()
+
+
+async def test_a_drain_started_in_the_same_turn_as_the_cancel_still_settles() -> None:
+    """A drain task not yet started when the grace ends: cancelled at once, its coroutine never
+    ran, so its ``finally`` (close the upstream, settle the budget) never did either."""
+    settled: list[str] = []
+
+    async def drain() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            settled.append("settled")
+
+    task = asyncio.ensure_future(drain())  # created, not started: no await before the drain
+    state = state_with_drains(task)
+    await drain_and_stop(state, grace=0.0)
+    assert task.done()
+    assert settled == ["settled"]
+
+
+class _Stream:
+    """A stream that ends (leaves ``sessions``) when told to shut down."""
+
+    def __init__(self, sessions: set[Any]) -> None:
+        self.sessions = sessions
+        self.told = 0
+
+    def shutdown(self) -> None:
+        self.told += 1
+        self.sessions.discard(self)
+
+
+class _Placeholder:
+    """A request past admission, not yet a session (``gateway.stream.serve.Starting``): told to
+    shut down it does nothing; a moment later its session takes its place."""
+
+    def __init__(self, sessions: set[Any]) -> None:
+        self.sessions = sessions
+        self.session = _Stream(sessions)
+
+    def shutdown(self) -> None:
+        asyncio.get_running_loop().call_later(0.02, self.become_session)
+
+    def become_session(self) -> None:
+        self.sessions.discard(self)
+        self.sessions.add(self.session)
+
+
+async def test_a_session_that_starts_as_the_grace_ends_is_ended_too() -> None:
+    """It used to be waited for (5 s) and then cut by the runner's cleanup without its
+    ``shutdown`` event."""
+    state = state_with_drains()
+    placeholder = _Placeholder(state.sessions)
+    state.sessions.add(placeholder)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.wait_for(drain_and_stop(state, grace=0.0), 10)
+    assert placeholder.session.told >= 1
+    assert not state.sessions
+    assert loop.time() - t0 < 2.0

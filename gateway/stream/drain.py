@@ -64,7 +64,12 @@ async def _drain(
     request_id: str,
     settle: Settle | None,
 ) -> None:
-    """Read to the end (or ``timeout``), close the upstream, record the new usage."""
+    """Read to the end (or ``timeout``), close the upstream, record the new usage.
+
+    Cancelled (a graceful shutdown ends the drains still reading when its grace is over), it
+    still closes the upstream, settles, records the usage read so far and logs its ``drain``
+    line, with the outcome ``drain_shutdown``.
+    """
     usage = dict(before)
     # A read already decoded but not delivered when the client left (the push path handed it
     # back, or the stream was still holding its first events) counts like one read after.
@@ -78,13 +83,16 @@ async def _drain(
         outcome = "drain_timeout"
     except GatewayError as exc:
         outcome = f"drain_{exc.error_code}"
+    except asyncio.CancelledError:
+        outcome = "drain_shutdown"
+        raise
     finally:
         with contextlib.suppress(Exception):
             source.close()
         if settle is not None:  # even when the drain is cancelled (shutdown)
             settle(usage)
-    record_after_abort(record, before, usage, writes_before, reads_after)
-    log_event("drain", route=record.metrics.route, id=request_id, outcome=outcome, **usage)
+        record_after_abort(record, before, usage, writes_before, reads_after)
+        log_event("drain", route=record.metrics.route, id=request_id, outcome=outcome, **usage)
 
 
 def fold_batch(events: list[Event], usage: dict[str, Any]) -> int:

@@ -107,3 +107,49 @@ async def test_a_config_the_process_cannot_set_up_is_refused_and_the_old_one_kep
         assert gw.app[STATE].current is before
         assert await text_of(f"{gw.url}/v1/stream/demo") == "old"
     assert "reload_refused" in caplog.text and "cannot set up" in caplog.text
+
+
+async def test_sighup_during_shutdown_is_refused_and_the_drain_goes_on(tmp_path: Path) -> None:
+    """A reload once SIGTERM began would build a state that is not draining: ``/readyz`` went
+    back to 200 and new streams were served again while the process was shutting down."""
+    from tests.faults.kit import get_status, wait_exit
+
+    slow = " ".join(f"w{i}" for i in range(60))  # about 3 s: outlives the checks below
+    doc = {"server": {"shutdown_timeout": "10s"}, "routes": [demo(slow, "50ms")]}
+    with gateway_process(tmp_path, doc) as gw:
+        url = f"{gw.url}/v1/stream/demo"
+        async with aiohttp.ClientSession() as http:
+            open_stream = asyncio.ensure_future(collect(http, url, HELLO))
+            await asyncio.sleep(0.3)  # streaming
+            gw.signal(signal.SIGTERM)
+            await wait_for(lambda: '"draining"' in gw.log(), 5)
+            (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"routes": [demo("new")]}))
+            gw.signal(signal.SIGHUP)
+            await wait_for(lambda: "reload" in gw.log().split('"draining"')[-1], 5)
+            assert await get_status(f"{gw.url}/readyz") == 503
+            refused = await post(url)
+            assert refused.status == 503
+            assert refused.json()["error"]["code"] == "unavailable"
+            events = await asyncio.wait_for(open_stream, 15)
+        assert events[-1].type == "end"  # finished within the grace, on its own config
+        assert "".join(e.data.get("text", "") for e in events if e.type == "delta") == slow
+        assert await wait_exit(gw.proc, 10) == 0
+        assert '"reloaded"' not in gw.log() and "reload_refused" in gw.log()
+
+
+async def test_a_change_only_a_restart_applies_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``server.playground`` (like the listen address) is taken at start-up: the reload applies
+    the rest and names the keys it could not change, instead of ignoring them silently."""
+    from gateway import reload
+    from tests.support.gateway import running_gateway
+
+    path = tmp_path / "config.yaml"
+    new = {"server": {"playground": False}, "routes": [demo("new")]}
+    path.write_text(yaml.safe_dump(new))
+    async with running_gateway({"routes": [demo("old")]}) as gw:
+        assert reload.reload_config(gw.app, str(path)) is True
+        assert await text_of(f"{gw.url}/v1/stream/demo") == "new"
+    warned = [r for r in caplog.records if r.getMessage() == "reload_needs_restart"]
+    assert len(warned) == 1 and "server.playground" in warned[0].__dict__["fields"]["keys"]

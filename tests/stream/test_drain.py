@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from gateway import events as ev
 from gateway.events import Event
@@ -96,3 +99,52 @@ async def test_a_drain_counts_the_read_that_was_not_delivered() -> None:
     await _drain(source, record, before, 1, 5.0, "id", settled.append)  # type: ignore[arg-type]
     assert settled == [{"output_tokens": 9}]
     assert source.closed and source.held == []
+
+
+class _BlockingSource:
+    """A source that delivers ``first`` and then waits for ever (an upstream still streaming)."""
+
+    def __init__(self, first: list[Event]) -> None:
+        self.first = first
+        self.read = asyncio.Event()
+        self.closed = False
+
+    def take_held(self) -> list[Event]:
+        return []
+
+    async def batches(self) -> Any:
+        yield self.first
+        self.read.set()
+        await asyncio.Event().wait()
+        yield []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_drain_cancelled_by_shutdown_records_and_logs_what_it_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usage it read before the shutdown's cancel reaches the metrics (as it reaches the
+    budget), and the drain's line is logged; both used to be skipped on cancellation."""
+    from gateway.stream import drain as drain_module
+
+    lines: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(drain_module, "log_event", lambda name, **f: lines.append((name, f)))
+    metrics = _Metrics()
+    record = SimpleNamespace(metrics=SimpleNamespace(drained=metrics.drained, route="r"))
+    source = _BlockingSource([Event(ev.DELTA, {"text": "x"}), Event(ev.USAGE, {"input_tokens": 7})])
+    settled: list[dict[str, Any]] = []
+    task = asyncio.ensure_future(
+        drain_module._drain(source, record, {}, 1, 60.0, "id", settled.append)  # type: ignore[arg-type]
+    )
+    await asyncio.wait_for(source.read.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert source.closed
+    assert settled == [{"input_tokens": 7}]
+    assert metrics.calls == [({"input_tokens": 7}, 0)]
+    assert lines == [
+        ("drain", {"route": "r", "id": "id", "outcome": "drain_shutdown", "input_tokens": 7})
+    ]
