@@ -8,7 +8,8 @@ become ``toolUse`` blocks and tool results ``toolResult`` blocks in the followin
 with ``Authorization: Bearer <upstream.api_key>`` (a Bedrock API key) when no keys are set.
 
 Stream (AWS binary event stream, one JSON payload per frame, the event name in a header):
-``contentBlockStart`` with ``start.toolUse`` opens a ``tool_call``; ``contentBlockDelta``
+``contentBlockStart`` with ``start.toolUse`` opens a ``tool_call`` (not for a
+``server_tool_use``: a system tool Bedrock runs itself); ``contentBlockDelta``
 carries ``delta.text`` -> ``delta``, ``delta.reasoningContent.text`` -> ``reasoning``,
 ``delta.toolUse.input`` -> ``tool_call`` pieces (``"{}"`` at ``contentBlockStop`` when a call
 streamed none); ``messageStop.stopReason`` is remembered, and
@@ -297,7 +298,9 @@ class BedrockTranslator(Translator):
     def _block_start(self, obj: dict[str, Any]) -> list[Event]:
         start = obj.get("start")
         use = start.get("toolUse") if isinstance(start, dict) else None
-        if not isinstance(use, dict):
+        if not isinstance(use, dict) or use.get("type") == "server_tool_use":
+            # A system tool runs inside Bedrock (its input and result stream back too): no
+            # call for the client, and its input pieces are dropped (no start opened them).
             return []
         return [
             self._tools.start(obj.get("contentBlockIndex"), use.get("toolUseId"), use.get("name"))

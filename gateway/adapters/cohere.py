@@ -2,8 +2,8 @@
 
 Request: ``messages`` (system/developer -> system; assistant tool calls with JSON-string
 arguments; tool results as role ``tool`` with ``tool_call_id``), ``tools`` in the function shape,
-``max_tokens``, ``temperature``, ``p``, ``stop_sequences``, ``thinking`` for a reasoning effort,
-``stream: true``; Bearer auth.
+``max_tokens``, ``temperature``, ``p`` (kept in Cohere's 0.01..0.99), ``stop_sequences``,
+``thinking`` for a reasoning effort, ``stream: true``; Bearer auth.
 
 Stream: ``content-delta`` text -> ``delta``, thinking -> ``reasoning``; ``tool-plan-delta``
 (the model's plan before calling tools) -> ``reasoning``; ``tool-call-start`` / ``-delta`` ->
@@ -50,6 +50,9 @@ _FINISH: dict[str, FinishReason] = {
     "TOOL_CALL": "tool_calls",
 }
 _FAILED = frozenset({"ERROR", "TIMEOUT"})
+# Cohere's documented range for ``p`` (the common request's top_p allows 0..1).
+_MIN_P = 0.01
+_MAX_P = 0.99
 _SKIP = frozenset({"message-start", "content-start", "content-end"})
 
 
@@ -79,7 +82,7 @@ class CohereAdapter(Adapter):
             present(
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
-                p=request.top_p,
+                p=None if request.top_p is None else min(max(request.top_p, _MIN_P), _MAX_P),
                 stop_sequences=list(request.stop) or None,
             )
         )

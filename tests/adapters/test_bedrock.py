@@ -577,3 +577,43 @@ def test_valid_options_normalise() -> None:
     parsed, errors = BedrockAdapter.parse_options({**KEYS, "session_token": "T"}, "options")
     assert errors == []
     assert parsed == {**KEYS, "session_token": "T"}
+
+
+def test_server_tool_use_is_not_a_client_tool_call() -> None:
+    # A system tool (Nova web grounding, ...) runs inside Bedrock: its toolUse block has
+    # type server_tool_use and its result streams back as a toolResult block. Neither is a call
+    # for the client to run, so no tool_call and the end reason stays the model's own.
+    server_start = event(
+        "contentBlockStart",
+        {
+            "contentBlockIndex": 0,
+            "start": {
+                "toolUse": {"toolUseId": "s1", "name": "nova_grounding", "type": "server_tool_use"}
+            },
+        },
+    )
+    server_input = event(
+        "contentBlockDelta",
+        {"contentBlockIndex": 0, "delta": {"toolUse": {"input": '{"query":"x"}'}}},
+    )
+    result_start = event(
+        "contentBlockStart",
+        {"contentBlockIndex": 1, "start": {"toolResult": {"toolUseId": "s1", "type": "r"}}},
+    )
+    text = event("contentBlockDelta", {"contentBlockIndex": 2, "delta": {"text": "found"}})
+    data = _stream(
+        server_start,
+        server_input,
+        event("contentBlockStop", {"contentBlockIndex": 0}),
+        result_start,
+        event("contentBlockStop", {"contentBlockIndex": 1}),
+        text,
+        event("contentBlockStop", {"contentBlockIndex": 2}),
+        event("messageStop", {"stopReason": "end_turn"}),
+        event("metadata", {"usage": {"inputTokens": 1, "outputTokens": 2}}),
+    )
+    events = run(data)
+    assert "tool_call" not in [e.type for e in events]
+    assert assemble(events).text == "found"
+    assert events[-1].data == {"reason": "stop", "provider_reason": "end_turn"}
+    check_same_at_every_split(adapter(), data, events)

@@ -168,3 +168,12 @@ def test_tool_call_without_arguments_is_an_empty_object() -> None:
         {"index": 2, "arguments": "{}"},
     ]
     check_same_at_every_split(adapter, data, got, every_cut=True)
+
+
+@pytest.mark.parametrize(("top_p", "p"), [(1.0, 0.99), (0.995, 0.99), (0.0, 0.01), (0.5, 0.5)])
+def test_top_p_is_kept_inside_coheres_range(top_p: float, p: float) -> None:
+    # Cohere's p is documented (cohere-python v2 chat_stream) as min 0.01, max 0.99, while the
+    # common request allows 0..1: top_p 1.0 (a common default) must not become a 400.
+    adapter = make_adapter(CohereAdapter, model="m")
+    body = {"messages": [{"role": "user", "content": "x"}], "top_p": top_p}
+    assert loads(adapter.build_request(parse_request(body)).body)["p"] == p
