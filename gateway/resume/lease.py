@@ -10,7 +10,8 @@ host, a partition longer than the lease) stops refreshing, and its leases expire
 A follower whose ``XREAD BLOCK`` comes back empty calls :func:`check`: when the stream is still
 ``live`` but its lease is gone, the first follower to ``SET <k>:abandon NX`` writes the terminal
 frame, ``error{code: shutdown, retryable: true}`` with the next id, then the terminal marker,
-``state done`` and the window expiry, exactly as the owner's ``finish`` would. Every follower
+``state done`` and the window expiry, exactly as the owner's ``finish`` would (when the owner
+died after its own terminal frame, before ``finish``, only the marker is added). Every follower
 (and every later resume) reads that terminal like any other: exactly one terminal event.
 
 Bound: a follower of a crashed owner gets its terminal event at most
@@ -66,6 +67,12 @@ def abandon_frame(event_id: int) -> bytes:
     return tokens_frame(event_id, Event(ev.ERROR, exc.to_event_data()))
 
 
+def is_terminal(frame: bytes) -> bool:
+    """Whether a recorded ``tokens`` frame (``id: N\\nevent: <type>\\n...``) is a terminal
+    event."""
+    return frame.split(b"\n", 2)[1:2] in ([b"event: end"], [b"event: error"])
+
+
 async def check(client: Any, key: str, default_window: float) -> Literal["live", "gone", "ended"]:
     """After an empty ``XREAD``: ``live`` (the owner holds its lease, or the stream is done and
     its terminal is on its way), ``gone`` (expired: stop following) or ``ended`` (the lease was
@@ -87,9 +94,12 @@ async def check(client: Any, key: str, default_window: float) -> Literal["live",
     last = int(tail[0][1][b"i"]) if tail else 0
     window_ms = max(1, int(float(window or default_window) * 1000))
     pipe = client.pipeline(transaction=False)
-    pipe.xadd(key, {"i": last + 1, "f": abandon_frame(last + 1)})
+    if not tail or not is_terminal(tail[0][1][b"f"]):
+        last += 1
+        pipe.xadd(key, {"i": last, "f": abandon_frame(last)})
+    # else: the owner died between its terminal frame and ``finish``: only the marker is missing
     pipe.xadd(key, {"e": 1})
-    pipe.hset(meta, mapping={"state": "done", "last": last + 1})
+    pipe.hset(meta, mapping={"state": "done", "last": last})
     pipe.pexpire(key, window_ms)
     pipe.pexpire(meta, window_ms)
     await pipe.execute()

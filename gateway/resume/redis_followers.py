@@ -23,6 +23,7 @@ in the memory store; never a silent gap in its ids.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -143,7 +144,11 @@ class RedisFollowers:
                 page = await self.client.xrange(key, f"({cursor}", "+", count=PAGE)
             quiet = time.monotonic()
             while True:  # then live
-                answer = await self.client.xread({key: cursor}, count=PAGE, block=BLOCK_MS)
+                # Block no longer than the next heartbeat is due (``idle`` may be under a
+                # second: ``server.heartbeat_interval``), and at most BLOCK_MS (the lease check).
+                due = quiet + idle - time.monotonic()
+                block = min(BLOCK_MS, max(1, math.ceil(due * 1000)))
+                answer = await self.client.xread({key: cursor}, count=PAGE, block=block)
                 if not answer:
                     if await lease.check(self.client, key, live_ttl) == "gone":
                         return  # expired

@@ -43,6 +43,7 @@ from gateway.errors import (
     LimitExceeded,
     ShutdownError,
     StreamStopped,
+    UpstreamTimeout,
     scrub_error_data,
 )
 from gateway.events import Event
@@ -54,7 +55,7 @@ from gateway.resume.wiring import store_for
 from gateway.state import GatewayState
 from gateway.stream.drain import fold_batch, record_after_abort
 from gateway.stream.sinks import StreamingSink
-from gateway.stream.source import Source
+from gateway.stream.source import Source, now
 
 log = logging.getLogger("gateway.resume")
 
@@ -80,7 +81,16 @@ def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 class RecordingSink(StreamingSink):
     """A streaming sink that records each frame with its SSE id (see the module docstring)."""
 
-    __slots__ = ("detached", "ended", "last_id", "on_detach", "owner", "recorder", "window")
+    __slots__ = (
+        "detached",
+        "ended",
+        "last_id",
+        "max_duration",
+        "on_detach",
+        "owner",
+        "recorder",
+        "window",
+    )
 
     def __init__(
         self,
@@ -92,6 +102,7 @@ class RecordingSink(StreamingSink):
         max_bytes: int | None,
         max_write_buffer: int,
         t0: float,
+        max_duration: float | None = None,
     ) -> None:
         super().__init__(
             request,
@@ -103,6 +114,8 @@ class RecordingSink(StreamingSink):
         )
         self.recorder: Recorder | None = None
         self.window = window
+        self.max_duration = max_duration
+        """``route.max_stream_duration``: a detached pump keeps the stream's own bounds."""
         self.last_id = 0
         """The SSE id of the last frame encoded (the ``tokens`` encoder counts 1, 2, 3 ...)."""
         self.ended = False
@@ -192,6 +205,15 @@ class Detached:
         self.on_end: list[Callable[[Detached], None]] = []
         self._before = dict(record.usage)
         self._writes_before = record.content_writes
+        self._timer: asyncio.TimerHandle | None = None
+        timeouts = source.attempt.target.timeouts
+        max_duration = sink.max_duration
+        self._duration_is_limit = max_duration is not None and max_duration < timeouts.total
+        limit = max_duration if max_duration is not None and self._duration_is_limit else None
+        self._deadline_total = record.t0 + (timeouts.total if limit is None else limit)
+        """The session's own bounds hold after the abort too (``gateway.stream.deadlines``):
+        ``max_stream_duration`` / ``timeouts.total`` from when the request came, and the
+        upstream's ``idle`` silence, checked by one timer (no work per read)."""
 
     def interrupt(self, exc: GatewayError) -> None:
         if self.failure is None:
@@ -201,6 +223,37 @@ class Detached:
     def shutdown(self) -> None:
         self.interrupt(ShutdownError("the gateway is shutting down; retry the request"))
 
+    def _tick(self) -> None:
+        """Interrupt the pump past the stream's total deadline or the upstream's silence limit
+        (the same errors as an attached stream's), else look again at the next deadline."""
+        self._timer = None
+        source = self.source
+        if self.failure is not None or source.done:
+            return
+        t = now()
+        timeouts = source.attempt.target.timeouts
+        if source.got_event:
+            limit, what, until = timeouts.idle, "went silent", source.last_read + timeouts.idle
+        else:
+            limit, what = timeouts.first_event, "sent nothing"
+            until = source.t_sent + limit
+        if t >= self._deadline_total:
+            self.interrupt(self._duration_error())
+        elif t >= until:
+            self.interrupt(UpstreamTimeout(f"the upstream {what} for {limit:g}s"))
+        else:
+            nxt = min(until, self._deadline_total)
+            if not source.got_event:  # when it comes, a silence after it counts from it
+                nxt = min(nxt, t + timeouts.idle)
+            self._timer = asyncio.get_running_loop().call_later(nxt - t, self._tick)
+
+    def _duration_error(self) -> GatewayError:
+        if self._duration_is_limit:
+            return LimitExceeded(
+                f"the stream exceeded max_stream_duration ({self.sink.max_duration:g}s)"
+            )
+        return UpstreamTimeout("the stream exceeded its total timeout")
+
     async def run(self) -> None:
         sink, source = self.sink, self.source
         usage = dict(self._before)
@@ -208,11 +261,15 @@ class Detached:
         outcome = "completed"
         try:
             batch = source.take_held()
+            self._tick()
             async with asyncio.timeout(sink.window):
                 while True:
                     if batch:
                         reads_after += fold_batch(batch, usage)
-                        sink.frame(_scrubbed(batch, source))
+                        data, _ = sink.frame(_scrubbed(batch, source))
+                        sink.bytes_written += len(data)  # the output bound counts the record
+                        if sink.over_limit and not sink.ended:
+                            raise LimitExceeded(f"stream output exceeded {sink.max_bytes} bytes")
                     if source.done:
                         break
                     batch = await source.next_batch()
@@ -231,6 +288,9 @@ class Detached:
             outcome = "internal"
             self._end([])
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             with contextlib.suppress(Exception):
                 source.close()
             self._settle(usage, reads_after)
@@ -286,6 +346,7 @@ async def open_recording(
         max_bytes=route.max_output_bytes,
         max_write_buffer=server.max_write_buffer_bytes,
         t0=received,
+        max_duration=route.max_stream_duration,
     )
     response_headers = {
         "Content-Type": encoder.content_type,

@@ -120,3 +120,23 @@ def test_abandon_frame_is_what_the_tokens_encoder_writes() -> None:
     frame7 = lease.abandon_frame(7)
     data = json.loads(frame7.split(b"data: ", 1)[1])
     assert encoder.encode(Event(ev.ERROR, data)) == frame7
+
+
+@REDIS
+async def test_an_owner_that_crashed_after_its_terminal_frame_gets_no_second_terminal(
+    make_store: StoreFactory, budget: Budget
+) -> None:
+    """The terminal frame was flushed, then the owner died before ``finish`` wrote the end
+    marker: a follower ends the record with the marker only (exactly one terminal event)."""
+    owner, other = make_store(budget), make_store(Budget(1 << 20, 10))
+    assert isinstance(owner, RedisStore)
+    rec = await opened(owner)
+    rec.extend(1, [frame(1), frame(2), frame(3, "end")])
+    await asyncio.sleep(0.05)  # flushed
+    replay = await other.replay(rec.stream_id, "app", 1)
+    follower = asyncio.create_task(drain(replay.frames))
+    await crash(owner)
+    assert await follower == [frame(2), frame(3, "end")]
+    later = await other.replay(rec.stream_id, "app", 0)
+    assert await drain(later.frames) == [frame(1), frame(2), frame(3, "end")]
+    assert (await other.replay(rec.stream_id, "app", 3)).ended

@@ -331,3 +331,23 @@ async def test_any_replica_serves_the_resume(make_store: StoreFactory, budget: B
     rec.append(2, frame(2, "end"))
     await rec.finish()
     assert await follower == [frame(1), frame(2, "end")]
+
+
+async def test_a_silent_live_stream_gets_a_heartbeat_every_idle(store: ResumeStore) -> None:
+    """``idle`` (``server.heartbeat_interval``) under a second: a follower still gets ``b""``
+    (a ``: ping``) every ``idle``, not every Redis ``XREAD`` block (1 s)."""
+    rec = await opened(store)
+    rec.append(1, frame(1))
+    replay = await store.replay(rec.stream_id, "app", 1, idle=0.2)
+    loop = asyncio.get_running_loop()
+    t0, pings = loop.time(), 0
+    async with asyncio.timeout(5):
+        async for f in replay.frames:
+            assert f == b""
+            pings += 1
+            if pings == 4:
+                break
+    await replay.frames.aclose()
+    assert loop.time() - t0 < 2.5  # 0.8 s; it was 4 s (one per XREAD block)
+    rec.append(2, frame(2, "end"))
+    await rec.finish()
