@@ -24,6 +24,7 @@ body's ``model`` never overrides the route's upstream model.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -50,11 +51,19 @@ def compat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> we
     return _compat_error(exc, headers=headers)
 
 
+_CALL_FIELD = re.compile(r"^(messages\[\d+\]\.tool_calls\[\d+\])\.(name|arguments)\b")
+"""A tool call's field as the common request names it; the client's is under ``function``."""
+
+
 def _chat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
     """:func:`compat_error` with ``param``: a Chat Completions 400 names the client's own field
-    (the request mapping is 1:1, see :mod:`gateway.frontdoor.request_map`)."""
-    param = param_of(exc) if isinstance(exc, InvalidRequest) else None
-    return _compat_error(exc, param, headers=headers)
+    (the request mapping is 1:1, see :mod:`gateway.frontdoor.request_map`, but for a tool
+    call's ``name`` and ``arguments``, which the client sends under ``function``)."""
+    if not isinstance(exc, InvalidRequest):
+        return _compat_error(exc, headers=headers)
+    if _CALL_FIELD.match(exc.message):
+        exc = InvalidRequest(_CALL_FIELD.sub(r"\1.function.\2", exc.message, count=1))
+    return _compat_error(exc, param_of(exc), headers=headers)
 
 
 def _compat_error(

@@ -12,7 +12,9 @@ Messages                                        common request
 ``messages[]`` ``role: system`` (string/blocks)  a ``system`` message in place
 user ``tool_result`` blocks                     one ``tool`` message each, in block order
                                                 (content string or text blocks joined;
-                                                ``is_error`` is not carried)
+                                                ``is_error`` is not carried); its
+                                                ``tool_use_id`` must name an earlier
+                                                ``tool_use`` block
 assistant text + ``tool_use`` blocks            ``assistant`` with ``tool_calls``
                                                 (``input`` as compact JSON ``arguments``)
 assistant ``thinking`` / ``redacted_thinking``  accepted, dropped (the common request has no
@@ -75,8 +77,9 @@ def to_common(body: dict[str, Any], *, require_max_tokens: bool = True) -> dict[
     common_messages: list[dict[str, Any]] = []
     if body.get("system") is not None:
         common_messages.append({"role": "system", "content": _text(body["system"], "system")})
+    calls: set[str] = set()  # the tool_use ids so far: a tool_result must answer one of them
     for i, message in enumerate(messages):
-        common_messages.extend(_message(message, f"messages[{i}]"))
+        common_messages.extend(_message(message, f"messages[{i}]", calls))
     if not any(m["role"] != "system" for m in common_messages):
         raise _fail("messages", "has no text, tool_use or tool_result content")
     common: dict[str, Any] = {"messages": common_messages}
@@ -142,7 +145,7 @@ def _text_block(block: Any, path: str) -> str:
     return text
 
 
-def _message(item: Any, path: str) -> list[dict[str, Any]]:
+def _message(item: Any, path: str, calls: set[str]) -> list[dict[str, Any]]:
     if not isinstance(item, dict):
         raise _fail(path, "must be an object")
     role = item.get("role")
@@ -156,8 +159,8 @@ def _message(item: Any, path: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         raise _fail(f"{path}.content", "must be a string or a list of content blocks")
     if role == "assistant":
-        return _assistant(content, f"{path}.content")
-    return _user(content, f"{path}.content")
+        return _assistant(content, f"{path}.content", calls)
+    return _user(content, f"{path}.content", calls)
 
 
 def _block_type(block: Any, path: str) -> str:
@@ -169,7 +172,7 @@ def _block_type(block: Any, path: str) -> str:
     return kind
 
 
-def _user(blocks: list[Any], path: str) -> list[dict[str, Any]]:
+def _user(blocks: list[Any], path: str, calls: set[str]) -> list[dict[str, Any]]:
     """Tool results become ``tool`` messages; runs of text become ``user`` messages."""
     out: list[dict[str, Any]] = []
     texts: list[str] = []
@@ -182,7 +185,7 @@ def _user(blocks: list[Any], path: str) -> list[dict[str, Any]]:
             if texts:
                 out.append({"role": "user", "content": "".join(texts)})
                 texts = []
-            out.append(_tool_result(block, p))
+            out.append(_tool_result(block, p, calls))
         else:
             raise _fail(f"{p}.type", f"{kind!r} blocks are not supported (text, tool_result)")
     if texts or not out:
@@ -190,10 +193,12 @@ def _user(blocks: list[Any], path: str) -> list[dict[str, Any]]:
     return out
 
 
-def _tool_result(block: dict[str, Any], path: str) -> dict[str, Any]:
+def _tool_result(block: dict[str, Any], path: str, calls: set[str]) -> dict[str, Any]:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
         raise _fail(f"{path}.tool_use_id", "must be a non-empty string")
+    if call_id not in calls:  # as the Messages API; else a provider's check names our fields
+        raise _fail(f"{path}.tool_use_id", "matches no earlier tool_use block")
     content = block.get("content", "")
     text = "" if content is None else _text(content, f"{path}.content")
     if "is_error" in block and not isinstance(block["is_error"], bool):
@@ -201,7 +206,7 @@ def _tool_result(block: dict[str, Any], path: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
-def _assistant(blocks: list[Any], path: str) -> list[dict[str, Any]]:
+def _assistant(blocks: list[Any], path: str, seen: set[str]) -> list[dict[str, Any]]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(blocks):
@@ -210,7 +215,9 @@ def _assistant(blocks: list[Any], path: str) -> list[dict[str, Any]]:
         if kind == "text":
             texts.append(_text_block(block, p))
         elif kind == "tool_use":
-            calls.append(_tool_use(block, p))
+            call = _tool_use(block, p)
+            seen.add(call["id"])
+            calls.append(call)
         elif kind == "thinking":
             for key in ("thinking", "signature"):
                 if not isinstance(block.get(key), str):

@@ -13,8 +13,10 @@ Responses                                      common request
 developer / assistant)                         ``output_text``) joined; other parts: 400
 ``input[]`` ``function_call``                  ``tool_calls[] {id: call_id, name, arguments}``
                                                on an assistant message (consecutive calls,
-                                               and a call after assistant text, share one)
-``input[]`` ``function_call_output``           a ``tool`` message (``tool_call_id: call_id``)
+                                               and a call after assistant text, share one);
+                                               ``arguments`` a JSON object (or empty: ``{}``)
+``input[]`` ``function_call_output``           a ``tool`` message (``tool_call_id: call_id``);
+                                               ``call_id`` names an earlier ``function_call``
 ``input[]`` ``reasoning``                      dropped (reasoning is never sent back upstream)
 ``tools[]`` ``{type: function, name, ...}``    ``tools[] {name, description, parameters}``
 ``tool_choice``                                validated; ``none`` drops the tools; ``auto``,
@@ -42,6 +44,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.frontdoor.compat_request import reasoning_effort
+from gateway.jsonutil import loads
 from gateway.request import ToolShape, validate_tools
 from gateway.values import value
 
@@ -121,7 +124,7 @@ def decode(body: Any) -> ResponsesRequest:
                 raise _fail(f"metadata.{key}", "must be a string")
         common["metadata"] = metadata
     echo["metadata"] = metadata or {}
-    echo["parallel_tool_calls"] = body.get("parallel_tool_calls", True)
+    echo["parallel_tool_calls"] = body.get("parallel_tool_calls") is not False  # null: default
     for t in tools:
         t.pop("strict", None)
     return ResponsesRequest(common, body.get("stream") is True, echo)
@@ -154,6 +157,7 @@ def _input(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise _fail("input", "is required: a string or a non-empty list of items")
     out: list[dict[str, Any]] = []
+    calls: set[str] = set()  # the call_ids so far: an output must answer one of them
     for i, item in enumerate(value):
         path = f"input[{i}]"
         if not isinstance(item, dict):
@@ -163,6 +167,7 @@ def _input(value: Any) -> list[dict[str, Any]]:
             out.append(_message(item, path))
         elif kind == "function_call":
             call = _function_call(item, path)
+            calls.add(call["id"])
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
@@ -171,6 +176,8 @@ def _input(value: Any) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             call_id = _string(item, "call_id", path)
             output = _text(item.get("output"), f"{path}.output")
+            if call_id not in calls:  # as the API; else a provider's check names our fields
+                raise _fail(f"{path}.call_id", "matches no earlier function_call item")
             out.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "reasoning":
             continue  # the provider's own reasoning from an earlier turn: never sent back
@@ -225,7 +232,15 @@ def _function_call(item: dict[str, Any], path: str) -> dict[str, Any]:
     arguments = item.get("arguments", "")
     if not isinstance(arguments, str):
         raise _fail(f"{path}.arguments", "must be a JSON string")
-    return {"id": call_id, "name": name, "arguments": arguments or "{}"}
+    if not arguments.strip():
+        return {"id": call_id, "name": name, "arguments": "{}"}
+    try:
+        parsed = loads(arguments)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):  # most providers take tool input only as an object
+        raise _fail(f"{path}.arguments", "must be a JSON object (as a string)")
+    return {"id": call_id, "name": name, "arguments": arguments}
 
 
 _TOOLS = ToolShape(

@@ -17,7 +17,8 @@ def from_ui_messages(body: Any) -> Any:
 
     Bodies already in the common shape (every message has ``content``) come back unchanged.
     Text parts are joined into ``content``; an assistant message's tool parts with an input
-    become ``tool_calls``, and those with an output also a following ``tool`` message. The
+    become ``tool_calls``, and those with a result (an ``output``, a failed call's
+    ``errorText``, a denial) also a following ``tool`` message. The
     SDK's ``id``, ``trigger`` and ``messageId`` fields are dropped. Invalid shapes are left for
     :func:`gateway.request.parse_request` to report.
     """
@@ -58,12 +59,32 @@ def _from_ui_message(message: dict[str, Any]) -> list[dict[str, Any]]:
             name = part.get("toolName") or kind[len("tool-") :]
             call_id = str(part.get("toolCallId", ""))
             calls.append({"id": call_id, "name": name, "arguments": dumps_str(part["input"])})
-            if "output" in part:
-                content = part["output"]
-                text = content if isinstance(content, str) else dumps_str(content)
+            text = _tool_result(part)
+            if text is not None:
                 results.append({"role": "tool", "tool_call_id": call_id, "content": text})
     common: dict[str, Any] = {"role": message.get("role"), "content": "".join(texts)}
     if calls and message.get("role") == "assistant":
         common["tool_calls"] = calls
         return [common, *results]
     return [common]
+
+
+def _tool_result(part: dict[str, Any]) -> str | None:
+    """A tool part's result as the text of a ``tool`` message, or ``None`` for none yet.
+
+    As the AI SDK's ``convertToModelMessages``: ``output`` (JSON unless a string), a failed call
+    its ``errorText``, a denied one its approval's reason (or "Tool call execution denied.").
+    Every call the model made then has its result, as providers require.
+    """
+    state = part.get("state")
+    if "output" in part and state != "output-error":
+        content = part["output"]
+        return content if isinstance(content, str) else dumps_str(content)
+    if state == "output-error":
+        error = part.get("errorText")
+        return error if isinstance(error, str) else dumps_str(error)
+    if state == "output-denied":
+        approval = part.get("approval")
+        reason = approval.get("reason") if isinstance(approval, dict) else None
+        return reason if isinstance(reason, str) else "Tool call execution denied."
+    return None

@@ -43,6 +43,7 @@ def test_request_mapping() -> None:
                     {"type": "redacted_thinking", "data": "xyz"},
                     {"type": "text", "text": "Checking."},
                     {"type": "tool_use", "id": "t1", "name": "w", "input": {"city": "Rome"}},
+                    {"type": "tool_use", "id": "t2", "name": "w", "input": {"city": "Oslo"}},
                 ],
             },
             {
