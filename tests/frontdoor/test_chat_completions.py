@@ -488,3 +488,27 @@ async def test_a_request_without_a_key_is_refused_before_its_body_is_judged(path
         key = {"Authorization": "Bearer k-123456"}
         async with s.post(gw.url + path, json=bodies[0], headers=key) as r:
             assert r.status == 404  # with the key, the route lookup answers as before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow", "shape"),
+    [
+        ("GET", "/v1/chat/completions", "POST", "openai"),
+        ("GET", "/v1/responses", "POST", "openai"),
+        ("PUT", "/v1/messages", "POST", "anthropic"),
+        ("GET", "/v1/messages/count_tokens", "POST", "anthropic"),
+        ("DELETE", "/v1/models", "GET", "openai"),
+    ],
+)
+async def test_another_method_is_a_405_with_allow_in_the_apis_shape(
+    method: str, path: str, allow: str, shape: str
+) -> None:
+    # It fell through to the routes' catch-all: a 404 in the token protocol's shape.
+    async with running_gateway(AUTH_FIRST_DOC) as gw, aiohttp.ClientSession() as s:
+        async with s.request(method, gw.url + path) as r:
+            got = await r.json()
+            assert (r.status, r.headers["Allow"]) == (405, allow), got
+    if shape == "anthropic":
+        assert got["type"] == "error" and got["error"]["type"] == "invalid_request_error"
+    else:
+        assert got["error"]["code"] == "method_not_allowed"
