@@ -81,7 +81,6 @@ class Translator(ABC):
         raise UpstreamTruncated("the upstream stream ended before its terminator")
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fake adapters
 def body_bytes(body: Any) -> bytes:
     """An upstream request's JSON body. A client's value nested deeper than the encoder goes
     (orjson: 255 levels; a tool schema, a native body) is the client's 400, not a 500."""
@@ -91,6 +90,7 @@ def body_bytes(body: Any) -> bytes:
         raise InvalidRequest("body: is nested too deeply to send upstream") from None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests' fake adapters
 class Adapter(ABC):
     """One provider. Instances are built once per route target at config load and shared.
 
