@@ -95,5 +95,6 @@ async def test_heartbeats_resume_after_a_write_that_blocked_on_the_client(
         writer.close()
     assert received.count(b"event: end") == 1
     after_flood = received[received.rindex(b"x" * 50) :]
-    # The silence is 1.5 s and the interval 0.2 s: about 7 pings (none before the fix).
-    assert after_flood.count(b": ping") >= 3
+    # The silence is 1.5 s and the interval 0.2 s: about 7 pings, none before the fix (the
+    # timer slept until the 5 s write_timeout). At least one, so a loaded machine still passes.
+    assert after_flood.count(b": ping") >= 1
