@@ -10,6 +10,8 @@ Options (all optional)::
     text: "Hello!"            # the visible text; default: generated words
     echo: false               # answer with the last user message instead
     words: 60                 # how many generated words when no text is given
+                              # (the request's max_tokens caps the answer's pieces: then the
+                              # stream ends with reason ``length``, as a real model's would)
     reasoning: true           # true (generated) or a text streamed as reasoning first
     first_token_delay: 300ms  # silence before the first event
     token_interval: 30ms      # between events
@@ -132,7 +134,9 @@ _OPTIONS: OptionTable = {
 
 
 def _lorem(n: int, seed: int) -> str:
-    words = [_LOREM[(seed + i * 7) % len(_LOREM)] for i in range(n)]
+    # A stride prime to the list's length walks all of it before repeating (a stride of 7 in
+    # 56 words repeated the same 8 words over and over).
+    words = [_LOREM[(seed + i * 5) % len(_LOREM)] for i in range(n)]
     if words:
         words[0] = words[0].capitalize()
     return " ".join(words) + "."
@@ -169,10 +173,7 @@ class SimulatedAdapter(Adapter):
         elif opts["text"] is not None:
             text = opts["text"]
         else:
-            words = opts["words"]
-            if request.max_tokens is not None:
-                words = min(words, request.max_tokens)
-            text = _lorem(words, seed=len(last_user))
+            text = _lorem(opts["words"], seed=len(last_user))
         reasoning = opts["reasoning"]
         reasoning_text = _REASONING if reasoning is True else (reasoning or "")
 
@@ -185,6 +186,9 @@ class SimulatedAdapter(Adapter):
         for piece in _pieces(reasoning_text):
             line({"r": piece})
         pieces = _pieces(text)
+        finish = "stop"
+        if request.max_tokens is not None and len(pieces) > request.max_tokens:
+            pieces, finish = pieces[: request.max_tokens], "length"
         for n, piece in enumerate(pieces, 1):
             line({"t": piece})
             if n == opts["fail_after"]:
@@ -196,7 +200,7 @@ class SimulatedAdapter(Adapter):
         reasoning_tokens = len(_pieces(reasoning_text))
         line(
             {
-                "done": "stop",
+                "done": finish,
                 "usage": {
                     "input_tokens": input_tokens,
                     "output_tokens": len(pieces) + reasoning_tokens,
@@ -234,5 +238,7 @@ class _SimulatedTranslator(Translator):
                 if isinstance(usage, dict)
                 else {}
             )
-            return [ev.usage(**counts), ev.end("stop", str(obj["done"]))]
+            done = str(obj["done"])
+            reason: ev.FinishReason = "length" if done == "length" else "stop"
+            return [ev.usage(**counts), ev.end(reason, done)]
         return []

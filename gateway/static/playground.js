@@ -56,7 +56,10 @@ function showError(err) {
     el.error.hidden = true;
     return;
   }
-  const head = [err.code, err.status ? `HTTP ${err.status}` : null].filter(Boolean).join(" · ");
+  // The HTTP status only for an error status before the stream (kind "http"): a stream that
+  // failed mid-way was a 200, which says nothing about the failure.
+  const status = err.kind === "http" && err.status ? `HTTP ${err.status}` : null;
+  const head = [err.code, status].filter(Boolean).join(" · ");
   if (head) el.error.append(make("strong", "error-code", head));
   el.error.append(make("span", "error-message", err.message ?? String(err)));
   if (err.retryable) el.error.append(make("span", "error-hint", "retryable"));
@@ -88,6 +91,49 @@ function log(line, kind = "") {
   el.log.append(row);
   while (el.log.childElementCount > MAX_LOG_LINES) el.log.firstElementChild.remove();
   if (!el.log.hidden) el.log.scrollTop = el.log.scrollHeight;
+}
+
+// Streamed pieces reach the page once per animation frame, not once per event: a fast stream
+// delivers thousands of events a second, and touching the layout (appending, scrolling) for
+// each one costs time in proportion to the text already shown, which froze the page on a long
+// answer. `pending` gathers what arrived since the last frame; `flush()` writes it.
+const pending = { view: null, reasoning: "", text: "", log: [], stats: null, status: null, scroll: false };
+let frame = 0;
+
+function schedule() {
+  if (!frame) frame = requestAnimationFrame(flush);
+}
+
+function flush() {
+  if (frame) cancelAnimationFrame(frame);
+  frame = 0;
+  const view = pending.view;
+  if (view && pending.reasoning) {
+    view.reasoning.hidden = false;
+    view.reasoningText.append(pending.reasoning);
+  }
+  if (view && pending.text) {
+    view.thinking.hidden = true;
+    if (view.reasoning.open && !view.text.firstChild) view.reasoning.open = false;
+    view.text.append(pending.text);
+  }
+  pending.reasoning = pending.text = "";
+  if (pending.log.length) {
+    const rows = pending.log.splice(0);
+    const fragment = document.createDocumentFragment();
+    for (const [line, kind] of rows.slice(-MAX_LOG_LINES)) {
+      fragment.append(make("span", `log-line ${kind}`.trim(), line + "\n"));
+    }
+    el.log.append(fragment);
+    let extra = el.log.childElementCount - MAX_LOG_LINES;
+    while (extra-- > 0) el.log.firstElementChild.remove();
+    if (!el.log.hidden) el.log.scrollTop = el.log.scrollHeight;
+  }
+  if (pending.status) setStatus(...pending.status);
+  if (pending.stats) renderStats(pending.stats, true);
+  if (pending.scroll) scrollToEnd();
+  pending.status = pending.stats = null;
+  pending.scroll = false;
 }
 
 function scrollToEnd() {
@@ -270,6 +316,7 @@ async function send(resumed = null) {
   setStatus("connecting", "connecting…");
   log(resumed ? `GET ${route.path}/${resumed.streamId} (resumed after a reload)` : `POST ${streamUrl(route)}`, "req");
   let live = null;
+  pending.view = view;
   ticker = setInterval(() => live && renderStats(live, true), 100);
   try {
     const summary = await streamTokens(streamUrl(route), body, {
@@ -278,8 +325,9 @@ async function send(resumed = null) {
       headers,
       onEvent(ev, s) {
         live = s;
-        log(`${ev.id.padStart(4)} ${ev.type.padEnd(9)} ${JSON.stringify(ev.data)}`, ev.type);
-        renderStats(s, true);
+        pending.log.push([`${ev.id.padStart(4)} ${ev.type.padEnd(9)} ${JSON.stringify(ev.data)}`, ev.type]);
+        pending.stats = s;
+        schedule();
       },
       onCreated() {
         setStatus("waiting", "waiting…");
@@ -290,28 +338,27 @@ async function send(resumed = null) {
         scrollToEnd();
       },
       onReasoning(piece) {
-        view.reasoning.hidden = false;
-        view.reasoningText.append(piece); // a text node per piece: no O(n²) re-render
-        setStatus("streaming", "reasoning…");
-        scrollToEnd();
+        pending.reasoning += piece; // written once per frame (flush)
+        pending.status = ["streaming", "reasoning…"];
+        pending.scroll = true;
       },
       onClear() {
         view.thinking.hidden = true;
       },
       onDelta(piece) {
-        view.thinking.hidden = true;
-        if (view.reasoning.open && !view.text.firstChild) view.reasoning.open = false;
-        view.text.append(piece);
-        setStatus("streaming", "streaming…");
-        scrollToEnd();
+        pending.text += piece; // written once per frame (flush)
+        pending.status = ["streaming", "streaming…"];
+        pending.scroll = true;
       },
       onToolCall(_piece, call) {
+        flush(); // the text before the call first
         view.thinking.hidden = true;
         renderToolCall(view, call);
         setStatus("streaming", "tool call…");
         scrollToEnd();
       },
     });
+    flush();
     renderStats(summary, false);
     finishTurn(view, "done", summary.reason === "stop" ? "" : summary.reason);
     setStatus("done", `done · ${summary.reason}`);
@@ -319,6 +366,7 @@ async function send(resumed = null) {
       context.push({ role: "user", content: text }, { role: "assistant", content: summary.text });
     }
   } catch (err) {
+    flush(); // what streamed before the failure
     const s = err.summary ?? live;
     if (s) renderStats(s, false);
     if (err.name === "AbortError") {
@@ -331,12 +379,14 @@ async function send(resumed = null) {
       setStatus("error", "error");
       showError(err);
       log(`failed: ${err.code ?? err.name}: ${err.message}`, "error");
+      scrollToEnd(); // the failed turn's error line, above the banner
     }
   } finally {
     // Anything that settled (done, failed for good, stopped) is over; a page being unloaded
     // (its connection cut by the reload) keeps the record for the next load.
     if (!unloading) sessionStorage.removeItem(RESUME_KEY);
     inFlight = null;
+    pending.view = null;
     clearInterval(ticker);
     controller = null;
     setBusy(false);

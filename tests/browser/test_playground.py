@@ -160,7 +160,52 @@ async def test_a_stream_error_is_shown(page: Page, gateway: RunningGateway) -> N
         "upstream_error: simulated upstream failure"
     )
     assert len((await turn.locator(".text").text_content() or "").split()) == 3
+    # A mid-stream error came on a 200 response: the banner does not blame "HTTP 200".
+    assert "HTTP" not in (await error.text_content() or "")
     assert watch_of(page).console_errors == []
+
+
+async def test_a_failed_turn_is_scrolled_into_view(page: Page, gateway: RunningGateway) -> None:
+    await open_playground(page, gateway, "fast")
+    for _ in range(3):
+        await send(page, "fill the transcript")
+        await expect(page.locator("#status")).to_have_text("done · stop")
+    await page.select_option("#route", "flaky")
+    await send(page)
+    await expect(page.locator("#status")).to_have_text("error")
+    await expect(page.locator("#error")).to_be_visible()
+    gap = await page.evaluate(
+        "(() => { const t = document.getElementById('transcript');"
+        " return t.scrollHeight - t.clientHeight - t.scrollTop; })()"
+    )
+    assert gap <= 2, gap  # the failed turn's error line is in view, not under the banner
+
+
+async def test_a_very_long_fast_answer_does_not_freeze_the_page(page: Page) -> None:
+    # 3000 pieces as fast as the gateway can send them: rendered once per frame, not once per
+    # event (which took ~18 s here, the page frozen, and grew with the square of the length).
+    doc = {
+        "routes": [
+            {
+                "name": "long",
+                "provider": "simulated",
+                "options": {"words": 3000, "first_token_delay": 0, "token_interval": 0},
+            }
+        ]
+    }
+    async with running_gateway(doc) as gw:
+        await open_playground(page, gw)
+        started = time.monotonic()
+        await send(page)
+        await expect(page.locator("#status")).to_have_text("done · stop", timeout=20_000)
+        took = time.monotonic() - started
+        text = await assistant(page).locator(".text").text_content() or ""
+        assert len(text.split()) == 3000
+        assert (
+            await page.locator("#events").inner_text() == "3005"
+        )  # created, thinking, clear, 3000 deltas, usage, end
+        assert took < 5, took
+        assert watch_of(page).console_errors == []
 
 
 async def test_an_upstream_failure_before_the_stream_is_shown(
