@@ -77,7 +77,8 @@ class Meter:
         model = attempt.model  # what the attempt calls (``build_attempts``)
         price = pricer.price(provider, model)  # the price when the attempt started
         if price is None:
-            pricer.warn_unknown(provider, model)
+            if attempt.adapter.needs_upstream:  # a built-in source (the demo) costs nothing
+                pricer.warn_unknown(provider, model)  # to warn about
             return None
         merged: dict[str, Any] = {}
 

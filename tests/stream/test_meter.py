@@ -166,3 +166,19 @@ def test_a_stream_every_upstream_refused_settles_at_zero(
     else:
         assert usage == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     assert cost_total(metrics) == 0
+
+
+def test_a_built_in_source_is_not_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    # `make run`'s demo route logged price_unknown for provider simulated, model "": a warning
+    # a new user cannot act on.
+    doc = {"routes": [{"name": "demo", "provider": "simulated"}]}
+    runtime = build_state(config_from(doc)).routes["demo"]
+    (attempt,) = build_attempts(runtime, parse_request(BODY), BODY)
+    m = Meter(Pricer(PRICES), Metrics().accounting, Admission(), "demo")
+    with caplog.at_level("WARNING", logger="gateway"):
+        assert m.hook(attempt) is None
+    assert "price_unknown" not in caplog.text
+    tries = attempts()
+    with caplog.at_level("WARNING", logger="gateway"):
+        assert m.hook(tries[1]) is None  # an upstream model without a price is still warned of
+    assert "price_unknown" in caplog.text
