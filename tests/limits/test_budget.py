@@ -319,10 +319,11 @@ def test_to_nano_rounds_up_and_is_exact_for_small_costs() -> None:
     assert to_nano(0.0) == 0
 
 
-def test_worst_case_is_the_dearest_target_with_a_known_price() -> None:
-    def target(provider: str, model: str) -> UpstreamTarget:
-        return UpstreamTarget(provider, UpstreamConfig(model=model))
+def target(provider: str, model: str) -> UpstreamTarget:
+    return UpstreamTarget(provider, UpstreamConfig(model=model))
 
+
+def test_worst_case_is_the_dearest_target_with_a_known_price() -> None:
     route = RouteConfig(
         name="r",
         path="/r",
@@ -350,9 +351,6 @@ def test_worst_case_is_the_dearest_target_with_a_known_price() -> None:
 def test_a_model_override_is_priced_for_the_primary_only() -> None:
     # A fallback never gets the request's model (build_attempts sends it its own configured
     # one), so its worst case is its own model's: a cheap override must not hide a dear fallback.
-    def target(provider: str, model: str) -> UpstreamTarget:
-        return UpstreamTarget(provider, UpstreamConfig(model=model))
-
     route = RouteConfig(
         name="r",
         path="/r",
