@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.config.model import RouteLimits
+from gateway.limits.window import window_index
 from gateway.values import value
 
 
@@ -76,6 +77,18 @@ class LimitBackend(ABC):
         ``None`` keeps the reservation as the charge (usage unknown). Never raises and never
         blocks: a backend that needs I/O does it in the background and reports failures itself.
         """
+
+    def abandon(self, scopes: Sequence[Scope], lease: str, now: float) -> None:
+        """Free slot ``lease`` of an :meth:`acquire` the limiter gave up on (it raised
+        :class:`BackendError` or was cancelled), in case the store ran it anyway: a stalled
+        store runs the script it was sent once it wakes, and a cancelled call may have been
+        sent. Never raises and never blocks; freeing a lease that was never taken does nothing.
+
+        By default a :meth:`release` of ``lease`` with nothing to reconcile (counts stay as
+        they are), right for a store that keys slots by lease. A backend whose acquire cannot
+        be left half-done (in-process, with no ``await`` inside) overrides it with nothing.
+        """
+        self.release(Grant(tuple(scopes), 0, window_index(now), lease), None, now)
 
     def cancel(self, grant: Grant, now: float) -> None:
         """Undo an :meth:`acquire` whose request was refused after all (by a later hold, a

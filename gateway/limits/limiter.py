@@ -11,7 +11,11 @@ instead of never fitting). At the end the reservation is replaced by the reporte
 
 Backend failures: ``limits.on_backend_error: open`` admits the request unlimited, ``closed``
 refuses it with 503 ``unavailable``; both count ``gateway_limit_backend_errors_total`` and log
-a warning at most every 10 s (with the number of errors since the last one).
+a warning at most every 10 s (with the number of errors since the last one). An acquire that
+failed or was cancelled (the client left) may still have been run by the store (a stalled Redis
+runs what it was sent when it wakes), which would hold a concurrency slot for nobody: its slot is
+freed by its lease at once and again after :data:`ABANDON_AGAIN_AFTER`
+(:meth:`~gateway.limits.base.LimitBackend.abandon`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from gateway.logs import log_event
 from gateway.metrics import Metrics
 
 WARN_EVERY = 10.0
+ABANDON_AGAIN_AFTER = (5.0, 20.0)
+"""Seconds after an acquire the limiter gave up on at which its slot is freed again: a store
+that stalled may run the acquire after the first attempt (a Redis lease expires by itself
+30 s after the request, so later attempts would find nothing)."""
 
 
 def has_limits(limits: RouteLimits) -> bool:
@@ -88,6 +96,17 @@ class Limiter:
         self.fail_open = config.limits.on_backend_error == "open"
         self.token_estimate = config.limits.token_estimate
 
+    def abandon(self, scopes: tuple[Scope, ...], lease: str) -> None:
+        """Free ``lease``'s slot (an acquire given up on), now and after each of
+        :data:`ABANDON_AGAIN_AFTER` (see the module docs)."""
+        self._abandon_now(scopes, lease)
+        loop = asyncio.get_running_loop()
+        for delay in ABANDON_AGAIN_AFTER:
+            loop.call_later(delay, self._abandon_now, scopes, lease)
+
+    def _abandon_now(self, scopes: tuple[Scope, ...], lease: str) -> None:
+        self.backend.abandon(scopes, lease, self.clock())
+
     def ticket(self, app: AppKey | None, route: RouteConfig) -> Ticket | None:
         """The request's ticket, or ``None`` when no limit applies to it."""
         scopes = []
@@ -124,13 +143,17 @@ class Ticket:
         (cancelled between the two), a done-callback on the current task releases it anyway,
         unless :meth:`keep` handed the ticket to a drain.
         """
-        max_tokens = demand.max_tokens
         lim = self.limiter
+        lease = uuid.uuid4().hex
         try:
             result = await lim.backend.acquire(
-                self.scopes, self._cost(max_tokens), lim.clock(), uuid.uuid4().hex
+                self.scopes, self._cost(demand.max_tokens), lim.clock(), lease
             )
+        except asyncio.CancelledError:  # the client left while the store was asked
+            lim.abandon(self.scopes, lease)
+            raise
         except BackendError as exc:
+            lim.abandon(self.scopes, lease)
             lim.report(exc)
             if lim.fail_open:
                 return

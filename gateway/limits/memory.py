@@ -107,6 +107,11 @@ class MemoryBackend(LimitBackend):
                 win.prev = max(0, win.prev + delta)
             # a refund for a window that no longer counts is dropped
 
+    def abandon(self, scopes: Sequence[Scope], lease: str, now: float) -> None:
+        """Nothing to free: :meth:`acquire` never suspends, so it either counted and returned
+        its grant or counted nothing (and slots here are counts, not leases)."""
+        return None
+
     def cancel(self, grant: Grant, now: float) -> None:
         self.release(grant, 0, now)  # slots freed, tokens given back
         index = w.window_index(now)

@@ -198,6 +198,9 @@ class RedisBackend(LimitBackend):
         self.held: dict[str, tuple[str, ...]] = {}
         """Open leases of this process: lease id -> the sorted-set keys it sits in."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        """Set by :meth:`close`: a background call after it (a limiter's late abandon) is
+        dropped rather than opening a new connection."""
         self._refresher = redis_client.LeaseRefresher(
             self.refresh, lambda: bool(self.held), lease_ttl / 3, BackendError, self._report
         )
@@ -303,7 +306,10 @@ class RedisBackend(LimitBackend):
             self._in_background("uncount", keys, [])
 
     def _in_background(self, name: str, keys: list[str], args: list[Any]) -> None:
-        """Run a script without making the caller wait (see :meth:`flush`)."""
+        """Run a script without making the caller wait (see :meth:`flush`); nothing once
+        closed."""
+        if self._closed:
+            return
         task = asyncio.ensure_future(self._call_reported(name, keys, args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -394,6 +400,7 @@ class RedisBackend(LimitBackend):
     async def close(self) -> None:
         await self._refresher.close()
         await self.flush()
+        self._closed = True
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -201,3 +201,46 @@ async def test_a_cancelled_grant_is_not_counted_as_a_request(backend: LimitBacke
     await backend.flush()
     assert isinstance(await take(backend, s, T0 + WINDOW + 2), Grant)
     assert isinstance(await take(backend, s, T0 + WINDOW + 3), Denied)
+
+
+async def test_abandoning_a_lease_never_taken_frees_no_one_elses_slot(
+    backend: LimitBackend,
+) -> None:
+    s = [scope("route:abandon", concurrent_streams=1, requests_per_minute=5)]
+    assert isinstance(await backend.acquire(s, 0, T0, "held"), Grant)
+    backend.abandon(s, "never-taken", T0 + 1)
+    await backend.flush()
+    assert isinstance(await take(backend, s, T0 + 2), Denied)
+
+
+async def test_redis_abandon_frees_the_slot_of_an_acquire_whose_answer_was_lost(
+    redis: RedisServer,
+) -> None:
+    """The script ran (a stalled Redis woke up), but the limiter had given up on its answer."""
+    b = RedisBackend(redis.url)
+    s = [scope("route:lost", concurrent_streams=1)]
+    try:
+        assert isinstance(await b.acquire(s, 0, T0, "lost"), Grant)
+        b.held.clear()  # the limiter never saw the grant: nothing refreshes or releases it
+        assert isinstance(await take(b, s, T0 + 1), Denied)
+        b.abandon(s, "lost", T0 + 2)
+        await b.flush()
+        assert isinstance(await take(b, s, T0 + 3), Grant)
+    finally:
+        b.held.clear()
+        await b.close()
+
+
+async def test_redis_background_calls_after_close_open_no_new_connection(
+    redis: RedisServer,
+) -> None:
+    """A limiter's late abandon (timers of 5 s and 20 s) may fire after a reload closed the
+    backend: it is dropped, not run on a fresh connection nobody will close."""
+    b = RedisBackend(redis.url)
+    s = [scope("route:closed", concurrent_streams=1)]
+    assert isinstance(await b.acquire(s, 0, T0, "first"), Grant)
+    b.held.clear()
+    await b.close()
+    b.abandon(s, "first", T0 + 1)
+    assert b._client is None
+    assert not b._tasks

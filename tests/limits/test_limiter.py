@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Sequence
 
 import pytest
@@ -12,9 +14,12 @@ from gateway.admission import Demand
 from gateway.config.model import AppKey, RouteLimits
 from gateway.errors import RateLimited, Unavailable
 from gateway.limits import BackendError, ErrorReporter, Grant, Limiter, MemoryBackend, Scope
+from gateway.limits import limiter as limiter_module
 from gateway.limits.base import Denied, LimitBackend
 from gateway.limits.limiter import tokens_used
+from gateway.limits.redis_backend import PREFIX, RedisBackend
 from gateway.metrics import Metrics
+from tests.limits.redis_server import RedisServer
 from tests.support.gateway import config_from, wait_for
 
 ROUTE = {"name": "r", "provider": "simulated"}
@@ -44,6 +49,9 @@ class Broken(LimitBackend):
 
     def release(self, grant: Grant, tokens_used: int | None, now: float) -> None:
         raise AssertionError("nothing was granted")
+
+    def abandon(self, scopes: Sequence[Scope], lease: str, now: float) -> None:
+        return None  # a store that never ran anything holds nothing
 
 
 async def test_no_limits_means_no_ticket() -> None:
@@ -169,3 +177,100 @@ def test_error_reporter_warns_again_after_the_quiet_period(
     assert len(warnings) == 2
     assert warnings[1].fields["suppressed"] == 2  # type: ignore[attr-defined]
     assert metrics.registry.get_sample_value("gateway_limit_backend_errors_total") == 5
+
+
+class Stalled(LimitBackend):
+    """A store that never answers an acquire; records the leases abandoned."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.leases: list[str] = []
+        self.abandoned: list[str] = []
+
+    async def acquire(
+        self, scopes: Sequence[Scope], tokens: int, now: float, lease: str
+    ) -> Grant | Denied:
+        self.leases.append(lease)
+        self.asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def release(self, grant: Grant, tokens_used: int | None, now: float) -> None:
+        raise AssertionError("nothing was granted")
+
+    def abandon(self, scopes: Sequence[Scope], lease: str, now: float) -> None:
+        self.abandoned.append(lease)
+
+
+async def test_a_client_leaving_during_the_acquire_abandons_its_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store may run the acquire it was sent: its slot is freed by lease, now and later."""
+    monkeypatch.setattr(limiter_module, "ABANDON_AGAIN_AFTER", (0.0,))
+    limits = {"concurrent_streams": 1}
+    backend = Stalled()
+    limiter, _, _ = make(limits, backend=backend)
+    route = config_from({"routes": [{**ROUTE, "limits": limits}]}).routes[0]
+    ticket = limiter.ticket(None, route)
+    assert ticket is not None
+    task = asyncio.ensure_future(ticket.reserve(Demand()))
+    await backend.asked.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert backend.abandoned == backend.leases  # at once
+    await wait_for(lambda: len(backend.abandoned) == 2, timeout=2)
+    assert backend.abandoned == backend.leases * 2  # and again, for a store that was stalled
+
+
+async def _warm(limiter: Limiter, route: object, streams: int) -> None:
+    """Open ``streams`` pooled connections to the store (each reservation holds one a moment)."""
+
+    async def one() -> None:
+        ticket = limiter.ticket(None, route)  # type: ignore[arg-type]
+        assert ticket is not None
+        await ticket.reserve(Demand())
+        ticket.release(None)
+
+    await asyncio.gather(*(one() for _ in range(streams)))
+
+
+async def test_a_stalled_redis_leaves_no_slot_held_for_nobody(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stalls, the limiter fails open, then Redis wakes and runs the acquires it was
+    sent: without abandoning them, their leases filled the route's slots for 30 s (every
+    request a 429 while nothing streamed)."""
+    monkeypatch.setattr(limiter_module, "ABANDON_AGAIN_AFTER", (0.3,))
+    limits = {"concurrent_streams": 2}
+    backend = RedisBackend(redis.url)
+    limiter, _, _ = make(limits, backend=backend)
+    route = config_from({"routes": [{**ROUTE, "limits": limits}]}).routes[0]
+    try:
+        await _warm(limiter, route, 2)
+        await backend.flush()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            tickets = [limiter.ticket(None, route) for _ in range(4)]
+            await asyncio.gather(*(t.reserve(Demand()) for t in tickets if t is not None))
+            assert all(t is not None and t.grant is None for t in tickets)  # failed open
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        await wait_for_leases(backend, 0)
+        ticket = limiter.ticket(None, route)
+        assert ticket is not None
+        await ticket.reserve(Demand())
+        assert ticket.grant is not None
+        ticket.release(None)
+    finally:
+        await backend.close()
+
+
+async def wait_for_leases(backend: RedisBackend, want: int, timeout: float = 5.0) -> None:
+    """Poll the route's lease set in Redis until it holds ``want`` leases."""
+    client = backend._client  # the store's own view of the slots
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (got := await client.zcard(f"{PREFIX}route:r:streams")) != want:
+        assert loop.time() < deadline, f"{got} leases held, {want} wanted"
+        await asyncio.sleep(0.05)
