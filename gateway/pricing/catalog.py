@@ -51,8 +51,26 @@ def _rate(value: Any) -> Rate | None:
     return None  # a shape this version does not know: treated as unpriced by the caller
 
 
+def _lists_nothing(model_price: Any) -> bool:
+    """Whether a ``ModelPrice`` sets no price at all (its prices are its public attributes)."""
+    fields = getattr(model_price, "__dict__", None)
+    if not isinstance(fields, dict):
+        return False  # a shape this version does not know: not read as free
+    return all(v is None for k, v in fields.items() if not k.startswith("_"))
+
+
+FREE = Price(input=Rate(0.0), output=Rate(0.0))
+"""A database entry that lists no price at all: the model is free (the database's own reading:
+its calculation charges 0), e.g. open models on a provider's free tier."""
+
+
 def compile_price(model_price: Any) -> Price | None:
-    """A ``genai_prices`` ``ModelPrice`` as a :class:`Price`; ``None`` without token prices."""
+    """A ``genai_prices`` ``ModelPrice`` as a :class:`Price`: :data:`FREE` when it lists no
+    price at all; ``None`` (unknown) when it lists prices but not both input and output token
+    prices (audio-only, per-character or embedding models: a cost from tokens would be a
+    guess)."""
+    if _lists_nothing(model_price):
+        return FREE
     inp = _rate(getattr(model_price, "input_mtok", None))
     out = _rate(getattr(model_price, "output_mtok", None))
     if inp is None or out is None:

@@ -14,7 +14,12 @@ from gateway.pricing import Catalog, Pricer
 genai_prices = pytest.importorskip("genai_prices")
 
 OVERRIDE = PriceOverride("house-model", 0.4, 1.6, 0.1, 0.5)
-PROVIDERS: dict[str, str | None] = {"chat": "openai", "messages": "anthropic", "local": None}
+PROVIDERS: dict[str, str | None] = {
+    "chat": "openai",
+    "messages": "anthropic",
+    "generate": "google",
+    "local": None,
+}
 
 
 def close(a: float, b: float) -> bool:
@@ -89,6 +94,20 @@ def test_database_price_matches_the_library_calculation(
         want = _library(model, provider_id, usage)
         assert got is not None
         assert abs(got - want) <= 1e-9 * max(want, 1e-12), (usage, got, want)
+
+
+def test_a_model_the_database_lists_as_free_costs_zero_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An entry with no price at all is free in the database (its own calculation charges 0;
+    e.g. open models on a provider's free tier): ``cost_usd`` 0, not unknown, no warning."""
+    usage = {"input_tokens": 12_000, "output_tokens": 3_000, "cache_read_input_tokens": 1_000}
+    assert _library("gemma-3-27b-it", "google", usage) == 0
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        assert pricer().cost_usd("generate", "gemma-3-27b-it", usage) == 0.0
+    assert "price_unknown" not in caplog.text
+    # Prices, but none for tokens (speech by the character): still unknown, never a guess.
+    assert pricer().cost_usd("chat", "tts-1", usage) is None
 
 
 def test_unknown_price_is_none_and_warns_once_per_model(caplog: pytest.LogCaptureFixture) -> None:
