@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 REFUSED = frozenset({"status_error", "connect_error"})
 """Attempt results (``StreamRecord.attempt``) where no upstream took the request: it answered
-non-2xx, or was never reached. Providers bill neither."""
+non-2xx, or was never reached. Providers bill neither. A result alone does not prove it: an
+attempt still held back when the client left has none yet, and a failure after a 2xx answer
+(a cut before any content) is also counted ``connect_error``; so the meter also notes whether
+any upstream answered 2xx (:meth:`Meter.hook` runs exactly then)."""
 
 NOTHING_USED: Mapping[str, Any] = MappingProxyType(
     {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
@@ -46,6 +49,7 @@ class Meter:
         "_admission",
         "_pricer",
         "_route",
+        "answered",
         "deferred",
         "settled",
     )
@@ -62,6 +66,8 @@ class Meter:
         self._admission = admission
         self._route = route
         self.settled = False
+        self.answered = False
+        """An upstream answered 2xx: it took the request and may bill it."""
         self.deferred = False
         """A drain settles (:meth:`hand_to_drain`), not the session's end."""
 
@@ -69,7 +75,9 @@ class Meter:
         """The usage hook of ``attempt``'s pipeline: ``None`` without a pricer, or when the
         model it calls has no price (looked up once, here, at the price in force when the attempt
         starts; the pricer warns once per model), so an unpriced stream's usage passes with no
-        pricing work at all."""
+        pricing work at all. It is asked for when the attempt's upstream answered 2xx, so it
+        also notes that an upstream took the request (:attr:`answered`)."""
+        self.answered = True
         pricer = self._pricer
         if pricer is None:
             return None
@@ -102,16 +110,23 @@ class Meter:
         """The session ended: settle now, unless a drain will.
 
         ``attempts`` are the stream's ``(upstream, result)`` pairs: when every one was refused
-        (:data:`REFUSED`: a 429 or 5xx, a connection that failed) and no usage came, no upstream
-        generated anything and the stream settles at zero (:data:`NOTHING_USED`) instead of
-        being charged its reservation, which an upstream outage would otherwise spend as budget.
-        Anything else without usage (a timeout, a cut stream, a client gone) keeps the
-        reservation: the upstream may have billed it."""
+        (:data:`REFUSED`: a 429 or 5xx, a connection that failed), no upstream ever answered
+        2xx and no usage came, no upstream generated anything and the stream settles at zero
+        (:data:`NOTHING_USED`) instead of being charged its reservation, which an upstream
+        outage would otherwise spend as budget. Anything else without usage (a timeout, a cut
+        stream, a client gone, also while a fallback that answered was still held back) keeps
+        the reservation: the upstream may have billed it."""
         if self.deferred:
             return
-        if not usage and attempts and all(result in REFUSED for _, result in attempts):
+        if not usage and self._refused(attempts):
             usage = NOTHING_USED
         self.settle(usage)
+
+    def _refused(self, attempts: Sequence[tuple[str, str]]) -> bool:
+        """Whether every upstream refused the request (see :meth:`finished`)."""
+        if self.answered or not attempts:
+            return False
+        return all(result in REFUSED for _, result in attempts)
 
     def settle(self, usage: Mapping[str, Any]) -> None:
         """Release the admission with ``usage`` and count its cost (once; later calls no-op)."""

@@ -9,6 +9,7 @@ fields and no cost field; a model without a price gets no ``cost_usd``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from gateway.client import collect
 from tests.adapters.harness import fixture_bytes, fixture_expected, splits
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.gateway import metric_value, running_gateway
+from tests.support.gateway import metric_value, running_gateway, wait_for
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 BEDROCK = {
@@ -186,3 +187,40 @@ async def test_front_doors_carry_usage_in_their_own_fields_without_a_cost(
     assert '"cache_read_input_tokens":4096' in messages_raw.replace(" ", "")
     # Both streams were priced all the same (the cost is the gateway's, not the API's).
     assert total == pytest.approx(2 * expected_cost(want), rel=1e-9)
+
+
+async def test_an_abort_while_a_fallback_is_answering_keeps_the_reservation(
+    upstream: FakeUpstream,
+) -> None:
+    """The primary refused (503), the fallback answered 200 and the model is working when the
+    client leaves: the fallback took the request, so the budget keeps the worst case reserved
+    (``docs/accounting.md``, Settlement), as for any abort before the usage; only a stream that
+    *every* upstream refused settles at zero."""
+    error = {"error": {"message": "overloaded", "type": "server_error"}}
+    upstream.push(
+        Script(status=503, chunks=[(0, json.dumps(error).encode())]),
+        Script(chunks=[(0, b": working\n\n")], hang_after=True),
+    )
+    primary = route("openai-chat", upstream.url, "priced-model")
+    fallback = {"provider": "openai-chat", "upstream": dict(primary["upstream"])}
+    primary["fallbacks"] = [fallback, fallback]  # the first is held back: another may follow
+    key = {"name": "web", "key": "key-web-0123", "budget": {"usd": 1, "per": "1h"}}
+    doc = {"routes": [primary], "pricing": [pricing("priced-model")], "auth": {"keys": [key]}}
+    body = {**HELLO, "max_tokens": 1000}
+    async with running_gateway(doc) as gw:
+        budgets, web = gw.state.extras["budgets"], gw.state.config.auth.keys[0]
+        headers = {"x-api-key": key["key"]}
+
+        async def request() -> None:
+            async with aiohttp.ClientSession() as s:
+                await s.post(f"{gw.url}/v1/stream/r", json=body, headers=headers)
+
+        task = asyncio.create_task(request())
+        await wait_for(lambda: any(s.source is not None for s in gw.state.sessions))
+        reserved = 1 - await budgets.remaining(web)
+        task.cancel()
+        await wait_for(lambda: upstream.seen[1].closed_at is not None)
+        await wait_for(lambda: not gw.state.sessions)
+        left = await budgets.remaining(web)
+    assert len(upstream.seen) == 2 and reserved > 0
+    assert left == pytest.approx(1 - reserved, abs=1e-9)

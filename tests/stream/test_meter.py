@@ -160,6 +160,27 @@ def test_a_stream_every_upstream_refused_settles_at_zero(
 ) -> None:
     m, holds, metrics = meter(attempts())
     m.finished({}, results)
+    _assert_settled(holds, metrics, charged)
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        [("a", "status_error")],  # the answering fallback was still held when the client left
+        [("a", "connect_error")],  # cut after its 2xx, before any content
+    ],
+)
+def test_a_stream_an_upstream_answered_is_never_settled_at_zero(
+    results: list[tuple[str, str]],
+) -> None:
+    tries = attempts()
+    m, holds, metrics = meter(tries)
+    m.hook(tries[1])  # an upstream answered 2xx (unpriced: the hook is None all the same)
+    m.finished({}, results)
+    _assert_settled(holds, metrics, charged=True)
+
+
+def _assert_settled(holds: Holds, metrics: Metrics, charged: bool) -> None:
     (usage,) = holds.released
     if charged:
         assert usage == {}  # no cost: budgets charge the reservation
