@@ -301,9 +301,15 @@ class GeminiTranslator(Translator):
         output = (
             None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
         )
+        prompt = usage.get("promptTokenCount")
+        tool_prompt = usage.get("toolUsePromptTokenCount")
+        # The tool-use prompt (the results of built-in tools fed back) is input the model read
+        # and is billed as input, but promptTokenCount leaves it out (totalTokenCount adds it).
+        if tool_prompt and prompt is not None:
+            prompt += tool_prompt
         return [
             ev.usage(
-                input_tokens=usage.get("promptTokenCount"),
+                input_tokens=prompt,
                 output_tokens=output,
                 reasoning_tokens=thoughts,
                 cache_read_input_tokens=usage.get("cachedContentTokenCount"),

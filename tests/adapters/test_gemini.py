@@ -197,6 +197,15 @@ def test_usage_is_the_last_cumulative_value_emitted_once() -> None:
     assert events[-1].data == {"reason": "other", "provider_reason": "OTHER"}
 
 
+def test_the_tool_use_prompt_counts_as_input() -> None:
+    """Built-in tools' results fed back (``toolUsePromptTokenCount``) are input the model read
+    and is billed for; ``promptTokenCount`` leaves them out."""
+    meta = {"promptTokenCount": 10, "toolUsePromptTokenCount": 90, "candidatesTokenCount": 5}
+    data = _sse({**_text_chunk("a", finishReason="STOP"), "usageMetadata": meta})
+    usage = next(e for e in replay(make_adapter(GeminiAdapter), [data]) if e.type == "usage")
+    assert usage.data == {"input_tokens": 100, "output_tokens": 5}
+
+
 def test_stream_cut_inside_a_raw_error_is_truncated() -> None:
     # Contract rule 5.1: EOF inside the pretty-printed error outside SSE framing (it has no
     # framing that could tell it is complete) is upstream_truncated, not upstream_protocol.
