@@ -164,6 +164,10 @@ class Budgets:
             admitted, used = await self.store.budget_reserve(
                 scope, index, limit, amount, ttl, hold_id
             )
+        except asyncio.CancelledError:  # the client left while the store was asked: the
+            if amount:  # store may still have made the reservation, which nobody would settle
+                self._undo(scope, index, amount, ttl, hold_id)
+            raise
         except BackendError as exc:
             self.report(exc)
             if amount:

@@ -252,6 +252,32 @@ async def test_a_reservation_a_stalled_redis_makes_after_giving_up_is_undone(
         await backend.close()
 
 
+async def test_a_reservation_whose_client_left_during_the_call_is_undone(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client goes away (its task is cancelled) while the reservation is with a stalled
+    Redis: no hold comes back to settle, and the script runs when Redis wakes."""
+    monkeypatch.setattr(budget_module, "UNDO_AFTER", (0.5,))
+    await flush_redis(redis)
+    backend = RedisBackend(redis.url)
+    try:
+        b = budgets(backend, Clock(T0 + 10))
+        await settle(b, await b.reserve(WEB, 0.1), 0.1)  # a pooled connection, used once
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            reserving = asyncio.ensure_future(b.reserve(WEB, 0.4))
+            await asyncio.sleep(0.2)  # the reservation is on the wire
+            reserving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reserving
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(1.0)  # the undo at 0.5 s runs after Redis ran the reservation
+        assert await b.remaining(WEB) == pytest.approx(0.9, abs=1e-9)
+    finally:
+        await backend.close()
+
+
 async def test_a_reservation_in_redis_is_removed_once_however_often_it_is_settled(
     redis: RedisServer,
 ) -> None:
