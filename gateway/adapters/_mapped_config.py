@@ -86,10 +86,22 @@ class _Checker:
         value = raw["types"]
         if not typed:
             self.error(f"{where}.types", "needs events.type_path (where the event type is)")
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.error(f"{where}.types", "must be a list of event type names")
+        if (
+            not isinstance(value, list)
+            or not value  # a rule for no type at all would never apply
+            or not all(isinstance(v, str) and v for v in value)
+        ):
+            self.error(f"{where}.types", "must be a non-empty list of event type names")
             return None
         return frozenset(value)
+
+    def equals(self, raw: dict[str, Any], where: str) -> Any:
+        """``raw["equals"]`` (or :data:`MISSING`). ``null`` is refused: a null value at a path
+        counts as absent, so it could never match."""
+        value = raw.get("equals", MISSING)
+        if value is None:
+            self.error(f"{where}.equals", "must not be null (a null value counts as absent)")
+        return value
 
     def template(self, raw: str, where: str, allowed: frozenset[str]) -> None:
         for name in placeholders(raw):
@@ -190,6 +202,8 @@ def _check_body(c: _Checker, node: Any, where: str) -> None:
 
 def _rules(c: _Checker, raw: Any, where: str, typed: bool) -> tuple[Rule, ...]:
     items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        c.error(where, "must be a path, a mapping with path, or a non-empty list of them")
     rules = []
     for i, item in enumerate(items):
         at = f"{where}[{i}]" if isinstance(raw, list) else where
@@ -232,6 +246,8 @@ def _events(c: _Checker, raw: Any, where: str, framing: str) -> dict[str, Any]:
         out["finish"] = _finish(c, ev["finish_reason"], f"{where}.finish_reason", typed)
     if "error" in ev:
         raw_errors = ev["error"] if isinstance(ev["error"], list) else [ev["error"]]
+        if not raw_errors:
+            c.error(f"{where}.error", "must be a rule or a non-empty list of rules")
         out["errors"] = tuple(
             _error(
                 c,
@@ -313,7 +329,7 @@ def _error(c: _Checker, raw: Any, where: str, typed: bool) -> ErrorRule:
 
     return ErrorRule(
         paths("path"),
-        e.get("equals", MISSING),
+        c.equals(e, where),
         paths("message_path"),
         paths("type_path"),
         c.string(e["type"], f"{where}.type") if "type" in e else None,
@@ -344,10 +360,11 @@ def _terminator(c: _Checker, raw: Any, where: str, typed: bool, finish: bool) ->
         c.error(f"{where}.type", "needs events.type_path (where the event type is)")
     if "equals" in t and "path" not in t:
         c.error(f"{where}.equals", "needs path")
+    equals = c.equals(t, where)
     return Terminator(
         c.string(t["data"], f"{where}.data") if "data" in t else None,
         c.string(t["type"], f"{where}.type") if "type" in t else None,
         c.paths(t["path"], f"{where}.path") if "path" in t else (),
-        t.get("equals", True),
+        True if equals is MISSING else equals,
         eof is True,
     )

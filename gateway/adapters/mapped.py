@@ -10,8 +10,10 @@ Per message, in this order: the terminator's ``data`` (before any JSON parsing),
 rules (the first that matches ends the stream with ``error``), then ``reasoning``, ``text``,
 ``refusal``, ``tool_call``, ``usage`` (remembered, merged count by count over events),
 ``finish_reason`` (remembered), and last the
-terminator's ``type``/``path`` test, which emits the remembered ``usage`` then ``end``. A path
-that is missing is simply absent; text values that are not non-empty strings are ignored. EOF
+terminator's ``type``/``path`` test, which emits the remembered ``usage`` then ``end``. With
+``type_path: sse_event`` a message whose SSE type is ``terminator.type`` ends the stream even when
+its data is empty or not JSON (nothing else is read from it then). A path that is missing is
+simply absent; text values that are not non-empty strings are ignored. EOF
 before the terminator is ``upstream_truncated`` unless ``eof_after_finish`` is set and a finish
 reason was seen.
 """
@@ -51,7 +53,9 @@ class MappedAdapter(Adapter):
     """An upstream mapped by ``options`` (see the module docstring and docs/adapters/mapped.md).
 
     ``framing`` is per instance (``options.framing``). Construction raises
-    :class:`~gateway.errors.ConfigError` when ``upstream.api_key`` contains a line break.
+    :class:`~gateway.errors.ConfigError` when ``upstream.api_key`` (or ``upstream.model``, when a
+    header template uses ``{model}``) could not be sent in a header: a line break, a NUL or a
+    character outside Latin-1.
     """
 
     name = "mapped"
@@ -63,8 +67,15 @@ class MappedAdapter(Adapter):
         self.spec = spec
         # The pipeline reads adapter.framing; here it is chosen by configuration, per instance.
         setattr(self, "framing", spec.framing)  # noqa: B010 - a ClassVar elsewhere
-        if upstream.api_key and any(ch in upstream.api_key for ch in "\r\n\x00"):
-            raise ConfigError("upstream.api_key: must not contain line breaks")
+        self._model_in_header = any("{model}" in t for _, t in spec.headers or _DEFAULT_HEADERS)
+        if upstream.api_key and (problem := _header_problem(upstream.api_key)):
+            raise ConfigError(f"upstream.api_key: {problem}")
+        if (
+            self._model_in_header
+            and upstream.model
+            and (problem := _header_problem(upstream.model))
+        ):
+            raise ConfigError(f"upstream.model: {problem} (a header template uses {{model}})")
 
     @classmethod
     def parse_options(
@@ -77,12 +88,16 @@ class MappedAdapter(Adapter):
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The configured request with its placeholders filled from ``request``.
 
-        Raises :class:`InvalidRequest` when the model has a line break (it may reach a header).
+        Raises :class:`InvalidRequest` when the model has a line break or a NUL, or, when a
+        header template uses ``{model}``, a character outside Latin-1 (a header cannot carry it).
         """
         values = _values(request, self.model_for(request), self.upstream.api_key)
         model = values["model"]
-        if model is not None and any(ch in model for ch in "\r\n\x00"):
-            raise InvalidRequest("model: must not contain line breaks")
+        if model is not None:
+            if any(ch in model for ch in _BREAKS):
+                raise InvalidRequest("model: must not contain line breaks")
+            if self._model_in_header and (problem := _header_problem(model)):
+                raise InvalidRequest(f"model: {problem} (it is sent in a header)")
         spec = self.spec
         texts = _texts(values)
         path = render(spec.path, {"model": quote_path_segment(model or "")})
@@ -100,6 +115,21 @@ class MappedAdapter(Adapter):
 
     def new_translator(self) -> Translator:
         return MappedTranslator(self.spec)
+
+
+_BREAKS = "\r\n\x00"
+
+
+def _header_problem(value: str) -> str | None:
+    """Why ``value`` cannot go into an HTTP header as is, or ``None`` when it can."""
+    if any(ch in value for ch in _BREAKS):
+        return "must not contain line breaks or NUL"
+    if not value.isascii():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return "must not contain characters outside Latin-1"
+    return None
 
 
 def _values(request: ChatRequest, model: str | None, api_key: str | None) -> dict[str, Any]:
@@ -227,12 +257,15 @@ class MappedTranslator(Translator):
         if term.data is not None and data == term.data:
             return self._end()
         if not data.strip():
-            return []
+            # An SSE terminator event may carry no payload (``event: done`` + ``data:``).
+            return self._end() if self._typed_end(message) else []
         try:
             doc = loads(data)
         except ValueError:
             if message.event == RAW_EVENT:
                 return []
+            if self._typed_end(message):
+                return self._end()  # its SSE type says it ends the stream; its text is no JSON
             problem = UpstreamProtocolError("the upstream sent a message that is not JSON")
             if spec.framing == "ndjson" and maybe_cut(data):
                 self._cut = problem  # maybe cut short by EOF: close() says truncated
@@ -275,6 +308,12 @@ class MappedTranslator(Translator):
             return self._end()
         return super().close()
 
+    def _typed_end(self, message: Message) -> bool:
+        """Whether ``message`` is the terminator by its SSE ``event:`` field alone (no JSON
+        needed: ``type_path: sse_event`` with ``terminator.type``)."""
+        spec = self._spec
+        return spec.type_from_sse and message.event == spec.terminator.type
+
     def _kind(self, doc: Any, message: Message) -> str | None:
         spec = self._spec
         if spec.type_from_sse:
@@ -296,9 +335,14 @@ class MappedTranslator(Translator):
         status = next(
             (s for s in map(count, (lookup(doc, p) for p in rule.status_paths)) if s), None
         )
-        retryable = any(k in rule.retryable_types for k in kinds) or retryable_status(status)
-        self.finished = True
         label = kinds[0] if kinds else rule.type
+        # The constant ``type`` counts too when it is the error's type (no type_path string).
+        retryable = (
+            any(k in rule.retryable_types for k in kinds)
+            or (not kinds and rule.type in rule.retryable_types)
+            or retryable_status(status)
+        )
+        self.finished = True
         raise upstream_failure(text(message), label, retryable=retryable)
 
     def _tools(self, doc: Any, kind: str | None, out: list[Event]) -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from gateway.adapters.mapped import MappedAdapter
+from gateway.config.model import UpstreamConfig
+from gateway.errors import ConfigError, InvalidRequest
 from gateway.events import Event
-from gateway.request import parse_request
+from gateway.request import ChatRequest, parse_request
 from tests.adapters.harness import make_adapter, replay_checked
 
 
@@ -133,3 +137,123 @@ def test_usage_takes_the_first_integer() -> None:
     opts = options(text="t", usage={"input_tokens": ["u.a", "u.b"]}, terminator={"data": "[DONE]"})
     events = run(opts, {"t": "a", "u": {"a": "7", "b": 7}})
     assert Event("usage", {"input_tokens": 7}) in events
+
+
+# --- the done condition and error mapping -----------------------------------------------------
+
+SSE_TYPED = options(
+    type_path="sse_event", text={"path": "t", "types": ["token"]}, terminator={"type": "done"}
+)
+
+
+def test_an_sse_terminator_event_with_empty_data_ends_the_stream() -> None:
+    # ``data:`` with nothing after it dispatches an event whose data is "": its SSE type alone
+    # says the stream is complete (terminator.data cannot be empty, so nothing else could).
+    data = b'event: token\ndata: {"t":"hi"}\n\nevent: done\ndata:\n\n'
+    for cut in range(len(data) + 1):
+        events = replay_checked(mapped(SSE_TYPED), [data[:cut], data[cut:]])
+        assert events[-2:] == [Event("delta", {"text": "hi"}), Event("end", {"reason": "other"})]
+
+
+def test_an_sse_terminator_event_whose_data_is_not_json_ends_the_stream() -> None:
+    data = b'event: token\ndata: {"t":"hi"}\n\nevent: done\ndata: [DONE]\n\n'
+    assert replay_checked(mapped(SSE_TYPED), [data])[-1] == Event("end", {"reason": "other"})
+    # Any other event that is not JSON is still malformed.
+    bad = b"event: token\ndata: [DONE]\n\n"
+    assert replay_checked(mapped(SSE_TYPED), [bad])[-1].data["code"] == "upstream_protocol"
+
+
+def test_empty_data_of_another_type_is_still_skipped() -> None:
+    data = b"event: token\ndata:\n\nevent: ping\ndata:\n\n"
+    assert replay_checked(mapped(SSE_TYPED), [data])[-1].data["code"] == "upstream_truncated"
+
+
+def test_a_constant_error_type_can_be_retryable() -> None:
+    opts = options(
+        text="t",
+        error={"path": "busy", "type": "overloaded", "retryable_types": ["overloaded"]},
+        terminator={"data": "[DONE]"},
+    )
+    assert run(opts, {"busy": True})[-1] == Event(
+        "error",
+        {
+            "code": "upstream_error",
+            "message": "the upstream reported an error",
+            "retryable": True,
+            "type": "overloaded",
+        },
+    )
+    # A type found at type_path decides alone, as documented.
+    typed = options(
+        text="t",
+        error={
+            "path": "busy",
+            "type_path": "kind",
+            "type": "overloaded",
+            "retryable_types": ["overloaded"],
+        },
+        terminator={"data": "[DONE]"},
+    )
+    assert run(typed, {"busy": True, "kind": "invalid"})[-1].data["retryable"] is False
+
+
+# --- configs that would silently never apply ------------------------------------------------------
+
+
+def test_equals_null_is_an_error() -> None:
+    # A null at a path counts as absent (alternatives go past it), so equals: null never matched.
+    terminator = options(text="t", terminator={"path": "next", "equals": None})
+    assert errors_for(terminator) == [
+        "routes[0].options.events.terminator.equals: must not be null"
+        " (a null value counts as absent)"
+    ]
+    error = options(text="t", error={"path": "e", "equals": None}, terminator={"data": "x"})
+    assert errors_for(error) == [
+        "routes[0].options.events.error.equals: must not be null (a null value counts as absent)"
+    ]
+
+
+def test_empty_rule_lists_are_errors() -> None:
+    assert errors_for(options(text=[], reasoning="r", terminator={"data": "x"})) == [
+        "routes[0].options.events.text: must be a path, a mapping with path,"
+        " or a non-empty list of them"
+    ]
+    assert errors_for(options(text="t", error=[], terminator={"data": "x"})) == [
+        "routes[0].options.events.error: must be a rule or a non-empty list of rules"
+    ]
+    no_types = options(type_path="type", text={"path": "t", "types": []}, terminator={"data": "x"})
+    assert errors_for(no_types) == [
+        "routes[0].options.events.text.types: must be a non-empty list of event type names"
+    ]
+
+
+# --- values that reach a header ---------------------------------------------------------------
+
+MODEL_HEADER = {
+    "request": {"headers": {"x-model": "{model}"}, "body": {"model": "{model}"}},
+    "events": {"text": "t", "terminator": {"data": "x"}},
+}
+
+
+def with_model(model: str) -> ChatRequest:
+    return parse_request({"messages": [{"role": "user", "content": "hi"}], "model": model})
+
+
+def test_a_model_a_header_cannot_carry_is_a_400_not_a_crash() -> None:
+    # Sent as is, it made the HTTP client fail to encode the request head: a 500 and a traceback.
+    with pytest.raises(InvalidRequest, match=r"^model: must not contain characters outside"):
+        mapped(MODEL_HEADER).build_request(with_model("модель"))
+    assert mapped(MODEL_HEADER).build_request(with_model("modèle")).headers["x-model"] == "modèle"
+    # Only the body carries it: any text will do.
+    body_only = {**MODEL_HEADER, "request": {"body": {"model": "{model}"}}}
+    req = mapped(body_only).build_request(with_model("модель"))
+    assert json.loads(req.body) == {"model": "модель"}
+
+
+def test_credentials_and_models_a_header_cannot_carry_are_config_errors() -> None:
+    parsed, errors = MappedAdapter.parse_options(MODEL_HEADER, "o")
+    assert not errors
+    with pytest.raises(ConfigError, match=r"^upstream.api_key: must not contain characters"):
+        MappedAdapter(UpstreamConfig(base_url="http://x", api_key="ключ"), parsed)
+    with pytest.raises(ConfigError, match=r"^upstream.model: must not contain characters"):
+        MappedAdapter(UpstreamConfig(base_url="http://x", model="модель"), parsed)
