@@ -25,7 +25,7 @@ from gateway.metrics import (
     Metrics,
     status_class,
 )
-from tests.faults.kit import SSE, chat_route, chat_stream
+from tests.faults.kit import HELLO, SSE, chat_chunk, chat_error, chat_route, chat_stream
 from tests.ops.support import abort_mid_stream, stream
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway, wait_for
@@ -398,3 +398,87 @@ async def test_inter_token_observes_each_gap_between_content_events(split: str) 
     zero_bucket = value(s, "gateway_inter_token_seconds_bucket", route="r", le="0.001")
     if split == "one-read":  # all written together: every gap is (near) zero
         assert zero_bucket == len(texts) - 1
+
+
+# -- outcomes of the paths past admission --------------------------------------------------------
+
+
+async def test_a_fallback_times_the_upstream_headers_of_the_serving_attempt_only() -> None:
+    """The primary answers 200 and then fails before any content; the fallback serves. One
+    request, one ``gateway_upstream_headers_seconds`` observation (the fallback's), so
+    "TTFT minus upstream headers" stays the model's think time."""
+    failing, serving = await FakeUpstream().start(), await FakeUpstream().start()
+    failing.default = Script(chunks=[(0, chat_error())], headers=SSE)
+    serving.default = Script(chunks=[(0, chat_stream("a", "b"))], headers=SSE)
+    fallback = {"provider": "openai-chat", "upstream": {"base_url": serving.url, "model": "m-2"}}
+    try:
+        doc = {"routes": [chat_route("r", failing.url, fallbacks=[fallback])]}
+        async with running_gateway(doc) as gw:
+            status, body = await stream(gw.url, "/v1/stream/r")
+            await wait_for(lambda: not gw.state.sessions)
+            s = parse(await scrape(gw.url))
+    finally:
+        await failing.stop()
+        await serving.stop()
+    assert status == 200 and b"event: end" in body
+    assert value(s, "gateway_upstream_responses_total", route="r", status_class="2xx") == 2
+    assert value(s, "gateway_upstream_headers_seconds_count", route="r") == 1
+    assert value(s, "gateway_time_to_first_token_seconds_count", route="r") == 1
+
+
+async def test_a_pool_refusal_is_a_rejection_by_code() -> None:
+    """Every deployment rate limited: the 429s are refusals before streaming, counted by code
+    like the admission's (the runbook's "look at gateway_rejections_total by code") and not
+    timed."""
+    fake = await FakeUpstream().start()
+    fake.default = Script(
+        status=429,
+        chunks=[(0, b'{"error": {"message": "slow down"}}')],
+        headers={"Content-Type": "application/json", "Retry-After": "60"},
+    )
+    deployments = [
+        {"name": name, "base_url": fake.url, "api_key": "x" * 20, "model": "m"}
+        for name in ("east", "west")
+    ]
+    doc = {"routes": [{"name": "p", "provider": "openai-chat", "upstreams": deployments}]}
+    try:
+        async with running_gateway(doc) as gw:
+            for _ in range(2):
+                assert (await stream(gw.url, "/v1/stream/p"))[0] == 429
+            await wait_for(lambda: not gw.state.sessions)
+            s = parse(await scrape(gw.url))
+    finally:
+        await fake.stop()
+    assert value(s, "gateway_requests_total", route="p", outcome="rejected") == 2
+    assert value(s, "gateway_rejections_total", route="p", code="rate_limited") == 2
+    assert value(s, "gateway_stream_duration_seconds_count", route="p", outcome="rejected") == 0
+    assert value(s, "gateway_active_streams", route="p") == 0
+
+
+async def test_a_resumable_stream_stopped_by_delete_is_a_client_abort() -> None:
+    """``DELETE <route path>/<stream id>`` ends a stream its client asked to end: outcome
+    ``client_abort`` with its phase (like a Stop button), never ``rejected`` (which the error
+    ratio alert counts as a failure and which says the request was refused before streaming)."""
+    fake = await FakeUpstream().start()
+    fake.default = Script(chunks=[(0, chat_chunk("x"))], endless=(0.02, chat_chunk("y")))
+    doc = {"routes": [chat_route("r", fake.url, resume={"enabled": True})]}
+    try:
+        async with running_gateway(doc) as gw, aiohttp.ClientSession() as session:
+            async with session.post(f"{gw.url}/v1/stream/r", json=HELLO) as resp:
+                head = b""
+                while b"event: delta" not in head:
+                    head += await resp.content.readany()
+                stream_id = re.search(rb'"id":"(\w+)"', head)
+                assert stream_id is not None
+                url = f"{gw.url}/v1/stream/r/{stream_id.group(1).decode()}"
+                async with session.delete(url) as stopped:
+                    assert stopped.status == 204
+                rest = await resp.read()
+            await wait_for(lambda: not gw.state.sessions)
+            s = parse(await scrape(gw.url))
+    finally:
+        await fake.stop()
+    assert b'"code":"stopped"' in rest
+    assert value(s, "gateway_requests_total", route="r", outcome="client_abort") == 1
+    assert value(s, "gateway_requests_total", route="r", outcome="rejected") == 0
+    assert value(s, "gateway_client_aborts_total", route="r", phase="mid_stream") == 1

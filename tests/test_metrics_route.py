@@ -52,3 +52,23 @@ def test_a_streams_last_updates_in_one_call_expose_what_each_update_alone_does()
     got = parse(together.exposition()[0].decode())
     assert value(got, "gateway_stream_max_gap_seconds_count", route="r") == 1
     assert value(got, "gateway_requests_total", route="r", outcome="upstream_error") == 1
+
+
+def test_a_route_binds_the_configured_apps_so_their_counts_need_no_label_lookup() -> None:
+    """The state binds each route with ``Metrics.route(name)``: the app key names come from the
+    last ``precreate`` (the config's), so a stream's app count is a bound child, not a
+    ``labels()`` call (a lock and a lookup) per stream."""
+    metrics = Metrics()
+    metrics.precreate(["r"], {"r": ["p"]}, ["web"])
+    rm = metrics.route("r")
+
+    def no_lookup(*_: str) -> None:
+        raise AssertionError("a configured app's child was looked up per stream")
+
+    family = metrics.app_requests
+    family.labels = no_lookup  # type: ignore[method-assign,assignment]
+    rm.inc(rm.active)
+    rm.stream_finished({}, {}, "completed", 0.5, "web", None)
+    del family.labels  # the class's own again
+    got = parse(metrics.exposition()[0].decode())
+    assert value(got, "gateway_app_requests_total", app="web", route="r", outcome="completed") == 1

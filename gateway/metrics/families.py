@@ -196,6 +196,8 @@ class Metrics:
         self.pools = PoolMetrics(r)  # bound per pooled route: pools.route(...)
 
         self.frontdoor = FrontdoorMetrics(r, self.tally)
+        self._apps: tuple[str, ...] = ()
+        """The app key names of the last :meth:`precreate` (what :meth:`route` binds)."""
 
     def precreate(
         self,
@@ -205,6 +207,7 @@ class Metrics:
     ) -> None:
         """Create every bounded label set at 0 so series exist before traffic."""
         apps, routes = tuple(apps), tuple(routes)
+        self._apps = apps
         self.accounting.precreate(routes, apps)
         self.frontdoor.precreate(routes)
         for route in routes:
@@ -216,8 +219,10 @@ class Metrics:
                 for result in ATTEMPT_RESULTS:
                     self.upstream_attempts.labels(route, upstream, result)
 
-    def route(self, name: str, apps: Iterable[str] = ()) -> RouteMetrics:
-        return RouteMetrics(self, name, apps)
+    def route(self, name: str, apps: Iterable[str] | None = None) -> RouteMetrics:
+        """Route ``name``'s children, bound once, with those of ``apps`` (default: the app key
+        names of the last :meth:`precreate`, so a configured app's count needs no lookup)."""
+        return RouteMetrics(self, name, self._apps if apps is None else apps)
 
     def limit_backend_error(self) -> None:
         """The shared limits backend failed once."""

@@ -31,14 +31,17 @@ _OUTCOME_BY_CODE = {
     "shutdown": "shutdown",
     "limit_exceeded": "limit_exceeded",
     "internal": "internal",
+    "stopped": "client_abort",
 }
 
 
 def outcome_for(code: str | None, *, upstream: bool = True) -> str:
     """The outcome (one of ``OUTCOMES``) of a stream that ended with error ``code``.
 
-    ``None`` is a completed stream. An unknown code is the upstream's error when it came from the
-    upstream side (``upstream``), else a rejection.
+    ``None`` is a completed stream. ``stopped`` (a resumable stream ended by its client's
+    ``DELETE``) is the client's doing, as a Stop button's abort is: ``client_abort``. An unknown
+    code is the upstream's error when it came from the upstream side (``upstream``), else a
+    rejection (refused before streaming, e.g. a pool with no deployment free).
     """
     if code is None:
         return "completed"
@@ -83,6 +86,7 @@ class StreamRecord:
 
     __slots__ = (
         "_batch",
+        "_headers_timed",
         "abort_phase",
         "app",
         "attempts",
@@ -106,6 +110,8 @@ class StreamRecord:
         self.t0 = t0
         self.app = app
         self.t_headers: float | None = None
+        self._headers_timed = False
+        """``gateway_upstream_headers_seconds`` has the serving attempt's observation."""
         self.t_first_content: float | None = None
         self.last_content = 0.0
         self.max_gap = 0.0
@@ -129,10 +135,19 @@ class StreamRecord:
         self.metrics.inc(self.metrics.active)
 
     def upstream_answered(self, status: int, now: float) -> None:
-        """An upstream answered 2xx at ``now``."""
+        """An upstream answered 2xx at ``now``; its headers are timed once it serves
+        (:meth:`upstream_chosen`), not when a fallback discards it (:meth:`upstream_retry`)."""
         self.metrics.upstream_status(status)
         self.t_headers = now
-        self.metrics.observe(self.metrics.upstream_headers, now - self.t0)
+
+    def upstream_chosen(self) -> None:
+        """The stream settled on the upstream that answered last (or ended with it): observe
+        request received -> its headers, once per stream (``gateway_upstream_headers_seconds``:
+        one observation per request that got a 2xx, whatever the attempts before it)."""
+        t = self.t_headers
+        if t is not None and not self._headers_timed:
+            self._headers_timed = True
+            self.metrics.observe(self.metrics.upstream_headers, t - self.t0)
 
     def upstream_refused(self, status: int | None) -> None:
         """An upstream answered non-2xx (``status``) or not at all (``None``)."""
@@ -197,7 +212,10 @@ class StreamRecord:
         self.error_code = "slow_client"
 
     def aborted(self, upstream_open: bool) -> None:
-        """The client went away; the phase follows from what the stream had done."""
+        """The client went away; the phase follows from what the stream had done. Counted
+        once per stream (a client may leave while its ``DELETE``'s terminal event goes out)."""
+        if self.abort_phase is not None:
+            return
         if not upstream_open:
             phase = "before_upstream_headers"
         elif self.t_first_content is None:
@@ -215,9 +233,13 @@ class StreamRecord:
     # -- the end -----------------------------------------------------------------------------
 
     def failed(self, code: str, *, upstream: bool = True) -> None:
-        """The stream ends with error ``code`` (see :func:`outcome_for`)."""
+        """The stream ends with error ``code`` (see :func:`outcome_for`). A ``client_abort`` (a
+        ``DELETE`` stopped it) is counted by phase as a client that left then."""
         self.error_code = code
-        self.outcome = outcome_for(code, upstream=upstream)
+        outcome = outcome_for(code, upstream=upstream)
+        if outcome == "client_abort" and self.abort_phase is None:
+            self.aborted(upstream_open=self.t_headers is not None)
+        self.outcome = outcome
 
     def completed(self) -> None:
         self.outcome = "completed"
@@ -227,13 +249,23 @@ class StreamRecord:
         self._batch.flush()
 
     def finished(self, now: float) -> float:
-        """Close the record: flush, count the outcome, add the usage. Returns the duration."""
+        """Close the record: flush, count the outcome, add the usage. Returns the duration.
+
+        A stream refused before it streamed (outcome ``rejected``: a pool with no deployment
+        free) is counted as the admission's refusals are: by code in
+        ``gateway_rejections_total``, and not timed (no stream ran).
+        """
         duration = now - self.t0
+        self.upstream_chosen()  # an attempt that answered and then failed, or was left held
+        outcome = self.outcome
+        rejected = outcome == "rejected"
+        if rejected:
+            self.metrics.rejection(self.error_code or "internal")
         self.metrics.stream_finished(
             self._batch.counts,
             self.usage,
-            self.outcome,
-            duration,
+            outcome,
+            None if rejected else duration,
             self.app,
             None if self.t_first_content is None else self.max_gap,
         )

@@ -116,14 +116,15 @@ class RouteMetrics:
         events: dict[str, int],
         usage: Mapping[str, Any],
         outcome: str,
-        duration: float,
+        duration: float | None,
         app: str | None,
         max_gap: float | None,
     ) -> None:
         """A stream's last updates, with one tally call for all its counts: the active gauge
         down, the ``events`` counts by type still pending (then cleared), the usage's token
         counts (as :meth:`tokens`), the outcome and the app's request (as :meth:`finish`), the
-        duration and, for a stream with content, its largest gap ``max_gap``."""
+        duration (``None``: not timed, a refusal) and, for a stream with content, its largest
+        gap ``max_gap``."""
         adds: dict[Incrementable, float] = {self.active: -1, self._requests[outcome]: 1}
         if events:
             children = self.events
@@ -140,7 +141,8 @@ class RouteMetrics:
         tally = self.tally
         tally.add(adds)
         tally.touch(self.inter_token_batch, self.overhead_batch)
-        tally.observe(self._duration[outcome], duration)
+        if duration is not None:
+            tally.observe(self._duration[outcome], duration)
         if max_gap is not None:
             tally.observe(self.max_gap, max_gap)
         tally.stream_ended()
@@ -182,7 +184,11 @@ class RouteMetrics:
             self.tally.inc(self.tokens_after_abort, after_abort)
         self.tally.stream_ended()
 
+    def rejection(self, code: str) -> None:
+        """Count one refusal by its error ``code`` (a code of the error tree: a bounded set)."""
+        self.tally.inc(self.metrics.rejections.labels(self.route, code))
+
     def rejected(self, code: str, app: str | None) -> None:
         """A request refused before streaming: counted by code and as outcome ``rejected``."""
-        self.tally.inc(self.metrics.rejections.labels(self.route, code))
+        self.rejection(code)
         self.finish("rejected", None, app)

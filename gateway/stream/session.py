@@ -164,6 +164,7 @@ class StreamSession:
         self.deadlines.start(self.record.t0)
         try:
             source = await self.failover.open()
+            self.record.upstream_chosen()
             await self._pipe(source)
         except asyncio.CancelledError:
             if not self._cancelled:  # the client went away
