@@ -31,8 +31,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command in ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
-    Exit codes: 0 success, 1 invalid configuration, 2 bad command line (from argparse, which
-    raises ``SystemExit``); serving returns whatever :func:`serve` returns.
+    Exit codes: 0 success, 1 invalid configuration (also one found only while starting, such as
+    a missing optional package), 2 bad command line (from argparse, which raises
+    ``SystemExit``); serving returns whatever :func:`serve` returns.
     """
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -41,14 +42,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _load(config_path)
     if config is None:
         return 1
-    return serve(
-        config,
-        config_path=config_path,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-    )
+    try:
+        return serve(
+            config,
+            config_path=config_path,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+    except ConfigError as exc:  # a valid file this machine cannot run: said as at load time
+        _print_errors(exc)
+        return 1
 
 
 def serve(
@@ -101,10 +106,15 @@ def _load(path: str) -> GatewayConfig | None:
     try:
         return load_config_file(path)
     except ConfigError as exc:
-        print("config error:", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
+        _print_errors(exc)
         return None
+
+
+def _print_errors(exc: ConfigError) -> None:
+    """``config error:`` then each error, indented, on stderr."""
+    print("config error:", file=sys.stderr)
+    for line in exc.errors:
+        print(f"  {line}", file=sys.stderr)
 
 
 def _port(text: str) -> int:

@@ -195,3 +195,39 @@ def test_bad_arguments(argv: list[str], fake_serve: list[dict[str, Any]]) -> Non
         main(argv)
     assert info.value.code == 2
     assert fake_serve == []
+
+
+def test_a_config_error_found_while_starting_is_reported_not_a_traceback(
+    good: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gateway.cli
+    from gateway.errors import ConfigError
+
+    def serve(config: GatewayConfig, **kwargs: Any) -> int:
+        raise ConfigError("server.http_server: raw needs httptools")
+
+    monkeypatch.setattr(gateway.cli, "serve", serve)
+    assert main(["--config", str(good)]) == 1
+    assert capsys.readouterr().err == ("config error:\n  server.http_server: raw needs httptools\n")
+
+
+@pytest.mark.parametrize("key", ["upstream_client", "http_server"])
+def test_raw_without_the_fast_extra_is_a_config_error_in_every_command(
+    tmp_path: Path, key: str
+) -> None:
+    # check-config said OK, then serving died with a traceback while starting.
+    path = tmp_path / "raw.yaml"
+    path.write_text(f"server: {{{key}: raw, port: 0}}\n{GOOD}", encoding="utf-8")
+    without_fast = (
+        "import sys; sys.modules['httptools'] = None;"
+        "from gateway.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    expected = (
+        f"config error:\n  server.{key}: raw needs httptools, which is not installed "
+        "(pip install 'llm-stream-gateway[fast]')\n"
+    )
+    for argv in (["check-config", str(path)], ["--config", str(path)]):
+        done = subprocess.run(
+            [sys.executable, "-c", without_fast, *argv], capture_output=True, text=True, timeout=60
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", expected)

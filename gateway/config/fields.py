@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from gateway.config.envsubst import join_path
+from gateway.config.envsubst import Source, join_path
 from gateway.config.units import parse_duration, parse_size
 
 T = TypeVar("T")
@@ -24,6 +24,14 @@ BAD: Final = object()
 
 Conv = Callable[["Reader", Any, str], Any]
 
+MIN_SCRUBBED: Final = 12
+"""Environment values this long or longer are scrubbed from every error (see
+:meth:`Reader.redacted`)."""
+MAX_COUNT: Final = 10**12
+"""The largest integer a count key takes (streams, requests, tokens, events): far beyond any
+useful setting, and well inside the 64-bit integers of Redis."""
+
+_KEY_CUT = re.compile(r"[:\s]")
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
 # RFC 9110 token characters: anything else cannot be a header name.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -46,12 +54,42 @@ def kind(value: Any) -> str:
     return type(value).__name__
 
 
+def shown_key(key: object) -> str:
+    """A mapping key fit for an error message.
+
+    A key with a ``:`` or whitespace in it is most likely ``name:value`` written without the
+    space YAML needs after the colon (``{api_key:sk-...}`` reads as one key): what follows the
+    first ``:`` or whitespace may be a secret, so it is shown as ``***`` (``api_key:***``).
+    """
+    text = str(key)
+    cut = _KEY_CUT.search(text)
+    return text if cut is None else f"{text[: cut.end()]}***"
+
+
+def key_path(path: str, key: object) -> str:
+    """The path of mapping key ``key`` under ``path``, for an error about the key itself: always
+    ``path.key`` (an integer key is a key, not a list index), shown by :func:`shown_key`."""
+    shown = shown_key(key)
+    return f"{path}.{shown}" if path else shown
+
+
 def unknown_key_message(key: object, known: Collection[str]) -> str:
-    """``unknown key (did you mean 'idle'?)``, or the list of known keys when none is close."""
-    close = difflib.get_close_matches(str(key), list(known), n=1)
+    """``unknown key (did you mean 'idle'?)``, or the list of known keys when none is close.
+
+    For a key cut by :func:`shown_key` the suggestion is for the part before the cut, with a
+    reminder of the space after ``:`` when that is what the cut was.
+    """
+    text = str(key)
+    cut = _KEY_CUT.search(text)
+    name = text if cut is None else text[: cut.start()]
+    colon = cut is not None and cut.group() == ":"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close and colon:
+        return f"unknown key (did you mean '{close[0]}: ...'? YAML needs a space after ':')"
     if close:
         return f"unknown key (did you mean '{close[0]}'?)"
-    return f"unknown key (known: {', '.join(sorted(known))})"
+    hint = "; YAML needs a space after ':'" if colon else ""
+    return f"unknown key (known: {', '.join(sorted(known))}{hint})"
 
 
 class Reader:
@@ -59,15 +97,49 @@ class Reader:
 
     Errors at a path in ``silenced`` are dropped: a value whose ``${VAR}`` failed was already
     reported, and "expected an integer, got a string" on it would only be noise.
+
+    ``sources`` (from ``envsubst.interpolate``) keeps environment values out of messages: an
+    error at a path whose value came from ``${NAME}`` quotes it as written (``'${NAME}'``), and
+    :meth:`redacted` replaces any variable's value left in any message (one an adapter wrote,
+    or a URL quoted in part) by its ``${NAME}``. A variable may hold a key set in the wrong place.
     """
 
-    def __init__(self, silenced: Collection[str] = ()) -> None:
+    def __init__(
+        self, silenced: Collection[str] = (), sources: Mapping[str, Source] | None = None
+    ) -> None:
         self.errors: list[str] = []
         self.silenced = silenced
+        self.sources: Mapping[str, Source] = sources or {}
 
     def error(self, path: str, message: str) -> None:
-        if path not in self.silenced:
-            self.errors.append(f"{path}: {message}")
+        if path in self.silenced:
+            return
+        source = self.sources.get(path)
+        if source is not None:
+            message = message.replace(repr(source.text), repr(source.written))
+        self.errors.append(f"{path}: {message}")
+
+    def redacted(self) -> list[str]:
+        """:attr:`errors` with every environment value of :data:`MIN_SCRUBBED` characters or
+        more replaced by ``${NAME}`` (shorter ones, such as a port, are no secret and would
+        match too much of a message)."""
+        values = {
+            value: f"${{{name}}}"
+            for source in self.sources.values()
+            for name, value in source.values
+            if len(value) >= MIN_SCRUBBED
+        }
+        out = []
+        for line in self.errors:
+            for value in sorted(values, key=len, reverse=True):
+                line = line.replace(value, values[value])
+            out.append(line)
+        return out
+
+    def unknown_key(self, path: str, key: object, known: Collection[str]) -> None:
+        """Report ``key`` of the mapping at ``path`` as unknown. Never silenced: a failed
+        ``${VAR}`` in its value says nothing about the key's own mistake."""
+        self.errors.append(f"{key_path(path, key)}: {unknown_key_message(key, known)}")
 
     def mapping(self, raw: Any, path: str, known: Collection[str]) -> dict[str, Any] | None:
         """The known keys of ``raw``; ``None`` (absent or empty section) reads as ``{}``.
@@ -84,7 +156,7 @@ class Reader:
             if isinstance(key, str) and key in known:
                 out[key] = value
             else:
-                self.error(join_path(path, key), unknown_key_message(key, known))
+                self.unknown_key(path, key, known)
         return out
 
     def free_mapping(self, raw: Any, path: str) -> dict[str, Any] | None:
@@ -96,7 +168,7 @@ class Reader:
             return None
         bad = [k for k in raw if not isinstance(k, str)]
         for key in bad:
-            self.error(join_path(path, key), f"keys must be strings, got {kind(key)}")
+            self.error(key_path(path, key), f"keys must be strings, got {kind(key)}")
         return None if bad else raw
 
     def sequence(self, raw: Any, path: str) -> list[Any] | None:
@@ -154,8 +226,14 @@ def boolean(r: Reader, v: Any, path: str) -> Any:
 
 
 def integer(*, lo: int = 1, hi: int | None = None, nullable: bool = False) -> Conv:
-    """An int in ``[lo, hi]``; a string of digits is accepted (values from ``${VAR}``)."""
-    rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+    """An int in ``[lo, hi]``; a string of digits is accepted (values from ``${VAR}``).
+
+    Without ``hi`` the ceiling is :data:`MAX_COUNT`: every integer key is a count, and one past
+    what Redis and its Lua scripts hold would fail each request rather than the config.
+    """
+    too_low = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+    too_high = f"between {lo} and {hi}" if hi is not None else f"at most {MAX_COUNT}"
+    ceiling = MAX_COUNT if hi is None else hi
 
     def conv(r: Reader, v: Any, path: str) -> Any:
         if v is None and nullable:
@@ -165,8 +243,8 @@ def integer(*, lo: int = 1, hi: int | None = None, nullable: bool = False) -> Co
         if isinstance(v, bool) or not isinstance(v, int):
             r.error(path, f"expected an integer, got {kind(v)}")
             return BAD
-        if v < lo or (hi is not None and v > hi):
-            r.error(path, f"must be {rng} (got {v})")
+        if v < lo or v > ceiling:
+            r.error(path, f"must be {too_low if v < lo else too_high} (got {v})")
             return BAD
         return v
 
@@ -306,7 +384,8 @@ def headers(r: Reader, v: Any, path: str) -> Any:
     for name, value in m.items():
         where = join_path(path, name)
         if not HEADER_NAME.match(name):
-            r.error(where, "invalid header name")
+            hint = " (YAML needs a space after ':')" if ":" in name else ""
+            r.error(key_path(path, name), f"invalid header name{hint}")
             ok = False
         elif not isinstance(value, str):
             r.error(where, f"expected a string header value, got {kind(value)} (quote it)")

@@ -20,6 +20,7 @@ Zero is accepted for ``server.port`` (pick a free port), ``server.shutdown_timeo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -32,7 +33,7 @@ from gateway.adapters import ADAPTERS
 from gateway.adapters.base import Adapter
 from gateway.config import fields as f
 from gateway.config.accounting import parse_budget, parse_pricing
-from gateway.config.envsubst import interpolate, join_path
+from gateway.config.envsubst import Source, interpolate, join_path
 from gateway.config.model import (
     AppKey,
     AuthConfig,
@@ -97,11 +98,13 @@ def parse_config(
     if not isinstance(doc, dict):
         what = "empty" if doc is None else f"{f.kind(doc)}, not a mapping"
         raise ConfigError(f"the configuration is {what} (it needs at least a 'routes' list)")
-    doc, problems = interpolate(doc, os.environ if env is None else env)
-    r = f.Reader(silenced={path for path, _ in problems})
+    sources: dict[str, Source] = {}
+    doc, problems = interpolate(doc, os.environ if env is None else env, sources=sources)
+    r = f.Reader(silenced={path for path, _ in problems}, sources=sources)
     r.errors.extend(f"{path}: {message}" for path, message in problems)
     top = r.mapping(doc, "", TOP_KEYS) or {}
     server = r.build(ServerConfig, top.get("server"), "server", SERVER_SPEC)
+    _check_fast_extra(r, server)
     routes, names = _routes(r, top, adapters, encoders)
     check_resume_stores(r, top.get("routes"), routes, top.get("limits"))
     auth = _auth(r, top.get("auth"), names)
@@ -111,7 +114,7 @@ def parse_config(
     pricing = parse_pricing(r, top.get("pricing"))
     tracing = parse_tracing(r, top.get("tracing"))
     if r.errors:
-        raise ConfigError(r.errors)
+        raise ConfigError(r.redacted())
     return GatewayConfig(
         server=server, routes=routes, auth=auth, limits=limits, pricing=pricing, tracing=tracing
     )
@@ -229,6 +232,27 @@ def _routes(
             names.append(raw["name"])
     check_unique(r, built)
     return tuple(route for _, route in built), names
+
+
+FAST_MISSING = (
+    "raw needs httptools, which is not installed (pip install 'llm-stream-gateway[fast]')"
+)
+
+
+def fast_installed() -> bool:
+    """Whether the ``[fast]`` extra (``httptools``) is importable (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("httptools") is not None
+    except (ImportError, ValueError):  # ValueError: a module whose import was blocked
+        return False
+
+
+def _check_fast_extra(r: f.Reader, server: ServerConfig) -> None:
+    """``server.upstream_client: raw`` and ``server.http_server: raw`` need the ``[fast]`` extra:
+    said here, so ``check-config`` says it and the server does not fail while starting."""
+    for key in ("upstream_client", "http_server"):
+        if getattr(server, key) == "raw" and not fast_installed():
+            r.error(f"server.{key}", FAST_MISSING)
 
 
 def _auth(r: f.Reader, raw: Any, route_names: list[str]) -> AuthConfig | None:

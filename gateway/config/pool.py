@@ -83,6 +83,11 @@ _UPSTREAM_SPEC: dict[str, f.Conv] = {
 }
 
 
+MAX_WEIGHT = 1_000_000
+"""The largest ``weight``: the weighted rotation sums weights as floats, where a deployment of
+weight 1 beside one of 1e17 would never be chosen, and two of 1e308 overflow to infinity."""
+
+
 def _weight(r: f.Reader, v: Any, path: str) -> Any:
     if isinstance(v, str):
         with contextlib.suppress(ValueError):
@@ -90,8 +95,11 @@ def _weight(r: f.Reader, v: Any, path: str) -> Any:
     if isinstance(v, bool) or not isinstance(v, int | float):
         r.error(path, f"expected a number, got {f.kind(v)}")
         return f.BAD
-    if not v > 0 or v == float("inf"):
+    if not v > 0:
         r.error(path, f"must be greater than zero (got {v!r})")
+        return f.BAD
+    if v > MAX_WEIGHT:
+        r.error(path, f"must be at most {MAX_WEIGHT} (got {v!r})")
         return f.BAD
     return float(v)
 
@@ -195,7 +203,7 @@ def _base_target(
     parse_target: Any,
 ) -> UpstreamTarget | None:
     """The route's provider, timeouts and options, checked once; upstreams come per deployment."""
-    sub = f.Reader(r.silenced)
+    sub = f.Reader(r.silenced, r.sources)
     shared = {k: m[k] for k in ("provider", "timeouts", "options") if k in m}
     target: UpstreamTarget | None = parse_target(sub, shared, path, adapters)
     # parse_target asks for the route's `upstream` block; in a pool each deployment has its own,

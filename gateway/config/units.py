@@ -7,7 +7,10 @@
 case-insensitive and a bare numeric string is bytes.
 
 Both raise ``ValueError`` with a message fit for a config error (the caller prefixes the key
-path). Zero is accepted; whether zero makes sense is the caller's decision.
+path). Zero is accepted; whether zero makes sense is the caller's decision. Both have a ceiling
+(:data:`MAX_SECONDS`, :data:`MAX_BYTES`) far beyond any useful setting: a larger value is an
+error here rather than a failure on every request later (a write buffer past a C ``long``, a
+Redis expiry past its 64-bit milliseconds).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ _SIZE_UNITS = {
     "mib": 1024**2,
     "gib": 1024**3,
 }
+MAX_SECONDS = 10 * 365 * 86_400
+"""The longest duration accepted: 10 years (in effect: no limit)."""
+MAX_BYTES = 1024**4
+"""The largest size accepted: 1 TiB (in effect: no limit)."""
 _DURATION_HINT = "use seconds or a number with a unit: ms, s, m, h"
 _SIZE_HINT = "use bytes or a number with a unit: B, KB, MB, GB, KiB, MiB, GiB"
 
@@ -38,8 +45,9 @@ def parse_duration(value: Any) -> float:
     """A duration in seconds.
 
     Input: an ``int``/``float`` of seconds or a string as described in the module docstring.
-    Output: seconds as a finite ``float`` (``>= 0``).
-    Errors: ``ValueError`` for booleans, other types, unknown units, negatives, NaN or infinity.
+    Output: seconds as a finite ``float`` (``0 <= seconds <= MAX_SECONDS``).
+    Errors: ``ValueError`` for booleans, other types, unknown units, negatives, NaN, infinity
+    and durations over :data:`MAX_SECONDS`.
     """
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r} ({_DURATION_HINT})")
@@ -53,6 +61,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"invalid duration {value!r} (must be finite)")
     if seconds < 0:
         raise ValueError(f"invalid duration {value!r} (must not be negative)")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"invalid duration {value!r} (at most {MAX_SECONDS}s: 10 years)")
     return seconds
 
 
@@ -60,9 +70,10 @@ def parse_size(value: Any) -> int:
     """A size in bytes.
 
     Input: an ``int`` of bytes or a string as described in the module docstring.
-    Output: a whole number of bytes (``>= 0``); ``"1.5KB"`` is 1500, ``"1.5B"`` is an error.
-    Errors: ``ValueError`` for booleans, floats, other types, unknown units, negatives and
-    fractions of a byte.
+    Output: a whole number of bytes (``0 <= size <= MAX_BYTES``); ``"1.5KB"`` is 1500,
+    ``"1.5B"`` is an error.
+    Errors: ``ValueError`` for booleans, floats, other types, unknown units, negatives,
+    fractions of a byte and sizes over :data:`MAX_BYTES`.
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"invalid size {value!r} ({_SIZE_HINT})")
@@ -79,4 +90,6 @@ def parse_size(value: Any) -> int:
         raise ValueError(f"invalid size {value!r} (must not be negative)")
     if size.denominator != 1:
         raise ValueError(f"invalid size {value!r} (not a whole number of bytes)")
+    if size > MAX_BYTES:
+        raise ValueError(f"invalid size {value!r} (at most 1TiB: {MAX_BYTES} bytes)")
     return int(size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gateway.config.envsubst import interpolate, join_path
+from gateway.config.envsubst import Source, interpolate, join_path
 
 ENV = {"KEY": "sk-123", "HOST": "example.com", "EMPTY": "", "INDIRECT": "${KEY}"}
 
@@ -113,3 +113,17 @@ def test_join_path() -> None:
     assert join_path("", "server") == "server"
     assert join_path("routes", 2) == "routes[2]"
     assert join_path("routes[2]", "name") == "routes[2].name"
+
+
+def test_sources_record_what_each_changed_value_was_written_as() -> None:
+    sources: dict[str, Source] = {}
+    doc = {"a": "x-${KEY}-${HOST}", "b": ["$$5", "plain"], "c": "${NOPE:-d}", "d": "${NOPE}"}
+    out, _ = interpolate(doc, ENV, sources=sources)
+    assert out["a"] == "x-sk-123-example.com"
+    assert sources == {
+        "a": Source(
+            "x-sk-123-example.com", "x-${KEY}-${HOST}", (("KEY", "sk-123"), ("HOST", "example.com"))
+        ),
+        "b[0]": Source("$5", "$$5", ()),
+        "c": Source("d", "${NOPE:-d}", ()),
+    }  # "d" failed and kept its text: nothing to record

@@ -54,9 +54,45 @@ def test_unknown_key_message() -> None:
 
 
 def test_non_string_keys_are_unknown() -> None:
+    # A mapping key is written as a key even when it is a number: `s[1]` would read as a list
+    # index where there is no list.
     r = f.Reader()
     assert r.mapping({1: "x", "a": 2}, "s", ["a"]) == {"a": 2}
-    assert r.errors == ["s[1]: unknown key (known: a)"]
+    assert r.errors == ["s.1: unknown key (known: a)"]
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        (
+            "api_key:sk-live-0123456789",
+            "up.api_key:***: unknown key (did you mean 'api_key: ...'? YAML needs a space after ':')",
+        ),
+        (
+            "token:sk-live-0123456789",
+            "up.token:***: unknown key (known: api_key, model; YAML needs a space after ':')",
+        ),
+        ("api_key sk-live-0123456789", "up.api_key ***: unknown key (did you mean 'api_key'?)"),
+    ],
+)
+def test_a_key_missing_the_space_after_its_colon_is_not_echoed(key: str, error: str) -> None:
+    # `{api_key:sk-...}` in a flow mapping is one key with a null value: the secret is in the key.
+    r = f.Reader()
+    assert r.mapping({key: None}, "up", ["api_key", "model"]) == {}
+    assert r.errors == [error]
+    assert "sk-live" not in r.errors[0]
+
+
+def test_header_name_holding_a_value_is_not_echoed() -> None:
+    r = f.Reader()
+    assert f.headers(r, {"Authorization:Bearer sk-live-0123456789": None}, "h") is f.BAD
+    assert r.errors == ["h.Authorization:***: invalid header name (YAML needs a space after ':')"]
+
+
+def test_unknown_key_is_reported_even_when_its_value_failed_interpolation() -> None:
+    r = f.Reader(silenced={"s.idel"})
+    assert r.mapping({"idel": "${UNSET}"}, "s", ["idle"]) == {}
+    assert r.errors == ["s.idel: unknown key (did you mean 'idle'?)"]
 
 
 def test_silenced_paths_are_not_reported_twice() -> None:
@@ -75,6 +111,18 @@ def test_integer(value: object, expected: object) -> None:
         assert got is f.BAD
     else:
         assert got == expected and type(got) is int
+
+
+def test_integer_ceiling() -> None:
+    # Counts go to Redis and its Lua scripts: past 64 bits every request would fail instead.
+    r = f.Reader()
+    assert f.integer()(r, f.MAX_COUNT, "a") == f.MAX_COUNT
+    assert f.integer(lo=0)(r, 10**23, "b") is f.BAD
+    assert f.integer(hi=10)(r, 11, "c") is f.BAD
+    assert r.errors == [
+        f"b: must be at most {f.MAX_COUNT} (got {10**23})",
+        "c: must be between 1 and 10 (got 11)",
+    ]
 
 
 @pytest.mark.parametrize(

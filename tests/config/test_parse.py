@@ -248,6 +248,52 @@ def test_invalid_reference_is_not_echoed() -> None:
     assert "LEAK" not in error
 
 
+SECRET = "sk-proj-LEAK0123456789"
+
+
+@pytest.mark.parametrize(
+    ("doc", "error"),
+    [
+        (  # an API key set in the base URL's variable, the usual swap
+            one_route(provider="bare", upstream={"base_url": "${KEY}", "api_key": "${URL}"}),
+            "routes[0].upstream.base_url: invalid URL '${KEY}' (expected http://... or https://...)",
+        ),
+        (
+            one_route(format="${KEY}"),
+            "routes[0].format: unknown format '${KEY}' (known: ndjson, text, tokens)",
+        ),
+        (
+            one_route(timeouts={"idle": "x${KEY}"}),
+            "routes[0].timeouts.idle: invalid duration 'x${KEY}' "
+            "(use seconds or a number with a unit: ms, s, m, h)",
+        ),
+        (  # the user part of a URL is shown (it is no password): not when it is a variable's
+            one_route(provider="bare", upstream={"base_url": "https://${KEY}@h:99999/v1"}),
+            "routes[0].upstream.base_url: invalid URL 'https://${KEY}@h:99999/v1' "
+            "(Port out of range 0-65535)",
+        ),
+        (
+            {"server": {"port": "${PORT}"}, **one_route()},
+            "server.port: must be between 0 and 65535 (got 70000)",  # short values are no secret
+        ),
+    ],
+)
+def test_errors_do_not_echo_environment_values(doc: dict[str, Any], error: str) -> None:
+    (got,) = errors_of(doc, {"KEY": SECRET, "URL": "https://h/v1", "PORT": "70000"})
+    assert got.startswith(error)
+    assert "LEAK" not in got
+
+
+def test_adapter_errors_do_not_echo_environment_values() -> None:
+    text = "routes: [{name: d, provider: simulated, options: {token_interval: '${KEY}'}}]"
+    with pytest.raises(ConfigError) as info:
+        load_config(text, env={"KEY": SECRET})
+    assert info.value.errors == [
+        "routes[0].options.token_interval: invalid duration '${KEY}' "
+        "(use seconds or a number with a unit: ms, s, m, h)"
+    ]
+
+
 def test_typed_values_from_variables() -> None:
     doc = {
         "server": {
@@ -336,11 +382,28 @@ def test_server_every_key() -> None:
         ("max_body_bytes", 0, "must be greater than zero (got 0)"),
         ("max_body_bytes", 1.5, "invalid size 1.5"),
         ("playground", "on", "expected true or false, got a string"),
+        ("max_write_buffer_bytes", 10**23, f"invalid size {10**23} (at most 1TiB"),
+        ("write_timeout", "1000000000s", "invalid duration '1000000000s' (at most 315360000s"),
+        ("upstream_max_connections", 10**13, "must be at most 1000000000000 (got 1"),
     ],
 )
 def test_bad_server_values(key: str, value: object, error: str) -> None:
     (got,) = errors_of({"server": {key: value}, **one_route()})
     assert got.startswith(f"server.{key}: {error}")
+
+
+@pytest.mark.parametrize("key", ["upstream_client", "http_server"])
+def test_raw_without_the_fast_extra_is_a_config_error(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was accepted, then the server died at start-up with a traceback.
+    monkeypatch.setitem(sys.modules, "httptools", None)  # as if the [fast] extra were missing
+    (got,) = errors_of({"server": {key: "raw"}, **one_route()})
+    assert got == (
+        f"server.{key}: raw needs httptools, which is not installed "
+        "(pip install 'llm-stream-gateway[fast]')"
+    )
+    assert parse({"server": {key: "auto"}, **one_route()}).server == ServerConfig(**{key: "auto"})
 
 
 # --- limits -------------------------------------------------------------------------------------
@@ -369,6 +432,7 @@ def test_limits() -> None:
         ("max_concurrent_streams", 0, "must be >= 1 (got 0)"),
         ("token_estimate", "many", "expected an integer, got a string"),
         ("max_draining_streams", -1, "must be >= 0 (got -1)"),
+        ("token_estimate", 10**23, f"must be at most 1000000000000 (got {10**23})"),
         ("backnd", "redis", "unknown key (did you mean 'backend'?)"),
     ],
 )

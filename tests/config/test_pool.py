@@ -104,6 +104,14 @@ def test_options_are_checked_once_for_the_pool() -> None:
             "routes[0].upstreams[0].weight: must be greater than zero (got -1.5)",
         ),
         (
+            {"upstreams": [dep("a", weight=1e308), dep("b")]},
+            "routes[0].upstreams[0].weight: must be at most 1000000 (got 1e+308)",
+        ),
+        (
+            {"upstreams": [dep("a", weight=float("inf")), dep("b")]},
+            "routes[0].upstreams[0].weight: must be at most 1000000 (got inf)",
+        ),
+        (
             {"upstreams": [dep("a"), dep("b", weight="heavy")]},
             "routes[0].upstreams[1].weight: expected a number, got a string",
         ),

@@ -155,7 +155,7 @@ def test_bad_base_url(url: object) -> None:
             "routes[0].upstream.headers.X-N: expected a string header value, got a number",
         ),
         ({"X-A": "a\r\nX-B: b"}, "routes[0].upstream.headers.X-A: header value must not contain"),
-        ({"Bad Name": "v"}, "routes[0].upstream.headers.Bad Name: invalid header name"),
+        ({"Bad Name": "v"}, "routes[0].upstream.headers.Bad ***: invalid header name"),
         (["X-A"], "routes[0].upstream.headers: expected a mapping, got a list"),
     ],
 )

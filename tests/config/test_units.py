@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.config.units import parse_duration, parse_size
+from gateway.config.units import MAX_BYTES, MAX_SECONDS, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,20 @@ def test_size_must_be_whole_bytes() -> None:
 def test_negative_sizes(bad: object) -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         parse_size(bad)
+
+
+def test_duration_ceiling() -> None:
+    # A Redis expiry in milliseconds must fit 64 bits: 1e23 s was accepted, then failed each request.
+    assert parse_duration(MAX_SECONDS) == MAX_SECONDS
+    assert parse_duration("87600h") == MAX_SECONDS
+    for bad in (MAX_SECONDS + 1, "99999999999999999999999s", 1e300):
+        with pytest.raises(ValueError, match="at most 315360000s: 10 years"):
+            parse_duration(bad)
+
+
+def test_size_ceiling() -> None:
+    # A write buffer past a C long failed every stream with an internal error.
+    assert parse_size("1024GiB") == MAX_BYTES
+    for bad in (MAX_BYTES + 1, "1025GiB", 99999999999999999999999):
+        with pytest.raises(ValueError, match="at most 1TiB"):
+            parse_size(bad)

@@ -153,3 +153,22 @@ async def test_a_change_only_a_restart_applies_is_logged(
         assert await text_of(f"{gw.url}/v1/stream/demo") == "new"
     warned = [r for r in caplog.records if r.getMessage() == "reload_needs_restart"]
     assert len(warned) == 1 and "server.playground" in warned[0].__dict__["fields"]["keys"]
+
+
+async def test_a_refused_reload_does_not_log_an_environment_value(tmp_path: Path) -> None:
+    """An API key in the variable meant for the base URL (the usual swap): the refused reload
+    names the variable, not its value, in the log."""
+    secret = "sk-proj-LEAK0123456789"
+    env = {"GW_TEST_BASE": secret, "GW_TEST_KEY": "http://127.0.0.1:9/v1"}
+    with gateway_process(tmp_path, {"routes": [demo("still here")]}, env=env) as gw:
+        swapped = {
+            "name": "demo",
+            "provider": "openai-chat",
+            "upstream": {"base_url": "${GW_TEST_BASE}", "api_key": "${GW_TEST_KEY}"},
+        }
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"routes": [swapped]}))
+        gw.signal(signal.SIGHUP)
+        await wait_for(lambda: "reload_refused" in gw.log(), 5)
+        assert "routes[0].upstream.base_url: invalid URL '${GW_TEST_BASE}'" in gw.log()
+        assert "LEAK" not in gw.log()
+        assert await text_of(f"{gw.url}/v1/stream/demo") == "still here"
