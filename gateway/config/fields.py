@@ -390,7 +390,34 @@ def headers(r: Reader, v: Any, path: str) -> Any:
         elif not isinstance(value, str):
             r.error(where, f"expected a string header value, got {kind(value)} (quote it)")
             ok = False
-        elif "\r" in value or "\n" in value or "\0" in value:
-            r.error(where, "header value must not contain CR, LF or NUL")
+        elif problem := header_value_problem(value):
+            r.error(where, f"header value {problem}")
             ok = False
     return dict(m) if ok else BAD
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value (never quoting it: it may be a
+    secret), or ``None``: no CR, LF or NUL (header injection), nothing outside Latin-1 (an HTTP
+    client cannot encode it, and every request of the route would fail)."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        return "must not contain CR, LF or NUL"
+    if not value.isascii():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return "must not contain characters outside Latin-1"
+    return None
+
+
+def api_key(r: Reader, v: Any, path: str) -> Any:
+    """An upstream credential (sent in a header by every adapter that takes one), or ``None``."""
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        r.error(path, f"expected a string, got {kind(v)}")
+        return BAD
+    if problem := header_value_problem(v):
+        r.error(path, problem)
+        return BAD
+    return v

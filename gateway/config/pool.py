@@ -77,7 +77,7 @@ _COOLDOWN: dict[str, f.Conv] = {
 }
 _UPSTREAM_SPEC: dict[str, f.Conv] = {
     "base_url": f.url("http", "https"),
-    "api_key": f.string(nonempty=False, nullable=True),
+    "api_key": f.api_key,
     "model": f.string(nullable=True),
     "headers": f.headers,
 }

@@ -56,7 +56,7 @@ _TIMEOUTS: dict[str, f.Conv] = {
 }
 _UPSTREAM: dict[str, f.Conv] = {
     "base_url": f.url("http", "https"),
-    "api_key": f.string(nonempty=False, nullable=True),
+    "api_key": f.api_key,
     "model": f.string(nullable=True),
     "headers": f.headers,
 }

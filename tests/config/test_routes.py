@@ -156,12 +156,40 @@ def test_bad_base_url(url: object) -> None:
         ),
         ({"X-A": "a\r\nX-B: b"}, "routes[0].upstream.headers.X-A: header value must not contain"),
         ({"Bad Name": "v"}, "routes[0].upstream.headers.Bad ***: invalid header name"),
+        (
+            {"X-Team": "équipe ✓"},
+            "routes[0].upstream.headers.X-Team: header value must not contain characters "
+            "outside Latin-1",
+        ),
         (["X-A"], "routes[0].upstream.headers: expected a mapping, got a list"),
     ],
 )
 def test_bad_headers(headers: object, error: str) -> None:
     (got,) = errors_of(one_route(upstream={"headers": headers}))
     assert got.startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        ("sk-\u2019live-secret", "must not contain characters outside Latin-1"),
+        ("sk-live\nX-Injected: 1", "must not contain CR, LF or NUL"),
+        (5, "expected a string, got a number"),
+    ],
+)
+def test_an_api_key_no_header_can_carry_is_refused_without_quoting_it(
+    key: object, error: str
+) -> None:
+    """Every adapter sends the key in a header: a key with a typographic quote pasted in (or a
+    line break) would fail every request of the route with a 500; said at load, unquoted."""
+    (got,) = errors_of(one_route(upstream={"api_key": key}))
+    assert got == f"routes[0].upstream.api_key: {error}"
+    assert "secret" not in got
+
+
+def test_a_latin1_header_value_is_accepted() -> None:
+    (r,) = parse(one_route(upstream={"headers": {"X-Team": "équipe"}})).routes
+    assert r.primary.upstream.headers == {"X-Team": "équipe"}
 
 
 def test_upstream_unknown_key_suggests() -> None:
