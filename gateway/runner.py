@@ -172,7 +172,7 @@ def install_fast_loop() -> None:
 
 def print_banner(config: GatewayConfig, host: str, port: int) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    base = f"http://{shown}:{port}"
+    base = f"http://{_address(shown, port)}"  # an IPv6 address in brackets (RFC 3986)
     first = config.routes[0]
     print(f"gateway listening on {base}", flush=True)
     print(f"  compiled hot path: {NATIVE}", flush=True)  # gateway.native: on, or why not

@@ -193,7 +193,7 @@ def run_workers(
 ) -> int:
     """Run ``workers`` serving processes until they all exit; returns the exit code."""
     if port == 0:
-        raise SystemExit("--workers needs a fixed --port (SO_REUSEPORT shares one port)")
+        raise SystemExit("error: --workers needs a fixed --port (SO_REUSEPORT shares one port)")
     directory, owned = prepare_metrics_dir()
     try:
         args = (config, config_path, host, port, log_level)

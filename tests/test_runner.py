@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -102,3 +103,17 @@ async def test_a_session_that_starts_as_the_grace_ends_is_ended_too() -> None:
     assert placeholder.session.told >= 1
     assert not state.sessions
     assert loop.time() - t0 < 2.0
+
+
+def test_the_banner_shows_an_ipv6_address_in_brackets(capsys: Any) -> None:
+    """``http://::1:8080/`` is not a URL a browser or curl takes; ``http://[::1]:8080/`` is."""
+    from gateway.config.parse import load_config_file
+    from gateway.runner import print_banner
+
+    config = load_config_file(Path(__file__).resolve().parents[1] / "config.yaml", env={})
+    print_banner(config, "::1", 8080)
+    print_banner(config, "127.0.0.1", 8081)
+    out = capsys.readouterr().out
+    assert "gateway listening on http://[::1]:8080" in out
+    assert "curl -N http://[::1]:8080/" in out
+    assert "gateway listening on http://127.0.0.1:8081" in out
