@@ -17,11 +17,13 @@ Four small toolboxes, each used by several adapters (so a fix lands once):
 from __future__ import annotations
 
 import difflib
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway import events as ev
+from gateway.config.fields import key_path
 from gateway.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from gateway.events import Event
 from gateway.jsonutil import loads
@@ -114,7 +116,7 @@ def validate_options(
     errors: list[str] = []
     for key, value in options.items():
         if key not in table:
-            errors.append(f"{path}.{key}: {_unknown_option(provider, key, table)}")
+            errors.append(f"{key_path(path, key)}: {_unknown_option(provider, key, table)}")
             continue
         default, check = table[key]
         problem = check(value)
@@ -130,7 +132,8 @@ def validate_options(
 def _unknown_option(provider: str, key: object, table: OptionTable) -> str:
     """``unknown option for provider 'x' (did you mean 'speed'?)``, the hint only when one is
     close (the same match as the config's unknown keys)."""
-    close = difflib.get_close_matches(str(key), list(table), n=1)
+    name = re.split(r"[:\s]", str(key), maxsplit=1)[0]  # ``speed:fast``: YAML without its space
+    close = difflib.get_close_matches(name, list(table), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown option for provider '{provider}'{hint}"
 

@@ -6,7 +6,6 @@ Every problem is collected (not just the first) with its key path, e.g.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from gateway.adapters._mapped_spec import (
     UsageRule,
     placeholders,
 )
+from gateway.config.fields import key_path, unknown_key_message
 from gateway.events import FINISH_REASONS, USAGE_FIELDS
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -52,9 +52,7 @@ class _Checker:
             if key in known:
                 out[key] = value
                 continue
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(known)}"
-            self.error(f"{path}.{key}", f"unknown key ({hint})")
+            self.error(key_path(path, key), unknown_key_message(key, known))
         return out
 
     def path(self, raw: Any, where: str) -> Path | None:

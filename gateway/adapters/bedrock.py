@@ -39,6 +39,7 @@ from gateway.adapters._kit import (
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest, body_bytes
 from gateway.adapters.sigv4 import AwsCredentials, quote_path_segment, sign_headers
+from gateway.config.fields import key_path
 from gateway.config.model import UpstreamConfig
 from gateway.errors import ConfigError, UpstreamError
 from gateway.events import Event, FinishReason
@@ -123,7 +124,7 @@ class BedrockAdapter(Adapter):
                 else:
                     out[key] = dict(value)
             elif key not in _KEYS:
-                errors.append(f"{path}.{key}: unknown option for provider '{cls.name}'")
+                errors.append(f"{key_path(path, key)}: unknown option for provider '{cls.name}'")
             elif key == "session_token" and value == "":
                 continue  # ${AWS_SESSION_TOKEN:-} with no token set: long-lived keys
             elif not isinstance(value, str) or not value:

@@ -551,6 +551,10 @@ def test_native_request_passes_the_body_through() -> None:
         ({"region": 5}, "options.region: must be a non-empty string"),
         ({**KEYS, "regoin": "x"}, "options.regoin: unknown option for provider 'bedrock'"),
         (
+            {**KEYS, "secret_key:abc123": "x"},
+            "options.secret_key:***: unknown option for provider 'bedrock'",
+        ),
+        (
             {"region": "us-east-1", "access_key_id": "A"},
             "options: access_key_id and secret_access_key go together",
         ),

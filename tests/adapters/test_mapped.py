@@ -437,6 +437,11 @@ def errors_for(options: Any) -> list[str]:
             "routes[0].options.events.txt: unknown key (did you mean 'text'?)",
         ),
         (
+            lambda o: o["request"].update({"headers:Bearer sk-live-123": "x"}),
+            "routes[0].options.request.headers:***: unknown key (did you mean 'headers: ...'? "
+            "YAML needs a space after ':')",
+        ),
+        (
             lambda o: o["request"].update(method="GET"),
             "routes[0].options.request.method: must be one of POST, PUT, PATCH",
         ),

@@ -463,6 +463,11 @@ def test_native_request_keeps_the_clients_stream_options() -> None:
     ("options", "error"),
     [
         ({"stream_usage": True}, "options.stream_usage: unknown option for provider 'openai-chat'"),
+        (
+            {"include_usage:sk-live-123": True},  # YAML without the space after ':'
+            "options.include_usage:***: unknown option for provider 'openai-chat' "
+            "(did you mean 'include_usage'?)",
+        ),
         ({"include_usage": 1}, "options.include_usage: must be a boolean"),
         ({"max_tokens_field": "tokens"}, "options.max_tokens_field: must be one of"),
         ({"max_tokens_field": True}, "options.max_tokens_field: must be a string"),
