@@ -195,7 +195,9 @@ class RawClient:
                 raise  # the answer's deadline came first: the upstream did not answer in time
             raise UpstreamConnectError(f"could not connect to upstream in {connect:g}s") from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamConnectError(f"could not connect to upstream: {_why(exc)}") from exc
+            raise UpstreamConnectError(
+                f"could not connect to upstream: {connect_reason(exc)}"
+            ) from exc
         self._open.add(conn)
         return conn, False
 
@@ -283,7 +285,7 @@ class RawClient:
         self.heads.close()
 
 
-def _why(exc: OSError) -> str:
+def connect_reason(exc: OSError) -> str:
     """Why a connection failed, without the OS's message, which names the upstream's address
     (clients see this message; the address is the operator's)."""
     if isinstance(exc, ssl.SSLCertVerificationError):

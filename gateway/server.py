@@ -194,12 +194,21 @@ async def error_middleware(
 
 async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """One shared ClientSession for every upstream call, closed at shutdown."""
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    server = app[STATE].current.config.server
+    connector = aiohttp.TCPConnector(
+        limit=server.upstream_max_connections,  # 0: no cap, as on the raw client
+        ttl_dns_cache=300,
+        enable_cleanup_closed=True,
+    )
     session = aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=True,
+        # No cookies: one upstream's Set-Cookie for one route's (one tenant's) request must
+        # never ride on another's (the raw client keeps none either).
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     app[SESSION] = session
-    server = app[STATE].current.config.server
     raw = RawClient(max_connections=server.upstream_max_connections)
     app[RAW_CLIENT] = raw
     bind_clients(app, app[STATE].current)
