@@ -17,7 +17,8 @@ a request decoder, two registered encoders and an error shape:
 
 Errors before the answer use the OpenAI-compatible error shape
 ``{"error": {message, type, param, code}}``; a 400's ``param`` is the client's field its message
-names (``messages[0].role``).
+names (``messages[0].role``). Only reading the body and finding the route run before the
+admission (:mod:`gateway.frontdoor.entry`); every refusal carries an ``X-Request-Id``.
 Differences from the real API: one choice (``n`` > 1 is a 400), text content only, and the
 body's ``model`` never overrides the route's upstream model.
 """
@@ -32,14 +33,15 @@ from aiohttp import web
 
 from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
-from gateway.errors import GatewayError, InvalidRequest, NotFound, Unauthorized, Unavailable
+from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.frontdoor.compat_request import param_of
+from gateway.frontdoor.entry import find_route, read_body, refuse
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
-from gateway.http import ClientRequest, json_response, read_json
+from gateway.http import ClientRequest, json_response
 from gateway.httpexchange import Reply
 from gateway.request import parse_request
-from gateway.state import STATE, GatewayState, RouteRuntime
+from gateway.state import STATE
 from gateway.stream import StreamPlan, start_stream
 
 API = "chat_completions"
@@ -56,14 +58,28 @@ _CALL_FIELD = re.compile(r"^(messages\[\d+\]\.tool_calls\[\d+\])\.(name|argument
 
 
 def _chat_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
-    """:func:`compat_error` with ``param``: a Chat Completions 400 names the client's own field
-    (the request mapping is 1:1, see :mod:`gateway.frontdoor.request_map`, but for a tool
-    call's ``name`` and ``arguments``, which the client sends under ``function``)."""
+    """:func:`request_error` naming the client's own field (the request mapping is 1:1, see
+    :mod:`gateway.frontdoor.request_map`, but for a tool call's ``name`` and ``arguments``,
+    which the client sends under ``function``)."""
+    if isinstance(exc, InvalidRequest) and _CALL_FIELD.match(exc.message):
+        exc = InvalidRequest(_CALL_FIELD.sub(r"\1.function.\2", exc.message, count=1))
+    return request_error(exc, headers)
+
+
+def request_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    """:func:`compat_error` with ``param``: a 400 names the field its message names
+    (``messages[0].role: ...``, see :func:`gateway.frontdoor.compat_request.param_of`)."""
     if not isinstance(exc, InvalidRequest):
         return _compat_error(exc, headers=headers)
-    if _CALL_FIELD.match(exc.message):
-        exc = InvalidRequest(_CALL_FIELD.sub(r"\1.function.\2", exc.message, count=1))
     return _compat_error(exc, param_of(exc), headers=headers)
+
+
+def refusal_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    """:func:`request_error` for a refusal before the route is known: an unknown ``model`` is a
+    404 ``model_not_found`` with ``param: "model"``, as the API answers it."""
+    if isinstance(exc, NotFound):
+        return _compat_error(exc, "model", "model_not_found", headers)
+    return request_error(exc, headers)
 
 
 def _compat_error(
@@ -74,44 +90,6 @@ def _compat_error(
 ) -> web.Response:
     body = error_body(code or exc.error_code, exc.message, exc.http_status, param)
     return json_response(body, status=exc.http_status, headers={**(headers or {}), **exc.headers})
-
-
-def find_route(state: GatewayState, body: Any) -> RouteRuntime:
-    """The route a front-door body names in ``model``; raises InvalidRequest / NotFound."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("body: must be a JSON object")
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest("model: is required and names a route (see GET /v1/models)")
-    runtime = state.routes.get(name)
-    if runtime is None:
-        raise NotFound(f"model: no route named {name!r} (see GET /v1/models)")
-    return runtime
-
-
-async def read_body(request: ClientRequest, state: GatewayState) -> Any:
-    """A front door's JSON body; raises Unavailable while draining, else as ``read_json`` does."""
-    if state.draining:
-        raise Unavailable("the gateway is shutting down")
-    return await read_json(request, state.config.server)
-
-
-def auth_first(state: GatewayState, request: ClientRequest, exc: GatewayError) -> GatewayError:
-    """What to answer a front-door request that failed before its admission: with auth on, a
-    missing or wrong key's 401 comes first, else ``exc``.
-
-    A front door reads its body before it knows the route (``model``), so its body checks and
-    route lookup run before the admission's auth; without this a client with no key could tell
-    the route names (404 against 401) and the body checks. Only the failure path pays for it:
-    an admitted request is authenticated once, by the admission.
-    """
-    if state.auth is None or isinstance(exc, Unauthorized):
-        return exc
-    try:
-        state.auth.authenticate(request.headers)
-    except Unauthorized as refusal:
-        return refusal
-    return exc
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
@@ -125,22 +103,20 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
 
 
 async def handle_chat_completions(request: ClientRequest) -> Reply:
-    """``POST /v1/chat/completions``: the body is read before the route is known (``model``)."""
+    """``POST /v1/chat/completions``: the body is read before the route is known (``model``);
+    every other check runs in ``prepare``, after the admission, as on a route path."""
     received = time.monotonic()
     state = request.app[STATE].current
     try:
         body = await read_body(request, state)
         runtime = find_route(state, body)
-        stream, include_usage = _stream_flags(body)
     except GatewayError as exc:
-        failure = auth_first(state, request, exc)
-        if isinstance(failure, NotFound):
-            return _compat_error(failure, "model", "model_not_found")
-        return _chat_error(failure)
+        return refuse(state, request, exc, refusal_error)
     route = runtime.config
     created = int(time.time())
 
     async def prepare(request_id: str) -> StreamPlan:
+        stream, include_usage = _stream_flags(body)
         chat = parse_request(to_common(body))
         encoder: Encoder
         if stream:

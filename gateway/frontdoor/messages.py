@@ -10,7 +10,9 @@ This module is only glue, the same as :mod:`gateway.frontdoor.chat_completions`:
 through :func:`gateway.stream.start_stream` (admission, limits, metrics, deadlines, heartbeats as
 ``event: ping``, abort propagation), ``stream`` false with the buffered encoder.
 Errors before the answer use the Messages API's shape
-``{"type": "error", "error": {type, message}}``.
+``{"type": "error", "error": {type, message}, "request_id"}``, the id also in ``request-id``
+and ``X-Request-Id``. Only reading the body and finding the route run before the admission
+(:mod:`gateway.frontdoor.entry`): a 400 is counted against the route, as on a route path.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from gateway.encoders.messages import (
     error_type_for_status,
 )
 from gateway.errors import GatewayError
-from gateway.frontdoor.chat_completions import auth_first, find_route, read_body
+from gateway.frontdoor.entry import auth_first, find_route, read_body, refuse
 from gateway.frontdoor.messages_request import stream_flag, to_common
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.http import ClientRequest, json_response
@@ -47,25 +49,35 @@ CHARS_PER_TOKEN = 4
 
 
 def messages_error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
-    """``exc`` as the Messages API's error document, with its status and headers."""
+    """``exc`` as the Messages API's error document, with its status and headers.
+
+    With the request's ``X-Request-Id`` in ``headers`` (every refusal of a stream request has
+    one), the answer also carries it as the API's own ``request-id`` header and ``request_id``
+    field, where the Messages SDKs read it (``APIStatusError.request_id``).
+    """
     status = exc.http_status
-    body = error_doc(error_type_for_status(status), exc.message)
-    return json_response(body, status=status, headers={**(headers or {}), **exc.headers})
+    out = {**(headers or {}), **exc.headers}
+    request_id = out.get("X-Request-Id")
+    if request_id is not None:
+        out["request-id"] = request_id
+    body = error_doc(error_type_for_status(status), exc.message, request_id)
+    return json_response(body, status=status, headers=out)
 
 
 async def handle_messages(request: ClientRequest) -> Reply:
-    """``POST /v1/messages``: the body is read before the route is known (``model``)."""
+    """``POST /v1/messages``: the body is read before the route is known (``model``); it is
+    decoded in ``prepare``, after the admission, as on a route path."""
     received = time.monotonic()
     state = request.app[STATE].current
     try:
         body = await read_body(request, state)
         runtime = find_route(state, body)
-        stream = stream_flag(body)
     except GatewayError as exc:
-        return messages_error(auth_first(state, request, exc))
+        return refuse(state, request, exc, messages_error)
     route = runtime.config
 
     async def prepare(request_id: str) -> StreamPlan:
+        stream = stream_flag(body)
         chat = parse_request(to_common(body))
         encoder: Encoder
         if stream:

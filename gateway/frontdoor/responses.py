@@ -9,7 +9,9 @@ propagation), ``stream: true`` with the streamed encoder, ``stream`` false with 
 
 Errors before the answer use the OpenAI-compatible error shape
 ``{"error": {message, type, param, code}}`` with ``param`` naming the client's field; an unknown
-``model`` is a 404 ``model_not_found``.
+``model`` is a 404 ``model_not_found``. Only reading the body and finding the route run before
+the admission (:mod:`gateway.frontdoor.entry`): a 400 is counted against the route, as on a
+route path, and every refusal carries an ``X-Request-Id``.
 The gateway keeps no conversation state: ``previous_response_id``, ``store: true``,
 ``background: true`` and built-in tools are a 400 naming the field, before any upstream call.
 """
@@ -20,15 +22,9 @@ import time
 
 from gateway.encoders.base import Encoder
 from gateway.encoders.responses import ResponseDocEncoder, ResponseEventEncoder, ResponseState
-from gateway.errors import GatewayError, InvalidRequest, NotFound
-from gateway.frontdoor.chat_completions import (
-    _compat_error,
-    auth_first,
-    compat_error,
-    find_route,
-    read_body,
-)
-from gateway.frontdoor.compat_request import param_of
+from gateway.errors import GatewayError
+from gateway.frontdoor.chat_completions import refusal_error, request_error
+from gateway.frontdoor.entry import find_route, read_body, refuse
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.responses_request import decode
 from gateway.http import ClientRequest
@@ -42,25 +38,21 @@ API = "responses"
 
 
 async def handle_responses(request: ClientRequest) -> Reply:
-    """``POST /v1/responses``: the body is read before the route is known (``model``)."""
+    """``POST /v1/responses``: the body is read before the route is known (``model``); it is
+    decoded in ``prepare``, after the admission, as on a route path."""
     received = time.monotonic()
     state = request.app[STATE].current
     try:
         body = await read_body(request, state)
         runtime = find_route(state, body)
-        decoded = decode(body)
-        chat = parse_request(decoded.common)
     except GatewayError as exc:
-        failure = auth_first(state, request, exc)
-        if isinstance(failure, NotFound):
-            return _compat_error(failure, "model", "model_not_found")
-        if isinstance(failure, InvalidRequest):
-            return _compat_error(failure, param_of(failure))
-        return _compat_error(failure)
+        return refuse(state, request, exc, refusal_error)
     route = runtime.config
     created = int(time.time())
 
     async def prepare(request_id: str) -> StreamPlan:
+        decoded = decode(body)
+        chat = parse_request(decoded.common)
         answer = ResponseState(request_id, model=route.name, created=created, echo=decoded.echo)
         encoder: Encoder
         if decoded.stream:
@@ -71,5 +63,5 @@ async def handle_responses(request: ClientRequest) -> Reply:
         return StreamPlan(encoder, attempts, None, chat.max_tokens, chat)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=compat_error, frontdoor=API
+        request, state, runtime, prepare, received=received, errors=request_error, frontdoor=API
     )

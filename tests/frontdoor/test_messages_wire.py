@@ -228,6 +228,7 @@ async def test_auth_status_and_size_errors_in_anthropics_shape(upstream: FakeUps
     assert unauth.value.body == {  # type: ignore[comparison-overlap]
         "type": "error",
         "error": {"type": "authentication_error", "message": "missing or invalid API key"},
+        "request_id": unauth.value.request_id,  # the SDK's, from the ``request-id`` header
     }
     assert [b.type for b in ok.content] == ["text"] and ok.content[0].text == "Hi"  # type: ignore[union-attr]
     assert forbidden.value.status_code == 403

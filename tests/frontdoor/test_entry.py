@@ -1,0 +1,182 @@
+"""A front door's refusals, over real sockets on both servers: as on a route path, every one
+carries an ``X-Request-Id`` that a ``rejected`` log line names; one whose body names a route is
+counted against it; one refused before its route is known (draining, an unreadable body, no or
+an unknown ``model``) is counted in no series (``gateway/frontdoor/entry.py``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+
+from tests.support.gateway import RunningGateway, metric_value, running_gateway
+
+pytestmark = pytest.mark.usefixtures("http_server")
+
+KEY = "k-entry-123456"
+DOC: dict[str, Any] = {
+    "server": {"max_body_bytes": 2000},
+    "auth": {
+        "keys": [
+            {"name": "app", "key": KEY},
+            {"name": "narrow", "key": "k-narrow-123456", "routes": ["other"]},
+        ]
+    },
+    "routes": [
+        {"name": "sim", "provider": "simulated", "options": {"text": "Hi", "token_interval": 0}},
+        {"name": "other", "provider": "simulated"},
+    ],
+}
+GOOD = {"Authorization": f"Bearer {KEY}"}
+USER = [{"role": "user", "content": "hi"}]
+
+ROUTED = [
+    ("/v1/responses", {"model": "sim", "input": "hi", "previous_response_id": "resp_1"}),
+    ("/v1/responses", {"model": "sim", "input": "hi", "temperature": 9}),
+    ("/v1/chat/completions", {"model": "sim", "messages": USER, "stream": 1}),
+    ("/v1/messages", {"model": "sim", "max_tokens": 9, "messages": USER, "stream": "yes"}),
+]
+"""Bodies that name a route and fail that door's own checks (before: not counted, no id)."""
+
+
+def rejected_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [r.fields for r in caplog.records if r.getMessage() == "rejected"]  # type: ignore[attr-defined]
+
+
+async def refusals(gw: RunningGateway, route: str, code: str) -> tuple[float, float]:
+    """The route's ``rejected`` outcome count and its rejections of ``code``."""
+    rejected = await metric_value(
+        gw.url, "gateway_requests_total", {"route": route, "outcome": "rejected"}
+    )
+    coded = await metric_value(gw.url, "gateway_rejections_total", {"route": route, "code": code})
+    return rejected, coded
+
+
+@pytest.mark.parametrize(("path", "body"), ROUTED)
+async def test_a_refusal_of_a_named_route_is_counted_and_logged_under_its_id(
+    path: str, body: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    async with running_gateway(DOC) as gw, aiohttp.ClientSession() as s:
+        before = await refusals(gw, "sim", "invalid_request")
+        async with s.post(gw.url + path, json=body, headers=GOOD) as r:
+            status, request_id = r.status, r.headers.get("X-Request-Id")
+        after = await refusals(gw, "sim", "invalid_request")
+    assert status == 400
+    assert request_id
+    assert rejected_lines(caplog) == [
+        {"route": "sim", "id": request_id, "code": "invalid_request", "app": "app"}
+    ]
+    assert after == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_key_outside_its_allow_list_is_refused_before_the_body_checks() -> None:
+    """As on a route path: the admission (403) comes before the door's body checks (400)."""
+    body = {"model": "sim", "input": "hi", "previous_response_id": "resp_1"}
+    headers = {"Authorization": "Bearer k-narrow-123456"}
+    async with running_gateway(DOC) as gw, aiohttp.ClientSession() as s:
+        async with s.post(gw.url + "/v1/responses", json=body, headers=headers) as r:
+            status, doc = r.status, await r.json()
+    assert status == 403
+    assert doc["error"]["code"] == "forbidden"
+
+
+UNROUTED: list[tuple[str, bytes, str, int, str]] = [
+    ("/v1/chat/completions", b'{"model": "MARKER-x1", "messages": []}', "json", 404, "not_found"),
+    ("/v1/responses", b'{"model": "MARKER-x2", "input": "hi"}', "json", 404, "not_found"),
+    ("/v1/messages", b'{"model": "MARKER-x3", "max_tokens": 9}', "json", 404, "not_found"),
+    ("/v1/chat/completions", b'{"model": ', "json", 400, "invalid_json"),
+    ("/v1/responses", b'{"input": "hi"}', "json", 400, "invalid_request"),
+    ("/v1/messages", b"{}", "text/plain", 415, "unsupported_media_type"),
+    (
+        "/v1/messages",
+        b'{"model": "sim", "x": "' + b"x" * 3000 + b'"}',
+        "json",
+        413,
+        "body_too_large",
+    ),
+]
+"""Bodies that name no route: (path, body, content type, status, code)."""
+
+
+@pytest.mark.parametrize(("path", "raw", "ctype", "status", "code"), UNROUTED)
+async def test_a_refusal_before_the_route_is_known_has_an_id_and_a_line_and_no_series(
+    path: str, raw: bytes, ctype: str, status: int, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    content_type = "application/json" if ctype == "json" else ctype
+    async with running_gateway(DOC) as gw, aiohttp.ClientSession() as s:
+        before = await refusals(gw, "sim", code)
+        async with s.post(
+            gw.url + path, data=raw, headers={**GOOD, "Content-Type": content_type}
+        ) as r:
+            got, request_id = r.status, r.headers.get("X-Request-Id")
+        async with s.post(gw.url + path, data=raw, headers={"Content-Type": content_type}) as r:
+            keyless, keyless_id = r.status, r.headers.get("X-Request-Id")
+        after = await refusals(gw, "sim", code)
+        async with s.get(gw.url + "/metrics") as r:
+            exposition = await r.text()
+    assert got == status
+    assert keyless == 401  # a client without a key learns nothing about the body or the routes
+    assert request_id and keyless_id and request_id != keyless_id
+    assert rejected_lines(caplog) == [
+        {"route": None, "id": request_id, "code": code, "app": "app"},
+        {"route": None, "id": keyless_id, "code": "unauthorized", "app": None},
+    ]
+    assert after == before  # no route to count it under
+    assert "MARKER" not in exposition
+
+
+async def test_a_draining_gateway_answers_every_door_with_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each SDK raises its 503 class; ``Retry-After`` lets it retry on another replica soon."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    async with (
+        running_gateway(DOC) as gw,
+        openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0) as oa,
+        anthropic.AsyncAnthropic(base_url=gw.url, api_key=KEY, max_retries=0) as an,
+    ):
+        gw.state.draining = True
+        with pytest.raises(openai.InternalServerError) as chat:
+            await oa.chat.completions.create(model="sim", messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(openai.InternalServerError) as responses:
+            await oa.responses.create(model="sim", input="hi")
+        with pytest.raises(anthropic.ServiceUnavailableError) as messages:
+            await an.messages.create(model="sim", max_tokens=9, messages=USER)  # type: ignore[arg-type]
+        gw.state.draining = False
+    for caught in (chat.value, responses.value, messages.value):
+        assert caught.status_code == 503
+        assert caught.response.headers.get("Retry-After") == "1"
+        assert caught.request_id == caught.response.headers["X-Request-Id"]
+    assert messages.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert [line["code"] for line in rejected_lines(caplog)] == ["unavailable"] * 3
+
+
+async def test_each_sdk_reads_the_request_id_of_a_refusal() -> None:
+    """``APIStatusError.request_id``: the OpenAI SDK reads ``x-request-id``, the Messages SDK
+    ``request-id`` (and the body's ``request_id``); both name the gateway's id."""
+    async with (
+        running_gateway(DOC) as gw,
+        openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0) as oa,
+        anthropic.AsyncAnthropic(base_url=gw.url, api_key=KEY, max_retries=0) as an,
+    ):
+        with pytest.raises(openai.NotFoundError) as not_found:
+            await oa.responses.create(model="nope", input="hi")
+        with pytest.raises(openai.BadRequestError) as bad:
+            await oa.responses.create(model="sim", input="hi", temperature=9)
+        with pytest.raises(anthropic.NotFoundError) as an_not_found:
+            await an.messages.create(model="nope", max_tokens=9, messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(anthropic.BadRequestError) as an_bad:
+            await an.messages.create(model="sim", max_tokens=0, messages=USER)  # type: ignore[arg-type]
+    assert not_found.value.code == "model_not_found"
+    assert bad.value.body["param"] == "temperature"  # type: ignore[index]
+    for caught in (not_found.value, bad.value, an_not_found.value, an_bad.value):
+        assert caught.request_id
+        assert caught.request_id == caught.response.headers["X-Request-Id"]
+    for an_caught in (an_not_found.value, an_bad.value):
+        assert an_caught.body["request_id"] == an_caught.request_id  # type: ignore[index]
