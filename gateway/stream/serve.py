@@ -43,7 +43,7 @@ async def start_stream(
     try:
         try:
             if state.draining:
-                raise Unavailable("the gateway is shutting down")
+                raise Unavailable("the gateway is shutting down", headers={"Retry-After": "1"})
             if state.admit is not None:
                 admission = await state.admit(request, state, runtime)
             plan = await prepare(request_id)

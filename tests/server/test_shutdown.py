@@ -54,6 +54,7 @@ async def test_sigterm_drains_then_ends_the_rest_with_shutdown(tmp_path: Path) -
                 refused = await post(url)
                 assert refused.status == 503
                 assert refused.json()["error"]["code"] == "unavailable"
+                assert refused.headers["Retry-After"] == "1"  # another replica can take it now
 
                 done = await asyncio.wait_for(finishing, 5)
                 assert done[-1].type == "end"
