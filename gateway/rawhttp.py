@@ -13,8 +13,9 @@ docs/hot-path.md follows the token on to the client's socket.
 
 It covers what the gateway's upstreams need: HTTP/1.1, ``Content-Length``, chunked or
 read-to-close bodies, interim (1xx) answers skipped, a capped head, gzip and deflate (a request
-asks for neither). What it does not do (proxies from the environment, HTTP redirects, HTTP/2)
-is what ``server.upstream_client: aiohttp`` is for (see docs/configuration.md). Errors are the
+asks for neither). What it does not do (an HTTP proxy from the environment) is what
+``server.upstream_client: aiohttp`` is for (see docs/configuration.md); neither client follows
+redirects or speaks HTTP/2. Errors are the
 gateway's own (:mod:`gateway.errors`) or ``OSError`` / ``TimeoutError``, which
 :mod:`gateway.upstream` maps like the aiohttp client's.
 """
