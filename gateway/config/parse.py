@@ -23,7 +23,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Collection, Mapping
+import secrets
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -369,9 +370,55 @@ def _unquoted(problem: str) -> str:
     return _QUOTED.sub(lambda m: m[0] if _HARMLESS.fullmatch(m[1]) else "", problem)
 
 
+_UNQUOTED_REF = re.compile(r"\$?\$\{[^}\n]*\}")
+"""A ``${...}`` reference (or its ``$${...}`` escape) as written in the YAML text."""
+
+
 def _yaml(text: str, source: str | None) -> Any:
     """The YAML document in ``text``; a :class:`ConfigError` naming ``source``, the line and
-    the column, but no quoted value, when it is not valid YAML."""
+    the column, but no quoted value, when it is not valid YAML.
+
+    A ``${VAR}`` written unquoted inside a flow mapping or sequence
+    (``{api_key: ${KEY}, model: m}``, as the contract's own pool example writes it) is not valid
+    YAML: ``{`` starts a flow mapping there. A text that fails to parse is read once more with
+    each reference stood in for by a plain word, which is put back in the document's strings
+    after parsing; when that fails too, the first error is the one reported. A text that parses
+    is read as YAML reads it.
+    """
+    try:
+        return _load(text, source)
+    except ConfigError as first:
+        if "${" not in text:
+            raise
+        refs: dict[str, str] = {}
+        nonce = secrets.token_hex(4)
+
+        def stand_in(m: re.Match[str]) -> str:
+            word = f"gwref{nonce}n{len(refs)}x"
+            refs[word] = m[0]
+            return word
+
+        try:
+            doc = _load(_UNQUOTED_REF.sub(stand_in, text), source)
+        except ConfigError:
+            raise first from None
+        word = re.compile(f"gwref{nonce}n\\d+x")
+        return _put_back(doc, lambda v: word.sub(lambda m: refs[m[0]], v))
+
+
+def _put_back(node: Any, restore: Callable[[str], str]) -> Any:
+    """``node`` with ``restore`` applied to every string in it, keys included."""
+    if isinstance(node, str):
+        return restore(node)
+    if isinstance(node, dict):
+        return {_put_back(k, restore): _put_back(v, restore) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_put_back(v, restore) for v in node]
+    return node
+
+
+def _load(text: str, source: str | None) -> Any:
+    """:func:`_yaml` without the second reading."""
     prefix = f"{source}: " if source else ""
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects

@@ -697,3 +697,35 @@ def test_config_package_is_pure() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+FLOW_POOL = """
+routes:
+  - name: gpt
+    provider: openai-chat
+    upstreams:
+      - {name: east, base_url: "https://east.example/v1", api_key: ${KEY_EAST}, model: m, weight: 3}
+      - {name: west, base_url: "https://west.example/v1", api_key: ${KEY_WEST:-none}, model: $${M}}
+"""
+
+
+def test_a_reference_unquoted_in_a_flow_mapping_is_read_as_the_contract_writes_it() -> None:
+    """Contract section 11 writes ``{..., api_key: ${KEY_EAST}, ...}``: not valid YAML as it
+    stands (``{`` opens a flow mapping there), read all the same; ``$${M}`` stays the escape
+    it is (a literal ``${M}``)."""
+    config = load_config(FLOW_POOL, env={"KEY_EAST": "sk-east"})
+    pool = config.routes[0].pool
+    assert pool is not None
+    upstreams = [d.target.upstream for d in pool.deployments]
+    assert [u.api_key for u in upstreams] == ["sk-east", "none"]
+    assert [u.model for u in upstreams] == ["m", "${M}"]
+
+
+def test_yaml_broken_elsewhere_still_reports_its_own_error() -> None:
+    text = FLOW_POOL.replace("model: m, weight: 3}", "model: m, weight: 3", 1)
+    with pytest.raises(ConfigError) as info:
+        load_config(text, env={"KEY_EAST": "sk-east"})
+    # When the second reading fails too, the error is the text's own first one.
+    assert info.value.errors == [
+        "invalid YAML at line 6, column 69: expected ',' or '}', but got '{'"
+    ]
