@@ -4,11 +4,12 @@
 :class:`RawClient` keeps per ``(scheme, host, port)`` a list of idle keep-alive connections
 (reused when a response was read to its end; closed after
 :data:`IDLE_KEEPALIVE` seconds unused), an optional cap on open connections
-(``max_connections``, 0 = none: a request waits for a free slot), a DNS cache (:data:`DNS_TTL`),
-TLS with certificate and host name verification (the system's default context). A request on a
-reused connection that the upstream closed before answering is sent once more on a new
-connection, never another pooled one (the keep-alive race, or every idle connection dropped
-unseen by a restart or a load balancer; nothing reached the model).
+(``max_connections``, 0 = none: a request waits for a free slot), a DNS cache (:data:`DNS_TTL`;
+a host name's addresses are tried in turn, and forgotten when none answers), TLS with certificate
+and host name verification (the system's default context). A request on a reused connection
+that the upstream closed before answering is sent once more on a new connection, never another
+pooled one (the keep-alive race, or every idle connection dropped unseen by a restart or a load
+balancer; nothing reached the model).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class RawClient:
         self._open: set[_Conn] = set()
         self._busy = 0
         self._slots: deque[asyncio.Future[None]] = deque()
-        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
+        self._dns: dict[tuple[str, int], tuple[float, tuple[str, ...]]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._heads: dict[tuple[str, str, int], tuple[Mapping[str, str], Key, bytes]] = {}
 
@@ -175,21 +176,13 @@ class RawClient:
                 self._idle_deadlines.clear(conn)
                 return conn, True
         scheme, host, port = key
-        loop = asyncio.get_running_loop()
-        connect_by = loop.time() + connect
+        connect_by = asyncio.get_running_loop().time() + connect
         tls = self._tls() if scheme == "https" else None
         try:
             async with asyncio.timeout_at(
                 connect_by if deadline is None else min(connect_by, deadline)
             ):
-                address = await self._resolve(host, port)
-                _, conn = await loop.create_connection(
-                    lambda: _Conn(self, key, loop),
-                    address,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls is not None else None,
-                )
+                conn = await self._connect(key, await self._resolve(host, port), tls)
         except TimeoutError:
             if deadline is not None and deadline < connect_by:
                 raise  # the answer's deadline came first: the upstream did not answer in time
@@ -201,22 +194,49 @@ class RawClient:
         self._open.add(conn)
         return conn, False
 
-    async def _resolve(self, host: str, port: int) -> str:
-        """``host`` as an address, from the DNS cache when fresh."""
+    async def _connect(
+        self, key: Key, addresses: tuple[str, ...], tls: ssl.SSLContext | None
+    ) -> _Conn:
+        """A new connection to the first of ``addresses`` that accepts it, in their order (a
+        host name that resolves to several, one of them down, as aiohttp's client tries
+        them). Every one failing forgets the host's DNS cache entry (it may have moved) and
+        raises the last failure."""
+        _, host, port = key
+        loop = asyncio.get_running_loop()
+        for address in addresses:
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self, key, loop),
+                    address,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+                return conn
+            except OSError:
+                if address == addresses[-1]:
+                    self._dns.pop((host, port), None)
+                    raise
+        raise AssertionError("no address to connect to")  # _resolve returns one at least
+
+    async def _resolve(self, host: str, port: int) -> tuple[str, ...]:
+        """``host``'s addresses (an IP literal: itself), from the DNS cache when fresh."""
         cached = self._dns.get((host, port))
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
         if host.replace(".", "").isdigit() or ":" in host:
-            return host
+            return (host,)
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise UpstreamConnectError(f"could not resolve upstream host {host!r}") from exc
-        address = str(infos[0][4][0])
-        self._dns[(host, port)] = (now + DNS_TTL, address)
-        return address
+        addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise UpstreamConnectError(f"could not resolve upstream host {host!r}")
+        self._dns[(host, port)] = (now + DNS_TTL, addresses)
+        return addresses
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -234,8 +254,7 @@ class RawClient:
                     await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
-                    self._busy -= 1  # handed a slot while being cancelled: give it back
-                    self._next()
+                    self._next()  # handed a slot while being cancelled: pass it on
                 raise
             return  # the slot was handed over by done()
         self._busy += 1
@@ -255,7 +274,12 @@ class RawClient:
     # -- the pool --------------------------------------------------------------------------
 
     def release(self, conn: _Conn) -> None:
+        """Pool ``conn``, reading again (an idle connection must see the upstream's close, and
+        the next response must arrive) if a reader that never came paused it."""
         conn.parser = None
+        if conn.paused and conn.transport is not None:
+            conn.paused = False
+            conn.transport.resume_reading()
         self._idle.setdefault(conn.key, deque()).append(conn)
         self._idle_deadlines.after(conn, IDLE_KEEPALIVE)
 

@@ -12,11 +12,17 @@ docs/hot-path.md follows the token on to the client's socket.
 :class:`gateway.rawclient.RawClient` is the pool (keep-alive, DNS cache, TLS, connection cap).
 
 It covers what the gateway's upstreams need: HTTP/1.1, ``Content-Length``, chunked or
-read-to-close bodies, interim (1xx) answers skipped, a capped head, gzip and deflate (a request
-asks for neither). What it does not do (an HTTP proxy from the environment) is what
-``server.upstream_client: aiohttp`` is for (see docs/configuration.md); neither client follows
-redirects or speaks HTTP/2. Errors are the
-gateway's own (:mod:`gateway.errors`) or ``OSError`` / ``TimeoutError``, which
+read-to-close bodies, interim (1xx) answers skipped, a capped head (and trailers), gzip and
+deflate (a request asks for neither). A response's framing is trusted only when unambiguous (llhttp
+refuses ``Content-Length`` with ``Transfer-Encoding``, two ``Content-Length``, a bad chunk size);
+a transfer coding other than ``chunked`` is an error. A connection is pooled only in step with its
+upstream: its response was whole, nothing followed it (a byte after the response's end, in the same
+read or later, closes the connection, and never becomes part of this answer or the next one), and
+the answer did not come before the request was fully written.
+
+What it does not do (an HTTP proxy from the environment) is what ``server.upstream_client:
+aiohttp`` is for (see docs/configuration.md); neither client follows redirects or speaks HTTP/2.
+Errors are the gateway's own (:mod:`gateway.errors`) or ``OSError`` / ``TimeoutError``, which
 :mod:`gateway.upstream` maps like the aiohttp client's.
 """
 
@@ -52,6 +58,12 @@ is an error, as aiohttp's client caps its header lines, not a buffer that grows 
 CODINGS = {b"gzip": 31, b"x-gzip": 31, b"deflate": zlib.MAX_WBITS}
 """The content codings decoded (zlib's window bits for each). A request asks for none
 (``Accept-Encoding: identity``, :mod:`gateway.rawclient`); any other coding is an error."""
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop ``httptools`` at once: the connection has already
+    failed (:meth:`_Conn._refuse`), and no later byte of that read may be parsed."""
+
 
 Key = tuple[str, str, int]
 
@@ -168,7 +180,16 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the response's end: the upstream is out of step
+            self._refuse(UpstreamError("upstream sent more than its response", retryable=True))
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:  # a trailer (after a chunked body): capped as a head, then dropped
+            self._head_size += len(name) + len(value)
+            if self._head_size > MAX_HEAD:
+                self._refuse(UpstreamError(f"upstream sent trailers over {MAX_HEAD} bytes"))
+            return
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -180,8 +201,13 @@ class _Conn(asyncio.Protocol):
             return
         framed = status in (204, 304)
         for name, value in self.headers:
-            if name == b"content-length" or name == b"transfer-encoding":
+            if name == b"content-length":
                 framed = True
+            elif name == b"transfer-encoding":
+                framed = True
+                if value.strip().lower() != b"chunked":  # llhttp would pass it on still coded
+                    coding_name = value.decode("latin-1")[:40]
+                    self._refuse(UpstreamError(f"upstream sent transfer-encoding {coding_name!r}"))
             elif name == b"content-encoding":
                 coding = value.strip().lower()
                 bits = CODINGS.get(coding)
@@ -189,11 +215,15 @@ class _Conn(asyncio.Protocol):
                     self._decompress = zlib.decompressobj(bits)
                 elif coding and coding != b"identity":
                     coding_name = coding.decode("latin-1")[:40]
-                    self._fail(UpstreamError(f"upstream sent content-encoding {coding_name!r}"))
-                    return
+                    self._refuse(UpstreamError(f"upstream sent content-encoding {coding_name!r}"))
         self._pool.heads.clear(self)
         self.status = status
-        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it at the end
+        self._head_size = 0  # from here on, the trailers' count
+        # llhttp forgets it at the end. An answer that came before the request was written
+        # whole ends the connection: the upstream may read the rest as the next request.
+        self.keep_alive = self.parser.should_keep_alive() and not (
+            self.transport is not None and self.transport.get_write_buffer_size()
+        )
         self._until_close = not framed
         if status < 300:
             self.headers = []  # only an error answer's headers are read (Retry-After)
@@ -230,6 +260,12 @@ class _Conn(asyncio.Protocol):
             self.error = exc
         self.abort()
         self._wake()
+
+    def _refuse(self, exc: BaseException) -> None:
+        """:meth:`_fail` from a parser callback, and stop the parser (``data_received`` sees
+        the stop as a parser error, after ``exc``): nothing after it is parsed."""
+        self._fail(exc)
+        raise _Stop
 
     async def wait(self) -> None:
         """Until something happened (headers, body, end, error)."""

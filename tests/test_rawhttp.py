@@ -11,19 +11,22 @@ import asyncio
 import contextlib
 import gc
 import gzip
+import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway import rawclient
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTruncated
 from gateway.rawclient import RawClient, use_raw
-from gateway.rawhttp import AVAILABLE, MAX_HEAD, RawResponse, _Conn
+from gateway.rawhttp import AVAILABLE, HIGH_WATER, MAX_HEAD, RawResponse, _Conn
 from gateway.upstream import _error_body
-from tests.support.gateway import wait_for
+from tests.support.gateway import running_gateway, wait_for
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="httptools is not installed")
 
@@ -192,10 +195,18 @@ async def test_a_closed_connection_is_freed() -> None:
         gc.enable()
 
 
-async def test_connection_close_is_not_pooled(client: RawClient) -> None:
-    server = await serve(lambda _: chunked(b"a", close=True))
+NOT_KEPT = {
+    "connection close": chunked(b"a", close=True),
+    "http/1.0": b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na",
+}
+
+
+@pytest.mark.parametrize("answer", NOT_KEPT.values(), ids=NOT_KEPT.keys())
+async def test_an_answer_without_keep_alive_is_not_pooled(client: RawClient, answer: bytes) -> None:
+    server = await serve(lambda _: answer)
     for _ in range(2):
         assert await body_of(await post(client, server.port)) == b"a"
+        assert client.open_connections == 0
     assert server.connections == 2
     await server.stop()
 
@@ -485,6 +496,346 @@ async def test_read_only_headers_are_encoded_once(client: RawClient) -> None:
     )
     assert second.endswith(b"Content-Length: 7\r\n\r\n" + b'{"a":2}')
     assert b"x-own: dict\r\n" in third and b"x-route" not in third
+    await server.stop()
+
+
+FRAMINGS = {
+    "content-length then transfer-encoding": (
+        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "Transfer-Encoding can't be present with Content-Length",
+    ),
+    "transfer-encoding then content-length": (
+        b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "Content-Length can't be present with Transfer-Encoding",
+    ),
+    "two content-lengths": (b"Content-Length: 3\r\nContent-Length: 5\r\n\r\nhello", "Duplicate"),
+    "a bad chunk size": (
+        b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+        "chunk size",
+    ),
+    "a bad chunk extension": (
+        b'Transfer-Encoding: chunked\r\n\r\n5;a="b\r\nhello\r\n0\r\n\r\n',
+        "chunk extensions",
+    ),
+    "a chunk longer than its size": (
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        "after chunk data",
+    ),
+    "a transfer coding not decoded": (
+        b"Transfer-Encoding: gzip\r\n\r\nhello",
+        "transfer-encoding 'gzip'",
+    ),
+}
+
+
+@pytest.mark.parametrize("framing", FRAMINGS.values(), ids=FRAMINGS.keys())
+async def test_an_ambiguous_or_broken_framing_is_an_error(
+    client: RawClient, framing: tuple[bytes, str]
+) -> None:
+    """A response whose body's end is in doubt is an error, never a guess (the guess is how a
+    response is split into two), and its connection is closed, not pooled."""
+    rest, error = framing
+    replies = iter([b"HTTP/1.1 200 OK\r\n" + rest])
+    server = await serve(lambda _: next(replies, chunked(b"next")))
+    with pytest.raises(UpstreamError, match=error):
+        await asyncio.wait_for(body_of(await post(client, server.port)), 5)
+    assert client.open_connections == 0
+    assert await body_of(await post(client, server.port)) == b"next"
+    assert server.connections == 2
+    await server.stop()
+
+
+AFTER_THE_END = {
+    "a body longer than its length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhelHTTP/1.1 200 OK\r\nContent-Length: 4"
+        b"\r\n\r\nevil",
+        (200, b"hel"),
+    ),
+    "a head after the body": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhelHTTP/1.1 200 OK\r\nContent-Le",
+        (200, b"hel"),
+    ),
+    "a response after a 304": (
+        b"HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+        (304, b""),
+    ),
+    "a 204 with a body": (
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nevil",
+        (204, b""),
+    ),
+}
+
+
+@pytest.mark.parametrize("sent", AFTER_THE_END.values(), ids=AFTER_THE_END.keys())
+async def test_bytes_after_the_response_are_no_answer(
+    client: RawClient, sent: tuple[bytes, tuple[int, bytes]]
+) -> None:
+    """Bytes after a response's end (past its Content-Length, a body on a 204/304) are neither
+    part of it nor the next request's answer: the connection is closed, the next request gets
+    its own answer on a new one."""
+    answer, expected = sent
+    replies = iter([answer])
+    server = await serve(lambda _: next(replies, chunked(b"next")))
+    stream = await post(client, server.port)
+    assert (stream.status, await body_of(stream)) == expected
+    assert client.open_connections == 0
+    assert await body_of(await post(client, server.port)) == b"next"
+    assert server.connections == 2
+    await server.stop()
+
+
+async def test_bytes_after_the_response_in_a_later_read_close_the_connection(
+    client: RawClient,
+) -> None:
+    replies = iter([b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhel"])
+    server = await serve(lambda _: next(replies, chunked(b"next")))
+    stream = await post(client, server.port)
+    await wait_for(lambda: stream._conn.complete)  # the response ended; it is not read yet
+    server.writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+    await wait_for(lambda: client.open_connections == 0)
+    assert await body_of(stream) == b"hel"
+    assert await body_of(await post(client, server.port)) == b"next"
+    assert server.connections == 2
+    await server.stop()
+
+
+async def test_an_answer_before_the_request_was_sent_whole_is_not_pooled(
+    client: RawClient,
+) -> None:
+    """An upstream that answers before reading the request's body (a 413) and keeps the
+    connection may read the rest of the body as the next request: the connection is closed."""
+    heads: list[bytes] = []
+    closed = asyncio.Event()
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(1 << 16):  # the rest of the body, after answering
+                pass
+        writer.close()
+        closed.set()
+
+    server = await asyncio.start_server(early, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    body = b"x" * (16 << 20)  # more than the sockets' buffers hold: the answer comes first
+    stream = await client.request("POST", url, {}, body, 5)
+    assert (stream.status, await body_of(stream)) == (413, b"big!")
+    assert client.open_connections == 0 and client.idle_connections == 0
+    await asyncio.wait_for(closed.wait(), 5)  # the upstream saw the connection end
+    assert len(heads) == 1
+    server.close()
+    await server.wait_closed()
+
+
+async def test_trailers_are_capped(client: RawClient) -> None:
+    trailers = b"X-Trailer: 0123456789\r\n" * (MAX_HEAD // 10)
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
+    server = await serve(lambda _: answer + trailers + b"\r\n")
+    stream = await post(client, server.port)
+    with pytest.raises(UpstreamError, match="trailers over"):
+        await body_of(stream)
+    assert client.open_connections == 0
+    await server.stop()
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
+    """A waiter cancelled (a client abort, its deadline) just as a slot was handed to it
+    passes the slot on: the cap stays what it is."""
+    client = RawClient(max_connections=1)
+    server = await serve(lambda _: chunked(b"a"))
+    first = await post(client, server.port)
+    second = asyncio.ensure_future(post(client, server.port))
+    await wait_for(lambda: client._slots)
+    assert await body_of(first) == b"a"  # the end of the body hands the slot to ``second``
+    second.cancel()  # ... before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert client._busy == 0
+    third = await post(client, server.port)
+    fourth = asyncio.ensure_future(post(client, server.port))
+    await wait_for(lambda: client._slots)  # the cap holds: it waits for ``third``
+    assert await body_of(third) == b"a"
+    assert await body_of(await fourth) == b"a"
+    assert client._busy == 0
+    await client.close()
+    await server.stop()
+
+
+async def test_a_response_left_unread_pools_a_connection_that_reads(client: RawClient) -> None:
+    """A response that ended while its reader was not reading (backpressure paused the
+    connection) and was then closed leaves a pooled connection that reads again."""
+    big = b"x" * (HIGH_WATER + 1)  # the pause comes with the body's last byte
+    server = await serve(
+        lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(big), big)
+    )
+    stream = await post(client, server.port)
+    await wait_for(lambda: stream._conn.complete)
+    assert stream._conn.paused
+    stream.close()  # a client abort: the response was whole, the connection is pooled
+    assert client.idle_connections == 1
+    url = f"http://127.0.0.1:{server.port}/v1"
+    deadline = asyncio.get_running_loop().time() + 5
+    assert await body_of(await client.request("POST", url, {}, b"", 5, deadline)) == big
+    assert server.connections == 1
+    await server.stop()
+
+
+def fake_dns(monkeypatch: pytest.MonkeyPatch, addresses: list[str]) -> list[str]:
+    """``upstream.test`` resolves to ``addresses`` (in that order); the lookups are counted."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def getaddrinfo(host: str, port: int, **kwargs: int) -> Sequence[tuple[object, ...]]:
+        if host != "upstream.test":
+            return await real(host, port, **kwargs)
+        lookups.append(host)
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+async def test_each_address_of_a_host_is_tried_in_turn(
+    client: RawClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host name with several addresses, the first one down (``localhost`` as ``::1`` and
+    ``127.0.0.1``, the upstream listening on the second only): the next one is tried."""
+    lookups = fake_dns(monkeypatch, ["::1", "127.0.0.1"])
+    server = await serve(lambda _: chunked(b"a"))
+    url = f"http://upstream.test:{server.port}/v1"
+    assert await body_of(await client.request("POST", url, {}, b"", 5)) == b"a"
+    assert f"Host: upstream.test:{server.port}\r\n".encode() in server.requests[0]
+    assert lookups == ["upstream.test"]
+    await server.stop()
+
+
+async def test_the_dns_cache_expires_and_an_unreachable_host_is_looked_up_again(
+    client: RawClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = fake_dns(monkeypatch, ["127.0.0.1"])
+    server = await serve(lambda _: chunked(b"a", close=True))  # a connection per request
+    url = f"http://upstream.test:{server.port}/v1"
+    monkeypatch.setattr(rawclient, "DNS_TTL", 0.0)
+    for _ in range(2):
+        assert await body_of(await client.request("POST", url, {}, b"", 5)) == b"a"
+    assert len(lookups) == 2  # expired at once: looked up for each connection
+    monkeypatch.setattr(rawclient, "DNS_TTL", 300.0)
+    for _ in range(2):
+        assert await body_of(await client.request("POST", url, {}, b"", 5)) == b"a"
+    assert len(lookups) == 3  # then cached
+    await server.stop()  # the host went away (or moved): its cached address is forgotten
+    for _ in range(2):
+        with pytest.raises(UpstreamConnectError):
+            await client.request("POST", url, {}, b"", 5)
+    assert len(lookups) == 4
+
+
+async def tls_files(tmp_path: Path, *names: str) -> None:
+    """A CA (``ca.pem``) and a certificate signed by it for each name (``<name>.pem/.key``)."""
+
+    async def openssl(*args: str) -> None:
+        made = await asyncio.create_subprocess_exec(
+            "openssl", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        if await made.wait():
+            pytest.skip("openssl could not make a certificate")
+
+    ca, ca_key = str(tmp_path / "ca.pem"), str(tmp_path / "ca.key")
+    await openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test ca"),
+        *("-addext", "basicConstraints=critical,CA:TRUE", "-keyout", ca_key, "-out", ca),
+    )
+    for name in names:
+        base = str(tmp_path / name)
+        await openssl(
+            *("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}"),
+            *("-keyout", f"{base}.key", "-out", f"{base}.csr"),
+        )
+        (tmp_path / f"{name}.ext").write_text(f"subjectAltName=DNS:{name}\n")
+        await openssl(
+            *("x509", "-req", "-in", f"{base}.csr", "-CA", ca, "-CAkey", ca_key),
+            *("-CAcreateserial", "-days", "1", "-extfile", f"{base}.ext", "-out", f"{base}.pem"),
+        )
+
+
+@pytest.mark.parametrize(
+    ("certified", "asked", "ok"),
+    [
+        ("localhost", "localhost", True),
+        ("other.example", "localhost", False),
+        ("localhost", "127.0.0.1", False),
+    ],
+)
+async def test_tls_checks_the_host_name_it_sends(
+    tmp_path: Path, client: RawClient, certified: str, asked: str, ok: bool
+) -> None:
+    """The host name goes in SNI and must match the certificate (here signed by a CA the
+    client trusts): a certificate for another name, or asked for by address, fails."""
+    await tls_files(tmp_path, certified)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / f"{certified}.pem", tmp_path / f"{certified}.key")
+    sni: list[str | None] = []
+    tls.sni_callback = lambda _sock, name, _ctx: sni.append(name)
+    client._ssl = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    server = await Server(lambda _: chunked(b"a")).start(tls)
+    url = f"https://{asked}:{server.port}/v1"
+    if ok:
+        assert await body_of(await client.request("POST", url, {}, b"", 5)) == b"a"
+    else:
+        with pytest.raises(UpstreamConnectError, match="certificate did not verify"):
+            await client.request("POST", url, {}, b"", 5)
+    assert sni == [None if asked[0].isdigit() else asked]
+    assert client.open_connections == 0 or ok
+    await server.stop()
+
+
+async def test_a_cancelled_tls_handshake_closes_the_socket_at_once() -> None:
+    """A client abort while connecting (the upstream accepted, its TLS handshake never came)
+    closes the socket and frees the slot."""
+    accepted, closed = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # until the client closes
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    client = RawClient(max_connections=1)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    pending = asyncio.ensure_future(client.request("POST", url, {}, b"", 30))
+    await asyncio.wait_for(accepted.wait(), 5)  # the TCP connection is up, the handshake pending
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    await asyncio.wait_for(closed.wait(), 1)
+    assert client._busy == 0 and client.open_connections == 0
+    await client.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_response_after_a_204_is_not_streamed_through_the_gateway() -> None:
+    """Through the gateway: an upstream that answers 204 and then, on the same write, a 200
+    with text, streams none of that text (the 204 is the answer: an empty stream, an error)."""
+    sse = b'data: {"choices":[{"index":0,"delta":{"content":"evil"}}]}\n\ndata: [DONE]\n\n'
+    smuggled = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%b"
+    server = await serve(lambda _: b"HTTP/1.1 204 No Content\r\n\r\n" + smuggled % (len(sse), sse))
+    route: dict[str, Any] = {"name": "r", "provider": "openai-chat"}
+    route["upstream"] = {"base_url": f"http://127.0.0.1:{server.port}/v1", "model": "m"}
+    doc = {"server": {"upstream_client": "raw"}, "routes": [route]}
+    async with running_gateway(doc) as gw, aiohttp.ClientSession() as session:
+        hello = {"messages": [{"role": "user", "content": "Hello"}]}
+        async with session.post(f"{gw.url}/v1/stream/r", json=hello) as resp:
+            text = await resp.text()
+    assert len(server.requests) == 1
+    assert "evil" not in text
+    assert "event: error" in text
     await server.stop()
 
 
