@@ -333,8 +333,15 @@ class StreamSession:
             pass  # the terminal event went out anyway
 
     def _client_gone(self) -> None:
-        """The client disconnected (or a slow client was cut): close or drain the upstream."""
-        if not self.slow_client:
+        """The client disconnected (or a slow client was cut): close or drain the upstream.
+
+        A connection lost while a graceful shutdown is ending the stream (its terminal event
+        blocked on a client that does not read, until the server closes the connection) is the
+        shutdown's doing: outcome ``shutdown``, not a client abort."""
+        shutdown = isinstance(self.failure, ShutdownError)
+        if shutdown and not self.slow_client:  # a slow client is counted as cut instead
+            self.record.failed(ShutdownError.code, upstream=False)
+        elif not self.slow_client:
             self.record.aborted(upstream_open=self.source is not None)
         lost_at = self.sink.client_lost_at()
         source = self.source

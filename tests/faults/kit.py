@@ -8,6 +8,7 @@ builders. Nothing here talks to the internet: every upstream is a :class:`FakeUp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import time
@@ -125,3 +126,68 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
 async def get_status(url: str) -> int:
     async with aiohttp.ClientSession() as s, s.get(url) as r:
         return r.status
+
+
+class HandUpstream:
+    """A chat-completions upstream the test drives by hand: each request's answer head goes
+    out at once (chunked, ``Connection: close``), then :meth:`send` writes one body chunk, at
+    whatever moment the test picks (a race with a deadline, a shutdown, a client leaving)."""
+
+    def __init__(self) -> None:
+        self.answered: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        """Set when the gateway closed (or finished with) the last request's connection."""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> HandUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    @staticmethod
+    def send(writer: asyncio.StreamWriter, data: bytes, *, last: bool = False) -> None:
+        """One HTTP chunk of ``data`` (and the chunked terminator when ``last``)."""
+        if not writer.is_closing():
+            writer.write(b"%x\r\n%b\r\n" % (len(data), data) + (b"0\r\n\r\n" if last else b""))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        self.closed.clear()
+        self.answered.put_nowait(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+        self.closed.set()
+
+
+def dechunked(raw: bytes) -> bytes:
+    """The body of a raw chunked HTTP/1.1 response (head and chunk framing taken off)."""
+    body = raw.partition(b"\r\n\r\n")[2]
+    out = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            break
+        out, body = out + body[:n], body[n + 2 :]
+    return out

@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
+from gateway.errors import GatewayError
+from gateway.stream.session import StreamSession
 from tests.faults.kit import (
     NDJSON,
     OLLAMA_OK,
     OLLAMA_TEXT,
     SSE,
+    HandUpstream,
     chat_chunk,
     chat_route,
     chat_stream,
+    dechunked,
+    parse_frames,
     post,
 )
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.gateway import running_gateway
-from tests.support.rawclient import open_raw
+from tests.support.gateway import metric_value, running_gateway, wait_for
+from tests.support.rawclient import open_raw, read_until
 
 pytestmark = pytest.mark.usefixtures("upstream_client")
-"""Every test here runs over both upstream clients (``server.upstream_client``)."""
+"""Every test here runs over both upstream clients (``server.upstream_client``); the races
+also over both servers (``server.http_server``)."""
 
 SLOW_HEAD_THEN_SLOW_EVENT = Script(
     delay_before_headers=0.5, chunks=[(0.5, chat_stream("late"))], headers=SSE
@@ -98,3 +105,64 @@ async def test_heartbeats_resume_after_a_write_that_blocked_on_the_client(
     # The silence is 1.5 s and the interval 0.2 s: about 7 pings, none before the fix (the
     # timer slept until the 5 s write_timeout). At least one, so a loaded machine still passes.
     assert after_flood.count(b": ping") >= 1
+
+
+DEADLINES: dict[str, dict[str, Any]] = {
+    "idle": {"timeouts": {"idle": "200ms"}},
+    "max_stream_duration": {"max_stream_duration": "300ms"},
+    "total": {"timeouts": {"total": "300ms"}},
+}
+OUTCOME = {None: "completed", "upstream_timeout": "upstream_timeout"}
+OUTCOME["limit_exceeded"] = "limit_exceeded"
+
+
+@pytest.mark.parametrize("first", ["terminator", "deadline"])
+@pytest.mark.parametrize("deadline", list(DEADLINES))
+async def test_a_terminator_that_comes_as_a_deadline_fires_ends_the_stream_once(
+    deadline: str,
+    first: str,
+    http_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The upstream sends its terminator in the very turn the deadline interrupts the stream
+    (just before, or just after): whichever wins, the client gets exactly one terminal event,
+    last, and the log line, the metrics and the upstream connection agree with it."""
+    up = await HandUpstream().start()
+    interrupt = StreamSession.interrupt
+    armed: list[asyncio.StreamWriter] = []
+
+    def racing(self: StreamSession, exc: GatewayError) -> None:
+        if armed and first == "terminator":
+            HandUpstream.send(armed.pop(), chat_stream("Z"), last=True)
+        interrupt(self, exc)
+        if armed:
+            HandUpstream.send(armed.pop(), chat_stream("Z"), last=True)
+
+    monkeypatch.setattr(StreamSession, "interrupt", racing)
+    caplog.set_level("INFO", logger="gateway")
+    route = chat_route("r", up.url, **DEADLINES[deadline])
+    try:
+        async with running_gateway({"routes": [route]}) as gw:
+            reader, writer = await open_raw(gw.port, "/v1/stream/r")
+            upstream = await up.answered.get()
+            HandUpstream.send(upstream, chat_chunk("A"))
+            head = await read_until(reader, b'"A"')
+            armed.append(upstream)
+            body = head + await read_until(reader, b"\r\n0\r\n\r\n")
+            writer.close()
+            await asyncio.wait_for(up.closed.wait(), 2)
+            await wait_for(lambda: not gw.state.sessions, 2)
+            frames, _ = parse_frames(dechunked(body))
+            kind, data = frames[-1]
+            outcome = OUTCOME[data.get("code")]
+            labels = {"route": "r", "outcome": outcome}
+            assert await metric_value(gw.url, "gateway_requests_total", labels) == 1
+    finally:
+        await up.stop()
+    assert [k for k, _ in frames].count("end") + [k for k, _ in frames].count("error") == 1
+    assert kind in ("end", "error") and not armed
+    (line,) = [r for r in caplog.records if r.getMessage() == "stream"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["outcome"], fields["code"]) == (outcome, data.get("code"))
+    assert not [r for r in caplog.records if r.exc_info is not None]

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.runner import drain_and_stop
 from tests.faults.kit import SSE, chat_chunk, chat_route
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
@@ -113,3 +114,40 @@ async def test_a_reading_client_is_not_cut(upstream: FakeUpstream) -> None:
         await wait_for(lambda: not gw.state.sessions, 2)
         labels = {"route": "r"}
         assert await metric_value(gw.url, "gateway_slow_client_disconnects_total", labels) == 0
+
+
+async def test_a_never_reading_client_cut_at_shutdown_is_not_a_client_abort(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A graceful shutdown ends a stream whose writes block on a client that does not read:
+    its terminal event cannot go out, and the stream's task is cancelled as the server stops
+    (aiohttp's cleanup cancels its handlers, the loop's teardown every task left). The stream
+    ended because of the shutdown (outcome and code ``shutdown``); it used to be counted as a
+    client abort (``gateway_client_aborts_total``), sometimes with the code ``shutdown``."""
+    doc = {
+        "server": {"write_timeout": "30s", "max_write_buffer_bytes": BUFFER},
+        "routes": [chat_route("r", upstream.url)],
+    }
+    caplog.set_level("INFO", logger="gateway")
+    async with running_gateway(doc) as gw:
+        _, writer = await open_raw(gw.port, "/v1/stream/r", rcvbuf=4096)
+        await wait_for(lambda: len(gw.state.sessions) == 1, 2)
+        session = next(iter(gw.state.sessions))
+        await wait_for(lambda: session.sink.writing, 5)  # blocked on the client
+        stopping = asyncio.ensure_future(drain_and_stop(gw.state, 0))
+        await wait_for(lambda: session.failure is not None, 2)
+        session.task.cancel()  # the server stops with the terminal event still blocked
+        await asyncio.wait_for(stopping, 10)
+        try:
+            labels = {"route": "r", "outcome": "shutdown"}
+            assert await metric_value(gw.url, "gateway_requests_total", labels) == 1
+            phase = {"route": "r", "phase": "mid_stream"}
+            assert await metric_value(gw.url, "gateway_client_aborts_total", phase) == 0
+            await wait_for(lambda: upstream.seen[0].closed_at is not None, 2)
+            assert not upstream.seen[0].completed
+        finally:
+            writer.transport.abort()
+    (line,) = [r for r in caplog.records if r.getMessage() == "stream"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["outcome"], fields["code"]) == ("shutdown", "shutdown")
+    assert not [r for r in caplog.records if r.exc_info is not None]
