@@ -19,6 +19,7 @@ go to ``cache_read_input_tokens`` / ``cache_write_input_tokens`` when Anthropic 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway import events as ev
@@ -28,18 +29,24 @@ from gateway.adapters._kit import (
     UsageTally,
     arguments_object,
     as_object,
+    blank,
+    check_tool_names,
+    check_tool_turns,
     effort_budgets,
     load_object,
     native_stream_body,
     non_empty_str,
     positive_int,
+    provider_call_id,
     require_model,
+    tool_parameters,
     upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
+from gateway.errors import InvalidRequest
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
-from gateway.request import ChatRequest
+from gateway.request import ChatRequest, Tool
 
 _OPTIONS: OptionTable = {
     "anthropic_version": ("2023-06-01", non_empty_str),
@@ -51,6 +58,10 @@ _OPTIONS: OptionTable = {
     ),
 }
 _MIN_THINKING_BUDGET = 1024
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+_TOOL_NAME_RULE = "1 to 128 letters, digits, '_' or '-'"
+_BAD_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+_ID_LIMIT = 128  # no documented limit; a longer id is shortened (with its hash) all the same
 
 _STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -86,13 +97,17 @@ class AnthropicAdapter(Adapter):
         return {"anthropic-version": self.options["anthropic_version"], **super().common_headers()}
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
-        """The native streaming body; raises ``InvalidRequest`` for bad tool arguments."""
+        """The native streaming body; raises ``InvalidRequest`` naming the field for what
+        Anthropic would refuse: tool arguments that are not an object, a blank user message, a
+        tool result without its call, a tool name or schema or stop sequence it does not take."""
+        _check(request)
         max_tokens = request.max_tokens or self.options["max_tokens"]
         body: dict[str, Any] = {
             "model": require_model(self.model_for(request), self.name),
             "max_tokens": max_tokens,
         }
-        if system := request.system_text:
+        system = request.system_text
+        if not blank(system):  # Anthropic refuses a blank system text; it says nothing anyway
             body["system"] = system
         messages = _messages(request)
         body["messages"] = messages
@@ -108,7 +123,7 @@ class AnthropicAdapter(Adapter):
         if request.stop:
             body["stop_sequences"] = list(request.stop)
         if request.tools:
-            body["tools"] = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+            body["tools"] = [_tool(t, i) for i, t in enumerate(request.tools)]
         body["stream"] = True
         return self.post_json("/v1/messages", body)
 
@@ -154,21 +169,24 @@ def _block_types(message: dict[str, Any]) -> set[str]:
     return {block["type"] for block in content} if isinstance(content, list) else set()
 
 
-def _tool(name: str, description: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
-    tool: dict[str, Any] = {"name": name}
-    if description:
-        tool["description"] = description
-    tool["input_schema"] = parameters
-    return tool
+def _tool(tool: Tool, index: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        out["description"] = tool.description
+    out["input_schema"] = tool_parameters(tool, index)
+    return out
 
 
 def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """The Messages conversation; raises ``InvalidRequest`` naming the field for what Anthropic
+    would refuse (see :func:`_check`, :func:`_text_message`)."""
+    check_tool_turns(request.messages, system_apart=True)
     out: list[dict[str, Any]] = []
     for i, m in enumerate(request.messages):
         if m.role in ("system", "developer"):
             continue
         if m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            block = _tool_result(m.tool_call_id or "", m.content)
             last = out[-1] if out else None
             # Anthropic wants every result for one assistant turn in a single user message.
             if last is not None and last.get("_results"):
@@ -177,24 +195,78 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
                 out.append({"role": "user", "content": [block], "_results": True})
         elif m.role == "assistant" and m.tool_calls:
             blocks: list[dict[str, Any]] = []
-            if m.content:
+            if not blank(m.content):
                 blocks.append({"type": "text", "text": m.content})
             for j, call in enumerate(m.tool_calls):
                 path = f"messages[{i}].tool_calls[{j}].arguments"
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call.id,
+                        "id": _call_id(call.id),
                         "name": call.name,
                         "input": arguments_object(call.arguments, path),
                     }
                 )
             out.append({"role": "assistant", "content": blocks})
-        else:
-            out.append({"role": m.role, "content": m.content})
+        elif (message := _text_message(m.role, m.content, i)) is not None:
+            out.append(message)
     for message in out:
         message.pop("_results", None)
+    return _final_prefill(out)
+
+
+def _tool_result(call_id: str, content: str) -> dict[str, Any]:
+    """A ``tool_result`` block; a blank result goes without ``content`` (optional in the API,
+    which refuses a blank text)."""
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _call_id(call_id)}
+    if not blank(content):
+        block["content"] = content
+    return block
+
+
+def _text_message(role: str, content: str, index: int) -> dict[str, Any] | None:
+    """A user or assistant text message. Anthropic refuses blank text (empty or whitespace):
+    a blank assistant message says nothing and is left out (``None``); a blank user message is
+    the client's 400 naming its ``content`` (leaving it out could turn the turn around)."""
+    if not blank(content):
+        return {"role": role, "content": content}
+    if role == "user":
+        raise InvalidRequest(
+            f"messages[{index}].content: is blank; provider 'anthropic' needs text"
+            " (not only whitespace) in every user message"
+        )
+    return None
+
+
+def _final_prefill(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation that ends on an assistant text (a prefill) without its trailing
+    whitespace, which Anthropic refuses there. Raises ``InvalidRequest`` when nothing but
+    system text is left (Anthropic needs a message)."""
+    if not out:
+        raise InvalidRequest(
+            "messages: provider 'anthropic' needs a user message besides the system ones"
+        )
+    last = out[-1]
+    if last["role"] == "assistant" and isinstance(last["content"], str):
+        last["content"] = last["content"].rstrip()  # not blank: _text_message left those out
     return out
+
+
+def _call_id(call_id: str) -> str:
+    """A tool call id in Anthropic's alphabet (``^[a-zA-Z0-9_-]+$``): ids from other providers
+    (``functions.get_weather:0``) are rewritten the same way for the call and its result."""
+    return provider_call_id(call_id, _BAD_ID_CHARS, _ID_LIMIT)
+
+
+def _check(request: ChatRequest) -> None:
+    """Tool names and stop sequences Anthropic would refuse: a 400 naming the field."""
+    check_tool_names(request.tools, _TOOL_NAME, _TOOL_NAME_RULE, "anthropic")
+    for i, stop in enumerate(request.stop):
+        if blank(stop):
+            raise InvalidRequest(
+                f"stop[{i}]: provider 'anthropic' refuses a stop sequence that is empty or"
+                " only whitespace"
+            )
 
 
 _USAGE_KEYS = (

@@ -82,12 +82,20 @@ class Translator(ABC):
 
 
 def body_bytes(body: Any) -> bytes:
-    """An upstream request's JSON body. A client's value nested deeper than the encoder goes
-    (orjson: 255 levels; a tool schema, a native body) is the client's 400, not a 500."""
+    """An upstream request's JSON body. A client's value the encoder refuses is the client's
+    400, not a 500: nested deeper than it goes (orjson: 255 levels; a tool schema, a native
+    body), or a string holding a lone UTF-16 surrogate, which UTF-8 cannot carry (the standard
+    library's parser, used without orjson, lets ``"\\ud800"`` through)."""
     try:
         return dumps_kept(body)
-    except TypeError:
-        raise InvalidRequest("body: is nested too deeply to send upstream") from None
+    except UnicodeEncodeError:  # the standard library's encoder
+        raise InvalidRequest(_SURROGATE + " to send upstream") from None
+    except TypeError as exc:  # orjson says which
+        message = _SURROGATE if "surrogate" in str(exc) else "body: is nested too deeply"
+        raise InvalidRequest(message + " to send upstream") from None
+
+
+_SURROGATE = "body: holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is impossible"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests' fake adapters

@@ -32,16 +32,21 @@ from gateway.adapters._kit import (
     BlockToolCalls,
     arguments_object,
     bearer_headers,
+    blank,
+    check_tool_names,
+    check_tool_turns,
     load_object,
     present,
+    provider_call_id,
     require_model,
+    tool_parameters,
     upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest, body_bytes
 from gateway.adapters.sigv4 import AwsCredentials, quote_path_segment, sign_headers
 from gateway.config.fields import key_path
 from gateway.config.model import UpstreamConfig
-from gateway.errors import ConfigError, UpstreamError
+from gateway.errors import ConfigError, InvalidRequest, UpstreamError
 from gateway.events import Event, FinishReason
 from gateway.framing import Message
 from gateway.request import ChatMessage, ChatRequest, Tool
@@ -66,6 +71,12 @@ _RETRYABLE = frozenset(
     }
 )
 _SKIP = frozenset({"messageStart"})
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_TOOL_NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
+_BAD_ID_CHARS = re.compile(r"[^a-zA-Z0-9_.:-]")
+_ID_LIMIT = 64
+_EMPTY_RESULT = "(no output)"
+"""The text of a blank tool result: Converse needs a result's content, and refuses blank text."""
 
 
 def utc_now() -> datetime:
@@ -153,10 +164,13 @@ class BedrockAdapter(Adapter):
         return bearer_headers(self.upstream.api_key) if self._credentials is None else {}
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
-        """The Converse body for ``request``, signed; raises ``InvalidRequest`` for a missing
-        model or tool-call arguments that are not a JSON object."""
+        """The Converse body for ``request``, signed; raises ``InvalidRequest`` naming the field
+        for a missing model, tool-call arguments that are not a JSON object, and what Converse
+        would refuse (see :func:`_messages`, :func:`_check`)."""
+        _check(request)
         body: dict[str, Any] = {"messages": _messages(request.messages)}
-        if system := request.system_text:
+        system = request.system_text
+        if not blank(system):  # Converse refuses a blank text block; it says nothing anyway
             body["system"] = [{"text": system}]
         temperature = request.temperature
         inference = present(
@@ -169,7 +183,7 @@ class BedrockAdapter(Adapter):
         if inference:
             body["inferenceConfig"] = inference
         if request.tools:
-            body["toolConfig"] = {"tools": [_tool(t) for t in request.tools]}
+            body["toolConfig"] = {"tools": [_tool(t, i) for i, t in enumerate(request.tools)]}
         if extra := self.options.get("additional_model_request_fields"):
             body["additionalModelRequestFields"] = extra
         return self._request(require_model(self.model_for(request), self.name), body)
@@ -206,24 +220,50 @@ class BedrockAdapter(Adapter):
         return BedrockTranslator()
 
 
-def _tool(tool: Tool) -> dict[str, Any]:
+def _tool(tool: Tool, index: int) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": tool.name}
     if tool.description:
         spec["description"] = tool.description
-    spec["inputSchema"] = {"json": tool.parameters}
+    spec["inputSchema"] = {"json": tool_parameters(tool, index)}
     return {"toolSpec": spec}
 
 
+def _check(request: ChatRequest) -> None:
+    """Tool names and stop sequences Converse would refuse: a 400 naming the field."""
+    check_tool_names(request.tools, _TOOL_NAME, _TOOL_NAME_RULE, "bedrock")
+    for i, stop in enumerate(request.stop):
+        if not stop:
+            raise InvalidRequest(f"stop[{i}]: provider 'bedrock' refuses an empty stop sequence")
+
+
+def _call_id(call_id: str) -> str:
+    """A tool-use id as Converse takes it (``[a-zA-Z0-9_.:-]``, at most 64 characters); the
+    call and its result are rewritten alike."""
+    return provider_call_id(call_id, _BAD_ID_CHARS, _ID_LIMIT)
+
+
 def _blocks(m: ChatMessage, i: int) -> list[dict[str, Any]]:
+    """The content blocks of one message. Converse refuses blank text (empty or whitespace):
+    a blank assistant text is left out (an assistant message of only that has no blocks and
+    is skipped), a blank tool result is sent as :data:`_EMPTY_RESULT`, a blank user message is
+    the client's 400 naming its ``content``."""
     if m.role == "tool":
-        result = {"toolUseId": m.tool_call_id, "content": [{"text": m.content}]}
+        text = _EMPTY_RESULT if blank(m.content) else m.content
+        result = {"toolUseId": _call_id(m.tool_call_id or ""), "content": [{"text": text}]}
         return [{"toolResult": result}]
-    # Converse rejects empty text blocks, so an assistant turn of only tool calls has none.
-    blocks: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
+    if not blank(m.content):
+        blocks: list[dict[str, Any]] = [{"text": m.content}]
+    elif m.role == "user":
+        raise InvalidRequest(
+            f"messages[{i}].content: is blank; provider 'bedrock' needs text"
+            " (not only whitespace) in every user message"
+        )
+    else:
+        blocks = []
     for j, call in enumerate(m.tool_calls):
         path = f"messages[{i}].tool_calls[{j}].arguments"
         use = {
-            "toolUseId": call.id,
+            "toolUseId": _call_id(call.id),
             "name": call.name,
             "input": arguments_object(call.arguments, path),
         }
@@ -232,6 +272,10 @@ def _blocks(m: ChatMessage, i: int) -> list[dict[str, Any]]:
 
 
 def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
+    """The Converse conversation: strict user/assistant alternation (runs of one role merged),
+    starting with a user turn, a final assistant text without trailing whitespace. Raises
+    ``InvalidRequest`` naming the field for what Converse would refuse."""
+    check_tool_turns(messages, system_apart=True)
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if m.role in ("system", "developer"):
@@ -242,9 +286,27 @@ def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
             continue
         if out and out[-1]["role"] == role:
             out[-1]["content"].extend(blocks)
+        elif not out and role != "user":
+            raise InvalidRequest(
+                f"messages[{i}].role: provider 'bedrock' needs the conversation to start with"
+                " a user message (after any system messages)"
+            )
         else:
             out.append({"role": role, "content": blocks})
+    if not out:
+        raise InvalidRequest(
+            "messages: provider 'bedrock' needs a user message besides the system ones"
+        )
+    _strip_prefill(out[-1])
     return out
+
+
+def _strip_prefill(last: dict[str, Any]) -> None:
+    """A conversation ending on assistant text (a prefill): that text without its trailing
+    whitespace, which Claude on Bedrock refuses there (never blank: blank text is left out)."""
+    block = last["content"][-1]
+    if last["role"] == "assistant" and "text" in block:
+        block["text"] = block["text"].rstrip()
 
 
 class BedrockTranslator(Translator):

@@ -23,6 +23,8 @@ from gateway.adapters._kit import (
     OptionTable,
     as_object,
     bearer_headers,
+    check_stop_count,
+    check_tool_turns,
     effort_budgets,
     function_tool,
     load_object,
@@ -54,6 +56,7 @@ _FAILED = frozenset({"ERROR", "TIMEOUT"})
 _MIN_P = 0.01
 _MAX_P = 0.99
 _SKIP = frozenset({"message-start", "content-start", "content-end"})
+_MAX_STOP = 5
 
 
 class CohereAdapter(Adapter):
@@ -71,13 +74,17 @@ class CohereAdapter(Adapter):
         return bearer_headers(self.upstream.api_key)
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
-        """The native streaming body for ``request``."""
+        """The native streaming body for ``request``; raises ``InvalidRequest`` naming the field
+        for a tool result not paired with its call, a tool schema that is not an object, or
+        more stop sequences than Cohere takes (5)."""
+        check_tool_turns(request.messages)
+        check_stop_count(request.stop, _MAX_STOP, self.name)
         body: dict[str, Any] = {
             "model": require_model(self.model_for(request), self.name),
             "messages": _messages(request),
         }
         if request.tools:
-            body["tools"] = [function_tool(t) for t in request.tools]
+            body["tools"] = [function_tool(t, i) for i, t in enumerate(request.tools)]
         body.update(
             present(
                 max_tokens=request.max_tokens,

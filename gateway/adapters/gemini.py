@@ -3,8 +3,9 @@
 Request: ``contents`` with roles ``user``/``model``; system/developer text goes to
 ``systemInstruction``; assistant tool calls become ``functionCall`` parts and tool results
 ``functionResponse`` parts (the function name is looked up from the earlier call's id);
-a tool without arguments is declared without ``parameters`` (Gemini rejects an empty object
-schema); ``generationConfig`` carries limits, sampling, stop sequences and ``thinkingConfig``.
+tool schemas go as ``parametersJsonSchema`` (JSON Schema as is), and a tool without arguments
+is declared without one (Gemini rejects an empty object schema); ``generationConfig``
+carries limits, sampling, stop sequences and ``thinkingConfig``.
 
 Stream: data-only SSE framed with CRLF, each event a whole ``GenerateContentResponse``. Parts
 with ``thought: true`` -> ``reasoning``, other text parts -> ``delta``, each ``functionCall`` part
@@ -21,6 +22,7 @@ JSON outside SSE framing (framing ``sse+raw``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -29,13 +31,17 @@ from gateway.adapters._kit import (
     OptionTable,
     arguments_object,
     boolean,
+    check_stop_count,
+    check_tool_names,
+    check_tool_turns,
     effort_budgets,
-    function_tool,
     load_object,
     maybe_cut,
     new_call_id,
     present,
     require_model,
+    tool_names_by_id,
+    tool_parameters,
     upstream_failure,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
@@ -71,6 +77,11 @@ _CONTENT_FILTER = frozenset(
     }
 )
 _RETRYABLE_STATUS = frozenset({429, 500, 503, 504})
+_FUNCTION_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,127}")
+_FUNCTION_NAME_RULE = (
+    "1 to 128 letters, digits, '_', '.', ':' or '-', starting with a letter or '_'"
+)
+_MAX_STOP = 5
 
 
 def _finish_reason(native: str) -> FinishReason:
@@ -105,14 +116,17 @@ class GeminiAdapter(Adapter):
         return self.post_json(path, body)
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
-        """The native body for ``request``; raises ``InvalidRequest`` for a tool result whose id
-        matches no earlier tool call, or tool arguments that are not a JSON object."""
+        """The native body for ``request``; raises ``InvalidRequest`` naming the field for a tool
+        result not paired with its call, tool arguments that are not a JSON object, and what
+        Gemini would refuse (see :func:`_contents`, :func:`_check`)."""
         model = require_model(self.model_for(request), self.name)
+        _check(request)
         body: dict[str, Any] = {"contents": _contents(request)}
         if system := request.system_text:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         if request.tools:
-            body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
+            declarations = [_declaration(t, i) for i, t in enumerate(request.tools)]
+            body["tools"] = [{"functionDeclarations": declarations}]
         config = self._generation_config(request)
         if config:
             body["generationConfig"] = config
@@ -152,55 +166,77 @@ class GeminiAdapter(Adapter):
 _NO_ARGUMENT_KEYS = frozenset({"type", "properties", "required", "additionalProperties", "$schema"})
 
 
-def _declaration(tool: Tool) -> dict[str, Any]:
-    """The function declaration: the inner part of the function-tool shape, without
-    ``parameters`` for a tool that takes no arguments. Gemini rejects an object schema with no
-    properties (400 ``parameters.properties: should be non-empty for OBJECT type``), which is
-    what a tool sent without parameters becomes in the common request."""
-    declaration: dict[str, Any] = function_tool(tool)["function"]
-    schema = tool.parameters
-    if (
-        not schema.get("properties")
-        and not schema.get("required")
-        and schema.get("type", "object") == "object"
-        and schema.keys() <= _NO_ARGUMENT_KEYS
-    ):
-        del declaration["parameters"]
+def _declaration(tool: Tool, index: int) -> dict[str, Any]:
+    """The function declaration of ``tools[index]``, its schema as ``parametersJsonSchema``
+    (JSON Schema as is: Gemini's older ``parameters`` takes an OpenAPI subset and answers 400
+    to ``additionalProperties``, ``$schema``, ``const`` ..., which ordinary schemas carry), and
+    none for a tool that takes no arguments (Gemini rejects an object schema with no
+    properties, which is what a tool sent without parameters becomes in the common request)."""
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        declaration["description"] = tool.description
+    schema = tool_parameters(tool, index)
+    if schema.get("properties") or schema.get("required") or not schema.keys() <= _NO_ARGUMENT_KEYS:
+        declaration["parametersJsonSchema"] = schema
     return declaration
 
 
+def _check(request: ChatRequest) -> None:
+    """Tool names and stop sequences Gemini would refuse: a 400 naming the field."""
+    check_tool_names(request.tools, _FUNCTION_NAME, _FUNCTION_NAME_RULE, "gemini")
+    check_stop_count(request.stop, _MAX_STOP, "gemini")
+
+
 def _contents(request: ChatRequest) -> list[dict[str, Any]]:
-    names: dict[str, str] = {}  # tool_call_id -> function name, as the conversation goes
+    """The ``contents``: roles user/model, runs of one role in one content (a function call
+    turn must follow a user or function response turn), function responses in a content of
+    their own right after the call turn. Gemini refuses an empty text part: an empty assistant
+    text is left out, an empty user message is the client's 400 naming its ``content``."""
+    check_tool_turns(request.messages, system_apart=True)
+    names = tool_names_by_id(request.messages)
     out: list[dict[str, Any]] = []
-    results_open = False  # the last content holds tool results: append further ones to it
     for i, m in enumerate(request.messages):
         if m.role in ("system", "developer"):
             continue
         if m.role == "tool":
-            name = names.get(m.tool_call_id or "")
-            if name is None:
-                raise InvalidRequest(
-                    f"messages[{i}].tool_call_id: matches no earlier assistant tool call"
-                )
+            name = names[m.tool_call_id or ""]  # check_tool_turns: the call is there
             part = {"functionResponse": {"name": name, "response": {"result": m.content}}}
-            if results_open:
-                out[-1]["parts"].append(part)
-            else:
-                out.append({"role": "user", "parts": [part]})
-                results_open = True
+            _add(out, "user", [part], results=True)
             continue
-        results_open = False
         parts: list[dict[str, Any]] = []
         if m.content:
             parts.append({"text": m.content})
+        elif m.role == "user":
+            raise InvalidRequest(
+                f"messages[{i}].content: is empty; provider 'gemini' needs text in every"
+                " user message"
+            )
         for j, call in enumerate(m.tool_calls):
-            names[call.id] = call.name
             args = arguments_object(call.arguments, f"messages[{i}].tool_calls[{j}].arguments")
             parts.append({"functionCall": {"name": call.name, "args": args}})
-        if not parts:
-            parts.append({"text": ""})
-        out.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})
+        if parts:
+            _add(out, "model" if m.role == "assistant" else "user", parts, results=False)
+    if not out:
+        raise InvalidRequest(
+            "messages: provider 'gemini' needs a user message besides the system ones"
+        )
+    for content in out:
+        content.pop("_results", None)
     return out
+
+
+def _add(
+    out: list[dict[str, Any]], role: str, parts: list[dict[str, Any]], *, results: bool
+) -> None:
+    """Append ``parts`` as a content of ``role``, joining the last content when it has the
+    same role and kind (function responses join only function responses)."""
+    last = out[-1] if out else None
+    if last is not None and last["role"] == role and last.get("_results", False) == results:
+        last["parts"].extend(parts)
+    elif results:
+        out.append({"role": role, "parts": parts, "_results": True})
+    else:
+        out.append({"role": role, "parts": parts})
 
 
 def _raise_error(err: Any) -> None:

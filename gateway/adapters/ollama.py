@@ -69,14 +69,15 @@ class OllamaAdapter(Adapter):
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
         """The native body; raises ``InvalidRequest`` for tool arguments that are not a JSON
-        object, or (endpoint generate) for a multi-turn conversation or tools."""
+        object, a tool schema that is not an object, or (endpoint generate) for a multi-turn
+        conversation or tools."""
         body: dict[str, Any] = {"model": require_model(self.model_for(request), self.name)}
         if self.options["endpoint"] == "generate":
             body.update(_generate_prompt(request))
         else:
             body["messages"] = _messages(request)
             if request.tools:
-                body["tools"] = [function_tool(t) for t in request.tools]
+                body["tools"] = [function_tool(t, i) for i, t in enumerate(request.tools)]
         body["stream"] = True
         options = present(
             num_predict=request.max_tokens,

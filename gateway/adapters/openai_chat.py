@@ -63,6 +63,7 @@ from gateway.adapters._kit import (
     UsageTally,
     as_object,
     bearer_headers,
+    check_tool_turns,
     count,
     error_object_event,
     function_tool,
@@ -130,7 +131,10 @@ class OpenAIChatAdapter(Adapter):
         return bearer_headers(self.upstream.api_key)
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
-        """The streaming ``/chat/completions`` request for ``request``."""
+        """The streaming ``/chat/completions`` request for ``request``; raises
+        ``InvalidRequest`` naming the field for a tool result not paired with its call or a tool
+        schema that is not an object (which OpenAI and the compatible servers refuse)."""
+        check_tool_turns(request.messages)
         # Built key by key, not with ``present(**...)``: every request of the commonest route
         # comes here, and a call with a keyword dict and a comprehension cost 1.9 % of a 1-token
         # request (docs/performance.md). The keys keep ``present``'s order.
@@ -146,7 +150,7 @@ class OpenAIChatAdapter(Adapter):
         if request.stop:
             body["stop"] = list(request.stop)
         if request.tools:
-            body["tools"] = [function_tool(tool) for tool in request.tools]
+            body["tools"] = [function_tool(tool, i) for i, tool in enumerate(request.tools)]
         if request.reasoning_effort is not None:
             body["reasoning_effort"] = request.reasoning_effort
         body["stream"] = True

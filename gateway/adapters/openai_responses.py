@@ -49,6 +49,7 @@ Malformed JSON is ``upstream_protocol``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -57,6 +58,8 @@ from gateway.adapters._kit import (
     OptionTable,
     as_object,
     bearer_headers,
+    check_tool_names,
+    check_tool_turns,
     count,
     error_object_event,
     load_object,
@@ -64,6 +67,7 @@ from gateway.adapters._kit import (
     new_call_id,
     present,
     text,
+    tool_parameters,
     typed,
 )
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest
@@ -84,6 +88,8 @@ _INCOMPLETE_REASONS: Mapping[str, FinishReason] = {
 }
 
 _VISIBLE_PARTS = frozenset({"output_text", "refusal"})
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_TOOL_NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
 _NOTHING: list[Event] = []
 
 
@@ -127,7 +133,11 @@ class OpenAIResponsesAdapter(Adapter):
         return bearer_headers(self.upstream.api_key)
 
     def build_request(self, request: ChatRequest) -> UpstreamRequest:
-        """The streaming ``/responses`` request for ``request`` (``stop`` is not supported)."""
+        """The streaming ``/responses`` request for ``request`` (``stop`` is not supported);
+        raises ``InvalidRequest`` naming the field for a tool result not paired with its call,
+        or a tool name or schema the Responses API refuses."""
+        check_tool_turns(request.messages)
+        check_tool_names(request.tools, _TOOL_NAME, _TOOL_NAME_RULE, self.name)
         body = present(
             model=self.model_for(request),
             input=[item for m in request.messages for item in _input_items(m)],
@@ -142,10 +152,10 @@ class OpenAIResponsesAdapter(Adapter):
                     "type": "function",
                     "name": tool.name,
                     **({"description": tool.description} if tool.description else {}),
-                    "parameters": tool.parameters,
+                    "parameters": tool_parameters(tool, i),
                     "strict": strict,
                 }
-                for tool in request.tools
+                for i, tool in enumerate(request.tools)
             ]
         if request.reasoning_effort is not None:
             reasoning: dict[str, Any] = {"effort": request.reasoning_effort}

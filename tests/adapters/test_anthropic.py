@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import aiohttp
 import pytest
+from anthropic.types.message_create_params import MessageCreateParamsStreaming
+from pydantic import TypeAdapter
 
 from gateway.adapters.anthropic import AnthropicAdapter
 from gateway.config.model import UpstreamConfig
@@ -21,6 +25,10 @@ from tests.adapters.harness import (
     replay_checked,
 )
 from tests.adapters.native_contract import CONVERSATION, check_fixture
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.gateway import running_gateway
+
+STREAMING_PARAMS = TypeAdapter(MessageCreateParamsStreaming)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +172,12 @@ RESULT = {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"}
     [
         pytest.param([USER, ASKED, RESULT], id="tool-loop"),
         pytest.param(
-            [USER, {**ASKED, "content": "Checking."}, RESULT, RESULT | {"tool_call_id": "t2"}],
+            [
+                USER,
+                {**ASKED, "content": "Checking.", "tool_calls": [CALL, CALL | {"id": "t2"}]},
+                RESULT,
+                RESULT | {"tool_call_id": "t2"},
+            ],
             id="tool-loop-text-and-two-results",
         ),
         pytest.param(
@@ -196,7 +209,6 @@ def test_no_thinking_inside_an_assistant_turn(messages: list[dict[str, Any]]) ->
     "messages",
     [
         pytest.param([USER], id="first-turn"),
-        pytest.param([{"role": "system", "content": "x"}], id="no-messages-left"),  # no IndexError
         pytest.param(
             [USER, ASKED, RESULT, {"role": "user", "content": "And Rome?"}], id="new-turn"
         ),
@@ -459,3 +471,108 @@ def test_tool_call_without_arguments_is_an_empty_object(named: bool) -> None:
         {"index": 1, "arguments": '{"a": 1}'},
     ]
     check_same_at_every_split(adapter, data, events, every_cut=True)
+
+
+def _body(request: dict[str, Any]) -> dict[str, Any]:
+    built = make_adapter(AnthropicAdapter, model="m").build_request(parse_request(request))
+    body: dict[str, Any] = loads(built.body)
+    return body
+
+
+def test_awkward_conversations_become_requests_anthropic_accepts() -> None:
+    # Blank text is refused by Anthropic (a 400, which the client would see as a 502): a blank
+    # system or assistant text says nothing and is left out, a blank tool result goes without
+    # content; a final assistant text loses its trailing whitespace; ids from other providers
+    # are rewritten into Anthropic's alphabet, alike for the call and its result.
+    odd = "functions.get weather:0"
+    body = _body(
+        {
+            "messages": [
+                {"role": "system", "content": " \n"},
+                {"role": "user", "content": "Weather? 👋 שלום"},
+                {"role": "assistant", "content": "  "},
+                {"role": "user", "content": "Please."},
+                {
+                    "role": "assistant",
+                    "content": "\n",
+                    "tool_calls": [{"id": odd, "name": "weather", "arguments": ""}],
+                },
+                {"role": "tool", "tool_call_id": odd, "content": ""},
+                {"role": "assistant", "content": "It is "},
+            ],
+            "tools": [{"type": "function", "name": "weather", "parameters": {}}],
+        }
+    )
+    messages = body["messages"]
+    call_id = messages[2]["content"][0]["id"]
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+", call_id)
+    assert "system" not in body
+    assert messages == [
+        {"role": "user", "content": "Weather? 👋 שלום"},
+        {"role": "user", "content": "Please."},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": call_id, "name": "weather", "input": {}}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id}]},
+        {"role": "assistant", "content": "It is"},
+    ]
+    assert body["tools"] == [{"name": "weather", "input_schema": {"type": "object"}}]
+    STREAMING_PARAMS.validate_python(body)  # the official SDK's request type
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field"),
+    [
+        ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yes"},
+                    {"role": "user", "content": " \t\n"},
+                ]
+            },
+            "messages[2].content",
+        ),
+        ({"messages": [{"role": "system", "content": "Only me."}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "stop": ["END", "\n"]}, "stop[1]"),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "name": "get weather"}],
+            },
+            "tools[0].name",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "name": "t" * 129}],
+            },
+            "tools[0].name",
+        ),
+    ],
+)
+def test_what_anthropic_refuses_is_a_400_naming_the_field(
+    request_body: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequest, match="^" + re.escape(field) + ": "):
+        _body(request_body)
+
+
+async def test_a_blank_user_message_is_a_400_before_any_upstream_call(
+    upstream: FakeUpstream,
+) -> None:
+    route = {
+        "name": "claude",
+        "provider": "anthropic",
+        "upstream": {"base_url": upstream.url, "api_key": "k", "model": "m"},
+    }
+    async with running_gateway({"routes": [route]}) as gw, aiohttp.ClientSession() as s:
+        blank = {"messages": [{"role": "user", "content": "  "}]}
+        async with s.post(gw.url + "/v1/stream/claude", json=blank) as resp:
+            assert resp.status == 400
+            error = (await resp.json())["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("messages[0].content: is blank")
+    assert upstream.seen == []

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore import auth as botocore_auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.validate import ParamValidator
 
 from gateway.adapters import ADAPTERS
 from gateway.adapters.base import UpstreamRequest
@@ -621,3 +624,101 @@ def test_server_tool_use_is_not_a_client_tool_call() -> None:
     assert assemble(events).text == "found"
     assert events[-1].data == {"reason": "stop", "provider_reason": "end_turn"}
     check_same_at_every_split(adapter(), data, events)
+
+
+CONVERSE_STREAM = (
+    botocore.session.get_session()
+    .get_service_model("bedrock-runtime")
+    .operation_model("ConverseStream")
+    .input_shape
+)
+
+
+def _converse(request: dict[str, Any]) -> dict[str, Any]:
+    """The Converse body built for ``request``, checked against botocore's model of the API."""
+    body: dict[str, Any] = json.loads(adapter().build_request(parse_request(request)).body)
+    report = ParamValidator().validate({"modelId": "m", **body}, CONVERSE_STREAM)
+    assert not report.has_errors(), report.generate_report()
+    return body
+
+
+def test_awkward_conversations_become_requests_converse_accepts() -> None:
+    # Converse refuses blank text blocks ("The text field in the ContentBlock object ... is
+    # blank"), ids outside [a-zA-Z0-9_.:-]{1,64}, and a final assistant text with trailing
+    # whitespace (Claude); the gateway sends what it accepts.
+    odd = "call/" + "é" * 70
+    body = _converse(
+        {
+            "messages": [
+                {"role": "system", "content": "\n"},
+                {"role": "user", "content": "Weather? 👋"},
+                {"role": "assistant", "content": " "},
+                {"role": "user", "content": "Please."},
+                {
+                    "role": "assistant",
+                    "content": " ",
+                    "tool_calls": [{"id": odd, "name": "weather", "arguments": "{}"}],
+                },
+                {"role": "tool", "tool_call_id": odd, "content": "  "},
+                {"role": "assistant", "content": "It is "},
+            ]
+        }
+    )
+    assert "system" not in body
+    messages = body["messages"]
+    call_id = messages[1]["content"][0]["toolUse"]["toolUseId"]
+    assert re.fullmatch(r"[a-zA-Z0-9_.:-]{1,64}", call_id)
+    assert messages == [
+        {"role": "user", "content": [{"text": "Weather? 👋"}, {"text": "Please."}]},
+        {
+            "role": "assistant",
+            "content": [{"toolUse": {"toolUseId": call_id, "name": "weather", "input": {}}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"toolResult": {"toolUseId": call_id, "content": [{"text": "(no output)"}]}}
+            ],
+        },
+        {"role": "assistant", "content": [{"text": "It is"}]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field"),
+    [
+        ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": " \n"}]}, "messages[0].content"),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "Pirate."},
+                    {"role": "assistant", "content": "Arr, how may I help?"},
+                    {"role": "user", "content": "Hi"},
+                ]
+            },
+            "messages[1].role",
+        ),
+        ({"messages": [{"role": "system", "content": "Only me."}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "stop": ["END", ""]}, "stop[1]"),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "name": "t" * 65}],
+            },
+            "tools[0].name",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "name": "mcp.search"}],
+            },
+            "tools[0].name",
+        ),
+    ],
+)
+def test_what_converse_refuses_is_a_400_naming_the_field(
+    request_body: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequest, match="^" + re.escape(field) + ": "):
+        adapter().build_request(parse_request(request_body))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from gateway.adapters.cohere import CohereAdapter
+from gateway.errors import InvalidRequest
 from gateway.jsonutil import loads
 from gateway.request import parse_request
 from tests.adapters.harness import (
@@ -177,3 +179,12 @@ def test_top_p_is_kept_inside_coheres_range(top_p: float, p: float) -> None:
     adapter = make_adapter(CohereAdapter, model="m")
     body = {"messages": [{"role": "user", "content": "x"}], "top_p": top_p}
     assert loads(adapter.build_request(parse_request(body)).body)["p"] == p
+
+
+def test_more_stop_sequences_than_cohere_takes_is_a_400() -> None:
+    # Cohere v2 takes "a list of up to 5 strings" (cohere SDK docs): a sixth is its 400.
+    adapter = make_adapter(CohereAdapter, model="m")
+    five = {"messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")}
+    assert loads(adapter.build_request(parse_request(five)).body)["stop_sequences"] == list("abcde")
+    with pytest.raises(InvalidRequest, match="^" + re.escape("stop: provider 'cohere'")):
+        adapter.build_request(parse_request({**five, "stop": list("abcdef")}))

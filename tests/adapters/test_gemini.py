@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def test_build_request_maps_every_field() -> None:
                     {
                         "name": "weather",
                         "description": "Current weather",
-                        "parameters": {
+                        "parametersJsonSchema": {
                             "type": "object",
                             "properties": {"city": {"type": "string"}},
                         },
@@ -254,8 +255,87 @@ def test_a_tool_without_arguments_is_declared_without_parameters() -> None:
                 {"name": "open"},
                 {
                     "name": "city",
-                    "parameters": {"type": "object", "properties": {"c": {"type": "string"}}},
+                    "parametersJsonSchema": {
+                        "type": "object",
+                        "properties": {"c": {"type": "string"}},
+                    },
                 },
             ]
         }
     ]
+
+
+def _gemini(request: dict[str, Any]) -> dict[str, Any]:
+    built = make_adapter(GeminiAdapter, model="m").build_request(parse_request(request))
+    body: dict[str, Any] = loads(built.body)
+    return body
+
+
+def test_awkward_conversations_become_requests_gemini_accepts() -> None:
+    # Gemini refuses an empty text part ("required oneof field 'data' must have one
+    # initialized field") and a function call turn that does not follow a user or function
+    # response turn; its older ``parameters`` refuses JSON Schema keys such as
+    # additionalProperties and $schema, which ``parametersJsonSchema`` takes as they are.
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"city": {"type": "string", "const": "Paris"}},
+        "additionalProperties": False,
+    }
+    body = _gemini(
+        {
+            "messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": " "},
+                {"role": "assistant", "content": "Let me look."},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c.1", "name": "mcp.weather", "arguments": "{}"}],
+                },
+                {"role": "tool", "tool_call_id": "c.1", "content": "21C"},
+                {"role": "user", "content": "Thanks"},
+            ],
+            "tools": [{"type": "function", "name": "mcp.weather", "parameters": schema}],
+        }
+    )
+    assert body["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather?"}, {"text": " "}]},
+        {
+            "role": "model",
+            "parts": [
+                {"text": "Let me look."},
+                {"functionCall": {"name": "mcp.weather", "args": {}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [{"functionResponse": {"name": "mcp.weather", "response": {"result": "21C"}}}],
+        },
+        {"role": "user", "parts": [{"text": "Thanks"}]},
+    ]
+    assert body["tools"] == [
+        {"functionDeclarations": [{"name": "mcp.weather", "parametersJsonSchema": schema}]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field"),
+    [
+        ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content"),
+        ({"messages": [{"role": "developer", "content": "Only me."}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "stop": list("abcdef")}, "stop"),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "name": "1st-tool"}],
+            },
+            "tools[0].name",
+        ),
+    ],
+)
+def test_what_gemini_refuses_is_a_400_naming_the_field(
+    request_body: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequest, match="^" + re.escape(field) + ": "):
+        _gemini(request_body)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from gateway.adapters.openai_responses import OpenAIResponsesAdapter
+from gateway.errors import InvalidRequest
 from gateway.events import Event
 from gateway.request import parse_request
 from tests.adapters.harness import assemble, make_adapter, replay_checked
@@ -394,3 +396,19 @@ def test_reasoning_summary_parts_are_separated_by_a_blank_line() -> None:
         )
     )
     assert assemble(events).reasoning == "**First**\n\nOne.\n\n**Second**\n\nTwo."
+
+
+@pytest.mark.parametrize("name", ["t" * 65, "mcp.search", "get weather"])
+def test_a_tool_name_the_responses_api_refuses_is_a_400(name: str) -> None:
+    # The Responses API takes ^[a-zA-Z0-9_-]{1,64}$ ("Invalid 'tools[0].name': string does not
+    # match pattern"), which the client would otherwise see as a 502.
+    request = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {"type": "function", "name": "ok_" + "t" * 61},
+            {"type": "function", "name": name},
+        ],
+    }
+    adapter = make_adapter(OpenAIResponsesAdapter, model="m")
+    with pytest.raises(InvalidRequest, match="^" + re.escape("tools[1].name: provider")):
+        adapter.build_request(parse_request(request))
