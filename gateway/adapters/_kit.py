@@ -1,6 +1,6 @@
 """The private kit every adapter builds on. Pure; nothing here knows a provider.
 
-Four small toolboxes, each used by several adapters (so a fix lands once):
+Small toolboxes, each used by several adapters (so a fix lands once):
 
 * option tables: ``key -> (default, check)`` validated by :func:`validate_options`;
 * lenient upstream JSON: :func:`load_object` parses a message once, then :func:`as_object`,
@@ -8,11 +8,8 @@ Four small toolboxes, each used by several adapters (so a fix lands once):
   streams break closed SDK enums (protocols README section 0.2);
 * request pieces: optional fields (:func:`present`), the function-tool shape, tool-call
   arguments as objects, required models, bearer credentials, synthesised tool-call ids;
-* conversation rules providers enforce and the gateway checks first (a 400 naming the client's
-  field instead of the provider's 400 as a 502): tool results paired with their calls
-  (:func:`check_tool_turns`), object parameter schemas (:func:`tool_parameters`), tool names
-  (:func:`check_tool_names`), blank text (:func:`blank`), call ids in a narrower alphabet
-  (:func:`provider_call_id`), stop-sequence counts (:func:`check_stop_count`);
+* the object parameter schema every provider wants (:func:`tool_parameters`; the other
+  conversation rules are in :mod:`gateway.adapters._conversation`);
 * streamed tool calls: :class:`IndexedToolCalls` (Chat Completions fragments) and
   :class:`BlockToolCalls` (a start, pieces and a stop per block);
 * provider-reported failures: :func:`upstream_failure` (raised by native translators) and
@@ -22,7 +19,6 @@ Four small toolboxes, each used by several adapters (so a fix lands once):
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -266,80 +262,6 @@ def arguments_object(arguments: str, path: str) -> dict[str, Any]:
 def tool_names_by_id(messages: tuple[ChatMessage, ...]) -> dict[str, str]:
     """``tool_call_id -> name`` over every assistant tool call in ``messages``."""
     return {call.id: call.name for m in messages for call in m.tool_calls}
-
-
-def blank(value: str) -> bool:
-    """``value`` is empty or only whitespace: no text, for providers that refuse such blocks."""
-    return not value or value.isspace()
-
-
-def check_tool_turns(messages: tuple[ChatMessage, ...], *, system_apart: bool = False) -> None:
-    """Tool results are paired with their calls, as every provider but Ollama insists.
-
-    Each ``tool`` message must answer a call of the assistant message right before its run of
-    results (once), and every call must be answered before the conversation goes on. Calls
-    left open by the conversation's last message are allowed (the provider decides).
-    ``system_apart``: system/developer messages leave the conversation (a separate system
-    slot), so one between the calls and their results is no break. Raises
-    :class:`InvalidRequest` naming the tool message's ``tool_call_id`` or the unanswered
-    call's ``id``.
-    """
-    open_calls: dict[str, str] = {}  # call id -> its path, for the calls not answered yet
-    in_results = False  # right after an assistant message with tool calls, or its results
-    for i, m in enumerate(messages):
-        role = m.role
-        if role == "tool":
-            if not in_results or open_calls.pop(m.tool_call_id or "", None) is None:
-                raise InvalidRequest(
-                    f"messages[{i}].tool_call_id: answers no tool call of the assistant message"
-                    " right before the tool results (or answers one twice)"
-                )
-            continue
-        if system_apart and (role == "system" or role == "developer"):
-            continue
-        if open_calls:
-            path = next(iter(open_calls.values()))
-            raise InvalidRequest(
-                f"{path}: has no tool result (a role tool message with this tool_call_id must"
-                f" follow the assistant message, before messages[{i}])"
-            )
-        in_results = bool(m.tool_calls)
-        if in_results:
-            open_calls = {
-                c.id: f"messages[{i}].tool_calls[{j}].id" for j, c in enumerate(m.tool_calls)
-            }
-
-
-def provider_call_id(call_id: str, bad: re.Pattern[str], limit: int) -> str:
-    """``call_id`` as a provider with a narrower id alphabet (``bad`` matches a character
-    outside it) and length ``limit`` accepts it.
-
-    Unchanged when it fits. Otherwise the characters outside become ``_`` and a hash of the
-    whole id is appended, within ``limit``, so two ids stay apart; the same id always gives the
-    same text, so a call and its result still pair. Ids only pair a call with its result in
-    one request (the provider's own ids come back in the stream), so nothing maps them back.
-    """
-    if len(call_id) <= limit and bad.search(call_id) is None:
-        return call_id
-    digest = hashlib.blake2s(call_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    return bad.sub("_", call_id)[: limit - len(digest) - 1] + "_" + digest
-
-
-def check_tool_names(
-    tools: tuple[Tool, ...], pattern: re.Pattern[str], rule: str, provider: str
-) -> None:
-    """Every tool name matches ``pattern`` (whole), else :class:`InvalidRequest` naming
-    ``tools[i].name`` with the provider's ``rule`` in words. Names are not rewritten: the
-    model calls tools by name and the client must recognise the name it gets back."""
-    for i, tool in enumerate(tools):
-        if pattern.fullmatch(tool.name) is None:
-            raise InvalidRequest(f"tools[{i}].name: provider '{provider}' takes {rule}")
-
-
-def check_stop_count(stop: tuple[str, ...], limit: int, provider: str) -> None:
-    """At most ``limit`` stop sequences, else :class:`InvalidRequest` naming ``stop``."""
-    if len(stop) > limit:
-        raise InvalidRequest(f"stop: provider '{provider}' takes at most {limit} stop sequences")
 
 
 def require_model(model: str | None, provider: str) -> str:

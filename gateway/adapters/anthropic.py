@@ -23,21 +23,23 @@ import re
 from typing import Any
 
 from gateway import events as ev
+from gateway.adapters._conversation import (
+    blank,
+    check_tool_names,
+    check_tool_turns,
+    provider_call_id,
+)
 from gateway.adapters._kit import (
     BlockToolCalls,
     OptionTable,
     UsageTally,
     arguments_object,
     as_object,
-    blank,
-    check_tool_names,
-    check_tool_turns,
     effort_budgets,
     load_object,
     native_stream_body,
     non_empty_str,
     positive_int,
-    provider_call_id,
     require_model,
     tool_parameters,
     upstream_failure,

@@ -28,16 +28,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway import events as ev
+from gateway.adapters._conversation import (
+    blank,
+    check_tool_names,
+    check_tool_turns,
+    provider_call_id,
+)
 from gateway.adapters._kit import (
     BlockToolCalls,
     arguments_object,
     bearer_headers,
-    blank,
-    check_tool_names,
-    check_tool_turns,
     load_object,
     present,
-    provider_call_id,
     require_model,
     tool_parameters,
     upstream_failure,

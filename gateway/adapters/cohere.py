@@ -18,13 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import events as ev
+from gateway.adapters._conversation import (
+    check_stop_count,
+    check_tool_turns,
+)
 from gateway.adapters._kit import (
     BlockToolCalls,
     OptionTable,
     as_object,
     bearer_headers,
-    check_stop_count,
-    check_tool_turns,
     effort_budgets,
     function_tool,
     load_object,

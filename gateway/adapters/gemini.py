@@ -27,13 +27,15 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway import events as ev
+from gateway.adapters._conversation import (
+    check_stop_count,
+    check_tool_names,
+    check_tool_turns,
+)
 from gateway.adapters._kit import (
     OptionTable,
     arguments_object,
     boolean,
-    check_stop_count,
-    check_tool_names,
-    check_tool_turns,
     effort_budgets,
     load_object,
     maybe_cut,

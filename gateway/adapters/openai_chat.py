@@ -57,13 +57,15 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gateway import events as ev
+from gateway.adapters._conversation import (
+    check_tool_turns,
+)
 from gateway.adapters._kit import (
     IndexedToolCalls,
     OptionTable,
     UsageTally,
     as_object,
     bearer_headers,
-    check_tool_turns,
     count,
     error_object_event,
     function_tool,

@@ -54,12 +54,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from gateway import events as ev
+from gateway.adapters._conversation import (
+    check_tool_names,
+    check_tool_turns,
+)
 from gateway.adapters._kit import (
     OptionTable,
     as_object,
     bearer_headers,
-    check_tool_names,
-    check_tool_turns,
     count,
     error_object_event,
     load_object,

@@ -1,5 +1,6 @@
-"""The adapters' shared kit: the conversation rules the gateway checks before a provider would
-refuse the request (a 400 naming the client's field instead of the provider's 400 as a 502)."""
+"""``gateway/adapters/_conversation.py``: the conversation rules the gateway checks before a
+provider would refuse the request (a 400 naming the client's field instead of the provider's 400
+as a 502), across the adapters; also ``_kit.tool_parameters``, the object schema they rely on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from gateway.adapters._kit import check_tool_turns, provider_call_id, tool_parameters
+from gateway.adapters._conversation import (
+    check_tool_turns,
+    provider_call_id,
+)
+from gateway.adapters._kit import (
+    tool_parameters,
+)
 from gateway.adapters.anthropic import AnthropicAdapter
 from gateway.adapters.base import Adapter
 from gateway.adapters.bedrock import BedrockAdapter
