@@ -38,6 +38,7 @@ from gateway.adapters._mapped_config import compile_options
 from gateway.adapters._mapped_spec import MISSING, ErrorRule, Rule, Spec, first, lookup, render
 from gateway.adapters.base import Adapter, Translator, UpstreamRequest, body_bytes
 from gateway.adapters.sigv4 import quote_path_segment
+from gateway.config.fields import header_value_problem
 from gateway.config.model import UpstreamConfig
 from gateway.errors import ConfigError, InvalidRequest, UpstreamProtocolError
 from gateway.events import Event, FinishReason
@@ -68,12 +69,12 @@ class MappedAdapter(Adapter):
         # The pipeline reads adapter.framing; here it is chosen by configuration, per instance.
         setattr(self, "framing", spec.framing)  # noqa: B010 - a ClassVar elsewhere
         self._model_in_header = any("{model}" in t for _, t in spec.headers or _DEFAULT_HEADERS)
-        if upstream.api_key and (problem := _header_problem(upstream.api_key)):
+        if upstream.api_key and (problem := header_value_problem(upstream.api_key)):
             raise ConfigError(f"upstream.api_key: {problem}")
         if (
             self._model_in_header
             and upstream.model
-            and (problem := _header_problem(upstream.model))
+            and (problem := header_value_problem(upstream.model))
         ):
             raise ConfigError(f"upstream.model: {problem} (a header template uses {{model}})")
 
@@ -94,9 +95,9 @@ class MappedAdapter(Adapter):
         values = _values(request, self.model_for(request), self.upstream.api_key)
         model = values["model"]
         if model is not None:
-            if any(ch in model for ch in _BREAKS):
+            if any(ch in model for ch in "\r\n\x00"):
                 raise InvalidRequest("model: must not contain line breaks")
-            if self._model_in_header and (problem := _header_problem(model)):
+            if self._model_in_header and (problem := header_value_problem(model)):
                 raise InvalidRequest(f"model: {problem} (it is sent in a header)")
         spec = self.spec
         texts = _texts(values)
@@ -115,21 +116,6 @@ class MappedAdapter(Adapter):
 
     def new_translator(self) -> Translator:
         return MappedTranslator(self.spec)
-
-
-_BREAKS = "\r\n\x00"
-
-
-def _header_problem(value: str) -> str | None:
-    """Why ``value`` cannot go into an HTTP header as is, or ``None`` when it can."""
-    if any(ch in value for ch in _BREAKS):
-        return "must not contain line breaks or NUL"
-    if not value.isascii():
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            return "must not contain characters outside Latin-1"
-    return None
 
 
 def _values(request: ChatRequest, model: str | None, api_key: str | None) -> dict[str, Any]:
