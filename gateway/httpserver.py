@@ -15,6 +15,13 @@ after an early answer. A request sent before the previous answer ended is served
 in one read (pipelining) get the first answered with ``Connection: close``, then a close. A
 request asking to switch protocols (``Upgrade``) is served as HTTP/1.1, then closed. No TLS (a
 proxy terminates it).
+
+Refused with a JSON 400 and a close, as nginx refuses them (framing in doubt: RFC 9112 6.1,
+6.3): what llhttp refuses (``Content-Length`` with ``Transfer-Encoding``, two lengths, obs-fold,
+a space before a colon, a bare LF or CR, NUL or controls in a field); a ``Transfer-Encoding``
+other than one ``chunked``, or on an HTTP/1.0 request; an HTTP version other than 1.0 and 1.1;
+a request line without a version; a head over :data:`MAX_HEAD`. A chunked body's trailer fields
+are read and dropped (never a header of this request or the next), within the same bound.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import InvalidRequest
 from gateway.httpexchange import Body, Reply, ServerRequest, ServerResponse, body_framing, head
+from gateway.jsonutil import dumps
 
 if TYPE_CHECKING:
     from gateway.httplistener import Listener
@@ -49,7 +57,11 @@ MAX_FIELD = 8190
 """Longest header name or value (aiohttp's limit; past it: 400)."""
 MAX_HEADERS = 128
 """Most header lines in one request (past it: 400)."""
-BAD_REQUEST = b'{"error":{"code":"invalid_request","message":"malformed HTTP request"}}'
+MAX_HEAD = 64 * 1024
+"""Bytes of a request head's header lines, and bytes read in a body without a byte of it (a
+chunked body's trailers, a chunk's extensions), before the request is refused (400, then close).
+Also counted per read until the head ends: httptools buffers a header line whole before its
+callback sees it, and one endless line would otherwise grow it until the idle timeout."""
 MAX_EARLY_BYTES = 64 * 1024
 """Bytes of a next request kept while the current answer is still going out; then reads pause."""
 
@@ -60,7 +72,9 @@ class Connection(asyncio.Protocol):
     """One client connection while the gateway's own server has it (see the module docs)."""
 
     __slots__ = (
+        "_field_bytes",
         "_head",
+        "_head_size",
         "_headers",
         "_lingering",
         "_pipelined",
@@ -85,6 +99,11 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = None
         self._head = b""
+        self._head_size = 0
+        """Bytes of this head so far; in the body: bytes read since its last byte (MAX_HEAD)."""
+        self._field_bytes = 0
+        """Bytes of this head's header lines (MAX_HEAD, for a head that ends in the read that
+        passes it)."""
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._pipelined = False
@@ -173,10 +192,12 @@ class Connection(asyncio.Protocol):
             return
         end = data.find(b" ", 5)
         if end < 0:
-            if len(data) < MAX_REQUEST_LINE:
+            if b"\n" in data:  # a line without a version (HTTP/0.9): no POST in that
+                self._bad_request("malformed HTTP request line")
+            elif len(data) < MAX_REQUEST_LINE:
                 self._head = data
-                return
-            self._hand_off(data)
+            else:
+                self._hand_off(data)
             return
         target = data[5:end]
         path = target.partition(b"?")[0]
@@ -184,22 +205,40 @@ class Connection(asyncio.Protocol):
             self._hand_off(data)
             return
         self._head = b""
+        self._head_size = len(data)
         self.parser = parser = httptools.HttpRequestParser(self)
         try:  # :meth:`_feed`, written out: once per request
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._ignore_upgrade(data[upgrade.args[0] :])
-        except httptools.HttpParserError:
-            self._bad_request()
+        except httptools.HttpParserError as exc:
+            self._bad_request(_reason(exc))
+            return
+        if self.body is None and self.parser is parser and len(data) > MAX_HEAD:
+            self._bad_request(f"request head over {MAX_HEAD} bytes")
 
     def _feed(self, parser: httptools.HttpRequestParser, data: bytes) -> None:
-        """Feed ``data`` to ``parser``: a request's bytes after its first read."""
+        """Feed ``data`` to ``parser``: a request's bytes after its first read. Bytes that bring
+        no body byte (the rest of a head, trailers) count toward :data:`MAX_HEAD`."""
+        body = self.body
+        received = -1 if body is None else body.total_bytes
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._ignore_upgrade(data[upgrade.args[0] :])
-        except httptools.HttpParserError:
-            self._bad_request()
+            return
+        except httptools.HttpParserError as exc:
+            self._bad_request(_reason(exc))
+            return
+        if self.parser is not parser:  # the request ended (or was refused)
+            return
+        if self.body is not body or (body is not None and body.total_bytes != received):
+            self._head_size = 0  # the head ended, or body bytes came
+            return
+        self._head_size += len(data)
+        if self._head_size > MAX_HEAD:
+            what = "request head" if body is None else "request trailers"
+            self._bad_request(f"{what} over {MAX_HEAD} bytes")
 
     def _ignore_upgrade(self, rest: bytes) -> None:
         """Serve a request that asked to switch protocols (``Upgrade: h2c`` from ``curl
@@ -239,29 +278,44 @@ class Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > MAX_REQUEST_LINE:
-            raise ValueError("request line too long")  # httptools: HttpParserCallbackError
+        if len(self._url) > MAX_REQUEST_LINE:  # httptools: HttpParserCallbackError
+            raise InvalidRequest(f"request target over {MAX_REQUEST_LINE} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._pipelined:  # a pipelined request's bytes: dropped, the connection closes
-            return
-        if len(name) > MAX_FIELD or len(value) > MAX_FIELD or len(self._headers) >= MAX_HEADERS:
-            raise ValueError("header too large")  # httptools: HttpParserCallbackError
-        self._headers.append((name, value))
+        if self._pipelined or self.body is not None:  # a pipelined request's, or a trailer
+            return  # (after the body): dropped, never a header of this request or the next
+        name_size = len(name)
+        value_size = len(value)
+        if name_size > MAX_FIELD or value_size > MAX_FIELD:
+            raise InvalidRequest(f"request header field over {MAX_FIELD} bytes")
+        headers = self._headers
+        self._field_bytes += name_size + value_size + 4  # (": ", CRLF)
+        if self._field_bytes > MAX_HEAD:
+            raise InvalidRequest(f"request head over {MAX_HEAD} bytes")
+        if len(headers) >= MAX_HEADERS:
+            raise InvalidRequest(f"request with over {MAX_HEADERS} header fields")
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         if parser is None or self._pipelined:
             return
         self.listener.idle.clear(self)  # busy until the answer is out
-        self.http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        self.http11 = version == "1.1"
+        if not self.http11 and version != "1.0":  # (HTTP/2.0 in an HTTP/1 request line)
+            raise InvalidRequest(f"HTTP/{version} is not supported")
         self.keep_alive = parser.should_keep_alive()
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in self._headers:
             headers.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
         self._headers = []
-        if self.http11 and len(headers.getall("Host", ())) != 1:
-            raise ValueError("no Host, or more than one")  # RFC 9112 3.2; HttpParserCallbackError
+        self._field_bytes = 0
+        self._head_size = 0  # from here on, the count of bytes without a body byte
+        if self.http11 and len(headers.getall("Host", ())) != 1:  # RFC 9112 3.2
+            raise InvalidRequest("an HTTP/1.1 request needs exactly one Host")
+        if "Transfer-Encoding" in headers:
+            _check_transfer_coding(headers, self.http11)
         if parser.should_upgrade():  # its body is read after llhttp pauses (_ignore_upgrade)
             self.keep_alive = False
             self._upgrade = body_framing(headers)
@@ -341,6 +395,8 @@ class Connection(asyncio.Protocol):
         framing = f"Content-Length: {len(data)}"
         if not self.keep_alive:
             framing += "\r\nConnection: close"
+        elif not self.http11:  # HTTP/1.0 closes unless told (as aiohttp says it)
+            framing += "\r\nConnection: keep-alive"
         self.write(head(reply.status, reply.headers, framing) + data)
 
     def write(self, data: bytes) -> None:
@@ -350,8 +406,9 @@ class Connection(asyncio.Protocol):
             raise ConnectionResetError("the client closed the connection")
         transport.write(data)
 
-    def _bad_request(self) -> None:
-        """A request the parser rejected: a JSON 400 if nothing was answered yet, then close.
+    def _bad_request(self, message: str | None = None) -> None:
+        """A request refused (by the parser, or ``message``): a JSON 400 if nothing was
+        answered yet, then a close after lingering (:meth:`_linger`).
 
         Once its head was read the handler answers: its body broke off, which its read raises
         (a JSON 400 too); or the bytes after a whole request were not HTTP, and the request is
@@ -363,11 +420,13 @@ class Connection(asyncio.Protocol):
         if self.task is not None:
             body = self.body
             if body is not None and not body.is_eof():
-                body.fail(InvalidRequest("malformed HTTP request body"))
+                body.fail(InvalidRequest(message or "malformed HTTP request body"))
             return
-        framing = f"Content-Length: {len(BAD_REQUEST)}\r\nConnection: close"
-        self.write(head(400, {"Content-Type": "application/json"}, framing) + BAD_REQUEST)
-        self.close()
+        error = InvalidRequest(message or "malformed HTTP request")
+        data = dumps(error.to_json())
+        framing = f"Content-Length: {len(data)}\r\nConnection: close"
+        self.write(head(400, {"Content-Type": "application/json"}, framing) + data)
+        self._linger()  # the rest of what it sent is dropped: a close now could reset the answer
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -394,3 +453,21 @@ class Connection(asyncio.Protocol):
         """Closed after ``keepalive_timeout`` unless a request's head completes first."""
         listener = self.listener
         listener.idle.after(self, listener.keepalive_timeout)
+
+
+def _check_transfer_coding(headers: CIMultiDict[str], http11: bool) -> None:
+    """Refuse a request body framed by anything but one ``Transfer-Encoding: chunked`` on
+    HTTP/1.1 (llhttp takes ``identity, chunked``, two such lines, or one on HTTP/1.0, which
+    nginx refuses and a proxy in front may read another way: RFC 9112 6.1, 6.3)."""
+    codings = headers.getall("Transfer-Encoding")
+    if not http11:
+        raise InvalidRequest("Transfer-Encoding in an HTTP/1.0 request")
+    if len(codings) != 1 or codings[0].strip().lower() != "chunked":
+        raise InvalidRequest("Transfer-Encoding other than chunked is not supported")
+
+
+def _reason(exc: Exception) -> str | None:
+    """The message of a refusal raised by one of our parser callbacks (httptools keeps it as
+    the context of its ``HttpParserCallbackError``); ``None`` for llhttp's own refusals."""
+    cause = exc.__context__
+    return cause.message if isinstance(cause, InvalidRequest) else None

@@ -65,10 +65,11 @@ class Answer:
     expect = "one two"
 
 
-async def read_answer(reader: asyncio.StreamReader) -> Answer:
-    """One HTTP/1.1 answer: Content-Length, chunked, or (HTTP/1.0) until the connection ends."""
+async def read_answer(reader: asyncio.StreamReader, start: bytes = b"") -> Answer:
+    """One HTTP/1.1 answer: Content-Length, chunked, or (HTTP/1.0) until the connection ends
+    (``start``: its first bytes, already read)."""
     async with asyncio.timeout(10):
-        status_line = await reader.readline()
+        status_line = start + await reader.readline()
         assert status_line.startswith(b"HTTP/1."), status_line
         status = int(status_line.split()[1])
         headers: dict[str, str] = {}
@@ -278,6 +279,16 @@ async def test_an_answer_before_the_body_lingers_then_closes(gw: RunningGateway)
     writer.close()
 
 
+HELLO_CHUNKS = b"%x\r\n%b\r\n0\r\n\r\n" % (len(json.dumps(HELLO)), json.dumps(HELLO).encode())
+
+
+def chunked_post(
+    *chunks: bytes, coding: str = "chunked", version: str = "1.1", extra: str = ""
+) -> bytes:
+    head = f"POST {PATH} HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return (head + f"Transfer-Encoding: {coding}\r\n{extra}\r\n").encode() + b"".join(chunks)
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -287,8 +298,31 @@ async def test_an_answer_before_the_body_lingers_then_closes(gw: RunningGateway)
         b"POST /v1/stream/r HTTQ/1.1\r\n\r\n",
         b"POST /v1/stream/r HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
         b"POST /v1/stream/r HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 0\r\n\r\n",
+        # request smuggling shapes: llhttp takes them, nginx refuses them (RFC 9112 6.1, 6.3)
+        chunked_post(b"0\r\n\r\n", coding="identity, chunked"),
+        chunked_post(b"0\r\n\r\n", coding="identity\r\nTransfer-Encoding: chunked"),
+        chunked_post(HELLO_CHUNKS, version="1.0"),
+        chunked_post(HELLO_CHUNKS, version="1.0", extra="Connection: keep-alive\r\n"),
+        post(version="2.0"),
+        b"POST /v1/stream/r\r\n\r\n",
+        # a head over 64 KiB, every line within its own bound
+        post(extra="".join(f"X-{i}: {'a' * 1000}\r\n" for i in range(80))),
     ],
-    ids=["bad-length", "big-header", "many-headers", "bad-version", "no-host", "two-hosts"],
+    ids=[
+        "bad-length",
+        "big-header",
+        "many-headers",
+        "bad-version",
+        "no-host",
+        "two-hosts",
+        "identity-chunked",
+        "two-coding-lines",
+        "coding-on-http-1.0",
+        "coding-on-http-1.0-keep-alive",
+        "http-2.0",
+        "no-version",
+        "big-head",
+    ],
 )
 async def test_a_malformed_request_is_a_json_400_then_close(
     gw: RunningGateway, request_bytes: bytes
@@ -300,11 +334,6 @@ async def test_a_malformed_request_is_a_json_400_then_close(
     assert json.loads(answer.body)["error"]["code"] == "invalid_request"
     assert await closed(reader)
     writer.close()
-
-
-def chunked_post(*chunks: bytes) -> bytes:
-    head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"".join(chunks)
 
 
 def short_length(request: bytes) -> bytes:
@@ -335,6 +364,95 @@ async def test_a_body_that_breaks_off_is_a_json_400_then_close(
     assert answer.headers["connection"] == "close"
     assert await closed(reader)
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "message"),
+    [
+        (post()[: post().index(b"\r\n\r\n")] + b"\r\nX-A: ", "request head over 65536 bytes"),
+        (post()[: post().index(b"\r\n\r\n")] + b"\r\nX-", "request head over 65536 bytes"),
+        (chunked_post(b"2\r\n{}\r\n0\r\nX-T: "), "request trailers over 65536 bytes"),
+    ],
+    ids=["header-value", "header-name", "trailer"],
+)
+async def test_an_endless_header_line_is_refused_within_its_bound(
+    gw: RunningGateway, request_bytes: bytes, message: str
+) -> None:
+    """httptools holds a header line whole until its end: a line that never ends is refused
+    once the head (or the trailers) passes 64 KiB, not buffered until the idle timeout."""
+    reader, writer = await connect(gw)
+    writer.write(request_bytes)
+    reading = asyncio.create_task(read_answer(reader))
+    with contextlib.suppress(ConnectionError):
+        for _ in range(32):  # 2 MiB at most: the answer comes after the first 64 KiB
+            writer.write(b"a" * 65536)
+            await writer.drain()
+            if reading.done():
+                break
+    answer = await reading
+    assert answer.status == 400 and not answer.by_aiohttp
+    assert json.loads(answer.body)["error"] == {"code": "invalid_request", "message": message}
+    assert await closed(reader)
+    writer.close()
+
+
+TRAILER_KEY = "trailer-key-0123456789"
+
+
+@pytest.mark.parametrize("server", ["raw", "aiohttp"])
+async def test_a_trailer_is_never_a_header_of_the_next_request(server: str) -> None:
+    """A chunked body's trailer fields are dropped: one saying ``Authorization`` must not
+    authorize the next request on the connection (which behind a proxy may be another
+    client's), nor be read as this request's."""
+    doc = {
+        "server": {"http_server": server},
+        "routes": [ROUTE],
+        "auth": {"keys": [{"name": "app", "key": TRAILER_KEY}]},
+    }
+    trailer = f"Authorization: Bearer {TRAILER_KEY}\r\n".encode()
+    body = json.dumps(HELLO).encode()
+    async with running_gateway(doc) as gateway:
+        reader, writer = await connect(gateway)
+        writer.write(chunked_post(b"%x\r\n%b\r\n0\r\n%b\r\n" % (len(body), body, trailer)))
+        first = await read_answer(reader)
+        writer.write(post())  # no Authorization of its own
+        async with asyncio.timeout(10):
+            closed = await reader.read(1) == b""  # or the second answer's first byte
+        second = None if closed else await read_answer(reader, b"H")
+        writer.close()
+    assert first.status == 401
+    # aiohttp's parser keeps the last trailer for the next request: the gateway closes such a
+    # connection after the answer there (server.close_after_chunked_body), so no next request.
+    assert second.status == 401 if second is not None else server == "aiohttp"
+
+
+async def test_a_trailer_is_read_and_dropped(gw: RunningGateway) -> None:
+    """Trailers within the bound: the request is served and the connection kept (a ``Host``
+    trailer is not a second ``Host`` of the next request)."""
+    body = json.dumps(HELLO).encode()
+    reader, writer = await connect(gw)
+    writer.write(chunked_post(b"%x\r\n%b\r\n0\r\nHost: y\r\nX-T: 1\r\n\r\n" % (len(body), body)))
+    first = await read_answer(reader)
+    writer.write(post())
+    second = await read_answer(reader)
+    writer.close()
+    assert first.status == 200 and first.whole
+    assert second.status == 200 and second.whole
+
+
+async def test_an_http_1_0_keep_alive_error_says_keep_alive_and_keeps_it(
+    gw: RunningGateway,
+) -> None:
+    """An HTTP/1.0 client closes unless the answer says ``Connection: keep-alive`` (as aiohttp
+    says it): a JSON error on a kept connection says so, and the connection serves again."""
+    reader, writer = await connect(gw)
+    writer.write(post(body=[], version="1.0", extra="Connection: keep-alive\r\n"))
+    error = await read_answer(reader)
+    writer.write(post(version="1.0", extra="Connection: keep-alive\r\n"))
+    stream = await read_answer(reader)  # an HTTP/1.0 stream ends with the connection
+    writer.close()
+    assert error.status == 400 and error.headers["connection"] == "keep-alive"
+    assert stream.status == 200 and stream.whole
 
 
 async def test_bytes_after_a_whole_request_that_are_not_http_end_the_connection_after_it(
@@ -476,6 +594,26 @@ async def test_an_idle_connection_closes_after_the_keep_alive_timeout(
         assert await closed(idle_reader)
         writer.close()
         idle_writer.close()
+
+
+async def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_keep_alive_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slowloris: the keep-alive timeout bounds the whole head, not the gap between bytes."""
+    async with with_keepalive(monkeypatch, 0.3) as gw:
+        reader, writer = await connect(gw)
+        data = post()
+        with contextlib.suppress(ConnectionError):
+            for i in range(len(data)):  # about 10 s in all, a byte every 50 ms
+                writer.write(data[i : i + 1])
+                await writer.drain()
+                if reader.at_eof():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), 0.05)
+        assert reader.at_eof()
+        assert i < len(data) - 1  # cut before the head was whole
+        writer.close()
 
 
 async def test_requests_within_the_timeout_keep_the_connection_the_last_answer_starts_it(
