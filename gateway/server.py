@@ -192,6 +192,19 @@ async def error_middleware(
         return guard(exc, request.path)
 
 
+async def close_after_chunked_body(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Close a connection whose request came with a chunked body once it is answered.
+
+    aiohttp's C parser (3.14) keeps the last trailer field of a chunked body as a header of the
+    next request on the connection: a trailer ``Authorization`` would authorize it, and behind a
+    proxy that shares connections that request may be another client's. The gateway's own
+    server drops trailers; on aiohttp's the next request gets a connection of its own. Clients
+    send a ``Content-Length`` body nearly always, so this costs a reconnect rarely.
+    """
+    if "Transfer-Encoding" in request.headers:
+        response.force_close()
+
+
 async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """One shared ClientSession for every upstream call, closed at shutdown."""
     server = app[STATE].current.config.server
@@ -239,6 +252,7 @@ def build_app(config: GatewayConfig, *, metrics: Metrics | None = None) -> web.A
     state = build_state(config, metrics)
     app[STATE] = StateHolder(state)
     app.cleanup_ctx.append(_metrics_ctx)
+    app.on_response_prepare.append(close_after_chunked_body)
     app.cleanup_ctx.append(_client_session_ctx)
     app.cleanup_ctx.append(_pools_ctx)
     install_features(app, state)
