@@ -56,7 +56,13 @@ class Listener:
         return Connection(self)
 
     def close_all(self) -> None:
-        """Close every connection still here (at shutdown, after the streams ended)."""
+        """Close every connection still here (at shutdown, after the streams ended): an idle one
+        after its buffered bytes, one still serving or holding unsent bytes at once (a client
+        that does not read would keep a graceful close, and the connection, open for good)."""
         for conn in list(self.connections):
-            conn.close()
+            transport = conn.transport
+            if conn.task is not None or (transport and transport.get_write_buffer_size()):
+                conn.abort()
+            else:
+                conn.close()
         self.idle.close()

@@ -11,11 +11,13 @@ client, cancel the upstream, and count it (``gateway_slow_client_disconnects_tot
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway import httpserver
 from gateway.runner import drain_and_stop
 from tests.faults.kit import SSE, chat_chunk, chat_route
 from tests.support.fake_upstream import FakeUpstream, Script
@@ -151,3 +153,33 @@ async def test_a_never_reading_client_cut_at_shutdown_is_not_a_client_abort(
     fields = line.fields  # type: ignore[attr-defined]
     assert (fields["outcome"], fields["code"]) == ("shutdown", "shutdown")
     assert not [r for r in caplog.records if r.exc_info is not None]
+
+
+async def test_a_never_reading_client_is_let_go_of_when_the_server_stops(
+    upstream: FakeUpstream,
+) -> None:
+    """At shutdown the server closes what connections are left: one whose answer is blocked on a
+    client that does not read is dropped at once, not closed gracefully behind bytes that will
+    never go (which kept it, its protocol and the stream's objects, for as long as the client
+    stayed)."""
+
+    def still_open() -> list[httpserver.Connection]:
+        return [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, httpserver.Connection) and o.transport is not None
+        ]
+
+    doc = {
+        "server": {"write_timeout": "30s", "max_write_buffer_bytes": BUFFER},
+        "routes": [chat_route("r", upstream.url)],
+    }
+    async with running_gateway(doc) as gw:
+        _, writer = await open_raw(gw.port, "/v1/stream/r", rcvbuf=4096)
+        await wait_for(lambda: len(gw.state.sessions) == 1, 2)
+        session = next(iter(gw.state.sessions))
+        await wait_for(lambda: session.sink.writing, 5)  # blocked on the client
+    try:  # the server stopped; the client has still read nothing
+        await wait_for(lambda: not still_open(), 2)
+    finally:
+        writer.transport.abort()
