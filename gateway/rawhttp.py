@@ -55,6 +55,9 @@ HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024
 """Bytes a response head (with any interim heads before it) may take: past them the answer
 is an error, as aiohttp's client caps its header lines, not a buffer that grows as sent."""
+MAX_INFLATED = 16 * 1024 * 1024
+"""Bytes one read of a coded body may inflate to (a read of 64 KiB that deflate packed at its
+best ratio would be 64 MiB); past it the answer is refused, as a bomb or a broken stream."""
 CODINGS = {b"gzip": 31, b"x-gzip": 31, b"deflate": zlib.MAX_WBITS}
 """The content codings decoded (zlib's window bits for each). A request asks for none
 (``Accept-Encoding: identity``, :mod:`gateway.rawclient`); any other coding is an error."""
@@ -230,8 +233,11 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self._decompress is not None:
-            body = self._decompress.decompress(body)
+        decompress = self._decompress
+        if decompress is not None:  # a coded body (never asked for): inflated within a bound
+            body = decompress.decompress(body, MAX_INFLATED)
+            if decompress.unconsumed_tail:
+                self._refuse(UpstreamError(f"upstream body inflates past {MAX_INFLATED} bytes"))
         self.pending.append(body)
         self._size += len(body)
         if self.consumer is None:  # else data_received hands the whole read over at once

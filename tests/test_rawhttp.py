@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import rawclient
+from gateway import rawclient, rawhttp
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTruncated
 from gateway.rawclient import RawClient, use_raw
 from gateway.rawhttp import AVAILABLE, HIGH_WATER, MAX_HEAD, RawResponse, _Conn
@@ -337,6 +337,22 @@ async def test_content_length_read_to_close_and_gzip_bodies(client: RawClient) -
     zipped = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%b"
     server = await serve(lambda _: zipped % (len(packed), packed))
     assert await body_of(await post(client, server.port)) == b"data: zipped\n\n"
+    await server.stop()
+
+
+async def test_a_coded_body_that_inflates_past_the_bound_is_refused(
+    client: RawClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deflate bomb (never asked for: requests say ``identity``): one read may not inflate
+    past ``MAX_INFLATED``, where it would have been a thousand times its size in memory."""
+    monkeypatch.setattr(rawhttp, "MAX_INFLATED", 64 * 1024)
+    packed = gzip.compress(b"\0" * (1024 * 1024))  # 1 MiB of zeros in about 1 KiB
+    zipped = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%b"
+    server = await serve(lambda _: zipped % (len(packed), packed))
+    stream = await post(client, server.port)
+    with pytest.raises(UpstreamError, match="inflates past 65536 bytes"):
+        await body_of(stream)
+    assert client.open_connections == 0
     await server.stop()
 
 
