@@ -8,7 +8,9 @@ server, which forces that flag on and would hide its absence.
 ``run_server`` serves one process; the CLI (``cli.py``) runs it directly or as ``--workers N``
 processes (``workers.py``).
 SIGTERM drains (readiness 503, new streams 503, open streams get ``shutdown_timeout``, then a
-terminal ``shutdown`` error each); SIGHUP reloads the config file (``reload.py``).
+terminal ``shutdown`` error each); SIGHUP reloads the config file (``reload.py``). A SIGHUP that
+comes while the process starts (:func:`hold_reloads` on) is remembered and applied once it
+serves, rather than ending the process (the signal's default action).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import os
 import signal
 import sys
+from types import FrameType
 
 from aiohttp import web
 
@@ -125,12 +128,19 @@ async def run_server(
     reuse_port: bool = False,
 ) -> int:
     """Serve until SIGTERM/SIGINT; reload on SIGHUP. Returns the exit code: 0, or 1 after one
-    line on stderr when the address cannot be listened on."""
+    line on stderr when the address cannot be listened on.
+
+    Must run in the main thread (it installs signal handlers). A SIGHUP from the call on (or
+    from an earlier :func:`hold_reloads`) until the loop's handler is in place reloads once
+    serving starts.
+    """
+    if config_path is not None:
+        hold_reloads()
     app = build_app(config)
     try:
         runner, bound = await start_app(app, host, port, reuse_port=reuse_port)
     except OSError as exc:  # start-up opens no other socket or file: this is the listen address
-        print(f"error: cannot listen on {_address(host, port)}: {_reason(exc)}", file=sys.stderr)
+        print(listen_error(host, port, exc), file=sys.stderr)
         return 1
     gctune.tune()
     print_banner(config, host, bound)
@@ -140,12 +150,42 @@ async def run_server(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: reload_config(app, config_path))
+        if _Hangups.take():
+            reload_config(app, config_path)
     await stop.wait()
     state = app[STATE].current
     await drain_and_stop(state, state.config.server.shutdown_timeout)
     await runner.cleanup()
     log_event("stopped")
     return 0
+
+
+class _Hangups:
+    """SIGHUPs received while the process starts, before the event loop's handler exists."""
+
+    asked = False
+
+    @classmethod
+    def remember(cls, _signum: int, _frame: FrameType | None) -> None:
+        cls.asked = True
+
+    @classmethod
+    def take(cls) -> bool:
+        """Whether a SIGHUP came since :func:`hold_reloads` (and forget it)."""
+        asked, cls.asked = cls.asked, False
+        return asked
+
+
+def hold_reloads() -> None:
+    """From now on, a SIGHUP before :func:`run_server` serves is remembered, and reloads once
+    it does. Without this its default action ends the process: a reload asked right after a
+    start (``systemctl reload``, a log rotation) would kill the gateway. Main thread only."""
+    signal.signal(signal.SIGHUP, _Hangups.remember)
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """``error: cannot listen on 127.0.0.1:8080: Address already in use`` (one line)."""
+    return f"error: cannot listen on {_address(host, port)}: {_reason(exc)}"
 
 
 def _address(host: str, port: int) -> str:
@@ -161,6 +201,9 @@ def _reason(exc: OSError) -> str:
 
 
 def install_fast_loop() -> None:
+    """Prepare the process for its event loop: uvloop when installed (unless
+    ``GATEWAY_NO_UVLOOP`` is set), and file descriptors 0-2 open (see :func:`reserve_std_fds`)."""
+    reserve_std_fds()
     if os.environ.get("GATEWAY_NO_UVLOOP"):
         return
     try:
@@ -170,8 +213,25 @@ def install_fast_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def reserve_std_fds() -> None:
+    """Open ``/dev/null`` on whichever of stdin, stdout and stderr is closed.
+
+    Started with one closed (``gateway <&-``, some supervisors), the loop's first socket or
+    epoll handle takes its number, and libuv (uvloop) aborts the process when it closes a file
+    descriptor below 3: a clean SIGTERM then ended in SIGABRT (exit 134).
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: ``fd`` (lower ones are open)
+
+
 def print_banner(config: GatewayConfig, host: str, port: int) -> None:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    """The start banner on stdout: the URL (a wildcard address shown as the loopback address of
+    its family: the event loop binds ``::`` for IPv6 only, so 127.0.0.1 would be refused), the
+    compiled core's state, the playground, and a ``curl`` line to try."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     base = f"http://{_address(shown, port)}"  # an IPv6 address in brackets (RFC 3986)
     first = config.routes[0]
     print(f"gateway listening on {base}", flush=True)

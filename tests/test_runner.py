@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+import yaml
+
 from gateway.runner import drain_and_stop
+from tests.support.gateway import REPO
+from tests.support.system import free_port
 
 
 def state_with_drains(*drains: asyncio.Task[None]) -> Any:
@@ -117,3 +129,98 @@ def test_the_banner_shows_an_ipv6_address_in_brackets(capsys: Any) -> None:
     assert "gateway listening on http://[::1]:8080" in out
     assert "curl -N http://[::1]:8080/" in out
     assert "gateway listening on http://127.0.0.1:8081" in out
+
+
+async def test_the_banner_url_of_a_wildcard_address_answers(capsys: Any) -> None:
+    """Listening on ``::`` (IPv6 only: the event loop sets ``IPV6_V6ONLY``), the banner showed
+    ``http://127.0.0.1:PORT``, which refused every connection."""
+    import aiohttp
+
+    from gateway.runner import print_banner, start_app
+    from gateway.server import build_app
+    from tests.support.gateway import config_from
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    config = config_from({"routes": [{"name": "demo", "provider": "simulated"}]})
+    for host in ("::", "0.0.0.0"):
+        runner, port = await start_app(build_app(config), host, 0)
+        try:
+            print_banner(config, host, port)
+            line = capsys.readouterr().out.splitlines()[0]
+            url = line.removeprefix("gateway listening on ")
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as reply:
+                assert reply.status == 200, line
+        finally:
+            await runner.cleanup()
+
+
+@contextlib.contextmanager
+def gateway_run(
+    tmp_path: Path, *, script: str = "", stdin_closed: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m gateway`` on a free port (or ``script`` run with the same arguments), its
+    output in ``out.log``; with ``stdin_closed`` it starts with file descriptor 0 closed.
+    Killed at the end if still running."""
+    config = tmp_path / "gateway.yaml"
+    route = {"name": "demo", "provider": "simulated", "options": {"token_interval": 0}}
+    config.write_text(yaml.safe_dump({"routes": [route]}))
+    head = ["-c", script] if script else ["-m", "gateway"]
+    cmd = [sys.executable, *head, "--config", str(config), "--port", str(free_port())]
+    if stdin_closed:
+        cmd = ["sh", "-c", 'exec "$@" <&-', "sh", *cmd]
+    with open(tmp_path / "out.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_output(proc: subprocess.Popen[bytes], log: Path, needle: str) -> None:
+    """Until ``needle`` is in the process's output (fails if it exits first)."""
+    deadline = time.monotonic() + 30
+    while needle not in (text := log.read_text()):
+        assert proc.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+
+
+def test_a_closed_stdin_does_not_abort_the_process_at_exit(tmp_path: Path) -> None:
+    """With file descriptor 0 closed at start, the event loop's first handle took number 0,
+    and libuv aborted the process as it closed it (``uv__close: Assertion fd > STDERR_FILENO``):
+    a clean SIGTERM ended in SIGABRT (exit 134)."""
+    log = tmp_path / "out.log"
+    with gateway_run(tmp_path, stdin_closed=True) as proc:
+        wait_for_output(proc, log, "gateway listening on")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    assert "Assertion" not in log.read_text()
+
+
+HANGUP_IN_START_UP = """
+import os, signal, sys
+import gateway.runner
+from gateway.cli import main
+
+build_app = gateway.runner.build_app
+
+def build_app_after_a_hangup(config):  # a reload asked while the process starts
+    os.kill(os.getpid(), signal.SIGHUP)
+    return build_app(config)
+
+gateway.runner.build_app = build_app_after_a_hangup
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sighup_while_starting_is_a_reload_once_serving(tmp_path: Path) -> None:
+    """SIGHUP's default action ends the process: a reload asked while it started (after the
+    config was read) killed it (exit 129) instead of reloading."""
+    log = tmp_path / "out.log"
+    with gateway_run(tmp_path, script=HANGUP_IN_START_UP) as proc:
+        wait_for_output(proc, log, "gateway listening on")
+        wait_for_output(proc, log, '"reloaded"')
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,4 +287,108 @@ def test_sigterm_during_start_up_exits_0_and_leaves_no_worker(tmp_path: Path, de
         for pid in started[0]["pids"] if started else []:
             wait_until(lambda pid=pid: not alive(pid), 5, f"worker {pid} exited")
     finally:
+        proc.stop()
+
+
+def start_group(tmp_path: Path) -> GatewayProcess:
+    """A ``--workers 2`` group, returned as soon as the parent has started its workers: they
+    are still importing."""
+    config = tmp_path / "gw.yaml"
+    write_config(config, "demo")
+    proc = GatewayProcess(config, None, "--workers", str(WORKERS))
+    wait_until(
+        lambda: proc.proc.poll() is not None or "workers_started" in proc.log(),
+        what="workers started",
+    )
+    return proc
+
+
+def test_ctrl_c_while_the_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group. A worker still importing took
+    SIGINT's default action there: a KeyboardInterrupt traceback (a "Fatal Python error" in
+    the site import), and the group's exit code was the worker's 1."""
+    proc = start_group(tmp_path)
+    try:
+        for pid in [proc.proc.pid, *worker_pids(proc)]:  # as the terminal: every process
+            os.kill(pid, signal.SIGINT)
+        assert proc.proc.wait(30) == 0, proc.log()
+        log = proc.log()
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+        for pid in worker_pids(proc):
+            wait_until(lambda pid=pid: not alive(pid), 5, f"worker {pid} exited")
+    finally:
+        proc.stop()
+
+
+def test_sighup_while_the_workers_start_reloads_them_once_they_serve(tmp_path: Path) -> None:
+    """A reload asked as the group starts (``systemctl reload`` right after a start) used to
+    kill each worker still importing (SIGHUP's default action), and so the whole group (129)."""
+    proc = start_group(tmp_path)
+    try:
+        write_config(tmp_path / "gw.yaml", "demo", "added")
+        proc.signal(signal.SIGHUP)
+        wait_until(
+            lambda: (
+                proc.proc.poll() is not None
+                or sum(e["event"] == "reloaded" for e in log_lines(proc)) == WORKERS
+            ),
+            what="every worker reloaded",
+        )
+        assert proc.proc.poll() is None, proc.log()
+        proc.wait_ready()
+        for _ in range(LANES):  # fresh connections: both workers answer some
+            with urllib.request.urlopen(stream_request(proc.url, "added"), timeout=10) as r:
+                assert b"event: end" in r.read()
+        proc.signal(signal.SIGTERM)
+        assert proc.proc.wait(10) == 0, proc.log()
+    finally:
+        proc.stop()
+
+
+def test_a_port_a_running_group_serves_is_refused_to_a_second_group(tmp_path: Path) -> None:
+    """SO_REUSEPORT lets sockets of one user share a port: a second group started on a
+    running group's port used to start and take part of its connections, with its own config
+    and metrics, instead of failing as a single process does."""
+    first = tmp_path / "first"
+    first.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with group(first, env) as running:
+        config = tmp_path / "second.yaml"
+        write_config(config, "other")
+        cmd = ["--config", str(config), "--port", str(running.port), "--workers", "2"]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", *cmd], capture_output=True, timeout=60, cwd=REPO
+        )
+        assert result.returncode == 1, result.stderr
+        message = f"error: cannot listen on 127.0.0.1:{running.port}: Address already in use"
+        assert result.stderr.decode().strip() == message
+        assert b"workers_started" not in result.stdout + result.stderr
+        assert running.proc.poll() is None
+        with urllib.request.urlopen(stream_request(running.url, "demo"), timeout=10) as r:
+            assert b"event: end" in r.read()
+
+
+def stream_request(url: str, route: str) -> urllib.request.Request:
+    return urllib.request.Request(
+        f"{url}/v1/stream/{route}",
+        data=json.dumps(HELLO).encode(),
+        headers={"Content-Type": "application/json", "Connection": "close"},
+    )
+
+
+def test_workers_do_not_outlive_a_parent_killed_while_they_start(tmp_path: Path) -> None:
+    """Each worker watched the parent it found at its start (``getppid``): killed while the
+    workers imported, the parent was already PID 1 to them, and they served on, unsupervised,
+    for good."""
+    proc = start_group(tmp_path)
+    pids: list[int] = []
+    try:
+        pids = worker_pids(proc)
+        proc.proc.kill()
+        proc.proc.wait(5)
+        wait_until(lambda: not any(alive(p) for p in pids), 30, "orphaned workers exited")
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.stop()
