@@ -441,11 +441,15 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _linger(self) -> None:
-        """Read and drop what the client still sends for :data:`LINGERING_TIME`, then close:
-        closing with unread bytes would reset the connection and the client could lose the
-        answer (as aiohttp's ``lingering_time``)."""
+        """After the last answer: end the sending side now (the client reads the answer and
+        its end at once), and read and drop what the client still sends for
+        :data:`LINGERING_TIME`, then close: closing with unread bytes would reset the
+        connection and the client could lose the answer (as aiohttp's ``lingering_time``)."""
         self._lingering = True
         self.parser = None
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()  # after the buffered answer
         self.resume_reading()
         self.listener.idle.after(self, LINGERING_TIME)  # then closed as an idle one is
 

@@ -653,3 +653,23 @@ async def test_a_closed_connection_is_freed(gw: RunningGateway) -> None:
         await wait_for(lambda: alive() == 0)
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["refused-head", "answered-before-body"])
+async def test_a_closing_answer_ends_at_once_for_the_client(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, early: bool
+) -> None:
+    """After its last answer the server lingers, reading what the client still sends (a close
+    with unread bytes would reset the answer away), but says the end at once: a client reading
+    to the end gets it with the answer, not a lingering time later."""
+    monkeypatch.setattr(httpserver, "LINGERING_TIME", 30.0)
+    reader, writer = await connect(gw)
+    if early:  # over max_body_bytes: a 413 before the body (still to come) is read
+        writer.write(post(body={"x": "a" * 4000})[:-4000])
+    else:
+        writer.write(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 70_000)
+        writer.write(b"\r\n\r\n")
+    async with asyncio.timeout(5):
+        answer = await reader.read()
+    writer.close()
+    assert answer.split(b" ", 2)[1] == (b"413" if early else b"400")
