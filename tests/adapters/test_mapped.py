@@ -58,6 +58,7 @@ TWINS: list[tuple[str, type[Adapter], str]] = [
 ]
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize(("twin", "builtin", "fixture"), TWINS)
 def test_yaml_twin_matches_the_builtin_adapter_at_every_split(
     twin: str, builtin: type[Adapter], fixture: str

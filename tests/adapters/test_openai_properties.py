@@ -102,6 +102,7 @@ def frames(items: list[tuple[str | None, str]]) -> bytes:
     return "".join(out).encode()
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("cls", ADAPTERS)
 @settings(max_examples=300, deadline=None)
 @given(

@@ -195,6 +195,7 @@ def _content(events: list[Event]) -> list[Event]:
     return [e for e in events if e.type not in ("usage", "end", "error")]
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_with_its_terminator_the_stream_ends(name: str) -> None:
     row = ROWS[name]
@@ -205,6 +206,7 @@ def test_with_its_terminator_the_stream_ends(name: str) -> None:
     check_same_at_every_split(adapter, data, events, every_cut=True)
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_cut_just_before_its_terminator_the_stream_is_truncated(name: str) -> None:
     row = ROWS[name]
@@ -221,6 +223,7 @@ def test_cut_just_before_its_terminator_the_stream_is_truncated(name: str) -> No
     check_same_at_every_split(adapter, cut, events, every_cut=True)
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_cut_anywhere_inside_its_terminator_the_stream_is_truncated(name: str) -> None:
     row = ROWS[name]
