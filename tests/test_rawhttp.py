@@ -27,6 +27,7 @@ from gateway.rawclient import RawClient, use_raw
 from gateway.rawhttp import AVAILABLE, HIGH_WATER, MAX_HEAD, RawResponse, _Conn
 from gateway.upstream import _error_body
 from tests.support.gateway import running_gateway, wait_for
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="httptools is not installed")
 
@@ -424,17 +425,7 @@ async def test_the_connection_cap_makes_a_request_wait() -> None:
 
 
 async def test_tls_verifies_the_certificate(tmp_path: Path, client: RawClient) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = await asyncio.create_subprocess_exec(
-        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-        *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    if await made.wait():
-        pytest.skip("openssl could not make a certificate")
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
+    tls = await self_signed(tmp_path)
     server = await Server(lambda _: chunked(b"a")).start(tls)
     url = f"https://127.0.0.1:{server.port}/v1"
     with pytest.raises(UpstreamConnectError, match="certificate"):

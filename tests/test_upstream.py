@@ -25,6 +25,7 @@ from gateway.errors import UpstreamConnectError, UpstreamTimeout, UpstreamTrunca
 from gateway.upstream import client_error
 from tests.faults.kit import Reply, chat_route, chat_stream, post
 from tests.support.gateway import RunningGateway, running_gateway, wait_for
+from tests.support.tls import self_signed
 
 both_clients = pytest.mark.usefixtures("upstream_client")
 """The test runs once per upstream client (``tests/conftest.py``)."""
@@ -203,21 +204,6 @@ async def test_a_refused_connection_says_why_and_not_where() -> None:
     status, code, message = error_of(reply)
     assert (status, code) == (502, "upstream_connect")
     assert message == "could not connect to upstream: Connection refused"
-
-
-async def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = await asyncio.create_subprocess_exec(
-        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-        *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    if await made.wait():
-        pytest.skip("openssl could not make a certificate")
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    return tls
 
 
 @both_clients

@@ -20,7 +20,15 @@ import pytest
 
 from gateway.httpserver import Connection
 from gateway.stream.session import StreamSession
-from tests.faults.kit import DONE, chat_chunk, chat_error, chat_route, chat_usage, post
+from tests.faults.kit import (
+    DONE,
+    chat_chunk,
+    chat_error,
+    chat_route,
+    chat_usage,
+    post,
+    read_request,
+)
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway, wait_for
 from tests.support.rawclient import open_raw, read_until
@@ -32,13 +40,7 @@ async def _one_write_upstream(body: bytes) -> AsyncIterator[str]:
     """A Chat Completions upstream that answers with its head and ``body`` in one write."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             + b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
