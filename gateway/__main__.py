@@ -1,5 +1,5 @@
-"""``python -m gateway``: the command line (see ``gateway.cli``)."""
+"""``python -m gateway``: the command line (see ``gateway.command`` and ``gateway.cli``)."""
 
-from gateway.cli import main
+from gateway.command import main
 
 raise SystemExit(main())

@@ -22,7 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.config.parse import load_config_file, routes_summary
 from gateway.errors import ConfigError
 from gateway.logs import log_event, setup_logging
-from gateway.runner import install_fast_loop, run_server
+from gateway.runner import install_fast_loop, release_hangups, run_server
 from gateway.workers import run_workers
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.path)
+    release_hangups()  # from here on a SIGHUP reloads once the gateway serves
     config_path = args.config or os.environ.get("GATEWAY_CONFIG") or "config.yaml"
     config = _load(config_path)
     if config is None:

@@ -176,6 +176,23 @@ class _Hangups:
         return asked
 
 
+def release_hangups() -> None:
+    """Unblock SIGHUP, which the ``gateway`` command blocks while it imports
+    (:mod:`gateway.command`), and hold later ones for a reload (:func:`hold_reloads`). Called
+    before the config is read: a hangup that came earlier asks for nothing the coming read will
+    not do, so it is dropped. Main thread only."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # discards a pending one, blocked or not
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    hold_reloads()
+
+
+def hangup_held() -> bool:
+    """Whether a SIGHUP came since :func:`hold_reloads` (and forget it): for a process that
+    takes over the signal itself and must not lose one that came before (the workers'
+    supervisor)."""
+    return _Hangups.take()
+
+
 def hold_reloads() -> None:
     """From now on, a SIGHUP before :func:`run_server` serves is remembered, and reloads once
     it does. Without this its default action ends the process: a reload asked right after a

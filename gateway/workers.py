@@ -16,7 +16,10 @@ The parent process does not serve; it supervises::
   is removed at exit.
 * Signals: SIGTERM and SIGINT are forwarded to every worker (each drains for
   ``server.shutdown_timeout``, then exits 0); SIGHUP is forwarded (each reloads the config).
-  Handlers are installed before the first worker starts, so no signal is lost in between.
+  Handlers are installed before the first worker starts, so no signal is lost in between; a
+  SIGHUP that came earlier (the parent holds it from the command line on,
+  :func:`~gateway.runner.release_hangups`) or while the workers started is forwarded again
+  once all have started, since a worker started after it loads the config it replaced.
   A worker is started with the three signals blocked (a blocked signal stays pending across
   exec): one that comes while the new interpreter imports waits for the worker's own handlers,
   rather than taking its default action there (SIGHUP ended the worker, and so the group;
@@ -61,7 +64,13 @@ from typing import Any
 from gateway.config.model import GatewayConfig
 from gateway.logs import log_event, setup_logging
 from gateway.metrics import mark_process_dead
-from gateway.runner import hold_reloads, install_fast_loop, listen_error, run_server
+from gateway.runner import (
+    hangup_held,
+    hold_reloads,
+    install_fast_loop,
+    listen_error,
+    run_server,
+)
 
 PARENT_POLL = 1.0
 """Seconds between a worker's checks that its parent is still alive."""
@@ -188,11 +197,15 @@ class Supervisor:
         self.procs = [ctx.Process(target=target, args=args, daemon=False) for _ in range(workers)]
         self.directory = directory
         self.stopping = False
+        self.starting = True
+        self.reload_when_started = False
         self.failure: int | None = None
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
+        elif self.starting:  # a worker started later loads the config this reload replaces
+            self.reload_when_started = True
         self._forward(signum)
 
     def _forward(self, signum: int) -> None:
@@ -213,8 +226,11 @@ class Supervisor:
                 break  # stopped while starting: start no more
             _start_blocked(proc)
         started = [p for p in self.procs if p.pid is not None]
+        self.starting = False
         if self.stopping:  # the signal may have come inside start(), before that pid existed
             self._forward(signal.SIGTERM)
+        elif self.reload_when_started or hangup_held():  # asked before every worker had it
+            self._forward(signal.SIGHUP)
         log_event("workers_started", pids=[p.pid for p in started])
         running = list(started)
         while running:

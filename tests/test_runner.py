@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.runner import drain_and_stop
+from gateway.runner import drain_and_stop, hangup_held, release_hangups
 from tests.support.gateway import REPO
 from tests.support.system import free_port
 
@@ -224,3 +224,22 @@ def test_a_sighup_while_starting_is_a_reload_once_serving(tmp_path: Path) -> Non
         wait_for_output(proc, log, '"reloaded"')
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
+
+
+def test_release_hangups_drops_one_from_before_and_holds_those_after() -> None:
+    """The ``gateway`` command blocks SIGHUP while it imports: one that came then is dropped
+    (the config is read after it), and one that comes later is held for a reload once the
+    gateway serves, never its default action."""
+    previous = signal.getsignal(signal.SIGHUP)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        signal.raise_signal(signal.SIGHUP)  # pending: blocked
+        release_hangups()
+        assert signal.SIGHUP not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert not hangup_held()
+        signal.raise_signal(signal.SIGHUP)
+        assert hangup_held()
+        assert not hangup_held()  # taken once
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGHUP, previous)

@@ -345,6 +345,44 @@ def test_sighup_while_the_workers_start_reloads_them_once_they_serve(tmp_path: P
         proc.stop()
 
 
+HANGUP_BEFORE_THE_WORKERS = """
+import os, signal, sys
+import gateway.workers
+from gateway.command import main
+
+check_port_free = gateway.workers.check_port_free
+
+def check_after_a_hangup(host, port):  # a reload asked after the config was read
+    os.kill(os.getpid(), signal.SIGHUP)
+    check_port_free(host, port)
+
+gateway.workers.check_port_free = check_after_a_hangup
+sys.exit(main())
+"""
+
+
+def test_a_sighup_before_the_workers_start_reloads_each_of_them(tmp_path: Path) -> None:
+    """The parent took SIGHUP's default action until its supervisor set its handlers (exit
+    129, no worker started); the workers, started with the config read before the hangup,
+    must reload it."""
+    config = tmp_path / "gw.yaml"
+    write_config(config, "demo")
+    proc = GatewayProcess(config, None, "--workers", str(WORKERS), script=HANGUP_BEFORE_THE_WORKERS)
+    try:
+        wait_until(
+            lambda: (
+                proc.proc.poll() is not None
+                or sum(e["event"] == "reloaded" for e in log_lines(proc)) == WORKERS
+            ),
+            what="every worker reloaded",
+        )
+        assert proc.proc.poll() is None, proc.log()
+        proc.signal(signal.SIGTERM)
+        assert proc.proc.wait(10) == 0, proc.log()
+    finally:
+        proc.stop()
+
+
 def test_a_port_a_running_group_serves_is_refused_to_a_second_group(tmp_path: Path) -> None:
     """SO_REUSEPORT lets sockets of one user share a port: a second group started on a
     running group's port used to start and take part of its connections, with its own config

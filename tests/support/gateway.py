@@ -90,7 +90,8 @@ async def metric_value(url: str, name: str, labels: dict[str, str]) -> float:
 
 
 class GatewayProcess:
-    """``python -m gateway`` in a subprocess, for signal and multi-process tests."""
+    """``python -m gateway`` in a subprocess, for signal and multi-process tests (or
+    ``script``, run with ``python -c`` and the same arguments)."""
 
     def __init__(
         self,
@@ -98,13 +99,13 @@ class GatewayProcess:
         port: int | None = None,
         *args: str,
         env: dict[str, str] | None = None,
+        script: str | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
             sys.executable,
-            "-m",
-            "gateway",
+            *(["-c", script] if script else ["-m", "gateway"]),
             "--config",
             str(config_path),
             "--port",
