@@ -206,6 +206,10 @@ class ResumeStore(ABC):
         """Stop a stream: its owner's ``on_stop`` runs (within 100 ms, in whichever process
         owns it). A finished stream is left as it is. Raises NotFound / Forbidden as replay."""
 
+    def expire(self) -> None:  # noqa: B027 (optional hook)
+        """Forget the streams whose window has ended (called once a second and before each
+        ``/metrics``): an idle process frees their memory too, and its gauges say so."""
+
     async def warm(self) -> None:  # noqa: B027 (optional hook)
         """Get ready to serve at once (app start-up); never raises."""
 

@@ -49,9 +49,9 @@ class ResumeHolder:
         self.metrics = ResumeMetrics(metrics.registry)
         self.budget = Budget(limits.max_resume_buffer_bytes, limits.max_detached_streams)
         self.metrics.watch(self.budget)
-        metrics.before_exposition.append(self.metrics.refresh)
         self.redis_url = limits.redis_url
         self.stores: dict[str, ResumeStore] = {}
+        metrics.before_exposition.append(self.refresh)
 
     def ensure(self, config: GatewayConfig) -> None:
         """Create the stores ``config``'s routes use and that do not exist yet."""
@@ -74,12 +74,20 @@ class ResumeHolder:
             await store.close()
         self.stores.clear()
 
+    def refresh(self) -> None:
+        """Forget the expired streams, then set the buffer gauges (before each ``/metrics``
+        and once a second): the bytes of a stream whose window ended are released even when
+        no request comes to look it up (they stayed held, and shown, until one did)."""
+        for store in self.stores.values():
+            store.expire()
+        self.metrics.refresh()
+
     async def _refresh_gauges(self) -> None:
-        """The buffer gauges once a second (with ``--workers``, another worker may serve
+        """:meth:`refresh` once a second (with ``--workers``, another worker may serve
         ``/metrics`` from this worker's last written values)."""
         while True:
             await asyncio.sleep(GAUGE_REFRESH)
-            self.metrics.refresh()
+            self.refresh()
 
 
 RESUME: web.AppKey[ResumeHolder] = web.AppKey("gateway_resume", ResumeHolder)

@@ -309,3 +309,32 @@ async def test_redis_store_resume_on_another_replica(
         await wait_for(lambda: upstream.seen[1].closed_at is not None, 1, 0.002)
         _, raw, _ = await resume(f"{b.url}{PATH}/{stream_id}", 0)
         assert parse(raw)[-1][2]["code"] == "stopped"
+
+
+async def test_an_expired_stream_frees_its_buffer_without_a_request_to_look_it_up(
+    upstream: FakeUpstream,
+) -> None:
+    """After ``window`` a finished stream's bytes leave ``gateway_resume_buffered_bytes`` even
+    when no request comes to the resume store (they stayed held, and counted, until a
+    ``POST``, ``GET`` or ``DELETE`` of a resumable route swept them)."""
+    upstream.push(Script(chunks=[(0.0, chat_stream("a", "b"))], headers=SSE))
+    resume_block = {"enabled": True, "window": "200ms"}
+    doc = {"routes": [route(upstream, resume=resume_block)]}
+    async with running_gateway(doc) as gw, aiohttp.ClientSession() as s:
+
+        async def buffered() -> float:
+            async with s.get(gw.url + "/metrics") as r:
+                return _sample(await r.text(), "gateway_resume_buffered_bytes")
+
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        async with s.post(gw.url + PATH, json=body) as r:
+            stream_id = r.headers["X-Request-Id"]
+            assert parse(await r.read())[-1][1] == "end"
+        assert await buffered() > 0
+        for _ in range(100):  # swept at most once a second: within 1.2 s
+            if await buffered() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await buffered() == 0
+        status, _, _ = await resume(f"{gw.url}{PATH}/{stream_id}")
+        assert status == 404

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.errors import Forbidden, Gone, InvalidRequest, NotFound, Unavailable
 from gateway.ids import new_request_id
-from gateway.resume import Budget, Recorder, ResumeStore, redis_followers
+from gateway.resume import Budget, MemoryStore, Recorder, ResumeStore, redis_followers
 from tests.resume.conftest import StoreFactory
 
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Request-Id": "abc"}
@@ -351,3 +352,46 @@ async def test_a_silent_live_stream_gets_a_heartbeat_every_idle(store: ResumeSto
     assert loop.time() - t0 < 2.5  # 0.8 s; it was 4 s (one per XREAD block)
     rec.append(2, frame(2, "end"))
     await rec.finish()
+
+
+async def test_memory_followers_hold_no_copy_of_the_record() -> None:
+    """A follower of the memory store reads the stream's own frames as it goes: a hundred
+    followers replaying a 20,000-event record hold far less than the record itself (each held
+    a list of every frame after its ``Last-Event-ID``, 1.9 MB, outside the buffer cap)."""
+    budget = Budget(1 << 30, 10)
+    store = MemoryStore(budget)
+    rec = await opened(store, max_events=20_000)
+    rec.extend(1, [frame(i) for i in range(1, 20_001)])
+    followers = []
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            replay = await store.replay(rec.stream_id, "app", 0)
+            assert await anext(replay.frames) == frame(1)  # suspended in its replay
+            followers.append(replay)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < budget.bytes / 4
+    for replay in followers:
+        assert await anext(replay.frames) == frame(2)
+        await replay.frames.aclose()
+
+
+async def test_memory_follower_of_a_stream_that_expires_mid_replay_gets_its_end() -> None:
+    """The window closing while a follower replays (a slow client, a short window) ends new
+    resumes (404), not that follower: it still gets every frame up to the terminal one (it
+    failed with an ``IndexError`` on the dropped record, a close without a terminal event)."""
+    clock = [0.0]
+    store = MemoryStore(Budget(1 << 20, 10), clock=lambda: clock[0])
+    rec = await opened(store, window=1.0)
+    rec.extend(1, [frame(1), frame(2)])
+    replay = await store.replay(rec.stream_id, "app", 0)
+    assert await anext(replay.frames) == frame(1)  # its client is slow to take frame 1
+    rec.extend(3, [frame(3), frame(4, "end")])
+    await rec.finish()
+    clock[0] = 5.0
+    with pytest.raises(NotFound):
+        await store.replay(rec.stream_id, "app", 0)
+    assert store.budget.bytes == 0
+    assert await drain(replay.frames) == [frame(2), frame(3), frame(4, "end")]
