@@ -63,10 +63,19 @@ def check_stream_id(stream_id: str) -> None:
         raise NotFound("no such stream (unknown or expired)")
 
 
+def stream_owner(route: str, app: str | None) -> str:
+    """Whose a stream is, as the stores keep it: the route it was started on and the app key
+    that started it (``route/app``, or ``route/`` without auth; both are config names, which
+    have no ``/``). A stream is resumed or stopped only through its own route's path, so a
+    key a reload took off that route cannot reach it through another route."""
+    return f"{route}/{app or ''}"
+
+
 def check_owner(owner: str | None, app: str | None) -> None:
-    """Only the app key that started a stream may resume or stop it (403 otherwise)."""
+    """Only the owner that started a stream may resume or stop it (403 otherwise); the
+    endpoints pass :func:`stream_owner`'s value."""
     if owner != app:
-        raise Forbidden("this stream was started by another key")
+        raise Forbidden("this stream was started by another key or on another route")
 
 
 def check_range(last_event_id: int, first: int | None, last: int, finished: bool) -> None:

@@ -24,7 +24,7 @@ from gateway.config.model import GatewayConfig, RouteConfig
 from gateway.errors import GatewayError, MethodNotAllowed
 from gateway.http import cors_headers, json_error, preflight
 from gateway.metrics import Metrics, ResumeMetrics
-from gateway.resume.base import Budget, ResumeStore
+from gateway.resume.base import Budget, ResumeStore, stream_owner
 from gateway.resume.endpoints import resume_stream, stop_stream
 from gateway.resume.memory import MemoryStore
 from gateway.resume.redis_store import RedisStore
@@ -139,6 +139,7 @@ async def handle_resume(request: web.Request, state: GatewayState) -> web.Stream
         except GatewayError as exc:
             return json_error(exc, cors)
         app = key.name
+    owner = stream_owner(route.name, app)
     holder = state.extras["resume"]
     metrics = holder.metrics if isinstance(holder, ResumeHolder) else None
     if request.method == "GET":
@@ -147,11 +148,11 @@ async def handle_resume(request: web.Request, state: GatewayState) -> web.Stream
             request,
             store,
             stream_id,
-            app,
+            owner,
             heartbeat=state.config.server.heartbeat_interval,
             write_timeout=state.config.server.write_timeout,
             cors=cors,
             metrics=metrics,
             slow_client=route_metrics.slow_client if route_metrics is not None else None,
         )
-    return await stop_stream(store, stream_id, app, cors=cors, metrics=metrics)
+    return await stop_stream(store, stream_id, owner, cors=cors, metrics=metrics)

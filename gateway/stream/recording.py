@@ -50,7 +50,7 @@ from gateway.events import Event
 from gateway.http import ClientRequest
 from gateway.logs import log_event
 from gateway.metrics import StreamRecord
-from gateway.resume.base import Recorder
+from gateway.resume.base import Recorder, stream_owner
 from gateway.resume.wiring import store_for
 from gateway.state import GatewayState
 from gateway.stream.drain import fold_batch, record_after_abort
@@ -358,7 +358,7 @@ async def open_recording(
     try:
         recorder, reason = await store.open(
             stream_id,
-            app,
+            stream_owner(route.name, app),
             response_headers,
             route.resume.window,
             route.resume.max_events,

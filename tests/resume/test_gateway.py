@@ -286,6 +286,30 @@ async def test_another_key_may_not_resume_or_stop(upstream: FakeUpstream) -> Non
             assert "".join(d["text"] for _, k, d in check_text if k == "delta") == "ab"
 
 
+async def test_a_stream_is_resumed_and_stopped_only_through_its_own_route(
+    upstream: FakeUpstream,
+) -> None:
+    """A stream started on route ``r`` answered ``GET`` and ``DELETE`` through any other route
+    with resume on: a key that a reload took off ``r`` could still read and stop its ``r``
+    streams there."""
+    upstream.push(Script(chunks=[(0.0, chat_stream("a", "b"))], headers=SSE))
+    other = chat_route("other", upstream.url, resume={"enabled": True, "window": "1m"})
+    async with running_gateway({"routes": [route(upstream), other]}) as gw:
+        async with aiohttp.ClientSession() as s:
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            async with s.post(gw.url + PATH, json=body) as r:
+                stream_id = r.headers["X-Request-Id"]
+                await r.read()
+            elsewhere = f"{gw.url}/v1/stream/other/{stream_id}"
+            for method in ("GET", "DELETE"):
+                async with s.request(method, elsewhere) as r:
+                    assert r.status == 403, method
+                    assert (await r.json())["error"]["code"] == "forbidden"
+            async with s.get(f"{gw.url}{PATH}/{stream_id}") as r:
+                assert r.status == 200
+                assert [k for _, k, _ in parse(await r.read())][-1] == "end"
+
+
 async def test_redis_store_resume_on_another_replica(
     upstream: FakeUpstream, redis: RedisServer
 ) -> None:
