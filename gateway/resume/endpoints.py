@@ -13,6 +13,10 @@ allow-list); these take the authenticated app key name (``None`` without auth) a
 
 Every answer, errors included, carries ``cors``: the CORS headers for this request's own
 ``Origin`` (the original stream's are not repeated; its ``POST`` may have come from elsewhere).
+Given ``log_line`` (the route, the stream id, the app), each writes one ``resume`` log line when it
+is done: ``method``, ``outcome`` (``followed``, the terminal frame sent; ``client_left``, also
+a follower cut as too slow; ``failed``; ``ended``, the 204; ``stopped``; or the error code),
+``events`` (frames sent) and ``duration_ms``.
 
 Errors are the gateway's JSON errors: 400 ``invalid_request`` (``Last-Event-ID`` not a number,
 or beyond the end of the stream), 403 ``forbidden``, 404 ``not_found`` (unknown or expired),
@@ -23,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway.errors import GatewayError, Unavailable
 from gateway.http import json_error
+from gateway.logs import log_fields, now_ms
 from gateway.resume.base import ResumeStore, parse_last_event_id
 
 log = logging.getLogger("gateway.resume")
@@ -54,6 +60,7 @@ async def resume_stream(
     cors: Mapping[str, str] | None = None,
     metrics: Outcomes | None = None,
     slow_client: Callable[[], None] | None = None,
+    log_line: Mapping[str, Any] | None = None,
 ) -> web.StreamResponse:
     """Serve ``GET <route path>/<stream_id>``: replay, then follow. See the module docstring.
 
@@ -61,6 +68,7 @@ async def resume_stream(
     transport ends it quietly. A write the client takes no part of for ``write_timeout``
     (``server.write_timeout``) drops the connection and calls ``slow_client``.
     """
+    started = time.monotonic()
     cors = dict(cors or {})
     try:
         last = parse_last_event_id(
@@ -69,17 +77,21 @@ async def resume_stream(
         replay = await store.replay(stream_id, app, last, idle=heartbeat)
     except GatewayError as exc:
         _count(metrics, exc.error_code)
+        _log(log_line, "GET", exc.error_code, 0, started)
         return json_error(exc, cors)
     except Exception as exc:  # a store failure: the edge translates it, once
         log.warning("resume store failed: %s", type(exc).__name__)
         _count(metrics, "unavailable")
+        _log(log_line, "GET", "unavailable", 0, started)
         return json_error(Unavailable("the resume store is unavailable, try again"), cors)
     if replay.ended:
         await replay.frames.aclose()
         _count(metrics, "ended")
+        _log(log_line, "GET", "ended", 0, started)
         return web.Response(status=204, headers=_passed_headers(replay.headers, cors, ended=True))
     response = web.StreamResponse(status=200, headers=_passed_headers(replay.headers, cors))
     guard = WriteGuard(request.transport, write_timeout, slow_client)
+    outcome, sent = "client_left", 0
     try:
         await response.prepare(request)  # inside: a client already gone still closes the replay
         _count(metrics, "resumed")
@@ -87,17 +99,21 @@ async def resume_stream(
             guard.since = guard.now()
             await response.write(frame or PING)
             guard.since = None
+            sent += frame != b""
         guard.since = guard.now()
         await response.write_eof()  # it waits for the client too
+        outcome = "followed"
     except ConnectionResetError:
         pass  # the client went away between two writes (or was cut)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # headers are out: all we can do is end it
         log.warning("resume follow failed: %s", type(exc).__name__)
+        outcome = "failed"
     finally:
         guard.stop()
         await replay.frames.aclose()
+        _log(log_line, "GET", outcome, sent, started)
     return response
 
 
@@ -108,21 +124,36 @@ async def stop_stream(
     *,
     cors: Mapping[str, str] | None = None,
     metrics: Outcomes | None = None,
+    log_line: Mapping[str, Any] | None = None,
 ) -> web.Response:
     """Serve ``DELETE <route path>/<stream_id>``: ``204``, or a JSON error (403, 404, 503);
     each with the ``cors`` headers."""
+    started = time.monotonic()
     cors = dict(cors or {})
     try:
         await store.stop(stream_id, app)
     except GatewayError as exc:
         _count(metrics, exc.error_code)
+        _log(log_line, "DELETE", exc.error_code, 0, started)
         return json_error(exc, cors)
     except Exception as exc:
         log.warning("resume store failed: %s", type(exc).__name__)
         _count(metrics, "unavailable")
+        _log(log_line, "DELETE", "unavailable", 0, started)
         return json_error(Unavailable("the resume store is unavailable, try again"), cors)
     _count(metrics, "stopped")
+    _log(log_line, "DELETE", "stopped", 0, started)
     return web.Response(status=204, headers=cors)
+
+
+def _log(
+    fields: Mapping[str, Any] | None, method: str, outcome: str, events: int, started: float
+) -> None:
+    """The request's ``resume`` log line (see the module docs), when the caller asked for one."""
+    if fields is not None:
+        line = {**fields, "method": method, "outcome": outcome, "events": events}
+        line["duration_ms"] = now_ms(started)
+        log_fields("resume", line)
 
 
 def _passed_headers(

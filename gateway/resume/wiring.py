@@ -24,7 +24,7 @@ from gateway.config.model import GatewayConfig, RouteConfig
 from gateway.errors import GatewayError, MethodNotAllowed
 from gateway.http import cors_headers, json_error, preflight
 from gateway.metrics import Metrics, ResumeMetrics
-from gateway.resume.base import Budget, ResumeStore, stream_owner
+from gateway.resume.base import STREAM_ID, Budget, ResumeStore, stream_owner
 from gateway.resume.endpoints import resume_stream, stop_stream
 from gateway.resume.memory import MemoryStore
 from gateway.resume.redis_store import RedisStore
@@ -140,6 +140,9 @@ async def handle_resume(request: web.Request, state: GatewayState) -> web.Stream
             return json_error(exc, cors)
         app = key.name
     owner = stream_owner(route.name, app)
+    # the id only when it is one the gateway could have made: the path is the client's text
+    line = {"route": route.name, "id": stream_id if STREAM_ID.fullmatch(stream_id) else None}
+    line["app"] = app
     holder = state.extras["resume"]
     metrics = holder.metrics if isinstance(holder, ResumeHolder) else None
     if request.method == "GET":
@@ -154,5 +157,6 @@ async def handle_resume(request: web.Request, state: GatewayState) -> web.Stream
             cors=cors,
             metrics=metrics,
             slow_client=route_metrics.slow_client if route_metrics is not None else None,
+            log_line=line,
         )
-    return await stop_stream(store, stream_id, owner, cors=cors, metrics=metrics)
+    return await stop_stream(store, stream_id, owner, cors=cors, metrics=metrics, log_line=line)

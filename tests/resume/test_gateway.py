@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -308,6 +309,40 @@ async def test_a_stream_is_resumed_and_stopped_only_through_its_own_route(
             async with s.get(f"{gw.url}{PATH}/{stream_id}") as r:
                 assert r.status == 200
                 assert [k for _, k, _ in parse(await r.read())][-1] == "end"
+
+
+async def test_each_resume_and_stop_writes_one_log_line(
+    upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operators saw a resume only as ``gateway_resumes_total``: one ``resume`` line per
+    ``GET`` or ``DELETE`` says which stream, how it went, how many events it sent and for how
+    long; an id the gateway could not have made is not copied into the log."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    upstream.push(Script(chunks=[(0.0, chat_stream("a", "b"))], headers=SSE))
+    async with running_gateway({"routes": [route(upstream)]}) as gw:
+        async with aiohttp.ClientSession() as s:
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            async with s.post(gw.url + PATH, json=body) as r:
+                stream_id = r.headers["X-Request-Id"]
+                sent = parse(await r.read())
+            url = f"{gw.url}{PATH}/{stream_id}"
+            async with s.get(url, headers={"Last-Event-ID": "1"}) as r:
+                assert len(parse(await r.read())) == len(sent) - 1
+            async with s.get(url, headers={"Last-Event-ID": str(sent[-1][0])}) as r:
+                assert r.status == 204
+            async with s.delete(url) as r:
+                assert r.status == 204
+            async with s.get(f"{gw.url}{PATH}/{'x' * 300}") as r:
+                assert r.status == 404
+    lines = [r.fields for r in caplog.records if r.getMessage() == "resume"]  # type: ignore[attr-defined]
+    assert [(x["method"], x["outcome"], x["events"]) for x in lines] == [
+        ("GET", "followed", len(sent) - 1),
+        ("GET", "ended", 0),
+        ("DELETE", "stopped", 0),
+        ("GET", "not_found", 0),
+    ]
+    assert [x["id"] for x in lines] == [stream_id] * 3 + [None]
+    assert all(x["route"] == "r" and x["app"] is None and x["duration_ms"] >= 0 for x in lines)
 
 
 async def test_redis_store_resume_on_another_replica(
