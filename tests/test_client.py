@@ -3,13 +3,21 @@ for success."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.client import GatewayHTTPError, StreamTruncated, collect, stream_tokens
+from gateway.client import (
+    GatewayHTTPError,
+    GatewayProtocolError,
+    StreamTruncated,
+    collect,
+    stream_tokens,
+)
 from tests.support.gateway import running_gateway
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -36,9 +44,8 @@ async def raw_server(
 
 
 def url_of(runner: web.AppRunner) -> str:
-    (site,) = runner.sites
-    server = site._server  # type: ignore[attr-defined]
-    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/s"
+    (address,) = runner.addresses
+    return f"http://127.0.0.1:{address[1]}/s"
 
 
 @pytest.fixture
@@ -108,3 +115,75 @@ async def test_a_non_json_error_body_is_reported(session: aiohttp.ClientSession)
     finally:
         await runner.cleanup()
     assert info.value.status == 502 and info.value.code == "http_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (b'{"type":"created","id":"x"}\n{"type":"end","reason":"stop"}\n', "application/x-ndjson"),
+        (b"Hello there", "text/plain"),
+    ],
+)
+async def test_a_stream_in_another_format_is_a_protocol_error(
+    session: aiohttp.ClientSession, body: bytes, ctype: str
+) -> None:
+    # A route whose format is not tokens: named as such, not "truncated" after reading it all.
+    runner = await raw_server(body, ctype=ctype)
+    try:
+        with pytest.raises(GatewayProtocolError) as info:
+            await collect(session, url_of(runner), HELLO)
+    finally:
+        await runner.cleanup()
+    assert info.value.code == "unexpected_content_type"
+
+
+async def test_unnamed_frames_are_skipped_and_bad_json_is_a_protocol_error(
+    session: aiohttp.ClientSession,
+) -> None:
+    # The token protocol names every event; an unnamed `data: [DONE]` is not one of its events.
+    # A named event whose data is not a JSON object is a protocol error, not a ValueError.
+    runner = await raw_server(
+        b'id: 1\nevent: created\ndata: {"id":"x"}\n\ndata: [DONE]\n\n'
+        b"id: 2\nevent: delta\ndata: [1, 2]\n\n"
+    )
+    seen: list[str] = []
+    try:
+        with pytest.raises(GatewayProtocolError) as info:
+            async for event in stream_tokens(session, url_of(runner), HELLO):
+                seen.append(event.type)
+    finally:
+        await runner.cleanup()
+    assert seen == ["created"]
+    assert info.value.code == "client_protocol"
+
+
+async def test_closing_the_iteration_closes_the_connection(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Leaving early must reach the server at once (that is what cancels the upstream).
+    left = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'id: 1\nevent: created\ndata: {"id":"x"}\n\n')
+        try:
+            await asyncio.Event().wait()  # the model goes silent
+        finally:
+            left.set()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/s", endless)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aclosing(stream_tokens(session, url_of(runner), HELLO)) as events:
+            async for event in events:
+                assert event.type == "created"
+                break
+        await asyncio.wait_for(left.wait(), 5)
+    finally:
+        await runner.cleanup()

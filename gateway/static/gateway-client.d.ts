@@ -55,11 +55,20 @@ export interface ToolCall {
   arguments: string;
 }
 
+/** Token counts as the provider reports them (absent: unknown); `usage` events merge. */
 export interface Usage {
+  /** All the input, cached or not. */
   input_tokens?: number;
+  /** Everything generated, reasoning included. */
   output_tokens?: number;
   reasoning_tokens?: number;
+  /** The input read from the provider's prompt cache (same as `cache_read_input_tokens`). */
   cached_input_tokens?: number;
+  cache_read_input_tokens?: number;
+  /** The input written to the provider's prompt cache. */
+  cache_write_input_tokens?: number;
+  /** The stream's cost in US dollars, when the model's price is known. */
+  cost_usd?: number;
 }
 
 export type EndReason = "stop" | "length" | "tool_calls" | "content_filter" | "other";
@@ -78,7 +87,8 @@ export interface ErrorData {
 
 /**
  * One token-protocol event; `at` is ms since the request started. A newer gateway may add
- * event types: narrow on `type` before reading `data` (unknown types reach onEvent only).
+ * event types, which `tokenEvents` yields and `streamTokens` passes to `onEvent` only: narrow
+ * on `type` before reading `data`.
  */
 export type TokenEvent =
   | { type: "created"; data: CreatedData; id: string; at: number }
@@ -152,16 +162,23 @@ export class StreamTruncatedError extends GatewayError {
 export interface StreamOptions {
   /** Abort the request: the promise rejects with the signal's reason (an AbortError by default). */
   signal?: AbortSignal;
-  /** Extra request headers, e.g. { Authorization: "Bearer ..." }. */
-  headers?: Record<string, string>;
+  /**
+   * Extra request headers, e.g. { Authorization: "Bearer ..." }: a plain object, a `Headers` or
+   * a list of pairs, merged by name (any case) over the defaults (`Content-Type`, `Accept`).
+   */
+  headers?: HeadersInit;
   /**
    * For a route with `resume` enabled: after a network error, reconnect with
    * `GET <url>/<stream id>` and `Last-Event-ID` until the terminal event (no event twice).
    */
   resume?: boolean;
-  /** Failed reconnects in a row before giving up (default 5). */
+  /**
+   * Failed reconnects in a row before giving up (default 5); a reconnect that brings events
+   * starts the count again. A transient status (408, 429, 5xx) on a reconnect counts as a
+   * failed one; any other error status is thrown at once.
+   */
   maxResumes?: number;
-  /** Wait before the first reconnect, in ms, doubling after each (default 500). */
+  /** Wait before a reconnect, in ms, doubling after each failed one (default 500). */
   resumeDelay?: number;
   /** Resume this stream (from `resumeLastId`, default 0) instead of POSTing a new request. */
   resumeStreamId?: string;
@@ -184,9 +201,13 @@ export interface StreamCallbacks {
   onError?(error: unknown, summary: StreamSummary): void;
 }
 
-/** Request body: an object (sent as JSON) or a JSON string. */
-export type RequestBody = string | {
-  messages: Array<{ role: string; content: string; [key: string]: unknown }>;
+/**
+ * Request body: an object (sent as JSON) or a JSON string; `null` only with `resumeStreamId`
+ * (a resume sends no body).
+ */
+export type RequestBody = null | string | {
+  /** `content` is required, except on an assistant message that carries `tool_calls`. */
+  messages: Array<{ role: string; content?: string; [key: string]: unknown }>;
   [key: string]: unknown;
 };
 

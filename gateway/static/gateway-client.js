@@ -240,7 +240,27 @@ async function httpError(response, requestId) {
   });
 }
 
-/** Read what is left of a finished body (normally nothing) so the connection ends cleanly. */
+/**
+ * The request's headers: the caller's (a plain object, a `Headers` or a list of pairs, merged
+ * by name whatever its case) over the defaults. A POST sends JSON; a resume (`lastEventId`
+ * set, contract section 12) is a GET carrying `Last-Event-ID`.
+ */
+function requestHeaders(extra, lastEventId) {
+  const headers = new Headers(extra ?? {});
+  if (!headers.has("Accept")) headers.set("Accept", "text/event-stream");
+  if (lastEventId === null) {
+    if (!headers.has("Content-Type")) headers.set("Content-Type", "application/json");
+  } else {
+    headers.set("Last-Event-ID", String(lastEventId));
+  }
+  return headers;
+}
+
+/**
+ * Read what is left of a finished body (normally nothing) so the connection ends cleanly and
+ * can be reused; cancel it after `ms`. Runs in the background: the caller already has its
+ * terminal event and never waits for this, even from a server that keeps the body open.
+ */
 async function drain(reader, ms) {
   let timer;
   const timeout = new Promise((resolve) => {
@@ -281,19 +301,10 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
     let response;
     try {
       // A resume (lastEventId set) is a GET of <route path>/<stream id> (contract section 12).
-      response = await fetch(url, lastEventId === null ? {
-        method: "POST",
-        headers: {
-          "Content-Type": "application/json",
-          Accept: "text/event-stream",
-          ...(options.headers ?? {}),
-        },
-        body: typeof body === "string" ? body : JSON.stringify(body),
-        signal: controller.signal,
-        cache: "no-store",
-      } : {
-        method: "GET",
-        headers: { Accept: "text/event-stream", ...(options.headers ?? {}), "Last-Event-ID": String(lastEventId) },
+      response = await fetch(url, {
+        method: lastEventId === null ? "POST" : "GET",
+        headers: requestHeaders(options.headers, lastEventId),
+        ...(lastEventId === null ? { body: typeof body === "string" ? body : JSON.stringify(body) } : {}),
         signal: controller.signal,
         cache: "no-store",
       });
@@ -378,7 +389,7 @@ async function* openStream(url, body, options, meta, lastEventId = null) {
   } finally {
     outer?.removeEventListener("abort", onAbort);
     if (finished && reader !== null) {
-      await drain(reader, 1000);
+      drain(reader, 1000); // not awaited: never delays the end of the stream
     } else {
       // Early exit (error, abort, consumer left): closing the connection is what tells the
       // gateway to cancel the upstream.
@@ -395,23 +406,37 @@ function resumeUrl(url, streamId) {
   return target.origin === base ? target.href.slice(base.length) : target.href;
 }
 
+/** Wait `ms`, or reject with the signal's reason on abort; leaves no listener behind. */
 const sleep = (ms, signal) =>
   new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(abortReason(signal));
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    const onAbort = () => {
       clearTimeout(timer);
       reject(abortReason(signal));
-    }, { once: true });
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
+
+/** May a failed try be followed by a resume? A broken connection, or a transient status on a
+ * resume (`lastId` set: a GET); never the first POST's HTTP error, nor a 204. */
+function resumable(err, lastId) {
+  if (!(err instanceof GatewayError) || !err.retryable) return false;
+  return err.kind === "truncated" || err.kind === "network" || (err.kind === "http" && lastId !== null);
+}
 
 /**
  * `openStream`, or with `options.resume` a stream that survives network errors: after a
  * failure it GETs `<url>/<stream id>` with `Last-Event-ID` (the stream id is the `created`
  * event's `id`) until the terminal event, skipping events it already yielded. Gives up after
  * `options.maxResumes` (5) failed tries in a row, waiting `options.resumeDelay` ms (500,
- * doubling) between tries; an HTTP error on a resume (404 expired, 410 dropped) is thrown, and
- * so is the `StreamTruncatedError` of a 204 (the stream ended before this call saw its end).
+ * doubling) between tries. A resume answered with a transient status (408, 429, 5xx: a proxy
+ * while the gateway restarts) is tried again; any other HTTP error on a resume (404 expired,
+ * 410 dropped, 403) is thrown, and so is the `StreamTruncatedError` of a 204 (the stream ended
+ * before this call saw its end).
  * `options.resumeStreamId` (+ `options.resumeLastId`, default 0) resumes a stream known from
  * before (e.g. kept in sessionStorage across a reload) instead of POSTing; `options.onProgress
  * (streamId, lastId)` is called after each event, to keep such a record.
@@ -424,7 +449,8 @@ async function* events(url, body, options, meta) {
   let streamId = options.resumeStreamId ?? null;
   let lastId = streamId === null ? null : (options.resumeLastId ?? 0);
   const maxTries = options.maxResumes ?? 5;
-  let delay = options.resumeDelay ?? 500;
+  const firstDelay = options.resumeDelay ?? 500;
+  let delay = firstDelay;
   let tries = 0;
   for (;;) {
     const target = lastId === null ? url : resumeUrl(url, streamId);
@@ -434,7 +460,8 @@ async function* events(url, body, options, meta) {
         if (ev.id !== "" && Number.isInteger(n)) {
           if (lastId !== null && n <= lastId) continue; // already yielded before the break
           lastId = n;
-          tries = 0;
+          tries = 0; // progress: the tries and their backoff count per stall
+          delay = firstDelay;
         }
         if (ev.type === "created" && typeof ev.data?.id === "string") streamId = ev.data.id;
         yield ev;
@@ -442,8 +469,7 @@ async function* events(url, body, options, meta) {
       }
       return;
     } catch (err) {
-      const broken = err instanceof GatewayError && err.retryable && (err.kind === "truncated" || err.kind === "network");
-      if (options.signal?.aborted || !broken || streamId === null || tries >= maxTries) throw err;
+      if (options.signal?.aborted || !resumable(err, lastId) || streamId === null || tries >= maxTries) throw err;
     }
     tries += 1;
     await sleep(delay, options.signal);

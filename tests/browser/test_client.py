@@ -385,3 +385,38 @@ async def test_an_app_on_another_origin_needs_the_route_to_allow_it(
         assert len(allowed["summary"]["requestId"]) == 32  # X-Request-Id is exposed
         refused = await run_stream(page, f"{gw.url}/v1/stream/private")
         assert (refused["error"]["kind"], refused["error"]["code"]) == ("network", "network_error")
+
+
+async def test_extra_headers_of_any_form_reach_the_gateway(page: Page) -> None:
+    """`options.headers` as a `Headers` object, a list of pairs or lower-case names: merged by
+    name over the defaults (a `Headers` object was dropped, a 401; a lower-case content-type
+    went out twice, a 415)."""
+    fast = {"text": "let in", "first_token_delay": 0, "token_interval": 0}
+    doc = {
+        "auth": {"keys": [{"name": "web", "key": "browser-key"}]},
+        "routes": [{"name": "demo", "provider": "simulated", "options": fast}],
+    }
+    async with running_gateway(doc) as gw:
+        await page.goto(gw.url + "/")
+        result = await page.evaluate(
+            """async () => {
+              const { streamTokens } = await import("/static/gateway-client.js");
+              const auth = "Bearer browser-key";
+              const forms = {
+                Headers: new Headers({ Authorization: auth }),
+                pairs: [["Authorization", auth]],
+                lowercase: { authorization: auth, "content-type": "application/json; charset=utf-8" },
+              };
+              const out = {};
+              for (const [name, headers] of Object.entries(forms)) {
+                try {
+                  out[name] = (await streamTokens("/v1/stream/demo",
+                    { messages: [{ role: "user", content: "Hi" }] }, { headers })).text;
+                } catch (err) {
+                  out[name] = `${err.status} ${err.code}`;
+                }
+              }
+              return out;
+            }"""
+        )
+    assert result == {"Headers": "let in", "pairs": "let in", "lowercase": "let in"}

@@ -2,6 +2,8 @@
 // argv: <client module path> <stream url> <mode>
 // modes: events | summary | timings (resumes after a slow reconnect) | ended (resumes a finished
 // stream from its terminal id: the gateway answers 204) | abort (a mocked fetch; the url is unused)
+// | backoff (the waits between resumes) | headers (a `Headers` object, lower-case names)
+// | held (the server keeps the body open after `end` until it hears the call resolved)
 const [modulePath, url, mode] = process.argv.slice(2);
 const { tokenEvents, streamTokens } = await import(modulePath);
 const body = { messages: [{ role: "user", content: "Hi" }] };
@@ -20,7 +22,44 @@ function oneChunkFetch() {
 }
 
 try {
-  if (mode === "summary") {
+  if (mode === "backoff") {
+    const waits = [];
+    const realSetTimeout = globalThis.setTimeout;
+    globalThis.setTimeout = (fn, ms, ...args) => {
+      if (/at sleep .*gateway-client/.test(new Error().stack)) waits.push(ms); // between resumes
+      return realSetTimeout(fn, ms, ...args);
+    };
+    const ids = [];
+    for await (const ev of tokenEvents(url, body, { resume: true, resumeDelay: 20 })) ids.push(ev.id);
+    console.log(JSON.stringify({ ids, waits }));
+  } else if (mode === "headers") {
+    const key = { Authorization: "Bearer test-key" };
+    const out = {};
+    for (const [name, headers] of [
+      ["Headers", new Headers(key)],
+      ["pairs", Object.entries(key)],
+      ["lowercase", { "content-type": "application/json; charset=utf-8", authorization: key.Authorization }],
+    ]) {
+      try {
+        out[name] = (await streamTokens(url, body, { headers })).reason;
+      } catch (err) {
+        out[name] = `${err.status} ${err.code}`;
+      }
+    }
+    console.log(JSON.stringify(out));
+  } else if (mode === "held") {
+    // The drain's timer never fires here: the call must resolve without waiting for it.
+    const realSetTimeout = globalThis.setTimeout;
+    globalThis.setTimeout = (fn, ms, ...args) => {
+      if (!/at drain .*gateway-client/.test(new Error().stack)) return realSetTimeout(fn, ms, ...args);
+      const never = realSetTimeout(() => {}, 2 ** 31 - 1);
+      never.unref();
+      return never;
+    };
+    const s = await streamTokens(url, body);
+    await fetch(new URL("/resolved", url), { method: "POST" });
+    console.log(JSON.stringify({ reason: s.reason, text: s.text }));
+  } else if (mode === "summary") {
     const progress = [];
     const s = await streamTokens(url, body, {
       resume: true,

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from tests.resume.test_client_resume import Flaky, flaky  # noqa: F401 (fixture)
+from tests.resume.test_client_resume import Flaky, choppy, flaky  # noqa: F401 (fixture)
+from tests.support.gateway import running_gateway
 from tests.support.system import require_binary
 
 HERE = Path(__file__).resolve().parent
@@ -86,3 +89,90 @@ async def test_abort_in_a_callback_stops_the_stream() -> None:
         "tokenEvents": "AbortError",
         "seen": ["created", "delta"],
     }
+
+
+@pytest.mark.parametrize("flaky", [{"answer_first": 503}], indirect=True)
+async def test_a_transient_status_on_a_resume_is_tried_again(flaky: tuple[Flaky, str]) -> None:  # noqa: F811
+    # A proxy answers 502/503 while the gateway restarts: exactly when a resume is needed.
+    _, url = flaky
+    result = await run_node(url, "events")
+    assert result == {"events": [["1", "created"], ["2", "delta"], ["3", "delta"], ["4", "end"]]}
+
+
+@pytest.mark.parametrize("flaky", [{"answer_first": 404}], indirect=True)
+async def test_a_resume_refused_for_good_is_not_tried_again(flaky: tuple[Flaky, str]) -> None:  # noqa: F811
+    _, url = flaky
+    assert await run_node(url, "events") == {"error": "not_found", "status": 404}
+
+
+async def test_every_resume_that_made_progress_starts_the_backoff_again() -> None:
+    # Many breaks of one long stream: each is a new stall with the first delay, not a delay
+    # doubled by every earlier break (it would outgrow the resume window).
+    app = web.Application()
+    app.router.add_post("/s", choppy)
+    app.router.add_get("/s/{id}", choppy)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        result = await run_node(str(server.make_url("/s")), "backoff")
+    finally:
+        await server.close()
+    assert result == {"ids": [str(i) for i in range(1, 11)], "waits": [20] * 4}
+
+
+async def test_headers_of_any_form_are_merged_by_name() -> None:
+    # A `Headers` object (silently dropped before: a 401) and lower-case names (sent twice
+    # before: "application/json, application/json; charset=utf-8", a 415).
+    doc = {
+        "auth": {"keys": [{"name": "app", "key": "test-key"}]},
+        "routes": [
+            {
+                "name": "demo",
+                "provider": "simulated",
+                "options": {"text": "Hi", "first_token_delay": 0, "token_interval": 0},
+            }
+        ],
+    }
+    async with running_gateway(doc) as gw:
+        result = await run_node(f"{gw.url}/v1/stream/demo", "headers")
+    assert result == {"Headers": "stop", "pairs": "stop", "lowercase": "stop"}
+
+
+async def test_the_call_resolves_at_end_even_if_the_body_stays_open() -> None:
+    # Bytes after the terminal event are drained in the background: a server (or a proxy) that
+    # keeps the body open after `end` never delays the caller.
+    resolved = asyncio.Event()
+    order: list[str] = []
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(
+            b'id: 1\nevent: created\ndata: {"id":"h","route":"r","provider":"p","model":null}\n\n'
+            b'id: 2\nevent: delta\ndata: {"text":"done"}\n\n'
+            b'id: 3\nevent: end\ndata: {"reason":"stop"}\n\n: after the end\n\n'
+        )
+        try:
+            await asyncio.wait_for(resolved.wait(), 10)  # a safety net for the old behaviour
+        except TimeoutError:
+            order.append("gave up")
+        await resp.write_eof()
+        return resp
+
+    async def on_resolved(request: web.Request) -> web.Response:
+        order.append("resolved")
+        resolved.set()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/held", held)
+    app.router.add_post("/resolved", on_resolved)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        result = await run_node(str(server.make_url("/held")), "held")
+    finally:
+        await server.close()
+    assert result == {"reason": "stop", "text": "done"}
+    assert order == ["resolved"]
