@@ -48,7 +48,8 @@ def build_pools(
     ``recorders(route, deployment names)`` gives each pool its metrics (e.g.
     ``PoolMetrics.route``); ``previous`` are the pools of the config state being replaced: a
     pool of the same route takes their state over (:meth:`Pool.carry_from`). Pools of routes
-    that disappeared are not closed here (their open leases still release into them).
+    that disappeared (or lost their pool) are retired, not closed (their open leases still
+    release into them).
     """
     pools: dict[str, Pool] = {}
     limits = config.limits
@@ -67,6 +68,9 @@ def build_pools(
         if old is not None:
             pool.carry_from(old)
         pools[route.name] = pool
+    for name, old in (previous or {}).items():
+        if name not in pools:
+            old.retire()
     return pools
 
 

@@ -32,6 +32,9 @@ class MemoryPoolState(PoolState):
         self.resting = 0
         """How many deployments have a rest set (resting or awaiting the probe): 0 = all healthy,
         which lets the pool skip the per-deployment checks."""
+        self._leaving: set[str] = set()
+        """Deployments a reload removed while they still had open leases: dropped at the last
+        release (see :meth:`forget`)."""
 
     def _entry(self, name: str) -> _Entry:
         entry = self._entries.get(name)
@@ -130,10 +133,18 @@ class MemoryPoolState(PoolState):
         if entry.probe == lease:
             entry.probe = None
             entry.view.probing = False
+        if self._leaving and name in self._leaving and not entry.view.active:
+            self._leaving.discard(name)
+            self._drop(name)
 
     def forget(self, keep: Sequence[str]) -> None:
-        """Drop deployments not in ``keep`` that have no open lease (after a reload)."""
-        gone = [n for n, e in self._entries.items() if n not in keep and not e.view.active]
+        """Drop deployments not in ``keep`` (after a reload); one with open leases is dropped at
+        its last :meth:`release`. Until then its rest would keep the pool off its calm path."""
+        self._leaving = {n for n, e in self._entries.items() if n not in keep and e.view.active}
+        gone = [n for n in self._entries if n not in keep and n not in self._leaving]
         for name in gone:
-            if self._entries.pop(name).view.rest_until:
-                self.resting -= 1
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        if self._entries.pop(name).view.rest_until:
+            self.resting -= 1

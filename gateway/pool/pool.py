@@ -134,6 +134,8 @@ class Lease:
         self._state.succeeded(self.deployment.name, self.id, ttft_s)
         self.pool.recorder.request(self.deployment.name, "ok")
         self.pool.recorder.ttft(self.deployment.name, ttft_s)
+        if self.probe:  # back in rotation now, not at the pool's next choice
+            self.pool.back(self.deployment.name)
 
     def failed(self, reason: str, retry_after: float | None = None) -> None:
         """The attempt failed before its first event; ``reason`` is one of
@@ -228,6 +230,20 @@ class Pool:
         self._wire()
         if type(old.strategy) is type(self.strategy):
             self.strategy.carry_from(old.strategy)
+        old.retire(self.names)
+
+    def retire(self, keep: Collection[str] = ()) -> None:
+        """This pool is replaced (reload): its deployments not in ``keep`` leave the config, so
+        their resting gauge goes to 0 (nobody would ever lower it again; the
+        ``GatewayDeploymentResting`` alert would fire for a deployment that is gone)."""
+        for name, resting in list(self._resting.items()):
+            if resting and name not in keep:
+                self._set_resting(name, False)
+
+    def back(self, name: str) -> None:
+        """``name``'s probe succeeded: its rest is over, the resting gauge says so at once."""
+        if self._resting.get(name):
+            self._set_resting(name, False)
 
     async def acquire(self, tried: Collection[str] = ()) -> Lease | None:
         """The next deployment for a client stream that already tried ``tried``, or ``None``

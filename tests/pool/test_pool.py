@@ -15,6 +15,7 @@ from gateway.config.pool import Cooldown
 from gateway.errors import RateLimited, Unavailable, UpstreamError
 from gateway.metrics import Metrics
 from gateway.pool import Lease, Pool, Refusal
+from gateway.pool.memory import MemoryPoolState
 from gateway.pool.strategy import EXPLORE_EVERY, STRATEGIES
 from tests.pool.helpers import Clock, deployment, pool_config
 
@@ -310,10 +311,48 @@ async def test_metrics_per_deployment() -> None:
     clock.advance(31)  # the rest is over, but "a" is out of rotation until its probe succeeds
     probe = await pick(pool)
     assert probe.probe and _value(registry, "gateway_deployment_resting", **ab) == 1
-    probe.succeeded(0.1)
+    probe.succeeded(0.1)  # back in rotation: the gauge says so now, not at the next choice
+    assert _value(registry, "gateway_deployment_resting", **ab) == 0
     probe.release()
     await pool.acquire(set())
     assert _value(registry, "gateway_deployment_resting", **ab) == 0
+
+
+async def test_a_reload_lowers_the_resting_gauge_of_deployments_it_removes() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    clock = Clock()
+    config = pool_config(deployment("a"), deployment("b"), cooldown=Cooldown(1, 10.0, 30.0))
+    old = Pool("r", config, clock=clock, recorder=metrics.pools.route("r", ["a", "b"]))
+    for name in ("a", "b"):
+        lease = await pick(old, {"a", "b"} - {name})
+        lease.failed("connect")
+        lease.release()
+    resting = "gateway_deployment_resting"
+    assert _value(registry, resting, route="r", deployment="b") == 1
+    kept = pool_config(deployment("a"), deployment("c"))
+    new = Pool("r", kept, clock=clock, recorder=metrics.pools.route("r", ["a", "c"]))
+    new.carry_from(old)
+    assert _value(registry, resting, route="r", deployment="b") == 0  # gone: nobody rests
+    assert _value(registry, resting, route="r", deployment="a") == 1  # still there, still resting
+    assert new.state.views(["a"])[0].rest_until == clock.now + 30.0
+
+
+async def test_a_removed_deployment_is_forgotten_at_its_last_release() -> None:
+    clock = Clock()
+    old = make(deployment("a"), deployment("b"), clock=clock, cooldown=Cooldown(1, 10.0, 30.0))
+    open_b = await pick(old, {"a"})
+    failing = await pick(old, {"a"})
+    failing.failed("connect")  # b rests while one of its streams is still open
+    failing.release()
+    new = Pool("r", pool_config(deployment("a"), deployment("c")), clock=clock)
+    new.carry_from(old)
+    state = new.state
+    assert isinstance(state, MemoryPoolState)
+    assert state.resting == 1 and "b" in state._entries  # its open stream releases into it
+    open_b.release()
+    assert state.resting == 0 and "b" not in state._entries  # back on the calm path
+    assert (await pick(new)).name in {"a", "c"}
 
 
 async def test_round_robin_goes_on_after_the_deployment_a_retry_took() -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from pathlib import Path
 
 import aiohttp
+import yaml
 
+from gateway.reload import reload_config
 from tests.faults.kit import SSE, chat_chunk, chat_error, post
 from tests.pool.server_kit import counts, deployments, held, ok, pooled_route
-from tests.support.fake_upstream import Script
+from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway, wait_for
 from tests.support.system import free_port
 
@@ -35,15 +39,22 @@ async def test_round_robin_alternates() -> None:
     assert counts(fakes) == {"a": 10, "b": 10, "c": 10}
 
 
-async def test_weighted_follows_the_weights_within_ten_percent() -> None:
-    async with deployments("a", "b") as fakes:
-        route = pooled_route(fakes, strategy="weighted", weights={"a": 3, "b": 1})
+def served_in_order(fakes: dict[str, FakeUpstream]) -> list[str]:
+    """Which deployment served each request, in the order they arrived (one at a time)."""
+    seen = [(s.started, name) for name, fake in fakes.items() for s in fake.seen]
+    return [name for _, name in sorted(seen)]
+
+
+async def test_weighted_gives_each_deployment_its_exact_share_in_every_round() -> None:
+    async with deployments("a", "b", "c") as fakes:
+        route = pooled_route(fakes, strategy="weighted", weights={"a": 5, "b": 3, "c": 2})
         async with running_gateway({"routes": [route]}) as gw:
-            await stream_n(gw.url, 300)
-    got = counts(fakes)
-    assert sum(got.values()) == 300
-    assert abs(got["a"] - 225) <= 22, got  # 3:1 of 300, +-10%
-    assert abs(got["b"] - 75) <= 8, got
+            await stream_n(gw.url, 100)
+    order = served_in_order(fakes)
+    assert counts(fakes) == {"a": 50, "b": 30, "c": 20}
+    for start in range(0, 100, 10):  # smooth weighted round robin: exact in each round of 10
+        assert Counter(order[start : start + 10]) == {"a": 5, "b": 3, "c": 2}, order
+    assert "a" not in {order[i] for i in range(100) if order[i - 1] == "a" == order[i - 2]}
 
 
 async def test_least_busy_avoids_deployments_with_open_streams() -> None:
@@ -228,9 +239,9 @@ async def test_a_rest_ends_with_exactly_one_probe() -> None:
             await asyncio.sleep(max(0.0, t_rest + 0.6 - time.monotonic()))
             await stream_n(gw.url, 1)  # the rest is over: this one probes a
             assert counts(fakes) == {"a": 2, "b": 5}
-            await stream_n(gw.url, 4)  # back in the rotation
-            resting = {"route": "r", "deployment": "a"}  # the gauge follows at the next choice
+            resting = {"route": "r", "deployment": "a"}  # back as the probe succeeded
             assert await metric_value(gw.url, "gateway_deployment_resting", resting) == 0
+            await stream_n(gw.url, 4)  # back in the rotation
     assert counts(fakes)["a"] == 4
 
 
@@ -246,3 +257,74 @@ async def test_a_failed_probe_rests_again() -> None:
             probe = {"route": "r", "deployment": "a", "reason": "probe_failed"}
             assert await metric_value(gw.url, "gateway_deployment_rests_total", probe) == 1
     assert counts(fakes) == {"a": 2, "b": 5}
+
+
+# -- open-stream counts ----------------------------------------------------------------------
+
+
+async def test_open_counts_return_to_zero_however_a_stream_ends() -> None:
+    """least_busy balances on the open counts: none may leak or go negative, whether the client
+    leaves (before the first event or mid-stream), a deployment fails before the first byte or
+    after it, or a limit refuses the request."""
+    async with deployments("a", "b") as fakes:
+        silent = Script(chunks=[], headers=SSE, hang_after=True)
+        cut = Script(chunks=[(0, chat_chunk("part"))], headers=SSE, reset_after=True)
+        fakes["a"].push(silent, Script(status=500), held("a"))
+        fakes["b"].push(held("b"), cut)
+        route = pooled_route(fakes, strategy="least_busy", limits={"concurrent_streams": 1})
+        async with running_gateway({"routes": [route]}) as gw, aiohttp.ClientSession() as http:
+            url = f"{gw.url}/v1/stream/r"
+            body = {"messages": [{"role": "user", "content": "x"}]}
+            waiting = asyncio.ensure_future(http.post(url, json=body))  # a: silent
+            await wait_for(lambda: len(fakes["a"].seen) == 1)
+            waiting.cancel()  # the client leaves before the first event
+            await wait_for(lambda: fakes["a"].open_connections == 0)
+            streaming = await http.post(url, json=body)  # b: one token, then open
+            await streaming.content.readuntil(b"event: delta")
+            refused = await post(url)  # the route's limit: refused before any deployment
+            streaming.close()  # the client leaves mid-stream
+            await wait_for(lambda: fakes["b"].open_connections == 0)
+            failed_over = await post(url)  # a answers 500, b serves and is cut after "part"
+            assert (refused.status, failed_over.status) == (429, 200), failed_over.raw
+            assert failed_over.types[-1] == "error"
+            pool = gw.state.pools["r"]
+            assert [v.active for v in pool.state.views(pool.names)] == [0, 0]
+            for dep in ("a", "b"):
+                labels = {"route": "r", "deployment": dep}
+                assert await metric_value(gw.url, "gateway_deployment_active_streams", labels) == 0
+        assert counts(fakes) == {"a": 2, "b": 2}
+
+
+# -- reload ----------------------------------------------------------------------------------
+
+
+async def test_a_reload_removing_a_deployment_lets_its_streams_finish_and_clears_its_rest(
+    tmp_path: Path,
+) -> None:
+    async with deployments("a", "b", "c") as fakes:
+        fakes["b"].push(held("b"), Script(status=500))
+        cooldown = {"failures": 1, "window": "60s", "duration": "60s"}
+        routes = pooled_route(fakes, cooldown=cooldown)
+        before = {**routes, "upstreams": routes["upstreams"][:2]}
+        async with running_gateway({"routes": [before]}) as gw, aiohttp.ClientSession() as http:
+            url = f"{gw.url}/v1/stream/r"
+            body = {"messages": [{"role": "user", "content": "x"}]}
+            await stream_n(gw.url, 1)  # a
+            on_b = await http.post(url, json=body)  # b: held open across the reload
+            await on_b.content.readuntil(b"event: delta")
+            await stream_n(gw.url, 2)  # a, then b answers 500 (rests) and a serves
+            b = {"route": "r", "deployment": "b"}
+            assert await metric_value(gw.url, "gateway_deployment_resting", b) == 1
+            after = {**routes, "upstreams": [routes["upstreams"][0], routes["upstreams"][2]]}
+            path = tmp_path / "gateway.yaml"
+            path.write_text(yaml.safe_dump({"routes": [after]}))
+            assert reload_config(gw.app, str(path))
+            assert await metric_value(gw.url, "gateway_deployment_resting", b) == 0  # gone
+            await stream_n(gw.url, 4)  # only a and c now
+            assert await metric_value(gw.url, "gateway_deployment_active_streams", b) == 1
+            on_b.close()  # the stream opened before the reload releases into the old state
+            await wait_for(lambda: fakes["b"].open_connections == 0)
+            assert await metric_value(gw.url, "gateway_deployment_active_streams", b) == 0
+            pool = gw.state.pools["r"]
+            assert "b" not in pool.state._entries
+    assert counts(fakes) == {"a": 5, "b": 2, "c": 2}
