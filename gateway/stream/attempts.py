@@ -101,6 +101,7 @@ class Failover:
 
     __slots__ = (
         "_client",
+        "_handed_over",
         "_max_event_bytes",
         "_on_usage",
         "_raw",
@@ -135,6 +136,7 @@ class Failover:
         """The attempt being tried, then the one that serves."""
         self._unjudged: float | None = None
         """When the serving pool deployment's request was sent, if it has no verdict yet."""
+        self._handed_over = False
 
     @property
     def primary(self) -> bool:
@@ -252,16 +254,33 @@ class Failover:
         return failure is None or (failure is exc and isinstance(exc, UpstreamTimeout))
 
     def close(self, first_content: float | None) -> None:
-        """The stream ended: release what the serving attempt holds (a pool deployment).
+        """The stream ended: release what the serving attempt holds (a pool deployment),
+        unless :meth:`hand_over` gave that to the upstream's new reader.
 
         A deployment the stream could not judge while opening (a heartbeat started the response
         before its first event) is judged now by when its first content came, if it came.
         """
+        self._judge(first_content)
+        if not self._handed_over:
+            self.choices.close()
+        del self._stream  # the stream holds this failover: no cycle left for the collector
+
+    def hand_over(self, first_content: float | None) -> Callable[[], None]:
+        """The client left and the upstream may outlive the stream (a drain, a detached pump
+        reads it on): the serving deployment is judged now, and its slot is released by the
+        returned function (idempotent), which whoever reads the upstream last calls when it
+        closes it; :meth:`close` leaves the slot alone. A pool's ``max_concurrent`` and
+        ``least_busy`` count the streams a deployment really serves, and a drained one is one
+        (released at the client's leaving, a third stream went to a deployment with
+        ``max_concurrent: 1`` still draining one)."""
+        self._judge(first_content)
+        self._handed_over = True
+        return self.choices.close
+
+    def _judge(self, first_content: float | None) -> None:
         if self._unjudged is not None and first_content is not None:
             self.choices.answered(first_content - self._unjudged)
         self._unjudged = None
-        self.choices.close()
-        del self._stream  # the stream holds this failover: no cycle left for the collector
 
     def _discard(self, source: Source | None) -> None:
         """Close a failed attempt's upstream and forget it before the next target."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -351,20 +351,23 @@ class StreamSession:
             return
         self.source = None
         route = self.route
+        release = self.failover.hand_over(self.record.t_first_content)  # a pool's slot
+        settle = _settled_then(self.meter.settle, release)
 
         def start_drain() -> Coroutine[Any, Any, None]:
-            settle = self.meter.hand_to_drain()  # the drain settles, with the whole usage
+            self.meter.hand_to_drain()  # the drain settles, with the whole usage
             return drain(source, self.record, route.drain_timeout, self.request_id, settle)
 
         if route.on_client_abort == "drain" and self.state.try_drain(start_drain):
             return  # the drain owns the upstream now
         if route.on_client_abort == "detach" and self.sink.detach(
-            source, self.record, self.request_id, self.meter.settle
+            source, self.record, self.request_id, settle
         ):
             self.meter.hand_to_drain()  # the detached pump settles, with the whole usage
             return  # the sink records the rest (resumable streams)
         t = now() if lost_at is None else lost_at
         source.close()
+        release()
         self.record.cancelled(now() - t)
 
     def _finish(self) -> None:
@@ -405,3 +408,18 @@ class StreamSession:
 
 def _ms(t: float | None, t0: float) -> float | None:
     return None if t is None else round((t - t0) * 1e6) / 1000  # ms to 3 places, no decimal round
+
+
+def _settled_then(
+    settle: Callable[[Mapping[str, Any]], None], release: Callable[[], None]
+) -> Callable[[Mapping[str, Any]], None]:
+    """``settle``, then ``release``, whatever ``settle`` does: the end of a drain or a
+    detached pump settles the stream's usage and frees its pool deployment's slot."""
+
+    def settle_and_release(usage: Mapping[str, Any]) -> None:
+        try:
+            settle(usage)
+        finally:
+            release()
+
+    return settle_and_release

@@ -7,8 +7,10 @@ import asyncio
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from gateway.reload import reload_config
@@ -220,6 +222,39 @@ async def test_every_deployment_full_is_a_503() -> None:
             await wait_for(lambda: all(f.open_connections == 0 for f in fakes.values()))
             await asyncio.sleep(0.05)
             await stream_n(gw.url, 1)  # the slots came back when the streams ended
+    assert counts(fakes) == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        {"on_client_abort": "drain", "drain_timeout": "1s"},
+        {"on_client_abort": "detach", "resume": {"enabled": True, "window": "1s"}},
+    ],
+    ids=["drain", "detach"],
+)
+async def test_a_stream_read_on_after_its_client_left_keeps_its_slot(mode: dict[str, Any]) -> None:
+    """A drain or a detached stream still reads its deployment: the slot was released as the
+    client left, so a deployment with ``max_concurrent: 1`` took a second stream meanwhile."""
+    async with deployments("a", "b") as fakes:
+        fakes["a"].push(held("a"))
+        fakes["b"].push(held("b"))
+        route = pooled_route(fakes, caps={"a": 1, "b": 1}, **mode)
+        async with running_gateway({"routes": [route]}) as gw, aiohttp.ClientSession() as http:
+            url = f"{gw.url}/v1/stream/r"
+            body = {"messages": [{"role": "user", "content": "x"}]}
+            left = await http.post(url, json=body)  # a
+            await left.content.readuntil(b"event: delta")
+            left.close()  # its upstream is read on
+            kept = await http.post(url, json=body)  # b
+            await kept.content.readuntil(b"event: delta")
+            reply = await post(url)
+            assert reply.status == 503, reply.raw  # a is still busy with the first stream
+            assert counts(fakes) == {"a": 1, "b": 1}
+            await wait_for(lambda: fakes["a"].open_connections == 0, 5)  # its 1 s is over
+            await wait_for(lambda: gw.state.pools["r"].state.views(["a"])[0].active == 0)
+            await stream_n(gw.url, 1)  # then a serves again
+            kept.close()
     assert counts(fakes) == {"a": 2, "b": 1}
 
 
