@@ -48,8 +48,8 @@ def build_pools(
     ``recorders(route, deployment names)`` gives each pool its metrics (e.g.
     ``PoolMetrics.route``); ``previous`` are the pools of the config state being replaced: a
     pool of the same route takes their state over (:meth:`Pool.carry_from`). Pools of routes
-    that disappeared (or lost their pool) are retired, not closed (their open leases still
-    release into them).
+    that disappeared (or lost their pool) are retired: their stores are closed once their open
+    leases, which still release into them, have ended.
     """
     pools: dict[str, Pool] = {}
     limits = config.limits

@@ -101,6 +101,10 @@ class Refusal:
         return Unavailable("no upstream deployment is available", headers=headers)
 
 
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Stores of retired pools being closed (a reference, so that the loop does not drop them)."""
+
+
 class Lease:
     """One attempt's claim on one deployment. Outcome calls never raise and never block."""
 
@@ -166,6 +170,7 @@ class Lease:
         self.pool.recorder.active(self.deployment.name, -1)
         if not self._verdict:
             self.pool.recorder.request(self.deployment.name, "abandoned")
+        self.pool.lease_ended()
 
 
 class Pool:
@@ -203,6 +208,12 @@ class Pool:
         self._pairs_of: PoolState | None = None
         self._choosing = asyncio.Lock()
         """A shared store's choices, one at a time (see :meth:`choose`)."""
+        self._leases = 0
+        """Leases on this pool's store not yet released (those of the pools it carried on)."""
+        self._heir: Pool | None = None
+        """The pool that took this one's store over at a reload: it counts the leases."""
+        self._orphaned = False
+        """A reload replaced this pool and nobody took its store over (:meth:`retire`)."""
         self._wire()
 
     def _wire(self) -> None:
@@ -222,6 +233,7 @@ class Pool:
             self.state, "url", None
         ):
             self.state = old.state
+            self._leases, old._leases, old._heir = old._leases, 0, self
         self.fallback = old.fallback
         if isinstance(self.fallback, MemoryPoolState):
             self.fallback.forget(self.names)
@@ -230,15 +242,46 @@ class Pool:
         self._wire()
         if type(old.strategy) is type(self.strategy):
             self.strategy.carry_from(old.strategy)
-        old.retire(self.names)
+        old.retire(self.names, orphaned=self.state is not old.state)
 
-    def retire(self, keep: Collection[str] = ()) -> None:
+    def retire(self, keep: Collection[str] = (), *, orphaned: bool = True) -> None:
         """This pool is replaced (reload): its deployments not in ``keep`` leave the config, so
         their resting gauge goes to 0 (nobody would ever lower it again; the
-        ``GatewayDeploymentResting`` alert would fire for a deployment that is gone)."""
+        ``GatewayDeploymentResting`` alert would fire for a deployment that is gone).
+
+        ``orphaned``: no new pool took its store over (the route is gone, or its backend
+        changed): the store is closed once the streams it still counts have ended (a Redis
+        store's connection and lease refresher stayed open until the process exited)."""
         for name, resting in list(self._resting.items()):
             if resting and name not in keep:
                 self._set_resting(name, False)
+        self._orphaned = orphaned
+        if orphaned and not self._leases:
+            self._close_soon()
+
+    def lease_ended(self) -> None:
+        """A lease of this pool was released (:meth:`Lease.release`)."""
+        self._count(-1)
+
+    def _count(self, change: int) -> None:
+        """Count a lease taken (+1) or released (-1) where the store now is (the newest
+        pool that carried it on); the last release of an orphaned store closes it."""
+        pool = self
+        while pool._heir is not None:
+            pool = pool._heir
+        pool._leases += change
+        if pool._orphaned and not pool._leases:
+            pool._close_soon()
+
+    def _close_soon(self) -> None:
+        """Close the store in the background (a reload runs outside any request)."""
+        self._orphaned = False  # once
+        try:
+            task = asyncio.get_running_loop().create_task(self.close())
+        except RuntimeError:  # no loop (a reload in a test without one): nothing was opened
+            return
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
     def back(self, name: str) -> None:
         """``name``'s probe succeeded: its rest is over, the resting gauge says so at once."""
@@ -339,6 +382,7 @@ class Pool:
         dep = self._by_name[taken.name]
         self.strategy.taken(None if taken.probe else dep)  # only non-probes come from its order
         self.recorder.active(dep.name, 1)
+        self._count(1)
         return Lease(self, state, dep, lease, taken.probe)
 
     def _candidates(

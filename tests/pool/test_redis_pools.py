@@ -201,3 +201,45 @@ async def test_build_pools_uses_the_limits_backend_and_carries_state(flushed: Re
     assert not isinstance(memory["r"].state, RedisPoolState)  # a backend change starts afresh
     lease.release()
     await pools["r"].close()
+
+
+async def connections(url: str) -> int:
+    """The connections redis-server holds, the one asking excluded."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        return len(await client.client_list()) - 1
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("change", ["route removed", "backend changed"])
+async def test_a_store_no_pool_takes_over_is_closed_after_its_last_lease(
+    flushed: RedisServer, change: str
+) -> None:
+    """A reload that removed a pooled route, or moved it to another backend, left its Redis
+    store (a connection and a lease refresher) open until the process exited. It closes once
+    the streams it still counts have ended, also across a reload that carried it on first."""
+    route = RouteConfig("r", "/v1/stream/r", "tokens", deployment("a").target, pool=pool_config())
+    plain = RouteConfig("s", "/v1/stream/s", "tokens", deployment("a").target)
+    redis = LimitsConfig("redis", flushed.url)
+    before = await connections(flushed.url)
+    first = build_pools(GatewayConfig(ServerConfig(), (route,), limits=redis))
+    lease = await first["r"].acquire(set())
+    assert isinstance(lease, Lease)
+    second = build_pools(GatewayConfig(ServerConfig(), (route,), limits=redis), previous=first)
+    assert second["r"].state is first["r"].state  # carried on
+    routes = (plain,) if change == "route removed" else (route,)
+    limits = redis if change == "route removed" else LimitsConfig()
+    third = build_pools(GatewayConfig(ServerConfig(), routes, limits=limits), previous=second)
+    await asyncio.sleep(0.05)
+    assert await connections(flushed.url) > before  # the first generation's lease is open
+    lease.release()
+    for _ in range(100):
+        if await connections(flushed.url) == before:
+            break
+        await asyncio.sleep(0.02)
+    assert await connections(flushed.url) == before
+    for pool in third.values():
+        await pool.close()
