@@ -208,8 +208,15 @@ def _top_level_imports(path: Path) -> set[str]:
     return names
 
 
+LAZY_ON_PURPOSE = {"command.py"}
+"""Modules whose one job is to act before the gateway is imported: the command's entry point
+blocks SIGHUP first (``gateway/command.py``)."""
+
+
 @pytest.mark.parametrize(
-    "path", sorted(GATEWAY.rglob("*.py")), ids=lambda p: str(p.relative_to(GATEWAY))
+    "path",
+    sorted(p for p in GATEWAY.rglob("*.py") if str(p.relative_to(GATEWAY)) not in LAZY_ON_PURPOSE),
+    ids=lambda p: str(p.relative_to(GATEWAY)),
 )
 def test_no_gateway_module_is_imported_inside_a_function(path: Path) -> None:
     _, nested = _gateway_imports(path)
