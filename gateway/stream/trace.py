@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,7 +37,12 @@ from gateway.metrics import RouteMetrics, StreamRecord
 from gateway.request import ChatRequest
 from gateway.state import GatewayState
 from gateway.tracing.app import tracing_of
-from gateway.tracing.content import MAX_PART_CHARS
+from gateway.tracing.content import (
+    MAX_PART_CHARS,
+    parse_traceparent,
+    parse_tracestate,
+    trace_headers,
+)
 
 if TYPE_CHECKING:
     from gateway.stream.attempts import Attempt, Failover
@@ -120,24 +124,21 @@ class ContextTrace(StreamTrace):
         return dataclasses.replace(request, headers=headers)
 
 
-_TRACEPARENT = re.compile(
-    r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}"
-)
-"""A W3C Trace Context level 1 ``traceparent``: lower-case hex; version ``ff``, an all-zero
-trace id and an all-zero parent id are invalid (a receiver ignores them)."""
-_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
-
-
 def client_context(headers: Mapping[str, str]) -> StreamTrace:
     """:class:`ContextTrace` for the client's ``traceparent`` (and ``tracestate``) when it is
-    well formed (it is sent on as it came: nothing else may pass), else :data:`NO_TRACE`."""
-    traceparent = headers.get("traceparent")
-    if traceparent is None or not _TRACEPARENT.fullmatch(traceparent):
+    valid by W3C Trace Context level 1 (:func:`~gateway.tracing.content.parse_traceparent`;
+    sent once), else :data:`NO_TRACE`. What goes on is rebuilt from the parsed values, as
+    version ``00`` (a later version's extra fields are not ours to forward); the
+    ``tracestate`` (every such header, as one list) only when it is valid."""
+    traceparent, tracestate = trace_headers(headers)
+    parsed = parse_traceparent(traceparent) if traceparent is not None else None
+    if parsed is None:
         return NO_TRACE
-    context = {"traceparent": traceparent}
-    tracestate = headers.get("tracestate")
-    if tracestate is not None and _TRACESTATE.fullmatch(tracestate):
-        context["tracestate"] = tracestate
+    trace_id, span_id, flags = parsed
+    context = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+    pairs = parse_tracestate(tracestate) if tracestate is not None else None
+    if pairs:
+        context["tracestate"] = ",".join(f"{key}={value}" for key, value in pairs)
     return ContextTrace(context)
 
 

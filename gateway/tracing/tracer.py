@@ -13,6 +13,7 @@ Sampling: a client ``traceparent`` decides (its sampled flag is followed, as Ope
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,19 +26,57 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags, TraceState
 
 from gateway.adapters import GENAI_PROVIDERS
 from gateway.config.model import TracingConfig
-from gateway.tracing.export import DropCountingProcessor, DropSink, traces_url
+from gateway.tracing import content
+from gateway.tracing.export import (
+    BoundedSession,
+    DropCountingProcessor,
+    DropSink,
+    protect_logs,
+    traces_url,
+)
 from gateway.tracing.spans import SAMPLED, UNSET, StreamSpan
 
-__all__ = ["EXPORT_TIMEOUT", "HashedResource", "Tracing"]
+__all__ = ["EXPORT_TIMEOUT", "HashedResource", "Tracing", "otlp_exporter", "remote_parent"]
 
 EXPORT_TIMEOUT = 5.0
 """Seconds one OTLP export (with its retries) may take in the exporter's thread."""
-_PROPAGATOR = TraceContextTextMapPropagator()
+_CREDENTIAL_VARS = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+)
+
+
+def remote_parent(traceparent: str, tracestate: str | None) -> SpanContext | None:
+    """The client's span context, or None when its ``traceparent`` is invalid (W3C rules:
+    :func:`gateway.tracing.content.parse_traceparent`). Parsed here rather than by the SDK's
+    propagator, which logs a warning with the header's text for each bad ``tracestate``."""
+    parsed = content.parse_traceparent(traceparent)
+    if parsed is None:
+        return None
+    trace_id, span_id, flags = parsed
+    pairs = content.parse_tracestate(tracestate) if tracestate else None
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState(pairs) if pairs else None,
+    )
+
+
+def otlp_exporter(url: str, timeout: float = EXPORT_TIMEOUT) -> OTLPSpanExporter:
+    """The official OTLP/HTTP exporter for the traces ``url``: one export (retries included)
+    takes at most ``timeout`` s once the collector's answer head arrived, and reads at most
+    a bounded answer (:class:`BoundedSession`); its secrets stay out of the logs
+    (:func:`protect_logs`). A credential-provider session named by the OpenTelemetry variables
+    is left to the SDK."""
+    protect_logs(url)
+    session = None if any(os.environ.get(v) for v in _CREDENTIAL_VARS) else BoundedSession()
+    return OTLPSpanExporter(endpoint=url, timeout=timeout, session=session)
 
 
 class HashedResource(Resource):
@@ -73,9 +112,9 @@ class Tracing:
     ) -> None:
         self.config = config
         self.capture_content = config.capture_content
+        """True: the stream should keep its output text for :meth:`StreamSpan.finish`."""
         self._roots = config.sample_ratio > 0.0
         """False: only streams with a sampled client traceparent are traced."""
-        """True: the stream should keep its output text for :meth:`StreamSpan.finish`."""
         self.processor = DropCountingProcessor(
             exporter, drops, max_queue_size=max_queue_size, schedule_delay=schedule_delay
         )
@@ -91,10 +130,7 @@ class Tracing:
         """The tracing part for ``config`` exporting over OTLP/HTTP, or None when it is off."""
         if config is None or config.otlp_endpoint is None:
             return None
-        exporter = OTLPSpanExporter(
-            endpoint=traces_url(config.otlp_endpoint), timeout=EXPORT_TIMEOUT
-        )
-        return cls(config, exporter, drops)
+        return cls(config, otlp_exporter(traces_url(config.otlp_endpoint)), drops)
 
     def start_stream(
         self,
@@ -110,21 +146,19 @@ class Tracing:
 
         ``headers``: the client's request headers, a case-insensitive mapping (aiohttp's
         ``request.headers``) or one with lower-case keys; only ``traceparent`` and
-        ``tracestate`` are read. ``provider``: the adapter registry name. ``started``: the
-        stream's ``time.monotonic()`` start (default: now).
+        ``tracestate`` are read (:func:`gateway.tracing.content.trace_headers`: one
+        ``traceparent`` only, every ``tracestate``); an invalid ``traceparent`` is ignored, an
+        invalid ``tracestate`` dropped, neither logged. ``provider``: the adapter registry name.
+        ``started``: the stream's ``time.monotonic()`` start (default: now).
         """
-        traceparent = headers.get("traceparent")
-        if not traceparent and not self._roots:
+        traceparent, tracestate = content.trace_headers(headers)
+        if traceparent is None and not self._roots:
             return None  # ratio 0 and nothing to continue: skip the SDK's sampler entirely
         wall, mono = time.time_ns(), time.monotonic()
+        parent = remote_parent(traceparent, tracestate) if traceparent else None
         parent_context = None
-        parent: SpanContext | None = None
-        if traceparent:
-            carrier = {"traceparent": traceparent, "tracestate": headers.get("tracestate") or ""}
-            parent_context = _PROPAGATOR.extract(carrier)
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if not parent.is_valid:
-                parent, parent_context = None, None
+        if parent is not None:
+            parent_context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
         trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
         name = f"{operation} {request_model}" if request_model else operation
         sampled = self._sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
@@ -190,7 +224,9 @@ class Tracing:
         self.processor.on_end(span)
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """Export what is queued now (blocking; for tests and tools)."""
+        """Export what is queued now (blocking; for tests and tools). The SDK exports in the
+        calling thread and does not enforce ``timeout``: each export is bounded by the
+        exporter's own (:data:`EXPORT_TIMEOUT`, :class:`BoundedSession`)."""
         return self.processor.force_flush(int(timeout * 1000))
 
     def shutdown(self, timeout: float = 5.0) -> None:

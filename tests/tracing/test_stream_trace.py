@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from multidict import CIMultiDict
 
 from gateway.reload import reload_config
 from gateway.tracing.app import tracing_of
@@ -503,3 +505,114 @@ async def test_reload_keeps_the_running_tracing(
         upstream.push(Script(chunks=[(0, fixture_bytes("openai_chat_basic.sse"))], headers=SSE))
         assert (await post(f"{gw.url}/v1/stream/r")).status == 200
         assert len(await exported(gw, receiver, 2)) == 2
+
+
+# -- hostile trace headers, failing streams ------------------------------------------------------
+
+
+async def test_hostile_trace_headers_through_the_gateway(
+    upstream: FakeUpstream, receiver: OTLPReceiver, caplog: Any
+) -> None:
+    """Two ``traceparent`` headers restart the trace (W3C); several ``tracestate`` headers are
+    one list; an invalid ``tracestate`` is dropped. Nothing of it reaches a log line."""
+    upstream.default = Script(chunks=[(0, fixture_bytes("openai_chat_basic.sse"))], headers=SSE)
+    twice = CIMultiDict(
+        [("traceparent", TRACEPARENT), ("traceparent", f"00-{'1' * 32}-{CLIENT_SPAN}-01")]
+    )
+    states = CIMultiDict(
+        [("traceparent", TRACEPARENT), ("tracestate", "a=1"), ("tracestate", "b=2")]
+    )
+    bad = CIMultiDict([("traceparent", TRACEPARENT), ("tracestate", "BAD=<" + "x" * 600)])
+    async with gateway({"routes": [chat_route("r", upstream.url)]}, receiver) as gw:
+        for headers in (twice, states, bad):
+            assert (await post(f"{gw.url}/v1/stream/r", headers=headers)).status == 200
+        spans = await exported(gw, receiver, 6)
+    restarted, joined, dropped = sorted(kind(spans, "SERVER"), key=lambda s: s.start_ns)
+    assert restarted.trace_id not in (CLIENT_TRACE, "1" * 32)
+    assert restarted.parent_span_id == ""
+    assert (joined.trace_id, joined.trace_state) == (CLIENT_TRACE, "a=1,b=2")
+    assert (dropped.trace_id, dropped.trace_state) == (CLIENT_TRACE, "")
+    first, second, third = (seen.headers for seen in upstream.seen)
+    assert context_of(first["traceparent"])[0] == restarted.trace_id
+    assert second["tracestate"] == "a=1,b=2" and "tracestate" not in third
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warned if r.name.startswith("opentelemetry")] == []
+    assert not any("x" * 100 in r.getMessage() for r in warned)
+
+
+FAILURES: dict[str, tuple[Script | None, dict[str, Any], str, str, int | None]] = {
+    # name: (upstream script or None for a refused connection, route extras,
+    #        stream outcome, error.type, the attempt's HTTP status)
+    "connect_refused": (None, {}, "upstream_error", "upstream_connect", None),
+    "first_event_before_headers": (
+        Script(chunks=[(0, chat_chunk("Hi"))], headers=SSE, delay_before_headers=30),
+        {"timeouts": {"first_event": "0.3s"}},
+        "upstream_timeout",
+        "upstream_timeout",
+        None,
+    ),
+    "first_event_after_headers": (
+        Script(headers=SSE, hang_after=True),
+        {"timeouts": {"first_event": "0.3s"}},
+        "upstream_timeout",
+        "upstream_timeout",
+        200,
+    ),
+    "reset_mid_stream": (
+        Script(chunks=[(0, chat_chunk("Hi"))], headers=SSE, reset_after=True),
+        {},
+        "upstream_truncated",
+        "upstream_truncated",
+        200,
+    ),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+async def test_a_failing_stream_ends_each_span_once_with_its_error(
+    upstream: FakeUpstream, receiver: OTLPReceiver, failure: str
+) -> None:
+    script, extra, outcome, code, status = FAILURES[failure]
+    base = upstream.url
+    if script is None:
+        base = f"http://127.0.0.1:{free_port()}"
+    else:
+        upstream.push(script)
+    route = chat_route("r", base, **extra)
+    async with gateway({"routes": [route]}, receiver) as gw:
+        reply = await post(f"{gw.url}/v1/stream/r")
+        spans = await exported(gw, receiver, 2)
+        tracing = tracing_of(gw.state)
+        assert tracing is not None
+        assert await asyncio.to_thread(tracing.force_flush)
+    assert len(receiver.spans) == 2  # each ended once
+    server = the_server_span(spans)
+    [client] = kind(spans, "CLIENT")
+    a = server.attributes
+    assert (a["gateway.outcome"], a["error.type"], server.status) == (outcome, code, "ERROR")
+    assert a["gateway.attempts"] == 1
+    assert (client.attributes["error.type"], client.status) == (code, "ERROR")
+    assert client.attributes.get("http.response.status_code") == status
+    assert client.parent_span_id == server.span_id
+    assert ("gen_ai.response.model" in a) is (status is not None)  # an upstream answered
+    assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a
+    no_secret_in(spans, SECRET, "Hello", "Hi")
+    assert reply.status in (200, 502, 504)
+
+
+async def test_abort_before_upstream_headers_is_not_an_error(
+    upstream: FakeUpstream, receiver: OTLPReceiver
+) -> None:
+    upstream.push(Script(chunks=[(0, chat_chunk("Hi"))], headers=SSE, delay_before_headers=30))
+    async with gateway({"routes": [chat_route("r", upstream.url)]}, receiver) as gw:
+        _, writer = await open_raw(gw.port, "/v1/stream/r", HELLO)
+        await wait_for(lambda: bool(upstream.seen))
+        writer.transport.abort()
+        spans = await exported(gw, receiver, 2)
+    server = the_server_span(spans)
+    [client] = kind(spans, "CLIENT")
+    assert server.attributes["gateway.outcome"] == "client_abort"
+    assert server.attributes["gateway.abort_phase"] == "before_upstream_headers"
+    assert [e.name for e in server.events] == ["gateway.client_abort"]
+    assert server.status == client.status == "UNSET"
+    assert "http.response.status_code" not in client.attributes

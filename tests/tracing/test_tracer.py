@@ -3,12 +3,18 @@ receiver."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry.sdk.resources import Resource
 
 from gateway.tracing.tracer import HashedResource
 from tests.support.otlp_receiver import OTLPReceiver
 from tests.tracing.conftest import MakeTracing, flush
 from tests.tracing.test_spans import CLIENT_SPAN, CLIENT_TRACE, SAMPLED, one, start
+
+SAMPLED_PARENT = ("traceparent", SAMPLED["traceparent"])
 
 
 def test_hashed_resource_is_the_same_resource_hashed_once() -> None:
@@ -68,3 +74,63 @@ async def test_ratio_one_ignores_a_malformed_traceparent(
     await flush(tracing)
     [server] = await receiver.wait_for(1)
     assert server.parent_span_id == "" and server.trace_id != "0" * 32
+
+
+async def test_hostile_trace_headers_restart_quietly(
+    make_tracing: MakeTracing, receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """W3C Trace Context: a ``traceparent`` sent twice restarts the trace (the first does not
+    win); a bad ``tracestate`` is dropped and the parent kept; several ``tracestate`` headers
+    are one list. None of it is logged: a client must not be able to write a warning line,
+    with its own text in it, per request."""
+    tracing = make_tracing()
+    twice = CIMultiDictProxy(
+        CIMultiDict([SAMPLED_PARENT, ("traceparent", f"00-{'1' * 32}-{CLIENT_SPAN}-01")])
+    )
+    restarted = start(tracing.start_stream(twice, "d", request_model="m", provider="simulated"))
+    assert restarted.parent is None
+    assert f"{restarted.context.trace_id:032x}" not in (CLIENT_TRACE, "1" * 32)
+    bad_state = CIMultiDictProxy(CIMultiDict([SAMPLED_PARENT, ("tracestate", "x" * 600)]))
+    kept = start(tracing.start_stream(bad_state, "d", request_model="m", provider="simulated"))
+    assert kept.parent is not None and f"{kept.context.trace_id:032x}" == CLIENT_TRACE
+    assert not kept.context.trace_state
+    two_states = CIMultiDictProxy(
+        CIMultiDict([SAMPLED_PARENT, ("tracestate", "a=1"), ("tracestate", "b=2")])
+    )
+    joined = start(tracing.start_stream(two_states, "d", request_model="m", provider="simulated"))
+    assert joined.context.trace_state.to_header() == "a=1,b=2"
+    for span in (restarted, kept, joined):
+        span.finish(outcome="completed")
+    await flush(tracing)
+    assert len(await receiver.wait_for(3)) == 3
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        f"00-{CLIENT_TRACE.upper()}-{CLIENT_SPAN}-01",
+        f"00-{'0' * 32}-{CLIENT_SPAN}-01",
+        f"00-{CLIENT_TRACE}-{'0' * 16}-01",
+        f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-extra",
+        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-0g",
+        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01" + "x" * 4000,
+    ],
+)
+def test_an_invalid_traceparent_restarts_the_trace(
+    make_tracing: MakeTracing, traceparent: str
+) -> None:
+    tracing = make_tracing()
+    headers = {"traceparent": traceparent}
+    span = start(tracing.start_stream(headers, "d", request_model="m", provider="simulated"))
+    assert span.parent is None
+    assert f"{span.context.trace_id:032x}" != CLIENT_TRACE
+
+
+def test_a_later_version_is_continued(make_tracing: MakeTracing) -> None:
+    tracing = make_tracing(sample_ratio=0.0)
+    headers = {"traceparent": f"cc-{CLIENT_TRACE}-{CLIENT_SPAN}-01-what-the-future-holds"}
+    span = start(tracing.start_stream(headers, "d", request_model="m", provider="simulated"))
+    assert span.parent is not None and span.parent.is_remote
+    assert f"{span.parent.span_id:016x}" == CLIENT_SPAN
