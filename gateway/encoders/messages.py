@@ -115,6 +115,19 @@ def event_error_type(data: dict[str, Any]) -> str:
     return "api_error"
 
 
+def tool_input(raw: str) -> dict[str, Any]:
+    """A whole ``tool_use`` block's ``input`` from its streamed JSON text: the object it parses
+    to (``{}`` for no text), else ``{"_raw": raw}``: a model's malformed or non-object arguments
+    are kept for the client rather than lost or failing the answer."""
+    if not raw:
+        return {}
+    try:
+        parsed = loads(raw)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"_raw": raw}
+
+
 def stop_reason(data: dict[str, Any]) -> str:
     """The Messages API's ``stop_reason`` for an ``end`` event's data."""
     reason = _STOP.get(str(data.get("reason")), "end_turn")
@@ -358,12 +371,7 @@ class MessageEncoder(Encoder):
         model's malformed output) are kept as ``{"_raw": "<text>"}`` rather than lost.
         """
         for index, pieces in self._json.items():
-            raw = "".join(pieces)
-            try:
-                parsed = loads(raw)
-            except ValueError:
-                parsed = None
-            self.content[index]["input"] = parsed if isinstance(parsed, dict) else {"_raw": raw}
+            self.content[index]["input"] = tool_input("".join(pieces))
         return {
             "id": "msg_" + self.request_id,
             "type": "message",

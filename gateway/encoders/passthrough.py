@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from gateway import events as ev
 from gateway.encoders.base import Encoder
+from gateway.encoders.messages import tool_input
 from gateway.encoders.responses import failure_doc
 from gateway.events import Event
 from gateway.framing import RAW_EVENT, Message
@@ -301,16 +302,18 @@ class _MessageDoc(_Doc):
         elif kind == "content_block_stop":
             index = int(obj.get("index", 0))
             if index in self.json:
-                text = self.json.pop(index)
-                self._block(index)["input"] = loads(text) if text else {}
+                self._block(index)["input"] = tool_input(self.json.pop(index))
         elif kind == "message_delta":
             self.message.update(obj.get("delta") or {})
             usage = self.message.setdefault("usage", {})
             usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
 
     def _block(self, index: int) -> dict[str, Any]:
+        """The block ``index`` (the last one past the end); a detached one before any
+        ``content_block_start``, so a malformed upstream's stray delta is dropped rather than
+        failing the whole answer."""
         blocks: list[dict[str, Any]] = self.message["content"]
-        return blocks[min(index, len(blocks) - 1)]
+        return blocks[min(index, len(blocks) - 1)] if blocks else {}
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
         block = self._block(index)

@@ -35,7 +35,7 @@ from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.frontdoor.compat_request import param_of
-from gateway.frontdoor.entry import find_route, read_body, refuse
+from gateway.frontdoor.entry import find_route, read_body, refuse, retry_header
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
 from gateway.http import ClientRequest, json_response
@@ -89,7 +89,8 @@ def _compat_error(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = error_body(code or exc.error_code, exc.message, exc.http_status, param)
-    return json_response(body, status=exc.http_status, headers={**(headers or {}), **exc.headers})
+    out = {**(headers or {}), **exc.headers, **retry_header(exc)}
+    return json_response(body, status=exc.http_status, headers=out)
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:

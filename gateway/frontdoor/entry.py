@@ -33,6 +33,32 @@ Shape = Callable[[GatewayError, dict[str, str]], web.Response]
 DRAINING_RETRY_AFTER = "1"
 """``Retry-After`` of a draining gateway's 503: another replica can take the request now."""
 
+SDK_RETRY_AFTER_LIMIT = 120.0
+"""Longest ``Retry-After`` (seconds) after which an SDK is still told to retry by itself: the
+longest wait the OpenAI SDKs honour (beyond it they give up, while the Messages SDKs would
+sleep that long inside the app's call)."""
+
+
+def retry_header(exc: GatewayError) -> dict[str, str]:
+    """The ``x-should-retry`` header of a front door's error answer, which the official SDKs
+    obey over their own status rules (they retry every 5xx and 429 otherwise).
+
+    ``"true"`` when ``exc`` is retryable and its ``Retry-After`` (if any) is at most
+    :data:`SDK_RETRY_AFTER_LIMIT`; else ``"false"``: a deterministic failure (an upstream 4xx
+    behind a 502, malformed upstream data, an output bound) would only be paid for again, and a
+    long wait (a spent budget) is the app's to schedule, from the answer's ``Retry-After``.
+    """
+    retry = exc.retryable and _retry_after(exc) <= SDK_RETRY_AFTER_LIMIT
+    return {"x-should-retry": "true" if retry else "false"}
+
+
+def _retry_after(exc: GatewayError) -> float:
+    """``exc``'s ``Retry-After`` in seconds (0 when it has none or it is not a number)."""
+    try:
+        return float(exc.headers.get("Retry-After", 0))
+    except ValueError:
+        return 0.0
+
 
 async def read_body(request: ClientRequest, state: GatewayState) -> Any:
     """A front door's JSON body; raises Unavailable (503 with ``Retry-After``) while draining,

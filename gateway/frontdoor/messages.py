@@ -32,7 +32,7 @@ from gateway.encoders.messages import (
     error_type_for_status,
 )
 from gateway.errors import GatewayError
-from gateway.frontdoor.entry import auth_first, find_route, read_body, refuse
+from gateway.frontdoor.entry import auth_first, find_route, read_body, refuse, retry_header
 from gateway.frontdoor.messages_request import stream_flag, to_common
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.http import ClientRequest, json_response
@@ -56,7 +56,7 @@ def messages_error(exc: GatewayError, headers: dict[str, str] | None = None) -> 
     field, where the Messages SDKs read it (``APIStatusError.request_id``).
     """
     status = exc.http_status
-    out = {**(headers or {}), **exc.headers}
+    out = {**(headers or {}), **exc.headers, **retry_header(exc)}
     request_id = out.get("X-Request-Id")
     if request_id is not None:
         out["request-id"] = request_id

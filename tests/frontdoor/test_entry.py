@@ -13,6 +13,16 @@ import anthropic
 import openai
 import pytest
 
+from gateway.errors import (
+    BudgetExceeded,
+    GatewayError,
+    InvalidRequest,
+    Unavailable,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from gateway.frontdoor.entry import retry_header
+from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import RunningGateway, metric_value, running_gateway
 
 pytestmark = pytest.mark.usefixtures("http_server")
@@ -180,3 +190,62 @@ async def test_each_sdk_reads_the_request_id_of_a_refusal() -> None:
         assert caught.request_id == caught.response.headers["X-Request-Id"]
     for an_caught in (an_not_found.value, an_bad.value):
         assert an_caught.body["request_id"] == an_caught.request_id  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("exc", "retry"),
+    [
+        (InvalidRequest("messages: is required"), "false"),
+        (UpstreamStatusError(400, "upstream answered HTTP 400"), "false"),
+        (UpstreamProtocolError("malformed upstream data"), "false"),
+        (UpstreamStatusError(503, "upstream answered HTTP 503"), "true"),
+        (UpstreamStatusError(429, "upstream answered HTTP 429", retry_after=30), "true"),
+        (BudgetExceeded("budget spent", headers={"Retry-After": "86400"}), "false"),
+        (Unavailable("draining", headers={"Retry-After": "1"}), "true"),
+    ],
+)
+def test_the_sdk_is_told_whether_to_retry(exc: GatewayError, retry: str) -> None:
+    """``x-should-retry``: retryable and a wait an SDK sleeps through inside the app's call."""
+    assert retry_header(exc) == {"x-should-retry": retry}
+
+
+async def _sdk_stream(url: str, door: str) -> None:
+    """One stream request to ``door`` by its official SDK, which retries once (raises)."""
+    async with (
+        openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=1) as oa,
+        anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=1) as an,
+    ):
+        if door == "chat":
+            await oa.chat.completions.create(model="up", messages=USER, stream=True)  # type: ignore[arg-type]
+        elif door == "responses":
+            await oa.responses.create(model="up", input="hi", stream=True)
+        else:
+            await an.messages.create(model="up", max_tokens=9, messages=USER, stream=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("door", ["chat", "responses", "messages"])
+@pytest.mark.parametrize(("status", "calls"), [(400, 1), (500, 2)])
+async def test_an_sdk_retries_an_upstream_failure_only_when_it_may_succeed(
+    upstream: FakeUpstream, door: str, status: int, calls: int
+) -> None:
+    """An upstream's 400 behind the gateway's 502 is not retried by the SDK (it would only be
+    paid for again); its 500 is, as the SDK's own rules say (``max_retries=1``: two calls)."""
+    body = b'{"error": {"type": "invalid_request_error", "message": "bad"}}'
+    upstream.default = Script(
+        status=status, headers={"Content-Type": "application/json"}, chunks=[(0, body)]
+    )
+    doc = {
+        "routes": [
+            {
+                "name": "up",
+                "provider": "openai-chat",
+                "upstream": {"base_url": upstream.url, "api_key": "sk-test", "model": "m"},
+            }
+        ]
+    }
+    async with running_gateway(doc) as gw:
+        with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
+            await _sdk_stream(gw.url, door)
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-should-retry"] == ("false" if calls == 1 else "true")
+    assert len(upstream.seen) == calls

@@ -19,6 +19,7 @@ from openai import AsyncOpenAI
 
 from gateway.framing.sse import SSEDecoder
 from tests.adapters.harness import fixture_bytes, splits
+from tests.frontdoor.streams import sse
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import metric_value, running_gateway
 
@@ -380,3 +381,68 @@ async def test_chat_usage_is_asked_for_even_when_the_client_declines(
         got = await post_raw(f"{gw.url}/v1/chat/completions", compact(body))
     assert upstream.seen[0].body["stream_options"] == {"include_usage": True}
     assert frames_of(got) == [f for f in frames_of(data) if '"choices":[]' not in f[1]]
+
+
+def _message_of(*events: dict[str, Any]) -> bytes:
+    """A Messages upstream stream: ``message_start``, ``events``, then a clean end."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_up",
+            "type": "message",
+            "role": "assistant",
+            "model": "up-model",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        },
+    }
+    end = {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}}
+    return sse(start, *events, {**end, "usage": {"output_tokens": 9}}, {"type": "message_stop"})
+
+
+def _tool_use(index: int, call_id: str, partial_json: str) -> list[dict[str, Any]]:
+    block = {"type": "tool_use", "id": call_id, "name": "get_weather", "input": {}}
+    delta = {"type": "input_json_delta", "partial_json": partial_json}
+    return [
+        {"type": "content_block_start", "index": index, "content_block": block},
+        {"type": "content_block_delta", "index": index, "delta": delta},
+        {"type": "content_block_stop", "index": index},
+    ]
+
+
+async def test_whole_message_keeps_a_malformed_tool_input(upstream: FakeUpstream) -> None:
+    """A model's tool input that is not a JSON object is kept as ``{"_raw": text}``, as on a
+    re-encoded route, and a stray delta before any block is dropped: the whole message is
+    still the 200 answer, never the gateway's 500."""
+    stray = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "x"},
+    }
+    upstream.push(
+        Script(
+            chunks=[
+                (0, _message_of(stray, *_tool_use(0, "toolu_a", '{"city": "Ro'))),
+            ]
+        ),
+        Script(chunks=[(0, _message_of(*_tool_use(0, "toolu_b", '["Rome"]')))]),
+    )
+    doc = {"routes": [route("r", "anthropic", upstream.url)]}
+    async with (
+        running_gateway(doc) as gw,
+        AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0, timeout=10) as client,
+    ):
+        cut = await client.messages.create(model="r", max_tokens=64, messages=USER)  # type: ignore[arg-type]
+        listed = await client.messages.create(model="r", max_tokens=64, messages=USER)  # type: ignore[arg-type]
+    assert [b.to_dict() for b in cut.content] == [
+        {
+            "type": "tool_use",
+            "id": "toolu_a",
+            "name": "get_weather",
+            "input": {"_raw": '{"city": "Ro'},
+        }
+    ]
+    assert [b.to_dict()["input"] for b in listed.content] == [{"_raw": '["Rome"]'}]
+    assert cut.stop_reason == listed.stop_reason == "tool_use"
