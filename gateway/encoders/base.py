@@ -23,6 +23,9 @@ class Encoder(ABC):
     """A non-streaming answer: one document at the terminal event, sent with :attr:`status`."""
     status: int = 200
     """The HTTP status of a buffered answer (an error document sets its own)."""
+    retryable: bool = False
+    """A buffered answer's error may succeed if asked again (its event's ``retryable``): the
+    sink says so in ``x-should-retry``, which the official SDKs obey over their own rules."""
     cut_on_error: ClassVar[bool] = False
     """A failed stream ends cut short (no end of body, the connection closed after its last
     bytes) instead of with the body's end: for a format that has no error of its own, whose

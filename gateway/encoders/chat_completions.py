@@ -301,6 +301,7 @@ class CompletionEncoder(_Base):
         elif kind == ev.ERROR:
             code = str(data.get("code", "internal"))
             self.status = status_for(code)
+            self.retryable = data.get("retryable") is True
             return dumps(error_body(code, str(data.get("message", "")), self.status))
         return b""
 

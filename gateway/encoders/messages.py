@@ -360,6 +360,7 @@ class MessageEncoder(Encoder):
         elif kind == ev.ERROR:
             code = str(event.data.get("code", "internal"))
             self.status = status_for_code(code)
+            self.retryable = event.data.get("retryable") is True
             message = str(event.data.get("message", ""))
             return dumps(error_doc(event_error_type(event.data), message, self.request_id))
         return b""

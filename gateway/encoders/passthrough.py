@@ -215,6 +215,7 @@ class PassThroughDocEncoder(Encoder):
         if not (tap.live and tap.used):
             data = self.delegate.encode(event)
             self.status = self.delegate.status
+            self.retryable = self.delegate.retryable
             return data
         doc = self.doc
         for message in tap.take():
@@ -224,6 +225,7 @@ class PassThroughDocEncoder(Encoder):
         if event.type == ev.ERROR:
             data = self.delegate.encode(event)  # the API's error body with its status
             self.status = self.delegate.status
+            self.retryable = self.delegate.retryable
             return data
         return b""
 

@@ -423,6 +423,7 @@ class ResponseDocEncoder(Encoder):
         if event.type == ev.ERROR:
             code = str(event.data.get("code", "internal"))
             self.status = status_for_code(code)
+            self.retryable = event.data.get("retryable") is True
             return dumps(error_body(code, str(event.data.get("message", "")), self.status))
         return b""
 

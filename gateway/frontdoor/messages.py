@@ -88,7 +88,14 @@ async def handle_messages(request: ClientRequest) -> Reply:
         return StreamPlan(encoder, attempts, None, chat.max_tokens, chat)
 
     return await start_stream(
-        request, state, runtime, prepare, received=received, errors=messages_error, frontdoor=API
+        request,
+        state,
+        runtime,
+        prepare,
+        received=received,
+        errors=messages_error,
+        frontdoor=API,
+        id_header="request-id",  # the Messages SDKs' ``_request_id``
     )
 
 

@@ -28,16 +28,20 @@ async def start_stream(
     received: float,
     errors: ErrorShape = json_error,
     frontdoor: str = "route",
+    id_header: str | None = None,
 ) -> Reply:
     """Admit (auth, limits), ``prepare``, check the concurrency cap, reserve, then stream.
 
     A :class:`GatewayError` before the stream is counted as a rejection, releases what the
     admission held, and becomes the error response in the endpoint's shape (``errors``).
+    ``id_header``: a second header carrying the request id, where the API's SDKs read it.
     """
     route = runtime.config
     state.metrics.frontdoor.request(route.name, frontdoor)  # ``frontdoor``: the API spoken
     request_id = new_request_id()
     headers = {"X-Request-Id": request_id, **cors_headers(request, route)}
+    if id_header is not None:
+        headers[id_header] = request_id
     admission: Admission = NO_AUTH
     place = Starting()
     try:

@@ -290,14 +290,20 @@ class BufferedSink(Sink):
             self.bytes_written += len(data)
 
     def result(self) -> Reply | None:
+        """The held document; a failed one (status 400 or more) says in ``x-should-retry``
+        whether asking again may succeed, as the front doors' errors before a stream do (the
+        official SDKs obey it over their own rules, which retry every 5xx and 429)."""
         if self.started:
             return self.response
-        status = getattr(self.encoder, "status", 200)
+        encoder = self.encoder
+        headers = self.headers
+        if encoder.status >= 400:
+            headers = {**headers, "x-should-retry": "true" if encoder.retryable else "false"}
         return web.Response(
-            status=status,
+            status=encoder.status,
             body=b"".join(self._held),
-            content_type=self.encoder.content_type.split(";")[0],
-            headers=self.headers,
+            content_type=encoder.content_type.split(";")[0],
+            headers=headers,
         )
 
 

@@ -22,6 +22,7 @@ from gateway.errors import (
     UpstreamStatusError,
 )
 from gateway.frontdoor.entry import retry_header
+from tests.faults.kit import SSE, chat_chunk, chat_stream
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import RunningGateway, metric_value, running_gateway
 
@@ -249,3 +250,77 @@ async def test_an_sdk_retries_an_upstream_failure_only_when_it_may_succeed(
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == ("false" if calls == 1 else "true")
     assert len(upstream.seen) == calls
+
+
+async def _sdk_answer(url: str, door: str) -> None:
+    """One non-streaming request to ``door`` by its official SDK, which retries once (raises)."""
+    async with (
+        openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=1) as oa,
+        anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=1) as an,
+    ):
+        if door == "chat":
+            await oa.chat.completions.create(model="up", messages=USER)  # type: ignore[arg-type]
+        elif door == "responses":
+            await oa.responses.create(model="up", input="hi")
+        else:
+            await an.messages.create(model="up", max_tokens=9, messages=USER)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("door", ["chat", "responses", "messages"])
+@pytest.mark.parametrize(
+    ("tail", "calls"),
+    [(b"data: {not json\n\n", 1), (b"", 2)],
+    ids=["malformed", "truncated"],
+)
+async def test_a_whole_answer_that_fails_mid_stream_tells_the_sdk_whether_to_retry(
+    upstream: FakeUpstream, door: str, tail: bytes, calls: int
+) -> None:
+    """A non-streaming answer whose upstream failed after it began (its status set by the
+    error document) had no ``x-should-retry``: the SDKs retried a malformed upstream's 502 as
+    they do every 5xx. A cut (``upstream_truncated``) may succeed again and is retried."""
+    chunks = [(0.0, chat_chunk("part"))] + ([(0.0, tail)] if tail else [])
+    upstream.default = Script(chunks=chunks, headers=SSE)
+    doc = {
+        "routes": [
+            {
+                "name": "up",
+                "provider": "openai-chat",
+                "upstream": {"base_url": upstream.url, "api_key": "sk-test", "model": "m"},
+            }
+        ]
+    }
+    async with running_gateway(doc) as gw:
+        with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
+            await _sdk_answer(gw.url, door)
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-should-retry"] == ("false" if calls == 1 else "true")
+    assert len(upstream.seen) == calls
+
+
+async def test_the_messages_sdk_reads_the_request_id_of_an_answer(upstream: FakeUpstream) -> None:
+    """The Messages SDKs read an answer's id from ``request-id`` (``message._request_id``),
+    which only the errors carried: a good answer's id was ``None`` to them."""
+    upstream.default = Script(chunks=[(0.0, chat_stream("a", "b"))], headers=SSE)
+    doc = {
+        "routes": [
+            {
+                "name": "up",
+                "provider": "openai-chat",
+                "upstream": {"base_url": upstream.url, "api_key": "sk-test", "model": "m"},
+            }
+        ]
+    }
+    async with (
+        running_gateway(doc) as gw,
+        anthropic.AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0) as an,
+    ):
+        raw = await an.messages.with_raw_response.create(
+            model="up",
+            max_tokens=9,
+            messages=USER,  # type: ignore[arg-type]
+        )
+        message = await raw.parse()
+        assert message._request_id == raw.headers["x-request-id"]
+        async with an.messages.stream(model="up", max_tokens=9, messages=USER) as stream:  # type: ignore[arg-type]
+            assert stream.request_id == stream.response.headers["x-request-id"]
+            assert await stream.get_final_text() == "ab"
