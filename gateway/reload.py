@@ -1,6 +1,7 @@
 """SIGHUP: reload the config file. New streams use the new config; open streams finish on the
 old one. An invalid file is refused with its errors logged, and the old config stays; so does a
-valid one the process fails to set up. Once a graceful shutdown has begun (SIGTERM), a reload is
+valid one the process fails to set up; a reload refused at any step leaves the running state
+untouched (its pools, its series). Once a graceful shutdown has begun (SIGTERM), a reload is
 refused: the new state would start undrained, turning ``/readyz`` back to 200 and taking new
 streams again. Keys read once at start-up (:data:`RESTART_KEYS`) keep their running value; a
 reload that changes one logs ``reload_needs_restart`` (warning) naming them."""
@@ -17,7 +18,7 @@ from gateway.errors import ConfigError
 from gateway.features import install_features
 from gateway.logs import log_event
 from gateway.resume.wiring import install_resume
-from gateway.state import STATE, bind_clients, build_state
+from gateway.state import STATE, activate, bind_clients, prepare_state
 from gateway.tracing.app import install_tracing
 
 RESTART_KEYS: tuple[tuple[str, str], ...] = (
@@ -57,13 +58,17 @@ def reload_config(app: web.Application, path: str) -> bool:
         return False
     old = holder.current
     try:
-        state = build_state(config, old.metrics, previous=old)
+        state = prepare_state(config, old.metrics)
         bind_clients(app, state)
         state.sessions = old.sessions  # shutdown must still see streams started before it
         state.drain_tasks = old.drain_tasks  # and their drains (and their cap counts them)
         install_features(app, state)
         install_resume(app, state)
         install_tracing(app, state)  # a tracing change needs a restart
+        activate(state, old)  # last: it takes the old state's pools over
+    except ConfigError as exc:  # an adapter refuses a target (credentials it needs...)
+        log_event("reload_refused", logging.ERROR, errors=exc.errors)
+        return False
     except Exception as exc:  # a valid file the process cannot run (a missing extra...)
         log_event("reload_refused", logging.ERROR, errors=[f"{type(exc).__name__}: {exc}"])
         logging.getLogger("gateway").exception("reload failed; the old config stays")

@@ -7,6 +7,7 @@ state it started with, so a reload never changes a stream in flight.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from gateway.adapters.base import Adapter
 from gateway.admission import Admission
 from gateway.auth import Authenticator, may_use
 from gateway.config.model import GatewayConfig, RouteConfig, UpstreamTarget
+from gateway.errors import ConfigError
 from gateway.http import ClientRequest
 from gateway.limits import ErrorReporter
 from gateway.metrics import Metrics, RouteMetrics
@@ -111,35 +113,89 @@ def build_adapter(target: UpstreamTarget) -> Adapter:
     return ADAPTERS[target.provider](target.upstream, target.options)
 
 
-def build_state(
-    config: GatewayConfig, metrics: Metrics | None = None, previous: GatewayState | None = None
-) -> GatewayState:
-    """Resolve every route's adapters and bind its metrics. Pure apart from object creation.
+_KEY_PATH = re.compile(r"[a-z_][a-z0-9_.\[\]]*: ")
+"""An error that starts with a key path (``upstream.api_key: ...``)."""
 
-    ``previous`` is the state being replaced (a reload): pools of routes that still exist keep
-    the state of their deployments (:func:`gateway.pool.build_pools`).
-    """
-    metrics = metrics or Metrics()
+
+def target_paths(index: int, route: RouteConfig) -> list[str]:
+    """The config key path of each of ``route.targets``, ``route`` being ``routes[index]``:
+    ``routes[i]`` (or each ``routes[i].upstreams[k]`` of a pool), then each
+    ``routes[i].fallbacks[j]``."""
+    base = f"routes[{index}]"
+    pool = route.pool
+    firsts = [f"{base}.upstreams[{k}]" for k in range(len(pool.deployments))] if pool else [base]
+    return [*firsts, *(f"{base}.fallbacks[{j}]" for j in range(len(route.fallbacks)))]
+
+
+def _at(path: str, error: str) -> str:
+    """An adapter's ``error`` (said of its own target) under the target's key ``path``."""
+    if ".upstreams[" in path and error.startswith("upstream."):
+        error = error.removeprefix("upstream.")  # a deployment's keys sit on it directly
+    return f"{path}.{error}" if _KEY_PATH.match(error) else f"{path}: {error}"
+
+
+def build_routes(config: GatewayConfig) -> dict[str, RouteRuntime]:
+    """Every route with its adapters built. Raises :class:`ConfigError` listing each target
+    an adapter refuses (credentials it needs, a key it cannot send), by key path."""
     routes: dict[str, RouteRuntime] = {}
-    for route in config.routes:
-        routes[route.name] = RouteRuntime(route, [(t, build_adapter(t)) for t in route.targets])
+    errors: list[str] = []
+    for index, route in enumerate(config.routes):
+        targets: list[tuple[UpstreamTarget, Adapter]] = []
+        for path, target in zip(target_paths(index, route), route.targets, strict=True):
+            try:
+                targets.append((target, build_adapter(target)))
+            except ConfigError as exc:
+                errors.extend(_at(path, error) for error in exc.errors)
+        routes[route.name] = RouteRuntime(route, targets)
+    if errors:
+        raise ConfigError(errors)
+    return routes
+
+
+def prepare_state(config: GatewayConfig, metrics: Metrics | None = None) -> GatewayState:
+    """The state of ``config`` before :func:`activate`: adapters built, nothing shared touched
+    (no series created, no pool taken over), so a reload that fails from here on leaves the
+    running state as it was. Raises :class:`ConfigError` (see :func:`build_routes`)."""
+    routes = build_routes(config)
+    return GatewayState(
+        config=config,
+        metrics=metrics or Metrics(),
+        routes=routes,
+        routes_by_path={rt.config.path: rt for rt in routes.values()},
+        route_metrics={},
+    )
+
+
+def activate(state: GatewayState, previous: GatewayState | None = None) -> None:
+    """Bind ``state``'s metrics (pre-creating its series) and build its pools; ``previous`` is
+    the state being replaced (a reload): pools of routes that still exist take over the state
+    of their deployments, the others are retired (:func:`gateway.pool.build_pools`). The last
+    step of a reload: from here on the previous state's pools belong to this one."""
+    config, metrics = state.config, state.metrics
     apps = [k.name for k in config.auth.keys] if config.auth else []
     metrics.precreate(
-        routes,
+        state.routes,
         {r.name: [t.label for t in r.targets] for r in config.routes},
         apps,
     )
-    pools = build_pools(
+    state.route_metrics = {name: metrics.route(name) for name in state.routes}
+    state.pools = build_pools(
         config,
         recorders=metrics.pools.route,
         on_error=ErrorReporter(metrics),
         previous=previous.pools if previous is not None else None,
     )
-    return GatewayState(
-        config=config,
-        metrics=metrics,
-        routes=routes,
-        routes_by_path={rt.config.path: rt for rt in routes.values()},
-        route_metrics={name: metrics.route(name) for name in routes},
-        pools=pools,
-    )
+
+
+def build_state(
+    config: GatewayConfig, metrics: Metrics | None = None, previous: GatewayState | None = None
+) -> GatewayState:
+    """Resolve every route's adapters and bind its metrics (:func:`prepare_state`, then
+    :func:`activate`). Pure apart from object creation; raises :class:`ConfigError`.
+
+    ``previous`` is the state being replaced (a reload): pools of routes that still exist keep
+    the state of their deployments (:func:`gateway.pool.build_pools`).
+    """
+    state = prepare_state(config, metrics)
+    activate(state, previous)
+    return state

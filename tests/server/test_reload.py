@@ -102,7 +102,7 @@ async def test_a_config_the_process_cannot_set_up_is_refused_and_the_old_one_kep
         def broken(*_: Any, **__: Any) -> Any:
             raise RuntimeError("cannot set up")
 
-        monkeypatch.setattr(reload, "build_state", broken)
+        monkeypatch.setattr(reload, "prepare_state", broken)
         assert reload.reload_config(gw.app, str(path)) is False
         assert gw.app[STATE].current is before
         assert await text_of(f"{gw.url}/v1/stream/demo") == "old"
@@ -172,3 +172,61 @@ async def test_a_refused_reload_does_not_log_an_environment_value(tmp_path: Path
         assert "routes[0].upstream.base_url: invalid URL '${GW_TEST_BASE}'" in gw.log()
         assert "LEAK" not in gw.log()
         assert await text_of(f"{gw.url}/v1/stream/demo") == "still here"
+
+
+async def test_a_target_an_adapter_refuses_is_refused_by_key_path_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A file that parses but names a target its adapter cannot run (here a provider without
+    the credentials it needs): the reload said ``ConfigError: ...`` with no key path and logged
+    a traceback, as for a bug. It is a config error like any other: each target by its path."""
+    with gateway_process(tmp_path, {"routes": [demo("still here")]}) as gw:
+        no_credentials = {"provider": "bedrock", "options": {"region": "us-east-1"}}
+        routes = [
+            demo("new", fallbacks=[no_credentials]),
+            {"name": "other", **no_credentials},
+        ]
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"routes": routes}))
+        gw.signal(signal.SIGHUP)
+        await wait_for(lambda: "reload_refused" in gw.log(), 5)
+        log = gw.log()
+        assert "routes[0].fallbacks[0]: provider 'bedrock' needs" in log
+        assert "routes[1]: provider 'bedrock' needs" in log
+        assert "Traceback" not in log
+        assert await text_of(f"{gw.url}/v1/stream/demo") == "still here"
+
+
+async def test_a_refused_reload_leaves_the_running_pools_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that failed after the new state was built had already handed the running
+    pools over to it (the pool of a route the new file drops was retired: its resting
+    deployment shown as not resting, its store closed) and then kept the old state."""
+    from gateway import reload
+    from tests.pool.server_kit import deployments, pooled_route
+    from tests.support.fake_upstream import Script
+    from tests.support.gateway import metric_value, running_gateway
+
+    async with deployments("a", "b") as fakes:
+        fakes["b"].push(Script(status=500))
+        cooldown = {"failures": 1, "window": "60s", "duration": "60s"}
+        doc = {"routes": [pooled_route(fakes, cooldown=cooldown), demo("old")]}
+        async with running_gateway(doc) as gw:
+            for _ in range(2):  # a, then b answers 500 (it rests) and a serves
+                assert (await post(f"{gw.url}/v1/stream/r")).status == 200
+            b = {"route": "r", "deployment": "b"}
+            assert await metric_value(gw.url, "gateway_deployment_resting", b) == 1
+            pool = gw.state.pools["r"]
+
+            def broken(*_: Any, **__: Any) -> None:
+                raise RuntimeError("cannot set up")
+
+            monkeypatch.setattr(reload, "install_tracing", broken)
+            path = tmp_path / "config.yaml"
+            path.write_text(yaml.safe_dump({"routes": [demo("new")]}))  # drops the pool
+            assert reload.reload_config(gw.app, str(path)) is False
+            assert gw.state.pools["r"] is pool
+            assert await metric_value(gw.url, "gateway_deployment_resting", b) == 1
+            monkeypatch.undo()
+            assert reload.reload_config(gw.app, str(path)) is True  # now it retires
+            assert await metric_value(gw.url, "gateway_deployment_resting", b) == 0
