@@ -23,6 +23,7 @@ from gateway.config.parse import load_config_file, routes_summary
 from gateway.errors import ConfigError
 from gateway.logs import log_event, setup_logging
 from gateway.runner import install_fast_loop, release_hangups, run_server
+from gateway.state import build_routes
 from gateway.workers import run_workers
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -94,8 +95,15 @@ def _warn_if_open(config: GatewayConfig, host: str) -> None:
 
 
 def _check_config(path: str) -> int:
+    """``check-config``: the file's own checks, then each target's adapter built as start-up
+    builds it (a provider without the credentials it needs is refused here too)."""
     config = _load(path)
     if config is None:
+        return 1
+    try:
+        build_routes(config)
+    except ConfigError as exc:
+        _print_errors(exc)
         return 1
     for line in routes_summary(config):
         print(line)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.cli import main
 from gateway.config import GatewayConfig
@@ -54,6 +55,22 @@ def test_check_config_ok(good: Path, capsys: pytest.CaptureFixture[str]) -> None
     out, err = capsys.readouterr()
     assert out.splitlines() == SUMMARY
     assert err == ""
+
+
+def test_check_config_refuses_a_target_its_adapter_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider without the credentials it needs passed ``check-config`` (exit 0), and then
+    start-up and reload refused the same file."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "gateway.yaml"
+    route = {"name": "r", "provider": "bedrock", "options": {"region": "us-east-1"}}
+    path.write_text(yaml.safe_dump({"routes": [route]}), encoding="utf-8")
+    assert main(["check-config", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("config error:\n  routes[0]: provider 'bedrock' needs"), err
 
 
 def test_check_config_errors(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
