@@ -49,20 +49,21 @@ class ResumeHolder:
         self.metrics = ResumeMetrics(metrics.registry)
         self.budget = Budget(limits.max_resume_buffer_bytes, limits.max_detached_streams)
         self.metrics.watch(self.budget)
-        self.redis_url = limits.redis_url
         self.stores: dict[str, ResumeStore] = {}
         metrics.before_exposition.append(self.refresh)
 
     def ensure(self, config: GatewayConfig) -> None:
-        """Create the stores ``config``'s routes use and that do not exist yet."""
+        """Create the stores ``config``'s routes use and that do not exist yet (a reload that
+        changes ``limits.redis_url`` gets a store on the new server; the old one stays open
+        for the streams it records, until exit)."""
         for route in config.routes:
-            kind = route.resume.store
-            if not route.resume.enabled or kind in self.stores:
+            key = store_key(route, config)
+            if not route.resume.enabled or key in self.stores:
                 continue
-            if kind == "redis":
-                self.stores[kind] = RedisStore(self.budget, config.limits.redis_url)
+            if route.resume.store == "redis":
+                self.stores[key] = RedisStore(self.budget, config.limits.redis_url)
             else:
-                self.stores[kind] = MemoryStore(self.budget)
+                self.stores[key] = MemoryStore(self.budget)
 
     async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
         for store in list(self.stores.values()):
@@ -110,7 +111,14 @@ def store_for(state: GatewayState, route: RouteConfig) -> ResumeStore | None:
     holder = state.extras.get("resume")
     if not isinstance(holder, ResumeHolder) or not route.resume.enabled:
         return None
-    return holder.stores.get(route.resume.store)
+    return holder.stores.get(store_key(route, state.config))
+
+
+def store_key(route: RouteConfig, config: GatewayConfig) -> str:
+    """Which of the process's stores ``route`` uses under ``config``: by kind, and for Redis by
+    server too (a reload may point ``limits.redis_url`` elsewhere)."""
+    kind = route.resume.store
+    return f"redis {config.limits.redis_url}" if kind == "redis" else kind
 
 
 async def handle_resume(request: web.Request, state: GatewayState) -> web.StreamResponse | None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from gateway.reload import reload_config
 from tests.adapters.harness import fixture_bytes, fixture_expected
 from tests.faults.kit import SSE, chat_chunk, chat_route, chat_stream
-from tests.limits.redis_server import RedisServer
+from tests.limits.redis_server import RedisServer, redis_server
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway, wait_for
 
@@ -368,6 +371,42 @@ async def test_redis_store_resume_on_another_replica(
         await wait_for(lambda: upstream.seen[1].closed_at is not None, 1, 0.002)
         _, raw, _ = await resume(f"{b.url}{PATH}/{stream_id}", 0)
         assert parse(raw)[-1][2]["code"] == "stopped"
+
+
+async def test_a_reload_to_another_redis_records_new_streams_there(
+    upstream: FakeUpstream, redis: RedisServer, tmp_path: Path
+) -> None:
+    """The resume stores were kept by kind only: after a reload that pointed
+    ``limits.redis_url`` at another server (limits and pools moved there), new streams were
+    still recorded on the old one."""
+    from redis.asyncio import Redis
+
+    def doc(url: str) -> dict[str, Any]:
+        resume_block = {"enabled": True, "window": "1m", "store": "redis"}
+        return {"routes": [route(upstream, resume=resume_block)], "limits": {"redis_url": url}}
+
+    async def keys(url: str) -> list[bytes]:
+        client = Redis.from_url(url)
+        try:
+            return list(await client.keys("*"))
+        finally:
+            await client.aclose()
+
+    with redis_server(tmp_path) as other:
+        async with running_gateway(doc(redis.url)) as gw, aiohttp.ClientSession() as s:
+            path = tmp_path / "gateway.yaml"
+            path.write_text(yaml.safe_dump(doc(other.url)))
+            assert reload_config(gw.app, str(path))
+            old_keys = set(await keys(redis.url))
+            upstream.push(Script(chunks=[(0.0, chat_stream("a", "b"))], headers=SSE))
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            async with s.post(gw.url + PATH, json=body) as r:
+                stream_id = r.headers["X-Request-Id"]
+                assert parse(await r.read())[-1][1] == "end"
+            assert any(stream_id.encode() in k for k in await keys(other.url))
+            assert set(await keys(redis.url)) == old_keys
+            async with s.get(f"{gw.url}{PATH}/{stream_id}") as r:
+                assert [k for _, k, _ in parse(await r.read())][-1] == "end"
 
 
 async def test_an_expired_stream_frees_its_buffer_without_a_request_to_look_it_up(
