@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiMapping
 
-from gateway.config.model import RouteConfig, ServerConfig
+from gateway.config.model import CorsConfig, RouteConfig, ServerConfig
 from gateway.errors import (
     BodyTooLarge,
     GatewayError,
@@ -204,35 +204,72 @@ async def read_json(request: ClientRequest, server: ServerConfig) -> Any:
     return decode_json(await read_body(request, server.max_body_bytes, server.request_read_timeout))
 
 
+EXPOSED_HEADERS = "X-Request-Id, X-Resume, X-Token-Protocol, Retry-After, request-id"
+"""The response headers a page on another origin may read (``Access-Control-Expose-Headers``):
+the request id, a stream's resumability, the protocol version, and a 429's or 503's
+``Retry-After`` (none of them is CORS-safelisted: unexposed, ``fetch`` shows them as null)."""
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+"""Request headers every route's preflight allows beside ``cors.allow_headers``: the W3C trace
+context the gateway continues upstream (contract section 14), which a page's tracing sends."""
+
+
+def allowed_origin(cors: CorsConfig, origin: str | None) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for a request from ``origin`` (``None``: no
+    ``Origin`` header, or not allowed). Configured origins are in the form browsers send
+    (lower case, no default port: ``config/routes.py``), so the comparison is exact; ``*``
+    allows any origin, ``null`` included, without credentials."""
+    if origin is None:
+        return None
+    if "*" in cors.allow_origins:
+        return "*"
+    return origin if origin in cors.allow_origins else None
+
+
 def cors_headers(request: ClientRequest, route: RouteConfig) -> dict[str, str]:
-    """The CORS response headers for ``request``'s ``Origin`` on ``route`` (none if not allowed)."""
+    """The CORS headers of every answer on ``route`` to ``request`` (errors included).
+
+    None on a route without ``cors``. With ``allow_origins: ["*"]`` the answer is the same for
+    every request: ``Access-Control-Allow-Origin: *``, also without an ``Origin`` (so a cache
+    may share it). With a list it depends on the ``Origin``: ``Vary: Origin`` always, also
+    when the origin is absent or refused (Fetch standard, "CORS protocol and HTTP caches": a
+    cache must not hand one origin's answer to another), and the allow headers for a listed
+    origin.
+    """
     cors = route.cors
-    origin = request.headers.get("Origin")
-    if cors is None or origin is None:
+    if cors is None:
         return {}
     if "*" in cors.allow_origins:
-        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "X-Request-Id"}
-    if origin in cors.allow_origins:
         return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Expose-Headers": "X-Request-Id",
-            "Vary": "Origin",
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Expose-Headers": EXPOSED_HEADERS,
         }
-    return {}
+    origin = allowed_origin(cors, request.headers.get("Origin"))
+    if origin is None:
+        return {"Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+        "Vary": "Origin",
+    }
 
 
 def preflight(
     request: ClientRequest, route: RouteConfig, methods: str, headers: tuple[str, ...] = ()
 ) -> web.Response:
     """The answer to a CORS preflight (``OPTIONS``) on ``route``, which has ``cors``: ``204``
-    allowing ``methods`` and the route's ``cors.allow_headers`` plus ``headers``, or ``403``
-    (no CORS headers) when ``request``'s ``Origin`` is not allowed."""
+    allowing ``methods`` and the route's ``cors.allow_headers`` plus ``headers`` and
+    :data:`TRACE_HEADERS`, or ``403`` without allow headers (the browser then never sends the
+    request) when ``request`` has no ``Origin`` or one not allowed."""
     cors = route.cors
-    allowed = cors_headers(request, route)
-    if cors is None or not allowed:
+    if cors is None:
         return web.Response(status=403)
+    allowed = cors_headers(request, route)
+    if allowed_origin(cors, request.headers.get("Origin")) is None:
+        return web.Response(status=403, headers={"Vary": "Origin"} if "Vary" in allowed else None)
     known = {h.lower() for h in cors.allow_headers}
-    names = [*cors.allow_headers, *(h for h in headers if h.lower() not in known)]
+    extra = (h for h in (*headers, *TRACE_HEADERS) if h.lower() not in known)
+    names = [*cors.allow_headers, *dict.fromkeys(extra)]
     allowed.update(
         {
             "Access-Control-Allow-Methods": methods,

@@ -1,16 +1,18 @@
-"""gateway/http.py: reading a request body, bounded in size and time, whichever way it arrives."""
+"""gateway/http.py: reading a request body, bounded in size and time, whichever way it arrives;
+the CORS headers of a route's answers and preflights."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, make_mocked_request
 
+from gateway.config.model import CorsConfig, RouteConfig, Timeouts, UpstreamConfig, UpstreamTarget
 from gateway.errors import BodyTooLarge, InvalidRequest
-from gateway.http import read_body
+from gateway.http import cors_headers, preflight, read_body
 
 MAX = 1000
 
@@ -96,3 +98,86 @@ async def test_a_declared_length_over_the_bound_is_refused_before_reading(
 async def test_a_body_that_never_finishes_times_out(server: TestServer) -> None:
     response = await exchange(server, [head(100) + b"x" * 10], until=b"InvalidRequest")
     assert response.startswith(b"HTTP/1.1 400") and response.endswith(b"InvalidRequest")
+
+
+# -- CORS (contract section 9; the Fetch standard's CORS protocol) -----------------------------
+
+APP = "https://app.example"
+
+
+def route(cors: CorsConfig | None) -> RouteConfig:
+    target = UpstreamTarget("simulated", UpstreamConfig(), Timeouts(), {})
+    return RouteConfig("r", "/v1/stream/r", "tokens", target, cors=cors)
+
+
+LISTED = route(CorsConfig(allow_origins=(APP,)))
+ANY = route(CorsConfig(allow_origins=("*",)))
+
+
+def from_origin(origin: str | None, method: str = "POST", **headers: str) -> web.Request:
+    if origin is not None:
+        headers["Origin"] = origin
+    return make_mocked_request(method, "/v1/stream/r", headers=headers)
+
+
+def exposed(headers: Mapping[str, str]) -> set[str]:
+    return {h.strip().lower() for h in headers["Access-Control-Expose-Headers"].split(",")}
+
+
+def test_an_allowed_origin_may_read_the_headers_an_app_needs() -> None:
+    """``Retry-After`` (a 429's, a 503's) and ``X-Resume`` are not CORS-safelisted: unexposed, a
+    page reads them as null (the client's ``retryAfter`` was null on another origin)."""
+    for route, value in ((LISTED, APP), (ANY, "*")):
+        headers = cors_headers(from_origin(APP), route)
+        assert headers["Access-Control-Allow-Origin"] == value
+        assert {"x-request-id", "retry-after", "x-resume", "x-token-protocol"} <= exposed(headers)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [None, "https://evil.example", "null", "https://APP.example", APP + "/", APP + ":443"],
+    ids=["absent", "other", "null", "other case", "trailing slash", "default port"],
+)
+def test_an_answer_that_depends_on_the_origin_varies_on_it(origin: str | None) -> None:
+    """A listed route's answer to any other ``Origin`` (browsers send the serialized form:
+    lower case, no slash, no default port), or to none, carries no allow headers but
+    ``Vary: Origin``: a cache must not give it to an allowed origin (it had no ``Vary``)."""
+    assert cors_headers(from_origin(origin), LISTED) == {"Vary": "Origin"}
+    refused = preflight(from_origin(origin, "OPTIONS"), LISTED, "POST")
+    assert refused.status == 403
+    assert dict(refused.headers).get("Vary") == "Origin"
+    assert not any(k.lower().startswith("access-control-") for k in refused.headers)
+
+
+@pytest.mark.parametrize("origin", [None, "null", "https://any.example"])
+def test_a_wildcard_route_answers_every_request_alike(origin: str | None) -> None:
+    """``*``: the same headers whatever the ``Origin`` (a sandboxed page's ``null`` included,
+    which ``*`` lets read without credentials), so no ``Vary``."""
+    headers = cors_headers(from_origin(origin), ANY)
+    assert headers["Access-Control-Allow-Origin"] == "*" and "Vary" not in headers
+
+
+def test_no_cors_no_headers() -> None:
+    assert cors_headers(from_origin(APP), route(None)) == {}
+
+
+@pytest.mark.parametrize("cors_route", [LISTED, ANY], ids=["listed", "wildcard"])
+def test_a_preflight_allows_the_trace_context(cors_route: RouteConfig) -> None:
+    """A page's tracing sends ``traceparent``/``tracestate``, which the gateway continues
+    (contract section 14): the preflight allowed only ``cors.allow_headers``, so the browser
+    refused the whole request."""
+    asked = "content-type, authorization, traceparent, tracestate"
+    request = from_origin(APP, "OPTIONS", **{"Access-Control-Request-Headers": asked})
+    answer = preflight(request, cors_route, "GET, DELETE, OPTIONS", ("last-event-id",))
+    assert answer.status == 204
+    assert answer.headers["Access-Control-Allow-Methods"] == "GET, DELETE, OPTIONS"
+    allowed = [h.strip() for h in answer.headers["Access-Control-Allow-Headers"].split(",")]
+    assert allowed == [
+        "content-type",
+        "authorization",
+        "x-api-key",
+        "last-event-id",
+        "traceparent",
+        "tracestate",
+    ]
+    assert answer.headers["Access-Control-Max-Age"] == "600"

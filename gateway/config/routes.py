@@ -67,7 +67,13 @@ _LIMITS: dict[str, f.Conv] = {
     k: f.integer(nullable=True)
     for k in ("concurrent_streams", "requests_per_minute", "tokens_per_minute")
 }
-_ORIGIN = re.compile(r"\*|https?://[^/\s]+")
+_ORIGIN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[a-z0-9._~-]+|\[[0-9a-f:.]+\])(?::(?P<port>\d{1,5}))?",
+    re.IGNORECASE,
+)
+"""An origin as configured: ``scheme://host[:port]``, any scheme (``https``, an extension's,
+an app's web view), an ASCII host (an IDN in its ``xn--`` form) or a bracketed IPv6 address."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _ROUTE_SIMPLE: dict[str, f.Conv] = {
     "on_client_abort": f.choice("cancel", "drain", "detach"),
     "drain_timeout": f.duration(),
@@ -92,10 +98,18 @@ ROUTE_KEYS = (
 
 
 def _origin(r: f.Reader, v: Any, path: str) -> Any:
-    if isinstance(v, str) and _ORIGIN.fullmatch(v):
+    """``*`` or an origin, in the form a browser's ``Origin`` header carries it (scheme and
+    host in lower case, no default port), so that a request's origin compares exactly."""
+    if v == "*":
         return v
-    r.error(path, f"invalid origin {v!r} (use '*' or scheme://host[:port], no path)")
-    return f.BAD
+    m = _ORIGIN.fullmatch(v) if isinstance(v, str) else None
+    port = int(m["port"]) if m is not None and m["port"] is not None else None
+    if m is None or (port is not None and not 0 < port < 65536):
+        r.error(path, f"invalid origin {v!r} (use '*' or scheme://host[:port], no path)")
+        return f.BAD
+    scheme = m["scheme"].lower()
+    kept = "" if port is None or _DEFAULT_PORTS.get(scheme) == port else f":{port}"
+    return f"{scheme}://{m['host'].lower()}{kept}"
 
 
 _CORS: dict[str, f.Conv] = {

@@ -391,6 +391,12 @@ def test_cors() -> None:
         ({"allow_origins": "https://a.example"}, "allow_origins: expected a list, got a string"),
         ({"allow_origins": ["https://a.example/app"]}, "allow_origins[0]: invalid origin"),
         ({"allow_origins": ["app.example"]}, "allow_origins[0]: invalid origin"),
+        ({"allow_origins": ["https://app.example/"]}, "allow_origins[0]: invalid origin"),
+        ({"allow_origins": ["null"]}, "allow_origins[0]: invalid origin"),
+        ({"allow_origins": ["https://app.example:99999"]}, "allow_origins[0]: invalid origin"),
+        ({"allow_origins": ["https://me@app.example"]}, "allow_origins[0]: invalid origin"),
+        ({"allow_origins": ["https://app.example?x=1"]}, "allow_origins[0]: invalid origin"),
+        ({"allow_origins": ["https://bücher.example"]}, "allow_origins[0]: invalid origin"),
         ({"allow_headers": ["bad header"]}, "allow_headers[0]: invalid header name"),
         ({"max_age": -1}, "max_age: invalid duration -1"),
         ({"allow_origin": []}, "allow_origin: unknown key (did you mean 'allow_origins'?)"),
@@ -399,6 +405,27 @@ def test_cors() -> None:
 def test_bad_cors(cors: dict[str, Any], error: str) -> None:
     (got,) = errors_of(one_route(cors=cors))
     assert got.startswith(f"routes[0].cors.{error}")
+
+
+@pytest.mark.parametrize(
+    ("written", "origin"),
+    [
+        ("https://App.Example", "https://app.example"),
+        ("HTTPS://app.example:443", "https://app.example"),
+        ("http://LocalHost:80", "http://localhost"),
+        ("http://localhost:03000", "http://localhost:3000"),
+        ("https://app.example:8443", "https://app.example:8443"),
+        ("http://[::1]:5173", "http://[::1]:5173"),
+        ("chrome-extension://abcdefghijklmnop", "chrome-extension://abcdefghijklmnop"),
+        ("capacitor://localhost", "capacitor://localhost"),
+    ],
+)
+def test_cors_origins_are_kept_as_browsers_send_them(written: str, origin: str) -> None:
+    """A browser's ``Origin`` is serialized: scheme and host in lower case, no default port.
+    An origin written otherwise was accepted and then never matched any request; one of an
+    extension or an app's web view (its own scheme) could not be written at all."""
+    (r,) = parse(one_route(cors={"allow_origins": [written]})).routes
+    assert r.cors is not None and r.cors.allow_origins == (origin,)
 
 
 def test_unknown_route_key_suggests() -> None:
