@@ -18,10 +18,12 @@ from gateway.frontdoor.chat_completions import (
     handle_chat_completions,
     handle_models,
 )
+from gateway.frontdoor.cors import frontdoor_preflight, is_preflight, union_headers
 from gateway.frontdoor.messages import handle_count_tokens, handle_messages, messages_error
 from gateway.frontdoor.responses import handle_responses
 from gateway.http import ClientRequest, on_aiohttp
 from gateway.httpexchange import Reply
+from gateway.state import STATE
 
 ErrorShape = Callable[[GatewayError, dict[str, str] | None], web.Response]
 
@@ -35,8 +37,9 @@ serves these too."""
 
 
 def install_frontdoor(app: web.Application) -> None:
-    """Register the OpenAI-compatible endpoints and the Messages endpoints. Any other method on
-    one of them is a 405 with ``Allow``, in that API's error shape (contract section 3)."""
+    """Register the OpenAI-compatible endpoints and the Messages endpoints. A CORS preflight on
+    one of them is answered for the routes' ``cors`` together (:mod:`gateway.frontdoor.cors`);
+    any other method is a 405 with ``Allow``, in that API's error shape (contract section 3)."""
     app.router.add_get("/v1/models", handle_models)
     app.router.add_route("*", "/v1/models", wrong_method("GET", compat_error))
     for path, handler in STREAM_ENDPOINTS.items():
@@ -50,10 +53,16 @@ def install_frontdoor(app: web.Application) -> None:
 def wrong_method(
     allow: str, errors: ErrorShape
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """A handler answering any method but ``allow`` with a 405 in the ``errors`` shape."""
+    """A handler answering a CORS preflight for ``allow`` (``OPTIONS`` with ``Origin`` and
+    ``Access-Control-Request-Method``: :func:`gateway.frontdoor.cors.frontdoor_preflight`),
+    and any other method but ``allow`` with a 405 in the ``errors`` shape, which carries the
+    CORS headers of an answer before the route is known (so a page can read it)."""
 
     async def refuse(request: web.Request) -> web.Response:
+        state = request.app[STATE].current
+        if is_preflight(request):
+            return frontdoor_preflight(state, request, allow)
         exc = MethodNotAllowed(f"{request.method} is not allowed here; use {allow}")
-        return errors(exc, {"Allow": allow})
+        return errors(exc, {**union_headers(state, request), "Allow": allow})
 
     return refuse

@@ -35,6 +35,7 @@ from gateway.encoders.base import Encoder
 from gateway.encoders.chat_completions import ChatChunkEncoder, CompletionEncoder, error_body
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.frontdoor.compat_request import param_of
+from gateway.frontdoor.cors import union_headers
 from gateway.frontdoor.entry import find_route, read_body, refuse, retry_header
 from gateway.frontdoor.passthrough import frontdoor_attempts
 from gateway.frontdoor.request_map import to_common
@@ -137,12 +138,15 @@ async def handle_chat_completions(request: ClientRequest) -> Reply:
 async def handle_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every route the key may use, as a model (names only).
 
-    With auth on, a missing or wrong key is a 401 in the OpenAI-compatible shape.
+    With auth on, a missing or wrong key is a 401 in the OpenAI-compatible shape. Both carry
+    the CORS headers of the routes' ``cors`` together (:func:`union_headers`: the list names
+    no one route).
     """
     state = request.app[STATE].current
+    cors = union_headers(state, request)
     try:
         names = state.visible_routes(request.headers)
     except GatewayError as exc:
-        return _compat_error(exc)
+        return _compat_error(exc, headers=cors)
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "gateway"} for name in names]
-    return json_response({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data}, headers=cors)

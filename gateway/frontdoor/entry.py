@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unauthorized, Unavailable
+from gateway.frontdoor.cors import union_headers
 from gateway.http import ClientRequest, read_json
 from gateway.ids import new_request_id
 from gateway.logs import log_event
@@ -102,12 +103,14 @@ def refuse(
     With auth on, a missing or wrong key's 401 comes first (:func:`auth_first`). The answer
     carries a new ``X-Request-Id``, and the refusal is logged (``rejected``, ``route: null``,
     the error's code, the key's name as ``app``) under that id, so a client quoting it can be
-    found; it is counted in no series (see the module's docstring).
+    found; it is counted in no series (see the module's docstring). It carries the CORS headers
+    of the routes' ``cors`` together (:func:`gateway.frontdoor.cors.union_headers`), so a page
+    on an origin some route allows can read it.
     """
     failure, app = _caller(state, request, exc)
     request_id = new_request_id()
     log_event("rejected", route=None, id=request_id, code=failure.error_code, app=app)
-    return shape(failure, {"X-Request-Id": request_id})
+    return shape(failure, {**union_headers(state, request), "X-Request-Id": request_id})
 
 
 def _caller(

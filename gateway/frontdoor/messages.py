@@ -32,10 +32,11 @@ from gateway.encoders.messages import (
     error_type_for_status,
 )
 from gateway.errors import GatewayError
+from gateway.frontdoor.cors import union_headers
 from gateway.frontdoor.entry import auth_first, find_route, read_body, refuse, retry_header
 from gateway.frontdoor.messages_request import stream_flag, to_common
 from gateway.frontdoor.passthrough import frontdoor_attempts
-from gateway.http import ClientRequest, json_response
+from gateway.http import ClientRequest, cors_headers, json_response
 from gateway.httpexchange import Reply
 from gateway.jsonutil import dumps_str
 from gateway.request import parse_request
@@ -115,18 +116,24 @@ def estimate_tokens(common: dict[str, Any]) -> int:
 
 async def handle_count_tokens(request: web.Request) -> web.Response:
     """``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``, an estimate (see
-    :func:`estimate_tokens`). Auth applies as for ``/v1/messages``; limits take nothing."""
+    :func:`estimate_tokens`). Auth applies as for ``/v1/messages``; limits take nothing.
+
+    CORS as on ``/v1/messages``: the route's own headers once ``model`` named it, those of
+    the routes' ``cors`` together (:func:`union_headers`) on a refusal before that."""
     state = request.app[STATE].current
     admission: Admission = NO_AUTH
+    cors: dict[str, str] | None = None
     try:
         body = await read_body(request, state)
         runtime = find_route(state, body)
+        cors = cors_headers(request, runtime.config)
         if state.admit is not None:
             admission = await state.admit(request, state, runtime)
         common = to_common(body, require_max_tokens=False)
         parse_request(common)
     except GatewayError as exc:
-        return messages_error(auth_first(state, request, exc))
+        headers = union_headers(state, request) if cors is None else cors
+        return messages_error(auth_first(state, request, exc), headers)
     finally:
         admission.release({})  # counting tokens streams nothing: it holds no limit
-    return json_response({"input_tokens": estimate_tokens(common)})
+    return json_response({"input_tokens": estimate_tokens(common)}, headers=cors)
