@@ -210,6 +210,13 @@ def test_the_sdk_is_told_whether_to_retry(exc: GatewayError, retry: str) -> None
     assert retry_header(exc) == {"x-should-retry": retry}
 
 
+def one_route(upstream: FakeUpstream) -> dict[str, Any]:
+    """A config with one route, ``up``, on ``upstream`` (which speaks Chat Completions)."""
+    route = {"name": "up", "provider": "openai-chat"}
+    route["upstream"] = {"base_url": upstream.url, "api_key": "sk-test", "model": "m"}
+    return {"routes": [route]}
+
+
 async def _sdk_stream(url: str, door: str) -> None:
     """One stream request to ``door`` by its official SDK, which retries once (raises)."""
     async with (
@@ -235,15 +242,7 @@ async def test_an_sdk_retries_an_upstream_failure_only_when_it_may_succeed(
     upstream.default = Script(
         status=status, headers={"Content-Type": "application/json"}, chunks=[(0, body)]
     )
-    doc = {
-        "routes": [
-            {
-                "name": "up",
-                "provider": "openai-chat",
-                "upstream": {"base_url": upstream.url, "api_key": "sk-test", "model": "m"},
-            }
-        ]
-    }
+    doc = one_route(upstream)
     async with running_gateway(doc) as gw:
         with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
             await _sdk_stream(gw.url, door)
@@ -280,15 +279,7 @@ async def test_a_whole_answer_that_fails_mid_stream_tells_the_sdk_whether_to_ret
     they do every 5xx. A cut (``upstream_truncated``) may succeed again and is retried."""
     chunks = [(0.0, chat_chunk("part"))] + ([(0.0, tail)] if tail else [])
     upstream.default = Script(chunks=chunks, headers=SSE)
-    doc = {
-        "routes": [
-            {
-                "name": "up",
-                "provider": "openai-chat",
-                "upstream": {"base_url": upstream.url, "api_key": "sk-test", "model": "m"},
-            }
-        ]
-    }
+    doc = one_route(upstream)
     async with running_gateway(doc) as gw:
         with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
             await _sdk_answer(gw.url, door)
@@ -301,15 +292,7 @@ async def test_the_messages_sdk_reads_the_request_id_of_an_answer(upstream: Fake
     """The Messages SDKs read an answer's id from ``request-id`` (``message._request_id``),
     which only the errors carried: a good answer's id was ``None`` to them."""
     upstream.default = Script(chunks=[(0.0, chat_stream("a", "b"))], headers=SSE)
-    doc = {
-        "routes": [
-            {
-                "name": "up",
-                "provider": "openai-chat",
-                "upstream": {"base_url": upstream.url, "api_key": "sk-test", "model": "m"},
-            }
-        ]
-    }
+    doc = one_route(upstream)
     async with (
         running_gateway(doc) as gw,
         anthropic.AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0) as an,
