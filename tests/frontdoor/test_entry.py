@@ -210,6 +210,17 @@ def test_the_sdk_is_told_whether_to_retry(exc: GatewayError, retry: str) -> None
     assert retry_header(exc) == {"x-should-retry": retry}
 
 
+@pytest.fixture
+def no_sdk_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDKs retry at once (their backoff, half a second and more, only slows the suite:
+    these tests count the retries, not their timing)."""
+    import anthropic._base_client
+    import openai._base_client
+
+    for client in (openai._base_client.BaseClient, anthropic._base_client.BaseClient):
+        monkeypatch.setattr(client, "_calculate_retry_timeout", lambda *_, **__: 0.0)
+
+
 def one_route(upstream: FakeUpstream) -> dict[str, Any]:
     """A config with one route, ``up``, on ``upstream`` (which speaks Chat Completions)."""
     route = {"name": "up", "provider": "openai-chat"}
@@ -233,6 +244,7 @@ async def _sdk_stream(url: str, door: str) -> None:
 
 @pytest.mark.parametrize("door", ["chat", "responses", "messages"])
 @pytest.mark.parametrize(("status", "calls"), [(400, 1), (500, 2)])
+@pytest.mark.usefixtures("no_sdk_backoff")
 async def test_an_sdk_retries_an_upstream_failure_only_when_it_may_succeed(
     upstream: FakeUpstream, door: str, status: int, calls: int
 ) -> None:
@@ -271,6 +283,7 @@ async def _sdk_answer(url: str, door: str) -> None:
     [(b"data: {not json\n\n", 1), (b"", 2)],
     ids=["malformed", "truncated"],
 )
+@pytest.mark.usefixtures("no_sdk_backoff")
 async def test_a_whole_answer_that_fails_mid_stream_tells_the_sdk_whether_to_retry(
     upstream: FakeUpstream, door: str, tail: bytes, calls: int
 ) -> None:
