@@ -320,6 +320,18 @@ def test_ctrl_c_while_the_workers_start_is_a_clean_stop(tmp_path: Path) -> None:
         proc.stop()
 
 
+def wait_every_worker_reloaded(proc: GatewayProcess) -> None:
+    """Until each worker has logged ``reloaded``; the group must still run."""
+    wait_until(
+        lambda: (
+            proc.proc.poll() is not None
+            or sum(e["event"] == "reloaded" for e in log_lines(proc)) == WORKERS
+        ),
+        what="every worker reloaded",
+    )
+    assert proc.proc.poll() is None, proc.log()
+
+
 def test_sighup_while_the_workers_start_reloads_them_once_they_serve(tmp_path: Path) -> None:
     """A reload asked as the group starts (``systemctl reload`` right after a start) used to
     kill each worker still importing (SIGHUP's default action), and so the whole group (129)."""
@@ -327,14 +339,7 @@ def test_sighup_while_the_workers_start_reloads_them_once_they_serve(tmp_path: P
     try:
         write_config(tmp_path / "gw.yaml", "demo", "added")
         proc.signal(signal.SIGHUP)
-        wait_until(
-            lambda: (
-                proc.proc.poll() is not None
-                or sum(e["event"] == "reloaded" for e in log_lines(proc)) == WORKERS
-            ),
-            what="every worker reloaded",
-        )
-        assert proc.proc.poll() is None, proc.log()
+        wait_every_worker_reloaded(proc)
         proc.wait_ready()
         for _ in range(LANES):  # fresh connections: both workers answer some
             with urllib.request.urlopen(stream_request(proc.url, "added"), timeout=10) as r:
@@ -369,14 +374,7 @@ def test_a_sighup_before_the_workers_start_reloads_each_of_them(tmp_path: Path) 
     write_config(config, "demo")
     proc = GatewayProcess(config, None, "--workers", str(WORKERS), script=HANGUP_BEFORE_THE_WORKERS)
     try:
-        wait_until(
-            lambda: (
-                proc.proc.poll() is not None
-                or sum(e["event"] == "reloaded" for e in log_lines(proc)) == WORKERS
-            ),
-            what="every worker reloaded",
-        )
-        assert proc.proc.poll() is None, proc.log()
+        wait_every_worker_reloaded(proc)
         proc.signal(signal.SIGTERM)
         assert proc.proc.wait(10) == 0, proc.log()
     finally:

@@ -228,18 +228,28 @@ def one_route(upstream: FakeUpstream) -> dict[str, Any]:
     return {"routes": [route]}
 
 
-async def _sdk_stream(url: str, door: str) -> None:
-    """One stream request to ``door`` by its official SDK, which retries once (raises)."""
+async def _sdk_call(url: str, door: str, *, stream: bool) -> None:
+    """One request to ``door`` by its official SDK, streamed or whole, which retries once
+    (raises)."""
     async with (
         openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=1) as oa,
         anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=1) as an,
     ):
         if door == "chat":
-            await oa.chat.completions.create(model="up", messages=USER, stream=True)  # type: ignore[arg-type]
+            await oa.chat.completions.create(model="up", messages=USER, stream=stream)  # type: ignore[call-overload]
         elif door == "responses":
-            await oa.responses.create(model="up", input="hi", stream=True)
+            await oa.responses.create(model="up", input="hi", stream=stream)  # type: ignore[call-overload]
         else:
-            await an.messages.create(model="up", max_tokens=9, messages=USER, stream=True)  # type: ignore[arg-type]
+            await an.messages.create(model="up", max_tokens=9, messages=USER, stream=stream)  # type: ignore[call-overload]
+
+
+async def _should_retry_of_a_502(upstream: FakeUpstream, door: str, *, stream: bool) -> str:
+    """The ``x-should-retry`` of the 502 an SDK raises for ``door`` on a route to ``upstream``."""
+    async with running_gateway(one_route(upstream)) as gw:
+        with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
+            await _sdk_call(gw.url, door, stream=stream)
+    assert caught.value.status_code == 502
+    return str(caught.value.response.headers["x-should-retry"])
 
 
 @pytest.mark.parametrize("door", ["chat", "responses", "messages"])
@@ -254,27 +264,9 @@ async def test_an_sdk_retries_an_upstream_failure_only_when_it_may_succeed(
     upstream.default = Script(
         status=status, headers={"Content-Type": "application/json"}, chunks=[(0, body)]
     )
-    doc = one_route(upstream)
-    async with running_gateway(doc) as gw:
-        with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
-            await _sdk_stream(gw.url, door)
-    assert caught.value.status_code == 502
-    assert caught.value.response.headers["x-should-retry"] == ("false" if calls == 1 else "true")
+    retry = await _should_retry_of_a_502(upstream, door, stream=True)
+    assert retry == ("false" if calls == 1 else "true")
     assert len(upstream.seen) == calls
-
-
-async def _sdk_answer(url: str, door: str) -> None:
-    """One non-streaming request to ``door`` by its official SDK, which retries once (raises)."""
-    async with (
-        openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=1) as oa,
-        anthropic.AsyncAnthropic(base_url=url, api_key="x", max_retries=1) as an,
-    ):
-        if door == "chat":
-            await oa.chat.completions.create(model="up", messages=USER)  # type: ignore[arg-type]
-        elif door == "responses":
-            await oa.responses.create(model="up", input="hi")
-        else:
-            await an.messages.create(model="up", max_tokens=9, messages=USER)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("door", ["chat", "responses", "messages"])
@@ -292,12 +284,8 @@ async def test_a_whole_answer_that_fails_mid_stream_tells_the_sdk_whether_to_ret
     they do every 5xx. A cut (``upstream_truncated``) may succeed again and is retried."""
     chunks = [(0.0, chat_chunk("part"))] + ([(0.0, tail)] if tail else [])
     upstream.default = Script(chunks=chunks, headers=SSE)
-    doc = one_route(upstream)
-    async with running_gateway(doc) as gw:
-        with pytest.raises((openai.InternalServerError, anthropic.InternalServerError)) as caught:
-            await _sdk_answer(gw.url, door)
-    assert caught.value.status_code == 502
-    assert caught.value.response.headers["x-should-retry"] == ("false" if calls == 1 else "true")
+    retry = await _should_retry_of_a_502(upstream, door, stream=False)
+    assert retry == ("false" if calls == 1 else "true")
     assert len(upstream.seen) == calls
 
 
