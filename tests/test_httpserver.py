@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from gateway import httpserver, runner
 from tests.support.gateway import RunningGateway, metric_value, running_gateway, wait_for
+from tests.support.heap import live, new_objects_only
 from tests.support.rawclient import HELLO
 
 pytestmark = pytest.mark.skipif(not httpserver.AVAILABLE, reason="httptools is not installed")
@@ -637,12 +637,7 @@ async def test_a_closed_connection_is_freed(gw: RunningGateway) -> None:
     """The listener's keep-alive deadlines hold each idle connection; an ended connection is
     let go of, and freed without the cyclic collector."""
 
-    def alive() -> int:
-        return sum(1 for o in gc.get_objects() if isinstance(o, httpserver.Connection))
-
-    gc.collect()
-    gc.disable()
-    try:
+    with new_objects_only():
         for _ in range(3):
             reader, writer = await connect(gw)
             for _ in range(2):  # keep-alive: busy, idle, busy again
@@ -650,9 +645,7 @@ async def test_a_closed_connection_is_freed(gw: RunningGateway) -> None:
                 assert (await read_answer(reader)).status == 200
             writer.close()
             await writer.wait_closed()
-        await wait_for(lambda: alive() == 0)
-    finally:
-        gc.enable()
+        await wait_for(lambda: live(httpserver.Connection) == 0)
 
 
 @pytest.mark.parametrize("early", [False, True], ids=["refused-head", "answered-before-body"])

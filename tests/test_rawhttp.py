@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import gzip
 import socket
 import ssl
@@ -27,6 +26,7 @@ from gateway.rawclient import RawClient, use_raw
 from gateway.rawhttp import AVAILABLE, HIGH_WATER, MAX_HEAD, RawResponse, _Conn
 from gateway.upstream import _error_body
 from tests.support.gateway import running_gateway, wait_for
+from tests.support.heap import live, new_objects_only
 from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="httptools is not installed")
@@ -177,9 +177,7 @@ async def test_a_pooled_connection_closes_after_the_idle_keep_alive(
 async def test_a_closed_connection_is_freed() -> None:
     """The pool's idle and head deadlines hold its connections; a closed connection is let go
     of, and freed without the cyclic collector."""
-    gc.collect()
-    gc.disable()
-    try:
+    with new_objects_only():
         client = RawClient()
         server = await serve(lambda _: chunked(b"a"))
         for _ in range(2):
@@ -189,11 +187,9 @@ async def test_a_closed_connection_is_freed() -> None:
         del stream
         assert client.idle_connections == 1
         await server.stop()  # the upstream closes the pooled connection
-        await wait_for(lambda: not any(isinstance(o, _Conn) for o in gc.get_objects()))
+        await wait_for(lambda: live(_Conn) == 0)
         assert client.idle_connections == 0
         await client.close()
-    finally:
-        gc.enable()
 
 
 NOT_KEPT = {

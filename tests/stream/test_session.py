@@ -9,10 +9,8 @@ stream after its head, as they would have a read later: a ``200`` with one ``err
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -31,6 +29,7 @@ from tests.faults.kit import (
 )
 from tests.support.fake_upstream import FakeUpstream, Script
 from tests.support.gateway import running_gateway, wait_for
+from tests.support.heap import live, new_objects_only
 from tests.support.rawclient import open_raw, read_until
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -119,17 +118,7 @@ async def test_bad_bytes_with_the_head_still_fail_after_it(client_writes: list[b
 
 
 def _live_sessions() -> int:
-    return sum(1 for o in gc.get_objects() if isinstance(o, StreamSession))
-
-
-@contextlib.contextmanager
-def _collector_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    return live(StreamSession)
 
 
 def _script(ending: str) -> Script:
@@ -179,7 +168,7 @@ async def test_an_ended_stream_leaves_no_cycle(
     fake.default = _script(ending)
     try:
         async with running_gateway({"routes": [chat_route("r", fake.url, **route)]}) as gw:
-            with _collector_off():
+            with new_objects_only():
                 for _ in range(3):
                     reply = await post(f"{gw.url}{path}", body)
                     status = {"status 500": 502, "no answer": 504}.get(ending, 200)
@@ -204,7 +193,7 @@ async def test_a_stream_its_client_left_leaves_no_cycle(on_abort: str) -> None:
     route = chat_route("r", fake.url, timeouts={"idle": "300ms"}, **LEFT[on_abort])
     try:
         async with running_gateway({"routes": [route]}) as gw:
-            with _collector_off():
+            with new_objects_only():
                 reader, writer = await open_raw(gw.port, "/v1/stream/r")
                 await read_until(reader, b"Hi")
                 assert _live_sessions() == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 
@@ -10,6 +9,7 @@ import pytest
 
 from gateway.tracing import StreamSpan
 from gateway.tracing.spans import AttemptSpan
+from tests.support.heap import live, new_objects_only
 from tests.support.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.tracing.conftest import MakeTracing, flush
 
@@ -251,19 +251,11 @@ def test_a_finished_span_and_its_attempts_are_freed_without_the_collector(
 ) -> None:
     # The stream path leaves no reference cycle (tests/stream/test_session.py); a traced
     # stream's spans, which share their clock, must not bring one back.
-    def alive() -> int:
-        return sum(1 for o in gc.get_objects() if isinstance(o, StreamSpan | AttemptSpan))
-
     tracing = make_tracing()
-    gc.collect()
-    gc.disable()
-    try:
-        before = alive()
+    with new_objects_only():
         span = start(tracing.start_stream({}, "demo", request_model="m", provider="simulated"))
         span.attempt("primary", "simulated", "http://127.0.0.1:1/x")
         span.finish(outcome="completed")
-        assert alive() == before + 2
+        assert live(StreamSpan, AttemptSpan) == 2
         del span
-        assert alive() == before
-    finally:
-        gc.enable()
+        assert live(StreamSpan, AttemptSpan) == 0
