@@ -8,6 +8,7 @@ allows in total, then both refuse with 429 ``budget_exceeded``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.limits.redis_server import redis_server
-from tests.support.gateway import GatewayProcess, gateway_process
+from tests.support.gateway import GatewayProcess, gateway_process, metric_value
 
 OUTPUT_PER_MTOK = 1000.0  # $0.001 per output token; input is free
 MAX_TOKENS = 5
@@ -67,6 +68,17 @@ def usage_of(raw: bytes) -> dict[str, Any]:
     raise AssertionError(f"no usage event in {raw!r}")
 
 
+async def settled(url: str, remaining: float) -> None:
+    """Until the replica at ``url`` shows ``remaining`` USD of the budget (its
+    ``gateway_budget_remaining_usd``, set from the store's total when a settlement lands)."""
+    for _ in range(500):
+        shown = await metric_value(url, "gateway_budget_remaining_usd", {"app": "web"})
+        if shown == pytest.approx(remaining, abs=1e-9):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{url} shows {shown} USD left, not {remaining}")
+
+
 async def test_two_gateways_share_one_budget(
     replicas: tuple[GatewayProcess, GatewayProcess],
 ) -> None:
@@ -78,11 +90,15 @@ async def test_two_gateways_share_one_budget(
         admitted += 1
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
         for n in range(admitted):
-            status, _, raw = await post(s, (a, b)[n % 2].url)
+            gateway = (a, b)[n % 2]
+            status, _, raw = await post(s, gateway.url)
             assert status == 200, raw
             usage = usage_of(raw)
             assert usage["output_tokens"] == 3
             assert usage["cost_usd"] == pytest.approx(cost, rel=1e-9)
+            # Its settlement reaches Redis just after the answer's end (docs/accounting.md):
+            # the next request, on the other replica, must find it there, not race it.
+            await settled(gateway.url, LIMIT - (n + 1) * cost)
         for gateway in (a, b):  # the budget is used up for both
             status, headers, raw = await post(s, gateway.url)
             assert status == 429, raw
