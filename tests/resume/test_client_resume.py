@@ -4,6 +4,7 @@ POST records into a MemoryStore and then drops the connection mid-stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -167,6 +168,25 @@ async def choppy(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def choppy_app() -> web.Application:
+    """:func:`choppy` at ``POST /s`` and its resumes at ``GET /s/<id>``."""
+    app = web.Application()
+    app.router.add_post("/s", choppy)
+    app.router.add_get("/s/{id}", choppy)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[TestServer]:
+    """``app`` on a local port for the block."""
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
 async def test_every_resume_that_made_progress_starts_the_backoff_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -179,16 +199,8 @@ async def test_every_resume_that_made_progress_starts_the_backoff_again(
         await asyncio.sleep(0)
 
     monkeypatch.setattr(gateway.client, "asyncio", SimpleNamespace(sleep=sleep))
-    app = web.Application()
-    app.router.add_post("/s", choppy)
-    app.router.add_get("/s/{id}", choppy)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            events = await collect(session, str(server.make_url("/s")), BODY, resume=True)
-    finally:
-        await server.close()
+    async with serving(choppy_app()) as server, aiohttp.ClientSession() as session:
+        events = await collect(session, str(server.make_url("/s")), BODY, resume=True)
     assert [e.id for e in events] == [str(i) for i in range(1, 11)]  # each once, none lost
     assert waits == [0.5] * 4
 

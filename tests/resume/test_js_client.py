@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from tests.resume.test_client_resume import Flaky, choppy, flaky  # noqa: F401 (fixture)
+from tests.resume.test_client_resume import Flaky, choppy_app, flaky, serving  # noqa: F401 (fixture)
 from tests.support.gateway import running_gateway
 from tests.support.system import require_binary
 
@@ -108,15 +107,8 @@ async def test_a_resume_refused_for_good_is_not_tried_again(flaky: tuple[Flaky, 
 async def test_every_resume_that_made_progress_starts_the_backoff_again() -> None:
     # Many breaks of one long stream: each is a new stall with the first delay, not a delay
     # doubled by every earlier break (it would outgrow the resume window).
-    app = web.Application()
-    app.router.add_post("/s", choppy)
-    app.router.add_get("/s/{id}", choppy)
-    server = TestServer(app)
-    await server.start_server()
-    try:
+    async with serving(choppy_app()) as server:
         result = await run_node(str(server.make_url("/s")), "backoff")
-    finally:
-        await server.close()
     assert result == {"ids": [str(i) for i in range(1, 11)], "waits": [20] * 4}
 
 
@@ -168,11 +160,7 @@ async def test_the_call_resolves_at_end_even_if_the_body_stays_open() -> None:
     app = web.Application()
     app.router.add_post("/held", held)
     app.router.add_post("/resolved", on_resolved)
-    server = TestServer(app)
-    await server.start_server()
-    try:
+    async with serving(app) as server:
         result = await run_node(str(server.make_url("/held")), "held")
-    finally:
-        await server.close()
     assert result == {"reason": "stop", "text": "done"}
     assert order == ["resolved"]
